@@ -1,0 +1,159 @@
+//! Body codecs: JSON (the default, for interop) and MessagePack (compact, chosen per message with
+//! `Content-Type`).
+//!
+//! MessagePack records are maps with field names (`rmp_serde::to_vec_named`), so any MessagePack
+//! library reads them as the same objects as the JSON form.
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// How a body or record is encoded.
+///
+/// ```
+/// # use celerity_proto::ContentType;
+/// assert_eq!(ContentType::parse("application/msgpack"), Some(ContentType::MsgPack));
+/// let bytes = ContentType::MsgPack.encode(&vec![1, 2])?;
+/// assert_eq!(ContentType::MsgPack.decode::<Vec<i32>>(&bytes)?, vec![1, 2]);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ContentType {
+    /// `application/json`, UTF-8.
+    #[default]
+    Json,
+    /// `application/msgpack`.
+    MsgPack,
+}
+
+/// A value that could not be encoded.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot encode as {content_type}")]
+pub struct EncodeError {
+    /// The encoding that was asked for.
+    pub content_type: &'static str,
+    #[source]
+    source: Box<dyn std::error::Error + Send + Sync>,
+}
+
+/// Bytes that are not a valid encoding of the expected record.
+#[derive(Debug, thiserror::Error)]
+#[error("body is not valid {content_type}: {detail}")]
+pub struct DecodeError {
+    /// The encoding that was expected.
+    pub content_type: &'static str,
+    /// What the decoder reported.
+    pub detail: String,
+}
+
+impl ContentType {
+    /// The MIME type as it appears in the `Content-Type` header.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ContentType::Json => "application/json",
+            ContentType::MsgPack => "application/msgpack",
+        }
+    }
+
+    /// Parses a `Content-Type` value; parameters such as `; charset=utf-8` are ignored and
+    /// `application/x-msgpack` is accepted as an alias.
+    pub fn parse(value: &str) -> Option<Self> {
+        let mime = value.split(';').next().unwrap_or_default().trim();
+        match mime.to_ascii_lowercase().as_str() {
+            "application/json" => Some(ContentType::Json),
+            "application/msgpack" | "application/x-msgpack" | "application/vnd.msgpack" => {
+                Some(ContentType::MsgPack)
+            }
+            _ => None,
+        }
+    }
+
+    /// Tells a stored record's encoding from its first byte: `{` is JSON, a MessagePack map marker
+    /// (`0x80..=0x8f`, `0xde`, `0xdf`) is MessagePack.
+    ///
+    /// Result records in the KV bucket carry no headers, so readers use this.
+    pub fn sniff(bytes: &[u8]) -> Option<Self> {
+        match bytes.first()? {
+            b'{' | b' ' | b'\n' | b'\t' | b'\r' => Some(ContentType::Json),
+            0x80..=0x8f | 0xde | 0xdf => Some(ContentType::MsgPack),
+            _ => None,
+        }
+    }
+
+    /// Encodes `value`.
+    ///
+    /// # Errors
+    /// [`EncodeError`] when the value cannot be represented (a map with non-string keys in JSON, a
+    /// failing `Serialize` implementation).
+    pub fn encode<T: Serialize + ?Sized>(self, value: &T) -> Result<Vec<u8>, EncodeError> {
+        let result: Result<Vec<u8>, Box<dyn std::error::Error + Send + Sync>> = match self {
+            ContentType::Json => serde_json::to_vec(value).map_err(Into::into),
+            ContentType::MsgPack => rmp_serde::to_vec_named(value).map_err(Into::into),
+        };
+        result.map_err(|source| EncodeError {
+            content_type: self.as_str(),
+            source,
+        })
+    }
+
+    /// Decodes `bytes` as a `T`.
+    ///
+    /// # Errors
+    /// [`DecodeError`] when the bytes are not valid in this encoding or do not match `T`.
+    pub fn decode<T: DeserializeOwned>(self, bytes: &[u8]) -> Result<T, DecodeError> {
+        let result = match self {
+            ContentType::Json => serde_json::from_slice(bytes).map_err(|e| e.to_string()),
+            ContentType::MsgPack => rmp_serde::from_slice(bytes).map_err(|e| e.to_string()),
+        };
+        result.map_err(|detail| DecodeError {
+            content_type: self.as_str(),
+            detail,
+        })
+    }
+}
+
+impl std::fmt::Display for ContentType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_ignores_parameters_and_case() {
+        assert_eq!(
+            ContentType::parse("Application/JSON; charset=utf-8"),
+            Some(ContentType::Json)
+        );
+        assert_eq!(
+            ContentType::parse("application/x-msgpack"),
+            Some(ContentType::MsgPack)
+        );
+        assert_eq!(ContentType::parse("text/plain"), None);
+    }
+
+    #[test]
+    fn sniff_tells_json_from_msgpack_maps() {
+        let map = serde_json::json!({"state": "SUCCESS"});
+        assert_eq!(
+            ContentType::sniff(&ContentType::Json.encode(&map).unwrap()),
+            Some(ContentType::Json)
+        );
+        assert_eq!(
+            ContentType::sniff(&ContentType::MsgPack.encode(&map).unwrap()),
+            Some(ContentType::MsgPack)
+        );
+        assert_eq!(ContentType::sniff(b""), None);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn decoding_garbage_is_an_error_not_a_panic(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..64)) {
+            let _ = ContentType::Json.decode::<serde_json::Value>(&bytes);
+            let _ = ContentType::MsgPack.decode::<serde_json::Value>(&bytes);
+        }
+    }
+}

@@ -1,0 +1,43 @@
+//! The Celerity wire protocol, version 1: what crosses NATS and nothing else.
+//!
+//! This crate names every subject, stream, consumer, KV bucket and header that Celerity uses, defines
+//! the records that travel in message bodies and KV values, and encodes them as JSON (the default) or
+//! MessagePack.
+//! It does no I/O: no sockets, no clocks, no async runtime.
+//! Read it next to `docs/protocol.md`; another implementation (Python, Go, JS) needs only the two.
+//!
+//! ```
+//! use celerity_proto::{ContentType, Envelope, Priority, TaskBody, TaskId, TaskName};
+//!
+//! let envelope = Envelope::new(TaskId::new("0190a5b2-7c1e-7f00-8000-000000000001")?, TaskName::new("tasks.add")?);
+//! let body = TaskBody::positional(vec![serde_json::json!(2), serde_json::json!(3)]);
+//! let bytes = ContentType::Json.encode(&body)?;
+//! assert_eq!(bytes, br#"{"args":[2,3],"kwargs":{}}"#);
+//! let headers = envelope.to_headers();
+//! assert!(headers.iter().any(|(name, value)| *name == "Celerity-Task" && value == "tasks.add"));
+//! assert_eq!(Priority::default().get(), 0);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+mod body;
+mod codec;
+mod dead_letter;
+mod envelope;
+mod names;
+mod result;
+mod subjects;
+
+pub use body::TaskBody;
+pub use codec::{ContentType, DecodeError, EncodeError};
+pub use dead_letter::{DeadLetter, DeadLetterReason, dlq_header};
+pub use envelope::{Envelope, EnvelopeError, HeaderSource, header};
+pub use names::{InvalidName, Namespace, Priority, QueueName, TaskId, TaskName};
+pub use result::{ErrorRecord, ResultRecord, TaskState};
+pub use subjects::Layout;
+
+/// The protocol version this crate reads and writes.
+///
+/// It travels in the `Celerity-Version` header of every task message and in the `v` field of every
+/// result record.
+/// A reader MUST reject (dead-letter) a message with a version it does not know.
+pub const PROTOCOL_VERSION: u32 = 1;

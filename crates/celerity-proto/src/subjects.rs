@@ -1,0 +1,148 @@
+//! Where things live on NATS: the subjects, streams, consumers and buckets of one namespace.
+//!
+//! [`Layout`] is the only place that spells these names; the runtime and `docs/protocol.md` both follow it.
+
+use crate::names::{Namespace, Priority, QueueName};
+
+/// The names of every subject, stream, consumer and KV bucket of one namespace.
+///
+/// ```
+/// # use celerity_proto::{Layout, Namespace, Priority, QueueName};
+/// let layout = Layout::new(Namespace::default());
+/// let queue = QueueName::new("high")?;
+/// assert_eq!(layout.task_subject(&queue, Priority::new(9)?), "celerity.q.high.9");
+/// assert_eq!(layout.queue_stream(&queue), "CELERITY_Q_high");
+/// assert_eq!(layout.results_bucket(), "celerity_results");
+/// # Ok::<(), celerity_proto::InvalidName>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Layout {
+    namespace: Namespace,
+    upper: String,
+}
+
+impl Layout {
+    /// The layout of `namespace`.
+    pub fn new(namespace: Namespace) -> Self {
+        let upper = namespace.as_str().to_ascii_uppercase();
+        Self { namespace, upper }
+    }
+
+    /// The namespace this layout names things in.
+    pub fn namespace(&self) -> &Namespace {
+        &self.namespace
+    }
+
+    /// The subject a task of `priority` is published to on `queue`: `<ns>.q.<queue>.<priority>`.
+    pub fn task_subject(&self, queue: &QueueName, priority: Priority) -> String {
+        format!("{}.q.{}.{}", self.namespace, queue, priority)
+    }
+
+    /// The subjects of `queue`'s stream: `<ns>.q.<queue>.*`.
+    pub fn queue_subjects(&self, queue: &QueueName) -> String {
+        format!("{}.q.{}.*", self.namespace, queue)
+    }
+
+    /// Splits a task subject back into its queue and priority.
+    ///
+    /// ```
+    /// # use celerity_proto::{Layout, Namespace};
+    /// let layout = Layout::new(Namespace::default());
+    /// let (queue, priority) = layout.parse_task_subject("celerity.q.default.3").expect("a task subject");
+    /// assert_eq!((queue.as_str(), priority.get()), ("default", 3));
+    /// assert!(layout.parse_task_subject("other.q.default.3").is_none());
+    /// ```
+    pub fn parse_task_subject(&self, subject: &str) -> Option<(QueueName, Priority)> {
+        let rest = subject
+            .strip_prefix(self.namespace.as_str())?
+            .strip_prefix(".q.")?;
+        let (queue, priority) = rest.split_once('.')?;
+        Some((QueueName::new(queue).ok()?, priority.parse().ok()?))
+    }
+
+    /// The stream that holds `queue`'s tasks: `<NS>_Q_<queue>`, work-queue retention.
+    pub fn queue_stream(&self, queue: &QueueName) -> String {
+        format!("{}_Q_{}", self.upper, queue)
+    }
+
+    /// The durable pull consumer of one priority level of a queue, shared by all its workers: `p<priority>`.
+    pub fn queue_consumer(&self, priority: Priority) -> String {
+        format!("p{priority}")
+    }
+
+    /// The headers-only subject the queue stream republishes each stored task to:
+    /// `<ns>.bell.<queue>.<priority>`.
+    ///
+    /// Workers listen here to learn which priority levels have work, instead of polling every level.
+    pub fn doorbell_subject(&self, queue: &QueueName, priority: Priority) -> String {
+        format!("{}.bell.{}.{}", self.namespace, queue, priority)
+    }
+
+    /// The wildcard of every doorbell of `queue`: `<ns>.bell.<queue>.*`.
+    pub fn doorbell_subjects(&self, queue: &QueueName) -> String {
+        format!("{}.bell.{}.*", self.namespace, queue)
+    }
+
+    /// The KV bucket that holds result records, keyed by task id: `<ns>_results`.
+    pub fn results_bucket(&self) -> String {
+        format!("{}_results", self.namespace)
+    }
+
+    /// The dead-letter stream: `<NS>_DLQ`.
+    pub fn dead_letter_stream(&self) -> String {
+        format!("{}_DLQ", self.upper)
+    }
+
+    /// The subject a dead letter from `queue` is stored under: `<ns>.dlq.<queue>`.
+    pub fn dead_letter_subject(&self, queue: &QueueName) -> String {
+        format!("{}.dlq.{}", self.namespace, queue)
+    }
+
+    /// The subjects of the dead-letter stream: `<ns>.dlq.*`.
+    pub fn dead_letter_subjects(&self) -> String {
+        format!("{}.dlq.*", self.namespace)
+    }
+
+    /// The prefix of per-client result subjects: a producer sets `Celerity-Reply-To` to
+    /// `<ns>.reply.<client id>` and the worker publishes final result records there.
+    pub fn reply_subject(&self, client_id: &str) -> String {
+        format!("{}.reply.{}", self.namespace, client_id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_the_namespace() {
+        let layout = Layout::new(Namespace::new("shop").unwrap());
+        let queue = QueueName::new("email").unwrap();
+        assert_eq!(layout.queue_stream(&queue), "SHOP_Q_email");
+        assert_eq!(layout.queue_subjects(&queue), "shop.q.email.*");
+        assert_eq!(
+            layout.doorbell_subject(&queue, Priority::new(2).unwrap()),
+            "shop.bell.email.2"
+        );
+        assert_eq!(layout.dead_letter_stream(), "SHOP_DLQ");
+        assert_eq!(layout.dead_letter_subject(&queue), "shop.dlq.email");
+        assert_eq!(layout.results_bucket(), "shop_results");
+        assert_eq!(layout.reply_subject("c1"), "shop.reply.c1");
+    }
+
+    #[test]
+    fn parse_rejects_foreign_and_malformed_subjects() {
+        let layout = Layout::new(Namespace::default());
+        for subject in [
+            "celerity.q.default",
+            "celerity.q.default.10",
+            "celerity.q.a.b.1",
+            "celerityx.q.d.1",
+        ] {
+            assert!(
+                layout.parse_task_subject(subject).is_none(),
+                "{subject} parsed"
+            );
+        }
+    }
+}
