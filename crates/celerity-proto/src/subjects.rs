@@ -78,6 +78,12 @@ impl Layout {
         format!("{}.bell.{}.{}", self.namespace, queue, priority)
     }
 
+    /// The republish destination of `queue`'s stream: the doorbell subject with the priority token
+    /// mapped from the task subject (`<ns>.bell.<queue>.{{wildcard(1)}}`).
+    pub fn doorbell_subject_pattern(&self, queue: &QueueName) -> String {
+        format!("{}.bell.{}.{{{{wildcard(1)}}}}", self.namespace, queue)
+    }
+
     /// The wildcard of every doorbell of `queue`: `<ns>.bell.<queue>.*`.
     pub fn doorbell_subjects(&self, queue: &QueueName) -> String {
         format!("{}.bell.{}.*", self.namespace, queue)
@@ -123,6 +129,10 @@ mod tests {
         assert_eq!(
             layout.doorbell_subject(&queue, Priority::new(2).unwrap()),
             "shop.bell.email.2"
+        );
+        assert_eq!(
+            layout.doorbell_subject_pattern(&queue),
+            "shop.bell.email.{{wildcard(1)}}"
         );
         assert_eq!(layout.dead_letter_stream(), "SHOP_DLQ");
         assert_eq!(layout.dead_letter_subject(&queue), "shop.dlq.email");

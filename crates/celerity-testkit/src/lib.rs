@@ -1,1 +1,44 @@
-//! placeholder
+//! Starts and stops real `nats-server` processes (JetStream on) for integration tests and for
+//! `celerity dev`.
+//!
+//! It is not a NATS client and knows nothing about Celerity: it writes a config file, runs the
+//! binary on 127.0.0.1, waits until the server answers, and cleans up on drop. The API is
+//! synchronous and std-only, so sync tests and async runtimes can both use it (from async code,
+//! call it where blocking for up to the ready timeout is acceptable, e.g. `spawn_blocking`).
+//!
+//! # Quick start
+//!
+//! ```no_run
+//! # fn main() -> Result<(), celerity_testkit::TestkitError> {
+//! use celerity_testkit::NatsServer;
+//!
+//! let mut server = NatsServer::start()?;
+//! println!("connect to {}", server.url());
+//! server.restart()?; // Same port, same store directory.
+//! # Ok(()) }
+//! // Dropping `server` kills the process and removes its temporary directory.
+//! ```
+//!
+//! # Finding the binary
+//!
+//! [`nats_server_binary`] uses `$NATS_SERVER`, then `nats-server` on `$PATH`, then `/usr/sbin`,
+//! `/usr/bin` and `/usr/local/bin`. Install it with `apt-get install -y nats-server`;
+//! nats-server 2.9.10 and newer work.
+//!
+//! Unix only: stopping sends SIGTERM through `libc`.
+
+mod binary;
+mod builder;
+mod config;
+mod error;
+mod port;
+mod readiness;
+mod server;
+mod tls;
+
+pub use binary::{nats_server_binary, server_version};
+pub use builder::NatsServerBuilder;
+pub use error::TestkitError;
+pub use port::reserve_port;
+pub use server::NatsServer;
+pub use tls::TlsFiles;

@@ -1,1 +1,62 @@
-//! placeholder
+//! Celerity: a distributed task runtime on NATS JetStream, in the spirit of Celery.
+//!
+//! Define tasks with `#[celerity::task]`, send them from any process with a [`Client`], run them
+//! in worker processes of your own binary, and read results and states from anywhere.
+//! Producers in other languages follow `docs/protocol.md`.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//!
+//! #[celerity::task]
+//! async fn add(x: i64, y: i64) -> i64 {
+//!     x + y
+//! }
+//!
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let app = celerity::App::builder().task(add).build()?;
+//! let nats = celerity::NatsConfig::new("nats://127.0.0.1:4222");
+//! let worker = celerity::worker::spawn(app.clone(), nats.clone(), celerity::WorkerConfig::new())?;
+//! let client = app.client(&nats).await?;
+//! let result = add.delay(&client, 2, 3).await?;
+//! assert_eq!(result.get(Duration::from_secs(10)).await?, 5);
+//! worker.shutdown(false);
+//! # Ok(()) }
+//! ```
+//!
+//! A worker binary hands its app to [`cli::main`], which parses Celery-like flags
+//! (`myapp worker -Q high,default -c 8 --prefetch-multiplier 1 --hostname w1`).
+
+mod app;
+mod async_result;
+pub mod cli;
+mod client;
+mod clock;
+mod nats;
+mod result_store;
+mod task;
+pub mod worker;
+
+#[doc(hidden)]
+pub mod __private;
+
+pub use app::{App, AppBuilder, ConfigError, Settings};
+pub use async_result::{AsyncResult, ResultError};
+pub use celerity_macros::task;
+pub use celerity_proto::{ContentType, ErrorRecord, ResultRecord, TaskId, TaskState};
+pub use client::{ApplyOptions, Client, ClientError, EnqueueError};
+pub use nats::{ConnectError, NatsConfig};
+pub use result_store::StoreError;
+pub use task::{ArgumentsError, Task, TaskContext, TaskFuture, TaskOptions};
+pub use worker::{WorkerConfig, WorkerError, WorkerHandle};
+
+/// Formats an error and its causes on one line: `outer: inner: root`.
+pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

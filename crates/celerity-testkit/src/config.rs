@@ -1,0 +1,190 @@
+//! The `nats-server` configuration file the testkit writes for each server.
+//!
+//! Holds the settings in [`ServerConfig`] and renders them in nats-server config syntax,
+//! restricted to options that nats-server 2.9 already understands.
+
+use std::fmt;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::TlsFiles;
+
+/// How clients must authenticate.
+#[derive(Clone, Default)]
+pub(crate) enum Auth {
+    /// Anyone may connect.
+    #[default]
+    None,
+    /// Clients send this user name and password.
+    UserPassword { user: String, password: String },
+    /// Clients send this token.
+    Token(String),
+}
+
+// NOTE: Secrets stay out of `Debug`, so a printed builder or server never shows them.
+impl fmt::Debug for Auth {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Auth::None => formatter.write_str("None"),
+            Auth::UserPassword { user, .. } => formatter
+                .debug_struct("UserPassword")
+                .field("user", user)
+                .field("password", &"<redacted>")
+                .finish(),
+            Auth::Token(_) => formatter.write_str("Token(<redacted>)"),
+        }
+    }
+}
+
+/// Everything that goes into one server's config file.
+#[derive(Debug, Clone)]
+pub(crate) struct ServerConfig {
+    pub(crate) port: u16,
+    /// Unique per server, so a readiness probe never mistakes another process on the port for ours.
+    pub(crate) server_name: String,
+    pub(crate) store_dir: PathBuf,
+    pub(crate) log_path: PathBuf,
+    pub(crate) jetstream: bool,
+    pub(crate) max_payload: Option<u32>,
+    pub(crate) auth: Auth,
+    pub(crate) tls: Option<TlsFiles>,
+}
+
+impl ServerConfig {
+    /// Renders the config file's text.
+    pub(crate) fn render(&self) -> String {
+        let mut text = String::new();
+        // Writing to a `String` cannot fail, so the `fmt::Result`s below are ignored.
+        let _ = writeln!(text, "# Written by celerity-testkit.");
+        let _ = writeln!(text, "listen: \"127.0.0.1:{}\"", self.port);
+        let _ = writeln!(text, "server_name: {}", quote(&self.server_name));
+        let _ = writeln!(text, "log_file: {}", quote_path(&self.log_path));
+        if self.jetstream {
+            let _ = writeln!(
+                text,
+                "jetstream {{\n  store_dir: {}\n}}",
+                quote_path(&self.store_dir)
+            );
+        }
+        if let Some(max_payload) = self.max_payload {
+            let _ = writeln!(text, "max_payload: {max_payload}");
+        }
+        match &self.auth {
+            Auth::None => {}
+            Auth::UserPassword { user, password } => {
+                let _ = writeln!(
+                    text,
+                    "authorization {{\n  user: {}\n  password: {}\n}}",
+                    quote(user),
+                    quote(password)
+                );
+            }
+            Auth::Token(token) => {
+                let _ = writeln!(text, "authorization {{\n  token: {}\n}}", quote(token));
+            }
+        }
+        if let Some(tls) = &self.tls {
+            let _ = writeln!(
+                text,
+                "tls {{\n  cert_file: {}\n  key_file: {}\n  ca_file: {}\n  verify: true\n  timeout: 5\n}}",
+                quote_path(&tls.server_cert),
+                quote_path(&tls.server_key),
+                quote_path(&tls.ca_cert)
+            );
+        }
+        text
+    }
+}
+
+/// A server name no other testkit server (in this or another process) uses.
+pub(crate) fn unique_server_name(port: u16) -> String {
+    static N_SERVERS: AtomicU64 = AtomicU64::new(0);
+    let serial = N_SERVERS.fetch_add(1, Ordering::Relaxed);
+    format!("testkit-{port}-{}-{serial}", std::process::id())
+}
+
+/// Quotes a string for the config file; JSON string syntax is valid nats-server config syntax.
+fn quote(value: &str) -> String {
+    serde_json::Value::from(value).to_string()
+}
+
+fn quote_path(path: &Path) -> String {
+    quote(&path.to_string_lossy())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> ServerConfig {
+        ServerConfig {
+            port: 4333,
+            server_name: "testkit-4333".to_owned(),
+            store_dir: PathBuf::from("/tmp/store"),
+            log_path: PathBuf::from("/tmp/nats-server.log"),
+            jetstream: true,
+            max_payload: None,
+            auth: Auth::None,
+            tls: None,
+        }
+    }
+
+    #[test]
+    fn render_has_listen_name_log_and_jetstream() {
+        let text = config().render();
+        assert!(text.contains("listen: \"127.0.0.1:4333\"\n"), "{text}");
+        assert!(text.contains("server_name: \"testkit-4333\"\n"), "{text}");
+        assert!(
+            text.contains("log_file: \"/tmp/nats-server.log\"\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("jetstream {\n  store_dir: \"/tmp/store\"\n}"),
+            "{text}"
+        );
+        assert!(!text.contains("authorization"), "{text}");
+    }
+
+    #[test]
+    fn render_leaves_out_jetstream_when_disabled() {
+        let text = ServerConfig {
+            jetstream: false,
+            ..config()
+        }
+        .render();
+        assert!(!text.contains("jetstream"), "{text}");
+    }
+
+    #[test]
+    fn render_quotes_secrets() {
+        let text = ServerConfig {
+            auth: Auth::UserPassword {
+                user: "alice".to_owned(),
+                password: "pa\"ss$word".to_owned(),
+            },
+            max_payload: Some(2048),
+            ..config()
+        }
+        .render();
+        assert!(text.contains("user: \"alice\""), "{text}");
+        assert!(text.contains("password: \"pa\\\"ss$word\""), "{text}");
+        assert!(text.contains("max_payload: 2048"), "{text}");
+    }
+
+    #[test]
+    fn debug_does_not_show_secrets() {
+        let auth = Auth::Token("s3cret".to_owned());
+        assert!(!format!("{auth:?}").contains("s3cret"));
+        let auth = Auth::UserPassword {
+            user: "alice".to_owned(),
+            password: "s3cret".to_owned(),
+        };
+        assert!(!format!("{auth:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn server_names_are_unique() {
+        assert_ne!(unique_server_name(1), unique_server_name(1));
+    }
+}

@@ -1,0 +1,36 @@
+//! Picking a free loopback port for a server that was not given one.
+//!
+//! The port is only free at the moment it is read; the server start retries with a new one
+//! when another process takes it first.
+
+use std::net::{Ipv4Addr, TcpListener};
+
+use crate::TestkitError;
+
+/// Returns a port that is free on 127.0.0.1 right now.
+///
+/// Binds 127.0.0.1:0, reads the port the kernel picked and closes the listener again.
+///
+/// # Errors
+///
+/// [`TestkitError::Io`] when binding or reading the local address fails.
+pub fn reserve_port() -> Result<u16, TestkitError> {
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .map_err(TestkitError::io("bind a free port on 127.0.0.1"))?;
+    let address = listener.local_addr().map_err(TestkitError::io(
+        "read the address of a free port on 127.0.0.1",
+    ))?;
+    Ok(address.port())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reserved_port_can_be_bound_again() {
+        let port = reserve_port().unwrap();
+        assert_ne!(port, 0);
+        TcpListener::bind((Ipv4Addr::LOCALHOST, port)).unwrap();
+    }
+}

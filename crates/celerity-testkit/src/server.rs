@@ -1,0 +1,274 @@
+//! [`NatsServer`]: one running (or stopped) `nats-server` child process and its files.
+//!
+//! It owns the process and its temporary directory, and kills the one and removes the other on
+//! drop. Choosing options is the builder's job; probing readiness is `readiness.rs`'s.
+
+use std::fs::OpenOptions;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+use crate::config::{ServerConfig, unique_server_name};
+use crate::{NatsServerBuilder, TestkitError, TlsFiles, readiness};
+
+/// How long [`NatsServer::stop`] waits after SIGTERM before it sends SIGKILL.
+const STOP_GRACE: Duration = Duration::from_secs(10);
+
+/// The pause between two checks whether a stopping server has exited.
+const EXIT_POLL_INTERVAL: Duration = Duration::from_millis(10);
+
+/// A `nats-server` process on 127.0.0.1 with its own config, log and store directory.
+///
+/// Dropping it kills the process (SIGKILL) and removes its temporary directory, even when a test
+/// panics; a store directory given to [`NatsServerBuilder::store_dir`] is kept.
+///
+/// ```no_run
+/// # fn main() -> Result<(), celerity_testkit::TestkitError> {
+/// use celerity_testkit::NatsServer;
+///
+/// let mut server = NatsServer::start()?;
+/// let url = server.url(); // "nats://127.0.0.1:<port>"
+/// server.restart()?; // Same port and store directory, so streams survive.
+/// assert_eq!(server.url(), url);
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct NatsServer {
+    binary: PathBuf,
+    config: ServerConfig,
+    config_path: PathBuf,
+    ready_timeout: Duration,
+    /// `None` while stopped.
+    child: Option<Child>,
+    /// Holds config, log and TLS files, and the store unless the caller gave one; removed on drop.
+    _temp_dir: TempDir,
+}
+
+impl NatsServer {
+    /// Starts a server with the default options; the same as `NatsServer::builder().start()`.
+    ///
+    /// # Errors
+    ///
+    /// See [`NatsServerBuilder::start`].
+    pub fn start() -> Result<NatsServer, TestkitError> {
+        NatsServer::builder().start()
+    }
+
+    /// Returns a builder to choose the port, store directory, authentication, TLS and more.
+    pub fn builder() -> NatsServerBuilder {
+        NatsServerBuilder::default()
+    }
+
+    /// The URL clients connect to, `nats://127.0.0.1:<port>` (also for TLS servers).
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.config.port)
+    }
+
+    /// The client port on 127.0.0.1; it stays the same across restarts.
+    pub fn port(&self) -> u16 {
+        self.config.port
+    }
+
+    /// The process id, or `None` while the server is stopped.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// The JetStream store directory; nats-server keeps its data in `jetstream/` below it.
+    pub fn store_dir(&self) -> &Path {
+        &self.config.store_dir
+    }
+
+    /// The server's log file, which also receives its stdout and stderr.
+    pub fn log_path(&self) -> &Path {
+        &self.config.log_path
+    }
+
+    /// The certificate files, when the server was built with [`NatsServerBuilder::tls`].
+    pub fn tls_files(&self) -> Option<&TlsFiles> {
+        self.config.tls.as_ref()
+    }
+
+    /// Stops the server gracefully: SIGTERM, then SIGKILL if it has not exited within 10 s.
+    ///
+    /// Does nothing when the server is already stopped.
+    ///
+    /// # Errors
+    ///
+    /// [`TestkitError::Io`] when the signal cannot be sent or the process cannot be waited for.
+    pub fn stop(&mut self) -> Result<(), TestkitError> {
+        let port = self.config.port;
+        let Some(child) = self.child.as_mut() else {
+            return Ok(());
+        };
+        if !has_exited(child, port)? {
+            send_sigterm(child, port)?;
+            let deadline = Instant::now() + STOP_GRACE;
+            while !has_exited(child, port)? {
+                if Instant::now() >= deadline {
+                    return self.kill();
+                }
+                thread::sleep(EXIT_POLL_INTERVAL);
+            }
+        }
+        self.child = None;
+        Ok(())
+    }
+
+    /// Kills the server with SIGKILL and waits for it to exit, as a crash would.
+    ///
+    /// Does nothing when the server is already stopped.
+    ///
+    /// # Errors
+    ///
+    /// [`TestkitError::Io`] when the process cannot be killed or waited for.
+    pub fn kill(&mut self) -> Result<(), TestkitError> {
+        let port = self.config.port;
+        let Some(child) = self.child.as_mut() else {
+            return Ok(());
+        };
+        // `Child::kill` succeeds on a process that exited but was not yet reaped.
+        child
+            .kill()
+            .map_err(TestkitError::io(format!("kill nats-server on port {port}")))?;
+        child.wait().map_err(TestkitError::io(format!(
+            "wait for killed nats-server on port {port}"
+        )))?;
+        self.child = None;
+        Ok(())
+    }
+
+    /// Starts a stopped server again with the same port, config and store directory, and waits
+    /// until it accepts clients; JetStream data written before the stop is still there.
+    ///
+    /// Does nothing when the server is running.
+    ///
+    /// # Errors
+    ///
+    /// [`TestkitError::Spawn`] when the binary cannot be run; [`TestkitError::PortInUse`],
+    /// [`TestkitError::Exited`] or [`TestkitError::NotReady`] when it does not come up.
+    pub fn start_again(&mut self) -> Result<(), TestkitError> {
+        if self.is_running() {
+            return Ok(());
+        }
+        std::fs::write(&self.config_path, self.config.render()).map_err(TestkitError::io(
+            format!("write config file {}", self.config_path.display()),
+        ))?;
+        let log_path = &self.config.log_path;
+        let log_offset = std::fs::metadata(log_path).map_or(0, |metadata| metadata.len());
+        let log_action = || format!("open log file {}", log_path.display());
+        let stdout = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log_path)
+            .map_err(TestkitError::io(log_action()))?;
+        let stderr = stdout.try_clone().map_err(TestkitError::io(log_action()))?;
+        let mut child = Command::new(&self.binary)
+            .arg("-c")
+            .arg(&self.config_path)
+            .stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(stderr)
+            .spawn()
+            .map_err(|source| TestkitError::Spawn {
+                binary: self.binary.clone(),
+                source,
+            })?;
+        match readiness::wait_until_ready(&mut child, &self.config, log_offset, self.ready_timeout)
+        {
+            Ok(()) => {
+                self.child = Some(child);
+                Ok(())
+            }
+            Err(error) => {
+                // The process may already be gone; the startup error matters more than these.
+                let _ = child.kill();
+                let _ = child.wait();
+                Err(error)
+            }
+        }
+    }
+
+    /// Stops the server gracefully and starts it again on the same port with the same data.
+    ///
+    /// # Errors
+    ///
+    /// The errors of [`stop`](Self::stop) and [`start_again`](Self::start_again).
+    pub fn restart(&mut self) -> Result<(), TestkitError> {
+        self.stop()?;
+        self.start_again()
+    }
+
+    /// Whether the process is alive; reaps it and counts as stopped once it has exited.
+    pub fn is_running(&mut self) -> bool {
+        let port = self.config.port;
+        match self.child.as_mut() {
+            None => false,
+            Some(child) => match has_exited(child, port) {
+                Ok(true) => {
+                    self.child = None;
+                    false
+                }
+                // An unknown state counts as running, so `Drop` still kills the process.
+                Ok(false) | Err(_) => true,
+            },
+        }
+    }
+
+    /// A stopped server with nothing spawned yet; the builder starts it.
+    pub(crate) fn new(
+        binary: PathBuf,
+        config: ServerConfig,
+        temp_dir: TempDir,
+        ready_timeout: Duration,
+    ) -> NatsServer {
+        NatsServer {
+            binary,
+            config_path: temp_dir.path().join("nats-server.conf"),
+            config,
+            ready_timeout,
+            child: None,
+            _temp_dir: temp_dir,
+        }
+    }
+
+    /// Points a stopped server at another port, after its first port turned out to be taken.
+    pub(crate) fn move_to_port(&mut self, port: u16) {
+        self.config.port = port;
+        self.config.server_name = unique_server_name(port);
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        // A failure here cannot be reported; `kill` leaves nothing behind that a retry would fix.
+        let _ = self.kill();
+    }
+}
+
+fn has_exited(child: &mut Child, port: u16) -> Result<bool, TestkitError> {
+    child
+        .try_wait()
+        .map(|status| status.is_some())
+        .map_err(TestkitError::io(format!(
+            "check whether nats-server on port {port} has exited"
+        )))
+}
+
+fn send_sigterm(child: &Child, port: u16) -> Result<(), TestkitError> {
+    let action = || format!("send SIGTERM to nats-server on port {port}");
+    let pid = libc::pid_t::try_from(child.id())
+        .map_err(|error| std::io::Error::new(std::io::ErrorKind::InvalidInput, error))
+        .map_err(TestkitError::io(action()))?;
+    // SAFETY: `kill` has no memory-safety preconditions. The child has not been reaped
+    // (we still hold it un-waited), so `pid` cannot have been reused by another process.
+    let result = unsafe { libc::kill(pid, libc::SIGTERM) };
+    if result == 0 {
+        Ok(())
+    } else {
+        Err(TestkitError::io(action())(std::io::Error::last_os_error()))
+    }
+}

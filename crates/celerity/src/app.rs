@@ -1,0 +1,216 @@
+//! The application: the registry of task types and the settings that producers and workers of one
+//! deployment share (namespace, default queue, result expiry, body encoding).
+//!
+//! An [`App`] does no I/O; [`App::client`] connects a producer and `celerity::cli` / the worker
+//! module run workers from it.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use celerity_proto::{ContentType, InvalidName, Layout, Namespace, QueueName, TaskName};
+
+use crate::client::{Client, ClientError};
+use crate::nats::NatsConfig;
+use crate::task::{Registered, Task};
+
+/// The app could not be built.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// A name (namespace, queue, task) breaks its rule.
+    #[error(transparent)]
+    InvalidName(#[from] InvalidName),
+    /// Two task types were registered under one name.
+    #[error("task name {0:?} is registered twice")]
+    DuplicateTask(String),
+    /// A setting is out of range.
+    #[error("setting {setting} has invalid value {value}: {reason}")]
+    InvalidSetting {
+        /// The setting.
+        setting: &'static str,
+        /// The value given.
+        value: String,
+        /// Why it is rejected.
+        reason: &'static str,
+    },
+}
+
+/// Settings shared by producers and workers of one deployment.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Settings {
+    /// Prefix of every subject, stream and bucket.
+    pub namespace: Namespace,
+    /// Where tasks go when neither the call nor the task names a queue.
+    pub default_queue: QueueName,
+    /// How long result records live.
+    pub result_expires: Duration,
+    /// Whether workers record RECEIVED when they take a task (one more write per task).
+    pub track_received: bool,
+    /// How task bodies and result records are encoded.
+    pub content_type: ContentType,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            namespace: Namespace::default(),
+            default_queue: QueueName::default(),
+            result_expires: Duration::from_secs(24 * 3600),
+            track_received: false,
+            content_type: ContentType::Json,
+        }
+    }
+}
+
+impl Settings {
+    pub(crate) fn layout(&self) -> Layout {
+        Layout::new(self.namespace.clone())
+    }
+}
+
+/// A Celerity application: its task types and settings.
+///
+/// ```
+/// #[celerity::task]
+/// async fn add(x: i64, y: i64) -> i64 {
+///     x + y
+/// }
+///
+/// let app = celerity::App::builder().task(add).build()?;
+/// assert_eq!(app.task_names().count(), 1);
+/// # Ok::<(), celerity::ConfigError>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct App {
+    inner: Arc<AppInner>,
+}
+
+#[derive(Debug)]
+struct AppInner {
+    tasks: HashMap<TaskName, Registered>,
+    settings: Settings,
+}
+
+impl App {
+    /// Starts building an app.
+    pub fn builder() -> AppBuilder {
+        AppBuilder::default()
+    }
+
+    /// The app's settings.
+    pub fn settings(&self) -> &Settings {
+        &self.inner.settings
+    }
+
+    /// The registered task names.
+    pub fn task_names(&self) -> impl Iterator<Item = &TaskName> {
+        self.inner.tasks.keys()
+    }
+
+    pub(crate) fn task(&self, name: &TaskName) -> Option<&Registered> {
+        self.inner.tasks.get(name)
+    }
+
+    /// Connects a producer with this app's settings.
+    ///
+    /// # Errors
+    /// [`ClientError`] when NATS is unreachable or the results bucket cannot be opened.
+    pub async fn client(&self, nats: &NatsConfig) -> Result<Client, ClientError> {
+        Client::connect(nats, self.inner.settings.clone()).await
+    }
+}
+
+/// Builds an [`App`].
+#[derive(Debug, Default)]
+pub struct AppBuilder {
+    tasks: Vec<Registered>,
+    settings: Settings,
+    errors: Vec<ConfigError>,
+}
+
+impl AppBuilder {
+    /// Registers a task type.
+    pub fn task<T: Task>(mut self, _task: T) -> Self {
+        let options = T::options();
+        let name = TaskName::new(T::NAME);
+        let queue = options.queue_name().map(QueueName::new).transpose();
+        match (name, queue) {
+            (Ok(name), Ok(_)) => self.tasks.push(Registered {
+                name,
+                options,
+                run: T::run,
+            }),
+            (Err(error), _) | (_, Err(error)) => self.errors.push(error.into()),
+        }
+        self
+    }
+
+    /// Sets the namespace (default `celerity`).
+    pub fn namespace(mut self, namespace: &str) -> Self {
+        match Namespace::new(namespace) {
+            Ok(namespace) => self.settings.namespace = namespace,
+            Err(error) => self.errors.push(error.into()),
+        }
+        self
+    }
+
+    /// Sets the default queue (default `default`).
+    pub fn default_queue(mut self, queue: &str) -> Self {
+        match QueueName::new(queue) {
+            Ok(queue) => self.settings.default_queue = queue,
+            Err(error) => self.errors.push(error.into()),
+        }
+        self
+    }
+
+    /// Sets how long results are kept (default 24 hours, at least 1 second).
+    pub fn result_expires(mut self, expiry: Duration) -> Self {
+        if expiry < Duration::from_secs(1) {
+            self.errors.push(ConfigError::InvalidSetting {
+                setting: "result_expires",
+                value: format!("{expiry:?}"),
+                reason: "use at least 1 second",
+            });
+        }
+        self.settings.result_expires = expiry;
+        self
+    }
+
+    /// Records RECEIVED when a worker takes a task (default off, as in Celery, where RECEIVED is
+    /// only an event).
+    pub fn track_received(mut self, track: bool) -> Self {
+        self.settings.track_received = track;
+        self
+    }
+
+    /// Encodes task bodies and results as `content_type` (default JSON).
+    pub fn content_type(mut self, content_type: ContentType) -> Self {
+        self.settings.content_type = content_type;
+        self
+    }
+
+    /// Builds the app.
+    ///
+    /// # Errors
+    /// The first invalid setting, or a task name registered twice.
+    pub fn build(mut self) -> Result<App, ConfigError> {
+        if !self.errors.is_empty() {
+            return Err(self.errors.remove(0));
+        }
+        let mut tasks = HashMap::new();
+        for task in self.tasks {
+            let name = task.name.clone();
+            if tasks.insert(name.clone(), task).is_some() {
+                return Err(ConfigError::DuplicateTask(name.to_string()));
+            }
+        }
+        Ok(App {
+            inner: Arc::new(AppInner {
+                tasks,
+                settings: self.settings,
+            }),
+        })
+    }
+}

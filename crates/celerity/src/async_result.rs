@@ -1,0 +1,242 @@
+//! [`AsyncResult`]: a typed handle on one task's result, readable from any process.
+
+use std::marker::PhantomData;
+use std::time::Duration;
+
+use celerity_proto::{ErrorRecord, ResultRecord, TaskId, TaskState};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::client::Client;
+use crate::result_store::StoreError;
+
+/// Why a result could not be had.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ResultError {
+    /// No final state within the deadline.
+    #[error("task {task_id} did not finish within {waited:?}")]
+    Timeout {
+        /// The task.
+        task_id: TaskId,
+        /// How long we waited.
+        waited: Duration,
+    },
+    /// The task failed.
+    #[error("task {task_id} failed: {error}")]
+    Failed {
+        /// The task.
+        task_id: TaskId,
+        /// Its error.
+        error: ErrorRecord,
+    },
+    /// The task was revoked.
+    #[error("task {task_id} was revoked")]
+    Revoked {
+        /// The task.
+        task_id: TaskId,
+        /// The details stored with the state.
+        meta: Option<Value>,
+    },
+    /// The result does not decode as the expected type.
+    #[error("the result of task {task_id} does not decode as the expected type: {detail}")]
+    Decode {
+        /// The task.
+        task_id: TaskId,
+        /// The decoder's error.
+        detail: String,
+    },
+    /// The record could not be read.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A handle on the result of one task, typed by what the task returns.
+///
+/// Every method reads the results bucket; [`AsyncResult::get`] waits without polling, through the
+/// client's reply subject for tasks this client sent and through a KV watch otherwise.
+///
+/// ```no_run
+/// # async fn demo(client: celerity::Client) -> Result<(), Box<dyn std::error::Error>> {
+/// use std::time::Duration;
+/// let result = client.async_result::<i64>("0190a5b2-7c1e-7f00-8000-000000000001")?;
+/// println!("state: {}", result.state().await?);
+/// let value: i64 = result.get(Duration::from_secs(5)).await?;
+/// # let _ = value; Ok(()) }
+/// ```
+pub struct AsyncResult<T> {
+    id: TaskId,
+    client: Client,
+    notified: bool,
+    output: PhantomData<fn() -> T>,
+}
+
+impl<T> Clone for AsyncResult<T> {
+    fn clone(&self) -> Self {
+        Self {
+            id: self.id.clone(),
+            client: self.client.clone(),
+            notified: self.notified,
+            output: PhantomData,
+        }
+    }
+}
+
+impl<T> std::fmt::Debug for AsyncResult<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AsyncResult")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T> AsyncResult<T> {
+    pub(crate) fn new(id: TaskId, client: Client, notified: bool) -> Self {
+        Self {
+            id,
+            client,
+            notified,
+            output: PhantomData,
+        }
+    }
+
+    /// The task id.
+    pub fn id(&self) -> &TaskId {
+        &self.id
+    }
+
+    /// The stored record, or `None` when there is none.
+    ///
+    /// # Errors
+    /// [`ResultError::Store`] when the bucket cannot be read.
+    pub async fn record(&self) -> Result<Option<ResultRecord>, ResultError> {
+        Ok(self.client.store().get(&self.id).await?)
+    }
+
+    /// The task's state. [`TaskState::Unknown`] means no record exists: the id was never sent
+    /// (Celery would say PENDING), or its record expired or was forgotten.
+    ///
+    /// # Errors
+    /// [`ResultError::Store`] when the bucket cannot be read.
+    pub async fn state(&self) -> Result<TaskState, ResultError> {
+        Ok(self
+            .record()
+            .await?
+            .map_or(TaskState::Unknown, |record| record.state))
+    }
+
+    /// The metadata of the current state: what the task passed to `update_state`.
+    ///
+    /// # Errors
+    /// [`ResultError::Store`] when the bucket cannot be read.
+    pub async fn info(&self) -> Result<Option<Value>, ResultError> {
+        Ok(self.record().await?.and_then(|record| record.meta))
+    }
+
+    /// True once the task has a final state (SUCCESS, FAILURE or REVOKED).
+    ///
+    /// # Errors
+    /// [`ResultError::Store`] when the bucket cannot be read.
+    pub async fn ready(&self) -> Result<bool, ResultError> {
+        Ok(self.state().await?.is_ready())
+    }
+
+    /// True if the task succeeded.
+    ///
+    /// # Errors
+    /// [`ResultError::Store`] when the bucket cannot be read.
+    pub async fn successful(&self) -> Result<bool, ResultError> {
+        Ok(self.state().await? == TaskState::Success)
+    }
+
+    /// True if the task failed.
+    ///
+    /// # Errors
+    /// [`ResultError::Store`] when the bucket cannot be read.
+    pub async fn failed(&self) -> Result<bool, ResultError> {
+        Ok(self.state().await? == TaskState::Failure)
+    }
+
+    /// Deletes the stored record and its history; the state becomes UNKNOWN.
+    ///
+    /// # Errors
+    /// [`ResultError::Store`] when the bucket cannot be written.
+    pub async fn forget(&self) -> Result<(), ResultError> {
+        Ok(self.client.store().purge(&self.id).await?)
+    }
+
+    /// Waits up to `timeout` for the final record, whatever the state.
+    ///
+    /// # Errors
+    /// [`ResultError::Timeout`] when no final state arrives in time, [`ResultError::Store`] when the
+    /// bucket cannot be read.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe.
+    pub async fn wait(&self, timeout: Duration) -> Result<ResultRecord, ResultError> {
+        let timed_out = || ResultError::Timeout {
+            task_id: self.id.clone(),
+            waited: timeout,
+        };
+        if self.notified {
+            // INVARIANT: the waiter is registered before the bucket is read, so a notification that
+            // arrives in between is not missed.
+            let notification = self.client.register_waiter(&self.id);
+            if let Some(record) = self.record().await? {
+                if record.state.is_ready() {
+                    self.client.prune_waiters(&self.id);
+                    return Ok(record);
+                }
+            }
+            let outcome = tokio::time::timeout(timeout, notification).await;
+            self.client.prune_waiters(&self.id);
+            match outcome {
+                Ok(Ok(record)) => Ok(record),
+                Ok(Err(_)) | Err(_) => Err(timed_out()),
+            }
+        } else {
+            let watch = self
+                .client
+                .store()
+                .watch_until(&self.id, |record| record.state.is_ready());
+            tokio::time::timeout(timeout, watch)
+                .await
+                .map_err(|_| timed_out())?
+                .map_err(Into::into)
+        }
+    }
+}
+
+impl<T: DeserializeOwned> AsyncResult<T> {
+    /// Waits up to `timeout` for the task to finish and returns its value.
+    ///
+    /// # Errors
+    /// [`ResultError::Failed`] with the task's error, [`ResultError::Revoked`],
+    /// [`ResultError::Timeout`], or [`ResultError::Decode`] when the value is not a `T`.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe.
+    pub async fn get(&self, timeout: Duration) -> Result<T, ResultError> {
+        let record = self.wait(timeout).await?;
+        match record.state {
+            TaskState::Success => serde_json::from_value(record.result.unwrap_or(Value::Null))
+                .map_err(|error| ResultError::Decode {
+                    task_id: self.id.clone(),
+                    detail: error.to_string(),
+                }),
+            TaskState::Revoked => Err(ResultError::Revoked {
+                task_id: self.id.clone(),
+                meta: record.meta,
+            }),
+            _ => Err(ResultError::Failed {
+                task_id: self.id.clone(),
+                error: record.error.unwrap_or_else(|| {
+                    ErrorRecord::new(
+                        "celerity::UnknownError",
+                        "the task failed without an error record",
+                    )
+                }),
+            }),
+        }
+    }
+}

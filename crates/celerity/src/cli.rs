@@ -1,0 +1,194 @@
+//! Command-line entry points for a user's own worker binary: Celery-like flags parsed with clap.
+//!
+//! ```no_run
+//! #[celerity::task]
+//! async fn add(x: i64, y: i64) -> i64 {
+//!     x + y
+//! }
+//!
+//! fn main() -> std::process::ExitCode {
+//!     let app = celerity::App::builder().task(add).build().expect("valid app");
+//!     // myapp worker -Q high,default -c 8 --prefetch-multiplier 1 --hostname w1
+//!     celerity::cli::main(app)
+//! }
+//! ```
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::app::App;
+use crate::nats::NatsConfig;
+use crate::worker::WorkerConfig;
+
+/// How to reach NATS, as flags and environment variables.
+#[derive(Debug, Clone, Args)]
+pub struct NatsArgs {
+    /// NATS server URL(s), comma-separated; `nats://user:pass@host:port` works too.
+    #[arg(
+        long = "nats-url",
+        env = "CELERITY_NATS_URL",
+        default_value = "nats://127.0.0.1:4222"
+    )]
+    pub url: String,
+    /// User name (with --nats-password).
+    #[arg(long = "nats-user", env = "CELERITY_NATS_USER", requires = "password")]
+    pub user: Option<String>,
+    /// Password (with --nats-user).
+    #[arg(
+        long = "nats-password",
+        env = "CELERITY_NATS_PASSWORD",
+        requires = "user",
+        hide_env_values = true
+    )]
+    pub password: Option<String>,
+    /// Authentication token.
+    #[arg(
+        long = "nats-token",
+        env = "CELERITY_NATS_TOKEN",
+        hide_env_values = true
+    )]
+    pub token: Option<String>,
+    /// File holding an NKey seed.
+    #[arg(long = "nats-nkey", env = "CELERITY_NATS_NKEY")]
+    pub nkey: Option<PathBuf>,
+    /// Credentials file (JWT and seed).
+    #[arg(long = "nats-creds", env = "CELERITY_NATS_CREDS")]
+    pub creds: Option<PathBuf>,
+    /// CA certificate (PEM) to verify the server; implies TLS.
+    #[arg(long = "nats-tls-ca", env = "CELERITY_NATS_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
+    /// Client certificate (PEM), with --nats-tls-key; implies TLS.
+    #[arg(
+        long = "nats-tls-cert",
+        env = "CELERITY_NATS_TLS_CERT",
+        requires = "tls_key"
+    )]
+    pub tls_cert: Option<PathBuf>,
+    /// Client key (PEM), with --nats-tls-cert.
+    #[arg(
+        long = "nats-tls-key",
+        env = "CELERITY_NATS_TLS_KEY",
+        requires = "tls_cert"
+    )]
+    pub tls_key: Option<PathBuf>,
+}
+
+impl NatsArgs {
+    /// The connection config these flags describe.
+    pub fn config(&self) -> NatsConfig {
+        let mut config = NatsConfig::new(self.url.clone());
+        if let (Some(user), Some(password)) = (&self.user, &self.password) {
+            config = config.user_password(user.clone(), password.clone());
+        }
+        if let Some(token) = &self.token {
+            config = config.token(token.clone());
+        }
+        if let Some(path) = &self.nkey {
+            config = config.nkey_seed_file(path.clone());
+        }
+        if let Some(path) = &self.creds {
+            config = config.credentials_file(path.clone());
+        }
+        if let Some(path) = &self.tls_ca {
+            config = config.tls_ca(path.clone());
+        }
+        if let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) {
+            config = config.tls_client_cert(cert.clone(), key.clone());
+        }
+        config
+    }
+}
+
+/// `worker` flags, like Celery's.
+#[derive(Debug, Clone, Args)]
+pub struct WorkerArgs {
+    /// Queues to consume, comma-separated (default: the app's default queue).
+    #[arg(short = 'Q', long = "queues", value_delimiter = ',')]
+    pub queues: Vec<String>,
+    /// Tasks run at once (default: one per core).
+    #[arg(short = 'c', long = "concurrency")]
+    pub concurrency: Option<usize>,
+    /// Tasks held per slot; 1 holds no task that cannot start.
+    #[arg(long = "prefetch-multiplier", default_value_t = 1)]
+    pub prefetch_multiplier: usize,
+    /// Worker name in logs, results and dead letters (default: celerity@<host>.<pid>).
+    #[arg(short = 'n', long = "hostname")]
+    pub hostname: Option<String>,
+    /// Seconds before an unacknowledged task goes to another worker.
+    #[arg(long = "ack-wait", default_value_t = 30.0)]
+    pub ack_wait_secs: f64,
+    /// Log filter (`info`, `debug`, `celerity=debug`); RUST_LOG wins when set.
+    #[arg(short = 'l', long = "loglevel", default_value = "info")]
+    pub loglevel: String,
+    /// NATS connection.
+    #[command(flatten)]
+    pub nats: NatsArgs,
+}
+
+impl WorkerArgs {
+    /// The worker config these flags describe.
+    pub fn config(&self) -> WorkerConfig {
+        let mut config = WorkerConfig::new()
+            .queues(self.queues.clone())
+            .prefetch_multiplier(self.prefetch_multiplier)
+            .ack_wait(Duration::from_secs_f64(
+                self.ack_wait_secs.clamp(1.0, 86_400.0),
+            ));
+        if let Some(concurrency) = self.concurrency {
+            config = config.concurrency(concurrency);
+        }
+        if let Some(hostname) = &self.hostname {
+            config = config.hostname(hostname.clone());
+        }
+        config
+    }
+}
+
+#[derive(Debug, Parser)]
+#[command(about = "A Celerity application")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a worker.
+    Worker(WorkerArgs),
+}
+
+/// Parses the process's arguments (`<binary> worker ...`) and runs the command; returns the exit
+/// code for `main`.
+pub fn main(app: App) -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Worker(args) => run_worker(app, &args),
+    }
+}
+
+/// Runs a worker from parsed flags, logging to stderr; for binaries with their own clap tree.
+pub fn run_worker(app: App, args: &WorkerArgs) -> ExitCode {
+    init_logging(&args.loglevel);
+    match crate::worker::run(app, args.nats.config(), args.config()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(error = %crate::error_chain(&error), "worker failed");
+            eprintln!("error: {}", crate::error_chain(&error));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Logs to stderr with `RUST_LOG` or `default_filter`. Does nothing if logging is already set up.
+pub fn init_logging(default_filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(default_filter))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}

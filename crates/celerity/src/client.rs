@@ -1,0 +1,586 @@
+//! The producer: publishing tasks (typed or by name) and routing result notifications to waiters.
+//!
+//! A [`Client`] holds one NATS connection, one subscription on its own reply subject and a map of
+//! waiters, so waiting on ten thousand results costs one subscription, not ten thousand watches.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use async_nats::jetstream::{self, message::PublishMessage};
+use celerity_proto::{
+    ContentType, Envelope, InvalidName, Layout, Priority, QueueName, ResultRecord, TaskBody,
+    TaskId, TaskName,
+};
+use dashmap::DashMap;
+use futures_util::StreamExt;
+use serde_json::Value;
+use tokio::sync::{Notify, oneshot};
+
+use crate::app::Settings;
+use crate::async_result::AsyncResult;
+use crate::clock::now_ms;
+use crate::nats::headers::{check_user_header, envelope_headers};
+use crate::nats::provision::{self, ProvisionError};
+use crate::nats::{ConnectError, NatsConfig};
+use crate::result_store::ResultStore;
+use crate::task::{ArgumentsError, Task};
+
+/// A producer could not be connected.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// NATS is unreachable or refused us.
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    /// The results bucket could not be opened.
+    #[error(transparent)]
+    Provision(#[from] ProvisionError),
+    /// The reply subscription could not be made.
+    #[error("cannot subscribe to the reply subject {subject}")]
+    Subscribe {
+        /// The subject.
+        subject: String,
+        /// The client's error.
+        #[source]
+        source: async_nats::SubscribeError,
+    },
+}
+
+/// A task could not be sent. Nothing was enqueued unless the variant says so.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EnqueueError {
+    /// An option has a value out of range.
+    #[error("invalid {option} {value:?}: {reason}")]
+    InvalidOption {
+        /// The option.
+        option: &'static str,
+        /// The value given.
+        value: String,
+        /// Why it is rejected.
+        reason: String,
+    },
+    /// The arguments could not be serialized or have the wrong shape.
+    #[error("invalid arguments for task {task}")]
+    Arguments {
+        /// The task name.
+        task: String,
+        /// What is wrong.
+        #[source]
+        source: ArgumentsError,
+    },
+    /// The encoded message is larger than the server accepts.
+    #[error("task {task_id} is {size} bytes, over the server's max_payload of {max_payload} bytes")]
+    PayloadTooLarge {
+        /// The task id.
+        task_id: TaskId,
+        /// Headers and body, in bytes.
+        size: usize,
+        /// The server's limit.
+        max_payload: usize,
+    },
+    /// The queue's stream could not be created.
+    #[error(transparent)]
+    Provision(#[from] ProvisionError),
+    /// The server did not acknowledge the publish (unreachable, timeout, no stream).
+    #[error("task {task_id} was not acknowledged by JetStream")]
+    Publish {
+        /// The task id.
+        task_id: TaskId,
+        /// The client's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The PENDING record could not be written; the task was not published.
+    #[error("cannot record task {task_id} as pending")]
+    Pending {
+        /// The task id.
+        task_id: TaskId,
+        /// The store's error.
+        #[source]
+        source: crate::result_store::StoreError,
+    },
+}
+
+impl EnqueueError {
+    fn invalid(option: &'static str, error: InvalidName) -> Self {
+        EnqueueError::InvalidOption {
+            option,
+            value: error.value,
+            reason: error.rule.to_owned(),
+        }
+    }
+}
+
+/// Options of one call, as in Celery's `apply_async`.
+///
+/// ```
+/// use celerity::ApplyOptions;
+/// let options = ApplyOptions::new().queue("high").priority(9).header("X-Tenant", "acme");
+/// # let _ = options;
+/// ```
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct ApplyOptions {
+    task_id: Option<String>,
+    queue: Option<String>,
+    priority: Option<u8>,
+    headers: Vec<(String, String)>,
+    content_type: Option<ContentType>,
+    ignore_result: Option<bool>,
+}
+
+impl ApplyOptions {
+    /// Default options: a fresh UUIDv7 id, the task's queue, priority 0, no extra headers.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Uses `id` as the task id (checked when the task is sent).
+    pub fn task_id(mut self, id: impl Into<String>) -> Self {
+        self.task_id = Some(id.into());
+        self
+    }
+
+    /// Sends to `queue` instead of the task's own or the default queue.
+    pub fn queue(mut self, queue: impl Into<String>) -> Self {
+        self.queue = Some(queue.into());
+        self
+    }
+
+    /// Sets the priority, 0 (lowest, the default) to 9 (highest).
+    pub fn priority(mut self, priority: u8) -> Self {
+        self.priority = Some(priority);
+        self
+    }
+
+    /// Adds a user header, passed to the task in `TaskContext::headers`.
+    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    /// Encodes this task's body and result as `content_type`.
+    pub fn content_type(mut self, content_type: ContentType) -> Self {
+        self.content_type = Some(content_type);
+        self
+    }
+
+    /// Stores no result for this call (for `send_task`, where the task's own option is unknown).
+    pub fn ignore_result(mut self, ignore: bool) -> Self {
+        self.ignore_result = Some(ignore);
+        self
+    }
+}
+
+type Waiters = DashMap<TaskId, Vec<oneshot::Sender<ResultRecord>>>;
+
+/// A connected producer: sends tasks and waits on their results. Cheap to clone.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// #[celerity::task]
+/// async fn add(x: i64, y: i64) -> i64 {
+///     x + y
+/// }
+///
+/// let app = celerity::App::builder().task(add).build()?;
+/// let client = app.client(&celerity::NatsConfig::new("nats://127.0.0.1:4222")).await?;
+/// let result = add.delay(&client, 2, 3).await?;
+/// assert_eq!(result.get(std::time::Duration::from_secs(10)).await?, 5);
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<ClientInner>,
+}
+
+struct ClientInner {
+    nats: async_nats::Client,
+    js: jetstream::Context,
+    layout: Layout,
+    settings: Settings,
+    store: ResultStore,
+    reply_subject: String,
+    waiters: Arc<Waiters>,
+    ready_queues: DashMap<QueueName, ()>,
+    listener: tokio::task::AbortHandle,
+}
+
+impl Drop for ClientInner {
+    fn drop(&mut self) {
+        self.listener.abort();
+    }
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("namespace", &self.inner.layout.namespace())
+            .field("reply_subject", &self.inner.reply_subject)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    /// Connects with `settings`.
+    ///
+    /// Must be called inside a tokio runtime: the reply listener is spawned on it.
+    ///
+    /// # Errors
+    /// [`ClientError`] when NATS is unreachable or the results bucket cannot be opened.
+    pub async fn connect(nats: &NatsConfig, settings: Settings) -> Result<Client, ClientError> {
+        let reconnected = Arc::new(Notify::new());
+        let on_event = reconnected.clone();
+        let nats_client = nats
+            .connect_with(move |options| {
+                options.event_callback(move |event| {
+                    let on_event = on_event.clone();
+                    async move {
+                        if matches!(event, async_nats::Event::Connected) {
+                            on_event.notify_one();
+                        }
+                    }
+                })
+            })
+            .await?;
+        let js = jetstream::new(nats_client.clone());
+        let layout = settings.layout();
+        let kv = provision::results_bucket(&js, &layout, settings.result_expires).await?;
+        let store = ResultStore::new(kv, None);
+        let reply_subject = layout.reply_subject(&uuid::Uuid::now_v7().simple().to_string());
+        let subscriber = nats_client
+            .subscribe(reply_subject.clone())
+            .await
+            .map_err(|source| ClientError::Subscribe {
+                subject: reply_subject.clone(),
+                source,
+            })?;
+        let waiters: Arc<Waiters> = Arc::default();
+        let listener = tokio::spawn(listen_for_results(
+            subscriber,
+            waiters.clone(),
+            store.clone(),
+            reconnected,
+        ));
+        Ok(Client {
+            inner: Arc::new(ClientInner {
+                nats: nats_client,
+                js,
+                layout,
+                settings,
+                store,
+                reply_subject,
+                waiters,
+                ready_queues: DashMap::new(),
+                listener: listener.abort_handle(),
+            }),
+        })
+    }
+
+    /// The underlying NATS connection.
+    pub fn nats(&self) -> &async_nats::Client {
+        &self.inner.nats
+    }
+
+    /// The settings the client was built with.
+    pub fn settings(&self) -> &Settings {
+        &self.inner.settings
+    }
+
+    /// Sends task `T` with typed arguments.
+    ///
+    /// The task is sent when JetStream acknowledges it; a duplicate task id within two minutes is
+    /// acknowledged without being enqueued twice.
+    ///
+    /// # Errors
+    /// [`EnqueueError`] for invalid options or arguments, an oversized message, or a publish that
+    /// was not acknowledged.
+    ///
+    /// # Cancel safety
+    /// Not cancel-safe: a dropped call may or may not have enqueued the task.
+    pub async fn apply<T: Task>(
+        &self,
+        _task: &T,
+        args: T::Args,
+        options: ApplyOptions,
+    ) -> Result<AsyncResult<T::Output>, EnqueueError> {
+        let task_options = T::options();
+        let name =
+            TaskName::new(T::NAME).map_err(|error| EnqueueError::invalid("task name", error))?;
+        let args = T::encode_args(args).map_err(|source| EnqueueError::Arguments {
+            task: T::NAME.to_owned(),
+            source,
+        })?;
+        let ignore_result = options
+            .ignore_result
+            .unwrap_or(task_options.is_ignore_result());
+        let id = self
+            .publish(
+                name,
+                TaskBody::positional(args),
+                task_options.queue_name(),
+                options,
+                ignore_result,
+            )
+            .await?;
+        Ok(AsyncResult::new(id, self.clone(), !ignore_result))
+    }
+
+    /// Sends a task by name, with JSON arguments: `args` is an array (or null), `kwargs` an object
+    /// (or null). For producers that do not link the task's code.
+    ///
+    /// # Errors
+    /// As [`Client::apply`], and [`EnqueueError::InvalidOption`] when `args` or `kwargs` has the
+    /// wrong JSON shape.
+    pub async fn send_task(
+        &self,
+        name: &str,
+        args: Value,
+        kwargs: Value,
+        options: ApplyOptions,
+    ) -> Result<AsyncResult<Value>, EnqueueError> {
+        let name =
+            TaskName::new(name).map_err(|error| EnqueueError::invalid("task name", error))?;
+        let args = match args {
+            Value::Array(args) => args,
+            Value::Null => Vec::new(),
+            other => return Err(shape_error("args", &other, "use a JSON array")),
+        };
+        let kwargs = match kwargs {
+            Value::Object(kwargs) => kwargs,
+            Value::Null => serde_json::Map::new(),
+            other => return Err(shape_error("kwargs", &other, "use a JSON object")),
+        };
+        let ignore_result = options.ignore_result.unwrap_or(false);
+        let id = self
+            .publish(
+                name,
+                TaskBody::new(args, kwargs),
+                None,
+                options,
+                ignore_result,
+            )
+            .await?;
+        Ok(AsyncResult::new(id, self.clone(), !ignore_result))
+    }
+
+    /// A handle on the result of a task sent by any process.
+    ///
+    /// Waiting on it uses a KV watch of its key, since its notifications go to its producer.
+    ///
+    /// # Errors
+    /// [`EnqueueError::InvalidOption`] when `id` is not a valid task id.
+    pub fn async_result<T>(&self, id: &str) -> Result<AsyncResult<T>, EnqueueError> {
+        let id = TaskId::new(id).map_err(|error| EnqueueError::invalid("task id", error))?;
+        Ok(AsyncResult::new(id, self.clone(), false))
+    }
+
+    /// Flushes buffered messages to the server.
+    ///
+    /// # Errors
+    /// When the connection is closed.
+    pub async fn flush(&self) -> Result<(), async_nats::client::FlushError> {
+        self.inner.nats.flush().await
+    }
+
+    pub(crate) fn store(&self) -> &ResultStore {
+        &self.inner.store
+    }
+
+    /// Registers a waiter for `id`'s final record, delivered by the reply listener.
+    pub(crate) fn register_waiter(&self, id: &TaskId) -> oneshot::Receiver<ResultRecord> {
+        let (sender, receiver) = oneshot::channel();
+        self.inner
+            .waiters
+            .entry(id.clone())
+            .or_default()
+            .push(sender);
+        receiver
+    }
+
+    /// Drops waiters of `id` whose receivers are gone (timed out or dropped).
+    pub(crate) fn prune_waiters(&self, id: &TaskId) {
+        self.inner.waiters.remove_if_mut(id, |_, senders| {
+            senders.retain(|sender| !sender.is_closed());
+            senders.is_empty()
+        });
+    }
+
+    async fn publish(
+        &self,
+        name: TaskName,
+        body: TaskBody,
+        task_queue: Option<&str>,
+        options: ApplyOptions,
+        ignore_result: bool,
+    ) -> Result<TaskId, EnqueueError> {
+        let queue = match options.queue.as_deref().or(task_queue) {
+            Some(queue) => {
+                QueueName::new(queue).map_err(|error| EnqueueError::invalid("queue", error))?
+            }
+            None => self.inner.settings.default_queue.clone(),
+        };
+        let priority = Priority::new(options.priority.unwrap_or(0))
+            .map_err(|error| EnqueueError::invalid("priority", error))?;
+        let id = match options.task_id {
+            Some(id) => TaskId::new(id).map_err(|error| EnqueueError::invalid("task id", error))?,
+            None => TaskId::new(uuid::Uuid::now_v7().to_string())
+                .map_err(|error| EnqueueError::invalid("task id", error))?,
+        };
+        for (name, value) in &options.headers {
+            check_user_header(name, value).map_err(|reason| EnqueueError::InvalidOption {
+                option: "header",
+                value: name.clone(),
+                reason: reason.to_owned(),
+            })?;
+        }
+        let mut envelope = Envelope::new(id.clone(), name);
+        envelope.content_type = options
+            .content_type
+            .unwrap_or(self.inner.settings.content_type);
+        envelope.priority = priority;
+        envelope.sent_at_ms = Some(now_ms());
+        envelope.extra = options.headers;
+        if !ignore_result {
+            envelope.reply_to = Some(self.inner.reply_subject.clone());
+        }
+        let payload =
+            envelope
+                .content_type
+                .encode(&body)
+                .map_err(|error| EnqueueError::InvalidOption {
+                    option: "arguments",
+                    value: envelope.task.to_string(),
+                    reason: error.to_string(),
+                })?;
+        let headers = envelope_headers(&envelope);
+        let size = payload.len()
+            + headers
+                .iter()
+                .map(|(name, values)| {
+                    AsRef::<str>::as_ref(name).len()
+                        + values.iter().map(|v| v.as_str().len() + 4).sum::<usize>()
+                })
+                .sum::<usize>()
+            + 12;
+        let max_payload = self.inner.nats.server_info().max_payload;
+        if max_payload > 0 && size > max_payload {
+            return Err(EnqueueError::PayloadTooLarge {
+                task_id: id,
+                size,
+                max_payload,
+            });
+        }
+        self.ensure_queue(&queue).await?;
+        let subject = self.inner.layout.task_subject(&queue, priority);
+        let publish = async {
+            let ack = self
+                .inner
+                .js
+                .send_publish(
+                    subject,
+                    PublishMessage::build()
+                        .payload(payload.into())
+                        .headers(headers),
+                )
+                .await
+                .map_err(|error| EnqueueError::Publish {
+                    task_id: id.clone(),
+                    source: error.into(),
+                })?;
+            ack.await.map(drop).map_err(|error| EnqueueError::Publish {
+                task_id: id.clone(),
+                source: error.into(),
+            })
+        };
+        if ignore_result {
+            publish.await?;
+        } else {
+            // NOTE(protocol): PENDING is created before the worker can write anything else only if the
+            // create lands first; it is create-only, so a faster worker's record is never replaced.
+            let pending = async {
+                self.inner
+                    .store
+                    .create_pending(&envelope)
+                    .await
+                    .map_err(|source| EnqueueError::Pending {
+                        task_id: id.clone(),
+                        source,
+                    })
+            };
+            let (published, pending) = tokio::join!(publish, pending);
+            published?;
+            pending?;
+        }
+        Ok(id)
+    }
+
+    async fn ensure_queue(&self, queue: &QueueName) -> Result<(), ProvisionError> {
+        if self.inner.ready_queues.contains_key(queue) {
+            return Ok(());
+        }
+        provision::queue_stream(&self.inner.js, &self.inner.layout, queue).await?;
+        self.inner.ready_queues.insert(queue.clone(), ());
+        Ok(())
+    }
+}
+
+fn shape_error(option: &'static str, value: &Value, reason: &str) -> EnqueueError {
+    let mut text = value.to_string();
+    text.truncate(80);
+    EnqueueError::InvalidOption {
+        option,
+        value: text,
+        reason: reason.to_owned(),
+    }
+}
+
+/// Routes final records published on the client's reply subject to their waiters.
+///
+/// After a reconnect, notifications sent while the client was away are lost, so every waiter's
+/// record is read once from the bucket.
+async fn listen_for_results(
+    mut subscriber: async_nats::Subscriber,
+    waiters: Arc<Waiters>,
+    store: ResultStore,
+    reconnected: Arc<Notify>,
+) {
+    loop {
+        tokio::select! {
+            message = subscriber.next() => {
+                let Some(message) = message else { return };
+                let Some(id) = message.headers.as_ref().and_then(|h| h.get(celerity_proto::header::ID)).and_then(|v| TaskId::new(v.as_str()).ok()) else {
+                    tracing::warn!(subject = %message.subject, "result notification without a valid Celerity-Id header");
+                    continue;
+                };
+                match ResultStore::decode(&id, &message.payload) {
+                    Ok(record) => deliver(&waiters, record),
+                    Err(error) => tracing::warn!(task_id = %id, error = %crate::error_chain(&error), "undecodable result notification"),
+                }
+            }
+            () = reconnected.notified() => {
+                let ids: Vec<TaskId> = waiters.iter().map(|entry| entry.key().clone()).collect();
+                let mut found = HashMap::new();
+                for id in ids {
+                    if let Ok(Some(record)) = store.get(&id).await {
+                        if record.state.is_ready() {
+                            found.insert(id, record);
+                        }
+                    }
+                }
+                for record in found.into_values() {
+                    deliver(&waiters, record);
+                }
+            }
+        }
+    }
+}
+
+fn deliver(waiters: &Waiters, record: ResultRecord) {
+    if let Some((_, senders)) = waiters.remove(&record.id) {
+        for sender in senders {
+            let _ = sender.send(record.clone());
+        }
+    }
+}

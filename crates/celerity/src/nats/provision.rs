@@ -1,0 +1,161 @@
+//! Streams, consumers and buckets, created from one place so their settings match
+//! `docs/protocol.md`.
+//!
+//! Every function is idempotent: it creates what is missing and opens what exists.
+//! A server older than 2.10 ignores configuration fields it does not know, so where a setting matters
+//! the configuration the server echoes back is checked.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer, kv, stream};
+use celerity_proto::{Layout, Priority, QueueName};
+
+/// A stream, consumer or bucket could not be created or opened.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot provision {what} {name}")]
+pub struct ProvisionError {
+    /// What kind of object (`stream`, `consumer`, `bucket`).
+    pub what: &'static str,
+    /// Its name.
+    pub name: String,
+    #[source]
+    source: Box<dyn std::error::Error + Send + Sync>,
+}
+
+impl ProvisionError {
+    fn new(
+        what: &'static str,
+        name: &str,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        Self {
+            what,
+            name: name.to_owned(),
+            source: source.into(),
+        }
+    }
+}
+
+/// The stream of a queue: work-queue retention (a task is removed once acknowledged), file storage,
+/// de-duplication on `Nats-Msg-Id` for two minutes, and a headers-only republish of every stored
+/// task to the queue's doorbell subjects.
+pub(crate) async fn queue_stream(
+    js: &jetstream::Context,
+    layout: &Layout,
+    queue: &QueueName,
+) -> Result<stream::Stream, ProvisionError> {
+    let name = layout.queue_stream(queue);
+    let config = stream::Config {
+        name: name.clone(),
+        subjects: vec![layout.queue_subjects(queue)],
+        retention: stream::RetentionPolicy::WorkQueue,
+        storage: stream::StorageType::File,
+        duplicate_window: Duration::from_secs(120),
+        republish: Some(stream::Republish {
+            source: layout.queue_subjects(queue),
+            destination: layout.doorbell_subject_pattern(queue),
+            headers_only: true,
+        }),
+        ..Default::default()
+    };
+    let mut stream = js
+        .get_or_create_stream(config)
+        .await
+        .map_err(|error| ProvisionError::new("stream", &name, error))?;
+    let info = stream
+        .info()
+        .await
+        .map_err(|error| ProvisionError::new("stream", &name, error))?;
+    if info.config.republish.is_none() {
+        tracing::warn!(
+            stream = %name,
+            "the server did not keep the stream's republish setting; workers will find new tasks only on their periodic check"
+        );
+    }
+    Ok(stream)
+}
+
+/// The durable pull consumer of one priority level, shared by every worker of the queue.
+pub(crate) async fn level_consumer(
+    stream: &stream::Stream,
+    layout: &Layout,
+    queue: &QueueName,
+    priority: Priority,
+    ack_wait: Duration,
+) -> Result<consumer::PullConsumer, ProvisionError> {
+    let durable = layout.queue_consumer(priority);
+    let config = consumer::pull::Config {
+        durable_name: Some(durable.clone()),
+        filter_subject: layout.task_subject(queue, priority),
+        ack_policy: consumer::AckPolicy::Explicit,
+        ack_wait,
+        // Workers bound their in-flight work by their free slots; the server must not bound it lower.
+        max_ack_pending: -1,
+        ..Default::default()
+    };
+    let consumer = stream
+        .get_or_create_consumer(&durable, config)
+        .await
+        .map_err(|error| ProvisionError::new("consumer", &durable, error))?;
+    Ok(consumer)
+}
+
+/// The results bucket: one value per task id (history 1), expiring after `expiry`.
+///
+/// The bucket's backing stream is created directly because `create_key_value` of async-nats 0.51
+/// fails against nats-server 2.9 (it expects account fields the old server does not send).
+pub(crate) async fn results_bucket(
+    js: &jetstream::Context,
+    layout: &Layout,
+    expiry: Duration,
+) -> Result<kv::Store, ProvisionError> {
+    let bucket = layout.results_bucket();
+    let stream_name = format!("KV_{bucket}");
+    let config = stream::Config {
+        name: stream_name.clone(),
+        subjects: vec![format!("$KV.{bucket}.>")],
+        max_messages_per_subject: 1,
+        max_age: expiry,
+        duplicate_window: expiry.min(Duration::from_secs(120)),
+        storage: stream::StorageType::File,
+        allow_rollup: true,
+        deny_delete: true,
+        allow_direct: true,
+        discard: stream::DiscardPolicy::New,
+        ..Default::default()
+    };
+    let stream = js
+        .get_or_create_stream(config)
+        .await
+        .map_err(|error| ProvisionError::new("bucket", &bucket, error))?;
+    let existing = stream.cached_info().config.max_age;
+    if existing != expiry {
+        tracing::warn!(
+            bucket = %bucket,
+            configured_s = expiry.as_secs_f64(),
+            existing_s = existing.as_secs_f64(),
+            "the results bucket exists with another expiry; keeping the existing one"
+        );
+    }
+    js.get_key_value(&bucket)
+        .await
+        .map_err(|error| ProvisionError::new("bucket", &bucket, error))
+}
+
+/// The dead-letter stream: limits retention, file storage, every `<ns>.dlq.*` subject.
+pub(crate) async fn dead_letter_stream(
+    js: &jetstream::Context,
+    layout: &Layout,
+) -> Result<stream::Stream, ProvisionError> {
+    let name = layout.dead_letter_stream();
+    let config = stream::Config {
+        name: name.clone(),
+        subjects: vec![layout.dead_letter_subjects()],
+        retention: stream::RetentionPolicy::Limits,
+        storage: stream::StorageType::File,
+        ..Default::default()
+    };
+    js.get_or_create_stream(config)
+        .await
+        .map_err(|error| ProvisionError::new("stream", &name, error))
+}

@@ -1,0 +1,327 @@
+//! Tasks: the [`Task`] trait that `#[celerity::task]` implements, task options, and the context a
+//! running task sees.
+//!
+//! This module describes tasks; running them is the worker's job (`worker::execute`) and sending
+//! them the client's (`client`).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use celerity_proto::{Envelope, ErrorRecord, TaskId, TaskName, TaskState};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
+
+use crate::result_store::{ResultStore, StoreError};
+
+/// The future of one task run: the return value as JSON, or the task's failure.
+pub type TaskFuture = Pin<Box<dyn Future<Output = Result<Value, ErrorRecord>> + Send + 'static>>;
+
+/// A task type, implemented by `#[celerity::task]`.
+///
+/// Implement it by hand only for unusual cases; the attribute writes the argument binding for you.
+///
+/// ```
+/// #[celerity::task(name = "tasks.add")]
+/// async fn add(x: i64, y: i64) -> i64 {
+///     x + y
+/// }
+///
+/// use celerity::Task;
+/// assert_eq!(add::NAME, "tasks.add");
+/// assert_eq!(add::PARAMS, &["x", "y"]);
+/// ```
+pub trait Task: Send + Sync + 'static {
+    /// The arguments as a tuple, in parameter order (the context excluded).
+    type Args: Send;
+    /// What the task returns on success.
+    type Output: Serialize + DeserializeOwned + Send + 'static;
+    /// The registered name that producers send.
+    const NAME: &'static str;
+    /// Parameter names, for binding named arguments (`kwargs`).
+    const PARAMS: &'static [&'static str];
+
+    /// The task's options.
+    fn options() -> TaskOptions;
+
+    /// Turns typed arguments into positional JSON values.
+    ///
+    /// # Errors
+    /// [`ArgumentsError`] when an argument cannot be serialized.
+    fn encode_args(args: Self::Args) -> Result<Vec<Value>, ArgumentsError>;
+
+    /// Binds decoded arguments to the parameters and returns the run's future, without running it.
+    ///
+    /// # Errors
+    /// [`ArgumentsError`] when the arguments do not fit the parameters: a message that can never
+    /// run, so the worker dead-letters it.
+    fn run(
+        ctx: TaskContext,
+        args: Vec<Value>,
+        kwargs: Map<String, Value>,
+    ) -> Result<TaskFuture, ArgumentsError>;
+}
+
+/// Options of a task type, set in `#[celerity::task(...)]`.
+///
+/// ```
+/// use celerity::TaskOptions;
+/// let options = TaskOptions::new("tasks.add").queue("math").track_started(true);
+/// assert_eq!(options.queue_name(), Some("math"));
+/// assert!(options.is_acks_late());
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TaskOptions {
+    name: &'static str,
+    queue: Option<&'static str>,
+    ignore_result: bool,
+    acks_late: bool,
+    track_started: bool,
+}
+
+impl TaskOptions {
+    /// Default options for the task registered as `name`: the default queue, results stored,
+    /// acknowledged after the result is stored, STARTED not recorded.
+    pub const fn new(name: &'static str) -> Self {
+        Self {
+            name,
+            queue: None,
+            ignore_result: false,
+            acks_late: true,
+            track_started: false,
+        }
+    }
+
+    /// Sends the task to `queue` unless the caller names another.
+    pub const fn queue(mut self, queue: &'static str) -> Self {
+        self.queue = Some(queue);
+        self
+    }
+
+    /// Does not store the result (nor the failure): nobody can wait on it.
+    pub const fn ignore_result(mut self, ignore: bool) -> Self {
+        self.ignore_result = ignore;
+        self
+    }
+
+    /// Acknowledges the message after the result is stored (true, the default: a crash mid-task
+    /// means it runs again elsewhere) or before the task runs (false: at most once).
+    pub const fn acks_late(mut self, late: bool) -> Self {
+        self.acks_late = late;
+        self
+    }
+
+    /// Records STARTED when the task begins to run.
+    pub const fn track_started(mut self, track: bool) -> Self {
+        self.track_started = track;
+        self
+    }
+
+    /// The registered name.
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// The task's own queue, if it has one.
+    pub fn queue_name(&self) -> Option<&'static str> {
+        self.queue
+    }
+
+    /// Whether results are discarded.
+    pub fn is_ignore_result(&self) -> bool {
+        self.ignore_result
+    }
+
+    /// Whether the message is acknowledged after the result is stored.
+    pub fn is_acks_late(&self) -> bool {
+        self.acks_late
+    }
+
+    /// Whether STARTED is recorded.
+    pub fn is_track_started(&self) -> bool {
+        self.track_started
+    }
+}
+
+/// Arguments that do not fit a task's parameters.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ArgumentsError {
+    /// More positional arguments than parameters.
+    #[error("takes {expected} arguments but {given} were given")]
+    TooMany {
+        /// Parameters.
+        expected: usize,
+        /// Positional arguments given.
+        given: usize,
+    },
+    /// A parameter got no value.
+    #[error("missing argument {0:?}")]
+    Missing(String),
+    /// A named argument matches no parameter.
+    #[error("unexpected named argument {0:?}")]
+    Unexpected(String),
+    /// A parameter got a value both by position and by name.
+    #[error("argument {0:?} given by position and by name")]
+    Duplicate(String),
+    /// A value does not decode to the parameter's type.
+    #[error("argument {name:?} has the wrong type: {detail}")]
+    WrongType {
+        /// The parameter.
+        name: String,
+        /// What the decoder said.
+        detail: String,
+    },
+    /// A value could not be serialized by the producer.
+    #[error("argument {name:?} cannot be serialized: {detail}")]
+    Unserializable {
+        /// The parameter.
+        name: String,
+        /// What the encoder said.
+        detail: String,
+    },
+}
+
+/// What a running task knows about itself: its id, retries and headers, and a way to report
+/// progress.
+///
+/// Cheap to clone.
+///
+/// ```no_run
+/// use celerity::TaskContext;
+///
+/// #[celerity::task]
+/// async fn import(ctx: &TaskContext, rows: Vec<String>) -> Result<usize, celerity::StoreError> {
+///     for (step, _row) in rows.iter().enumerate() {
+///         ctx.update_state("PROCESSING", serde_json::json!({"step": step + 1, "total": rows.len()})).await?;
+///     }
+///     Ok(rows.len())
+/// }
+/// ```
+#[derive(Clone)]
+pub struct TaskContext {
+    inner: Arc<ContextInner>,
+}
+
+struct ContextInner {
+    envelope: Envelope,
+    delivered: u64,
+    store: Option<ResultStore>,
+}
+
+impl std::fmt::Debug for TaskContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TaskContext")
+            .field("id", &self.inner.envelope.id)
+            .field("task", &self.inner.envelope.task)
+            .field("retries", &self.inner.envelope.retries)
+            .field("delivered", &self.inner.delivered)
+            .finish()
+    }
+}
+
+impl TaskContext {
+    pub(crate) fn new(envelope: Envelope, delivered: u64, store: Option<ResultStore>) -> Self {
+        Self {
+            inner: Arc::new(ContextInner {
+                envelope,
+                delivered,
+                store,
+            }),
+        }
+    }
+
+    /// A context for calling a task body directly (tests, local runs): `update_state` is accepted
+    /// and discarded.
+    pub fn detached(id: TaskId, task: TaskName) -> Self {
+        Self::new(Envelope::new(id, task), 1, None)
+    }
+
+    /// The task id.
+    pub fn id(&self) -> &TaskId {
+        &self.inner.envelope.id
+    }
+
+    /// The registered task name.
+    pub fn task_name(&self) -> &TaskName {
+        &self.inner.envelope.task
+    }
+
+    /// How many times the task has been retried.
+    pub fn retries(&self) -> u32 {
+        self.inner.envelope.retries
+    }
+
+    /// How many times this message has been delivered (more than 1 after a worker crash).
+    pub fn delivered(&self) -> u64 {
+        self.inner.delivered
+    }
+
+    /// The whole envelope the task was sent with.
+    pub fn envelope(&self) -> &Envelope {
+        &self.inner.envelope
+    }
+
+    /// The user headers the producer set.
+    pub fn headers(&self) -> &[(String, String)] {
+        &self.inner.envelope.extra
+    }
+
+    /// The value of user header `name`.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers()
+            .iter()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value.as_str())
+    }
+
+    /// Records a custom state with metadata, readable from any process with
+    /// `AsyncResult::state()` and `info()` while the task runs.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the state is a reserved one or the record cannot be written.
+    ///
+    /// # Cancel safety
+    /// Dropping the future may or may not leave the record written.
+    pub async fn update_state(&self, state: &str, meta: Value) -> Result<(), StoreError> {
+        let state = TaskState::parse(state);
+        if !matches!(
+            state,
+            TaskState::Custom(_) | TaskState::Started | TaskState::Received
+        ) {
+            return Err(StoreError::ReservedState(state.to_string()));
+        }
+        match &self.inner.store {
+            None => Ok(()),
+            Some(store) => {
+                store
+                    .write_progress(&self.inner.envelope, state, meta)
+                    .await
+            }
+        }
+    }
+
+    /// [`TaskContext::update_state`] for blocking task bodies (plain `fn` tasks).
+    ///
+    /// # Errors
+    /// As `update_state`.
+    ///
+    /// # Panics
+    /// When called from async code instead of a blocking task body.
+    pub fn update_state_blocking(&self, state: &str, meta: Value) -> Result<(), StoreError> {
+        tokio::runtime::Handle::current().block_on(self.update_state(state, meta))
+    }
+}
+
+/// A registered task type, with its run function erased for the worker's registry.
+#[derive(Debug, Clone)]
+pub(crate) struct Registered {
+    pub(crate) name: TaskName,
+    pub(crate) options: TaskOptions,
+    pub(crate) run: RunFn,
+}
+
+pub(crate) type RunFn =
+    fn(TaskContext, Vec<Value>, Map<String, Value>) -> Result<TaskFuture, ArgumentsError>;

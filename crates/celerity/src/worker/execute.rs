@@ -1,0 +1,233 @@
+//! One task run, from a fetched message to its ack: envelope and body checks (dead letters),
+//! idempotency on redelivery, the body on the multi-thread runtime with progress acks, the result
+//! record, the reply notification, then the ack.
+//!
+//! Runs on the multi-thread runtime, never on an actor thread.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, AckKind};
+use celerity_proto::{
+    DeadLetterReason, Envelope, EnvelopeError, ErrorRecord, QueueName, TaskBody, TaskState,
+};
+use serde_json::Value;
+
+use crate::__private::panic_record;
+use crate::clock::now_ms;
+use crate::nats::headers::HeaderView;
+use crate::result_store::ResultStore;
+use crate::task::{Registered, TaskContext, TaskFuture};
+use crate::worker::WorkerShared;
+use crate::worker::dead_letter::dead_letter;
+
+/// Runs the task in `message` to completion (or dead-letters it).
+pub(crate) async fn execute(
+    shared: Arc<WorkerShared>,
+    queue: QueueName,
+    message: jetstream::Message,
+) {
+    let delivered = message.info().map_or(1, |info| info.delivered as u64);
+    let envelope = match Envelope::from_headers(&HeaderView(message.headers.as_ref())) {
+        Ok(envelope) => envelope,
+        Err(error) => {
+            let reason = match error {
+                EnvelopeError::UnsupportedVersion(_) => DeadLetterReason::UnsupportedVersion,
+                _ => DeadLetterReason::BadEnvelope,
+            };
+            return dead_letter(&shared, &queue, &message, reason, error.to_string()).await;
+        }
+    };
+    let Some(task) = shared.app.task(&envelope.task) else {
+        let error = format!(
+            "no task named {:?} is registered on worker {}",
+            envelope.task.as_str(),
+            shared.hostname
+        );
+        return dead_letter(
+            &shared,
+            &queue,
+            &message,
+            DeadLetterReason::UnknownTask,
+            error,
+        )
+        .await;
+    };
+    if delivered > 1 && already_finished(&shared.store, &envelope).await {
+        tracing::info!(task_id = %envelope.id, delivered, "redelivered task already has a final result; acknowledging without running it");
+        return ack(&message).await;
+    }
+    let body: TaskBody = match envelope.content_type.decode(&message.payload) {
+        Ok(body) => body,
+        Err(error) => {
+            return dead_letter(
+                &shared,
+                &queue,
+                &message,
+                DeadLetterReason::UndecodableBody,
+                error.to_string(),
+            )
+            .await;
+        }
+    };
+    let context = TaskContext::new(envelope.clone(), delivered, Some(shared.store.clone()));
+    let future = match (task.run)(context, body.args, body.kwargs) {
+        Ok(future) => future,
+        Err(error) => {
+            let error = format!("task {}: {error}", envelope.task);
+            return dead_letter(
+                &shared,
+                &queue,
+                &message,
+                DeadLetterReason::BadArguments,
+                error,
+            )
+            .await;
+        }
+    };
+    run_bound(&shared, task, &envelope, &message, future).await;
+}
+
+async fn run_bound(
+    shared: &WorkerShared,
+    task: &Registered,
+    envelope: &Envelope,
+    message: &jetstream::Message,
+    future: TaskFuture,
+) {
+    let acks_late = task.options.is_acks_late();
+    if !acks_late {
+        ack(message).await;
+    }
+    if shared.app.settings().track_received {
+        write_state(shared, envelope, TaskState::Received).await;
+    }
+    // With a prefetch multiplier above 1 a fetched task may wait here for an execution slot.
+    let _slot = shared.slots.acquire().await;
+    let started_at = now_ms();
+    if task.options.is_track_started() {
+        write_state(shared, envelope, TaskState::Started).await;
+    }
+    let outcome = run_with_progress(future, message, acks_late.then_some(shared.ack_wait)).await;
+    let mut record = match outcome {
+        Ok(value) => shared
+            .store
+            .record(envelope, TaskState::Success)
+            .with_result(value),
+        Err(error) => {
+            tracing::warn!(task = %envelope.task, task_id = %envelope.id, error = %error, "task failed");
+            shared
+                .store
+                .record(envelope, TaskState::Failure)
+                .with_error(error)
+        }
+    };
+    record.started_at_ms = Some(started_at);
+    if !task.options.is_ignore_result() && !store_final(shared, envelope, &record).await {
+        // Not acknowledged: the message is redelivered after AckWait and the task runs again.
+        return;
+    }
+    if acks_late {
+        ack(message).await;
+    }
+}
+
+/// Runs the body as its own tokio task (so a panic is caught at the join) and, for acks-late
+/// tasks, tells the server the message is still in progress every half AckWait.
+async fn run_with_progress(
+    future: TaskFuture,
+    message: &jetstream::Message,
+    ack_wait: Option<Duration>,
+) -> Result<Value, ErrorRecord> {
+    let mut body = tokio::spawn(future);
+    let period = ack_wait.map_or(Duration::from_secs(3600), |wait| {
+        (wait / 2).max(Duration::from_millis(100))
+    });
+    let mut progress = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    loop {
+        tokio::select! {
+            joined = &mut body => {
+                return match joined {
+                    Ok(outcome) => outcome,
+                    Err(error) if error.is_panic() => Err(panic_record(error.into_panic())),
+                    Err(_) => Err(ErrorRecord::new("celerity::Cancelled", "the task was cancelled")),
+                };
+            }
+            _ = progress.tick(), if ack_wait.is_some() => {
+                if let Err(error) = message.ack_with(AckKind::Progress).await {
+                    tracing::debug!(error = %error, "cannot send an in-progress ack");
+                }
+            }
+        }
+    }
+}
+
+async fn already_finished(store: &ResultStore, envelope: &Envelope) -> bool {
+    match store.get(&envelope.id).await {
+        Ok(Some(record)) => record.state.is_ready(),
+        Ok(None) => false,
+        Err(error) => {
+            tracing::warn!(task_id = %envelope.id, error = %crate::error_chain(&error), "cannot read the result of a redelivered task; running it again");
+            false
+        }
+    }
+}
+
+async fn write_state(shared: &WorkerShared, envelope: &Envelope, state: TaskState) {
+    let state_name = state.to_string();
+    if let Err(error) = shared
+        .store
+        .write_progress(envelope, state, Value::Null)
+        .await
+    {
+        tracing::warn!(task_id = %envelope.id, state = %state_name, error = %crate::error_chain(&error), "cannot record the task's state");
+    }
+}
+
+/// Stores the final record (retrying for a while if the server is away), then notifies the
+/// producer. Returns false when the record could not be stored.
+async fn store_final(
+    shared: &WorkerShared,
+    envelope: &Envelope,
+    record: &celerity_proto::ResultRecord,
+) -> bool {
+    let bytes = match ResultStore::encode(record, envelope.content_type) {
+        Ok(bytes) => bytes,
+        Err(error) => {
+            tracing::error!(task_id = %envelope.id, error = %crate::error_chain(&error), "cannot encode the result record");
+            return false;
+        }
+    };
+    let mut delay = Duration::from_millis(50);
+    for attempt in 1..=10 {
+        match shared.store.put_encoded(&envelope.id, bytes.clone()).await {
+            Ok(()) => {
+                if let Some(reply_to) = &envelope.reply_to {
+                    let mut headers = async_nats::HeaderMap::new();
+                    headers.insert(celerity_proto::header::ID, envelope.id.as_str());
+                    if let Err(error) = shared
+                        .nats
+                        .publish_with_headers(reply_to.clone(), headers, bytes)
+                        .await
+                    {
+                        tracing::debug!(error = %error, "cannot notify the producer; it reads the bucket after reconnecting");
+                    }
+                }
+                return true;
+            }
+            Err(error) => {
+                tracing::warn!(task_id = %envelope.id, attempt, error = %crate::error_chain(&error), "cannot store the result; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(2));
+            }
+        }
+    }
+    tracing::error!(task_id = %envelope.id, "giving up storing the result; the task will be redelivered");
+    false
+}
+
+async fn ack(message: &jetstream::Message) {
+    if let Err(error) = message.ack().await {
+        tracing::warn!(error = %error, "cannot acknowledge a message; it will be redelivered and recognised as done");
+    }
+}

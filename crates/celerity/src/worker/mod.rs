@@ -1,0 +1,380 @@
+//! Workers: a process that joins queues and runs their tasks.
+//!
+//! One actix `System` holds the actors (a root [`root::Worker`] and one [`queue::QueueActor`] per
+//! queue); one multi-thread tokio runtime owns the NATS connection and runs task bodies on every
+//! core. [`run`] blocks and handles SIGTERM/SIGINT; [`spawn`] starts a worker on its own thread
+//! and returns a [`WorkerHandle`].
+
+mod dead_letter;
+mod execute;
+mod queue;
+mod root;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use async_nats::jetstream;
+use celerity_proto::{Layout, Priority, QueueName};
+use tokio::sync::Semaphore;
+
+use crate::app::App;
+use crate::nats::provision::{self, ProvisionError};
+use crate::nats::{ConnectError, NatsConfig, connect_with_retry};
+use crate::result_store::ResultStore;
+
+/// How a worker runs.
+///
+/// ```
+/// let config = celerity::WorkerConfig::new().queues(["high", "default"]).concurrency(8).hostname("w1");
+/// assert_eq!(config.concurrency_value(), 8);
+/// ```
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct WorkerConfig {
+    queues: Vec<String>,
+    concurrency: usize,
+    prefetch_multiplier: usize,
+    hostname: String,
+    ack_wait: Duration,
+    recheck_interval: Duration,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl WorkerConfig {
+    /// Defaults: the app's default queue, one slot per core, prefetch multiplier 1, hostname
+    /// `celerity@<host>`, AckWait 30 s.
+    pub fn new() -> Self {
+        Self {
+            queues: Vec::new(),
+            concurrency: std::thread::available_parallelism().map_or(1, usize::from),
+            prefetch_multiplier: 1,
+            hostname: default_hostname(),
+            ack_wait: Duration::from_secs(30),
+            recheck_interval: Duration::from_secs(1),
+        }
+    }
+
+    /// Consumes these queues (names are checked when the worker starts).
+    pub fn queues<S: Into<String>>(mut self, queues: impl IntoIterator<Item = S>) -> Self {
+        self.queues = queues.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Runs at most `slots` tasks at once (at least 1).
+    pub fn concurrency(mut self, slots: usize) -> Self {
+        self.concurrency = slots.max(1);
+        self
+    }
+
+    /// The number of execution slots.
+    pub fn concurrency_value(&self) -> usize {
+        self.concurrency
+    }
+
+    /// Holds up to `multiplier` × concurrency tasks (at least 1). Above 1, a long task may delay
+    /// tasks prefetched behind it; 1 (the default) holds no task that cannot start.
+    pub fn prefetch_multiplier(mut self, multiplier: usize) -> Self {
+        self.prefetch_multiplier = multiplier.max(1);
+        self
+    }
+
+    /// Names this worker in logs, records and dead letters.
+    pub fn hostname(mut self, hostname: impl Into<String>) -> Self {
+        self.hostname = hostname.into();
+        self
+    }
+
+    /// How long the server waits for an ack before redelivering a task to another worker
+    /// (at least 1 s). Running tasks send in-progress acks, so only a dead worker's tasks move.
+    pub fn ack_wait(mut self, ack_wait: Duration) -> Self {
+        self.ack_wait = ack_wait.max(Duration::from_secs(1));
+        self
+    }
+
+    /// How often every priority level is checked for redelivered work that rang no doorbell.
+    pub fn recheck_interval(mut self, interval: Duration) -> Self {
+        self.recheck_interval = interval.max(Duration::from_millis(50));
+        self
+    }
+}
+
+fn default_hostname() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|name| name.trim().to_owned())
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "localhost".to_owned());
+    format!("celerity@{host}.{}", std::process::id())
+}
+
+/// A worker could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum WorkerError {
+    /// A queue name is invalid.
+    #[error(transparent)]
+    InvalidQueue(#[from] celerity_proto::InvalidName),
+    /// NATS could not be reached (only for errors that retrying cannot fix).
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    /// The runtime or actor system could not start.
+    #[error("cannot start the worker runtime")]
+    Runtime(#[source] std::io::Error),
+    /// The worker thread panicked.
+    #[error("the worker thread panicked")]
+    Panicked,
+}
+
+/// What every task run of one worker shares.
+pub(crate) struct WorkerShared {
+    pub(crate) app: App,
+    pub(crate) hostname: Arc<str>,
+    pub(crate) nats: async_nats::Client,
+    pub(crate) js: jetstream::Context,
+    pub(crate) layout: Layout,
+    pub(crate) store: ResultStore,
+    pub(crate) runtime: tokio::runtime::Handle,
+    /// Fetch credit: concurrency × prefetch multiplier.
+    pub(crate) credit: Arc<Semaphore>,
+    /// Execution slots: concurrency.
+    pub(crate) slots: Semaphore,
+    pub(crate) concurrency: usize,
+    pub(crate) ack_wait: Duration,
+    pub(crate) recheck_interval: Duration,
+}
+
+pub(crate) type SharedHandle = Arc<WorkerShared>;
+
+/// A worker running on its own thread.
+#[derive(Debug)]
+pub struct WorkerHandle {
+    root: Addr<root::Worker>,
+    thread: Option<std::thread::JoinHandle<Result<(), WorkerError>>>,
+}
+
+impl WorkerHandle {
+    /// Asks the worker to stop: warm (finish in-flight tasks) or cold (return them to the queue).
+    pub fn shutdown(&self, cold: bool) {
+        self.root.do_send(root::Shutdown { cold });
+    }
+
+    /// Waits for the worker thread to end.
+    ///
+    /// # Errors
+    /// The worker's error, or [`WorkerError::Panicked`].
+    pub fn join(mut self) -> Result<(), WorkerError> {
+        match self.thread.take() {
+            Some(thread) => thread.join().map_err(|_| WorkerError::Panicked)?,
+            None => Ok(()),
+        }
+    }
+}
+
+/// Runs a worker on this thread until SIGTERM or SIGINT: the first signal is a warm shutdown, the
+/// second a cold one.
+///
+/// A worker started while NATS is down retries the connection with backoff and logs each attempt.
+///
+/// # Errors
+/// [`WorkerError`] when a queue name is invalid or the runtime cannot start.
+pub fn run(app: App, nats: NatsConfig, config: WorkerConfig) -> Result<(), WorkerError> {
+    run_on_this_thread(app, nats, config, true, |_| ())
+}
+
+/// Starts a worker on a new thread and returns once it consumes.
+///
+/// # Errors
+/// [`WorkerError`] when a queue name is invalid or the worker cannot start.
+pub fn spawn(
+    app: App,
+    nats: NatsConfig,
+    config: WorkerConfig,
+) -> Result<WorkerHandle, WorkerError> {
+    let (ready_sender, ready_receiver) = std::sync::mpsc::channel();
+    let thread = std::thread::Builder::new()
+        .name("celerity-worker".to_owned())
+        .spawn(move || {
+            run_on_this_thread(app, nats, config, false, move |root| {
+                let _ = ready_sender.send(root);
+            })
+        })
+        .map_err(WorkerError::Runtime)?;
+    match ready_receiver.recv() {
+        Ok(root) => Ok(WorkerHandle {
+            root,
+            thread: Some(thread),
+        }),
+        Err(_) => match thread.join() {
+            Ok(Err(error)) => Err(error),
+            _ => Err(WorkerError::Panicked),
+        },
+    }
+}
+
+fn run_on_this_thread(
+    app: App,
+    nats: NatsConfig,
+    config: WorkerConfig,
+    handle_signals: bool,
+    on_ready: impl FnOnce(Addr<root::Worker>),
+) -> Result<(), WorkerError> {
+    let queues: Vec<QueueName> = if config.queues.is_empty() {
+        vec![app.settings().default_queue.clone()]
+    } else {
+        config
+            .queues
+            .iter()
+            .map(QueueName::new)
+            .collect::<Result<_, _>>()?
+    };
+    let cores = std::thread::available_parallelism().map_or(2, usize::from);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(cores)
+        .thread_name("celerity-task")
+        .enable_all()
+        .build()
+        .map_err(WorkerError::Runtime)?;
+    // NOTE: the connection is made on the multi-thread runtime so its I/O never waits on an actor.
+    let hostname: Arc<str> = Arc::from(config.hostname.as_str());
+    let connection_name = hostname.to_string();
+    let (client, js, consumers_by_queue, store) = runtime.block_on(async {
+        let client = connect_with_retry(&nats, |options| options.name(&connection_name)).await?;
+        let js = jetstream::new(client.clone());
+        let layout = app.settings().layout();
+        let (store, queues) = provision_with_retry(
+            &js,
+            &layout,
+            &app,
+            &queues,
+            config.ack_wait,
+            &client,
+            &hostname,
+        )
+        .await;
+        Ok::<_, WorkerError>((client, js, queues, store))
+    })?;
+    let shared = Arc::new(WorkerShared {
+        hostname: hostname.clone(),
+        js,
+        nats: client.clone(),
+        layout: app.settings().layout(),
+        app,
+        store,
+        runtime: runtime.handle().clone(),
+        credit: Arc::new(Semaphore::new(
+            config.concurrency * config.prefetch_multiplier,
+        )),
+        slots: Semaphore::new(config.concurrency),
+        concurrency: config.concurrency,
+        ack_wait: config.ack_wait,
+        recheck_interval: config.recheck_interval,
+    });
+    let system = System::new();
+    let root =
+        system.block_on(async move { root::Worker::new(shared, consumers_by_queue).start() });
+    if handle_signals {
+        runtime.spawn(forward_signals(root.clone()));
+    }
+    on_ready(root);
+    system.run().map_err(WorkerError::Runtime)?;
+    // Acks are buffered publishes: flush them before the connection goes away.
+    runtime.block_on(async {
+        if tokio::time::timeout(Duration::from_secs(5), client.flush()).await.is_err() {
+            tracing::warn!("could not flush the last acks within 5 s; those tasks will be redelivered and recognised as done");
+        }
+    });
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    tracing::info!(worker = %hostname, "worker stopped");
+    Ok(())
+}
+
+type QueueSetup = (
+    QueueName,
+    Vec<jetstream::consumer::PullConsumer>,
+    async_nats::Subscriber,
+);
+
+/// Creates or opens everything the worker needs, retrying until the server's JetStream answers.
+async fn provision_with_retry(
+    js: &jetstream::Context,
+    layout: &Layout,
+    app: &App,
+    queues: &[QueueName],
+    ack_wait: Duration,
+    client: &async_nats::Client,
+    hostname: &Arc<str>,
+) -> (ResultStore, Vec<QueueSetup>) {
+    let mut delay = Duration::from_millis(100);
+    loop {
+        match provision_once(js, layout, app, queues, ack_wait, client, hostname).await {
+            Ok(done) => return done,
+            Err(error) => {
+                tracing::warn!(error = %crate::error_chain(&error), retry_in_ms = delay.as_millis() as u64, "JetStream is not ready; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum SetupError {
+    #[error(transparent)]
+    Provision(#[from] ProvisionError),
+    #[error("cannot subscribe to the doorbells of queue {0}")]
+    Subscribe(QueueName, #[source] async_nats::SubscribeError),
+}
+
+async fn provision_once(
+    js: &jetstream::Context,
+    layout: &Layout,
+    app: &App,
+    queues: &[QueueName],
+    ack_wait: Duration,
+    client: &async_nats::Client,
+    hostname: &Arc<str>,
+) -> Result<(ResultStore, Vec<QueueSetup>), SetupError> {
+    let kv = provision::results_bucket(js, layout, app.settings().result_expires).await?;
+    provision::dead_letter_stream(js, layout).await?;
+    let mut setups = Vec::new();
+    for queue in queues {
+        let stream = provision::queue_stream(js, layout, queue).await?;
+        let mut consumers = Vec::new();
+        let mut levels: Vec<Priority> = Priority::all_descending().collect();
+        levels.reverse();
+        for priority in levels {
+            consumers
+                .push(provision::level_consumer(&stream, layout, queue, priority, ack_wait).await?);
+        }
+        let doorbells = client
+            .subscribe(layout.doorbell_subjects(queue))
+            .await
+            .map_err(|error| SetupError::Subscribe(queue.clone(), error))?;
+        setups.push((queue.clone(), consumers, doorbells));
+    }
+    Ok((ResultStore::new(kv, Some(hostname.clone())), setups))
+}
+
+async fn forward_signals(root: Addr<root::Worker>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut terminate), Ok(mut interrupt)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers; stop the worker with SIGKILL");
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = terminate.recv() => {}
+            _ = interrupt.recv() => {}
+        }
+        root.do_send(root::Shutdown { cold: false });
+    }
+}

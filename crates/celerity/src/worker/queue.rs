@@ -1,0 +1,321 @@
+//! `QueueActor`: owns the pull consumers of one queue's priority levels and feeds the worker's
+//! free slots from them, highest priority first.
+//!
+//! It learns which levels have work from the stream's headers-only doorbells (and re-checks every
+//! level periodically, for redeliveries, which ring no bell), fetches with a credit equal to the
+//! free slots, and spawns each task on the multi-thread runtime.
+//! It never runs a task body on its own thread.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use async_nats::jetstream::{self, consumer::PullConsumer};
+use celerity_proto::{Priority, QueueName};
+use futures_util::StreamExt;
+use tokio::sync::OwnedSemaphorePermit;
+
+use crate::worker::WorkerShared;
+use crate::worker::execute::execute;
+use crate::worker::root::{QueueDrained, Worker};
+
+/// Largest number of messages asked for in one pull request.
+const MAX_BATCH: usize = 256;
+/// How long a fetch may take before it is abandoned (the server is away).
+const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long to wait before fetching again after a failed fetch.
+const FETCH_RETRY: Duration = Duration::from_millis(500);
+
+/// The consuming side of one queue.
+pub(crate) struct QueueActor {
+    queue: QueueName,
+    shared: Arc<WorkerShared>,
+    root: Addr<Worker>,
+    /// One consumer per priority level, indexed by priority.
+    consumers: Vec<PullConsumer>,
+    doorbells: Option<async_nats::Subscriber>,
+    /// Levels that may have work, indexed by priority.
+    maybe_ready: [bool; 10],
+    /// Bumped by every doorbell of a level, so a fetch that raced a doorbell does not mark the
+    /// level empty.
+    generation: [u64; 10],
+    /// Credit acquired and not yet used by a fetched task.
+    held: Vec<OwnedSemaphorePermit>,
+    waiting_for_credit: bool,
+    fetching: bool,
+    in_flight: HashMap<u64, InFlight>,
+    mode: Mode,
+}
+
+struct InFlight {
+    ack_subject: Option<async_nats::Subject>,
+    abort: tokio::task::AbortHandle,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Running,
+    Draining,
+    Stopped,
+}
+
+impl QueueActor {
+    pub(crate) fn new(
+        queue: QueueName,
+        shared: Arc<WorkerShared>,
+        root: Addr<Worker>,
+        consumers: Vec<PullConsumer>,
+        doorbells: async_nats::Subscriber,
+    ) -> Self {
+        Self {
+            queue,
+            shared,
+            root,
+            consumers,
+            doorbells: Some(doorbells),
+            maybe_ready: [true; 10],
+            generation: [0; 10],
+            held: Vec::new(),
+            waiting_for_credit: false,
+            fetching: false,
+            in_flight: HashMap::new(),
+            mode: Mode::Running,
+        }
+    }
+
+    /// Fetches from the highest level that may have work, if there is credit.
+    fn pump(&mut self, ctx: &mut Context<Self>) {
+        if self.mode != Mode::Running || self.fetching {
+            return;
+        }
+        let Some(priority) =
+            Priority::all_descending().find(|p| self.maybe_ready[p.get() as usize])
+        else {
+            // Idle: give the credit back so other queues of this worker can use it.
+            self.held.clear();
+            return;
+        };
+        while self.held.len() < MAX_BATCH {
+            match self.shared.credit.clone().try_acquire_owned() {
+                Ok(permit) => self.held.push(permit),
+                Err(_) => break,
+            }
+        }
+        if self.held.is_empty() {
+            self.wait_for_credit(ctx);
+            return;
+        }
+        self.fetching = true;
+        let level = priority.get() as usize;
+        let generation = self.generation[level];
+        let requested = self.held.len();
+        let consumer = self.consumers[level].clone();
+        let fetch = async move {
+            let batch = async {
+                let mut batch = consumer.fetch().max_messages(requested).messages().await?;
+                let mut messages = Vec::with_capacity(requested);
+                while let Some(message) = batch.next().await {
+                    messages.push(message?);
+                }
+                Ok::<_, async_nats::Error>(messages)
+            };
+            match tokio::time::timeout(FETCH_TIMEOUT, batch).await {
+                Ok(result) => result.map_err(|error| error.to_string()),
+                Err(_) => Err(format!("no answer within {FETCH_TIMEOUT:?}")),
+            }
+        };
+        ctx.spawn(fetch.into_actor(self).map(move |result, actor, ctx| {
+            actor.fetching = false;
+            actor.fetched(ctx, level, generation, requested, result);
+        }));
+    }
+
+    fn fetched(
+        &mut self,
+        ctx: &mut Context<Self>,
+        level: usize,
+        generation: u64,
+        requested: usize,
+        result: Result<Vec<jetstream::Message>, String>,
+    ) {
+        match result {
+            Ok(messages) => {
+                if messages.len() < requested && self.generation[level] == generation {
+                    self.maybe_ready[level] = false;
+                }
+                for message in messages {
+                    self.dispatch(ctx, message);
+                }
+                self.pump(ctx);
+            }
+            Err(error) => {
+                tracing::warn!(queue = %self.queue, priority = level, error = %error, "fetch failed; retrying");
+                ctx.run_later(FETCH_RETRY, |actor, ctx| actor.pump(ctx));
+            }
+        }
+    }
+
+    /// Spawns one task on the multi-thread runtime, holding one unit of credit until it ends.
+    fn dispatch(&mut self, ctx: &mut Context<Self>, message: jetstream::Message) {
+        let Some(permit) = self.held.pop() else {
+            // INVARIANT: a fetch never asks for more messages than the credit held.
+            tracing::error!(queue = %self.queue, "received more messages than requested; returning one");
+            let _ = self
+                .shared
+                .runtime
+                .spawn(async move { message.ack_with(jetstream::AckKind::Nak(None)).await });
+            return;
+        };
+        let sequence = message.info().map_or(0, |info| info.stream_sequence);
+        let ack_subject = message.reply.clone();
+        let shared = self.shared.clone();
+        let queue = self.queue.clone();
+        let addr = ctx.address();
+        let handle = self.shared.runtime.spawn(async move {
+            execute(shared, queue, message).await;
+            drop(permit);
+            addr.do_send(TaskFinished { sequence });
+        });
+        self.in_flight.insert(
+            sequence,
+            InFlight {
+                ack_subject,
+                abort: handle.abort_handle(),
+            },
+        );
+    }
+
+    fn wait_for_credit(&mut self, ctx: &mut Context<Self>) {
+        if self.waiting_for_credit {
+            return;
+        }
+        self.waiting_for_credit = true;
+        let credit = self.shared.credit.clone();
+        ctx.spawn(
+            async move { credit.acquire_owned().await.ok() }
+                .into_actor(self)
+                .map(|permit, actor, ctx| {
+                    actor.waiting_for_credit = false;
+                    if let Some(permit) = permit {
+                        actor.held.push(permit);
+                    }
+                    actor.pump(ctx);
+                }),
+        );
+    }
+
+    fn check_drained(&mut self, ctx: &mut Context<Self>) {
+        if self.mode == Mode::Draining && self.in_flight.is_empty() {
+            self.mode = Mode::Stopped;
+            self.root.do_send(QueueDrained {
+                queue: self.queue.clone(),
+            });
+            ctx.stop();
+        }
+    }
+}
+
+impl Actor for QueueActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        if let Some(doorbells) = self.doorbells.take() {
+            ctx.add_stream(doorbells);
+        }
+        // Redelivered messages (after another worker died) ring no doorbell, and doorbells are
+        // lost while disconnected: re-check every level now and then.
+        ctx.run_interval(self.shared.recheck_interval, |actor, ctx| {
+            actor.maybe_ready = [true; 10];
+            actor.pump(ctx);
+        });
+        tracing::info!(queue = %self.queue, worker = %self.shared.hostname, "consuming");
+        self.pump(ctx);
+    }
+}
+
+impl StreamHandler<async_nats::Message> for QueueActor {
+    fn handle(&mut self, doorbell: async_nats::Message, ctx: &mut Self::Context) {
+        let level = doorbell
+            .subject
+            .rsplit('.')
+            .next()
+            .and_then(|token| token.parse::<Priority>().ok())
+            .map(|priority| priority.get() as usize);
+        match level {
+            Some(level) => {
+                self.maybe_ready[level] = true;
+                self.generation[level] += 1;
+            }
+            None => self.maybe_ready = [true; 10],
+        }
+        self.pump(ctx);
+    }
+
+    fn finished(&mut self, _ctx: &mut Self::Context) {
+        // The subscription ended (connection closed for good); the periodic re-check still runs.
+        tracing::warn!(queue = %self.queue, "doorbell subscription ended");
+    }
+}
+
+/// A task of this queue ended (its message was acked, nacked or dead-lettered).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct TaskFinished {
+    sequence: u64,
+}
+
+impl Handler<TaskFinished> for QueueActor {
+    type Result = ();
+
+    fn handle(&mut self, finished: TaskFinished, ctx: &mut Self::Context) {
+        self.in_flight.remove(&finished.sequence);
+        self.check_drained(ctx);
+    }
+}
+
+/// Stop fetching; warm: let in-flight tasks finish and ack; cold: abort them and nak their messages.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct StopConsuming {
+    pub(crate) cold: bool,
+}
+
+impl Handler<StopConsuming> for QueueActor {
+    type Result = ();
+
+    fn handle(&mut self, stop: StopConsuming, ctx: &mut Self::Context) {
+        if self.mode == Mode::Stopped {
+            return;
+        }
+        self.mode = Mode::Draining;
+        self.held.clear();
+        if stop.cold {
+            let nats = self.shared.nats.clone();
+            let mut naks = Vec::new();
+            for (_, task) in self.in_flight.drain() {
+                task.abort.abort();
+                if let Some(subject) = task.ack_subject {
+                    naks.push(subject);
+                }
+            }
+            tracing::warn!(queue = %self.queue, n_tasks = naks.len(), "cold shutdown: returning in-flight tasks to the queue");
+            let root = self.root.clone();
+            let queue = self.queue.clone();
+            self.mode = Mode::Stopped;
+            self.shared.runtime.spawn(async move {
+                for subject in naks {
+                    let _ = nats
+                        .publish(subject, bytes::Bytes::from_static(b"-NAK"))
+                        .await;
+                }
+                let _ = tokio::time::timeout(Duration::from_secs(5), nats.flush()).await;
+                root.do_send(QueueDrained { queue });
+            });
+            ctx.stop();
+        } else {
+            tracing::info!(queue = %self.queue, n_tasks = self.in_flight.len(), "warm shutdown: waiting for in-flight tasks");
+            self.check_drained(ctx);
+        }
+    }
+}

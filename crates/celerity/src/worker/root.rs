@@ -1,0 +1,103 @@
+//! `Worker`: the root actor of a worker process. It starts one `QueueActor` per consumed queue and
+//! runs the shutdown protocol: the first signal is a warm shutdown, the second a cold one.
+
+use std::collections::HashSet;
+
+use actix::prelude::*;
+use async_nats::jetstream::consumer::PullConsumer;
+use celerity_proto::QueueName;
+
+use crate::worker::SharedHandle;
+use crate::worker::queue::{QueueActor, StopConsuming};
+
+/// The root actor.
+pub(crate) struct Worker {
+    shared: SharedHandle,
+    pending_queues: Vec<(QueueName, Vec<PullConsumer>, async_nats::Subscriber)>,
+    queues: Vec<Addr<QueueActor>>,
+    running: HashSet<QueueName>,
+    shutdowns: u32,
+}
+
+impl Worker {
+    pub(crate) fn new(
+        shared: SharedHandle,
+        queues: Vec<(QueueName, Vec<PullConsumer>, async_nats::Subscriber)>,
+    ) -> Self {
+        Self {
+            shared,
+            pending_queues: queues,
+            queues: Vec::new(),
+            running: HashSet::new(),
+            shutdowns: 0,
+        }
+    }
+}
+
+impl Actor for Worker {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        let root = ctx.address();
+        for (queue, consumers, doorbells) in self.pending_queues.drain(..) {
+            self.running.insert(queue.clone());
+            let actor = QueueActor::new(
+                queue,
+                self.shared.clone(),
+                root.clone(),
+                consumers,
+                doorbells,
+            );
+            self.queues.push(actor.start());
+        }
+        tracing::info!(worker = %self.shared.hostname, concurrency = self.shared.concurrency, "worker ready");
+    }
+
+    fn stopped(&mut self, _ctx: &mut Self::Context) {
+        System::current().stop();
+    }
+}
+
+/// A shutdown request (a signal, or `WorkerHandle::shutdown`).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Shutdown {
+    /// Skip the warm phase.
+    pub(crate) cold: bool,
+}
+
+impl Handler<Shutdown> for Worker {
+    type Result = ();
+
+    fn handle(&mut self, shutdown: Shutdown, _ctx: &mut Self::Context) {
+        self.shutdowns += 1;
+        let cold = shutdown.cold || self.shutdowns > 1;
+        if cold {
+            tracing::warn!(worker = %self.shared.hostname, "cold shutdown");
+        } else {
+            tracing::info!(worker = %self.shared.hostname, "warm shutdown: no new tasks; send the signal again for a cold shutdown");
+        }
+        for queue in &self.queues {
+            queue.do_send(StopConsuming { cold });
+        }
+    }
+}
+
+/// A queue actor has no task left in flight and has stopped.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct QueueDrained {
+    pub(crate) queue: QueueName,
+}
+
+impl Handler<QueueDrained> for Worker {
+    type Result = ();
+
+    fn handle(&mut self, drained: QueueDrained, ctx: &mut Self::Context) {
+        self.running.remove(&drained.queue);
+        if self.running.is_empty() {
+            tracing::info!(worker = %self.shared.hostname, "all queues drained");
+            ctx.stop();
+        }
+    }
+}

@@ -1,0 +1,181 @@
+//! Test helpers: a NATS server per test, worker processes of the `it-worker` binary, and a client.
+//!
+//! Every wait has a deadline and a failure message that says what never happened.
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use celerity::{Client, NatsConfig};
+use celerity_testkit::NatsServer;
+
+/// A fresh JetStream server on a free loopback port.
+pub(crate) fn server() -> NatsServer {
+    NatsServer::start()
+        .expect("nats-server starts (install it with `apt-get install -y nats-server`)")
+}
+
+/// A producer connected to `url` with the test app's settings.
+pub(crate) async fn client(url: &str) -> Client {
+    celerity_it::app()
+        .expect("the test app builds")
+        .client(&NatsConfig::new(url))
+        .await
+        .expect("the client connects")
+}
+
+/// A worker process of the test binary; killed on drop.
+pub(crate) struct WorkerProcess {
+    child: Child,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+    pub(crate) hostname: String,
+}
+
+impl WorkerProcess {
+    /// Starts `it-worker worker --nats-url <url> --hostname <hostname> <extra...>` and waits until
+    /// it consumes.
+    pub(crate) fn start(url: &str, hostname: &str, extra: &[&str]) -> Self {
+        let worker = Self::spawn(url, hostname, extra, &[]);
+        worker.wait_for_log("consuming", Duration::from_secs(30));
+        worker
+    }
+
+    /// Starts the process without waiting for it to consume.
+    pub(crate) fn spawn(url: &str, hostname: &str, extra: &[&str], env: &[(&str, &str)]) -> Self {
+        let dir = tempfile::tempdir().expect("a temp dir for the worker log");
+        let log = dir.path().join("worker.log");
+        let log_file = std::fs::File::create(&log).expect("the worker log file");
+        let mut command = Command::new(env!("CARGO_BIN_EXE_it-worker"));
+        command
+            .args([
+                "worker",
+                "--nats-url",
+                url,
+                "--hostname",
+                hostname,
+                "--loglevel",
+                "info,celerity=debug",
+            ])
+            .args(extra)
+            .env("IT_NATS_URL", url)
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log_file));
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        let child = command.spawn().expect("it-worker starts");
+        Self {
+            child,
+            log,
+            _dir: dir,
+            hostname: hostname.to_owned(),
+        }
+    }
+
+    /// The worker's log so far.
+    pub(crate) fn log(&self) -> String {
+        let mut text = String::new();
+        if let Ok(mut file) = std::fs::File::open(&self.log) {
+            let _ = file.read_to_string(&mut text);
+        }
+        text
+    }
+
+    /// Waits until the log contains `needle`.
+    pub(crate) fn wait_for_log(&self, needle: &str, within: Duration) {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if self.log().contains(needle) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!(
+            "worker {} never logged {needle:?} within {within:?}; log:\n{}",
+            self.hostname,
+            self.log()
+        );
+    }
+
+    /// The process id.
+    pub(crate) fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// Sends `signal` (libc constant) to the process.
+    pub(crate) fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) on the pid of a child we own and have not reaped.
+        let status = unsafe { libc::kill(self.pid(), signal) };
+        assert_eq!(status, 0, "cannot signal worker {}", self.hostname);
+    }
+
+    /// Waits for the process to exit.
+    pub(crate) fn wait_exit(&mut self, within: Duration) -> ExitStatus {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().expect("try_wait on the worker") {
+                return status;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!(
+            "worker {} did not exit within {within:?}; log:\n{}",
+            self.hostname,
+            self.log()
+        );
+    }
+}
+
+impl Drop for WorkerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A stream that collects `it.runs.>` publishes of the `track` task.
+pub(crate) async fn runs_stream(url: &str) -> async_nats::jetstream::stream::Stream {
+    let js = async_nats::jetstream::new(async_nats::connect(url).await.expect("connect"));
+    js.get_or_create_stream(async_nats::jetstream::stream::Config {
+        name: "IT_RUNS".into(),
+        subjects: vec!["it.runs.>".into()],
+        ..Default::default()
+    })
+    .await
+    .expect("the IT_RUNS stream")
+}
+
+/// How many times each task id ran, from the `IT_RUNS` stream.
+pub(crate) async fn run_counts(url: &str) -> std::collections::HashMap<String, usize> {
+    let mut stream = runs_stream(url).await;
+    let n_messages = stream.info().await.expect("stream info").state.messages;
+    let mut counts = std::collections::HashMap::new();
+    for sequence in 1..=n_messages {
+        let message = stream
+            .get_raw_message(sequence)
+            .await
+            .expect("a run record");
+        let id = String::from_utf8(message.payload.to_vec()).expect("utf-8 task id");
+        *counts.entry(id).or_insert(0) += 1;
+    }
+    counts
+}
+
+/// Deadline helper for async conditions.
+pub(crate) async fn eventually<F, Fut>(what: &str, within: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("{what} never happened within {within:?}");
+}

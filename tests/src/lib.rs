@@ -1,0 +1,105 @@
+//! The tasks of the integration tests, shared by the `it-worker` binary (which runs them) and the
+//! tests (which send them with typed arguments).
+//!
+//! Tasks that must prove how often they ran publish a JetStream message to `it.runs.<label>`
+//! (the test creates the `IT_RUNS` stream) before they finish.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use celerity::TaskContext;
+use futures_util::StreamExt;
+use serde_json::json;
+
+static NATS: OnceLock<async_nats::Client> = OnceLock::new();
+
+async fn nats() -> anyhow::Result<async_nats::Client> {
+    if let Some(client) = NATS.get() {
+        return Ok(client.clone());
+    }
+    let url = std::env::var("IT_NATS_URL")?;
+    let client = async_nats::connect(url).await?;
+    Ok(NATS.get_or_init(|| client).clone())
+}
+
+/// Adds two numbers.
+#[celerity::task(name = "it.add")]
+pub async fn add(x: i64, y: i64) -> i64 {
+    x + y
+}
+
+/// Multiplies on the blocking pool.
+#[celerity::task(name = "it.mul")]
+pub fn blocking_mul(x: i64, y: i64) -> i64 {
+    x * y
+}
+
+/// A payment error with a cause, to check the cause chain.
+#[derive(Debug, thiserror::Error)]
+#[error("card declined: {0}")]
+pub struct PaymentError(String, #[source] std::io::Error);
+
+/// Always fails with a two-level error.
+#[celerity::task(name = "it.fail")]
+pub async fn fail(reason: String) -> Result<(), PaymentError> {
+    Err(PaymentError(
+        reason,
+        std::io::Error::other("gateway timeout"),
+    ))
+}
+
+/// Always panics.
+#[celerity::task(name = "it.panic")]
+pub async fn panics(message: String) -> u8 {
+    panic!("{message}");
+}
+
+/// Records that it ran (a JetStream publish to `it.runs.<label>` with the task id), sleeps, and
+/// returns the label.
+#[celerity::task(name = "it.track")]
+pub async fn track(ctx: &TaskContext, label: String, sleep_ms: u64) -> anyhow::Result<String> {
+    let client = nats().await?;
+    let js = async_nats::jetstream::new(client);
+    js.publish(format!("it.runs.{label}"), ctx.id().to_string().into())
+        .await?
+        .await?;
+    tokio::time::sleep(Duration::from_millis(sleep_ms)).await;
+    Ok(label)
+}
+
+/// Reports PROCESSING step 2 of 3, then waits for a core message on `it.release.<task id>`.
+#[celerity::task(name = "it.progress", track_started)]
+pub async fn progress(ctx: &TaskContext) -> anyhow::Result<u32> {
+    let client = nats().await?;
+    let mut release = client.subscribe(format!("it.release.{}", ctx.id())).await?;
+    client.flush().await?;
+    ctx.update_state("PROCESSING", json!({"step": 2, "total": 3}))
+        .await?;
+    release.next().await;
+    Ok(3)
+}
+
+/// Returns the user headers it was sent with.
+#[celerity::task(name = "it.headers")]
+pub async fn headers(ctx: &TaskContext) -> Vec<(String, String)> {
+    ctx.headers().to_vec()
+}
+
+/// The app with every test task; `IT_RESULT_EXPIRES_SECS` sets the result expiry.
+pub fn app() -> Result<celerity::App, celerity::ConfigError> {
+    let mut builder = celerity::App::builder()
+        .task(add)
+        .task(blocking_mul)
+        .task(fail)
+        .task(panics)
+        .task(track)
+        .task(progress)
+        .task(headers);
+    if let Some(seconds) = std::env::var("IT_RESULT_EXPIRES_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+    {
+        builder = builder.result_expires(Duration::from_secs(seconds));
+    }
+    builder.build()
+}
