@@ -1,0 +1,1 @@
+//! Placeholder: the protocol tests are being written.
