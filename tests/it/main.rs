@@ -1,5 +1,10 @@
 //! Cross-process behaviour of Celerity against real nats-server processes.
 
+mod auth;
+mod dead_letters;
 mod protocol;
+mod resilience;
 mod roundtrip;
+mod states;
 mod support;
+mod workers;

@@ -1,0 +1,67 @@
+//! States and result records seen from other processes: progress, expiry.
+
+use std::time::Duration;
+
+use celerity::{NatsConfig, TaskState};
+use serde_json::json;
+
+use crate::support::{WorkerProcess, client, eventually, server};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn custom_progress_states_are_readable_while_the_task_runs() {
+    let server = server();
+    let _worker = WorkerProcess::start(&server.url(), "w1", &[]);
+    let producer = client(&server.url()).await;
+    let observer = client(&server.url()).await;
+
+    let sent = celerity_it::progress
+        .delay(&producer)
+        .await
+        .expect("progress is sent");
+    let seen = observer.async_result::<u32>(sent.id().as_str()).unwrap();
+    eventually(
+        "the PROCESSING state is visible to another client",
+        WAIT,
+        || async { seen.state().await.unwrap() == TaskState::Custom("PROCESSING".into()) },
+    )
+    .await;
+    assert_eq!(
+        seen.info().await.unwrap(),
+        Some(json!({"step": 2, "total": 3}))
+    );
+    assert!(!seen.ready().await.unwrap());
+
+    producer
+        .nats()
+        .publish(format!("it.release.{}", sent.id()), "go".into())
+        .await
+        .unwrap();
+    assert_eq!(
+        seen.get(WAIT)
+            .await
+            .expect("the task finishes when released"),
+        3
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn results_expire_after_the_configured_time() {
+    let server = server();
+    let app = celerity::App::builder()
+        .task(celerity_it::add)
+        .result_expires(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    // The first process to create the bucket sets its expiry: here, the client.
+    let client = app.client(&NatsConfig::new(server.url())).await.unwrap();
+    let _worker = WorkerProcess::start(&server.url(), "w1", &[]);
+
+    let result = celerity_it::add.delay(&client, 1, 2).await.unwrap();
+    assert_eq!(result.get(WAIT).await.unwrap(), 3);
+    eventually("the result expires", WAIT, || async {
+        result.state().await.unwrap() == TaskState::Unknown
+    })
+    .await;
+}
