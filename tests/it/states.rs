@@ -65,3 +65,81 @@ async fn results_expire_after_the_configured_time() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn received_and_started_are_recorded_when_tracked() {
+    let server = server();
+    // One slot, two tasks held: the second is RECEIVED while it waits for the slot.
+    let worker = WorkerProcess::spawn(
+        &server.url(),
+        "w1",
+        &["-c", "1", "--prefetch-multiplier", "2"],
+        &[("IT_TRACK_RECEIVED", "1")],
+    );
+    worker.wait_for_log("consuming", WAIT);
+    let client = client(&server.url()).await;
+
+    let first = celerity_it::hold.delay(&client).await.unwrap();
+    eventually("the first task is STARTED", WAIT, || async {
+        first.state().await.unwrap() == TaskState::Started
+    })
+    .await;
+    let second = celerity_it::hold.delay(&client).await.unwrap();
+    eventually("the second task is RECEIVED", WAIT, || async {
+        second.state().await.unwrap() == TaskState::Received
+    })
+    .await;
+    assert_eq!(
+        first.state().await.unwrap(),
+        TaskState::Started,
+        "the first task still holds the slot"
+    );
+
+    client
+        .nats()
+        .publish(format!("it.release.{}", first.id()), "go".into())
+        .await
+        .unwrap();
+    assert_eq!(first.get(WAIT).await.unwrap(), first.id().to_string());
+    eventually(
+        "the second task starts once the slot is free",
+        WAIT,
+        || async { second.state().await.unwrap() == TaskState::Started },
+    )
+    .await;
+    client
+        .nats()
+        .publish(format!("it.release.{}", second.id()), "go".into())
+        .await
+        .unwrap();
+    assert_eq!(second.get(WAIT).await.unwrap(), second.id().to_string());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messagepack_bodies_and_records_round_trip() {
+    let server = server();
+    let _worker = WorkerProcess::start(&server.url(), "w1", &[]);
+    let client = client(&server.url()).await;
+
+    let result = celerity_it::add
+        .apply_async(
+            &client,
+            (40, 2),
+            celerity::ApplyOptions::new().content_type(celerity::ContentType::MsgPack),
+        )
+        .await
+        .unwrap();
+    assert_eq!(result.get(WAIT).await.unwrap(), 42);
+    let js = async_nats::jetstream::new(client.nats().clone());
+    let kv = js.get_key_value("celerity_results").await.unwrap();
+    let stored = kv
+        .get(result.id().as_str())
+        .await
+        .unwrap()
+        .expect("a stored record");
+    assert_eq!(
+        celerity::ContentType::sniff(&stored),
+        Some(celerity::ContentType::MsgPack),
+        "the record is MessagePack"
+    );
+}

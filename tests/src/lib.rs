@@ -79,13 +79,25 @@ pub async fn progress(ctx: &TaskContext) -> anyhow::Result<u32> {
     Ok(3)
 }
 
+/// Records STARTED, then waits for a core message on `it.release.<task id>`.
+#[celerity::task(name = "it.hold", track_started)]
+pub async fn hold(ctx: &TaskContext) -> anyhow::Result<String> {
+    let client = nats().await?;
+    let mut release = client.subscribe(format!("it.release.{}", ctx.id())).await?;
+    client.flush().await?;
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    release.next().await;
+    Ok(ctx.id().to_string())
+}
+
 /// Returns the user headers it was sent with.
 #[celerity::task(name = "it.headers")]
 pub async fn headers(ctx: &TaskContext) -> Vec<(String, String)> {
     ctx.headers().to_vec()
 }
 
-/// The app with every test task; `IT_RESULT_EXPIRES_SECS` sets the result expiry.
+/// The app with every test task; `IT_RESULT_EXPIRES_SECS` sets the result expiry and
+/// `IT_TRACK_RECEIVED=1` turns on RECEIVED records.
 pub fn app() -> Result<celerity::App, celerity::ConfigError> {
     let mut builder = celerity::App::builder()
         .task(add)
@@ -94,12 +106,16 @@ pub fn app() -> Result<celerity::App, celerity::ConfigError> {
         .task(panics)
         .task(track)
         .task(progress)
-        .task(headers);
+        .task(headers)
+        .task(hold);
     if let Some(seconds) = std::env::var("IT_RESULT_EXPIRES_SECS")
         .ok()
         .and_then(|s| s.parse().ok())
     {
         builder = builder.result_expires(Duration::from_secs(seconds));
+    }
+    if std::env::var("IT_TRACK_RECEIVED").is_ok_and(|value| value == "1") {
+        builder = builder.track_received(true);
     }
     builder.build()
 }
