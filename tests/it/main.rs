@@ -1,6 +1,7 @@
 //! Cross-process behaviour of Celerity against real nats-server processes.
 
 mod auth;
+mod compose;
 mod dead_letters;
 mod protocol;
 mod resilience;
