@@ -182,11 +182,11 @@ impl<T> AsyncResult<T> {
             // INVARIANT: the waiter is registered before the bucket is read, so a notification that
             // arrives in between is not missed.
             let notification = self.client.register_waiter(&self.id);
-            if let Some(record) = self.record().await? {
-                if record.state.is_ready() {
-                    self.client.prune_waiters(&self.id);
-                    return Ok(record);
-                }
+            if let Some(record) = self.record().await?
+                && record.state.is_ready()
+            {
+                self.client.prune_waiters(&self.id);
+                return Ok(record);
             }
             let outcome = tokio::time::timeout(timeout, notification).await;
             self.client.prune_waiters(&self.id);

@@ -563,10 +563,10 @@ async fn listen_for_results(
                 let ids: Vec<TaskId> = waiters.iter().map(|entry| entry.key().clone()).collect();
                 let mut found = HashMap::new();
                 for id in ids {
-                    if let Ok(Some(record)) = store.get(&id).await {
-                        if record.state.is_ready() {
-                            found.insert(id, record);
-                        }
+                    if let Ok(Some(record)) = store.get(&id).await
+                        && record.state.is_ready()
+                    {
+                        found.insert(id, record);
                     }
                 }
                 for record in found.into_values() {

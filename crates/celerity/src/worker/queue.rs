@@ -161,10 +161,11 @@ impl QueueActor {
         let Some(permit) = self.held.pop() else {
             // INVARIANT: a fetch never asks for more messages than the credit held.
             tracing::error!(queue = %self.queue, "received more messages than requested; returning one");
-            let _ = self
-                .shared
-                .runtime
-                .spawn(async move { message.ack_with(jetstream::AckKind::Nak(None)).await });
+            drop(
+                self.shared
+                    .runtime
+                    .spawn(async move { message.ack_with(jetstream::AckKind::Nak(None)).await }),
+            );
             return;
         };
         let sequence = message.info().map_or(0, |info| info.stream_sequence);
