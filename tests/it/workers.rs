@@ -9,6 +9,14 @@ use crate::support::{WorkerProcess, client, eventually, run_counts, runs_stream,
 
 const WAIT: Duration = Duration::from_secs(30);
 
+/// Waits until the `track` task with `id` has recorded its run.
+async fn wait_until_started(url: &str, id: &str) {
+    eventually("the task starts", WAIT, || async {
+        run_counts(url).await.contains_key(id)
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_workers_share_a_queue_and_every_task_runs_once() {
     let server = server();
@@ -55,10 +63,7 @@ async fn a_task_of_a_killed_worker_completes_on_another_worker() {
         .delay(&client, "crash".into(), 1500)
         .await
         .expect("track is sent");
-    eventually("the task starts on the victim", WAIT, || async {
-        run_counts(&url).await.contains_key(result.id().as_str())
-    })
-    .await;
+    wait_until_started(&url, result.id().as_str()).await;
     victim.signal(libc::SIGKILL);
     drop(victim);
 
@@ -152,10 +157,7 @@ async fn sigterm_is_a_warm_shutdown_that_finishes_in_flight_tasks() {
         .delay(&client, "warm".into(), 1000)
         .await
         .expect("track is sent");
-    eventually("the task starts", WAIT, || async {
-        run_counts(&url).await.contains_key(in_flight.id().as_str())
-    })
-    .await;
+    wait_until_started(&url, in_flight.id().as_str()).await;
     worker.signal(libc::SIGTERM);
     worker.wait_for_log("warm shutdown", WAIT);
     let later = celerity_it::add
@@ -202,10 +204,7 @@ async fn a_second_signal_is_a_cold_shutdown_that_returns_tasks_at_once() {
         .delay(&client, "cold".into(), 60_000)
         .await
         .expect("track is sent");
-    eventually("the task starts", WAIT, || async {
-        run_counts(&url).await.contains_key(in_flight.id().as_str())
-    })
-    .await;
+    wait_until_started(&url, in_flight.id().as_str()).await;
     worker.signal(libc::SIGTERM);
     worker.wait_for_log("warm shutdown", WAIT);
     worker.signal(libc::SIGINT);

@@ -247,16 +247,16 @@ fn run_on_this_thread(
         let client = connect_with_retry(&nats, |options| options.name(&connection_name)).await?;
         let js = jetstream::new(client.clone());
         let layout = app.settings().layout();
-        let (store, queues) = provision_with_retry(
-            &js,
-            &layout,
-            &app,
-            &queues,
-            config.ack_wait,
-            &client,
-            &hostname,
-        )
-        .await;
+        let setup = Setup {
+            js: &js,
+            layout: &layout,
+            app: &app,
+            queues: &queues,
+            ack_wait: config.ack_wait,
+            client: &client,
+            hostname: &hostname,
+        };
+        let (store, queues) = setup.provision_with_retry().await;
         Ok::<_, WorkerError>((client, js, queues, store))
     })?;
     let shared = Arc::new(WorkerShared {
@@ -300,27 +300,15 @@ type QueueSetup = (
     async_nats::Subscriber,
 );
 
-/// Creates or opens everything the worker needs, retrying until the server's JetStream answers.
-async fn provision_with_retry(
-    js: &jetstream::Context,
-    layout: &Layout,
-    app: &App,
-    queues: &[QueueName],
+/// What the worker provisions before it starts consuming.
+struct Setup<'a> {
+    js: &'a jetstream::Context,
+    layout: &'a Layout,
+    app: &'a App,
+    queues: &'a [QueueName],
     ack_wait: Duration,
-    client: &async_nats::Client,
-    hostname: &Arc<str>,
-) -> (ResultStore, Vec<QueueSetup>) {
-    let mut delay = Duration::from_millis(100);
-    loop {
-        match provision_once(js, layout, app, queues, ack_wait, client, hostname).await {
-            Ok(done) => return done,
-            Err(error) => {
-                tracing::warn!(error = %crate::error_chain(&error), retry_in_ms = delay.as_millis() as u64, "JetStream is not ready; retrying");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(5));
-            }
-        }
-    }
+    client: &'a async_nats::Client,
+    hostname: &'a Arc<str>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -331,34 +319,53 @@ enum SetupError {
     Subscribe(QueueName, #[source] async_nats::SubscribeError),
 }
 
-async fn provision_once(
-    js: &jetstream::Context,
-    layout: &Layout,
-    app: &App,
-    queues: &[QueueName],
-    ack_wait: Duration,
-    client: &async_nats::Client,
-    hostname: &Arc<str>,
-) -> Result<(ResultStore, Vec<QueueSetup>), SetupError> {
-    let kv = provision::results_bucket(js, layout, app.settings().result_expires).await?;
-    provision::dead_letter_stream(js, layout).await?;
-    let mut setups = Vec::new();
-    for queue in queues {
-        let stream = provision::queue_stream(js, layout, queue).await?;
-        let mut consumers = Vec::new();
-        let mut levels: Vec<Priority> = Priority::all_descending().collect();
-        levels.reverse();
-        for priority in levels {
-            consumers
-                .push(provision::level_consumer(&stream, layout, queue, priority, ack_wait).await?);
+impl Setup<'_> {
+    /// Creates or opens everything the worker needs, retrying until the server's JetStream answers.
+    async fn provision_with_retry(&self) -> (ResultStore, Vec<QueueSetup>) {
+        let mut delay = Duration::from_millis(100);
+        loop {
+            match self.provision_once().await {
+                Ok(done) => return done,
+                Err(error) => {
+                    tracing::warn!(error = %crate::error_chain(&error), retry_in_ms = delay.as_millis() as u64, "JetStream is not ready; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+            }
         }
-        let doorbells = client
-            .subscribe(layout.doorbell_subjects(queue))
-            .await
-            .map_err(|error| SetupError::Subscribe(queue.clone(), error))?;
-        setups.push((queue.clone(), consumers, doorbells));
     }
-    Ok((ResultStore::new(kv, Some(hostname.clone())), setups))
+
+    async fn provision_once(&self) -> Result<(ResultStore, Vec<QueueSetup>), SetupError> {
+        let Setup {
+            js,
+            layout,
+            app,
+            queues,
+            ack_wait,
+            client,
+            hostname,
+        } = *self;
+        let kv = provision::results_bucket(js, layout, app.settings().result_expires).await?;
+        provision::dead_letter_stream(js, layout).await?;
+        let mut setups = Vec::new();
+        for queue in queues {
+            let stream = provision::queue_stream(js, layout, queue).await?;
+            let mut consumers = Vec::new();
+            let mut levels: Vec<Priority> = Priority::all_descending().collect();
+            levels.reverse();
+            for priority in levels {
+                consumers.push(
+                    provision::level_consumer(&stream, layout, queue, priority, ack_wait).await?,
+                );
+            }
+            let doorbells = client
+                .subscribe(layout.doorbell_subjects(queue))
+                .await
+                .map_err(|error| SetupError::Subscribe(queue.clone(), error))?;
+            setups.push((queue.clone(), consumers, doorbells));
+        }
+        Ok((ResultStore::new(kv, Some(hostname.clone())), setups))
+    }
 }
 
 async fn forward_signals(root: Addr<root::Worker>) {
