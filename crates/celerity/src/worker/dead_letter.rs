@@ -33,6 +33,13 @@ pub(crate) async fn dead_letter(
     };
     let mut headers = message.headers.clone().unwrap_or_default();
     append_pairs(&mut headers, letter.to_headers());
+    // NOTE(protocol): the copy is de-duplicated per original message, not per task id: two bad
+    // messages that reuse one id must both be kept, while a retried copy of one message is not.
+    let stream = info.as_ref().map_or("", |info| info.stream);
+    headers.insert(
+        celerity_proto::header::NATS_MSG_ID,
+        format!("dlq-{stream}-{}", letter.stream_sequence).as_str(),
+    );
     let subject = shared.layout.dead_letter_subject(queue);
     let stored = async {
         shared
