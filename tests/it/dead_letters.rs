@@ -101,8 +101,23 @@ async fn each_kind_of_bad_message_is_dead_lettered_with_its_reason() {
         },
     )
     .await;
-    for (sequence, (what, sent_headers, body, reason)) in (1..).zip(&cases) {
+    // Letters are stored in the order workers finish, so find each by its original sequence.
+    let mut letters = std::collections::HashMap::new();
+    for sequence in 1..=5 {
         let stored = dlq.get_raw_message(sequence).await.unwrap();
+        let original: u64 = stored
+            .headers
+            .get("Celerity-Dlq-Stream-Sequence")
+            .expect("original sequence")
+            .as_str()
+            .parse()
+            .unwrap();
+        letters.insert(original, stored);
+    }
+    for (original, (what, sent_headers, body, reason)) in (1..).zip(&cases) {
+        let stored = letters
+            .remove(&original)
+            .unwrap_or_else(|| panic!("{what}: no dead letter"));
         assert_eq!(
             std::str::from_utf8(&stored.payload).unwrap(),
             *body,
@@ -156,6 +171,20 @@ async fn each_kind_of_bad_message_is_dead_lettered_with_its_reason() {
         },
     )
     .await;
+    // Tasks with a valid envelope also fail visibly, so nobody waits on them.
+    let rejected = client.async_result::<i64>("dl-3").unwrap();
+    match rejected.get(Duration::from_secs(5)).await {
+        Err(celerity::ResultError::Failed { error, .. }) => {
+            assert_eq!(error.kind, "celerity::DeadLettered");
+            assert!(
+                error.message.starts_with("bad_arguments: "),
+                "{}",
+                error.message
+            );
+        }
+        other => panic!("expected a dead-lettered failure, got {other:?}"),
+    }
+
     let result = celerity_it::add.delay(&client, 2, 2).await.unwrap();
     assert_eq!(result.get(Duration::from_secs(20)).await.unwrap(), 4);
 }

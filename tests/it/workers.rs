@@ -220,3 +220,33 @@ async fn a_second_signal_is_a_cold_shutdown_that_returns_tasks_at_once() {
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_task_runs_once_when_the_consumers_have_a_shorter_ack_wait_than_the_worker() {
+    let server = server();
+    let url = server.url();
+    runs_stream(&url).await;
+    // The first worker creates the shared consumers with a 1 s AckWait, then leaves.
+    let mut first = WorkerProcess::start(&url, "short", &["--ack-wait", "1"]);
+    first.signal(libc::SIGTERM);
+    assert!(first.wait_exit(WAIT).success());
+    // This worker asks for 30 s, but must keep the task alive within the consumers' 1 s.
+    let second = WorkerProcess::start(&url, "long", &[]);
+    let client = client(&url).await;
+
+    let result = celerity_it::track
+        .delay(&client, "long".into(), 3500)
+        .await
+        .unwrap();
+    assert_eq!(result.get(WAIT).await.unwrap(), "long");
+    assert_eq!(
+        run_counts(&url).await[result.id().as_str()],
+        1,
+        "the task was redelivered while running"
+    );
+    assert!(
+        second
+            .log()
+            .contains("in-progress acks follow the existing one")
+    );
+}

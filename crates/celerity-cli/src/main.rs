@@ -1,1 +1,100 @@
-fn main() {}
+//! The `celerity` command.
+//!
+//! This file only parses arguments, runs the chosen command, prints the error chain and picks the
+//! exit code; each command lives in its own module (`dev`).
+
+mod demo;
+mod dev;
+
+use std::process::ExitCode;
+
+use clap::{CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
+
+/// Celerity: a distributed task runtime on NATS JetStream.
+#[derive(Debug, Parser)]
+#[command(name = "celerity", version, about)]
+struct Cli {
+    /// Log filter for stderr (`info`, `celerity=debug`; default: warnings); RUST_LOG wins when set.
+    #[arg(short = 'l', long = "loglevel", global = true)]
+    loglevel: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a local demo: a nats-server, a worker and a producer sending a few hundred tasks.
+    Dev(dev::DevArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = parse();
+    let default_log_filter = match &cli.command {
+        Command::Dev(_) => dev::DEFAULT_LOG_FILTER,
+    };
+    celerity::cli::init_logging(cli.loglevel.as_deref().unwrap_or(default_log_filter));
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let outcome = match cli.command {
+        Command::Dev(args) => runtime.block_on(dev::run(args)),
+    };
+    // Commands await everything they start, except a worker join they gave up on after an
+    // interrupt: do not wait for that one.
+    runtime.shutdown_background();
+    match outcome {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Parses the process's arguments, keeping what clap's derive drops: where a value came from.
+fn parse() -> Cli {
+    let matches = Cli::command().get_matches();
+    let mut cli = Cli::from_arg_matches(&matches)
+        .unwrap_or_else(|error| error.format(&mut Cli::command()).exit());
+    if let (Command::Dev(args), Some(("dev", dev_matches))) =
+        (&mut cli.command, matches.subcommand())
+    {
+        args.note_value_sources(dev_matches);
+    }
+    cli
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    use super::*;
+
+    #[test]
+    fn command_line_definition_is_valid() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn dev_starts_its_own_server_unless_a_url_is_given() {
+        let parse = |argv: &[&str]| {
+            let matches = Cli::command().try_get_matches_from(argv).unwrap();
+            let mut cli = Cli::from_arg_matches(&matches).unwrap();
+            let Command::Dev(args) = &mut cli.command;
+            args.note_value_sources(matches.subcommand_matches("dev").unwrap());
+            args.clone()
+        };
+        // The environment may name a server too; then there is no default to observe.
+        if std::env::var_os("CELERITY_NATS_URL").is_none() {
+            assert!(!parse(&["celerity", "dev"]).uses_given_server());
+        }
+        assert!(
+            parse(&["celerity", "dev", "--nats-url", "nats://127.0.0.1:4222"]).uses_given_server()
+        );
+    }
+}

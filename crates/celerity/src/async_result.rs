@@ -192,7 +192,12 @@ impl<T> AsyncResult<T> {
             self.client.prune_waiters(&self.id);
             match outcome {
                 Ok(Ok(record)) => Ok(record),
-                Ok(Err(_)) | Err(_) => Err(timed_out()),
+                // A notification can be lost (a worker dying between its put and its publish);
+                // the bucket is the truth, so read it once more before giving up.
+                Ok(Err(_)) | Err(_) => match self.record().await? {
+                    Some(record) if record.state.is_ready() => Ok(record),
+                    _ => Err(timed_out()),
+                },
             }
         } else {
             let watch = self

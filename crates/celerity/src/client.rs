@@ -511,7 +511,11 @@ impl Client {
             };
             let (published, pending) = tokio::join!(publish, pending);
             published?;
-            pending?;
+            if let Err(error) = pending {
+                // The task is sent; only its PENDING record is missing, so it reads as UNKNOWN until a
+                // worker records a state. Failing the call would invite a duplicate send.
+                tracing::warn!(task_id = %id, error = %crate::error_chain(&error), "task sent, but its PENDING record was not written");
+            }
         }
         Ok(id)
     }

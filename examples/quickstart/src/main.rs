@@ -17,7 +17,10 @@ fn main() -> anyhow::Result<ExitCode> {
     if args.get(1).map(String::as_str) != Some("send") {
         return Ok(celerity::cli::main(app)); // `quickstart worker -Q default -c 4 --hostname w1`
     }
-    let (x, y) = (args.get(2).map_or(Ok(2), |a| a.parse())?, args.get(3).map_or(Ok(3), |a| a.parse())?);
+    let (x, y) = (
+        args.get(2).map_or(Ok(2), |a| a.parse())?,
+        args.get(3).map_or(Ok(3), |a| a.parse())?,
+    );
     let url = std::env::var("CELERITY_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into());
     tokio::runtime::Runtime::new()?.block_on(async {
         let client = app.client(&celerity::NatsConfig::new(url)).await?;

@@ -93,10 +93,20 @@ pub(crate) async fn level_consumer(
         max_ack_pending: -1,
         ..Default::default()
     };
-    let consumer = stream
+    let consumer: consumer::PullConsumer = stream
         .get_or_create_consumer(&durable, config)
         .await
         .map_err(|error| ProvisionError::new("consumer", &durable, error))?;
+    let existing = consumer.cached_info().config.ack_wait;
+    if existing != ack_wait {
+        tracing::warn!(
+            queue = %queue,
+            consumer = %durable,
+            configured_s = ack_wait.as_secs_f64(),
+            existing_s = existing.as_secs_f64(),
+            "the consumer exists with another AckWait; in-progress acks follow the existing one"
+        );
+    }
     Ok(consumer)
 }
 

@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, AckKind};
 use celerity_proto::{
-    DeadLetterReason, Envelope, EnvelopeError, ErrorRecord, QueueName, TaskBody, TaskState,
+    DeadLetterReason, Envelope, EnvelopeError, ErrorRecord, QueueName, ResultRecord, TaskBody,
+    TaskState,
 };
 use serde_json::Value;
 
@@ -44,27 +45,34 @@ pub(crate) async fn execute(
             envelope.task.as_str(),
             shared.hostname
         );
-        return dead_letter(
+        return reject(
             &shared,
             &queue,
             &message,
+            &envelope,
             DeadLetterReason::UnknownTask,
             error,
         )
         .await;
     };
-    if delivered > 1 && already_finished(&shared.store, &envelope).await {
+    if delivered > 1
+        && let Some(record) = final_record(&shared.store, &envelope).await
+    {
         tracing::info!(task_id = %envelope.id, delivered, "redelivered task already has a final result; acknowledging without running it");
+        // The worker that stored it may have died before notifying the producer.
+        notify(&shared, &envelope, &record).await;
         return ack(&message).await;
     }
     let body: TaskBody = match envelope.content_type.decode(&message.payload) {
         Ok(body) => body,
         Err(error) => {
-            return dead_letter(
+            let reason = DeadLetterReason::UndecodableBody;
+            return reject(
                 &shared,
                 &queue,
                 &message,
-                DeadLetterReason::UndecodableBody,
+                &envelope,
+                reason,
                 error.to_string(),
             )
             .await;
@@ -75,10 +83,11 @@ pub(crate) async fn execute(
         Ok(future) => future,
         Err(error) => {
             let error = format!("task {}: {error}", envelope.task);
-            return dead_letter(
+            return reject(
                 &shared,
                 &queue,
                 &message,
+                &envelope,
                 DeadLetterReason::BadArguments,
                 error,
             )
@@ -86,6 +95,26 @@ pub(crate) async fn execute(
         }
     };
     run_bound(&shared, task, &envelope, &message, future).await;
+}
+
+/// Dead-letters a task whose envelope is valid, and tells its producer: the task fails with
+/// `celerity::DeadLettered`, recorded before the message leaves the queue, so nobody waits on a
+/// task that will never run.
+async fn reject(
+    shared: &WorkerShared,
+    queue: &QueueName,
+    message: &jetstream::Message,
+    envelope: &Envelope,
+    reason: DeadLetterReason,
+    error: String,
+) {
+    let failure = ErrorRecord::new("celerity::DeadLettered", format!("{reason}: {error}"));
+    let record = shared
+        .store
+        .record(envelope, TaskState::Failure)
+        .with_error(failure);
+    store_final(shared, envelope, &record).await;
+    dead_letter(shared, queue, message, reason, error).await;
 }
 
 async fn run_bound(
@@ -162,14 +191,45 @@ async fn run_with_progress(
     }
 }
 
-async fn already_finished(store: &ResultStore, envelope: &Envelope) -> bool {
+/// The task's final record, if it has one.
+async fn final_record(store: &ResultStore, envelope: &Envelope) -> Option<ResultRecord> {
     match store.get(&envelope.id).await {
-        Ok(Some(record)) => record.state.is_ready(),
-        Ok(None) => false,
+        Ok(Some(record)) if record.state.is_ready() => Some(record),
+        Ok(_) => None,
         Err(error) => {
             tracing::warn!(task_id = %envelope.id, error = %crate::error_chain(&error), "cannot read the result of a redelivered task; running it again");
-            false
+            None
         }
+    }
+}
+
+/// Publishes a final record to the producer's reply subject, if it asked for one.
+async fn notify(shared: &WorkerShared, envelope: &Envelope, record: &ResultRecord) {
+    let Some(reply_to) = &envelope.reply_to else {
+        return;
+    };
+    match ResultStore::encode(record, envelope.content_type) {
+        Ok(bytes) => publish_reply(shared, envelope, reply_to, bytes).await,
+        Err(error) => {
+            tracing::warn!(task_id = %envelope.id, error = %crate::error_chain(&error), "cannot encode the result notification")
+        }
+    }
+}
+
+async fn publish_reply(
+    shared: &WorkerShared,
+    envelope: &Envelope,
+    reply_to: &str,
+    bytes: bytes::Bytes,
+) {
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert(celerity_proto::header::ID, envelope.id.as_str());
+    if let Err(error) = shared
+        .nats
+        .publish_with_headers(reply_to.to_owned(), headers, bytes)
+        .await
+    {
+        tracing::debug!(error = %error, "cannot notify the producer; it reads the bucket before giving up");
     }
 }
 

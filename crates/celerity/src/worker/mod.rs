@@ -145,6 +145,7 @@ pub(crate) struct WorkerShared {
     /// Execution slots: concurrency.
     pub(crate) slots: Semaphore,
     pub(crate) concurrency: usize,
+    /// The shortest AckWait of the consumers this worker uses.
     pub(crate) ack_wait: Duration,
     pub(crate) recheck_interval: Duration,
 }
@@ -188,6 +189,10 @@ pub fn run(app: App, nats: NatsConfig, config: WorkerConfig) -> Result<(), Worke
 }
 
 /// Starts a worker on a new thread and returns once it consumes.
+///
+/// This blocks the calling thread until the worker is connected and provisioned, which lasts as
+/// long as NATS is unreachable (the worker retries forever): from async code, call it inside
+/// `tokio::task::spawn_blocking`.
 ///
 /// # Errors
 /// [`WorkerError`] when a queue name is invalid or the worker cannot start.
@@ -243,7 +248,7 @@ fn run_on_this_thread(
     // NOTE: the connection is made on the multi-thread runtime so its I/O never waits on an actor.
     let hostname: Arc<str> = Arc::from(config.hostname.as_str());
     let connection_name = hostname.to_string();
-    let (client, js, consumers_by_queue, store) = runtime.block_on(async {
+    let (client, js, consumers_by_queue, store, ack_wait) = runtime.block_on(async {
         let client = connect_with_retry(&nats, |options| options.name(&connection_name)).await?;
         let js = jetstream::new(client.clone());
         let layout = app.settings().layout();
@@ -257,7 +262,18 @@ fn run_on_this_thread(
             hostname: &hostname,
         };
         let (store, queues) = setup.provision_with_retry().await;
-        Ok::<_, WorkerError>((client, js, queues, store))
+        // In-progress acks must beat the AckWait the shared consumers really have, which the
+        // first worker to create them chose.
+        let ack_wait = queues
+            .iter()
+            .flat_map(|(_, consumers, _)| {
+                consumers
+                    .iter()
+                    .map(|consumer| consumer.cached_info().config.ack_wait)
+            })
+            .min()
+            .unwrap_or(config.ack_wait);
+        Ok::<_, WorkerError>((client, js, queues, store, ack_wait))
     })?;
     let shared = Arc::new(WorkerShared {
         hostname: hostname.clone(),
@@ -272,7 +288,7 @@ fn run_on_this_thread(
         )),
         slots: Semaphore::new(config.concurrency),
         concurrency: config.concurrency,
-        ack_wait: config.ack_wait,
+        ack_wait,
         recheck_interval: config.recheck_interval,
     });
     let system = System::new();
@@ -285,7 +301,9 @@ fn run_on_this_thread(
     system.run().map_err(WorkerError::Runtime)?;
     // Acks are buffered publishes: flush them before the connection goes away.
     runtime.block_on(async {
-        if tokio::time::timeout(Duration::from_secs(5), client.flush()).await.is_err() {
+        if client.connection_state() != async_nats::connection::State::Connected {
+            tracing::warn!("the connection is down; unacknowledged tasks will be redelivered and recognised as done");
+        } else if tokio::time::timeout(Duration::from_secs(5), client.flush()).await.is_err() {
             tracing::warn!("could not flush the last acks within 5 s; those tasks will be redelivered and recognised as done");
         }
     });

@@ -310,7 +310,10 @@ impl Handler<StopConsuming> for QueueActor {
                         .publish(subject, bytes::Bytes::from_static(b"-NAK"))
                         .await;
                 }
-                let _ = tokio::time::timeout(Duration::from_secs(5), nats.flush()).await;
+                // With the server gone the naks cannot arrive anyway; AckWait returns the tasks.
+                if nats.connection_state() == async_nats::connection::State::Connected {
+                    let _ = tokio::time::timeout(Duration::from_secs(5), nats.flush()).await;
+                }
                 root.do_send(QueueDrained { queue });
             });
             ctx.stop();
