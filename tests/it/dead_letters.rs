@@ -188,3 +188,59 @@ async fn each_kind_of_bad_message_is_dead_lettered_with_its_reason() {
     let result = celerity_it::add.delay(&client, 2, 2).await.unwrap();
     assert_eq!(result.get(Duration::from_secs(20)).await.unwrap(), 4);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_priority_outside_zero_to_nine_is_refused_at_publish() {
+    let server = server();
+    let _worker = WorkerProcess::start(&server.url(), "w1", &[]);
+    let client = client(&server.url()).await;
+    let js = async_nats::jetstream::new(client.nats().clone());
+    let body = r#"{"args":[1,2]}"#.to_string();
+    let headers = headers(&[
+        ("Celerity-Version", "1"),
+        ("Celerity-Task", "it.add"),
+        ("Celerity-Id", "p10"),
+    ]);
+    let refused = async {
+        js.publish_with_headers("celerity.q.default.10", headers, body.into())
+            .await?
+            .await
+    }
+    .await;
+    assert!(
+        refused.is_err(),
+        "a task on priority 10 was stored where no consumer would deliver it"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_notify_only_reply_subjects_of_their_namespace() {
+    let server = server();
+    let worker = WorkerProcess::start(&server.url(), "w1", &[]);
+    let client = client(&server.url()).await;
+    let js = async_nats::jetstream::new(client.nats().clone());
+    // A producer tries to make the worker overwrite another task's result.
+    let headers = headers(&[
+        ("Celerity-Version", "1"),
+        ("Celerity-Task", "it.add"),
+        ("Celerity-Id", "sneaky"),
+        ("Celerity-Reply-To", "$KV.celerity_results.victim"),
+    ]);
+    js.publish_with_headers(
+        "celerity.q.default.0",
+        headers,
+        r#"{"args":[1,2]}"#.to_string().into(),
+    )
+    .await
+    .unwrap()
+    .await
+    .unwrap();
+    let sneaky = client.async_result::<i64>("sneaky").unwrap();
+    assert_eq!(sneaky.get(Duration::from_secs(20)).await.unwrap(), 3);
+    worker.wait_for_log(
+        "not a reply subject of this namespace",
+        Duration::from_secs(10),
+    );
+    let victim = client.async_result::<i64>("victim").unwrap();
+    assert_eq!(victim.state().await.unwrap(), celerity::TaskState::Unknown);
+}

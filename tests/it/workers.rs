@@ -250,3 +250,16 @@ async fn a_long_task_runs_once_when_the_consumers_have_a_shorter_ack_wait_than_t
             .contains("in-progress acks follow the existing one")
     );
 }
+
+#[test]
+fn a_hostname_that_cannot_travel_in_headers_is_refused_before_connecting() {
+    let app = celerity_it::app().unwrap();
+    let config = celerity::WorkerConfig::new().hostname("w1\nInjected: yes");
+    let error =
+        celerity::worker::spawn(app, celerity::NatsConfig::new("nats://127.0.0.1:1"), config)
+            .unwrap_err();
+    assert!(
+        matches!(error, celerity::WorkerError::InvalidHostname(_)),
+        "{error}"
+    );
+}

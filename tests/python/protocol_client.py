@@ -82,6 +82,9 @@ class Layout:
         return f"{self.ns}.q.{queue}.{priority}"
 
     def queue_subjects(self, queue):
+        return [self.task_subject(queue, priority) for priority in range(10)]
+
+    def queue_wildcard(self, queue):
         return f"{self.ns}.q.{queue}.*"
 
     def queue_stream(self, queue):
@@ -110,12 +113,12 @@ def queue_stream_config(layout, queue):
     """The queue stream exactly as protocol.md specifies it."""
     return StreamConfig(
         name=layout.queue_stream(queue),
-        subjects=[layout.queue_subjects(queue)],
+        subjects=layout.queue_subjects(queue),
         retention=RetentionPolicy.WORK_QUEUE,
         storage=StorageType.FILE,
         duplicate_window=120.0,
         republish=RePublish(
-            src=layout.queue_subjects(queue),
+            src=layout.queue_wildcard(queue),
             dest=layout.doorbell_pattern(queue),
             headers_only=True,
         ),
@@ -148,14 +151,14 @@ def decode_record(data):
 
 async def check_layout(js, layout, queue):
     stream = (await js.stream_info(layout.queue_stream(queue))).config
-    subjects = [layout.queue_subjects(queue)]
+    subjects = layout.queue_subjects(queue)
     check(stream.subjects == subjects, f"queue stream subjects are {stream.subjects}, not {subjects}")
     check(stream.retention == RetentionPolicy.WORK_QUEUE, f"queue stream retention is {stream.retention}")
     check(stream.storage == StorageType.FILE, f"queue stream storage is {stream.storage}")
     check(stream.duplicate_window == 120, f"queue stream duplicate window is {stream.duplicate_window} s")
     republish = stream.republish
     check(republish is not None, "the queue stream has no republish")
-    check(republish.src == subjects[0], f"republish source is {republish.src}")
+    check(republish.src == layout.queue_wildcard(queue), f"republish source is {republish.src}")
     check(republish.dest == layout.doorbell_pattern(queue), f"republish destination is {republish.dest}")
     check(republish.headers_only is True, "republish is not headers-only")
 

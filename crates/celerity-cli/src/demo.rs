@@ -17,7 +17,7 @@ use serde::de::DeserializeOwned;
 use serde_json::json;
 
 /// The namespace of the demo's streams and buckets, kept apart from a real app's on a shared server.
-const NAMESPACE: &str = "celerity_dev";
+const NAMESPACE: &str = "celerity-dev";
 /// How long demo results are kept on the server.
 const RESULT_EXPIRY: Duration = Duration::from_secs(3600);
 /// The prefix of the panic message of [`unlucky`], so the panic hook can recognise it.

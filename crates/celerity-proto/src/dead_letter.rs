@@ -116,14 +116,15 @@ pub struct DeadLetter {
 impl DeadLetter {
     /// The headers to add to the original message's headers.
     ///
-    /// Header values cannot hold line breaks, so they are replaced with spaces in the error text.
+    /// Header values cannot hold line breaks, so they are replaced with spaces in every text value.
     pub fn to_headers(&self) -> Vec<(&'static str, String)> {
+        let clean = |text: &str| text.replace(['\r', '\n'], " ");
         vec![
             (dlq_header::REASON, self.reason.code().to_owned()),
-            (dlq_header::ERROR, self.error.replace(['\r', '\n'], " ")),
-            (dlq_header::WORKER, self.worker.clone()),
+            (dlq_header::ERROR, clean(&self.error)),
+            (dlq_header::WORKER, clean(&self.worker)),
             (dlq_header::DELIVERIES, self.deliveries.to_string()),
-            (dlq_header::SUBJECT, self.subject.clone()),
+            (dlq_header::SUBJECT, clean(&self.subject)),
             (
                 dlq_header::STREAM_SEQUENCE,
                 self.stream_sequence.to_string(),

@@ -183,12 +183,16 @@ impl Default for QueueName {
 
 string_name! {
     /// The namespace that prefixes every subject, stream and bucket, so several applications can
-    /// share one NATS account: 1 to 32 characters of `a-z 0-9 _`, default `celerity`.
+    /// share one NATS account: 1 to 32 characters of `a-z 0-9 -`, default `celerity`.
+    ///
+    /// No `_`: stream names join the namespace and queue names with `_`, and a namespace with one
+    /// could name another namespace's stream (`a_q` + queue `b` against `a` + queue `Q_b`).
     ///
     /// ```
     /// # use celerity_proto::Namespace;
     /// assert_eq!(Namespace::default().as_str(), "celerity");
     /// assert!(Namespace::new("Shop").is_err());
+    /// assert!(Namespace::new("a_q").is_err());
     /// ```
     Namespace
 }
@@ -204,8 +208,8 @@ impl Namespace {
             "namespace",
             &value,
             32,
-            |c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_',
-            "use 1 to 32 characters of a-z 0-9 _",
+            |c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-',
+            "use 1 to 32 characters of a-z 0-9 -",
         )?;
         Ok(Self(value))
     }

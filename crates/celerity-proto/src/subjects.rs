@@ -38,8 +38,20 @@ impl Layout {
         format!("{}.q.{}.{}", self.namespace, queue, priority)
     }
 
-    /// The subjects of `queue`'s stream: `<ns>.q.<queue>.*`.
-    pub fn queue_subjects(&self, queue: &QueueName) -> String {
+    /// The subjects of `queue`'s stream: one per priority level, `<ns>.q.<queue>.0` to `.9`, so
+    /// JetStream refuses a publish to any other priority token instead of storing a task that no
+    /// consumer would ever deliver.
+    pub fn queue_subjects(&self, queue: &QueueName) -> Vec<String> {
+        let mut levels: Vec<Priority> = Priority::all_descending().collect();
+        levels.reverse();
+        levels
+            .into_iter()
+            .map(|priority| self.task_subject(queue, priority))
+            .collect()
+    }
+
+    /// Every task subject of `queue` as one wildcard, `<ns>.q.<queue>.*`: the republish source.
+    pub fn queue_wildcard(&self, queue: &QueueName) -> String {
         format!("{}.q.{}.*", self.namespace, queue)
     }
 
@@ -109,6 +121,29 @@ impl Layout {
         format!("{}.dlq.*", self.namespace)
     }
 
+    /// True for `<ns>.reply.<token>` with one token of `A-Z a-z 0-9 - _`: the only subjects a
+    /// worker publishes result notifications to.
+    ///
+    /// ```
+    /// # use celerity_proto::{Layout, Namespace};
+    /// let layout = Layout::new(Namespace::default());
+    /// assert!(layout.is_reply_subject("celerity.reply.0190abc"));
+    /// assert!(!layout.is_reply_subject("$JS.API.STREAM.DELETE.CELERITY_Q_default"));
+    /// assert!(!layout.is_reply_subject("celerity.reply.a.b"));
+    /// ```
+    pub fn is_reply_subject(&self, subject: &str) -> bool {
+        subject
+            .strip_prefix(self.namespace.as_str())
+            .and_then(|rest| rest.strip_prefix(".reply."))
+            .is_some_and(|token| {
+                !token.is_empty()
+                    && token.len() <= 128
+                    && token
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            })
+    }
+
     /// The prefix of per-client result subjects: a producer sets `Celerity-Reply-To` to
     /// `<ns>.reply.<client id>` and the worker publishes final result records there.
     pub fn reply_subject(&self, client_id: &str) -> String {
@@ -125,7 +160,13 @@ mod tests {
         let layout = Layout::new(Namespace::new("shop").unwrap());
         let queue = QueueName::new("email").unwrap();
         assert_eq!(layout.queue_stream(&queue), "SHOP_Q_email");
-        assert_eq!(layout.queue_subjects(&queue), "shop.q.email.*");
+        let subjects = layout.queue_subjects(&queue);
+        assert_eq!(subjects.len(), 10);
+        assert_eq!(
+            (subjects[0].as_str(), subjects[9].as_str()),
+            ("shop.q.email.0", "shop.q.email.9")
+        );
+        assert_eq!(layout.queue_wildcard(&queue), "shop.q.email.*");
         assert_eq!(
             layout.doorbell_subject(&queue, Priority::new(2).unwrap()),
             "shop.bell.email.2"

@@ -181,16 +181,13 @@ impl<T> AsyncResult<T> {
         if self.notified {
             // INVARIANT: the waiter is registered before the bucket is read, so a notification that
             // arrives in between is not missed.
-            let notification = self.client.register_waiter(&self.id);
+            let mut waiter = self.client.register_waiter(&self.id);
             if let Some(record) = self.record().await?
                 && record.state.is_ready()
             {
-                self.client.prune_waiters(&self.id);
                 return Ok(record);
             }
-            let outcome = tokio::time::timeout(timeout, notification).await;
-            self.client.prune_waiters(&self.id);
-            match outcome {
+            match tokio::time::timeout(timeout, waiter.notification()).await {
                 Ok(Ok(record)) => Ok(record),
                 // A notification can be lost (a worker dying between its put and its publish);
                 // the bucket is the truth, so read it once more before giving up.

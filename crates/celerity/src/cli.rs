@@ -109,17 +109,17 @@ pub struct WorkerArgs {
     #[arg(short = 'Q', long = "queues", value_delimiter = ',')]
     pub queues: Vec<String>,
     /// Tasks run at once (default: one per core).
-    #[arg(short = 'c', long = "concurrency")]
-    pub concurrency: Option<usize>,
+    #[arg(short = 'c', long = "concurrency", value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub concurrency: Option<u32>,
     /// Tasks held per slot; 1 holds no task that cannot start.
-    #[arg(long = "prefetch-multiplier", default_value_t = 1)]
-    pub prefetch_multiplier: usize,
+    #[arg(long = "prefetch-multiplier", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub prefetch_multiplier: u32,
     /// Worker name in logs, results and dead letters (default: celerity@<host>.<pid>).
     #[arg(short = 'n', long = "hostname")]
     pub hostname: Option<String>,
     /// Seconds before an unacknowledged task goes to another worker.
-    #[arg(long = "ack-wait", default_value_t = 30.0)]
-    pub ack_wait_secs: f64,
+    #[arg(long = "ack-wait", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub ack_wait_secs: u64,
     /// Log filter (`info`, `debug`, `celerity=debug`); RUST_LOG wins when set.
     #[arg(short = 'l', long = "loglevel", default_value = "info")]
     pub loglevel: String,
@@ -133,12 +133,10 @@ impl WorkerArgs {
     pub fn config(&self) -> WorkerConfig {
         let mut config = WorkerConfig::new()
             .queues(self.queues.clone())
-            .prefetch_multiplier(self.prefetch_multiplier)
-            .ack_wait(Duration::from_secs_f64(
-                self.ack_wait_secs.clamp(1.0, 86_400.0),
-            ));
+            .prefetch_multiplier(self.prefetch_multiplier as usize)
+            .ack_wait(Duration::from_secs(self.ack_wait_secs));
         if let Some(concurrency) = self.concurrency {
-            config = config.concurrency(concurrency);
+            config = config.concurrency(concurrency as usize);
         }
         if let Some(hostname) = &self.hostname {
             config = config.hostname(hostname.clone());

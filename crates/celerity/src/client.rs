@@ -3,7 +3,6 @@
 //! A [`Client`] holds one NATS connection, one subscription on its own reply subject and a map of
 //! waiters, so waiting on ten thousand results costs one subscription, not ten thousand watches.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_nats::jetstream::{self, message::PublishMessage};
@@ -174,6 +173,31 @@ impl ApplyOptions {
 }
 
 type Waiters = DashMap<TaskId, Vec<oneshot::Sender<ResultRecord>>>;
+
+/// One registered wait for a task's final record.
+pub(crate) struct Waiter {
+    waiters: Arc<Waiters>,
+    id: TaskId,
+    receiver: oneshot::Receiver<ResultRecord>,
+}
+
+impl Waiter {
+    /// The notification, once the reply listener routes it.
+    pub(crate) fn notification(&mut self) -> &mut oneshot::Receiver<ResultRecord> {
+        &mut self.receiver
+    }
+}
+
+impl Drop for Waiter {
+    fn drop(&mut self) {
+        // INVARIANT: a dropped wait leaves nothing behind in the registry.
+        self.receiver.close();
+        self.waiters.remove_if_mut(&self.id, |_, senders| {
+            senders.retain(|sender| !sender.is_closed());
+            senders.is_empty()
+        });
+    }
+}
 
 /// A connected producer: sends tasks and waits on their results. Cheap to clone.
 ///
@@ -388,23 +412,20 @@ impl Client {
         &self.inner.store
     }
 
-    /// Registers a waiter for `id`'s final record, delivered by the reply listener.
-    pub(crate) fn register_waiter(&self, id: &TaskId) -> oneshot::Receiver<ResultRecord> {
+    /// Registers a waiter for `id`'s final record, delivered by the reply listener; dropping the
+    /// waiter unregisters it, however the wait ends.
+    pub(crate) fn register_waiter(&self, id: &TaskId) -> Waiter {
         let (sender, receiver) = oneshot::channel();
         self.inner
             .waiters
             .entry(id.clone())
             .or_default()
             .push(sender);
-        receiver
-    }
-
-    /// Drops waiters of `id` whose receivers are gone (timed out or dropped).
-    pub(crate) fn prune_waiters(&self, id: &TaskId) {
-        self.inner.waiters.remove_if_mut(id, |_, senders| {
-            senders.retain(|sender| !sender.is_closed());
-            senders.is_empty()
-        });
+        Waiter {
+            waiters: self.inner.waiters.clone(),
+            id: id.clone(),
+            receiver,
+        }
     }
 
     async fn publish(
@@ -510,7 +531,13 @@ impl Client {
                     })
             };
             let (published, pending) = tokio::join!(publish, pending);
-            published?;
+            if let Err(error) = published {
+                // Not sent: a PENDING record would make a task that does not exist look queued.
+                if pending.is_ok() {
+                    let _ = self.inner.store.purge(&id).await;
+                }
+                return Err(error);
+            }
             if let Err(error) = pending {
                 // The task is sent; only its PENDING record is missing, so it reads as UNKNOWN until a
                 // worker records a state. Failing the call would invite a duplicate send.
@@ -564,21 +591,28 @@ async fn listen_for_results(
                 }
             }
             () = reconnected.notified() => {
-                let ids: Vec<TaskId> = waiters.iter().map(|entry| entry.key().clone()).collect();
-                let mut found = HashMap::new();
-                for id in ids {
-                    if let Ok(Some(record)) = store.get(&id).await
-                        && record.state.is_ready()
-                    {
-                        found.insert(id, record);
-                    }
-                }
-                for record in found.into_values() {
-                    deliver(&waiters, record);
-                }
+                tokio::spawn(reread_waited_records(waiters.clone(), store.clone()));
             }
         }
     }
+}
+
+/// After a reconnect, notifications sent while the client was away are lost: read the record of
+/// every waited task once, a few at a time, and deliver the final ones.
+async fn reread_waited_records(waiters: Arc<Waiters>, store: ResultStore) {
+    let ids: Vec<TaskId> = waiters.iter().map(|entry| entry.key().clone()).collect();
+    futures_util::stream::iter(ids)
+        .for_each_concurrent(32, |id| {
+            let (waiters, store) = (waiters.clone(), store.clone());
+            async move {
+                if let Ok(Some(record)) = store.get(&id).await
+                    && record.state.is_ready()
+                {
+                    deliver(&waiters, record);
+                }
+            }
+        })
+        .await;
 }
 
 fn deliver(waiters: &Waiters, record: ResultRecord) {

@@ -47,12 +47,12 @@ pub(crate) async fn queue_stream(
     let name = layout.queue_stream(queue);
     let config = stream::Config {
         name: name.clone(),
-        subjects: vec![layout.queue_subjects(queue)],
+        subjects: layout.queue_subjects(queue),
         retention: stream::RetentionPolicy::WorkQueue,
         storage: stream::StorageType::File,
         duplicate_window: Duration::from_secs(120),
         republish: Some(stream::Republish {
-            source: layout.queue_subjects(queue),
+            source: layout.queue_wildcard(queue),
             destination: layout.doorbell_subject_pattern(queue),
             headers_only: true,
         }),

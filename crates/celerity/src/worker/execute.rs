@@ -28,6 +28,7 @@ pub(crate) async fn execute(
     queue: QueueName,
     message: jetstream::Message,
 ) {
+    let _in_progress = keep_in_progress(&message, shared.ack_wait);
     let delivered = message.info().map_or(1, |info| info.delivered as u64);
     let envelope = match Envelope::from_headers(&HeaderView(message.headers.as_ref())) {
         Ok(envelope) => envelope,
@@ -39,6 +40,15 @@ pub(crate) async fn execute(
             return dead_letter(&shared, &queue, &message, reason, error.to_string()).await;
         }
     };
+    // Checked before the registry: a worker that lacks the task must not replace a stored result.
+    if delivered > 1
+        && let Some(record) = final_record(&shared.store, &envelope).await
+    {
+        tracing::info!(task_id = %envelope.id, delivered, "redelivered task already has a final result; acknowledging without running it");
+        // The worker that stored it may have died before notifying the producer.
+        notify(&shared, &envelope, &record).await;
+        return ack(&message).await;
+    }
     let Some(task) = shared.app.task(&envelope.task) else {
         let error = format!(
             "no task named {:?} is registered on worker {}",
@@ -55,14 +65,6 @@ pub(crate) async fn execute(
         )
         .await;
     };
-    if delivered > 1
-        && let Some(record) = final_record(&shared.store, &envelope).await
-    {
-        tracing::info!(task_id = %envelope.id, delivered, "redelivered task already has a final result; acknowledging without running it");
-        // The worker that stored it may have died before notifying the producer.
-        notify(&shared, &envelope, &record).await;
-        return ack(&message).await;
-    }
     let body: TaskBody = match envelope.content_type.decode(&message.payload) {
         Ok(body) => body,
         Err(error) => {
@@ -137,7 +139,7 @@ async fn run_bound(
     if task.options.is_track_started() {
         write_state(shared, envelope, TaskState::Started).await;
     }
-    let outcome = run_with_progress(future, message, acks_late.then_some(shared.ack_wait)).await;
+    let outcome = run_body(future).await;
     let mut record = match outcome {
         Ok(value) => shared
             .store
@@ -161,34 +163,43 @@ async fn run_bound(
     }
 }
 
-/// Runs the body as its own tokio task (so a panic is caught at the join) and, for acks-late
-/// tasks, tells the server the message is still in progress every half AckWait.
-async fn run_with_progress(
-    future: TaskFuture,
-    message: &jetstream::Message,
-    ack_wait: Option<Duration>,
-) -> Result<Value, ErrorRecord> {
-    let mut body = tokio::spawn(future);
-    let period = ack_wait.map_or(Duration::from_secs(3600), |wait| {
-        (wait / 2).max(Duration::from_millis(100))
-    });
-    let mut progress = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
-    loop {
-        tokio::select! {
-            joined = &mut body => {
-                return match joined {
-                    Ok(outcome) => outcome,
-                    Err(error) if error.is_panic() => Err(panic_record(error.into_panic())),
-                    Err(_) => Err(ErrorRecord::new("celerity::Cancelled", "the task was cancelled")),
-                };
-            }
-            _ = progress.tick(), if ack_wait.is_some() => {
-                if let Err(error) = message.ack_with(AckKind::Progress).await {
-                    tracing::debug!(error = %error, "cannot send an in-progress ack");
-                }
+/// Runs the body as its own tokio task, so a panic is caught at the join; the body is aborted
+/// if this future is dropped (a cold shutdown aborts the whole run).
+async fn run_body(future: TaskFuture) -> Result<Value, ErrorRecord> {
+    let mut body = AbortOnDrop(tokio::spawn(future));
+    match (&mut body.0).await {
+        Ok(outcome) => outcome,
+        Err(error) if error.is_panic() => Err(panic_record(error.into_panic())),
+        Err(_) => Err(ErrorRecord::new(
+            "celerity::Cancelled",
+            "the task was cancelled",
+        )),
+    }
+}
+
+/// A spawned task that is aborted when its owner goes away.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Tells the server every half AckWait that `message` is still being worked on, from dispatch to
+/// the final ack: while the task waits for a slot, runs, and while its result is being stored.
+fn keep_in_progress(message: &jetstream::Message, ack_wait: Duration) -> AbortOnDrop<()> {
+    let message = message.clone();
+    let period = (ack_wait / 2).max(Duration::from_millis(100));
+    AbortOnDrop(tokio::spawn(async move {
+        let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        loop {
+            ticks.tick().await;
+            if let Err(error) = message.ack_with(AckKind::Progress).await {
+                tracing::debug!(error = %error, "cannot send an in-progress ack");
             }
         }
-    }
+    }))
 }
 
 /// The task's final record, if it has one.
@@ -222,6 +233,12 @@ async fn publish_reply(
     reply_to: &str,
     bytes: bytes::Bytes,
 ) {
+    // NOTE(protocol): only `<ns>.reply.<token>` is accepted, so a producer cannot make a worker
+    // publish into streams, buckets or the JetStream API.
+    if !shared.layout.is_reply_subject(reply_to) {
+        tracing::warn!(task_id = %envelope.id, reply_to, "Celerity-Reply-To is not a reply subject of this namespace; not notifying");
+        return;
+    }
     let mut headers = async_nats::HeaderMap::new();
     headers.insert(celerity_proto::header::ID, envelope.id.as_str());
     if let Err(error) = shared
@@ -263,15 +280,7 @@ async fn store_final(
         match shared.store.put_encoded(&envelope.id, bytes.clone()).await {
             Ok(()) => {
                 if let Some(reply_to) = &envelope.reply_to {
-                    let mut headers = async_nats::HeaderMap::new();
-                    headers.insert(celerity_proto::header::ID, envelope.id.as_str());
-                    if let Err(error) = shared
-                        .nats
-                        .publish_with_headers(reply_to.clone(), headers, bytes)
-                        .await
-                    {
-                        tracing::debug!(error = %error, "cannot notify the producer; it reads the bucket after reconnecting");
-                    }
+                    publish_reply(shared, envelope, reply_to, bytes).await;
                 }
                 return true;
             }

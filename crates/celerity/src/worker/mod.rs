@@ -126,10 +126,17 @@ pub enum WorkerError {
     /// The runtime or actor system could not start.
     #[error("cannot start the worker runtime")]
     Runtime(#[source] std::io::Error),
+    /// The hostname cannot be used in headers and logs.
+    #[error("invalid worker hostname {0:?}: use 1 to 255 printable characters without line breaks")]
+    InvalidHostname(String),
     /// The worker thread panicked.
     #[error("the worker thread panicked")]
     Panicked,
 }
+
+/// The most tasks one worker holds at once (a bound far above any sensible setting, and below
+/// the semaphore's own limit).
+const MAX_SLOTS: usize = 1 << 20;
 
 /// What every task run of one worker shares.
 pub(crate) struct WorkerShared {
@@ -238,6 +245,12 @@ fn run_on_this_thread(
             .map(QueueName::new)
             .collect::<Result<_, _>>()?
     };
+    let hostname_ok = !config.hostname.is_empty()
+        && config.hostname.len() <= 255
+        && !config.hostname.chars().any(char::is_control);
+    if !hostname_ok {
+        return Err(WorkerError::InvalidHostname(config.hostname));
+    }
     let cores = std::thread::available_parallelism().map_or(2, usize::from);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(cores)
@@ -284,9 +297,12 @@ fn run_on_this_thread(
         store,
         runtime: runtime.handle().clone(),
         credit: Arc::new(Semaphore::new(
-            config.concurrency * config.prefetch_multiplier,
+            config
+                .concurrency
+                .saturating_mul(config.prefetch_multiplier)
+                .min(MAX_SLOTS),
         )),
-        slots: Semaphore::new(config.concurrency),
+        slots: Semaphore::new(config.concurrency.min(MAX_SLOTS)),
         concurrency: config.concurrency,
         ack_wait,
         recheck_interval: config.recheck_interval,

@@ -44,7 +44,10 @@ pub(crate) struct QueueActor {
     held: Vec<OwnedSemaphorePermit>,
     waiting_for_credit: bool,
     fetching: bool,
+    /// Tasks dispatched and not finished, by a key local to this actor (a redelivery to this same
+    /// worker has the same stream sequence, so that cannot be the key).
     in_flight: HashMap<u64, InFlight>,
+    next_key: u64,
     mode: Mode,
 }
 
@@ -80,6 +83,7 @@ impl QueueActor {
             waiting_for_credit: false,
             fetching: false,
             in_flight: HashMap::new(),
+            next_key: 0,
             mode: Mode::Running,
         }
     }
@@ -112,18 +116,21 @@ impl QueueActor {
         let requested = self.held.len();
         let consumer = self.consumers[level].clone();
         let fetch = async move {
+            // Messages received before an error or the deadline are kept and run: dropping them
+            // would leave them waiting out AckWait.
+            let mut messages = Vec::with_capacity(requested);
             let batch = async {
                 let mut batch = consumer.fetch().max_messages(requested).messages().await?;
-                let mut messages = Vec::with_capacity(requested);
                 while let Some(message) = batch.next().await {
                     messages.push(message?);
                 }
-                Ok::<_, async_nats::Error>(messages)
+                Ok::<_, async_nats::Error>(())
             };
-            match tokio::time::timeout(FETCH_TIMEOUT, batch).await {
+            let outcome = match tokio::time::timeout(FETCH_TIMEOUT, batch).await {
                 Ok(result) => result.map_err(|error| error.to_string()),
                 Err(_) => Err(format!("no answer within {FETCH_TIMEOUT:?}")),
-            }
+            };
+            (messages, outcome)
         };
         ctx.spawn(fetch.into_actor(self).map(move |result, actor, ctx| {
             actor.fetching = false;
@@ -137,18 +144,27 @@ impl QueueActor {
         level: usize,
         generation: u64,
         requested: usize,
-        result: Result<Vec<jetstream::Message>, String>,
+        (messages, outcome): (Vec<jetstream::Message>, Result<(), String>),
     ) {
-        match result {
-            Ok(messages) => {
-                if messages.len() < requested && self.generation[level] == generation {
-                    self.maybe_ready[level] = false;
-                }
-                for message in messages {
-                    self.dispatch(ctx, message);
-                }
-                self.pump(ctx);
+        let complete = outcome.is_ok();
+        if complete && messages.len() < requested && self.generation[level] == generation {
+            self.maybe_ready[level] = false;
+        }
+        for message in messages {
+            if self.mode == Mode::Running {
+                self.dispatch(ctx, message);
+            } else {
+                // Fetched while stopping: hand it straight back.
+                drop(
+                    self.shared.runtime.spawn(async move {
+                        message.ack_with(jetstream::AckKind::Nak(None)).await
+                    }),
+                );
             }
+        }
+        self.check_drained(ctx);
+        match outcome {
+            Ok(()) => self.pump(ctx),
             Err(error) => {
                 tracing::warn!(queue = %self.queue, priority = level, error = %error, "fetch failed; retrying");
                 ctx.run_later(FETCH_RETRY, |actor, ctx| actor.pump(ctx));
@@ -168,18 +184,24 @@ impl QueueActor {
             );
             return;
         };
-        let sequence = message.info().map_or(0, |info| info.stream_sequence);
+        let key = self.next_key;
+        self.next_key += 1;
         let ack_subject = message.reply.clone();
         let shared = self.shared.clone();
         let queue = self.queue.clone();
-        let addr = ctx.address();
+        // INVARIANT: the actor hears about the end of every task it dispatched, even if the task
+        // panics or is aborted, so a warm shutdown never waits on a task that is gone.
+        let finished = FinishedGuard {
+            actor: ctx.address(),
+            key,
+        };
         let handle = self.shared.runtime.spawn(async move {
+            let _finished = finished;
             execute(shared, queue, message).await;
             drop(permit);
-            addr.do_send(TaskFinished { sequence });
         });
         self.in_flight.insert(
-            sequence,
+            key,
             InFlight {
                 ack_subject,
                 abort: handle.abort_handle(),
@@ -207,7 +229,8 @@ impl QueueActor {
     }
 
     fn check_drained(&mut self, ctx: &mut Context<Self>) {
-        if self.mode == Mode::Draining && self.in_flight.is_empty() {
+        // A fetch still in flight is waited for: its messages are handed back, not stranded.
+        if self.mode == Mode::Draining && self.in_flight.is_empty() && !self.fetching {
             self.mode = Mode::Stopped;
             self.root.do_send(QueueDrained {
                 queue: self.queue.clone(),
@@ -259,18 +282,31 @@ impl StreamHandler<async_nats::Message> for QueueActor {
     }
 }
 
-/// A task of this queue ended (its message was acked, nacked or dead-lettered).
+/// A task of this queue ended (its message was acked, nacked or dead-lettered, or its run was
+/// aborted or panicked).
 #[derive(Message)]
 #[rtype(result = "()")]
 pub(crate) struct TaskFinished {
-    sequence: u64,
+    key: u64,
+}
+
+/// Sends [`TaskFinished`] when the task's future is dropped, however it ends.
+struct FinishedGuard {
+    actor: Addr<QueueActor>,
+    key: u64,
+}
+
+impl Drop for FinishedGuard {
+    fn drop(&mut self) {
+        self.actor.do_send(TaskFinished { key: self.key });
+    }
 }
 
 impl Handler<TaskFinished> for QueueActor {
     type Result = ();
 
     fn handle(&mut self, finished: TaskFinished, ctx: &mut Self::Context) {
-        self.in_flight.remove(&finished.sequence);
+        self.in_flight.remove(&finished.key);
         self.check_drained(ctx);
     }
 }
