@@ -407,7 +407,7 @@ fn result_like_returns_use_from_result_and_their_success_type() {
     ] {
         let expansion = expand_ok(
             TokenStream::new(),
-            quote!(fn read() -> #return_type { todo!() }),
+            quote!(fn read() -> #return_type { read_value() }),
         );
         assert_eq!(expansion.task_type("Output"), output);
         let run = tokens(&expansion.task_fn("run").block);
