@@ -84,3 +84,25 @@ async fn tls_with_a_ca_and_client_certificates() {
         11
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token() {
+    let server = NatsServer::builder().token("t0ken").start().unwrap();
+    let _worker = WorkerProcess::start(&server.url(), "token", &["--nats-token", "t0ken"]);
+    let nats = NatsConfig::new(server.url()).token("t0ken");
+    let client = celerity_it::app()
+        .unwrap()
+        .client(&nats)
+        .await
+        .expect("the client authenticates");
+    assert_eq!(
+        celerity_it::add
+            .delay(&client, 8, 9)
+            .await
+            .unwrap()
+            .get(WAIT)
+            .await
+            .unwrap(),
+        17
+    );
+}
