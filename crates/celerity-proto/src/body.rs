@@ -6,6 +6,9 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use crate::canvas::CanvasNode;
+use crate::names::TaskId;
+
 /// The arguments of a task message, in the encoding named by `Content-Type`.
 ///
 /// Both fields may be omitted and default to empty.
@@ -29,19 +32,45 @@ pub struct TaskBody {
     /// Named arguments, bound to the task's parameters by name.
     #[serde(default)]
     pub kwargs: Map<String, Value>,
+    /// What runs after this task succeeds, in order: the rest of its chain. The first node gets
+    /// this task's result (unless immutable) and the rest as its own continuation.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub chain: Vec<CanvasNode>,
+    /// Callbacks run with this task's result when it succeeds.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub link: Vec<CanvasNode>,
+    /// Callbacks run with this task's id when it fails (after its retries).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub link_error: Vec<CanvasNode>,
+    /// Set when this task is a member of a chord's header.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chord: Option<ChordMember>,
+}
+
+/// A chord header member's place in its chord.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct ChordMember {
+    /// The chord id.
+    pub id: TaskId,
+    /// The member's index in the header, from 0.
+    pub index: u32,
+    /// The number of header members.
+    pub size: u32,
 }
 
 impl TaskBody {
     /// A body with positional arguments only.
     pub fn positional(args: Vec<Value>) -> Self {
-        Self {
-            args,
-            kwargs: Map::new(),
-        }
+        Self::new(args, Map::new())
     }
 
     /// A body with positional and named arguments.
     pub fn new(args: Vec<Value>, kwargs: Map<String, Value>) -> Self {
-        Self { args, kwargs }
+        Self {
+            args,
+            kwargs,
+            ..Self::default()
+        }
     }
 }

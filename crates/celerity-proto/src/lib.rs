@@ -20,6 +20,7 @@
 //! ```
 
 mod body;
+mod canvas;
 mod codec;
 mod dead_letter;
 mod envelope;
@@ -27,7 +28,8 @@ mod names;
 mod result;
 mod subjects;
 
-pub use body::TaskBody;
+pub use body::{ChordMember, TaskBody};
+pub use canvas::{CanvasError, CanvasNode, SignatureRecord};
 pub use codec::{ContentType, DecodeError, EncodeError};
 pub use dead_letter::{DeadLetter, DeadLetterReason, dlq_header};
 pub use envelope::{Envelope, EnvelopeError, HeaderSource, header};

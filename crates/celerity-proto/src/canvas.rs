@@ -1,0 +1,296 @@
+//! Canvas records: signatures, chains, groups and chords as data, so any language can send a whole
+//! workflow and any worker can continue it.
+//!
+//! A producer assigns an id to every signature, group and chord before it sends anything, so
+//! results can be found (and `parent` walked) before the tasks run.
+//! The runtime semantics are specified in `docs/canvas.md` and `docs/protocol.md`.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::names::{Priority, QueueName, TaskId, TaskName};
+
+/// One node of a canvas.
+///
+/// Serialized as an object with a `kind` tag: `signature`, `chain`, `group` or `chord`.
+///
+/// ```
+/// # use celerity_proto::{CanvasNode, SignatureRecord, TaskId, TaskName};
+/// let step = SignatureRecord::new(TaskId::new("s1")?, TaskName::new("etl.extract")?, vec![serde_json::json!(7)]);
+/// let node = CanvasNode::Chain { tasks: vec![CanvasNode::Signature(step)] };
+/// let json = serde_json::to_value(&node)?;
+/// assert_eq!(json["kind"], "chain");
+/// assert_eq!(json["tasks"][0]["kind"], "signature");
+/// assert_eq!(node.depth(), 2);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum CanvasNode {
+    /// One task call.
+    Signature(SignatureRecord),
+    /// Nodes run one after the other; each result is the first argument of the next unless the
+    /// next is immutable.
+    Chain {
+        /// The steps, in order.
+        tasks: Vec<CanvasNode>,
+    },
+    /// Nodes run in parallel; the group's result is the list of their results, in order.
+    Group {
+        /// The group id.
+        id: TaskId,
+        /// The members.
+        tasks: Vec<CanvasNode>,
+    },
+    /// A group (the header) whose list of results is passed to the body once every member is done.
+    Chord {
+        /// The chord id.
+        id: TaskId,
+        /// The header members.
+        header: Vec<CanvasNode>,
+        /// What runs with the header's results.
+        body: Box<CanvasNode>,
+    },
+}
+
+/// One task call inside a canvas.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct SignatureRecord {
+    /// The id the task will run under, assigned by the producer.
+    pub id: TaskId,
+    /// The registered task name.
+    pub task: TaskName,
+    /// Positional arguments (a previous result is put in front of them unless `immutable`).
+    #[serde(default)]
+    pub args: Vec<Value>,
+    /// Named arguments.
+    #[serde(default)]
+    pub kwargs: Map<String, Value>,
+    /// When true, the previous step's result is not passed in.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub immutable: bool,
+    /// The queue to send it to (default: the task's own routing).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue: Option<QueueName>,
+    /// The priority to send it with (default 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<Priority>,
+    /// Run after this task succeeds, with its result.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub link: Vec<CanvasNode>,
+    /// Run after this task fails, with its id as the only argument.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub link_error: Vec<CanvasNode>,
+}
+
+fn is_false(value: &bool) -> bool {
+    !*value
+}
+
+impl SignatureRecord {
+    /// A mutable signature with positional arguments and no options.
+    pub fn new(id: TaskId, task: TaskName, args: Vec<Value>) -> Self {
+        Self {
+            id,
+            task,
+            args,
+            kwargs: Map::new(),
+            immutable: false,
+            queue: None,
+            priority: None,
+            link: Vec::new(),
+            link_error: Vec::new(),
+        }
+    }
+}
+
+/// Why a canvas cannot be run.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CanvasError {
+    /// Nested deeper than the configured limit.
+    #[error("canvas nests {depth} levels deep, over the limit of {limit}")]
+    TooDeep {
+        /// The canvas's depth.
+        depth: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// A chain, group or chord header with no member.
+    #[error("a {0} has no members")]
+    Empty(&'static str),
+    /// Two nodes share an id.
+    #[error("id {0} is used by two nodes of the canvas")]
+    DuplicateId(String),
+}
+
+impl CanvasNode {
+    /// How deep the canvas nests: 1 for a signature.
+    pub fn depth(&self) -> usize {
+        let children =
+            |nodes: &[CanvasNode]| nodes.iter().map(CanvasNode::depth).max().unwrap_or(0);
+        match self {
+            CanvasNode::Signature(signature) => {
+                1 + children(&signature.link).max(children(&signature.link_error))
+            }
+            CanvasNode::Chain { tasks } | CanvasNode::Group { tasks, .. } => 1 + children(tasks),
+            CanvasNode::Chord { header, body, .. } => 1 + children(header).max(body.depth()),
+        }
+    }
+
+    /// Checks the rules every reader applies before running a canvas: no empty chain, group or
+    /// header, no id used twice, and no deeper nesting than `max_depth`.
+    ///
+    /// # Errors
+    /// The first rule broken.
+    pub fn validate(&self, max_depth: usize) -> Result<(), CanvasError> {
+        let depth = self.depth();
+        if depth > max_depth {
+            return Err(CanvasError::TooDeep {
+                depth,
+                limit: max_depth,
+            });
+        }
+        let mut seen = std::collections::HashSet::new();
+        self.check(&mut seen)
+    }
+
+    fn check<'a>(
+        &'a self,
+        seen: &mut std::collections::HashSet<&'a str>,
+    ) -> Result<(), CanvasError> {
+        let mut claim = |id: &'a TaskId| {
+            if seen.insert(id.as_str()) {
+                Ok(())
+            } else {
+                Err(CanvasError::DuplicateId(id.to_string()))
+            }
+        };
+        match self {
+            CanvasNode::Signature(signature) => {
+                claim(&signature.id)?;
+                for node in signature.link.iter().chain(&signature.link_error) {
+                    node.check(seen)?;
+                }
+            }
+            CanvasNode::Chain { tasks } => {
+                if tasks.is_empty() {
+                    return Err(CanvasError::Empty("chain"));
+                }
+                for node in tasks {
+                    node.check(seen)?;
+                }
+            }
+            CanvasNode::Group { id, tasks } => {
+                claim(id)?;
+                if tasks.is_empty() {
+                    return Err(CanvasError::Empty("group"));
+                }
+                for node in tasks {
+                    node.check(seen)?;
+                }
+            }
+            CanvasNode::Chord { id, header, body } => {
+                claim(id)?;
+                if header.is_empty() {
+                    return Err(CanvasError::Empty("chord header"));
+                }
+                for node in header {
+                    node.check(seen)?;
+                }
+                body.check(seen)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The id under which this node's result can be read: a signature's id, a chain's last
+    /// step's, a group's or chord's own id.
+    pub fn result_id(&self) -> Option<&TaskId> {
+        match self {
+            CanvasNode::Signature(signature) => Some(&signature.id),
+            CanvasNode::Chain { tasks } => tasks.last().and_then(CanvasNode::result_id),
+            CanvasNode::Group { id, .. } | CanvasNode::Chord { id, .. } => Some(id),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn sig(id: &str) -> CanvasNode {
+        CanvasNode::Signature(SignatureRecord::new(
+            TaskId::new(id).unwrap(),
+            TaskName::new("t").unwrap(),
+            vec![],
+        ))
+    }
+
+    #[test]
+    fn nodes_have_a_stable_json_shape() {
+        let mut step = SignatureRecord::new(
+            TaskId::new("a").unwrap(),
+            TaskName::new("etl.load").unwrap(),
+            vec![json!("db")],
+        );
+        step.immutable = true;
+        step.queue = Some(QueueName::new("high").unwrap());
+        let node = CanvasNode::Chord {
+            id: TaskId::new("c").unwrap(),
+            header: vec![sig("h1")],
+            body: Box::new(CanvasNode::Signature(step)),
+        };
+        let value = serde_json::to_value(&node).unwrap();
+        assert_eq!(
+            value,
+            json!({"kind": "chord", "id": "c",
+                   "header": [{"kind": "signature", "id": "h1", "task": "t", "args": [], "kwargs": {}}],
+                   "body": {"kind": "signature", "id": "a", "task": "etl.load", "args": ["db"], "kwargs": {},
+                            "immutable": true, "queue": "high"}})
+        );
+        assert_eq!(serde_json::from_value::<CanvasNode>(value).unwrap(), node);
+    }
+
+    #[test]
+    fn validation_catches_empty_duplicate_and_deep_canvases() {
+        assert_eq!(
+            CanvasNode::Chain { tasks: vec![] }.validate(8),
+            Err(CanvasError::Empty("chain"))
+        );
+        let duplicate = CanvasNode::Chain {
+            tasks: vec![sig("x"), sig("x")],
+        };
+        assert_eq!(
+            duplicate.validate(8),
+            Err(CanvasError::DuplicateId("x".into()))
+        );
+        let mut deep = sig("leaf");
+        for level in 0..10 {
+            deep = CanvasNode::Group {
+                id: TaskId::new(format!("g{level}")).unwrap(),
+                tasks: vec![deep],
+            };
+        }
+        assert_eq!(
+            deep.validate(8),
+            Err(CanvasError::TooDeep {
+                depth: 11,
+                limit: 8
+            })
+        );
+        assert!(deep.validate(11).is_ok());
+    }
+
+    #[test]
+    fn unknown_kinds_are_errors_not_panics() {
+        assert!(
+            serde_json::from_value::<CanvasNode>(json!({"kind": "loop", "tasks": []})).is_err()
+        );
+        assert!(serde_json::from_value::<CanvasNode>(json!({"kind": "signature"})).is_err());
+    }
+}
