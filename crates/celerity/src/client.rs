@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use async_nats::jetstream::{self, message::PublishMessage};
+use async_nats::jetstream;
 use celerity_proto::{
     ContentType, Envelope, InvalidName, Layout, Priority, QueueName, ResultRecord, TaskBody,
     TaskId, TaskName,
@@ -18,9 +18,10 @@ use tokio::sync::{Notify, oneshot};
 use crate::app::Settings;
 use crate::async_result::AsyncResult;
 use crate::clock::now_ms;
-use crate::nats::headers::{check_user_header, envelope_headers};
+use crate::nats::headers::check_user_header;
 use crate::nats::provision::{self, ProvisionError};
 use crate::nats::{ConnectError, NatsConfig};
+use crate::publisher::Publisher;
 use crate::result_store::ResultStore;
 use crate::task::{ArgumentsError, Task};
 
@@ -221,13 +222,12 @@ pub struct Client {
 
 struct ClientInner {
     nats: async_nats::Client,
-    js: jetstream::Context,
     layout: Layout,
     settings: Settings,
     store: ResultStore,
+    publisher: Publisher,
     reply_subject: String,
     waiters: Arc<Waiters>,
-    ready_queues: DashMap<QueueName, ()>,
     listener: tokio::task::AbortHandle,
 }
 
@@ -287,16 +287,21 @@ impl Client {
             store.clone(),
             reconnected,
         ));
+        let publisher = Publisher::new(
+            nats_client.clone(),
+            js.clone(),
+            layout.clone(),
+            store.clone(),
+        );
         Ok(Client {
             inner: Arc::new(ClientInner {
                 nats: nats_client,
-                js,
                 layout,
                 settings,
+                publisher,
                 store,
                 reply_subject,
                 waiters,
-                ready_queues: DashMap::new(),
                 listener: listener.abort_handle(),
             }),
         })
@@ -466,94 +471,11 @@ impl Client {
         if !ignore_result {
             envelope.reply_to = Some(self.inner.reply_subject.clone());
         }
-        let payload =
-            envelope
-                .content_type
-                .encode(&body)
-                .map_err(|error| EnqueueError::InvalidOption {
-                    option: "arguments",
-                    value: envelope.task.to_string(),
-                    reason: error.to_string(),
-                })?;
-        let headers = envelope_headers(&envelope);
-        let size = payload.len()
-            + headers
-                .iter()
-                .map(|(name, values)| {
-                    AsRef::<str>::as_ref(name).len()
-                        + values.iter().map(|v| v.as_str().len() + 4).sum::<usize>()
-                })
-                .sum::<usize>()
-            + 12;
-        let max_payload = self.inner.nats.server_info().max_payload;
-        if max_payload > 0 && size > max_payload {
-            return Err(EnqueueError::PayloadTooLarge {
-                task_id: id,
-                size,
-                max_payload,
-            });
-        }
-        self.ensure_queue(&queue).await?;
-        let subject = self.inner.layout.task_subject(&queue, priority);
-        let publish = async {
-            let ack = self
-                .inner
-                .js
-                .send_publish(
-                    subject,
-                    PublishMessage::build()
-                        .payload(payload.into())
-                        .headers(headers),
-                )
-                .await
-                .map_err(|error| EnqueueError::Publish {
-                    task_id: id.clone(),
-                    source: error.into(),
-                })?;
-            ack.await.map(drop).map_err(|error| EnqueueError::Publish {
-                task_id: id.clone(),
-                source: error.into(),
-            })
-        };
-        if ignore_result {
-            publish.await?;
-        } else {
-            // NOTE(protocol): PENDING is created before the worker can write anything else only if the
-            // create lands first; it is create-only, so a faster worker's record is never replaced.
-            let pending = async {
-                self.inner
-                    .store
-                    .create_pending(&envelope)
-                    .await
-                    .map_err(|source| EnqueueError::Pending {
-                        task_id: id.clone(),
-                        source,
-                    })
-            };
-            let (published, pending) = tokio::join!(publish, pending);
-            if let Err(error) = published {
-                // Not sent: a PENDING record would make a task that does not exist look queued.
-                if pending.is_ok() {
-                    let _ = self.inner.store.purge(&id).await;
-                }
-                return Err(error);
-            }
-            if let Err(error) = pending {
-                // The task is sent; only its PENDING record is missing, so it reads as UNKNOWN until a
-                // worker records a state. Failing the call would invite a duplicate send.
-                tracing::warn!(task_id = %id, error = %crate::error_chain(&error), "task sent, but its PENDING record was not written");
-            }
-        }
+        self.inner
+            .publisher
+            .publish(&envelope, &body, &queue, !ignore_result)
+            .await?;
         Ok(id)
-    }
-
-    async fn ensure_queue(&self, queue: &QueueName) -> Result<(), ProvisionError> {
-        if self.inner.ready_queues.contains_key(queue) {
-            return Ok(());
-        }
-        provision::queue_stream(&self.inner.js, &self.inner.layout, queue).await?;
-        self.inner.ready_queues.insert(queue.clone(), ());
-        Ok(())
     }
 }
 

@@ -32,6 +32,7 @@ pub mod cli;
 mod client;
 mod clock;
 mod nats;
+mod publisher;
 mod result_store;
 mod task;
 pub mod worker;
