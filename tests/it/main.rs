@@ -1,6 +1,7 @@
 //! Cross-process behaviour of Celerity against real nats-server processes.
 
 mod auth;
+mod canvas;
 mod compose;
 mod dead_letters;
 mod protocol;

@@ -90,6 +90,40 @@ pub async fn hold(ctx: &TaskContext) -> anyhow::Result<String> {
     Ok(ctx.id().to_string())
 }
 
+/// ETL step 1: rows from a source.
+#[celerity::task(name = "etl.extract")]
+pub async fn extract(source: i64) -> Vec<i64> {
+    vec![source, source * 10, source * 100]
+}
+
+/// ETL step 2: the rows' total.
+#[celerity::task(name = "etl.transform")]
+pub async fn transform(rows: Vec<i64>) -> i64 {
+    rows.iter().sum()
+}
+
+/// ETL step 3: where the total went.
+#[celerity::task(name = "etl.load")]
+pub async fn load(total: i64, destination: String) -> String {
+    format!("{total} -> {destination}")
+}
+
+/// A transform that always fails.
+#[celerity::task(name = "etl.explode")]
+pub async fn explode(rows: Vec<i64>) -> anyhow::Result<i64> {
+    anyhow::bail!("cannot transform {} rows", rows.len())
+}
+
+/// An errback: records the failed task's id on `it.runs.errback`.
+#[celerity::task(name = "etl.record_failure")]
+pub async fn record_failure(failed_id: String) -> anyhow::Result<()> {
+    let js = async_nats::jetstream::new(nats().await?);
+    js.publish("it.runs.errback", failed_id.into())
+        .await?
+        .await?;
+    Ok(())
+}
+
 /// Returns the user headers it was sent with.
 #[celerity::task(name = "it.headers")]
 pub async fn headers(ctx: &TaskContext) -> Vec<(String, String)> {
@@ -107,7 +141,12 @@ pub fn app() -> Result<celerity::App, celerity::ConfigError> {
         .task(track)
         .task(progress)
         .task(headers)
-        .task(hold);
+        .task(hold)
+        .task(extract)
+        .task(transform)
+        .task(load)
+        .task(explode)
+        .task(record_failure);
     if let Some(seconds) = std::env::var("IT_RESULT_EXPIRES_SECS")
         .ok()
         .and_then(|s| s.parse().ok())

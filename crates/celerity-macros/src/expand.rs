@@ -130,7 +130,7 @@ fn generate(
     }
 }
 
-/// `impl add { fn call; fn delay; fn apply_async }`.
+/// `impl add { fn call; fn delay; fn apply_async; fn s; fn si }`.
 fn generate_inherent_impl(
     function: &ItemFn,
     signature: &TaskSignature,
@@ -190,6 +190,19 @@ fn generate_inherent_impl(
                 #options: ::celerity::ApplyOptions,
             ) -> ::core::result::Result<::celerity::AsyncResult<#output_type>, ::celerity::EnqueueError> {
                 #client.apply(self, #args, #options).await
+            }
+
+            /// A signature of this task with leading arguments (a tuple: `(a, b)`, `(a,)` or `()`);
+            /// in a chain, the previous step's result is put in front of them.
+            #[allow(dead_code)]
+            #vis fn s<A: ::celerity::canvas::ArgsTuple>(&self, #args: A) -> ::celerity::canvas::Signature<#output_type> {
+                ::celerity::canvas::Signature::of(self, #args, false)
+            }
+
+            /// An immutable signature: in a chain it ignores the previous step's result.
+            #[allow(dead_code)]
+            #vis fn si<A: ::celerity::canvas::ArgsTuple>(&self, #args: A) -> ::celerity::canvas::Signature<#output_type> {
+                ::celerity::canvas::Signature::of(self, #args, true)
             }
         }
     }

@@ -68,6 +68,7 @@ pub struct AsyncResult<T> {
     id: TaskId,
     client: Client,
     notified: bool,
+    parent: Option<Box<AsyncResult<Value>>>,
     output: PhantomData<fn() -> T>,
 }
 
@@ -77,6 +78,7 @@ impl<T> Clone for AsyncResult<T> {
             id: self.id.clone(),
             client: self.client.clone(),
             notified: self.notified,
+            parent: self.parent.clone(),
             output: PhantomData,
         }
     }
@@ -96,8 +98,37 @@ impl<T> AsyncResult<T> {
             id,
             client,
             notified,
+            parent: None,
             output: PhantomData,
         }
+    }
+
+    /// A handle on a canvas step sent by this client, linked to the step before it.
+    pub(crate) fn with_parent(
+        id: TaskId,
+        client: Client,
+        parent: Option<AsyncResult<Value>>,
+    ) -> Self {
+        Self {
+            parent: parent.map(Box::new),
+            ..Self::new(id, client, true)
+        }
+    }
+
+    /// The same handle, typed by `U`.
+    pub(crate) fn retype<U>(self) -> AsyncResult<U> {
+        AsyncResult {
+            id: self.id,
+            client: self.client,
+            notified: self.notified,
+            parent: self.parent,
+            output: PhantomData,
+        }
+    }
+
+    /// The result of the step before this one in its chain, as Celery's `result.parent`.
+    pub fn parent(&self) -> Option<&AsyncResult<Value>> {
+        self.parent.as_deref()
     }
 
     /// The task id.

@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use async_nats::jetstream;
 use celerity_proto::{
-    ContentType, Envelope, InvalidName, Layout, Priority, QueueName, ResultRecord, TaskBody,
-    TaskId, TaskName,
+    CanvasNode, ContentType, Envelope, InvalidName, Layout, Priority, QueueName, ResultRecord,
+    TaskBody, TaskId, TaskName,
 };
 use dashmap::DashMap;
 use futures_util::StreamExt;
@@ -91,6 +91,9 @@ pub enum EnqueueError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// The canvas breaks a rule (empty, an id used twice, nested too deep).
+    #[error("invalid canvas")]
+    InvalidCanvas(#[source] celerity_proto::CanvasError),
     /// The PENDING record could not be written; the task was not published.
     #[error("cannot record task {task_id} as pending")]
     Pending {
@@ -392,6 +395,54 @@ impl Client {
             )
             .await?;
         Ok(AsyncResult::new(id, self.clone(), !ignore_result))
+    }
+
+    /// Sends the first node of a chain (a signature) with the other nodes as its continuation, and
+    /// records every later step as PENDING.
+    pub(crate) async fn start_chain(&self, mut tasks: Vec<CanvasNode>) -> Result<(), EnqueueError> {
+        if tasks.is_empty() {
+            return Err(EnqueueError::InvalidCanvas(
+                celerity_proto::CanvasError::Empty("chain"),
+            ));
+        }
+        let rest = tasks.split_off(1);
+        let Some(CanvasNode::Signature(first)) = tasks.pop() else {
+            return Err(EnqueueError::InvalidOption {
+                option: "canvas",
+                value: "chain".to_owned(),
+                reason: "a chain starts with a signature".to_owned(),
+            });
+        };
+        let later: Vec<TaskId> = rest
+            .iter()
+            .filter_map(|node| node.result_id().cloned())
+            .collect();
+        let mut envelope = Envelope::new(first.id.clone(), first.task.clone());
+        envelope.content_type = self.inner.settings.content_type;
+        envelope.priority = first.priority.unwrap_or_default();
+        envelope.sent_at_ms = Some(now_ms());
+        envelope.root_id = Some(first.id.clone());
+        envelope.reply_to = Some(self.inner.reply_subject.clone());
+        let queue = first
+            .queue
+            .clone()
+            .unwrap_or_else(|| self.inner.settings.default_queue.clone());
+        let mut body = TaskBody::new(first.args, first.kwargs);
+        body.chain = rest;
+        body.link = first.link;
+        body.link_error = first.link_error;
+        self.inner
+            .publisher
+            .publish(&envelope, &body, &queue, true)
+            .await?;
+        for id in later {
+            let mut pending = Envelope::new(id, envelope.task.clone());
+            pending.content_type = envelope.content_type;
+            if let Err(error) = self.inner.store.create_pending(&pending).await {
+                tracing::warn!(task_id = %pending.id, error = %crate::error_chain(&error), "chain step sent, but its PENDING record was not written");
+            }
+        }
+        Ok(())
     }
 
     /// A handle on the result of a task sent by any process.

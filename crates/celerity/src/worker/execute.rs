@@ -20,6 +20,7 @@ use crate::nats::headers::HeaderView;
 use crate::result_store::ResultStore;
 use crate::task::{Registered, TaskContext, TaskFuture};
 use crate::worker::WorkerShared;
+use crate::worker::continuation::Continuation;
 use crate::worker::dead_letter::dead_letter;
 
 /// Runs the task in `message` to completion (or dead-letters it).
@@ -45,8 +46,19 @@ pub(crate) async fn execute(
         && let Some(record) = final_record(&shared.store, &envelope).await
     {
         tracing::info!(task_id = %envelope.id, delivered, "redelivered task already has a final result; acknowledging without running it");
-        // The worker that stored it may have died before notifying the producer.
+        // The worker that stored it may have died before notifying the producer, or before
+        // sending the next steps (their ids de-duplicate a second send).
         notify(&shared, &envelope, &record).await;
+        if let Ok(mut body) = envelope.content_type.decode::<TaskBody>(&message.payload) {
+            let continuation = Continuation::take(&mut body);
+            if let (TaskState::Success, false) = (&record.state, continuation.is_empty()) {
+                let result = record.result.clone().unwrap_or(Value::Null);
+                if let Err(error) = continuation.on_success(&shared, &envelope, &result).await {
+                    tracing::error!(task_id = %envelope.id, error = %crate::error_chain(&error), "cannot send the next steps; the task will be redelivered");
+                    return;
+                }
+            }
+        }
         return ack(&message).await;
     }
     let Some(task) = shared.app.task(&envelope.task) else {
@@ -65,7 +77,7 @@ pub(crate) async fn execute(
         )
         .await;
     };
-    let body: TaskBody = match envelope.content_type.decode(&message.payload) {
+    let mut body: TaskBody = match envelope.content_type.decode(&message.payload) {
         Ok(body) => body,
         Err(error) => {
             let reason = DeadLetterReason::UndecodableBody;
@@ -80,6 +92,7 @@ pub(crate) async fn execute(
             .await;
         }
     };
+    let continuation = Continuation::take(&mut body);
     let context = TaskContext::new(envelope.clone(), delivered, Some(shared.store.clone()));
     let future = match (task.run)(context, body.args, body.kwargs) {
         Ok(future) => future,
@@ -96,7 +109,7 @@ pub(crate) async fn execute(
             .await;
         }
     };
-    run_bound(&shared, task, &envelope, &message, future).await;
+    run_bound(&shared, task, &envelope, &message, future, continuation).await;
 }
 
 /// Dead-letters a task whose envelope is valid, and tells its producer: the task fails with
@@ -125,6 +138,7 @@ async fn run_bound(
     envelope: &Envelope,
     message: &jetstream::Message,
     future: TaskFuture,
+    continuation: Continuation,
 ) {
     let acks_late = task.options.is_acks_late();
     if !acks_late {
@@ -157,6 +171,20 @@ async fn run_bound(
     if !task.options.is_ignore_result() && !store_final(shared, envelope, &record).await {
         // Not acknowledged: the message is redelivered after AckWait and the task runs again.
         return;
+    }
+    if !continuation.is_empty() {
+        match (&record.result, &record.error) {
+            (_, Some(error)) => continuation.on_failure(shared, envelope, error).await,
+            (result, None) => {
+                let result = result.clone().unwrap_or(Value::Null);
+                if let Err(error) = continuation.on_success(shared, envelope, &result).await {
+                    // Not acknowledged: the redelivered message finds the stored result and sends
+                    // the next steps again without running the task.
+                    tracing::error!(task_id = %envelope.id, error = %crate::error_chain(&error), "cannot send the next steps; the task will be redelivered");
+                    return;
+                }
+            }
+        }
     }
     if acks_late {
         ack(message).await;
@@ -263,7 +291,7 @@ async fn write_state(shared: &WorkerShared, envelope: &Envelope, state: TaskStat
 
 /// Stores the final record (retrying for a while if the server is away), then notifies the
 /// producer. Returns false when the record could not be stored.
-async fn store_final(
+pub(crate) async fn store_final(
     shared: &WorkerShared,
     envelope: &Envelope,
     record: &celerity_proto::ResultRecord,

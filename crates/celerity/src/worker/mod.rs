@@ -5,6 +5,7 @@
 //! core. [`run`] blocks and handles SIGTERM/SIGINT; [`spawn`] starts a worker on its own thread
 //! and returns a [`WorkerHandle`].
 
+mod continuation;
 mod dead_letter;
 mod execute;
 mod queue;
@@ -21,6 +22,7 @@ use tokio::sync::Semaphore;
 use crate::app::App;
 use crate::nats::provision::{self, ProvisionError};
 use crate::nats::{ConnectError, NatsConfig, connect_with_retry};
+use crate::publisher::Publisher;
 use crate::result_store::ResultStore;
 
 /// How a worker runs.
@@ -146,6 +148,8 @@ pub(crate) struct WorkerShared {
     pub(crate) js: jetstream::Context,
     pub(crate) layout: Layout,
     pub(crate) store: ResultStore,
+    /// Publishes the next steps of canvases.
+    pub(crate) publisher: Publisher,
     pub(crate) runtime: tokio::runtime::Handle,
     /// Fetch credit: concurrency × prefetch multiplier.
     pub(crate) credit: Arc<Semaphore>,
@@ -288,7 +292,14 @@ fn run_on_this_thread(
             .unwrap_or(config.ack_wait);
         Ok::<_, WorkerError>((client, js, queues, store, ack_wait))
     })?;
+    let publisher = Publisher::new(
+        client.clone(),
+        js.clone(),
+        app.settings().layout(),
+        store.clone(),
+    );
     let shared = Arc::new(WorkerShared {
+        publisher,
         hostname: hostname.clone(),
         js,
         nats: client.clone(),

@@ -1,0 +1,114 @@
+//! Canvas across processes: chains, callbacks and errbacks.
+
+use std::time::Duration;
+
+use celerity::{ResultError, TaskState};
+use celerity_it::{explode, extract, load, record_failure, transform};
+
+use crate::support::{WorkerProcess, client, eventually, runs_stream, server};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etl_chain_passes_each_result_on_and_parent_walks_back() {
+    let server = server();
+    let _worker = WorkerProcess::start(&server.url(), "w1", &[]);
+    let client = client(&server.url()).await;
+
+    let result = celerity::chain![
+        extract.s((3,)),
+        transform.s(()),
+        load.s(("warehouse".to_owned(),))
+    ]
+    .apply_async(&client)
+    .await
+    .expect("the chain is sent");
+    assert_eq!(
+        result.get(WAIT).await.expect("the chain finishes"),
+        "333 -> warehouse"
+    );
+    let transformed = result.parent().expect("load has a parent");
+    assert_eq!(transformed.get(WAIT).await.unwrap(), serde_json::json!(333));
+    let extracted = transformed.parent().expect("transform has a parent");
+    assert_eq!(
+        extracted.get(WAIT).await.unwrap(),
+        serde_json::json!([3, 30, 300])
+    );
+    assert!(extracted.parent().is_none(), "extract is the first step");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_step_stops_the_chain_and_runs_its_errback() {
+    let server = server();
+    let url = server.url();
+    let runs = runs_stream(&url).await;
+    let _worker = WorkerProcess::start(&url, "w1", &[]);
+    let client = client(&url).await;
+
+    let result = celerity::chain![
+        extract.s((1,)),
+        explode.s(()).link_error(record_failure.s(())),
+        load.s(("never".to_owned(),)),
+    ]
+    .apply_async(&client)
+    .await
+    .expect("the chain is sent");
+    match result.get(WAIT).await {
+        Err(ResultError::Failed { error, .. }) => {
+            assert_eq!(error.message, "cannot transform 3 rows")
+        }
+        other => panic!("expected the chain to fail, got {other:?}"),
+    }
+    let exploded = result.parent().expect("load has a parent");
+    assert_eq!(exploded.state().await.unwrap(), TaskState::Failure);
+    let never = result
+        .record()
+        .await
+        .unwrap()
+        .expect("the last step has a record");
+    assert_eq!(never.task, None, "the last step never ran");
+    assert_eq!(
+        never
+            .meta
+            .as_ref()
+            .and_then(|meta| meta["failed_task"].as_str()),
+        Some(exploded.id().as_str())
+    );
+
+    eventually("the errback runs with the failed task's id", WAIT, || {
+        let runs = runs.clone();
+        let failed = exploded.id().to_string();
+        async move {
+            let Ok(message) = runs
+                .get_last_raw_message_by_subject("it.runs.errback")
+                .await
+            else {
+                return false;
+            };
+            message.payload == failed.as_bytes()
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn immutable_steps_ignore_the_previous_result_and_links_get_it() {
+    let server = server();
+    let url = server.url();
+    let _worker = WorkerProcess::start(&url, "w1", &[]);
+    let client = client(&url).await;
+
+    let result = celerity::chain![extract.s((2,)), extract.si((5,))]
+        .apply_async(&client)
+        .await
+        .unwrap();
+    assert_eq!(result.get(WAIT).await.unwrap(), vec![5, 50, 500]);
+
+    let linked = extract
+        .s((4,))
+        .link(transform.s(()))
+        .apply_async(&client)
+        .await
+        .unwrap();
+    assert_eq!(linked.get(WAIT).await.unwrap(), vec![4, 40, 400]);
+}
