@@ -112,3 +112,62 @@ async fn immutable_steps_ignore_the_previous_result_and_links_get_it() {
         .unwrap();
     assert_eq!(linked.get(WAIT).await.unwrap(), vec![4, 40, 400]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_results_come_in_member_order_and_as_they_complete() {
+    use futures_util::StreamExt;
+
+    let server = server();
+    runs_stream(&server.url()).await;
+    let _w1 = WorkerProcess::start(&server.url(), "w1", &["-c", "4"]);
+    let _w2 = WorkerProcess::start(&server.url(), "w2", &["-c", "4"]);
+    let client = client(&server.url()).await;
+
+    let group = celerity::Group::new((1..=50).map(|source| extract.s((source,))))
+        .apply_async(&client)
+        .await
+        .unwrap();
+    let all = group.get(WAIT).await.expect("every member succeeds");
+    assert_eq!(
+        all,
+        (1..=50)
+            .map(|s| vec![s, s * 10, s * 100])
+            .collect::<Vec<_>>()
+    );
+    assert!(
+        group.ready().await.unwrap()
+            && group.successful().await.unwrap()
+            && !group.failed().await.unwrap()
+    );
+    assert_eq!(group.completed_count().await.unwrap(), 50);
+
+    // Slow first member, fast others: the stream yields them as they finish.
+    let mixed = celerity::Group::new([
+        celerity_it::track.s(("slow".to_owned(), 800)),
+        celerity_it::track.s(("fast".to_owned(), 0)),
+    ])
+    .apply_async(&client)
+    .await
+    .unwrap();
+    let order: Vec<usize> = mixed
+        .as_completed(WAIT)
+        .map(|(index, outcome)| {
+            outcome.expect("both members succeed");
+            index
+        })
+        .collect()
+        .await;
+    assert_eq!(order, vec![1, 0], "the fast member is yielded first");
+
+    let failing = celerity::Group::new([explode.s((vec![1_i64],)), explode.s((vec![1_i64, 2],))])
+        .apply_async(&client)
+        .await
+        .unwrap();
+    match failing.get(WAIT).await {
+        Err(ResultError::Failed { error, .. }) => {
+            assert_eq!(error.message, "cannot transform 1 rows")
+        }
+        other => panic!("expected the first member's failure, got {other:?}"),
+    }
+    assert!(failing.failed().await.unwrap() && !failing.successful().await.unwrap());
+}

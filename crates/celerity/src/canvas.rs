@@ -22,11 +22,16 @@
 
 use std::marker::PhantomData;
 
-use celerity_proto::{CanvasNode, Priority, QueueName, SignatureRecord, TaskId, TaskName};
+use std::time::Duration;
+
+use celerity_proto::{
+    CanvasNode, Priority, QueueName, SignatureRecord, TaskId, TaskName, TaskState,
+};
 use serde::Serialize;
+use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
-use crate::async_result::AsyncResult;
+use crate::async_result::{AsyncResult, ResultError};
 use crate::client::{Client, EnqueueError};
 use crate::task::Task;
 
@@ -267,13 +272,170 @@ impl<T> Chain<T> {
             .iter()
             .filter_map(|node| node.result_id().cloned())
             .collect();
-        client.start_chain(tasks).await?;
+        client.start_chain(tasks, None).await?;
         let mut result: Option<AsyncResult<Value>> = None;
         for id in ids {
             result = Some(AsyncResult::with_parent(id, client.clone(), result));
         }
         // INVARIANT: a chain has at least one step, so `result` is set.
         Ok(result.expect("a chain has a first step").retype())
+    }
+}
+
+/// Signatures run in parallel; the result is the list of their results, in order.
+///
+/// ```no_run
+/// # async fn demo(client: celerity::Client) -> Result<(), Box<dyn std::error::Error>> {
+/// #[celerity::task]
+/// async fn square(x: i64) -> i64 { x * x }
+///
+/// let squares = celerity::Group::new((1..=10).map(|x| square.s((x,)))).apply_async(&client).await?;
+/// assert_eq!(squares.get(std::time::Duration::from_secs(30)).await?, (1..=10).map(|x| x * x).collect::<Vec<i64>>());
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Group<T> {
+    members: Vec<Signature<Value>>,
+    output: PhantomData<fn() -> T>,
+}
+
+impl<T> Group<T> {
+    /// A group of `members`.
+    pub fn new(members: impl IntoIterator<Item = Signature<T>>) -> Self {
+        Self {
+            members: members.into_iter().map(Signature::erase).collect(),
+            output: PhantomData,
+        }
+    }
+
+    /// Sends every member, tagged with one group id.
+    ///
+    /// # Errors
+    /// [`EnqueueError`] for an empty group, an invalid member, or a failed publish (members sent
+    /// before the failure stay sent).
+    pub async fn apply_async(self, client: &Client) -> Result<GroupResult<T>, EnqueueError> {
+        let id = new_id();
+        let tasks = callbacks(self.members)?;
+        let node = CanvasNode::Group {
+            id: id.clone(),
+            tasks,
+        };
+        node.validate(MAX_DEPTH)
+            .map_err(EnqueueError::InvalidCanvas)?;
+        let CanvasNode::Group { tasks, .. } = node else {
+            return Err(EnqueueError::InvalidCanvas(
+                celerity_proto::CanvasError::Empty("group"),
+            ));
+        };
+        let mut results = Vec::with_capacity(tasks.len());
+        for member in tasks {
+            let member_id = member.result_id().cloned();
+            client.start_chain(vec![member], Some(&id)).await?;
+            if let Some(member_id) = member_id {
+                results.push(AsyncResult::new(member_id, client.clone(), true));
+            }
+        }
+        Ok(GroupResult { id, results })
+    }
+}
+
+/// The results of a group, in member order.
+#[derive(Debug, Clone)]
+pub struct GroupResult<T> {
+    id: TaskId,
+    results: Vec<AsyncResult<T>>,
+}
+
+impl<T: DeserializeOwned> GroupResult<T> {
+    /// The group id.
+    pub fn id(&self) -> &TaskId {
+        &self.id
+    }
+
+    /// Each member's result handle, in order.
+    pub fn results(&self) -> &[AsyncResult<T>] {
+        &self.results
+    }
+
+    /// Waits up to `timeout` for every member and returns their values in member order.
+    ///
+    /// # Errors
+    /// The first failed member's error, in member order, or [`ResultError::Timeout`].
+    pub async fn get(&self, timeout: Duration) -> Result<Vec<T>, ResultError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let waits = self.results.iter().map(|result| async move {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            result.get(left).await
+        });
+        futures_util::future::join_all(waits)
+            .await
+            .into_iter()
+            .collect()
+    }
+
+    /// Yields `(member index, outcome)` as members finish, not in member order, until every member
+    /// has finished or `timeout` has passed (members still running then yield a timeout).
+    pub fn as_completed(
+        &self,
+        timeout: Duration,
+    ) -> impl futures_util::Stream<Item = (usize, Result<T, ResultError>)> + '_ {
+        let deadline = tokio::time::Instant::now() + timeout;
+        self.results
+            .iter()
+            .enumerate()
+            .map(|(index, result)| async move {
+                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                (index, result.get(left).await)
+            })
+            .collect::<futures_util::stream::FuturesUnordered<_>>()
+    }
+
+    /// How many members have a final state.
+    ///
+    /// # Errors
+    /// [`ResultError::Store`] when the bucket cannot be read.
+    pub async fn completed_count(&self) -> Result<usize, ResultError> {
+        let mut count = 0;
+        for state in self.states().await? {
+            count += usize::from(state.is_ready());
+        }
+        Ok(count)
+    }
+
+    /// True once every member has a final state.
+    ///
+    /// # Errors
+    /// [`ResultError::Store`] when the bucket cannot be read.
+    pub async fn ready(&self) -> Result<bool, ResultError> {
+        Ok(self.completed_count().await? == self.results.len())
+    }
+
+    /// True if every member succeeded.
+    ///
+    /// # Errors
+    /// [`ResultError::Store`] when the bucket cannot be read.
+    pub async fn successful(&self) -> Result<bool, ResultError> {
+        Ok(self
+            .states()
+            .await?
+            .iter()
+            .all(|state| *state == TaskState::Success))
+    }
+
+    /// True if any member failed.
+    ///
+    /// # Errors
+    /// [`ResultError::Store`] when the bucket cannot be read.
+    pub async fn failed(&self) -> Result<bool, ResultError> {
+        Ok(self.states().await?.contains(&TaskState::Failure))
+    }
+
+    async fn states(&self) -> Result<Vec<TaskState>, ResultError> {
+        let reads = self.results.iter().map(AsyncResult::state);
+        futures_util::future::join_all(reads)
+            .await
+            .into_iter()
+            .collect()
     }
 }
 

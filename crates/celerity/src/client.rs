@@ -399,7 +399,11 @@ impl Client {
 
     /// Sends the first node of a chain (a signature) with the other nodes as its continuation, and
     /// records every later step as PENDING.
-    pub(crate) async fn start_chain(&self, mut tasks: Vec<CanvasNode>) -> Result<(), EnqueueError> {
+    pub(crate) async fn start_chain(
+        &self,
+        mut tasks: Vec<CanvasNode>,
+        group_id: Option<&TaskId>,
+    ) -> Result<(), EnqueueError> {
         if tasks.is_empty() {
             return Err(EnqueueError::InvalidCanvas(
                 celerity_proto::CanvasError::Empty("chain"),
@@ -422,6 +426,7 @@ impl Client {
         envelope.priority = first.priority.unwrap_or_default();
         envelope.sent_at_ms = Some(now_ms());
         envelope.root_id = Some(first.id.clone());
+        envelope.group_id = group_id.cloned();
         envelope.reply_to = Some(self.inner.reply_subject.clone());
         let queue = first
             .queue
