@@ -171,3 +171,56 @@ async fn group_results_come_in_member_order_and_as_they_complete() {
     }
     assert!(failing.failed().await.unwrap() && !failing.successful().await.unwrap());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unsupported_next_step_fails_visibly_and_the_message_is_acknowledged() {
+    let server = server();
+    let _worker = WorkerProcess::start(&server.url(), "w1", &[]);
+    let client = client(&server.url()).await;
+    let js = async_nats::jetstream::new(client.nats().clone());
+    let body = serde_json::json!({
+        "args": [2],
+        "chain": [{"kind": "group", "id": "next-group", "tasks": [
+            {"kind": "signature", "id": "next-member", "task": "etl.transform"}
+        ]}]
+    });
+    let mut headers = async_nats::HeaderMap::new();
+    for (name, value) in [
+        ("Celerity-Version", "1"),
+        ("Celerity-Task", "etl.extract"),
+        ("Celerity-Id", "head"),
+    ] {
+        headers.insert(name, value);
+    }
+    js.publish_with_headers(
+        "celerity.q.default.0",
+        headers,
+        serde_json::to_vec(&body).unwrap().into(),
+    )
+    .await
+    .unwrap()
+    .await
+    .unwrap();
+
+    let head = client.async_result::<Vec<i64>>("head").unwrap();
+    assert_eq!(head.get(WAIT).await.unwrap(), vec![2, 20, 200]);
+    let member = client.async_result::<i64>("next-member").unwrap();
+    match member.get(WAIT).await {
+        Err(ResultError::Failed { error, .. }) => {
+            assert_eq!(error.kind, "celerity::UnsupportedCanvas")
+        }
+        other => panic!("expected an unsupported-canvas failure, got {other:?}"),
+    }
+    let queue = js.get_stream("CELERITY_Q_default").await.unwrap();
+    eventually("the head's message is acknowledged", WAIT, || {
+        let mut queue = queue.clone();
+        async move {
+            queue
+                .info()
+                .await
+                .map(|info| info.state.messages == 0)
+                .unwrap_or(false)
+        }
+    })
+    .await;
+}

@@ -73,20 +73,29 @@ impl Continuation {
         for node in &self.chain {
             collect_ids(node, &mut later);
         }
-        for id in later {
-            let mut step = Envelope::new(id, envelope.task.clone());
-            step.content_type = envelope.content_type;
-            step.reply_to = envelope.reply_to.clone();
-            let record = shared
-                .store
-                .record(&step, TaskState::Failure)
-                .with_error(error.clone())
-                .with_meta(json!({"failed_task": envelope.id.as_str(), "reason": "an earlier step of the chain failed"}));
-            // The step never ran: its record names no task of its own.
-            let mut record = record;
-            record.task = None;
-            super::execute::store_final(shared, &step, &record).await;
-        }
+        fail_steps(shared, envelope, later, error).await;
+    }
+}
+
+/// Records steps that will never run as failed with `error`, naming the task that failed.
+async fn fail_steps(
+    shared: &WorkerShared,
+    envelope: &Envelope,
+    ids: Vec<TaskId>,
+    error: &ErrorRecord,
+) {
+    for id in ids {
+        let mut step = Envelope::new(id, envelope.task.clone());
+        step.content_type = envelope.content_type;
+        step.reply_to = envelope.reply_to.clone();
+        let mut record = shared
+            .store
+            .record(&step, TaskState::Failure)
+            .with_error(error.clone())
+            .with_meta(json!({"failed_task": envelope.id.as_str(), "reason": "an earlier step of the chain failed"}));
+        // The step never ran: its record names no task of its own.
+        record.task = None;
+        super::execute::store_final(shared, &step, &record).await;
     }
 }
 
@@ -152,14 +161,19 @@ async fn publish_node(
             }
             None => Ok(()),
         },
-        other => Err(EnqueueError::InvalidOption {
-            option: "canvas",
-            value: other
-                .result_id()
-                .map(ToString::to_string)
-                .unwrap_or_default(),
-            reason: "groups and chords as continuations are not supported by this worker version"
-                .to_owned(),
-        }),
+        other => {
+            // Permanent, not retryable: a redelivery would meet the same node. The steps that
+            // will never run fail visibly instead.
+            let error = ErrorRecord::new(
+                "celerity::UnsupportedCanvas",
+                "groups and chords as the next step of a chain are not supported by this worker version",
+            );
+            tracing::error!(task_id = %parent.id, "{}", error.message);
+            let mut never = Vec::new();
+            collect_ids(other, &mut never);
+            rest.iter().for_each(|node| collect_ids(node, &mut never));
+            fail_steps(shared, parent, never, &error).await;
+            Ok(())
+        }
     }
 }
