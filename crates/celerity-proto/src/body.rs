@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::canvas::CanvasNode;
+use crate::chord::ChordResults;
 use crate::names::TaskId;
 
 /// The arguments of a task message, in the encoding named by `Content-Type`.
@@ -42,9 +43,12 @@ pub struct TaskBody {
     /// Callbacks run with this task's id when it fails (after its retries).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub link_error: Vec<CanvasNode>,
-    /// Set when this task is a member of a chord's header.
+    /// Set when this task's result is a chord header member's result.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub chord: Option<ChordMember>,
+    /// Set on a chord body: the header results are its first argument.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chord_results: Option<ChordResults>,
 }
 
 /// A chord header member's place in its chord.

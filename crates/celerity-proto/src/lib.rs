@@ -21,6 +21,7 @@
 
 mod body;
 mod canvas;
+mod chord;
 mod codec;
 mod dead_letter;
 mod envelope;
@@ -30,6 +31,10 @@ mod subjects;
 
 pub use body::{ChordMember, TaskBody};
 pub use canvas::{CanvasError, CanvasNode, SignatureRecord};
+pub use chord::{
+    CHORD_PARTITIONS, ChordCompletion, ChordDefinition, ChordResults, chord_partition,
+    header_result_id,
+};
 pub use codec::{ContentType, DecodeError, EncodeError};
 pub use dead_letter::{DeadLetter, DeadLetterReason, dlq_header};
 pub use envelope::{Envelope, EnvelopeError, HeaderSource, header};

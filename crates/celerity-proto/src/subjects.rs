@@ -144,6 +144,36 @@ impl Layout {
             })
     }
 
+    /// The stream of chord completions: `<NS>_CHORDS`.
+    pub fn chord_stream(&self) -> String {
+        format!("{}_CHORDS", self.upper)
+    }
+
+    /// The subjects of the chord stream: `<ns>.chord.*.*` (partition, chord id).
+    pub fn chord_subjects(&self) -> String {
+        format!("{}.chord.*.*", self.namespace)
+    }
+
+    /// Where members of `chord_id` (in `partition`) report: `<ns>.chord.<partition>.<chord id>`.
+    pub fn chord_subject(&self, partition: u32, chord_id: &crate::names::TaskId) -> String {
+        format!("{}.chord.{partition}.{chord_id}", self.namespace)
+    }
+
+    /// Every chord of one partition: `<ns>.chord.<partition>.*`.
+    pub fn chord_partition_subjects(&self, partition: u32) -> String {
+        format!("{}.chord.{partition}.*", self.namespace)
+    }
+
+    /// The KV bucket of chord definitions and fired markers: `<ns>_chords`.
+    pub fn chords_bucket(&self) -> String {
+        format!("{}_chords", self.namespace)
+    }
+
+    /// The KV bucket of aggregator leases, one key per chord partition: `<ns>_leases`.
+    pub fn leases_bucket(&self) -> String {
+        format!("{}_leases", self.namespace)
+    }
+
     /// The prefix of per-client result subjects: a producer sets `Celerity-Reply-To` to
     /// `<ns>.reply.<client id>` and the worker publishes final result records there.
     pub fn reply_subject(&self, client_id: &str) -> String {
