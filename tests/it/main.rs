@@ -2,6 +2,7 @@
 
 mod auth;
 mod canvas;
+mod chords;
 mod compose;
 mod dead_letters;
 mod protocol;

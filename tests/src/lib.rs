@@ -124,6 +124,17 @@ pub async fn record_failure(failed_id: String) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A chord body: the sum of the header results. Records its run on `it.runs.total` (with its
+/// id), so tests can count how often a body ran.
+#[celerity::task(name = "it.total")]
+pub async fn sum_all(ctx: &TaskContext, numbers: Vec<i64>) -> anyhow::Result<i64> {
+    let js = async_nats::jetstream::new(nats().await?);
+    js.publish("it.runs.total", ctx.id().to_string().into())
+        .await?
+        .await?;
+    Ok(numbers.iter().sum())
+}
+
 /// Returns the user headers it was sent with.
 #[celerity::task(name = "it.headers")]
 pub async fn headers(ctx: &TaskContext) -> Vec<(String, String)> {
@@ -146,7 +157,8 @@ pub fn app() -> Result<celerity::App, celerity::ConfigError> {
         .task(transform)
         .task(load)
         .task(explode)
-        .task(record_failure);
+        .task(record_failure)
+        .task(sum_all);
     if let Some(seconds) = std::env::var("IT_RESULT_EXPIRES_SECS")
         .ok()
         .and_then(|s| s.parse().ok())

@@ -63,6 +63,13 @@ pub struct ChordMember {
     pub size: u32,
 }
 
+impl ChordMember {
+    /// Member `index` of the `size` members of chord `id`.
+    pub fn new(id: TaskId, index: u32, size: u32) -> Self {
+        Self { id, index, size }
+    }
+}
+
 impl TaskBody {
     /// A body with positional arguments only.
     pub fn positional(args: Vec<Value>) -> Self {

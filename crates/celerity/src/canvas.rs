@@ -272,7 +272,7 @@ impl<T> Chain<T> {
             .iter()
             .filter_map(|node| node.result_id().cloned())
             .collect();
-        client.start_chain(tasks, None).await?;
+        client.start_chain(tasks, None, None).await?;
         let mut result: Option<AsyncResult<Value>> = None;
         for id in ids {
             result = Some(AsyncResult::with_parent(id, client.clone(), result));
@@ -330,7 +330,7 @@ impl<T> Group<T> {
         let mut results = Vec::with_capacity(tasks.len());
         for member in tasks {
             let member_id = member.result_id().cloned();
-            client.start_chain(vec![member], Some(&id)).await?;
+            client.start_chain(vec![member], Some(&id), None).await?;
             if let Some(member_id) = member_id {
                 results.push(AsyncResult::new(member_id, client.clone(), true));
             }
@@ -436,6 +436,78 @@ impl<T: DeserializeOwned> GroupResult<T> {
             .await
             .into_iter()
             .collect()
+    }
+}
+
+/// A group (the header) whose list of results, in member order, is the first argument of the body
+/// once every member has succeeded. The body runs exactly once; if a member fails, it does not run
+/// and the chord's result is that member's failure.
+///
+/// ```no_run
+/// # async fn demo(client: celerity::Client) -> Result<(), Box<dyn std::error::Error>> {
+/// #[celerity::task]
+/// async fn add(x: i64, y: i64) -> i64 { x + y }
+/// #[celerity::task]
+/// async fn total(numbers: Vec<i64>) -> i64 { numbers.iter().sum() }
+///
+/// let sum = celerity::Chord::new((0..1000).map(|i| add.s((i, i))), total.s(()))
+///     .apply_async(&client)
+///     .await?;
+/// assert_eq!(sum.get(std::time::Duration::from_secs(60)).await?, 999_000);
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Chord<U> {
+    header: Vec<Signature<Value>>,
+    body: Signature<Value>,
+    output: PhantomData<fn() -> U>,
+}
+
+impl<U> Chord<U> {
+    /// A chord of `header` members whose results go to `body`.
+    pub fn new<T>(header: impl IntoIterator<Item = Signature<T>>, body: Signature<U>) -> Self {
+        Self {
+            header: header.into_iter().map(Signature::erase).collect(),
+            body: body.erase(),
+            output: PhantomData,
+        }
+    }
+
+    /// Stores the chord's definition, then sends every header member. The result is the body's.
+    ///
+    /// # Errors
+    /// [`EnqueueError`] for an empty header, an invalid member, or a failed publish (members sent
+    /// before the failure stay sent, and the body never runs).
+    pub async fn apply_async(self, client: &Client) -> Result<AsyncResult<U>, EnqueueError> {
+        let id = new_id();
+        let mut header = callbacks(self.header)?;
+        for (index, member) in (0..).zip(header.iter_mut()) {
+            if let CanvasNode::Signature(signature) = member {
+                signature.id = celerity_proto::header_result_id(&id, index).map_err(|error| {
+                    EnqueueError::InvalidOption {
+                        option: "chord id",
+                        value: error.value,
+                        reason: error.rule.to_owned(),
+                    }
+                })?;
+            }
+        }
+        let body = CanvasNode::Signature(self.body.into_record()?);
+        let node = CanvasNode::Chord {
+            id: id.clone(),
+            header,
+            body: Box::new(body),
+        };
+        node.validate(MAX_DEPTH)
+            .map_err(EnqueueError::InvalidCanvas)?;
+        let CanvasNode::Chord { header, body, .. } = node else {
+            return Err(EnqueueError::InvalidCanvas(
+                celerity_proto::CanvasError::Empty("chord header"),
+            ));
+        };
+        let body_id = body.result_id().cloned().unwrap_or_else(|| id.clone());
+        client.start_chord(&id, header, *body).await?;
+        Ok(AsyncResult::new(body_id, client.clone(), true))
     }
 }
 

@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use async_nats::jetstream;
 use celerity_proto::{
-    CanvasNode, ContentType, Envelope, InvalidName, Layout, Priority, QueueName, ResultRecord,
-    TaskBody, TaskId, TaskName,
+    CanvasNode, ChordDefinition, ChordMember, ContentType, Envelope, InvalidName, Layout, Priority,
+    QueueName, ResultRecord, TaskBody, TaskId, TaskName,
 };
 use dashmap::DashMap;
 use futures_util::StreamExt;
@@ -228,6 +228,7 @@ struct ClientInner {
     layout: Layout,
     settings: Settings,
     store: ResultStore,
+    chords: async_nats::jetstream::kv::Store,
     publisher: Publisher,
     reply_subject: String,
     waiters: Arc<Waiters>,
@@ -275,6 +276,7 @@ impl Client {
         let layout = settings.layout();
         let kv = provision::results_bucket(&js, &layout, settings.result_expires).await?;
         let store = ResultStore::new(kv, None);
+        let chords = provision::chords_bucket(&js, &layout, settings.result_expires).await?;
         let reply_subject = layout.reply_subject(&uuid::Uuid::now_v7().simple().to_string());
         let subscriber = nats_client
             .subscribe(reply_subject.clone())
@@ -302,6 +304,7 @@ impl Client {
                 layout,
                 settings,
                 publisher,
+                chords,
                 store,
                 reply_subject,
                 waiters,
@@ -403,6 +406,7 @@ impl Client {
         &self,
         mut tasks: Vec<CanvasNode>,
         group_id: Option<&TaskId>,
+        chord: Option<ChordMember>,
     ) -> Result<(), EnqueueError> {
         if tasks.is_empty() {
             return Err(EnqueueError::InvalidCanvas(
@@ -427,6 +431,7 @@ impl Client {
         envelope.sent_at_ms = Some(now_ms());
         envelope.root_id = Some(first.id.clone());
         envelope.group_id = group_id.cloned();
+        envelope.chord_id = chord.as_ref().map(|member| member.id.clone());
         envelope.reply_to = Some(self.inner.reply_subject.clone());
         let queue = first
             .queue
@@ -436,6 +441,7 @@ impl Client {
         body.chain = rest;
         body.link = first.link;
         body.link_error = first.link_error;
+        body.chord = chord;
         self.inner
             .publisher
             .publish(&envelope, &body, &queue, true)
@@ -446,6 +452,58 @@ impl Client {
             if let Err(error) = self.inner.store.create_pending(&pending).await {
                 tracing::warn!(task_id = %pending.id, error = %crate::error_chain(&error), "chain step sent, but its PENDING record was not written");
             }
+        }
+        Ok(())
+    }
+
+    /// Sends a chord: stores its definition (the body, sent by an aggregator once every header
+    /// member has reported), records the body's steps as PENDING, then sends the header members.
+    pub(crate) async fn start_chord(
+        &self,
+        id: &TaskId,
+        header: Vec<CanvasNode>,
+        body: CanvasNode,
+    ) -> Result<(), EnqueueError> {
+        let size = u32::try_from(header.len()).map_err(|_| EnqueueError::InvalidOption {
+            option: "chord",
+            value: header.len().to_string(),
+            reason: "a chord header has at most 4294967295 members".to_owned(),
+        })?;
+        let mut body_ids = Vec::new();
+        collect_result_ids(&body, &mut body_ids);
+        let mut definition = ChordDefinition::new(id.clone(), size, body);
+        definition.reply_to = Some(self.inner.reply_subject.clone());
+        definition.content_type = self.inner.settings.content_type;
+        definition.root_id = Some(id.clone());
+        let bytes =
+            serde_json::to_vec(&definition).map_err(|error| EnqueueError::InvalidOption {
+                option: "chord",
+                value: id.to_string(),
+                reason: error.to_string(),
+            })?;
+        self.inner
+            .chords
+            .put(id.as_str(), bytes.into())
+            .await
+            .map_err(|error| EnqueueError::Publish {
+                task_id: id.clone(),
+                source: error.into(),
+            })?;
+        for body_id in body_ids {
+            let mut pending = Envelope::new(
+                body_id,
+                TaskName::new("celerity.chord")
+                    .map_err(|error| EnqueueError::invalid("task name", error))?,
+            );
+            pending.content_type = self.inner.settings.content_type;
+            if let Err(error) = self.inner.store.create_pending(&pending).await {
+                tracing::warn!(task_id = %pending.id, error = %crate::error_chain(&error), "chord body's PENDING record was not written");
+            }
+        }
+        for (index, member) in (0..).zip(header) {
+            let chord = ChordMember::new(id.clone(), index, size);
+            self.start_chain(vec![member], Some(id), Some(chord))
+                .await?;
         }
         Ok(())
     }
@@ -532,6 +590,24 @@ impl Client {
             .publish(&envelope, &body, &queue, !ignore_result)
             .await?;
         Ok(id)
+    }
+}
+
+/// Every signature id in `node`: the steps that get a record when it runs or fails.
+pub(crate) fn collect_result_ids(node: &CanvasNode, ids: &mut Vec<TaskId>) {
+    match node {
+        CanvasNode::Signature(signature) => ids.push(signature.id.clone()),
+        CanvasNode::Chain { tasks } => tasks.iter().for_each(|task| collect_result_ids(task, ids)),
+        CanvasNode::Group { id, tasks } => {
+            ids.push(id.clone());
+            tasks.iter().for_each(|task| collect_result_ids(task, ids));
+        }
+        CanvasNode::Chord { id, header, body } => {
+            ids.push(id.clone());
+            header.iter().for_each(|task| collect_result_ids(task, ids));
+            collect_result_ids(body, ids);
+        }
+        _ => {}
     }
 }
 

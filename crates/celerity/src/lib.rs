@@ -43,7 +43,7 @@ pub mod __private;
 
 pub use app::{App, AppBuilder, ConfigError, Settings};
 pub use async_result::{AsyncResult, ResultError};
-pub use canvas::{Chain, Group, GroupResult, Signature};
+pub use canvas::{Chain, Chord, Group, GroupResult, Signature};
 pub use celerity_macros::task;
 pub use celerity_proto::{ContentType, ErrorRecord, ResultRecord, TaskId, TaskState};
 pub use client::{ApplyOptions, Client, ClientError, EnqueueError};

@@ -111,22 +111,49 @@ pub(crate) async fn level_consumer(
 }
 
 /// The results bucket: one value per task id (history 1), expiring after `expiry`.
-///
-/// The bucket's backing stream is created directly because `create_key_value` of async-nats 0.51
-/// fails against nats-server 2.9 (it expects account fields the old server does not send).
 pub(crate) async fn results_bucket(
     js: &jetstream::Context,
     layout: &Layout,
     expiry: Duration,
 ) -> Result<kv::Store, ProvisionError> {
-    let bucket = layout.results_bucket();
+    kv_bucket(js, &layout.results_bucket(), expiry).await
+}
+
+/// The chords bucket: chord definitions and fired markers, expiring like results.
+pub(crate) async fn chords_bucket(
+    js: &jetstream::Context,
+    layout: &Layout,
+    expiry: Duration,
+) -> Result<kv::Store, ProvisionError> {
+    kv_bucket(js, &layout.chords_bucket(), expiry).await
+}
+
+/// The leases bucket: one key per chord partition, held by the worker aggregating it. A lease is
+/// kept by rewriting it; when its holder dies the key expires after `ttl` and another takes it.
+pub(crate) async fn leases_bucket(
+    js: &jetstream::Context,
+    layout: &Layout,
+    ttl: Duration,
+) -> Result<kv::Store, ProvisionError> {
+    kv_bucket(js, &layout.leases_bucket(), ttl).await
+}
+
+/// A KV bucket with history 1 whose values expire after `max_age`.
+///
+/// The bucket's backing stream is created directly because `create_key_value` of async-nats 0.51
+/// fails against nats-server 2.9 (it expects account fields the old server does not send).
+async fn kv_bucket(
+    js: &jetstream::Context,
+    bucket: &str,
+    max_age: Duration,
+) -> Result<kv::Store, ProvisionError> {
     let stream_name = format!("KV_{bucket}");
     let config = stream::Config {
-        name: stream_name.clone(),
+        name: stream_name,
         subjects: vec![format!("$KV.{bucket}.>")],
         max_messages_per_subject: 1,
-        max_age: expiry,
-        duplicate_window: expiry.min(Duration::from_secs(120)),
+        max_age,
+        duplicate_window: max_age.min(Duration::from_secs(120)),
         storage: stream::StorageType::File,
         allow_rollup: true,
         deny_delete: true,
@@ -137,19 +164,39 @@ pub(crate) async fn results_bucket(
     let stream = js
         .get_or_create_stream(config)
         .await
-        .map_err(|error| ProvisionError::new("bucket", &bucket, error))?;
+        .map_err(|error| ProvisionError::new("bucket", bucket, error))?;
     let existing = stream.cached_info().config.max_age;
-    if existing != expiry {
+    if existing != max_age {
         tracing::warn!(
             bucket = %bucket,
-            configured_s = expiry.as_secs_f64(),
+            configured_s = max_age.as_secs_f64(),
             existing_s = existing.as_secs_f64(),
-            "the results bucket exists with another expiry; keeping the existing one"
+            "the bucket exists with another expiry; keeping the existing one"
         );
     }
-    js.get_key_value(&bucket)
+    js.get_key_value(bucket)
         .await
-        .map_err(|error| ProvisionError::new("bucket", &bucket, error))
+        .map_err(|error| ProvisionError::new("bucket", bucket, error))
+}
+
+/// The chord completion stream: limits retention (completions are purged per chord once its body
+/// is sent), file storage, de-duplication of a member's repeated report by `Nats-Msg-Id`.
+pub(crate) async fn chord_stream(
+    js: &jetstream::Context,
+    layout: &Layout,
+) -> Result<stream::Stream, ProvisionError> {
+    let name = layout.chord_stream();
+    let config = stream::Config {
+        name: name.clone(),
+        subjects: vec![layout.chord_subjects()],
+        retention: stream::RetentionPolicy::Limits,
+        storage: stream::StorageType::File,
+        duplicate_window: Duration::from_secs(120),
+        ..Default::default()
+    };
+    js.get_or_create_stream(config)
+        .await
+        .map_err(|error| ProvisionError::new("stream", &name, error))
 }
 
 /// The dead-letter stream: limits retention, file storage, every `<ns>.dlq.*` subject.

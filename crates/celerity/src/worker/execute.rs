@@ -20,6 +20,7 @@ use crate::nats::headers::HeaderView;
 use crate::result_store::ResultStore;
 use crate::task::{Registered, TaskContext, TaskFuture};
 use crate::worker::WorkerShared;
+use crate::worker::chord::{HeaderResultsError, gather_header_results};
 use crate::worker::continuation::Continuation;
 use crate::worker::dead_letter::dead_letter;
 
@@ -41,22 +42,22 @@ pub(crate) async fn execute(
             return dead_letter(&shared, &queue, &message, reason, error.to_string()).await;
         }
     };
+    let decoded = envelope.content_type.decode::<TaskBody>(&message.payload);
+    // A chord body is always checked: it must run exactly once even if an aggregator sent it twice.
+    let chord_body = matches!(&decoded, Ok(body) if body.chord_results.is_some());
     // Checked before the registry: a worker that lacks the task must not replace a stored result.
-    if delivered > 1
+    if (delivered > 1 || chord_body)
         && let Some(record) = final_record(&shared.store, &envelope).await
     {
-        tracing::info!(task_id = %envelope.id, delivered, "redelivered task already has a final result; acknowledging without running it");
+        tracing::info!(task_id = %envelope.id, delivered, "task already has a final result; acknowledging without running it");
         // The worker that stored it may have died before notifying the producer, or before
-        // sending the next steps (their ids de-duplicate a second send).
+        // sending what follows (those sends are de-duplicated by id).
         notify(&shared, &envelope, &record).await;
-        if let Ok(mut body) = envelope.content_type.decode::<TaskBody>(&message.payload) {
+        if let Ok(mut body) = decoded {
             let continuation = Continuation::take(&mut body);
-            if let (TaskState::Success, false) = (&record.state, continuation.is_empty()) {
-                let result = record.result.clone().unwrap_or(Value::Null);
-                if let Err(error) = continuation.on_success(&shared, &envelope, &result).await {
-                    tracing::error!(task_id = %envelope.id, error = %crate::error_chain(&error), "cannot send the next steps; the task will be redelivered");
-                    return;
-                }
+            if let Err(error) = continuation.after(&shared, &envelope, &record).await {
+                tracing::error!(task_id = %envelope.id, error = %crate::error_chain(&error), "cannot send what follows the task; it will be redelivered");
+                return;
             }
         }
         return ack(&message).await;
@@ -77,7 +78,7 @@ pub(crate) async fn execute(
         )
         .await;
     };
-    let mut body: TaskBody = match envelope.content_type.decode(&message.payload) {
+    let mut body = match decoded {
         Ok(body) => body,
         Err(error) => {
             let reason = DeadLetterReason::UndecodableBody;
@@ -92,6 +93,27 @@ pub(crate) async fn execute(
             .await;
         }
     };
+    if let Some(results) = body.chord_results.take() {
+        match gather_header_results(&shared.store, &results).await {
+            Ok(list) => body.args.insert(0, list),
+            Err(HeaderResultsError::Store(error)) => {
+                tracing::warn!(task_id = %envelope.id, error = %crate::error_chain(&error), "cannot read the chord's header results; the body will be redelivered");
+                return;
+            }
+            Err(HeaderResultsError::NotSucceeded { index, state }) => {
+                let error = ErrorRecord::new(
+                    "celerity::ChordHeaderFailed",
+                    format!(
+                        "header member {index} of chord {} is {state}, not SUCCESS",
+                        results.id
+                    ),
+                );
+                let continuation = Continuation::take(&mut body);
+                return finish_without_running(&shared, &envelope, &message, continuation, error)
+                    .await;
+            }
+        }
+    }
     let continuation = Continuation::take(&mut body);
     let context = TaskContext::new(envelope.clone(), delivered, Some(shared.store.clone()));
     let future = match (task.run)(context, body.args, body.kwargs) {
@@ -110,6 +132,28 @@ pub(crate) async fn execute(
         }
     };
     run_bound(&shared, task, &envelope, &message, future, continuation).await;
+}
+
+/// Records a task that cannot run as failed, runs what follows a failure, and acknowledges it.
+async fn finish_without_running(
+    shared: &WorkerShared,
+    envelope: &Envelope,
+    message: &jetstream::Message,
+    continuation: Continuation,
+    error: ErrorRecord,
+) {
+    let record = shared
+        .store
+        .record(envelope, TaskState::Failure)
+        .with_error(error);
+    if !store_final(shared, envelope, &record).await {
+        return;
+    }
+    if let Err(error) = continuation.after(shared, envelope, &record).await {
+        tracing::error!(task_id = %envelope.id, error = %crate::error_chain(&error), "cannot send what follows the task; it will be redelivered");
+        return;
+    }
+    ack(message).await;
 }
 
 /// Dead-letters a task whose envelope is valid, and tells its producer: the task fails with
@@ -168,23 +212,18 @@ async fn run_bound(
         }
     };
     record.started_at_ms = Some(started_at);
-    if !task.options.is_ignore_result() && !store_final(shared, envelope, &record).await {
+    let keep_result = !task.options.is_ignore_result() || continuation.reports_to_chord();
+    if keep_result && !store_final(shared, envelope, &record).await {
         // Not acknowledged: the message is redelivered after AckWait and the task runs again.
         return;
     }
-    if !continuation.is_empty() {
-        match (&record.result, &record.error) {
-            (_, Some(error)) => continuation.on_failure(shared, envelope, error).await,
-            (result, None) => {
-                let result = result.clone().unwrap_or(Value::Null);
-                if let Err(error) = continuation.on_success(shared, envelope, &result).await {
-                    // Not acknowledged: the redelivered message finds the stored result and sends
-                    // the next steps again without running the task.
-                    tracing::error!(task_id = %envelope.id, error = %crate::error_chain(&error), "cannot send the next steps; the task will be redelivered");
-                    return;
-                }
-            }
-        }
+    if !continuation.is_empty()
+        && let Err(error) = continuation.after(shared, envelope, &record).await
+    {
+        // Not acknowledged: the redelivered message finds the stored result and sends what
+        // follows again without running the task.
+        tracing::error!(task_id = %envelope.id, error = %crate::error_chain(&error), "cannot send what follows the task; it will be redelivered");
+        return;
     }
     if acks_late {
         ack(message).await;

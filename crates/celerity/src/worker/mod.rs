@@ -5,6 +5,7 @@
 //! core. [`run`] blocks and handles SIGTERM/SIGINT; [`spawn`] starts a worker on its own thread
 //! and returns a [`WorkerHandle`].
 
+mod chord;
 mod continuation;
 mod dead_letter;
 mod execute;
@@ -136,6 +137,9 @@ pub enum WorkerError {
     Panicked,
 }
 
+/// How long a chord partition's lease outlives a worker that stopped renewing it.
+const CHORD_LEASE_TTL: Duration = Duration::from_secs(6);
+
 /// The most tasks one worker holds at once (a bound far above any sensible setting, and below
 /// the semaphore's own limit).
 const MAX_SLOTS: usize = 1 << 20;
@@ -265,7 +269,7 @@ fn run_on_this_thread(
     // NOTE: the connection is made on the multi-thread runtime so its I/O never waits on an actor.
     let hostname: Arc<str> = Arc::from(config.hostname.as_str());
     let connection_name = hostname.to_string();
-    let (client, js, consumers_by_queue, store, ack_wait) = runtime.block_on(async {
+    let (client, js, consumers_by_queue, store, ack_wait, chords) = runtime.block_on(async {
         let client = connect_with_retry(&nats, |options| options.name(&connection_name)).await?;
         let js = jetstream::new(client.clone());
         let layout = app.settings().layout();
@@ -278,7 +282,7 @@ fn run_on_this_thread(
             client: &client,
             hostname: &hostname,
         };
-        let (store, queues) = setup.provision_with_retry().await;
+        let (store, queues, chords) = setup.provision_with_retry().await;
         // In-progress acks must beat the AckWait the shared consumers really have, which the
         // first worker to create them chose.
         let ack_wait = queues
@@ -290,7 +294,7 @@ fn run_on_this_thread(
             })
             .min()
             .unwrap_or(config.ack_wait);
-        Ok::<_, WorkerError>((client, js, queues, store, ack_wait))
+        Ok::<_, WorkerError>((client, js, queues, store, ack_wait, chords))
     })?;
     let publisher = Publisher::new(
         client.clone(),
@@ -319,8 +323,8 @@ fn run_on_this_thread(
         recheck_interval: config.recheck_interval,
     });
     let system = System::new();
-    let root =
-        system.block_on(async move { root::Worker::new(shared, consumers_by_queue).start() });
+    let root = system
+        .block_on(async move { root::Worker::new(shared, consumers_by_queue, chords).start() });
     if handle_signals {
         runtime.spawn(forward_signals(root.clone()));
     }
@@ -366,7 +370,7 @@ enum SetupError {
 
 impl Setup<'_> {
     /// Creates or opens everything the worker needs, retrying until the server's JetStream answers.
-    async fn provision_with_retry(&self) -> (ResultStore, Vec<QueueSetup>) {
+    async fn provision_with_retry(&self) -> (ResultStore, Vec<QueueSetup>, chord::ChordBackend) {
         let mut delay = Duration::from_millis(100);
         loop {
             match self.provision_once().await {
@@ -380,7 +384,9 @@ impl Setup<'_> {
         }
     }
 
-    async fn provision_once(&self) -> Result<(ResultStore, Vec<QueueSetup>), SetupError> {
+    async fn provision_once(
+        &self,
+    ) -> Result<(ResultStore, Vec<QueueSetup>, chord::ChordBackend), SetupError> {
         let Setup {
             js,
             layout,
@@ -392,6 +398,12 @@ impl Setup<'_> {
         } = *self;
         let kv = provision::results_bucket(js, layout, app.settings().result_expires).await?;
         provision::dead_letter_stream(js, layout).await?;
+        let chords = chord::ChordBackend {
+            stream: provision::chord_stream(js, layout).await?,
+            chords: provision::chords_bucket(js, layout, app.settings().result_expires).await?,
+            leases: provision::leases_bucket(js, layout, CHORD_LEASE_TTL).await?,
+            lease_ttl: CHORD_LEASE_TTL,
+        };
         let mut setups = Vec::new();
         for queue in queues {
             let stream = provision::queue_stream(js, layout, queue).await?;
@@ -409,7 +421,7 @@ impl Setup<'_> {
                 .map_err(|error| SetupError::Subscribe(queue.clone(), error))?;
             setups.push((queue.clone(), consumers, doorbells));
         }
-        Ok((ResultStore::new(kv, Some(hostname.clone())), setups))
+        Ok((ResultStore::new(kv, Some(hostname.clone())), setups, chords))
     }
 }
 

@@ -8,12 +8,15 @@ use async_nats::jetstream::consumer::PullConsumer;
 use celerity_proto::QueueName;
 
 use crate::worker::SharedHandle;
+use crate::worker::chord::{ChordAggregator, ChordBackend};
 use crate::worker::queue::{QueueActor, StopConsuming};
 
 /// The root actor.
 pub(crate) struct Worker {
     shared: SharedHandle,
     pending_queues: Vec<(QueueName, Vec<PullConsumer>, async_nats::Subscriber)>,
+    chords: Option<ChordBackend>,
+    aggregator: Option<Addr<ChordAggregator>>,
     queues: Vec<Addr<QueueActor>>,
     running: HashSet<QueueName>,
     shutdowns: u32,
@@ -23,10 +26,13 @@ impl Worker {
     pub(crate) fn new(
         shared: SharedHandle,
         queues: Vec<(QueueName, Vec<PullConsumer>, async_nats::Subscriber)>,
+        chords: ChordBackend,
     ) -> Self {
         Self {
             shared,
             pending_queues: queues,
+            chords: Some(chords),
+            aggregator: None,
             queues: Vec::new(),
             running: HashSet::new(),
             shutdowns: 0,
@@ -49,6 +55,9 @@ impl Actor for Worker {
                 doorbells,
             );
             self.queues.push(actor.start());
+        }
+        if let Some(chords) = self.chords.take() {
+            self.aggregator = Some(ChordAggregator::new(self.shared.clone(), chords).start());
         }
         tracing::info!(worker = %self.shared.hostname, concurrency = self.shared.concurrency, "worker ready");
     }

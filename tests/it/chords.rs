@@ -1,0 +1,92 @@
+//! Chords across processes: the body gets the header results in order and runs exactly once.
+
+use std::time::Duration;
+
+use celerity::{Chord, ResultError};
+use celerity_it::{add, explode, sum_all};
+
+use crate::support::{WorkerProcess, client, run_counts, runs_stream, server};
+
+const WAIT: Duration = Duration::from_secs(120);
+
+/// How many times chord bodies ran, by body id.
+async fn body_runs(url: &str) -> std::collections::HashMap<String, usize> {
+    run_counts(url).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chord_sums_a_thousand_add_tasks_and_runs_its_body_once() {
+    let server = server();
+    let url = server.url();
+    runs_stream(&url).await;
+    let _w1 = WorkerProcess::start(&url, "w1", &["-c", "16"]);
+    let _w2 = WorkerProcess::start(&url, "w2", &["-c", "16"]);
+    let client = client(&url).await;
+
+    let sum = Chord::new((0..1000).map(|i| add.s((i, i))), sum_all.s(()))
+        .apply_async(&client)
+        .await
+        .expect("the chord is sent");
+    assert_eq!(sum.get(WAIT).await.expect("the body runs"), 999_000);
+    assert_eq!(
+        body_runs(&url).await.get(sum.id().as_str()),
+        Some(&1),
+        "the body ran once"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_header_member_fails_the_chord_and_the_body_never_runs() {
+    let server = server();
+    let url = server.url();
+    runs_stream(&url).await;
+    let _worker = WorkerProcess::start(&url, "w1", &["-c", "8"]);
+    let client = client(&url).await;
+
+    // Member 7 fails; the others succeed.
+    let failing = explode.s((vec![1_i64, 2, 3],));
+    let sum = Chord::new(
+        (0..20).map(|i| {
+            if i == 7 {
+                failing.clone()
+            } else {
+                add.s((i, 1))
+            }
+        }),
+        sum_all.s(()),
+    )
+    .apply_async(&client)
+    .await
+    .unwrap();
+    match sum.get(WAIT).await {
+        Err(ResultError::Failed { error, .. }) => {
+            assert_eq!(error.message, "cannot transform 3 rows")
+        }
+        other => panic!("expected the header's failure, got {other:?}"),
+    }
+    let record = sum.record().await.unwrap().expect("the body has a record");
+    assert_eq!(record.task, None, "the body never ran");
+    assert!(!body_runs(&url).await.contains_key(sum.id().as_str()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ten_thousand_task_chord_completes() {
+    let server = server();
+    let url = server.url();
+    runs_stream(&url).await;
+    let _w1 = WorkerProcess::start(&url, "w1", &["-c", "32"]);
+    let _w2 = WorkerProcess::start(&url, "w2", &["-c", "32"]);
+    let client = client(&url).await;
+
+    let sum = Chord::new((0..10_000).map(|i| add.s((i, 1))), sum_all.s(()))
+        .apply_async(&client)
+        .await
+        .unwrap();
+    assert_eq!(
+        sum.get(WAIT)
+            .await
+            .expect("the 10,000-task chord completes"),
+        (1..=10_000).sum::<i64>()
+    );
+    assert_eq!(body_runs(&url).await.get(sum.id().as_str()), Some(&1));
+}
