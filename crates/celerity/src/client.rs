@@ -11,7 +11,7 @@ use celerity_proto::{
     QueueName, ResultRecord, TaskBody, TaskId, TaskName,
 };
 use dashmap::DashMap;
-use futures_util::StreamExt;
+use futures_util::{StreamExt, TryStreamExt};
 use serde_json::Value;
 use tokio::sync::{Notify, oneshot};
 
@@ -500,11 +500,15 @@ impl Client {
                 tracing::warn!(task_id = %pending.id, error = %crate::error_chain(&error), "chord body's PENDING record was not written");
             }
         }
-        for (index, member) in (0..).zip(header) {
-            let chord = ChordMember::new(id.clone(), index, size);
-            self.start_chain(vec![member], Some(id), Some(chord))
-                .await?;
-        }
+        // Members are independent messages: send many at once, as a group's producer would.
+        futures_util::stream::iter((0..).zip(header))
+            .map(|(index, member)| {
+                let chord = ChordMember::new(id.clone(), index, size);
+                self.start_chain(vec![member], Some(id), Some(chord))
+            })
+            .buffer_unordered(256)
+            .try_collect::<Vec<()>>()
+            .await?;
         Ok(())
     }
 
