@@ -90,3 +90,60 @@ async fn a_ten_thousand_task_chord_completes() {
     );
     assert_eq!(body_runs(&url).await.get(sum.id().as_str()), Some(&1));
 }
+
+/// Completions stored so far in the chord stream.
+async fn completions(url: &str) -> u64 {
+    let js = async_nats::jetstream::new(async_nats::connect(url).await.unwrap());
+    let mut stream = js.get_stream("CELERITY_CHORDS").await.unwrap();
+    stream
+        .info()
+        .await
+        .map(|info| info.state.messages)
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_workers_at_any_point_of_a_chord_runs_its_body_once_with_the_right_sum() {
+    let server = server();
+    let url = server.url();
+    runs_stream(&url).await;
+    let args = ["-c", "8", "--ack-wait", "2"];
+    let mut workers = vec![
+        WorkerProcess::start(&url, "w1", &args),
+        WorkerProcess::start(&url, "w2", &args),
+    ];
+    let client = client(&url).await;
+
+    let sum = Chord::new(
+        (0..1000).map(|i| celerity_it::slow_add.s((i, 1, 10))),
+        sum_all.s(()),
+    )
+    .apply_async(&client)
+    .await
+    .unwrap();
+    // Kill the oldest worker (the first holds the aggregator leases) early, midway, and once the
+    // whole header has reported; each time a new worker joins.
+    for (round, threshold) in [100, 500, 1000].into_iter().enumerate() {
+        crate::support::eventually("enough header members report", WAIT, || async {
+            completions(&url).await >= threshold || sum.ready().await.unwrap_or(false)
+        })
+        .await;
+        let victim = workers.remove(0);
+        victim.signal(libc::SIGKILL);
+        drop(victim);
+        workers.push(WorkerProcess::start(
+            &url,
+            &format!("w{}", round + 3),
+            &args,
+        ));
+    }
+    assert_eq!(
+        sum.get(WAIT).await.expect("the body runs after the kills"),
+        (1..=1000).sum::<i64>()
+    );
+    assert_eq!(
+        body_runs(&url).await.get(sum.id().as_str()),
+        Some(&1),
+        "the body ran exactly once"
+    );
+}

@@ -124,6 +124,13 @@ pub async fn record_failure(failed_id: String) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Adds after sleeping, so a chord of them is still running when a test kills a worker.
+#[celerity::task(name = "it.slow_add")]
+pub async fn slow_add(x: i64, y: i64, sleep_ms: u64) -> i64 {
+    tokio::time::sleep(std::time::Duration::from_millis(sleep_ms)).await;
+    x + y
+}
+
 /// A chord body: the sum of the header results. Records its run on `it.runs.total` (with its
 /// id), so tests can count how often a body ran.
 #[celerity::task(name = "it.total")]
@@ -158,7 +165,8 @@ pub fn app() -> Result<celerity::App, celerity::ConfigError> {
         .task(load)
         .task(explode)
         .task(record_failure)
-        .task(sum_all);
+        .task(sum_all)
+        .task(slow_add);
     if let Some(seconds) = std::env::var("IT_RESULT_EXPIRES_SECS")
         .ok()
         .and_then(|s| s.parse().ok())
