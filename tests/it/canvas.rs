@@ -173,7 +173,7 @@ async fn group_results_come_in_member_order_and_as_they_complete() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_unsupported_next_step_fails_visibly_and_the_message_is_acknowledged() {
+async fn a_hand_written_chain_with_a_group_step_runs_the_group_with_the_previous_result() {
     let server = server();
     let _worker = WorkerProcess::start(&server.url(), "w1", &[]);
     let client = client(&server.url()).await;
@@ -205,11 +205,147 @@ async fn an_unsupported_next_step_fails_visibly_and_the_message_is_acknowledged(
     let head = client.async_result::<Vec<i64>>("head").unwrap();
     assert_eq!(head.get(WAIT).await.unwrap(), vec![2, 20, 200]);
     let member = client.async_result::<i64>("next-member").unwrap();
-    match member.get(WAIT).await {
-        Err(ResultError::Failed { error, .. }) => {
-            assert_eq!(error.kind, "celerity::UnsupportedCanvas")
+    assert_eq!(
+        member.get(WAIT).await.unwrap(),
+        222,
+        "the group member got the head's result"
+    );
+    let queue = js.get_stream("CELERITY_Q_default").await.unwrap();
+    eventually("the head's message is acknowledged", WAIT, || {
+        let mut queue = queue.clone();
+        async move {
+            queue
+                .info()
+                .await
+                .map(|info| info.state.messages == 0)
+                .unwrap_or(false)
         }
-        other => panic!("expected an unsupported-canvas failure, got {other:?}"),
+    })
+    .await;
+}
+
+mod nesting {
+    //! Celery's common ETL shapes: canvases inside canvases.
+
+    use celerity::{Chord, Group};
+    use celerity_it::{add, extract, sum_all, transform};
+
+    use super::WAIT;
+    use crate::support::{WorkerProcess, client, runs_stream, server};
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_nesting_shape_runs_with_the_right_results() {
+        let server = server();
+        let url = server.url();
+        runs_stream(&url).await;
+        let _worker = WorkerProcess::start(&url, "w1", &["-c", "8"]);
+        let client = client(&url).await;
+
+        // A chain inside a group.
+        let chains = Group::new([
+            celerity::chain![extract.s((1,)), transform.s(())],
+            celerity::chain![extract.s((2,)), transform.s(())],
+        ])
+        .apply_async(&client)
+        .await
+        .unwrap();
+        assert_eq!(chains.get(WAIT).await.unwrap(), vec![111, 222]);
+
+        // A group inside a chain: the next step receives the list.
+        let fan = celerity::chain![
+            extract.s((1,)),
+            Group::new([transform.s(()), transform.s(())]),
+            sum_all.s(())
+        ]
+        .apply_async(&client)
+        .await
+        .unwrap();
+        assert_eq!(fan.get(WAIT).await.unwrap(), 222);
+
+        // A chord whose body is a chain.
+        let chord_then = Chord::new(
+            (0..10).map(|i| add.s((i, 1))),
+            celerity::chain![sum_all.s(()), add.s((5,))],
+        )
+        .apply_async(&client)
+        .await
+        .unwrap();
+        assert_eq!(chord_then.get(WAIT).await.unwrap(), 60);
+
+        // A chord inside a chain.
+        let inner = Chord::new([transform.s(()), transform.s(())], sum_all.s(()));
+        let chord_in_chain = celerity::chain![extract.s((3,)), inner, add.s((1,))]
+            .apply_async(&client)
+            .await
+            .unwrap();
+        assert_eq!(chord_in_chain.get(WAIT).await.unwrap(), 667);
+
+        // A group of chords.
+        let chords = Group::new([
+            Chord::new((0..5).map(|i| add.s((i, 1))), sum_all.s(())),
+            Chord::new((5..10).map(|i| add.s((i, 1))), sum_all.s(())),
+        ])
+        .apply_async(&client)
+        .await
+        .unwrap();
+        assert_eq!(chords.get(WAIT).await.unwrap(), vec![15, 40]);
+
+        // A chord whose header members are chains.
+        let chained_header = Chord::new(
+            [
+                celerity::chain![extract.s((1,)), transform.s(())],
+                celerity::chain![extract.s((2,)), transform.s(())],
+            ],
+            sum_all.s(()),
+        )
+        .apply_async(&client)
+        .await
+        .unwrap();
+        assert_eq!(chained_header.get(WAIT).await.unwrap(), 333);
+
+        // A chain may not end with a group (its results have no single record).
+        let refused = celerity::chain![extract.s((1,)), Group::new([transform.s(())])]
+            .apply_async(&client)
+            .await;
+        assert!(refused.is_err());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalid_canvas_after_a_task_fails_its_steps_instead_of_retrying_forever() {
+    let server = server();
+    let _worker = WorkerProcess::start(&server.url(), "w1", &[]);
+    let client = client(&server.url()).await;
+    let js = async_nats::jetstream::new(client.nats().clone());
+    // A group followed by a step runs as a chord, whose members' ids must be `<group id>-<i>`.
+    let body = serde_json::json!({
+        "args": [2],
+        "chain": [
+            {"kind": "group", "id": "g", "tasks": [{"kind": "signature", "id": "wrong-id", "task": "etl.transform"}]},
+            {"kind": "signature", "id": "after-group", "task": "it.total"}
+        ]
+    });
+    let mut headers = async_nats::HeaderMap::new();
+    for (name, value) in [
+        ("Celerity-Version", "1"),
+        ("Celerity-Task", "etl.extract"),
+        ("Celerity-Id", "bad-head"),
+    ] {
+        headers.insert(name, value);
+    }
+    js.publish_with_headers(
+        "celerity.q.default.0",
+        headers,
+        serde_json::to_vec(&body).unwrap().into(),
+    )
+    .await
+    .unwrap()
+    .await
+    .unwrap();
+    let after = client.async_result::<i64>("after-group").unwrap();
+    match after.get(WAIT).await {
+        Err(ResultError::Failed { error, .. }) => assert_eq!(error.kind, "celerity::InvalidCanvas"),
+        other => panic!("expected an invalid-canvas failure, got {other:?}"),
     }
     let queue = js.get_stream("CELERITY_Q_default").await.unwrap();
     eventually("the head's message is acknowledged", WAIT, || {

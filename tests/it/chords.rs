@@ -94,7 +94,10 @@ async fn a_ten_thousand_task_chord_completes() {
 /// Completions stored so far in the chord stream.
 async fn completions(url: &str) -> u64 {
     let js = async_nats::jetstream::new(async_nats::connect(url).await.expect("connect"));
-    let mut stream = js.get_stream("CELERITY_CHORDS").await.expect("the chord stream");
+    let mut stream = js
+        .get_stream("CELERITY_CHORDS")
+        .await
+        .expect("the chord stream");
     stream
         .info()
         .await

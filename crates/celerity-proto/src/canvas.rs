@@ -207,12 +207,14 @@ impl CanvasNode {
     }
 
     /// The id under which this node's result can be read: a signature's id, a chain's last
-    /// step's, a group's or chord's own id.
+    /// node's, a chord's body's, and a group's own id (a group has no record of its own; its
+    /// members have theirs).
     pub fn result_id(&self) -> Option<&TaskId> {
         match self {
             CanvasNode::Signature(signature) => Some(&signature.id),
             CanvasNode::Chain { tasks } => tasks.last().and_then(CanvasNode::result_id),
-            CanvasNode::Group { id, .. } | CanvasNode::Chord { id, .. } => Some(id),
+            CanvasNode::Chord { body, .. } => body.result_id(),
+            CanvasNode::Group { id, .. } => Some(id),
         }
     }
 }

@@ -71,6 +71,10 @@ pub struct ChordDefinition {
     /// The workflow's first task.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub root_id: Option<TaskId>,
+    /// Set when this chord is itself a member of another chord's header: the body's last task
+    /// reports to that chord.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub member: Option<crate::body::ChordMember>,
 }
 
 impl ChordDefinition {
@@ -84,6 +88,7 @@ impl ChordDefinition {
             reply_to: None,
             content_type: ContentType::Json,
             root_id: None,
+            member: None,
         }
     }
 }

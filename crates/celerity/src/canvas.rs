@@ -216,73 +216,205 @@ fn new_id() -> TaskId {
     TaskId::new(uuid::Uuid::now_v7().to_string()).expect("a UUID is a valid task id")
 }
 
+/// Any canvas (a signature, chain, group or chord) typed by its result: what chains, groups and
+/// chords are built from. Every canvas type converts into it with `into()`.
+#[derive(Debug, Clone)]
+pub struct Part<T> {
+    node: Untyped,
+    output: PhantomData<fn() -> T>,
+}
+
+#[derive(Debug, Clone)]
+enum Untyped {
+    Signature(Signature<Value>),
+    Chain(Vec<Untyped>),
+    Group(Vec<Untyped>),
+    Chord(Vec<Untyped>, Box<Untyped>),
+}
+
+impl<T> From<Signature<T>> for Part<T> {
+    fn from(signature: Signature<T>) -> Self {
+        Part {
+            node: Untyped::Signature(signature.erase()),
+            output: PhantomData,
+        }
+    }
+}
+
+impl<T> From<Chain<T>> for Part<T> {
+    fn from(chain: Chain<T>) -> Self {
+        Part {
+            node: Untyped::Chain(chain.steps),
+            output: PhantomData,
+        }
+    }
+}
+
+impl<T> From<Group<T>> for Part<Vec<T>> {
+    fn from(group: Group<T>) -> Self {
+        Part {
+            node: Untyped::Group(group.members),
+            output: PhantomData,
+        }
+    }
+}
+
+impl<T> From<Chord<T>> for Part<T> {
+    fn from(chord: Chord<T>) -> Self {
+        Part {
+            node: Untyped::Chord(chord.header, Box::new(chord.body)),
+            output: PhantomData,
+        }
+    }
+}
+
+impl Untyped {
+    /// The wire node, with fresh ids; chord header members get their result ids
+    /// `<chord id>-<index>`.
+    fn into_node(self) -> Result<CanvasNode, EnqueueError> {
+        Ok(match self {
+            Untyped::Signature(signature) => CanvasNode::Signature(signature.into_record()?),
+            Untyped::Chain(steps) => {
+                let mut tasks: Vec<CanvasNode> = steps
+                    .into_iter()
+                    .map(Untyped::into_node)
+                    .collect::<Result<_, _>>()?;
+                // NOTE(protocol): a group followed by more steps runs as a chord whose id is the
+                // group's, so its members' results are stored as that chord's header results.
+                let last = tasks.len().saturating_sub(1);
+                for node in tasks.iter_mut().take(last) {
+                    if let CanvasNode::Group { id, tasks: members } = node {
+                        for (index, member) in (0..).zip(members.iter_mut()) {
+                            set_result_id(member, chord_member_id(id, index)?)?;
+                        }
+                    }
+                }
+                CanvasNode::Chain { tasks }
+            }
+            Untyped::Group(members) => CanvasNode::Group {
+                id: new_id(),
+                tasks: members
+                    .into_iter()
+                    .map(Untyped::into_node)
+                    .collect::<Result<_, _>>()?,
+            },
+            Untyped::Chord(header, body) => {
+                let id = new_id();
+                let mut tasks = Vec::with_capacity(header.len());
+                for (index, member) in (0..).zip(header) {
+                    let mut node = member.into_node()?;
+                    set_result_id(&mut node, chord_member_id(&id, index)?)?;
+                    tasks.push(node);
+                }
+                CanvasNode::Chord {
+                    id,
+                    header: tasks,
+                    body: Box::new(body.into_node()?),
+                }
+            }
+        })
+    }
+}
+
+/// The result id of member `index` of chord (or chained group) `id`.
+fn chord_member_id(id: &TaskId, index: u32) -> Result<TaskId, EnqueueError> {
+    celerity_proto::header_result_id(id, index).map_err(|error| EnqueueError::InvalidOption {
+        option: "chord id",
+        value: error.value,
+        reason: error.rule.to_owned(),
+    })
+}
+
+/// Makes `id` the id under which `node`'s result is stored.
+fn set_result_id(node: &mut CanvasNode, id: TaskId) -> Result<(), EnqueueError> {
+    match node {
+        CanvasNode::Signature(signature) => {
+            signature.id = id;
+            Ok(())
+        }
+        CanvasNode::Chain { tasks } => match tasks.last_mut() {
+            Some(last) => set_result_id(last, id),
+            None => Err(EnqueueError::InvalidCanvas(celerity_proto::CanvasError::Empty("chain"))),
+        },
+        CanvasNode::Chord { body, .. } => set_result_id(body, id),
+        _ => Err(EnqueueError::InvalidOption {
+            option: "chord",
+            value: id.to_string(),
+            reason: "a chord header member cannot be a group (its result is not one record): use a chord instead".to_owned(),
+        }),
+    }
+}
+
+/// Validates and sends `node`.
+async fn send(client: &Client, node: &CanvasNode) -> Result<(), EnqueueError> {
+    node.validate(MAX_DEPTH)
+        .map_err(EnqueueError::InvalidCanvas)?;
+    client.send_canvas(node).await
+}
+
 /// Steps run one after the other, each receiving the previous result (unless immutable); typed by
 /// what the last step returns. Built with [`chain!`](crate::chain) or [`Chain::start`] and
-/// [`Chain::then`].
+/// [`Chain::then`]. A step may be a signature, a chain, a group (the next step receives the list
+/// of its results) or a chord.
 #[derive(Debug, Clone)]
 pub struct Chain<T> {
-    steps: Vec<Signature<Value>>,
+    steps: Vec<Untyped>,
     output: PhantomData<fn() -> T>,
 }
 
 impl<T> Chain<T> {
     /// A chain whose first step is `first`.
-    pub fn start(first: Signature<T>) -> Self {
+    pub fn start(first: impl Into<Part<T>>) -> Self {
         Self {
-            steps: vec![first.erase()],
+            steps: vec![first.into().node],
             output: PhantomData,
         }
     }
 
     /// Appends `next`, which receives this chain's result.
-    pub fn then<U>(mut self, next: Signature<U>) -> Chain<U> {
-        self.steps.push(next.erase());
+    pub fn then<U>(mut self, next: impl Into<Part<U>>) -> Chain<U> {
+        self.steps.push(next.into().node);
         Chain {
             steps: self.steps,
             output: PhantomData,
         }
     }
 
-    /// The chain as wire data, with fresh ids.
-    ///
-    /// # Errors
-    /// [`EnqueueError::InvalidOption`] for an invalid step.
-    pub fn to_node(self) -> Result<CanvasNode, EnqueueError> {
-        Ok(CanvasNode::Chain {
-            tasks: callbacks(self.steps)?,
-        })
-    }
-
     /// Sends the first step, with the others as its continuation. The result is the last step's,
-    /// and [`AsyncResult::parent`] walks back through the earlier ones.
+    /// and [`AsyncResult::parent`] walks back through the earlier steps.
     ///
     /// # Errors
-    /// [`EnqueueError`] for an invalid step or a failed publish; nothing is enqueued then.
+    /// [`EnqueueError`] for an invalid canvas (a chain may not end with a group: make it a chord)
+    /// or a failed publish; nothing is enqueued then.
     pub async fn apply_async(self, client: &Client) -> Result<AsyncResult<T>, EnqueueError> {
-        let tasks = callbacks(self.steps)?;
-        let node = CanvasNode::Chain { tasks };
-        node.validate(MAX_DEPTH)
-            .map_err(EnqueueError::InvalidCanvas)?;
-        let CanvasNode::Chain { tasks } = node else {
+        if matches!(self.steps.last(), Some(Untyped::Group(_))) {
+            return Err(EnqueueError::InvalidOption {
+                option: "chain",
+                value: "group".to_owned(),
+                reason: "a chain cannot end with a group, whose results have no single record: end it with a chord".to_owned(),
+            });
+        }
+        let node = Untyped::Chain(self.steps).into_node()?;
+        send(client, &node).await?;
+        let CanvasNode::Chain { tasks } = &node else {
             return Err(EnqueueError::InvalidCanvas(
                 celerity_proto::CanvasError::Empty("chain"),
             ));
         };
-        let ids: Vec<TaskId> = tasks
-            .iter()
-            .filter_map(|node| node.result_id().cloned())
-            .collect();
-        client.start_chain(tasks, None, None).await?;
         let mut result: Option<AsyncResult<Value>> = None;
-        for id in ids {
-            result = Some(AsyncResult::with_parent(id, client.clone(), result));
+        for id in tasks.iter().filter_map(CanvasNode::result_id) {
+            result = Some(AsyncResult::with_parent(id.clone(), client.clone(), result));
         }
-        // INVARIANT: a chain has at least one step, so `result` is set.
-        Ok(result.expect("a chain has a first step").retype())
+        match result {
+            Some(result) => Ok(result.retype()),
+            None => Err(EnqueueError::InvalidCanvas(
+                celerity_proto::CanvasError::Empty("chain"),
+            )),
+        }
     }
 }
 
-/// Signatures run in parallel; the result is the list of their results, in order.
+/// Canvases run in parallel; the result is the list of their results, in order.
 ///
 /// ```no_run
 /// # async fn demo(client: celerity::Client) -> Result<(), Box<dyn std::error::Error>> {
@@ -295,15 +427,18 @@ impl<T> Chain<T> {
 /// ```
 #[derive(Debug, Clone)]
 pub struct Group<T> {
-    members: Vec<Signature<Value>>,
+    members: Vec<Untyped>,
     output: PhantomData<fn() -> T>,
 }
 
 impl<T> Group<T> {
-    /// A group of `members`.
-    pub fn new(members: impl IntoIterator<Item = Signature<T>>) -> Self {
+    /// A group of `members` (signatures, chains or chords of the same result type).
+    pub fn new<P: Into<Part<T>>>(members: impl IntoIterator<Item = P>) -> Self {
         Self {
-            members: members.into_iter().map(Signature::erase).collect(),
+            members: members
+                .into_iter()
+                .map(|member| member.into().node)
+                .collect(),
             output: PhantomData,
         }
     }
@@ -314,27 +449,18 @@ impl<T> Group<T> {
     /// [`EnqueueError`] for an empty group, an invalid member, or a failed publish (members sent
     /// before the failure stay sent).
     pub async fn apply_async(self, client: &Client) -> Result<GroupResult<T>, EnqueueError> {
-        let id = new_id();
-        let tasks = callbacks(self.members)?;
-        let node = CanvasNode::Group {
-            id: id.clone(),
-            tasks,
-        };
-        node.validate(MAX_DEPTH)
-            .map_err(EnqueueError::InvalidCanvas)?;
-        let CanvasNode::Group { tasks, .. } = node else {
+        let node = Untyped::Group(self.members).into_node()?;
+        send(client, &node).await?;
+        let CanvasNode::Group { id, tasks } = node else {
             return Err(EnqueueError::InvalidCanvas(
                 celerity_proto::CanvasError::Empty("group"),
             ));
         };
-        let mut results = Vec::with_capacity(tasks.len());
-        for member in tasks {
-            let member_id = member.result_id().cloned();
-            client.start_chain(vec![member], Some(&id), None).await?;
-            if let Some(member_id) = member_id {
-                results.push(AsyncResult::new(member_id, client.clone(), true));
-            }
-        }
+        let results = tasks
+            .iter()
+            .filter_map(CanvasNode::result_id)
+            .map(|member| AsyncResult::new(member.clone(), client.clone(), true))
+            .collect();
         Ok(GroupResult { id, results })
     }
 }
@@ -448,9 +574,9 @@ impl<T: DeserializeOwned> GroupResult<T> {
 /// #[celerity::task]
 /// async fn add(x: i64, y: i64) -> i64 { x + y }
 /// #[celerity::task]
-/// async fn total(numbers: Vec<i64>) -> i64 { numbers.iter().sum() }
+/// async fn sum_all(numbers: Vec<i64>) -> i64 { numbers.iter().sum() }
 ///
-/// let sum = celerity::Chord::new((0..1000).map(|i| add.s((i, i))), total.s(()))
+/// let sum = celerity::Chord::new((0..1000).map(|i| add.s((i, i))), sum_all.s(()))
 ///     .apply_async(&client)
 ///     .await?;
 /// assert_eq!(sum.get(std::time::Duration::from_secs(60)).await?, 999_000);
@@ -458,17 +584,24 @@ impl<T: DeserializeOwned> GroupResult<T> {
 /// ```
 #[derive(Debug, Clone)]
 pub struct Chord<U> {
-    header: Vec<Signature<Value>>,
-    body: Signature<Value>,
+    header: Vec<Untyped>,
+    body: Untyped,
     output: PhantomData<fn() -> U>,
 }
 
 impl<U> Chord<U> {
-    /// A chord of `header` members whose results go to `body`.
-    pub fn new<T>(header: impl IntoIterator<Item = Signature<T>>, body: Signature<U>) -> Self {
+    /// A chord of `header` members (signatures, chains or chords) whose results go to `body` (a
+    /// signature or a chain).
+    pub fn new<T, P: Into<Part<T>>>(
+        header: impl IntoIterator<Item = P>,
+        body: impl Into<Part<U>>,
+    ) -> Self {
         Self {
-            header: header.into_iter().map(Signature::erase).collect(),
-            body: body.erase(),
+            header: header
+                .into_iter()
+                .map(|member| member.into().node)
+                .collect(),
+            body: body.into().node,
             output: PhantomData,
         }
     }
@@ -479,35 +612,14 @@ impl<U> Chord<U> {
     /// [`EnqueueError`] for an empty header, an invalid member, or a failed publish (members sent
     /// before the failure stay sent, and the body never runs).
     pub async fn apply_async(self, client: &Client) -> Result<AsyncResult<U>, EnqueueError> {
-        let id = new_id();
-        let mut header = callbacks(self.header)?;
-        for (index, member) in (0..).zip(header.iter_mut()) {
-            if let CanvasNode::Signature(signature) = member {
-                signature.id = celerity_proto::header_result_id(&id, index).map_err(|error| {
-                    EnqueueError::InvalidOption {
-                        option: "chord id",
-                        value: error.value,
-                        reason: error.rule.to_owned(),
-                    }
-                })?;
-            }
+        let node = Untyped::Chord(self.header, Box::new(self.body)).into_node()?;
+        send(client, &node).await?;
+        match node.result_id() {
+            Some(id) => Ok(AsyncResult::new(id.clone(), client.clone(), true)),
+            None => Err(EnqueueError::InvalidCanvas(
+                celerity_proto::CanvasError::Empty("chord body"),
+            )),
         }
-        let body = CanvasNode::Signature(self.body.into_record()?);
-        let node = CanvasNode::Chord {
-            id: id.clone(),
-            header,
-            body: Box::new(body),
-        };
-        node.validate(MAX_DEPTH)
-            .map_err(EnqueueError::InvalidCanvas)?;
-        let CanvasNode::Chord { header, body, .. } = node else {
-            return Err(EnqueueError::InvalidCanvas(
-                celerity_proto::CanvasError::Empty("chord header"),
-            ));
-        };
-        let body_id = body.result_id().cloned().unwrap_or_else(|| id.clone());
-        client.start_chord(&id, header, *body).await?;
-        Ok(AsyncResult::new(body_id, client.clone(), true))
     }
 }
 

@@ -7,17 +7,18 @@ use std::sync::Arc;
 
 use async_nats::jetstream;
 use celerity_proto::{
-    CanvasNode, ChordDefinition, ChordMember, ContentType, Envelope, InvalidName, Layout, Priority,
-    QueueName, ResultRecord, TaskBody, TaskId, TaskName,
+    CanvasNode, ContentType, Envelope, InvalidName, Layout, Priority, QueueName, ResultRecord,
+    TaskBody, TaskId, TaskName,
 };
 use dashmap::DashMap;
-use futures_util::{StreamExt, TryStreamExt};
+use futures_util::StreamExt;
 use serde_json::Value;
 use tokio::sync::{Notify, oneshot};
 
 use crate::app::Settings;
 use crate::async_result::AsyncResult;
 use crate::clock::now_ms;
+use crate::dispatch::{Dispatcher, Membership, Origin, Previous};
 use crate::nats::headers::check_user_header;
 use crate::nats::provision::{self, ProvisionError};
 use crate::nats::{ConnectError, NatsConfig};
@@ -106,6 +107,18 @@ pub enum EnqueueError {
 }
 
 impl EnqueueError {
+    /// True for errors that sending again cannot fix (invalid options, arguments or canvas, an
+    /// oversized message), as opposed to a server that did not answer.
+    pub fn is_permanent(&self) -> bool {
+        matches!(
+            self,
+            EnqueueError::InvalidOption { .. }
+                | EnqueueError::Arguments { .. }
+                | EnqueueError::PayloadTooLarge { .. }
+                | EnqueueError::InvalidCanvas(_)
+        )
+    }
+
     fn invalid(option: &'static str, error: InvalidName) -> Self {
         EnqueueError::InvalidOption {
             option,
@@ -228,8 +241,7 @@ struct ClientInner {
     layout: Layout,
     settings: Settings,
     store: ResultStore,
-    chords: async_nats::jetstream::kv::Store,
-    publisher: Publisher,
+    dispatcher: Dispatcher,
     reply_subject: String,
     waiters: Arc<Waiters>,
     listener: tokio::task::AbortHandle,
@@ -298,13 +310,18 @@ impl Client {
             layout.clone(),
             store.clone(),
         );
+        let dispatcher = Dispatcher::new(
+            publisher,
+            chords,
+            store.clone(),
+            settings.default_queue.clone(),
+        );
         Ok(Client {
             inner: Arc::new(ClientInner {
                 nats: nats_client,
                 layout,
                 settings,
-                publisher,
-                chords,
+                dispatcher,
                 store,
                 reply_subject,
                 waiters,
@@ -400,116 +417,24 @@ impl Client {
         Ok(AsyncResult::new(id, self.clone(), !ignore_result))
     }
 
-    /// Sends the first node of a chain (a signature) with the other nodes as its continuation, and
-    /// records every later step as PENDING.
-    pub(crate) async fn start_chain(
-        &self,
-        mut tasks: Vec<CanvasNode>,
-        group_id: Option<&TaskId>,
-        chord: Option<ChordMember>,
-    ) -> Result<(), EnqueueError> {
-        if tasks.is_empty() {
-            return Err(EnqueueError::InvalidCanvas(
-                celerity_proto::CanvasError::Empty("chain"),
-            ));
-        }
-        let rest = tasks.split_off(1);
-        let Some(CanvasNode::Signature(first)) = tasks.pop() else {
-            return Err(EnqueueError::InvalidOption {
-                option: "canvas",
-                value: "chain".to_owned(),
-                reason: "a chain starts with a signature".to_owned(),
-            });
+    /// Sends a canvas node, as its first task's producer.
+    pub(crate) async fn send_canvas(&self, node: &CanvasNode) -> Result<(), EnqueueError> {
+        let origin = Origin {
+            parent_id: None,
+            root_id: None,
+            reply_to: Some(self.inner.reply_subject.clone()),
+            content_type: self.inner.settings.content_type,
         };
-        let later: Vec<TaskId> = rest
-            .iter()
-            .filter_map(|node| node.result_id().cloned())
-            .collect();
-        let mut envelope = Envelope::new(first.id.clone(), first.task.clone());
-        envelope.content_type = self.inner.settings.content_type;
-        envelope.priority = first.priority.unwrap_or_default();
-        envelope.sent_at_ms = Some(now_ms());
-        envelope.root_id = Some(first.id.clone());
-        envelope.group_id = group_id.cloned();
-        envelope.chord_id = chord.as_ref().map(|member| member.id.clone());
-        envelope.reply_to = Some(self.inner.reply_subject.clone());
-        let queue = first
-            .queue
-            .clone()
-            .unwrap_or_else(|| self.inner.settings.default_queue.clone());
-        let mut body = TaskBody::new(first.args, first.kwargs);
-        body.chain = rest;
-        body.link = first.link;
-        body.link_error = first.link_error;
-        body.chord = chord;
         self.inner
-            .publisher
-            .publish(&envelope, &body, &queue, true)
-            .await?;
-        for id in later {
-            let mut pending = Envelope::new(id, envelope.task.clone());
-            pending.content_type = envelope.content_type;
-            if let Err(error) = self.inner.store.create_pending(&pending).await {
-                tracing::warn!(task_id = %pending.id, error = %crate::error_chain(&error), "chain step sent, but its PENDING record was not written");
-            }
-        }
-        Ok(())
-    }
-
-    /// Sends a chord: stores its definition (the body, sent by an aggregator once every header
-    /// member has reported), records the body's steps as PENDING, then sends the header members.
-    pub(crate) async fn start_chord(
-        &self,
-        id: &TaskId,
-        header: Vec<CanvasNode>,
-        body: CanvasNode,
-    ) -> Result<(), EnqueueError> {
-        let size = u32::try_from(header.len()).map_err(|_| EnqueueError::InvalidOption {
-            option: "chord",
-            value: header.len().to_string(),
-            reason: "a chord header has at most 4294967295 members".to_owned(),
-        })?;
-        let mut body_ids = Vec::new();
-        collect_result_ids(&body, &mut body_ids);
-        let mut definition = ChordDefinition::new(id.clone(), size, body);
-        definition.reply_to = Some(self.inner.reply_subject.clone());
-        definition.content_type = self.inner.settings.content_type;
-        definition.root_id = Some(id.clone());
-        let bytes =
-            serde_json::to_vec(&definition).map_err(|error| EnqueueError::InvalidOption {
-                option: "chord",
-                value: id.to_string(),
-                reason: error.to_string(),
-            })?;
-        self.inner
-            .chords
-            .put(id.as_str(), bytes.into())
+            .dispatcher
+            .send(
+                node,
+                &origin,
+                Previous::Nothing,
+                Vec::new(),
+                Membership::default(),
+            )
             .await
-            .map_err(|error| EnqueueError::Publish {
-                task_id: id.clone(),
-                source: error.into(),
-            })?;
-        for body_id in body_ids {
-            let mut pending = Envelope::new(
-                body_id,
-                TaskName::new("celerity.chord")
-                    .map_err(|error| EnqueueError::invalid("task name", error))?,
-            );
-            pending.content_type = self.inner.settings.content_type;
-            if let Err(error) = self.inner.store.create_pending(&pending).await {
-                tracing::warn!(task_id = %pending.id, error = %crate::error_chain(&error), "chord body's PENDING record was not written");
-            }
-        }
-        // Members are independent messages: send many at once, as a group's producer would.
-        futures_util::stream::iter((0..).zip(header))
-            .map(|(index, member)| {
-                let chord = ChordMember::new(id.clone(), index, size);
-                self.start_chain(vec![member], Some(id), Some(chord))
-            })
-            .buffer_unordered(256)
-            .try_collect::<Vec<()>>()
-            .await?;
-        Ok(())
     }
 
     /// A handle on the result of a task sent by any process.
@@ -590,7 +515,8 @@ impl Client {
             envelope.reply_to = Some(self.inner.reply_subject.clone());
         }
         self.inner
-            .publisher
+            .dispatcher
+            .publisher()
             .publish(&envelope, &body, &queue, !ignore_result)
             .await?;
         Ok(id)

@@ -32,6 +32,7 @@ pub mod canvas;
 pub mod cli;
 mod client;
 mod clock;
+mod dispatch;
 mod nats;
 mod publisher;
 mod result_store;

@@ -347,14 +347,16 @@ async fn fire(
                 if size != definition.size {
                     tracing::warn!(chord_id = %chord_id, completions = size, defined = definition.size, "header size differs from the definition");
                 }
-                publish_chord_body(shared, &definition, chord_task())
+                publish_chord_body(shared, &definition)
                     .await
                     .map_err(|e| failed(crate::error_chain(&e)))?;
                 tracing::debug!(chord_id = %chord_id, "chord body sent");
             }
             Outcome::Failed { index, error } => {
                 tracing::info!(chord_id = %chord_id, member = index, "a chord header member failed; the body will not run");
-                fail_chord_body(shared, &definition, chord_task(), &error).await;
+                fail_chord_body(shared, &definition, chord_task(), &error)
+                    .await
+                    .map_err(|e| failed(crate::error_chain(&e)))?;
             }
         }
     }

@@ -1,9 +1,9 @@
 //! What runs after a task: the next step of its chain and its callbacks when it succeeds; its
-//! errbacks, and the failure of every later step of its chain, when it fails.
+//! errbacks, and the failure of every later step of its chain, when it fails; and its report to
+//! the chord whose header it ends.
 //!
 //! Runs after the task's own record is stored and before its message is acknowledged, so a crash
-//! in between redelivers the message and the continuation is published again (de-duplicated by
-//! the next steps' ids).
+//! in between redelivers the message and all of this runs again (every send is keyed by an id).
 
 use celerity_proto::{
     CanvasNode, ChordCompletion, ChordDefinition, ChordMember, ChordResults, Envelope, ErrorRecord,
@@ -12,6 +12,7 @@ use celerity_proto::{
 use serde_json::{Value, json};
 
 use crate::client::{EnqueueError, collect_result_ids};
+use crate::dispatch::{Membership, Origin, Previous};
 use crate::worker::WorkerShared;
 
 /// The canvas fields of a task body.
@@ -41,89 +42,136 @@ impl Continuation {
             && self.chord.is_none()
     }
 
-    /// True when the task is a chord header member: its result must be stored even if the task
+    /// True when the task's result is a chord header member's: it must be stored even if the task
     /// ignores results, since the chord's body reads it.
     pub(crate) fn reports_to_chord(&self) -> bool {
-        self.chord.is_some()
+        self.chord.is_some() && self.chain.is_empty()
     }
 
     /// Runs what follows a task that ended with `record`.
     ///
     /// # Errors
     /// A publish that failed; the caller leaves the message unacknowledged so this runs again
-    /// (every publish here is de-duplicated by id).
+    /// (every send here is keyed by an id).
     pub(crate) async fn after(
         &self,
         shared: &WorkerShared,
         envelope: &Envelope,
         record: &ResultRecord,
     ) -> Result<(), EnqueueError> {
-        match &record.error {
-            Some(error) => self.on_failure(shared, envelope, error).await,
-            None => {
-                self.on_success(
+        match self.run_after(shared, envelope, record).await {
+            Err(error) if error.is_permanent() => {
+                // Sending again cannot fix this (a malformed canvas from a hand-written producer):
+                // the steps that will never run fail visibly, and the task is acknowledged.
+                let failure =
+                    ErrorRecord::new("celerity::InvalidCanvas", crate::error_chain(&error));
+                tracing::error!(task_id = %envelope.id, error = %failure.message, "cannot send what follows the task");
+                let mut never = Vec::new();
+                for node in self.chain.iter().chain(&self.link) {
+                    collect_result_ids(node, &mut never);
+                }
+                fail_steps(
                     shared,
                     envelope,
-                    record.result.as_ref().unwrap_or(&Value::Null),
+                    never,
+                    &failure,
+                    "the canvas after this task is invalid",
                 )
-                .await?
+                .await;
+                if let Some(member) = &self.chord {
+                    let failed = shared
+                        .store
+                        .record(envelope, TaskState::Failure)
+                        .with_error(failure);
+                    report_to_chord(shared, envelope, member, &failed).await?;
+                }
+                Ok(())
             }
+            other => other,
         }
-        if let Some(member) = &self.chord {
-            report_to_chord(shared, envelope, member, record).await?;
-        }
-        Ok(())
     }
 
-    /// Publishes the callbacks with `result`, then the chain's next step with `result` and the
-    /// rest of the chain as its continuation.
-    ///
-    /// # Errors
-    /// A publish that failed; the caller leaves the message unacknowledged so this runs again.
-    async fn on_success(
+    async fn run_after(
         &self,
         shared: &WorkerShared,
         envelope: &Envelope,
-        result: &Value,
+        record: &ResultRecord,
     ) -> Result<(), EnqueueError> {
-        for callback in &self.link {
-            publish_node(
-                shared,
-                envelope,
-                callback,
-                Some(Previous::Value(result)),
-                Vec::new(),
-            )
-            .await?;
-        }
-        if let Some((next, rest)) = self.chain.split_first() {
-            publish_node(
-                shared,
-                envelope,
-                next,
-                Some(Previous::Value(result)),
-                rest.to_vec(),
-            )
-            .await?;
+        let origin = Origin::after(envelope);
+        match &record.error {
+            Some(error) => {
+                self.on_failure(shared, envelope, &origin, error).await;
+                // A chord member's chain stopped: the chord must learn now, not wait forever.
+                if let Some(member) = &self.chord {
+                    report_to_chord(shared, envelope, member, record).await?;
+                }
+            }
+            None => {
+                let result = record.result.as_ref().unwrap_or(&Value::Null);
+                for callback in &self.link {
+                    shared
+                        .dispatcher
+                        .send(
+                            callback,
+                            &origin,
+                            Previous::Value(result),
+                            Vec::new(),
+                            Membership::default(),
+                        )
+                        .await?;
+                }
+                match self.chain.split_first() {
+                    // The membership travels to the chain's last task, whose result is the member's.
+                    Some((next, rest)) => {
+                        let membership = Membership {
+                            group_id: None,
+                            chord: self.chord.clone(),
+                        };
+                        shared
+                            .dispatcher
+                            .send(
+                                next,
+                                &origin,
+                                Previous::Value(result),
+                                rest.to_vec(),
+                                membership,
+                            )
+                            .await?;
+                    }
+                    None => {
+                        if let Some(member) = &self.chord {
+                            report_to_chord(shared, envelope, member, record).await?;
+                        }
+                    }
+                }
+            }
         }
         Ok(())
     }
 
-    /// Publishes the errbacks with the failed task's id, and records every later step of the chain
-    /// as failed with the same error, so the chain's result is this failure and no later step runs.
-    async fn on_failure(&self, shared: &WorkerShared, envelope: &Envelope, error: &ErrorRecord) {
+    /// Sends the errbacks with the failed task's id, and records every later step of the chain as
+    /// failed with the same error, so the chain's result is this failure and no later step runs.
+    async fn on_failure(
+        &self,
+        shared: &WorkerShared,
+        envelope: &Envelope,
+        origin: &Origin,
+        error: &ErrorRecord,
+    ) {
         let failed_id = Value::String(envelope.id.to_string());
         for errback in &self.link_error {
-            if let Err(publish_error) = publish_node(
-                shared,
-                envelope,
-                errback,
-                Some(Previous::Value(&failed_id)),
-                Vec::new(),
-            )
-            .await
-            {
-                tracing::error!(task_id = %envelope.id, error = %crate::error_chain(&publish_error), "cannot send an errback");
+            let sent = shared
+                .dispatcher
+                .send(
+                    errback,
+                    origin,
+                    Previous::Value(&failed_id),
+                    Vec::new(),
+                    Membership::default(),
+                )
+                .await;
+            if let Err(send_error) = sent {
+                tracing::error!(task_id = %envelope.id, error = %crate::error_chain(&send_error), "cannot send an errback");
             }
         }
         let mut later = Vec::new();
@@ -198,44 +246,47 @@ async fn fail_steps(
     }
 }
 
-/// What a published node receives in front of its arguments (unless it is immutable).
-#[derive(Debug, Clone, Copy)]
-enum Previous<'a> {
-    /// The parent's result, or its id for errbacks.
-    Value(&'a Value),
-    /// A chord's header results, read by the body's worker.
-    ChordResults(&'a ChordResults),
-}
-
-/// Sends a chord's body with a reference to its header results, as the continuation of the chord.
+/// Sends a chord's body with a reference to its header results, as the chord's continuation.
 ///
 /// # Errors
 /// A publish that failed.
 pub(crate) async fn publish_chord_body(
     shared: &WorkerShared,
     definition: &ChordDefinition,
-    chord_task: TaskName,
 ) -> Result<(), EnqueueError> {
-    let parent = chord_envelope(definition, chord_task);
+    let origin = chord_origin(definition);
     let results = ChordResults::new(definition.id.clone(), definition.size);
-    publish_node(
-        shared,
-        &parent,
-        &definition.body,
-        Some(Previous::ChordResults(&results)),
-        Vec::new(),
-    )
-    .await
+    let membership = Membership {
+        group_id: None,
+        chord: definition.member.clone(),
+    };
+
+    shared
+        .dispatcher
+        .send(
+            &definition.body,
+            &origin,
+            Previous::ChordResults(&results),
+            Vec::new(),
+            membership,
+        )
+        .await
 }
 
-/// Records every step of a chord's body as failed with a header member's error.
+/// Records every step of a chord's body as failed with a header member's error; a chord that is
+/// itself a member of another chord reports the failure there.
+///
+/// # Errors
+/// The report to the outer chord could not be published.
 pub(crate) async fn fail_chord_body(
     shared: &WorkerShared,
     definition: &ChordDefinition,
     chord_task: TaskName,
     error: &ErrorRecord,
-) {
-    let parent = chord_envelope(definition, chord_task);
+) -> Result<(), EnqueueError> {
+    let mut parent = Envelope::new(definition.id.clone(), chord_task);
+    parent.content_type = definition.content_type;
+    parent.reply_to = definition.reply_to.clone();
     let mut ids = Vec::new();
     collect_result_ids(&definition.body, &mut ids);
     fail_steps(
@@ -246,85 +297,22 @@ pub(crate) async fn fail_chord_body(
         "a header member of the chord failed",
     )
     .await;
+    if let Some(member) = &definition.member {
+        let record = shared
+            .store
+            .record(&parent, TaskState::Failure)
+            .with_error(error.clone());
+        report_to_chord(shared, &parent, member, &record).await?;
+    }
+    Ok(())
 }
 
-/// The envelope a chord's body is a continuation of.
-fn chord_envelope(definition: &ChordDefinition, chord_task: TaskName) -> Envelope {
-    let mut parent = Envelope::new(definition.id.clone(), chord_task);
-    parent.content_type = definition.content_type;
-    parent.reply_to = definition.reply_to.clone();
-    parent.root_id = definition.root_id.clone();
-    parent
-}
-
-/// Publishes `node` as the continuation of the task in `parent`, with `previous` in front of its
-/// arguments unless it is immutable.
-async fn publish_node(
-    shared: &WorkerShared,
-    parent: &Envelope,
-    node: &CanvasNode,
-    previous: Option<Previous<'_>>,
-    rest: Vec<CanvasNode>,
-) -> Result<(), EnqueueError> {
-    match node {
-        CanvasNode::Signature(signature) => {
-            let mut envelope = Envelope::new(signature.id.clone(), signature.task.clone());
-            envelope.content_type = parent.content_type;
-            envelope.priority = signature.priority.unwrap_or_default();
-            envelope.reply_to = parent.reply_to.clone();
-            envelope.parent_id = Some(parent.id.clone());
-            envelope.root_id = Some(parent.root_id.clone().unwrap_or_else(|| parent.id.clone()));
-            envelope.sent_at_ms = Some(crate::clock::now_ms());
-            let mut body = TaskBody::new(signature.args.clone(), signature.kwargs.clone());
-            match (previous, signature.immutable) {
-                (Some(Previous::Value(value)), false) => body.args.insert(0, value.clone()),
-                (Some(Previous::ChordResults(results)), false) => {
-                    body.chord_results = Some(results.clone())
-                }
-                _ => {}
-            }
-            body.chain = rest;
-            body.link = signature.link.clone();
-            body.link_error = signature.link_error.clone();
-            let queue = signature
-                .queue
-                .clone()
-                .unwrap_or_else(|| shared.app.settings().default_queue.clone());
-            shared
-                .publisher
-                .publish(&envelope, &body, &queue, true)
-                .await
-        }
-        CanvasNode::Chain { tasks } => match tasks.split_first() {
-            // A chain inside a chain runs its own steps first, then the outer rest.
-            Some((first, inner)) => {
-                let mut steps = inner.to_vec();
-                steps.extend(rest);
-                Box::pin(publish_node(shared, parent, first, previous, steps)).await
-            }
-            None => Ok(()),
-        },
-        other => {
-            // Permanent, not retryable: a redelivery would meet the same node. The steps that
-            // will never run fail visibly instead.
-            let error = ErrorRecord::new(
-                "celerity::UnsupportedCanvas",
-                "groups and chords as the next step of a chain are not supported by this worker version",
-            );
-            tracing::error!(task_id = %parent.id, "{}", error.message);
-            let mut never = Vec::new();
-            collect_result_ids(other, &mut never);
-            rest.iter()
-                .for_each(|node| collect_result_ids(node, &mut never));
-            fail_steps(
-                shared,
-                parent,
-                never,
-                &error,
-                "the worker cannot run this kind of step",
-            )
-            .await;
-            Ok(())
-        }
+/// The origin of a chord's body: the chord.
+fn chord_origin(definition: &ChordDefinition) -> Origin {
+    Origin {
+        parent_id: Some(definition.id.clone()),
+        root_id: definition.root_id.clone(),
+        reply_to: definition.reply_to.clone(),
+        content_type: definition.content_type,
     }
 }

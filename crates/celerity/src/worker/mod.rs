@@ -21,6 +21,7 @@ use celerity_proto::{Layout, Priority, QueueName};
 use tokio::sync::Semaphore;
 
 use crate::app::App;
+use crate::dispatch::Dispatcher;
 use crate::nats::provision::{self, ProvisionError};
 use crate::nats::{ConnectError, NatsConfig, connect_with_retry};
 use crate::publisher::Publisher;
@@ -152,8 +153,8 @@ pub(crate) struct WorkerShared {
     pub(crate) js: jetstream::Context,
     pub(crate) layout: Layout,
     pub(crate) store: ResultStore,
-    /// Publishes the next steps of canvases.
-    pub(crate) publisher: Publisher,
+    /// Sends what follows tasks (canvas continuations and chord bodies).
+    pub(crate) dispatcher: Dispatcher,
     pub(crate) runtime: tokio::runtime::Handle,
     /// Fetch credit: concurrency × prefetch multiplier.
     pub(crate) credit: Arc<Semaphore>,
@@ -296,14 +297,21 @@ fn run_on_this_thread(
             .unwrap_or(config.ack_wait);
         Ok::<_, WorkerError>((client, js, queues, store, ack_wait, chords))
     })?;
+    let chords_kv = chords.chords.clone();
     let publisher = Publisher::new(
         client.clone(),
         js.clone(),
         app.settings().layout(),
         store.clone(),
     );
-    let shared = Arc::new(WorkerShared {
+    let dispatcher = Dispatcher::new(
         publisher,
+        chords_kv,
+        store.clone(),
+        app.settings().default_queue.clone(),
+    );
+    let shared = Arc::new(WorkerShared {
+        dispatcher,
         hostname: hostname.clone(),
         js,
         nats: client.clone(),

@@ -1,0 +1,281 @@
+//! Sending canvas nodes: the one place that turns a [`CanvasNode`] into task messages, used by
+//! producers for a canvas's first nodes and by workers for what follows a task.
+//!
+//! A signature becomes one task message. A chain sends its first node with the rest as that
+//! node's continuation. A group sends every member; followed by more steps, it becomes a chord
+//! whose body is those steps. A chord stores its definition and sends its header; followed by more
+//! steps, its body becomes a chain of the body and those steps. A chord header member that is a
+//! chain carries its membership to its last step.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use async_nats::jetstream::kv;
+use celerity_proto::{
+    CanvasNode, ChordDefinition, ChordMember, ChordResults, ContentType, Envelope, QueueName,
+    TaskBody, TaskId, TaskName, header_result_id,
+};
+use serde_json::Value;
+
+use crate::client::{EnqueueError, collect_result_ids};
+use crate::clock::now_ms;
+use crate::publisher::Publisher;
+use crate::result_store::ResultStore;
+
+/// Where the nodes being sent come from: the task (or chord) they follow.
+#[derive(Debug, Clone)]
+pub(crate) struct Origin {
+    /// The task they continue, if any.
+    pub(crate) parent_id: Option<TaskId>,
+    /// The workflow's first task, if known.
+    pub(crate) root_id: Option<TaskId>,
+    /// Where final records are notified.
+    pub(crate) reply_to: Option<String>,
+    /// How messages and records are encoded.
+    pub(crate) content_type: ContentType,
+}
+
+impl Origin {
+    /// The origin of what follows the task in `parent`.
+    pub(crate) fn after(parent: &Envelope) -> Self {
+        Self {
+            parent_id: Some(parent.id.clone()),
+            root_id: Some(parent.root_id.clone().unwrap_or_else(|| parent.id.clone())),
+            reply_to: parent.reply_to.clone(),
+            content_type: parent.content_type,
+        }
+    }
+}
+
+/// What the first task of a node receives in front of its arguments (unless it is immutable).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Previous<'a> {
+    /// Nothing: the first node of a canvas.
+    Nothing,
+    /// The previous task's result, or the failed task's id for errbacks.
+    Value(&'a Value),
+    /// A chord's header results, read by the body's worker.
+    ChordResults(&'a ChordResults),
+}
+
+/// Tags that travel with the first task of a node.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Membership {
+    /// The group the node is a member of.
+    pub(crate) group_id: Option<TaskId>,
+    /// The chord whose header the node is a member of: carried to the node's last task.
+    pub(crate) chord: Option<ChordMember>,
+}
+
+/// Sends canvas nodes.
+pub(crate) struct Dispatcher {
+    publisher: Publisher,
+    chords: kv::Store,
+    store: ResultStore,
+    default_queue: QueueName,
+}
+
+impl std::fmt::Debug for Dispatcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dispatcher")
+            .field("default_queue", &self.default_queue)
+            .finish_non_exhaustive()
+    }
+}
+
+type Sending<'a> = Pin<Box<dyn Future<Output = Result<(), EnqueueError>> + Send + 'a>>;
+
+impl Dispatcher {
+    pub(crate) fn new(
+        publisher: Publisher,
+        chords: kv::Store,
+        store: ResultStore,
+        default_queue: QueueName,
+    ) -> Self {
+        Self {
+            publisher,
+            chords,
+            store,
+            default_queue,
+        }
+    }
+
+    /// The publisher of single tasks.
+    pub(crate) fn publisher(&self) -> &Publisher {
+        &self.publisher
+    }
+
+    /// Sends `node` with `rest` to run after it.
+    ///
+    /// # Errors
+    /// [`EnqueueError`] when a message or a chord definition cannot be published; everything sent
+    /// here is keyed by an id, so sending again after an error sends nothing twice.
+    pub(crate) fn send<'a>(
+        &'a self,
+        node: &'a CanvasNode,
+        origin: &'a Origin,
+        previous: Previous<'a>,
+        rest: Vec<CanvasNode>,
+        membership: Membership,
+    ) -> Sending<'a> {
+        Box::pin(async move {
+            match node {
+                CanvasNode::Signature(signature) => {
+                    let mut envelope = Envelope::new(signature.id.clone(), signature.task.clone());
+                    envelope.content_type = origin.content_type;
+                    envelope.priority = signature.priority.unwrap_or_default();
+                    envelope.reply_to = origin.reply_to.clone();
+                    envelope.parent_id = origin.parent_id.clone();
+                    envelope.root_id = Some(
+                        origin
+                            .root_id
+                            .clone()
+                            .unwrap_or_else(|| signature.id.clone()),
+                    );
+                    envelope.group_id = membership.group_id.clone();
+                    envelope.chord_id = membership.chord.as_ref().map(|member| member.id.clone());
+                    envelope.sent_at_ms = Some(now_ms());
+                    let mut body = TaskBody::new(signature.args.clone(), signature.kwargs.clone());
+                    match (previous, signature.immutable) {
+                        (Previous::Value(value), false) => body.args.insert(0, value.clone()),
+                        (Previous::ChordResults(results), false) => {
+                            body.chord_results = Some(results.clone())
+                        }
+                        _ => {}
+                    }
+                    body.chain = rest;
+                    body.link = signature.link.clone();
+                    body.link_error = signature.link_error.clone();
+                    body.chord = membership.chord;
+                    let queue = signature
+                        .queue
+                        .clone()
+                        .unwrap_or_else(|| self.default_queue.clone());
+                    self.publisher.publish(&envelope, &body, &queue, true).await
+                }
+                CanvasNode::Chain { tasks } => match tasks.split_first() {
+                    Some((first, inner)) => {
+                        let mut steps = inner.to_vec();
+                        steps.extend(rest);
+                        self.send(first, origin, previous, steps, membership).await
+                    }
+                    None => Ok(()),
+                },
+                CanvasNode::Group { id, tasks } if rest.is_empty() => {
+                    for member in tasks {
+                        let tags = Membership {
+                            group_id: Some(id.clone()),
+                            chord: None,
+                        };
+                        self.send(member, origin, previous, Vec::new(), tags)
+                            .await?;
+                    }
+                    Ok(())
+                }
+                CanvasNode::Group { id, tasks } => {
+                    // A group followed by more steps is a chord: the next step gets the list.
+                    let body = chain_of(rest);
+                    self.send_chord(id, tasks, body, origin, previous, membership)
+                        .await
+                }
+                CanvasNode::Chord { id, header, body } => {
+                    let body = if rest.is_empty() {
+                        (**body).clone()
+                    } else {
+                        let mut steps = vec![(**body).clone()];
+                        steps.extend(rest);
+                        CanvasNode::Chain { tasks: steps }
+                    };
+                    self.send_chord(id, header, body, origin, previous, membership)
+                        .await
+                }
+                other => Err(EnqueueError::InvalidOption {
+                    option: "canvas",
+                    value: other
+                        .result_id()
+                        .map(ToString::to_string)
+                        .unwrap_or_default(),
+                    reason: "this kind of canvas node is not known to this version".to_owned(),
+                }),
+            }
+        })
+    }
+
+    /// Stores a chord's definition, records its body's steps as PENDING, then sends its header.
+    async fn send_chord(
+        &self,
+        id: &TaskId,
+        header: &[CanvasNode],
+        body: CanvasNode,
+        origin: &Origin,
+        previous: Previous<'_>,
+        membership: Membership,
+    ) -> Result<(), EnqueueError> {
+        let invalid = |reason: String| EnqueueError::InvalidOption {
+            option: "chord",
+            value: id.to_string(),
+            reason,
+        };
+        let size = u32::try_from(header.len())
+            .map_err(|_| invalid("too many header members".to_owned()))?;
+        for (index, member) in (0..).zip(header) {
+            let expected =
+                header_result_id(id, index).map_err(|error| invalid(error.to_string()))?;
+            if member.result_id() != Some(&expected) {
+                return Err(invalid(format!(
+                    "header member {index}'s result id must be {expected}"
+                )));
+            }
+        }
+        let mut body_ids = Vec::new();
+        collect_result_ids(&body, &mut body_ids);
+        let mut definition = ChordDefinition::new(id.clone(), size, body);
+        definition.reply_to = origin.reply_to.clone();
+        definition.content_type = origin.content_type;
+        definition.root_id = origin.root_id.clone().or_else(|| Some(id.clone()));
+        // NOTE: a chord that is itself a chord header member reports when its body finishes: the
+        // membership goes to the body's last task.
+        definition.member = membership.chord;
+        let bytes = serde_json::to_vec(&definition).map_err(|error| invalid(error.to_string()))?;
+        self.chords
+            .put(id.as_str(), bytes.into())
+            .await
+            .map_err(|error| EnqueueError::Publish {
+                task_id: id.clone(),
+                source: error.into(),
+            })?;
+        let chord_name =
+            TaskName::new("celerity.chord").map_err(|error| invalid(error.to_string()))?;
+        for body_id in body_ids {
+            let mut pending = Envelope::new(body_id, chord_name.clone());
+            pending.content_type = origin.content_type;
+            if let Err(error) = self.store.create_pending(&pending).await {
+                tracing::warn!(task_id = %pending.id, error = %crate::error_chain(&error), "chord body's PENDING record was not written");
+            }
+        }
+        use futures_util::{StreamExt, TryStreamExt};
+        let mut sends = Vec::with_capacity(header.len());
+        for (index, member) in (0..).zip(header) {
+            let tags = Membership {
+                group_id: Some(id.clone()),
+                chord: Some(ChordMember::new(id.clone(), index, size)),
+            };
+            sends.push(self.send(member, origin, previous, Vec::new(), tags));
+        }
+        futures_util::stream::iter(sends)
+            .buffer_unordered(256)
+            .try_collect::<Vec<()>>()
+            .await?;
+        let _ = membership.group_id;
+        Ok(())
+    }
+}
+
+/// The steps `rest` as one node: the single step itself, or a chain of them.
+fn chain_of(mut rest: Vec<CanvasNode>) -> CanvasNode {
+    if rest.len() == 1 {
+        rest.remove(0)
+    } else {
+        CanvasNode::Chain { tasks: rest }
+    }
+}
