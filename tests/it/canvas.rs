@@ -5,7 +5,9 @@ use std::time::Duration;
 use celerity::{ResultError, TaskState};
 use celerity_it::{explode, extract, load, record_failure, transform};
 
-use crate::support::{WorkerProcess, client, eventually, runs_stream, server};
+use crate::support::{
+    WorkerProcess, client, eventually, publish_raw, runs_stream, server, wait_until_queue_is_empty,
+};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -177,30 +179,22 @@ async fn a_hand_written_chain_with_a_group_step_runs_the_group_with_the_previous
     let server = server();
     let _worker = WorkerProcess::start(&server.url(), "w1", &[]);
     let client = client(&server.url()).await;
-    let js = async_nats::jetstream::new(client.nats().clone());
     let body = serde_json::json!({
         "args": [2],
         "chain": [{"kind": "group", "id": "next-group", "tasks": [
             {"kind": "signature", "id": "next-member", "task": "etl.transform"}
         ]}]
     });
-    let mut headers = async_nats::HeaderMap::new();
-    for (name, value) in [
-        ("Celerity-Version", "1"),
-        ("Celerity-Task", "etl.extract"),
-        ("Celerity-Id", "head"),
-    ] {
-        headers.insert(name, value);
-    }
-    js.publish_with_headers(
-        "celerity.q.default.0",
-        headers,
-        serde_json::to_vec(&body).unwrap().into(),
+    publish_raw(
+        &client,
+        &[
+            ("Celerity-Version", "1"),
+            ("Celerity-Task", "etl.extract"),
+            ("Celerity-Id", "head"),
+        ],
+        &serde_json::to_vec(&body).unwrap(),
     )
-    .await
-    .unwrap()
-    .await
-    .unwrap();
+    .await;
 
     let head = client.async_result::<Vec<i64>>("head").unwrap();
     assert_eq!(head.get(WAIT).await.unwrap(), vec![2, 20, 200]);
@@ -210,18 +204,7 @@ async fn a_hand_written_chain_with_a_group_step_runs_the_group_with_the_previous
         222,
         "the group member got the head's result"
     );
-    let queue = js.get_stream("CELERITY_Q_default").await.unwrap();
-    eventually("the head's message is acknowledged", WAIT, || {
-        let mut queue = queue.clone();
-        async move {
-            queue
-                .info()
-                .await
-                .map(|info| info.state.messages == 0)
-                .unwrap_or(false)
-        }
-    })
-    .await;
+    wait_until_queue_is_empty(&client, WAIT).await;
 }
 
 mod nesting {
@@ -316,7 +299,6 @@ async fn an_invalid_canvas_after_a_task_fails_its_steps_instead_of_retrying_fore
     let server = server();
     let _worker = WorkerProcess::start(&server.url(), "w1", &[]);
     let client = client(&server.url()).await;
-    let js = async_nats::jetstream::new(client.nats().clone());
     // A group followed by a step runs as a chord, whose members' ids must be `<group id>-<i>`.
     let body = serde_json::json!({
         "args": [2],
@@ -325,38 +307,20 @@ async fn an_invalid_canvas_after_a_task_fails_its_steps_instead_of_retrying_fore
             {"kind": "signature", "id": "after-group", "task": "it.total"}
         ]
     });
-    let mut headers = async_nats::HeaderMap::new();
-    for (name, value) in [
-        ("Celerity-Version", "1"),
-        ("Celerity-Task", "etl.extract"),
-        ("Celerity-Id", "bad-head"),
-    ] {
-        headers.insert(name, value);
-    }
-    js.publish_with_headers(
-        "celerity.q.default.0",
-        headers,
-        serde_json::to_vec(&body).unwrap().into(),
+    publish_raw(
+        &client,
+        &[
+            ("Celerity-Version", "1"),
+            ("Celerity-Task", "etl.extract"),
+            ("Celerity-Id", "bad-head"),
+        ],
+        &serde_json::to_vec(&body).unwrap(),
     )
-    .await
-    .unwrap()
-    .await
-    .unwrap();
+    .await;
     let after = client.async_result::<i64>("after-group").unwrap();
     match after.get(WAIT).await {
         Err(ResultError::Failed { error, .. }) => assert_eq!(error.kind, "celerity::InvalidCanvas"),
         other => panic!("expected an invalid-canvas failure, got {other:?}"),
     }
-    let queue = js.get_stream("CELERITY_Q_default").await.unwrap();
-    eventually("the head's message is acknowledged", WAIT, || {
-        let mut queue = queue.clone();
-        async move {
-            queue
-                .info()
-                .await
-                .map(|info| info.state.messages == 0)
-                .unwrap_or(false)
-        }
-    })
-    .await;
+    wait_until_queue_is_empty(&client, WAIT).await;
 }

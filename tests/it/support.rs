@@ -179,3 +179,38 @@ where
     }
     panic!("{what} never happened within {within:?}");
 }
+
+/// Publishes a hand-written task message (as a producer in another language would) to the
+/// default queue at priority 0.
+pub(crate) async fn publish_raw(client: &Client, headers: &[(&str, &str)], body: &[u8]) {
+    let js = async_nats::jetstream::new(client.nats().clone());
+    let mut map = async_nats::HeaderMap::new();
+    for (name, value) in headers {
+        map.insert(*name, *value);
+    }
+    js.publish_with_headers("celerity.q.default.0", map, body.to_vec().into())
+        .await
+        .expect("publish")
+        .await
+        .expect("the task is stored");
+}
+
+/// Waits until the default queue's stream holds no message: every task was acknowledged.
+pub(crate) async fn wait_until_queue_is_empty(client: &Client, within: Duration) {
+    let js = async_nats::jetstream::new(client.nats().clone());
+    let queue = js
+        .get_stream("CELERITY_Q_default")
+        .await
+        .expect("the default queue's stream");
+    eventually("every message of the queue is acknowledged", within, || {
+        let mut queue = queue.clone();
+        async move {
+            queue
+                .info()
+                .await
+                .map(|info| info.state.messages == 0)
+                .unwrap_or(false)
+        }
+    })
+    .await;
+}
