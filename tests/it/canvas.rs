@@ -324,3 +324,51 @@ async fn an_invalid_canvas_after_a_task_fails_its_steps_instead_of_retrying_fore
     }
     wait_until_queue_is_empty(&client, WAIT).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn map_starmap_and_chunks_run_a_task_over_many_items() {
+    let server = server();
+    let _worker = WorkerProcess::start(&server.url(), "w1", &["-c", "4"]);
+    let client = client(&server.url()).await;
+
+    let mapped = extract
+        .map([1_i64, 2, 3])
+        .apply_async(&client)
+        .await
+        .unwrap();
+    assert_eq!(
+        mapped.get(WAIT).await.unwrap(),
+        vec![vec![1, 10, 100], vec![2, 20, 200], vec![3, 30, 300]]
+    );
+
+    let starmapped = celerity_it::add
+        .starmap([(1_i64, 2_i64), (3, 4)])
+        .apply_async(&client)
+        .await
+        .unwrap();
+    assert_eq!(starmapped.get(WAIT).await.unwrap(), vec![3, 7]);
+
+    let chunks = celerity_it::add
+        .chunks((0..1000_i64).map(|i| (i, i)), 100)
+        .apply_async(&client)
+        .await
+        .unwrap();
+    let batches = chunks.get(WAIT).await.unwrap();
+    assert_eq!(batches.len(), 10, "1,000 items in batches of 100");
+    assert!(batches.iter().all(|batch| batch.len() == 100));
+    assert_eq!(
+        batches.concat(),
+        (0..1000).map(|i| 2 * i).collect::<Vec<i64>>()
+    );
+
+    // An item that does not fit the task's parameters fails the map with its index.
+    let bad = extract
+        .map([serde_json::json!(1), serde_json::json!("x")])
+        .apply_async(&client)
+        .await
+        .unwrap();
+    assert!(matches!(
+        bad.get(WAIT).await,
+        Err(ResultError::Failed { .. })
+    ));
+}

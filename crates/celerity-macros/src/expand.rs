@@ -199,6 +199,26 @@ fn generate_inherent_impl(
                 ::celerity::canvas::Signature::of(self, #args, false)
             }
 
+            /// Runs this task once per item (each item is its only argument) in one worker, as
+            /// Celery's `task.map`; the result is the list of results.
+            #[allow(dead_code)]
+            #vis fn map<A: ::celerity::__private::Serialize>(&self, items: impl ::core::iter::IntoIterator<Item = A>) -> ::celerity::canvas::Signature<::std::vec::Vec<#output_type>> {
+                ::celerity::canvas::map_signature(self, items)
+            }
+
+            /// Runs this task once per argument tuple in one worker, as Celery's `task.starmap`.
+            #[allow(dead_code)]
+            #vis fn starmap<A: ::celerity::canvas::ArgsTuple>(&self, items: impl ::core::iter::IntoIterator<Item = A>) -> ::celerity::canvas::Signature<::std::vec::Vec<#output_type>> {
+                ::celerity::canvas::starmap_signature(self, items)
+            }
+
+            /// Splits argument tuples into batches of `chunk_size`, as a group of `starmap` tasks
+            /// (Celery's `task.chunks`); the result is one list of results per batch.
+            #[allow(dead_code)]
+            #vis fn chunks<A: ::celerity::canvas::ArgsTuple>(&self, items: impl ::core::iter::IntoIterator<Item = A>, chunk_size: usize) -> ::celerity::canvas::Group<::std::vec::Vec<#output_type>> {
+                ::celerity::canvas::chunks_group(self, items, chunk_size)
+            }
+
             /// An immutable signature: in a chain it ignores the previous step's result.
             #[allow(dead_code)]
             #vis fn si<A: ::celerity::canvas::ArgsTuple>(&self, #args: A) -> ::celerity::canvas::Signature<#output_type> {

@@ -5,6 +5,7 @@ use std::any::Any;
 use std::future::Future;
 
 pub use celerity_proto::ErrorRecord;
+pub use serde::Serialize;
 pub use serde_json::{Map as JsonMap, Value};
 
 pub use crate::task::{ArgumentsError, TaskFuture};

@@ -35,6 +35,11 @@ use crate::async_result::{AsyncResult, ResultError};
 use crate::client::{Client, EnqueueError};
 use crate::task::Task;
 
+/// The built-in task that runs a task over many items (`task.map(items)`).
+pub const MAP_TASK: &str = "celerity.map";
+/// The built-in task that runs a task over many argument tuples (`task.starmap(tuples)`).
+pub const STARMAP_TASK: &str = "celerity.starmap";
+
 /// How deep a canvas may nest before it is refused.
 pub const MAX_DEPTH: usize = 32;
 
@@ -201,6 +206,75 @@ impl<T> Signature<T> {
     /// As [`Client::apply`].
     pub async fn apply_async(self, client: &Client) -> Result<AsyncResult<T>, EnqueueError> {
         Chain::start(self).apply_async(client).await
+    }
+}
+
+#[doc(hidden)]
+pub fn map_signature<K: Task, A: Serialize>(
+    task: &K,
+    items: impl IntoIterator<Item = A>,
+) -> Signature<Vec<K::Output>> {
+    let items: Result<Vec<Value>, String> = items
+        .into_iter()
+        .map(|item| serde_json::to_value(item).map_err(|error| error.to_string()))
+        .collect();
+    builtin(task, MAP_TASK, items)
+}
+
+#[doc(hidden)]
+pub fn starmap_signature<K: Task, A: ArgsTuple>(
+    task: &K,
+    items: impl IntoIterator<Item = A>,
+) -> Signature<Vec<K::Output>> {
+    let items: Result<Vec<Value>, String> = items
+        .into_iter()
+        .map(|item| {
+            item.into_args()
+                .map(Value::Array)
+                .map_err(|error| error.to_string())
+        })
+        .collect();
+    builtin(task, STARMAP_TASK, items)
+}
+
+#[doc(hidden)]
+pub fn chunks_group<K: Task, A: ArgsTuple>(
+    task: &K,
+    items: impl IntoIterator<Item = A>,
+    chunk_size: usize,
+) -> Group<Vec<K::Output>> {
+    let items: Vec<A> = items.into_iter().collect();
+    let mut chunks = Vec::new();
+    let mut iter = items.into_iter().peekable();
+    while iter.peek().is_some() {
+        let chunk: Vec<A> = iter.by_ref().take(chunk_size.max(1)).collect();
+        chunks.push(starmap_signature(task, chunk));
+    }
+    Group::new(chunks)
+}
+
+/// A signature of a built-in task that runs `task` once per item, in one worker.
+fn builtin<K: Task, U>(
+    _task: &K,
+    name: &'static str,
+    items: Result<Vec<Value>, String>,
+) -> Signature<U> {
+    let mut kwargs = Map::new();
+    kwargs.insert("task".to_owned(), Value::String(K::NAME.to_owned()));
+    let args = items.map(|items| {
+        kwargs.insert("items".to_owned(), Value::Array(items));
+        Vec::new()
+    });
+    Signature {
+        task: name,
+        args,
+        kwargs,
+        immutable: false,
+        queue: K::options().queue_name().map(str::to_owned),
+        priority: None,
+        link: Vec::new(),
+        link_error: Vec::new(),
+        output: PhantomData,
     }
 }
 

@@ -18,7 +18,7 @@ use crate::__private::panic_record;
 use crate::clock::now_ms;
 use crate::nats::headers::HeaderView;
 use crate::result_store::ResultStore;
-use crate::task::{Registered, TaskContext, TaskFuture};
+use crate::task::{ArgumentsError, Registered, TaskContext, TaskFuture};
 use crate::worker::WorkerShared;
 use crate::worker::chord::{HeaderResultsError, gather_header_results};
 use crate::worker::continuation::Continuation;
@@ -62,7 +62,21 @@ pub(crate) async fn execute(
         }
         return ack(&message).await;
     }
-    let Some(task) = shared.app.task(&envelope.task) else {
+    let builtin = match builtin_target(&shared, &envelope, &decoded) {
+        Ok(builtin) => builtin,
+        Err(error) => {
+            return reject(
+                &shared,
+                &queue,
+                &message,
+                &envelope,
+                DeadLetterReason::UnknownTask,
+                error,
+            )
+            .await;
+        }
+    };
+    let Some(task) = builtin.as_ref().or_else(|| shared.app.task(&envelope.task)) else {
         let error = format!(
             "no task named {:?} is registered on worker {}",
             envelope.task.as_str(),
@@ -116,7 +130,11 @@ pub(crate) async fn execute(
     }
     let continuation = Continuation::take(&mut body);
     let context = TaskContext::new(envelope.clone(), delivered, Some(shared.store.clone()));
-    let future = match (task.run)(context, body.args, body.kwargs) {
+    let bound = match &builtin {
+        Some(target) => run_over_items(target, &envelope, context, body.kwargs),
+        None => (task.run)(context, body.args, body.kwargs),
+    };
+    let future = match bound {
         Ok(future) => future,
         Err(error) => {
             let error = format!("task {}: {error}", envelope.task);
@@ -132,6 +150,80 @@ pub(crate) async fn execute(
         }
     };
     run_bound(&shared, task, &envelope, &message, future, continuation).await;
+}
+
+/// For the built-in `celerity.map` / `celerity.starmap` tasks, the registered task they run, with
+/// its options; `None` for any other task.
+fn builtin_target(
+    shared: &WorkerShared,
+    envelope: &Envelope,
+    body: &Result<TaskBody, celerity_proto::DecodeError>,
+) -> Result<Option<Registered>, String> {
+    let name = envelope.task.as_str();
+    if name != crate::canvas::MAP_TASK && name != crate::canvas::STARMAP_TASK {
+        return Ok(None);
+    }
+    let target = body
+        .as_ref()
+        .ok()
+        .and_then(|body| body.kwargs.get("task"))
+        .and_then(Value::as_str)
+        .ok_or_else(|| format!("{name} needs a \"task\" named argument"))?;
+    let registered = celerity_proto::TaskName::new(target)
+        .ok()
+        .and_then(|target| shared.app.task(&target))
+        .ok_or_else(|| {
+            format!(
+                "{name} runs task {target:?}, which is not registered on worker {}",
+                shared.hostname
+            )
+        })?;
+    Ok(Some(Registered {
+        name: envelope.task.clone(),
+        options: registered.options,
+        run: registered.run,
+    }))
+}
+
+/// The run of a built-in map: the target task over every item, one after the other, in this
+/// worker; the result is the list of results, and the first failing item fails the whole run.
+fn run_over_items(
+    target: &Registered,
+    envelope: &Envelope,
+    context: TaskContext,
+    mut kwargs: serde_json::Map<String, Value>,
+) -> Result<TaskFuture, ArgumentsError> {
+    let spread = envelope.task.as_str() == crate::canvas::STARMAP_TASK;
+    let items = match kwargs.remove("items") {
+        Some(Value::Array(items)) => items,
+        _ => return Err(ArgumentsError::Missing("items".to_owned())),
+    };
+    let run = target.run;
+    let mut runs = Vec::with_capacity(items.len());
+    for (index, item) in items.into_iter().enumerate() {
+        let args = match (spread, item) {
+            (true, Value::Array(args)) => args,
+            (_, item) => vec![item],
+        };
+        let bound = run(context.clone(), args, serde_json::Map::new()).map_err(|error| {
+            ArgumentsError::WrongType {
+                name: format!("items[{index}]"),
+                detail: error.to_string(),
+            }
+        })?;
+        runs.push(bound);
+    }
+    Ok(Box::pin(async move {
+        let mut results = Vec::with_capacity(runs.len());
+        for (index, run) in runs.into_iter().enumerate() {
+            let value = run.await.map_err(|mut error| {
+                error.message = format!("item {index}: {}", error.message);
+                error
+            })?;
+            results.push(value);
+        }
+        Ok(Value::Array(results))
+    }))
 }
 
 /// Records a task that cannot run as failed, runs what follows a failure, and acknowledges it.
