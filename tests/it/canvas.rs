@@ -372,3 +372,28 @@ async fn map_starmap_and_chunks_run_a_task_over_many_items() {
         Err(ResultError::Failed { .. })
     ));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_on_a_result_inside_a_task_is_refused_unless_allowed() {
+    let server = server();
+    let _worker = WorkerProcess::start(&server.url(), "w1", &["-c", "2"]);
+    let client = client(&server.url()).await;
+
+    let refused = celerity_it::wait_inside
+        .delay(&client, 4, false)
+        .await
+        .unwrap();
+    match refused.get(WAIT).await {
+        Err(ResultError::Failed { error, .. }) => assert!(
+            error.message.contains("can deadlock the workers"),
+            "{}",
+            error.message
+        ),
+        other => panic!("expected the guard's error, got {other:?}"),
+    }
+    let allowed = celerity_it::wait_inside
+        .delay(&client, 4, true)
+        .await
+        .unwrap();
+    assert_eq!(allowed.get(WAIT).await.unwrap(), 8);
+}

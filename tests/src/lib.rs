@@ -142,6 +142,18 @@ pub async fn sum_all(ctx: &TaskContext, numbers: Vec<i64>) -> anyhow::Result<i64
     Ok(numbers.iter().sum())
 }
 
+/// Sends `add(x, x)` and waits for it inside its own body: refused unless `allow` is set.
+#[celerity::task(name = "it.wait_inside")]
+pub async fn wait_inside(x: i64, allow: bool) -> anyhow::Result<i64> {
+    let url = std::env::var("IT_NATS_URL")?;
+    let client = app()?.client(&celerity::NatsConfig::new(url)).await?;
+    let mut result = add.delay(&client, x, x).await?;
+    if allow {
+        result = result.allow_wait_in_task();
+    }
+    Ok(result.get(std::time::Duration::from_secs(20)).await?)
+}
+
 /// Returns the user headers it was sent with.
 #[celerity::task(name = "it.headers")]
 pub async fn headers(ctx: &TaskContext) -> Vec<(String, String)> {
@@ -166,7 +178,8 @@ pub fn app() -> Result<celerity::App, celerity::ConfigError> {
         .task(explode)
         .task(record_failure)
         .task(sum_all)
-        .task(slow_add);
+        .task(slow_add)
+        .task(wait_inside);
     if let Some(seconds) = std::env::var("IT_RESULT_EXPIRES_SECS")
         .ok()
         .and_then(|s| s.parse().ok())

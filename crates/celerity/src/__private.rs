@@ -95,7 +95,7 @@ pub fn blocking_body(
     body: impl FnOnce() -> Result<Value, ErrorRecord> + Send + 'static,
 ) -> TaskFuture {
     Box::pin(async move {
-        match tokio::task::spawn_blocking(body).await {
+        match tokio::task::spawn_blocking(|| crate::task::mark_blocking_body(body)).await {
             Ok(outcome) => outcome,
             Err(error) if error.is_panic() => Err(panic_record(error.into_panic())),
             Err(_) => Err(ErrorRecord::new(

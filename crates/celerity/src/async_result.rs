@@ -38,6 +38,15 @@ pub enum ResultError {
         /// The details stored with the state.
         meta: Option<Value>,
     },
+    /// Waiting on a result from inside a task body, which can deadlock the workers (Celery's
+    /// forbidden pattern); call `allow_wait_in_task()` on the handle to opt out knowingly.
+    #[error(
+        "task {task_id}: waiting on a result inside a task body can deadlock the workers; chain the tasks instead, or call allow_wait_in_task() on the handle"
+    )]
+    WaitInTask {
+        /// The task waited on.
+        task_id: TaskId,
+    },
     /// The result does not decode as the expected type.
     #[error("the result of task {task_id} does not decode as the expected type: {detail}")]
     Decode {
@@ -68,6 +77,7 @@ pub struct AsyncResult<T> {
     id: TaskId,
     client: Client,
     notified: bool,
+    allow_wait_in_task: bool,
     parent: Option<Box<AsyncResult<Value>>>,
     output: PhantomData<fn() -> T>,
 }
@@ -78,6 +88,7 @@ impl<T> Clone for AsyncResult<T> {
             id: self.id.clone(),
             client: self.client.clone(),
             notified: self.notified,
+            allow_wait_in_task: self.allow_wait_in_task,
             parent: self.parent.clone(),
             output: PhantomData,
         }
@@ -98,6 +109,7 @@ impl<T> AsyncResult<T> {
             id,
             client,
             notified,
+            allow_wait_in_task: false,
             parent: None,
             output: PhantomData,
         }
@@ -121,9 +133,19 @@ impl<T> AsyncResult<T> {
             id: self.id,
             client: self.client,
             notified: self.notified,
+            allow_wait_in_task: self.allow_wait_in_task,
             parent: self.parent,
             output: PhantomData,
         }
+    }
+
+    /// Lets [`AsyncResult::wait`] and [`AsyncResult::get`] run inside a task body, where they
+    /// refuse by default: the waiting task holds a worker slot that the awaited task may need.
+    /// Use it only when the awaited task cannot need this worker's slots (another queue, or a
+    /// pool with free slots guaranteed).
+    pub fn allow_wait_in_task(mut self) -> Self {
+        self.allow_wait_in_task = true;
+        self
     }
 
     /// The result of the step before this one in its chain, as Celery's `result.parent`.
@@ -200,11 +222,17 @@ impl<T> AsyncResult<T> {
     ///
     /// # Errors
     /// [`ResultError::Timeout`] when no final state arrives in time, [`ResultError::Store`] when the
-    /// bucket cannot be read.
+    /// bucket cannot be read, [`ResultError::WaitInTask`] inside a task body (see
+    /// [`AsyncResult::allow_wait_in_task`]).
     ///
     /// # Cancel safety
     /// Cancel-safe.
     pub async fn wait(&self, timeout: Duration) -> Result<ResultRecord, ResultError> {
+        if !self.allow_wait_in_task && crate::task::inside_task_body() {
+            return Err(ResultError::WaitInTask {
+                task_id: self.id.clone(),
+            });
+        }
         let timed_out = || ResultError::Timeout {
             task_id: self.id.clone(),
             waited: timeout,

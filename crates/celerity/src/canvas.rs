@@ -552,6 +552,16 @@ impl<T: DeserializeOwned> GroupResult<T> {
         &self.id
     }
 
+    /// Lets the group be waited on inside a task body; see [`AsyncResult::allow_wait_in_task`].
+    pub fn allow_wait_in_task(mut self) -> Self {
+        self.results = self
+            .results
+            .into_iter()
+            .map(AsyncResult::allow_wait_in_task)
+            .collect();
+        self
+    }
+
     /// Each member's result handle, in order.
     pub fn results(&self) -> &[AsyncResult<T>] {
         &self.results

@@ -315,6 +315,35 @@ impl TaskContext {
     }
 }
 
+tokio::task_local! {
+    /// Set while an async task body runs on a worker.
+    static IN_TASK_BODY: ();
+}
+
+thread_local! {
+    /// Set while a blocking task body runs on a worker's blocking thread.
+    static IN_BLOCKING_BODY: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// True when the caller is a task body running on a worker: waiting there on another task's
+/// result can deadlock the worker (its slots wait on tasks that need its slots).
+pub(crate) fn inside_task_body() -> bool {
+    IN_TASK_BODY.try_with(|()| ()).is_ok() || IN_BLOCKING_BODY.with(std::cell::Cell::get)
+}
+
+/// Runs an async task body marked as such.
+pub(crate) async fn mark_task_body<F: std::future::Future>(body: F) -> F::Output {
+    IN_TASK_BODY.scope((), body).await
+}
+
+/// Runs a blocking task body marked as such.
+pub(crate) fn mark_blocking_body<T>(body: impl FnOnce() -> T) -> T {
+    IN_BLOCKING_BODY.with(|flag| flag.set(true));
+    let output = body();
+    IN_BLOCKING_BODY.with(|flag| flag.set(false));
+    output
+}
+
 /// A registered task type, with its run function erased for the worker's registry.
 #[derive(Debug, Clone)]
 pub(crate) struct Registered {

@@ -325,7 +325,7 @@ async fn run_bound(
 /// Runs the body as its own tokio task, so a panic is caught at the join; the body is aborted
 /// if this future is dropped (a cold shutdown aborts the whole run).
 async fn run_body(future: TaskFuture) -> Result<Value, ErrorRecord> {
-    let mut body = AbortOnDrop(tokio::spawn(future));
+    let mut body = AbortOnDrop(tokio::spawn(crate::task::mark_task_body(future)));
     match (&mut body.0).await {
         Ok(outcome) => outcome,
         Err(error) if error.is_panic() => Err(panic_record(error.into_panic())),
