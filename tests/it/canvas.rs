@@ -397,3 +397,37 @@ async fn waiting_on_a_result_inside_a_task_is_refused_unless_allowed() {
         .unwrap();
     assert_eq!(allowed.get(WAIT).await.unwrap(), 8);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canvas_nested_too_deep_is_dead_lettered_before_the_task_runs() {
+    let server = server();
+    let _worker = WorkerProcess::start(&server.url(), "w1", &[]);
+    let client = client(&server.url()).await;
+    let mut node = serde_json::json!({"kind": "signature", "id": "leaf", "task": "etl.transform"});
+    for level in 0..40 {
+        node = serde_json::json!({"kind": "group", "id": format!("g{level}"), "tasks": [node]});
+    }
+    let body = serde_json::json!({"args": [1], "chain": [node]});
+    publish_raw(
+        &client,
+        &[
+            ("Celerity-Version", "1"),
+            ("Celerity-Task", "etl.extract"),
+            ("Celerity-Id", "deep"),
+        ],
+        &serde_json::to_vec(&body).unwrap(),
+    )
+    .await;
+    let deep = client.async_result::<Vec<i64>>("deep").unwrap();
+    match deep.get(WAIT).await {
+        Err(ResultError::Failed { error, .. }) => {
+            assert_eq!(error.kind, "celerity::DeadLettered");
+            assert!(
+                error.message.starts_with("invalid_canvas: "),
+                "{}",
+                error.message
+            );
+        }
+        other => panic!("expected a dead-lettered canvas, got {other:?}"),
+    }
+}

@@ -45,6 +45,8 @@ pub enum DeadLetterReason {
     UnsupportedVersion,
     /// A required header is missing or a header value is invalid.
     BadEnvelope,
+    /// The canvas in the body breaks a rule (empty node, id used twice, nested too deep).
+    InvalidCanvas,
 }
 
 impl DeadLetterReason {
@@ -56,6 +58,7 @@ impl DeadLetterReason {
             DeadLetterReason::BadArguments => "bad_arguments",
             DeadLetterReason::UnsupportedVersion => "unsupported_version",
             DeadLetterReason::BadEnvelope => "bad_envelope",
+            DeadLetterReason::InvalidCanvas => "invalid_canvas",
         }
     }
 
@@ -67,6 +70,7 @@ impl DeadLetterReason {
             DeadLetterReason::BadArguments,
             DeadLetterReason::UnsupportedVersion,
             DeadLetterReason::BadEnvelope,
+            DeadLetterReason::InvalidCanvas,
         ]
         .into_iter()
         .find(|reason| reason.code() == code)

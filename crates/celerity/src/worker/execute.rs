@@ -107,6 +107,26 @@ pub(crate) async fn execute(
             .await;
         }
     };
+    // The canvas that follows this task is checked before the task runs: a malformed or
+    // over-deep one is dead-lettered now rather than failing after the work is done.
+    let canvas_problem = body
+        .chain
+        .iter()
+        .chain(&body.link)
+        .chain(&body.link_error)
+        .find_map(|node| node.validate(crate::canvas::MAX_DEPTH).err());
+    if let Some(problem) = canvas_problem {
+        let error = format!("task {}: {problem}", envelope.task);
+        return reject(
+            &shared,
+            &queue,
+            &message,
+            &envelope,
+            DeadLetterReason::InvalidCanvas,
+            error,
+        )
+        .await;
+    }
     if let Some(results) = body.chord_results.take() {
         match gather_header_results(&shared.store, &results).await {
             Ok(list) => body.args.insert(0, list),
