@@ -150,3 +150,61 @@ async fn killing_workers_at_any_point_of_a_chord_runs_its_body_once_with_the_rig
         "the body ran exactly once"
     );
 }
+
+/// Twenty members of which 5, 11 and 17 fail.
+fn mostly_succeeding() -> Vec<celerity::Signature<i64>> {
+    (0..20)
+        .map(|i| {
+            if [5, 11, 17].contains(&i) {
+                explode.s((vec![i],))
+            } else {
+                add.s((i, 1))
+            }
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn collect_and_k_of_n_policies_tolerate_failing_members() {
+    let server = server();
+    let url = server.url();
+    runs_stream(&url).await;
+    let _worker = WorkerProcess::start(&url, "w1", &["-c", "8"]);
+    let client = client(&url).await;
+
+    let collected = Chord::new(mostly_succeeding(), celerity_it::count_outcomes.s(()))
+        .collect()
+        .apply_async(&client)
+        .await
+        .unwrap();
+    assert_eq!(
+        collected.get(WAIT).await.expect("the collect body runs"),
+        (17, 3)
+    );
+
+    let quorum = Chord::new(mostly_succeeding(), celerity_it::length.s(()))
+        .at_least(15)
+        .apply_async(&client)
+        .await
+        .unwrap();
+    assert_eq!(
+        quorum
+            .get(WAIT)
+            .await
+            .expect("15 of 20 succeed, so the body runs"),
+        15,
+        "the body gets the first 15 successes"
+    );
+
+    let unreachable = Chord::new(mostly_succeeding(), sum_all.s(()))
+        .at_least(19)
+        .apply_async(&client)
+        .await
+        .unwrap();
+    match unreachable.get(WAIT).await {
+        Err(ResultError::Failed { error, .. }) => {
+            assert_eq!(error.kind, "celerity::ChordQuorumFailed")
+        }
+        other => panic!("expected the quorum to fail, got {other:?}"),
+    }
+}

@@ -154,6 +154,26 @@ pub async fn wait_inside(x: i64, allow: bool) -> anyhow::Result<i64> {
     Ok(result.get(std::time::Duration::from_secs(20)).await?)
 }
 
+/// A chord body that says how many results it received.
+#[celerity::task(name = "it.length")]
+pub async fn length(items: Vec<i64>) -> usize {
+    items.len()
+}
+
+/// A `collect` chord body: how many members succeeded and how many failed.
+#[celerity::task(name = "it.count_outcomes")]
+pub async fn count_outcomes(outcomes: Vec<serde_json::Value>) -> (usize, usize) {
+    let succeeded = outcomes
+        .iter()
+        .filter(|outcome| outcome.get("ok").is_some())
+        .count();
+    let failed = outcomes
+        .iter()
+        .filter(|outcome| outcome.get("error").is_some())
+        .count();
+    (succeeded, failed)
+}
+
 /// Returns the user headers it was sent with.
 #[celerity::task(name = "it.headers")]
 pub async fn headers(ctx: &TaskContext) -> Vec<(String, String)> {
@@ -179,7 +199,9 @@ pub fn app() -> Result<celerity::App, celerity::ConfigError> {
         .task(record_failure)
         .task(sum_all)
         .task(slow_add)
-        .task(wait_inside);
+        .task(wait_inside)
+        .task(count_outcomes)
+        .task(length);
     if let Some(seconds) = std::env::var("IT_RESULT_EXPIRES_SECS")
         .ok()
         .and_then(|s| s.parse().ok())

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::canvas::CanvasNode;
-use crate::chord::ChordResults;
+use crate::chord::{ChordPolicy, ChordResults};
 use crate::names::TaskId;
 
 /// The arguments of a task message, in the encoding named by `Content-Type`.
@@ -61,12 +61,20 @@ pub struct ChordMember {
     pub index: u32,
     /// The number of header members.
     pub size: u32,
+    /// The chord's policy.
+    #[serde(default, skip_serializing_if = "ChordPolicy::is_fail_fast")]
+    pub policy: ChordPolicy,
 }
 
 impl ChordMember {
-    /// Member `index` of the `size` members of chord `id`.
+    /// Member `index` of the `size` members of chord `id`, under the default policy.
     pub fn new(id: TaskId, index: u32, size: u32) -> Self {
-        Self { id, index, size }
+        Self {
+            id,
+            index,
+            size,
+            policy: ChordPolicy::FailFast,
+        }
     }
 }
 

@@ -51,6 +51,12 @@ pub enum CanvasNode {
         header: Vec<CanvasNode>,
         /// What runs with the header's results.
         body: Box<CanvasNode>,
+        /// When the body runs (default: Celery's fail-fast).
+        #[serde(
+            default,
+            skip_serializing_if = "crate::chord::ChordPolicy::is_fail_fast"
+        )]
+        policy: crate::chord::ChordPolicy,
     },
 }
 
@@ -192,7 +198,9 @@ impl CanvasNode {
                     node.check(seen)?;
                 }
             }
-            CanvasNode::Chord { id, header, body } => {
+            CanvasNode::Chord {
+                id, header, body, ..
+            } => {
                 claim(id)?;
                 if header.is_empty() {
                     return Err(CanvasError::Empty("chord header"));
@@ -246,6 +254,7 @@ mod tests {
             id: TaskId::new("c").unwrap(),
             header: vec![sig("h1")],
             body: Box::new(CanvasNode::Signature(step)),
+            policy: Default::default(),
         };
         let value = serde_json::to_value(&node).unwrap();
         assert_eq!(

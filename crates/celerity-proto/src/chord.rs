@@ -50,6 +50,40 @@ pub fn header_result_id(chord_id: &TaskId, index: u32) -> Result<TaskId, Invalid
     TaskId::new(format!("{chord_id}-{index}"))
 }
 
+/// When a chord's body runs, and what it receives.
+///
+/// ```
+/// # use celerity_proto::ChordPolicy;
+/// assert_eq!(serde_json::to_value(ChordPolicy::AtLeast { successes: 3 })?, serde_json::json!({"kind": "at_least", "successes": 3}));
+/// assert!(ChordPolicy::default().is_fail_fast());
+/// # Ok::<(), serde_json::Error>(())
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ChordPolicy {
+    /// Celery's: the body runs when every member succeeded, with their results; the first failure
+    /// fails the chord and the body never runs.
+    #[default]
+    FailFast,
+    /// The body runs when every member has ended, with one `{"ok": result}` or `{"error": error}`
+    /// per member, in member order.
+    Collect,
+    /// The body runs as soon as `successes` members have succeeded, with their results in member
+    /// order; the chord fails as soon as that can no longer happen.
+    AtLeast {
+        /// How many successes the body needs.
+        successes: u32,
+    },
+}
+
+impl ChordPolicy {
+    /// True for the default policy.
+    pub fn is_fail_fast(&self) -> bool {
+        *self == ChordPolicy::FailFast
+    }
+}
+
 /// What a producer stores under the chord id in the chords bucket before sending the header.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[non_exhaustive]
@@ -75,6 +109,9 @@ pub struct ChordDefinition {
     /// reports to that chord.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub member: Option<crate::body::ChordMember>,
+    /// When the body runs.
+    #[serde(default, skip_serializing_if = "ChordPolicy::is_fail_fast")]
+    pub policy: ChordPolicy,
 }
 
 impl ChordDefinition {
@@ -89,6 +126,7 @@ impl ChordDefinition {
             content_type: ContentType::Json,
             root_id: None,
             member: None,
+            policy: ChordPolicy::FailFast,
         }
     }
 }
@@ -132,6 +170,9 @@ pub struct ChordCompletion {
     /// The task that finished.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub task: Option<TaskName>,
+    /// The chord's policy, as the member knew it.
+    #[serde(default, skip_serializing_if = "ChordPolicy::is_fail_fast")]
+    pub policy: ChordPolicy,
 }
 
 impl ChordCompletion {
@@ -144,6 +185,7 @@ impl ChordCompletion {
             state,
             error: None,
             task: None,
+            policy: ChordPolicy::FailFast,
         }
     }
 }
@@ -157,12 +199,23 @@ pub struct ChordResults {
     pub id: TaskId,
     /// The number of header members.
     pub size: u32,
+    /// Pass `{"ok": result}` / `{"error": error}` for every member (the `collect` policy).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub collect: bool,
+    /// Pass only these members' results, in this order (the `at_least` policy).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub indices: Option<Vec<u32>>,
 }
 
 impl ChordResults {
     /// The reference to chord `id`'s `size` header results.
     pub fn new(id: TaskId, size: u32) -> Self {
-        Self { id, size }
+        Self {
+            id,
+            size,
+            collect: false,
+            indices: None,
+        }
     }
 }
 

@@ -32,7 +32,7 @@ mod subjects;
 pub use body::{ChordMember, TaskBody};
 pub use canvas::{CanvasError, CanvasNode, SignatureRecord};
 pub use chord::{
-    CHORD_PARTITIONS, ChordCompletion, ChordDefinition, ChordResults, chord_partition,
+    CHORD_PARTITIONS, ChordCompletion, ChordDefinition, ChordPolicy, ChordResults, chord_partition,
     header_result_id,
 };
 pub use codec::{ContentType, DecodeError, EncodeError};

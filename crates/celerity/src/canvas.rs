@@ -25,7 +25,7 @@ use std::marker::PhantomData;
 use std::time::Duration;
 
 use celerity_proto::{
-    CanvasNode, Priority, QueueName, SignatureRecord, TaskId, TaskName, TaskState,
+    CanvasNode, ChordPolicy, Priority, QueueName, SignatureRecord, TaskId, TaskName, TaskState,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -303,7 +303,7 @@ enum Untyped {
     Signature(Signature<Value>),
     Chain(Vec<Untyped>),
     Group(Vec<Untyped>),
-    Chord(Vec<Untyped>, Box<Untyped>),
+    Chord(Vec<Untyped>, Box<Untyped>, ChordPolicy),
 }
 
 impl<T> From<Signature<T>> for Part<T> {
@@ -336,7 +336,7 @@ impl<T> From<Group<T>> for Part<Vec<T>> {
 impl<T> From<Chord<T>> for Part<T> {
     fn from(chord: Chord<T>) -> Self {
         Part {
-            node: Untyped::Chord(chord.header, Box::new(chord.body)),
+            node: Untyped::Chord(chord.header, Box::new(chord.body), chord.policy),
             output: PhantomData,
         }
     }
@@ -372,7 +372,7 @@ impl Untyped {
                     .map(Untyped::into_node)
                     .collect::<Result<_, _>>()?,
             },
-            Untyped::Chord(header, body) => {
+            Untyped::Chord(header, body, policy) => {
                 let id = new_id();
                 let mut tasks = Vec::with_capacity(header.len());
                 for (index, member) in (0..).zip(header) {
@@ -384,6 +384,7 @@ impl Untyped {
                     id,
                     header: tasks,
                     body: Box::new(body.into_node()?),
+                    policy,
                 }
             }
         })
@@ -670,6 +671,7 @@ impl<T: DeserializeOwned> GroupResult<T> {
 pub struct Chord<U> {
     header: Vec<Untyped>,
     body: Untyped,
+    policy: ChordPolicy,
     output: PhantomData<fn() -> U>,
 }
 
@@ -686,8 +688,24 @@ impl<U> Chord<U> {
                 .map(|member| member.into().node)
                 .collect(),
             body: body.into().node,
+            policy: ChordPolicy::FailFast,
             output: PhantomData,
         }
+    }
+
+    /// The body runs once every member has ended, with one `{"ok": result}` or
+    /// `{"error": error record}` per member in member order, instead of failing on the first
+    /// failure.
+    pub fn collect(mut self) -> Self {
+        self.policy = ChordPolicy::Collect;
+        self
+    }
+
+    /// The body runs as soon as `successes` members have succeeded, with their results in member
+    /// order; the chord fails as soon as that can no longer happen.
+    pub fn at_least(mut self, successes: u32) -> Self {
+        self.policy = ChordPolicy::AtLeast { successes };
+        self
     }
 
     /// Stores the chord's definition, then sends every header member. The result is the body's.
@@ -696,7 +714,7 @@ impl<U> Chord<U> {
     /// [`EnqueueError`] for an empty header, an invalid member, or a failed publish (members sent
     /// before the failure stay sent, and the body never runs).
     pub async fn apply_async(self, client: &Client) -> Result<AsyncResult<U>, EnqueueError> {
-        let node = Untyped::Chord(self.header, Box::new(self.body)).into_node()?;
+        let node = Untyped::Chord(self.header, Box::new(self.body), self.policy).into_node()?;
         send(client, &node).await?;
         match node.result_id() {
             Some(id) => Ok(AsyncResult::new(id.clone(), client.clone(), true)),

@@ -532,7 +532,9 @@ pub(crate) fn collect_result_ids(node: &CanvasNode, ids: &mut Vec<TaskId>) {
             ids.push(id.clone());
             tasks.iter().for_each(|task| collect_result_ids(task, ids));
         }
-        CanvasNode::Chord { id, header, body } => {
+        CanvasNode::Chord {
+            id, header, body, ..
+        } => {
             ids.push(id.clone());
             header.iter().for_each(|task| collect_result_ids(task, ids));
             collect_result_ids(body, ids);

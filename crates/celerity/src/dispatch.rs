@@ -12,8 +12,8 @@ use std::pin::Pin;
 
 use async_nats::jetstream::kv;
 use celerity_proto::{
-    CanvasNode, ChordDefinition, ChordMember, ChordResults, ContentType, Envelope, QueueName,
-    TaskBody, TaskId, TaskName, header_result_id,
+    CanvasNode, ChordDefinition, ChordMember, ChordPolicy, ChordResults, ContentType, Envelope,
+    QueueName, TaskBody, TaskId, TaskName, header_result_id,
 };
 use serde_json::Value;
 
@@ -175,10 +175,20 @@ impl Dispatcher {
                 CanvasNode::Group { id, tasks } => {
                     // A group followed by more steps is a chord: the next step gets the list.
                     let body = chain_of(rest);
-                    self.send_chord(id, tasks, body, origin, previous, membership)
-                        .await
+                    let chord = ChordParts {
+                        id,
+                        header: tasks,
+                        body,
+                        policy: ChordPolicy::FailFast,
+                    };
+                    self.send_chord(chord, origin, previous, membership).await
                 }
-                CanvasNode::Chord { id, header, body } => {
+                CanvasNode::Chord {
+                    id,
+                    header,
+                    body,
+                    policy,
+                } => {
                     let body = if rest.is_empty() {
                         (**body).clone()
                     } else {
@@ -186,8 +196,13 @@ impl Dispatcher {
                         steps.extend(rest);
                         CanvasNode::Chain { tasks: steps }
                     };
-                    self.send_chord(id, header, body, origin, previous, membership)
-                        .await
+                    let chord = ChordParts {
+                        id,
+                        header,
+                        body,
+                        policy: *policy,
+                    };
+                    self.send_chord(chord, origin, previous, membership).await
                 }
                 other => Err(EnqueueError::InvalidOption {
                     option: "canvas",
@@ -204,13 +219,17 @@ impl Dispatcher {
     /// Stores a chord's definition, records its body's steps as PENDING, then sends its header.
     async fn send_chord(
         &self,
-        id: &TaskId,
-        header: &[CanvasNode],
-        body: CanvasNode,
+        chord: ChordParts<'_>,
         origin: &Origin,
         previous: Previous<'_>,
         membership: Membership,
     ) -> Result<(), EnqueueError> {
+        let ChordParts {
+            id,
+            header,
+            body,
+            policy,
+        } = chord;
         let invalid = |reason: String| EnqueueError::InvalidOption {
             option: "chord",
             value: id.to_string(),
@@ -236,6 +255,7 @@ impl Dispatcher {
         // NOTE: a chord that is itself a chord header member reports when its body finishes: the
         // membership goes to the body's last task.
         definition.member = membership.chord;
+        definition.policy = policy;
         let bytes = serde_json::to_vec(&definition).map_err(|error| invalid(error.to_string()))?;
         self.chords
             .put(id.as_str(), bytes.into())
@@ -258,7 +278,11 @@ impl Dispatcher {
         for (index, member) in (0..).zip(header) {
             let tags = Membership {
                 group_id: Some(id.clone()),
-                chord: Some(ChordMember::new(id.clone(), index, size)),
+                chord: Some({
+                    let mut member = ChordMember::new(id.clone(), index, size);
+                    member.policy = policy;
+                    member
+                }),
             };
             sends.push(self.send(member, origin, previous, Vec::new(), tags));
         }
@@ -269,6 +293,14 @@ impl Dispatcher {
         let _ = membership.group_id;
         Ok(())
     }
+}
+
+/// A chord to send: its id, header, body (already followed by the rest of its chain) and policy.
+struct ChordParts<'a> {
+    id: &'a TaskId,
+    header: &'a [CanvasNode],
+    body: CanvasNode,
+    policy: ChordPolicy,
 }
 
 /// The steps `rest` as one node: the single step itself, or a chain of them.

@@ -9,14 +9,14 @@
 //! published under its own id (de-duplicated by the server), and a body worker that runs a chord
 //! body only if it has no final record. The chord's completions are then purged.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::Duration;
 
 use actix::prelude::*;
 use async_nats::jetstream::{self, consumer, kv, stream};
 use celerity_proto::{
-    CHORD_PARTITIONS, ChordCompletion, ChordDefinition, ChordResults, ErrorRecord, TaskId,
-    TaskName, TaskState, header_result_id,
+    CHORD_PARTITIONS, ChordCompletion, ChordDefinition, ChordPolicy, ChordResults, ErrorRecord,
+    TaskId, TaskName, TaskState, header_result_id,
 };
 use futures_util::StreamExt;
 use serde_json::Value;
@@ -34,12 +34,17 @@ pub(crate) enum HeaderResultsError {
     NotSucceeded { index: u32, state: TaskState },
 }
 
-/// Reads the results of a chord's header members, in member order, a few at a time.
+/// Reads the results of a chord's header members, in member order, a few at a time: every
+/// member's result, only the listed members' (`at_least`), or every member's outcome (`collect`).
 pub(crate) async fn gather_header_results(
     store: &ResultStore,
     results: &ChordResults,
 ) -> Result<Value, HeaderResultsError> {
-    let reads = futures_util::stream::iter(0..results.size)
+    let indices: Vec<u32> = match &results.indices {
+        Some(indices) => indices.clone(),
+        None => (0..results.size).collect(),
+    };
+    let reads = futures_util::stream::iter(indices)
         .map(|index| async move {
             let Ok(id) = header_result_id(&results.id, index) else {
                 return (index, Ok(None));
@@ -51,9 +56,21 @@ pub(crate) async fn gather_header_results(
         .await;
     let mut values = Vec::with_capacity(reads.len());
     for (index, read) in reads {
-        match read.map_err(HeaderResultsError::Store)? {
+        let record = read.map_err(HeaderResultsError::Store)?;
+        match record {
             Some(record) if record.state == TaskState::Success => {
-                values.push(record.result.unwrap_or(Value::Null))
+                let value = record.result.unwrap_or(Value::Null);
+                values.push(if results.collect {
+                    serde_json::json!({ "ok": value })
+                } else {
+                    value
+                });
+            }
+            Some(record) if results.collect && record.state.is_ready() => {
+                let error = record.error.unwrap_or_else(|| {
+                    ErrorRecord::new("celerity::Unknown", record.state.to_string())
+                });
+                values.push(serde_json::json!({ "error": error }));
             }
             Some(record) => {
                 return Err(HeaderResultsError::NotSucceeded {
@@ -98,17 +115,79 @@ struct Owned {
     revision: u64,
     replay: SpawnHandle,
     chords: HashMap<TaskId, Progress>,
+    /// Chords fired by this owner: their late completions (members still running when an
+    /// `at_least` chord fired) are purged at once.
+    fired: HashSet<TaskId>,
 }
 
 #[derive(Default)]
 struct Progress {
-    done: HashSet<u32>,
+    succeeded: BTreeSet<u32>,
+    failed: BTreeMap<u32, ErrorRecord>,
     firing: bool,
 }
 
 enum Outcome {
-    Complete { size: u32 },
+    Complete { size: u32, results: ChordResults },
     Failed { index: u32, error: ErrorRecord },
+}
+
+impl Progress {
+    /// What the chord does now under `policy`, if anything.
+    fn decide(&self, chord_id: &TaskId, size: u32, policy: ChordPolicy) -> Option<Outcome> {
+        let n_succeeded = self.succeeded.len() as u64;
+        let n_ended = n_succeeded + self.failed.len() as u64;
+        let first_failure = || {
+            self.failed
+                .iter()
+                .next()
+                .map(|(index, error)| (*index, error.clone()))
+        };
+        match policy {
+            ChordPolicy::Collect => (n_ended >= u64::from(size)).then(|| {
+                let mut results = ChordResults::new(chord_id.clone(), size);
+                results.collect = true;
+                Outcome::Complete { size, results }
+            }),
+            ChordPolicy::AtLeast { successes } => {
+                if n_succeeded >= u64::from(successes) {
+                    let mut results = ChordResults::new(chord_id.clone(), size);
+                    results.indices = Some(
+                        self.succeeded
+                            .iter()
+                            .copied()
+                            .take(successes as usize)
+                            .collect(),
+                    );
+                    Some(Outcome::Complete { size, results })
+                } else if u64::from(size) - (self.failed.len() as u64).min(u64::from(size))
+                    < u64::from(successes)
+                {
+                    let (index, last) = first_failure()?;
+                    let error = ErrorRecord::new(
+                        "celerity::ChordQuorumFailed",
+                        format!(
+                            "{} of {size} header members failed, so {successes} successes cannot be reached; first failure (member {index}): {last}",
+                            self.failed.len()
+                        ),
+                    );
+                    Some(Outcome::Failed { index, error })
+                } else {
+                    None
+                }
+            }
+            _ => {
+                if let Some((index, error)) = first_failure() {
+                    Some(Outcome::Failed { index, error })
+                } else {
+                    (n_succeeded >= u64::from(size)).then(|| Outcome::Complete {
+                        size,
+                        results: ChordResults::new(chord_id.clone(), size),
+                    })
+                }
+            }
+        }
+    }
 }
 
 impl ChordAggregator {
@@ -232,6 +311,7 @@ impl ChordAggregator {
                 revision,
                 replay,
                 chords: HashMap::new(),
+                fired: HashSet::new(),
             },
         );
     }
@@ -250,29 +330,30 @@ impl ChordAggregator {
             tracing::warn!(subject = %message.subject, "ignoring an unreadable chord completion");
             return;
         };
+        if owned.fired.contains(&chord_id) {
+            let stream = self.backend.stream.clone();
+            let subject = message.subject.to_string();
+            self.shared
+                .runtime
+                .spawn(async move { stream.purge().filter(subject).await });
+            return;
+        }
         let progress = owned.chords.entry(chord_id.clone()).or_default();
         if progress.firing {
             return;
         }
-        progress.done.insert(completion.index);
-        let outcome = if completion.state != TaskState::Success {
-            let error = completion.error.unwrap_or_else(|| {
+        if completion.state == TaskState::Success {
+            progress.succeeded.insert(completion.index);
+        } else {
+            let error = completion.error.clone().unwrap_or_else(|| {
                 ErrorRecord::new(
                     "celerity::ChordHeaderFailed",
                     format!("header member ended {}", completion.state),
                 )
             });
-            Some(Outcome::Failed {
-                index: completion.index,
-                error,
-            })
-        } else if progress.done.len() as u64 >= u64::from(completion.size) {
-            Some(Outcome::Complete {
-                size: completion.size,
-            })
-        } else {
-            None
-        };
+            progress.failed.entry(completion.index).or_insert(error);
+        }
+        let outcome = progress.decide(&chord_id, completion.size, completion.policy);
         if let Some(outcome) = outcome {
             progress.firing = true;
             let shared = self.shared.clone();
@@ -289,6 +370,7 @@ impl ChordAggregator {
                 match fired {
                     Ok(chord_id) => {
                         owned.chords.remove(&chord_id);
+                        owned.fired.insert(chord_id);
                     }
                     Err((chord_id, error)) => {
                         // Left in the stream: a later replay (this owner's next lease, or another's)
@@ -343,11 +425,11 @@ async fn fire(
     };
     if !body_started {
         match outcome {
-            Outcome::Complete { size } => {
+            Outcome::Complete { size, results } => {
                 if size != definition.size {
                     tracing::warn!(chord_id = %chord_id, completions = size, defined = definition.size, "header size differs from the definition");
                 }
-                publish_chord_body(shared, &definition)
+                publish_chord_body(shared, &definition, &results)
                     .await
                     .map_err(|e| failed(crate::error_chain(&e)))?;
                 tracing::debug!(chord_id = %chord_id, "chord body sent");

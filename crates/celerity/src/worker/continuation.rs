@@ -200,6 +200,7 @@ async fn report_to_chord(
     let mut completion = ChordCompletion::new(member.index, member.size, record.state.clone());
     completion.error = record.error.clone();
     completion.task = Some(envelope.task.clone());
+    completion.policy = member.policy;
     let publish_error = |error: Box<dyn std::error::Error + Send + Sync>| EnqueueError::Publish {
         task_id: envelope.id.clone(),
         source: error,
@@ -253,9 +254,9 @@ async fn fail_steps(
 pub(crate) async fn publish_chord_body(
     shared: &WorkerShared,
     definition: &ChordDefinition,
+    results: &ChordResults,
 ) -> Result<(), EnqueueError> {
     let origin = chord_origin(definition);
-    let results = ChordResults::new(definition.id.clone(), definition.size);
     let membership = Membership {
         group_id: None,
         chord: definition.member.clone(),
@@ -266,7 +267,7 @@ pub(crate) async fn publish_chord_body(
         .send(
             &definition.body,
             &origin,
-            Previous::ChordResults(&results),
+            Previous::ChordResults(results),
             Vec::new(),
             membership,
         )
