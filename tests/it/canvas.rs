@@ -431,3 +431,50 @@ async fn a_canvas_nested_too_deep_is_dead_lettered_before_the_task_runs() {
         other => panic!("expected a dead-lettered canvas, got {other:?}"),
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canvas_deadline_stops_members_that_would_start_after_it() {
+    let server = server();
+    let _worker = WorkerProcess::start(&server.url(), "w1", &["-c", "1"]);
+    let client = client(&server.url()).await;
+
+    // The first step outlives the deadline, so the second would start after it.
+    let chain = celerity::chain![
+        celerity_it::slow_add.s((1, 1, 1500)),
+        celerity_it::add.s((1,)),
+        celerity_it::add.s((1,))
+    ]
+    .deadline(Duration::from_millis(700))
+    .apply_async(&client)
+    .await
+    .unwrap();
+    match chain.get(WAIT).await {
+        Err(ResultError::Revoked { meta, .. }) => assert_eq!(
+            meta.as_ref().map(|meta| meta["reason"].clone()),
+            Some(serde_json::json!("expired"))
+        ),
+        other => panic!("expected the chain to be revoked by its deadline, got {other:?}"),
+    }
+    let second = chain.parent().expect("the second step");
+    assert_eq!(second.state().await.unwrap(), TaskState::Revoked);
+    let first = second.parent().expect("the first step");
+    assert_eq!(
+        first.get(WAIT).await.unwrap(),
+        serde_json::json!(2),
+        "the first step started in time and finished"
+    );
+
+    // A chord whose members queue past the deadline on one slot fails instead of waiting forever.
+    let chord = celerity::Chord::new(
+        (0..6).map(|i| celerity_it::slow_add.s((i, 1, 300))),
+        celerity_it::sum_all.s(()),
+    )
+    .deadline(Duration::from_millis(500))
+    .apply_async(&client)
+    .await
+    .unwrap();
+    assert!(
+        matches!(chord.get(WAIT).await, Err(ResultError::Failed { .. })),
+        "the chord fails once members expire"
+    );
+}

@@ -112,6 +112,9 @@ pub struct ChordDefinition {
     /// When the body runs.
     #[serde(default, skip_serializing_if = "ChordPolicy::is_fail_fast")]
     pub policy: ChordPolicy,
+    /// The canvas's deadline, Unix milliseconds: the body carries it as `Celerity-Expires`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_ms: Option<u64>,
 }
 
 impl ChordDefinition {
@@ -127,6 +130,7 @@ impl ChordDefinition {
             root_id: None,
             member: None,
             policy: ChordPolicy::FailFast,
+            expires_ms: None,
         }
     }
 }

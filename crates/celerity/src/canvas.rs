@@ -421,10 +421,16 @@ fn set_result_id(node: &mut CanvasNode, id: TaskId) -> Result<(), EnqueueError> 
 }
 
 /// Validates and sends `node`.
-async fn send(client: &Client, node: &CanvasNode) -> Result<(), EnqueueError> {
+async fn send(
+    client: &Client,
+    node: &CanvasNode,
+    deadline: Option<Duration>,
+) -> Result<(), EnqueueError> {
     node.validate(MAX_DEPTH)
         .map_err(EnqueueError::InvalidCanvas)?;
-    client.send_canvas(node).await
+    let expires_ms =
+        deadline.map(|deadline| crate::clock::now_ms().saturating_add(deadline.as_millis() as u64));
+    client.send_canvas(node, expires_ms).await
 }
 
 /// Steps run one after the other, each receiving the previous result (unless immutable); typed by
@@ -434,6 +440,7 @@ async fn send(client: &Client, node: &CanvasNode) -> Result<(), EnqueueError> {
 #[derive(Debug, Clone)]
 pub struct Chain<T> {
     steps: Vec<Untyped>,
+    deadline: Option<Duration>,
     output: PhantomData<fn() -> T>,
 }
 
@@ -442,6 +449,7 @@ impl<T> Chain<T> {
     pub fn start(first: impl Into<Part<T>>) -> Self {
         Self {
             steps: vec![first.into().node],
+            deadline: None,
             output: PhantomData,
         }
     }
@@ -451,8 +459,16 @@ impl<T> Chain<T> {
         self.steps.push(next.into().node);
         Chain {
             steps: self.steps,
+            deadline: self.deadline,
             output: PhantomData,
         }
+    }
+
+    /// Bounds every step: a step that would start more than `deadline` from now is not run, and
+    /// it and every later step end REVOKED with reason `expired`.
+    pub fn deadline(mut self, deadline: Duration) -> Self {
+        self.deadline = Some(deadline);
+        self
     }
 
     /// Sends the first step, with the others as its continuation. The result is the last step's,
@@ -470,7 +486,7 @@ impl<T> Chain<T> {
             });
         }
         let node = Untyped::Chain(self.steps).into_node()?;
-        send(client, &node).await?;
+        send(client, &node, self.deadline).await?;
         let CanvasNode::Chain { tasks } = &node else {
             return Err(EnqueueError::InvalidCanvas(
                 celerity_proto::CanvasError::Empty("chain"),
@@ -503,6 +519,7 @@ impl<T> Chain<T> {
 #[derive(Debug, Clone)]
 pub struct Group<T> {
     members: Vec<Untyped>,
+    deadline: Option<Duration>,
     output: PhantomData<fn() -> T>,
 }
 
@@ -514,8 +531,16 @@ impl<T> Group<T> {
                 .into_iter()
                 .map(|member| member.into().node)
                 .collect(),
+            deadline: None,
             output: PhantomData,
         }
+    }
+
+    /// Bounds every member: a member that would start more than `deadline` from now is not run
+    /// and ends REVOKED with reason `expired`.
+    pub fn deadline(mut self, deadline: Duration) -> Self {
+        self.deadline = Some(deadline);
+        self
     }
 
     /// Sends every member, tagged with one group id.
@@ -525,7 +550,7 @@ impl<T> Group<T> {
     /// before the failure stay sent).
     pub async fn apply_async(self, client: &Client) -> Result<GroupResult<T>, EnqueueError> {
         let node = Untyped::Group(self.members).into_node()?;
-        send(client, &node).await?;
+        send(client, &node, self.deadline).await?;
         let CanvasNode::Group { id, tasks } = node else {
             return Err(EnqueueError::InvalidCanvas(
                 celerity_proto::CanvasError::Empty("group"),
@@ -672,6 +697,7 @@ pub struct Chord<U> {
     header: Vec<Untyped>,
     body: Untyped,
     policy: ChordPolicy,
+    deadline: Option<Duration>,
     output: PhantomData<fn() -> U>,
 }
 
@@ -689,8 +715,16 @@ impl<U> Chord<U> {
                 .collect(),
             body: body.into().node,
             policy: ChordPolicy::FailFast,
+            deadline: None,
             output: PhantomData,
         }
+    }
+
+    /// Bounds every member and the body: a task that would start more than `deadline` from now is
+    /// not run and ends REVOKED with reason `expired` (a chord whose header member expired fails).
+    pub fn deadline(mut self, deadline: Duration) -> Self {
+        self.deadline = Some(deadline);
+        self
     }
 
     /// The body runs once every member has ended, with one `{"ok": result}` or
@@ -715,7 +749,7 @@ impl<U> Chord<U> {
     /// before the failure stay sent, and the body never runs).
     pub async fn apply_async(self, client: &Client) -> Result<AsyncResult<U>, EnqueueError> {
         let node = Untyped::Chord(self.header, Box::new(self.body), self.policy).into_node()?;
-        send(client, &node).await?;
+        send(client, &node, self.deadline).await?;
         match node.result_id() {
             Some(id) => Ok(AsyncResult::new(id.clone(), client.clone(), true)),
             None => Err(EnqueueError::InvalidCanvas(

@@ -418,12 +418,17 @@ impl Client {
     }
 
     /// Sends a canvas node, as its first task's producer.
-    pub(crate) async fn send_canvas(&self, node: &CanvasNode) -> Result<(), EnqueueError> {
+    pub(crate) async fn send_canvas(
+        &self,
+        node: &CanvasNode,
+        expires_ms: Option<u64>,
+    ) -> Result<(), EnqueueError> {
         let origin = Origin {
             parent_id: None,
             root_id: None,
             reply_to: Some(self.inner.reply_subject.clone()),
             content_type: self.inner.settings.content_type,
+            expires_ms,
         };
         self.inner
             .dispatcher

@@ -33,6 +33,8 @@ pub(crate) struct Origin {
     pub(crate) reply_to: Option<String>,
     /// How messages and records are encoded.
     pub(crate) content_type: ContentType,
+    /// The canvas's deadline, Unix milliseconds: every task sent carries it.
+    pub(crate) expires_ms: Option<u64>,
 }
 
 impl Origin {
@@ -43,6 +45,7 @@ impl Origin {
             root_id: Some(parent.root_id.clone().unwrap_or_else(|| parent.id.clone())),
             reply_to: parent.reply_to.clone(),
             content_type: parent.content_type,
+            expires_ms: parent.expires_ms,
         }
     }
 }
@@ -135,6 +138,7 @@ impl Dispatcher {
                     envelope.group_id = membership.group_id.clone();
                     envelope.chord_id = membership.chord.as_ref().map(|member| member.id.clone());
                     envelope.sent_at_ms = Some(now_ms());
+                    envelope.expires_ms = origin.expires_ms;
                     let mut body = TaskBody::new(signature.args.clone(), signature.kwargs.clone());
                     match (previous, signature.immutable) {
                         (Previous::Value(value), false) => body.args.insert(0, value.clone()),
@@ -256,6 +260,7 @@ impl Dispatcher {
         // membership goes to the body's last task.
         definition.member = membership.chord;
         definition.policy = policy;
+        definition.expires_ms = origin.expires_ms;
         let bytes = serde_json::to_vec(&definition).map_err(|error| invalid(error.to_string()))?;
         self.chords
             .put(id.as_str(), bytes.into())

@@ -98,6 +98,18 @@ impl Continuation {
         record: &ResultRecord,
     ) -> Result<(), EnqueueError> {
         let origin = Origin::after(envelope);
+        if record.state == TaskState::Revoked {
+            // Not run (expired): nothing after it runs either, and says why.
+            let mut later = Vec::new();
+            for node in &self.chain {
+                collect_result_ids(node, &mut later);
+            }
+            revoke_steps(shared, envelope, later, record.meta.clone()).await;
+            if let Some(member) = &self.chord {
+                report_to_chord(shared, envelope, member, record).await?;
+            }
+            return Ok(());
+        }
         match &record.error {
             Some(error) => {
                 self.on_failure(shared, envelope, &origin, error).await;
@@ -247,6 +259,33 @@ async fn fail_steps(
     }
 }
 
+/// Records steps that will never run because an earlier one was revoked, with its reason.
+async fn revoke_steps(
+    shared: &WorkerShared,
+    envelope: &Envelope,
+    ids: Vec<TaskId>,
+    meta: Option<Value>,
+) {
+    for id in ids {
+        let mut step = Envelope::new(id, envelope.task.clone());
+        step.content_type = envelope.content_type;
+        step.reply_to = envelope.reply_to.clone();
+        let mut meta = meta.clone().unwrap_or_else(|| json!({}));
+        if let Some(fields) = meta.as_object_mut() {
+            fields.insert(
+                "revoked_task".to_owned(),
+                Value::String(envelope.id.to_string()),
+            );
+        }
+        let mut record = shared
+            .store
+            .record(&step, TaskState::Revoked)
+            .with_meta(meta);
+        record.task = None;
+        super::execute::store_final(shared, &step, &record).await;
+    }
+}
+
 /// Sends a chord's body with a reference to its header results, as the chord's continuation.
 ///
 /// # Errors
@@ -315,5 +354,6 @@ fn chord_origin(definition: &ChordDefinition) -> Origin {
         root_id: definition.root_id.clone(),
         reply_to: definition.reply_to.clone(),
         content_type: definition.content_type,
+        expires_ms: definition.expires_ms,
     }
 }

@@ -62,6 +62,21 @@ pub(crate) async fn execute(
         }
         return ack(&message).await;
     }
+    // A task picked up after its deadline does not run: it ends REVOKED, saying why.
+    if let Some(expires_ms) = envelope.expires_ms
+        && now_ms() > expires_ms
+    {
+        tracing::info!(task_id = %envelope.id, expires_ms, "task expired before it could start; not running it");
+        let meta = serde_json::json!({"reason": "expired", "expires_ms": expires_ms});
+        let record = shared
+            .store
+            .record(&envelope, TaskState::Revoked)
+            .with_meta(meta);
+        let continuation = decoded
+            .map(|mut body| Continuation::take(&mut body))
+            .unwrap_or_default();
+        return finish_without_running(&shared, &envelope, &message, continuation, record).await;
+    }
     let builtin = match builtin_target(&shared, &envelope, &decoded) {
         Ok(builtin) => builtin,
         Err(error) => {
@@ -143,7 +158,11 @@ pub(crate) async fn execute(
                     ),
                 );
                 let continuation = Continuation::take(&mut body);
-                return finish_without_running(&shared, &envelope, &message, continuation, error)
+                let record = shared
+                    .store
+                    .record(&envelope, TaskState::Failure)
+                    .with_error(error);
+                return finish_without_running(&shared, &envelope, &message, continuation, record)
                     .await;
             }
         }
@@ -246,18 +265,15 @@ fn run_over_items(
     }))
 }
 
-/// Records a task that cannot run as failed, runs what follows a failure, and acknowledges it.
+/// Records a task that will not run (failed or revoked), runs what follows that, and acknowledges
+/// its message.
 async fn finish_without_running(
     shared: &WorkerShared,
     envelope: &Envelope,
     message: &jetstream::Message,
     continuation: Continuation,
-    error: ErrorRecord,
+    record: ResultRecord,
 ) {
-    let record = shared
-        .store
-        .record(envelope, TaskState::Failure)
-        .with_error(error);
     if !store_final(shared, envelope, &record).await {
         return;
     }
