@@ -478,3 +478,62 @@ async fn a_canvas_deadline_stops_members_that_would_start_after_it() {
         "the chord fails once members expire"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoking_a_running_chain_stops_it_and_a_revoked_group_never_runs() {
+    let server = server();
+    let url = server.url();
+    let client = client(&url).await;
+
+    // A group revoked while queued: a worker started afterwards does not run it.
+    let group = celerity::Group::new((0..5).map(|i| celerity_it::add.s((i, 1))))
+        .apply_async(&client)
+        .await
+        .unwrap();
+    group.revoke().await.unwrap();
+    let worker = WorkerProcess::start(&url, "w1", &["-c", "2"]);
+    for member in group.results() {
+        match member.get(WAIT).await {
+            Err(ResultError::Revoked { meta, .. }) => {
+                assert_eq!(meta.unwrap()["reason"], "revoked")
+            }
+            other => panic!("expected a revoked member, got {other:?}"),
+        }
+    }
+
+    // A chain revoked while its first step runs: the step finishes, nothing after it runs.
+    let chain = celerity::chain![
+        celerity_it::hold.s(()),
+        celerity_it::headers.si(()),
+        celerity_it::headers.si(())
+    ]
+    .apply_async(&client)
+    .await
+    .unwrap();
+    let first = chain
+        .parent()
+        .and_then(|second| second.parent())
+        .expect("the first step")
+        .clone();
+    eventually("the first step starts", WAIT, || async {
+        first.state().await.unwrap() == TaskState::Started
+    })
+    .await;
+    chain.revoke().await.unwrap();
+    // Workers learn revocations through a watch: wait until this one has.
+    let root = first.id().to_string();
+    worker.wait_for_log(&format!("revocation received id={root}"), WAIT);
+    client
+        .nats()
+        .publish(format!("it.release.{}", first.id()), "go".into())
+        .await
+        .unwrap();
+    assert_eq!(
+        first.get(WAIT).await.unwrap(),
+        serde_json::json!(first.id().to_string())
+    );
+    match chain.get(WAIT).await {
+        Err(ResultError::Revoked { meta, .. }) => assert_eq!(meta.unwrap()["reason"], "revoked"),
+        other => panic!("expected the rest of the chain to be revoked, got {other:?}"),
+    }
+}

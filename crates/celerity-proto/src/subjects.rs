@@ -169,6 +169,11 @@ impl Layout {
         format!("{}_chords", self.namespace)
     }
 
+    /// The KV bucket of revoked task and canvas ids: `<ns>_revoked`.
+    pub fn revoked_bucket(&self) -> String {
+        format!("{}_revoked", self.namespace)
+    }
+
     /// The KV bucket of aggregator leases, one key per chord partition: `<ns>_leases`.
     pub fn leases_bucket(&self) -> String {
         format!("{}_leases", self.namespace)

@@ -79,6 +79,7 @@ pub struct AsyncResult<T> {
     notified: bool,
     allow_wait_in_task: bool,
     parent: Option<Box<AsyncResult<Value>>>,
+    root: Option<TaskId>,
     output: PhantomData<fn() -> T>,
 }
 
@@ -90,6 +91,7 @@ impl<T> Clone for AsyncResult<T> {
             notified: self.notified,
             allow_wait_in_task: self.allow_wait_in_task,
             parent: self.parent.clone(),
+            root: self.root.clone(),
             output: PhantomData,
         }
     }
@@ -111,6 +113,7 @@ impl<T> AsyncResult<T> {
             notified,
             allow_wait_in_task: false,
             parent: None,
+            root: None,
             output: PhantomData,
         }
     }
@@ -135,6 +138,7 @@ impl<T> AsyncResult<T> {
             notified: self.notified,
             allow_wait_in_task: self.allow_wait_in_task,
             parent: self.parent,
+            root: self.root,
             output: PhantomData,
         }
     }
@@ -146,6 +150,31 @@ impl<T> AsyncResult<T> {
     pub fn allow_wait_in_task(mut self) -> Self {
         self.allow_wait_in_task = true;
         self
+    }
+
+    /// Marks this handle as the result of the canvas whose root is `root`.
+    pub(crate) fn with_root(mut self, root: Option<TaskId>) -> Self {
+        self.root = root;
+        self
+    }
+
+    /// Revokes this task and, for a canvas's result, the whole canvas: tasks not started yet never
+    /// run and end REVOKED (reason `revoked`), and nothing after a running task is sent. A task
+    /// already running finishes (terminating it is a later feature).
+    ///
+    /// # Errors
+    /// [`ResultError::Store`] when the revocation cannot be written.
+    pub async fn revoke(&self) -> Result<(), ResultError> {
+        self.client.revoke(&self.id).await?;
+        if let Some(root) = &self.root {
+            self.client.revoke(root).await?;
+        }
+        Ok(())
+    }
+
+    /// Revokes `id` through this handle's client.
+    pub(crate) async fn revoke_id(&self, id: &TaskId) -> Result<(), ResultError> {
+        self.client.revoke(id).await
     }
 
     /// The result of the step before this one in its chain, as Celery's `result.parent`.

@@ -497,7 +497,9 @@ impl<T> Chain<T> {
             result = Some(AsyncResult::with_parent(id.clone(), client.clone(), result));
         }
         match result {
-            Some(result) => Ok(result.retype()),
+            Some(result) => Ok(result
+                .retype()
+                .with_root(crate::client::canvas_root(&node).cloned())),
             None => Err(EnqueueError::InvalidCanvas(
                 celerity_proto::CanvasError::Empty("chain"),
             )),
@@ -576,6 +578,17 @@ impl<T: DeserializeOwned> GroupResult<T> {
     /// The group id.
     pub fn id(&self) -> &TaskId {
         &self.id
+    }
+
+    /// Revokes the whole group: members not started yet never run and end REVOKED.
+    ///
+    /// # Errors
+    /// [`ResultError::Store`] when the revocation cannot be written.
+    pub async fn revoke(&self) -> Result<(), ResultError> {
+        match self.results.first() {
+            Some(first) => first.revoke_id(&self.id).await,
+            None => Ok(()),
+        }
     }
 
     /// Lets the group be waited on inside a task body; see [`AsyncResult::allow_wait_in_task`].
@@ -751,7 +764,8 @@ impl<U> Chord<U> {
         let node = Untyped::Chord(self.header, Box::new(self.body), self.policy).into_node()?;
         send(client, &node, self.deadline).await?;
         match node.result_id() {
-            Some(id) => Ok(AsyncResult::new(id.clone(), client.clone(), true)),
+            Some(id) => Ok(AsyncResult::new(id.clone(), client.clone(), true)
+                .with_root(crate::client::canvas_root(&node).cloned())),
             None => Err(EnqueueError::InvalidCanvas(
                 celerity_proto::CanvasError::Empty("chord body"),
             )),

@@ -241,6 +241,7 @@ struct ClientInner {
     layout: Layout,
     settings: Settings,
     store: ResultStore,
+    revoked: async_nats::jetstream::kv::Store,
     dispatcher: Dispatcher,
     reply_subject: String,
     waiters: Arc<Waiters>,
@@ -310,6 +311,7 @@ impl Client {
             layout.clone(),
             store.clone(),
         );
+        let revoked = provision::revoked_bucket(&js, &layout, settings.result_expires).await?;
         let dispatcher = Dispatcher::new(
             publisher,
             chords,
@@ -322,6 +324,7 @@ impl Client {
                 layout,
                 settings,
                 dispatcher,
+                revoked,
                 store,
                 reply_subject,
                 waiters,
@@ -425,7 +428,7 @@ impl Client {
     ) -> Result<(), EnqueueError> {
         let origin = Origin {
             parent_id: None,
-            root_id: None,
+            root_id: canvas_root(node).cloned(),
             reply_to: Some(self.inner.reply_subject.clone()),
             content_type: self.inner.settings.content_type,
             expires_ms,
@@ -440,6 +443,29 @@ impl Client {
                 Membership::default(),
             )
             .await
+    }
+
+    /// Revokes `id` (a task, or a canvas's root): workers do not run a task whose id or root is
+    /// revoked (it ends REVOKED with reason `revoked`), and do not send what follows a task of a
+    /// revoked canvas. Lasts as long as results do.
+    ///
+    /// # Errors
+    /// [`ResultError::Store`] when the revocation cannot be written.
+    pub(crate) async fn revoke(&self, id: &TaskId) -> Result<(), crate::async_result::ResultError> {
+        let record = serde_json::json!({"reason": "revoked", "at_ms": now_ms()});
+        let bytes = serde_json::to_vec(&record).unwrap_or_default();
+        self.inner
+            .revoked
+            .put(id.as_str(), bytes.into())
+            .await
+            .map(drop)
+            .map_err(|error| {
+                crate::async_result::ResultError::Store(crate::result_store::StoreError::Bucket {
+                    operation: "revoke",
+                    task_id: id.clone(),
+                    source: error.into(),
+                })
+            })
     }
 
     /// A handle on the result of a task sent by any process.
@@ -525,6 +551,17 @@ impl Client {
             .publish(&envelope, &body, &queue, !ignore_result)
             .await?;
         Ok(id)
+    }
+}
+
+/// The id every task of a canvas carries as its root: the first task's for a chain, the group's
+/// or chord's own; revoking it revokes the whole canvas.
+pub(crate) fn canvas_root(node: &CanvasNode) -> Option<&TaskId> {
+    match node {
+        CanvasNode::Signature(signature) => Some(&signature.id),
+        CanvasNode::Chain { tasks } => tasks.first().and_then(canvas_root),
+        CanvasNode::Group { id, .. } | CanvasNode::Chord { id, .. } => Some(id),
+        _ => None,
     }
 }
 

@@ -128,6 +128,15 @@ pub(crate) async fn chords_bucket(
     kv_bucket(js, &layout.chords_bucket(), expiry).await
 }
 
+/// The revoked bucket: one key per revoked task or canvas id, kept as long as results are.
+pub(crate) async fn revoked_bucket(
+    js: &jetstream::Context,
+    layout: &Layout,
+    expiry: Duration,
+) -> Result<kv::Store, ProvisionError> {
+    kv_bucket(js, &layout.revoked_bucket(), expiry).await
+}
+
 /// The leases bucket: one key per chord partition, held by the worker aggregating it. A lease is
 /// kept by rewriting it; when its holder dies the key expires after `ttl` and another takes it.
 pub(crate) async fn leases_bucket(

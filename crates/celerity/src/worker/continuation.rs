@@ -98,13 +98,20 @@ impl Continuation {
         record: &ResultRecord,
     ) -> Result<(), EnqueueError> {
         let origin = Origin::after(envelope);
-        if record.state == TaskState::Revoked {
+        // A task of a revoked canvas that was already running sends nothing after itself.
+        let revoked_canvas = shared.is_revoked(envelope);
+        if record.state == TaskState::Revoked || revoked_canvas {
+            let meta = if revoked_canvas {
+                Some(json!({"reason": "revoked"}))
+            } else {
+                record.meta.clone()
+            };
             // Not run (expired): nothing after it runs either, and says why.
             let mut later = Vec::new();
             for node in &self.chain {
                 collect_result_ids(node, &mut later);
             }
-            revoke_steps(shared, envelope, later, record.meta.clone()).await;
+            revoke_steps(shared, envelope, later, meta).await;
             if let Some(member) = &self.chord {
                 report_to_chord(shared, envelope, member, record).await?;
             }

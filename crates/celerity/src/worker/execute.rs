@@ -62,6 +62,18 @@ pub(crate) async fn execute(
         }
         return ack(&message).await;
     }
+    // A revoked task, or a task of a revoked canvas, does not run: it ends REVOKED, saying why.
+    if shared.is_revoked(&envelope) {
+        tracing::info!(task_id = %envelope.id, "task revoked; not running it");
+        let record = shared
+            .store
+            .record(&envelope, TaskState::Revoked)
+            .with_meta(serde_json::json!({"reason": "revoked"}));
+        let continuation = decoded
+            .map(|mut body| Continuation::take(&mut body))
+            .unwrap_or_default();
+        return finish_without_running(&shared, &envelope, &message, continuation, record).await;
+    }
     // A task picked up after its deadline does not run: it ends REVOKED, saying why.
     if let Some(expires_ms) = envelope.expires_ms
         && now_ms() > expires_ms

@@ -18,6 +18,8 @@ use std::time::Duration;
 use actix::prelude::*;
 use async_nats::jetstream;
 use celerity_proto::{Layout, Priority, QueueName};
+use dashmap::DashSet;
+use futures_util::StreamExt;
 use tokio::sync::Semaphore;
 
 use crate::app::App;
@@ -155,6 +157,8 @@ pub(crate) struct WorkerShared {
     pub(crate) store: ResultStore,
     /// Sends what follows tasks (canvas continuations and chord bodies).
     pub(crate) dispatcher: Dispatcher,
+    /// Revoked task and canvas ids, kept from the revoked bucket by a watch.
+    pub(crate) revoked: Arc<DashSet<String>>,
     pub(crate) runtime: tokio::runtime::Handle,
     /// Fetch credit: concurrency × prefetch multiplier.
     pub(crate) credit: Arc<Semaphore>,
@@ -164,6 +168,18 @@ pub(crate) struct WorkerShared {
     /// The shortest AckWait of the consumers this worker uses.
     pub(crate) ack_wait: Duration,
     pub(crate) recheck_interval: Duration,
+}
+
+impl WorkerShared {
+    /// True when the task, or the canvas it belongs to, has been revoked.
+    pub(crate) fn is_revoked(&self, envelope: &celerity_proto::Envelope) -> bool {
+        !self.revoked.is_empty()
+            && (self.revoked.contains(envelope.id.as_str())
+                || envelope
+                    .root_id
+                    .as_ref()
+                    .is_some_and(|root| self.revoked.contains(root.as_str())))
+    }
 }
 
 pub(crate) type SharedHandle = Arc<WorkerShared>;
@@ -270,7 +286,7 @@ fn run_on_this_thread(
     // NOTE: the connection is made on the multi-thread runtime so its I/O never waits on an actor.
     let hostname: Arc<str> = Arc::from(config.hostname.as_str());
     let connection_name = hostname.to_string();
-    let (client, js, consumers_by_queue, store, ack_wait, chords) = runtime.block_on(async {
+    let (client, js, provisioned, ack_wait) = runtime.block_on(async {
         let client = connect_with_retry(&nats, |options| options.name(&connection_name)).await?;
         let js = jetstream::new(client.clone());
         let layout = app.settings().layout();
@@ -283,10 +299,11 @@ fn run_on_this_thread(
             client: &client,
             hostname: &hostname,
         };
-        let (store, queues, chords) = setup.provision_with_retry().await;
+        let provisioned = setup.provision_with_retry().await;
         // In-progress acks must beat the AckWait the shared consumers really have, which the
         // first worker to create them chose.
-        let ack_wait = queues
+        let ack_wait = provisioned
+            .queues
             .iter()
             .flat_map(|(_, consumers, _)| {
                 consumers
@@ -295,8 +312,14 @@ fn run_on_this_thread(
             })
             .min()
             .unwrap_or(config.ack_wait);
-        Ok::<_, WorkerError>((client, js, queues, store, ack_wait, chords))
+        Ok::<_, WorkerError>((client, js, provisioned, ack_wait))
     })?;
+    let Provisioned {
+        store,
+        queues: consumers_by_queue,
+        chords,
+        revoked,
+    } = provisioned;
     let chords_kv = chords.chords.clone();
     let publisher = Publisher::new(
         client.clone(),
@@ -329,7 +352,9 @@ fn run_on_this_thread(
         concurrency: config.concurrency,
         ack_wait,
         recheck_interval: config.recheck_interval,
+        revoked: revoked.ids.clone(),
     });
+    runtime.spawn(watch_revocations(revoked.bucket, revoked.ids));
     let system = System::new();
     let root = system
         .block_on(async move { root::Worker::new(shared, consumers_by_queue, chords).start() });
@@ -374,11 +399,56 @@ enum SetupError {
     Provision(#[from] ProvisionError),
     #[error("cannot subscribe to the doorbells of queue {0}")]
     Subscribe(QueueName, #[source] async_nats::SubscribeError),
+    #[error("cannot read the revoked ids: {0}")]
+    Revocations(String),
+}
+
+/// Everything provisioned for a worker.
+struct Provisioned {
+    store: ResultStore,
+    queues: Vec<QueueSetup>,
+    chords: chord::ChordBackend,
+    revoked: Revocations,
+}
+
+/// The revoked ids: the bucket, and the set this worker keeps from it.
+struct Revocations {
+    bucket: async_nats::jetstream::kv::Store,
+    ids: Arc<DashSet<String>>,
+}
+
+/// Keeps `ids` equal to the revoked bucket's keys, for as long as the worker runs.
+async fn watch_revocations(bucket: async_nats::jetstream::kv::Store, ids: Arc<DashSet<String>>) {
+    loop {
+        match bucket.watch_with_history(">").await {
+            Ok(mut watch) => {
+                while let Some(entry) = watch.next().await {
+                    match entry {
+                        Ok(entry)
+                            if entry.operation == async_nats::jetstream::kv::Operation::Put =>
+                        {
+                            tracing::debug!(id = %entry.key, "revocation received");
+                            ids.insert(entry.key);
+                        }
+                        Ok(entry) => {
+                            ids.remove(&entry.key);
+                        }
+                        Err(error) => {
+                            tracing::warn!(error = %error, "the revocation watch failed; restarting it");
+                            break;
+                        }
+                    }
+                }
+            }
+            Err(error) => tracing::warn!(error = %error, "cannot watch revocations; retrying"),
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
 }
 
 impl Setup<'_> {
     /// Creates or opens everything the worker needs, retrying until the server's JetStream answers.
-    async fn provision_with_retry(&self) -> (ResultStore, Vec<QueueSetup>, chord::ChordBackend) {
+    async fn provision_with_retry(&self) -> Provisioned {
         let mut delay = Duration::from_millis(100);
         loop {
             match self.provision_once().await {
@@ -392,9 +462,7 @@ impl Setup<'_> {
         }
     }
 
-    async fn provision_once(
-        &self,
-    ) -> Result<(ResultStore, Vec<QueueSetup>, chord::ChordBackend), SetupError> {
+    async fn provision_once(&self) -> Result<Provisioned, SetupError> {
         let Setup {
             js,
             layout,
@@ -429,7 +497,26 @@ impl Setup<'_> {
                 .map_err(|error| SetupError::Subscribe(queue.clone(), error))?;
             setups.push((queue.clone(), consumers, doorbells));
         }
-        Ok((ResultStore::new(kv, Some(hostname.clone())), setups, chords))
+        let revoked_kv =
+            provision::revoked_bucket(js, layout, app.settings().result_expires).await?;
+        let revoked = Arc::new(DashSet::new());
+        // Revocations made before this worker started apply to it: load them before consuming.
+        let mut keys = revoked_kv
+            .keys()
+            .await
+            .map_err(|error| SetupError::Revocations(error.to_string()))?;
+        while let Some(key) = keys.next().await {
+            revoked.insert(key.map_err(|error| SetupError::Revocations(error.to_string()))?);
+        }
+        Ok(Provisioned {
+            store: ResultStore::new(kv, Some(hostname.clone())),
+            queues: setups,
+            chords,
+            revoked: Revocations {
+                bucket: revoked_kv,
+                ids: revoked,
+            },
+        })
     }
 }
 
