@@ -208,3 +208,25 @@ async fn collect_and_k_of_n_policies_tolerate_failing_members() {
         other => panic!("expected the quorum to fail, got {other:?}"),
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_python_producer_sends_a_chord_by_following_protocol_md() {
+    let server = server();
+    let url = server.url();
+    runs_stream(&url).await;
+    let _worker = WorkerProcess::start(&url, "w1", &["-c", "8"]);
+    let python = crate::protocol::python_interpreter();
+    let summary = crate::protocol::run_python_script(
+        &python,
+        "chord_producer.py",
+        &["--url", &url, "--size", "50"],
+    )
+    .await;
+    assert_eq!(summary["result"], (1..=50).sum::<i64>());
+    let body_id = summary["body_id"].as_str().expect("the body id");
+    assert_eq!(
+        body_runs(&url).await.get(body_id),
+        Some(&1),
+        "the body ran once"
+    );
+}

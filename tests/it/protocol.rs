@@ -782,7 +782,7 @@ async fn golden_tasks_run_on_a_rust_worker_and_produce_the_golden_records() {
 
 // A Python producer that knows only docs/protocol.md.
 
-fn python_interpreter() -> PathBuf {
+pub(crate) fn python_interpreter() -> PathBuf {
     let hint = "run `scripts/test` (it creates .venv-test with nats-py) or set CELERITY_TEST_PYTHON \
                 to a Python 3 interpreter that has nats-py installed";
     if let Some(path) = std::env::var_os("CELERITY_TEST_PYTHON") {
@@ -806,25 +806,33 @@ fn python_interpreter() -> PathBuf {
 /// Runs `tests/python/protocol_client.py` to completion (killing it at the deadline) and returns
 /// its one-line JSON summary.
 async fn run_python_client(python: &Path, url: &str, worker: &str) -> Value {
+    let golden_dir = workspace_root().join("tests/golden");
+    let golden_dir = golden_dir.to_str().expect("a UTF-8 path");
+    let args = [
+        "--url",
+        url,
+        "--expect-worker",
+        worker,
+        "--park-queue",
+        "py_parked",
+        "--timeout",
+        "30",
+        "--golden-dir",
+        golden_dir,
+    ];
+    run_python_script(python, "protocol_client.py", &args).await
+}
+
+/// Runs `tests/python/<script>` with `args` to completion (killing it at the deadline) and returns
+/// its one-line JSON summary.
+pub(crate) async fn run_python_script(python: &Path, script: &str, args: &[&str]) -> Value {
     let dir = tempfile::tempdir().expect("a temp dir for the script's output");
     let stdout_path = dir.path().join("stdout");
     let stderr_path = dir.path().join("stderr");
-    let script = workspace_root().join("tests/python/protocol_client.py");
-    let golden_dir = workspace_root().join("tests/golden");
+    let script = workspace_root().join("tests/python").join(script);
     let mut child = Command::new(python)
         .arg(&script)
-        .args([
-            "--url",
-            url,
-            "--expect-worker",
-            worker,
-            "--park-queue",
-            "py_parked",
-            "--timeout",
-            "30",
-        ])
-        .arg("--golden-dir")
-        .arg(&golden_dir)
+        .args(args)
         .stdin(Stdio::null())
         .stdout(std::fs::File::create(&stdout_path).expect("stdout file"))
         .stderr(std::fs::File::create(&stderr_path).expect("stderr file"))
