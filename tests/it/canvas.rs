@@ -106,13 +106,24 @@ async fn immutable_steps_ignore_the_previous_result_and_links_get_it() {
         .unwrap();
     assert_eq!(result.get(WAIT).await.unwrap(), vec![5, 50, 500]);
 
+    // The link runs after the task succeeds (it records its run on `it.runs.linked`).
+    let runs = runs_stream(&url).await;
     let linked = extract
         .s((4,))
-        .link(transform.s(()))
+        .link(celerity_it::track.si(("linked".to_owned(), 0)))
         .apply_async(&client)
         .await
         .unwrap();
     assert_eq!(linked.get(WAIT).await.unwrap(), vec![4, 40, 400]);
+    eventually("the link callback runs", WAIT, || {
+        let runs = runs.clone();
+        async move {
+            runs.get_last_raw_message_by_subject("it.runs.linked")
+                .await
+                .is_ok()
+        }
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
