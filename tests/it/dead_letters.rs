@@ -6,7 +6,7 @@ use std::time::Duration;
 use async_nats::HeaderMap;
 use celerity_proto::{DeadLetter, DeadLetterReason};
 
-use crate::support::{WorkerProcess, client, eventually, server};
+use crate::support::{WorkerProcess, client, eventually, server, wait_until_queue_is_empty};
 
 fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
     let mut map = HeaderMap::new();
@@ -155,22 +155,7 @@ async fn each_kind_of_bad_message_is_dead_lettered_with_its_reason() {
     let _ = dlq.info().await;
 
     // Nothing is left in the queue, and the worker still runs good tasks.
-    let queue = js.get_stream("CELERITY_Q_default").await.unwrap();
-    eventually(
-        "the bad messages leave the queue",
-        Duration::from_secs(10),
-        || {
-            let mut queue = queue.clone();
-            async move {
-                queue
-                    .info()
-                    .await
-                    .map(|info| info.state.messages == 0)
-                    .unwrap_or(false)
-            }
-        },
-    )
-    .await;
+    wait_until_queue_is_empty(&client, Duration::from_secs(10)).await;
     // Tasks with a valid envelope also fail visibly, so nobody waits on them.
     let rejected = client.async_result::<i64>("dl-3").unwrap();
     match rejected.get(Duration::from_secs(5)).await {

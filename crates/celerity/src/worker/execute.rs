@@ -89,8 +89,8 @@ pub(crate) async fn execute(
             .unwrap_or_default();
         return finish_without_running(&shared, &envelope, &message, continuation, record).await;
     }
-    let builtin = match builtin_target(&shared, &envelope, &decoded) {
-        Ok(builtin) => builtin,
+    let task = match resolve_task(&shared, &envelope, &decoded) {
+        Ok(task) => task,
         Err(error) => {
             return reject(
                 &shared,
@@ -103,22 +103,7 @@ pub(crate) async fn execute(
             .await;
         }
     };
-    let Some(task) = builtin.as_ref().or_else(|| shared.app.task(&envelope.task)) else {
-        let error = format!(
-            "no task named {:?} is registered on worker {}",
-            envelope.task.as_str(),
-            shared.hostname
-        );
-        return reject(
-            &shared,
-            &queue,
-            &message,
-            &envelope,
-            DeadLetterReason::UnknownTask,
-            error,
-        )
-        .await;
-    };
+    let builtin = is_builtin(&envelope);
     let mut body = match decoded {
         Ok(body) => body,
         Err(error) => {
@@ -181,9 +166,10 @@ pub(crate) async fn execute(
     }
     let continuation = Continuation::take(&mut body);
     let context = TaskContext::new(envelope.clone(), delivered, Some(shared.store.clone()));
-    let bound = match &builtin {
-        Some(target) => run_over_items(target, &envelope, context, body.kwargs),
-        None => (task.run)(context, body.args, body.kwargs),
+    let bound = if builtin {
+        run_over_items(&task, &envelope, context, body.kwargs)
+    } else {
+        (task.run)(context, body.args, body.kwargs)
     };
     let future = match bound {
         Ok(future) => future,
@@ -200,40 +186,46 @@ pub(crate) async fn execute(
             .await;
         }
     };
-    run_bound(&shared, task, &envelope, &message, future, continuation).await;
+    run_bound(&shared, &task, &envelope, &message, future, continuation).await;
 }
 
-/// For the built-in `celerity.map` / `celerity.starmap` tasks, the registered task they run, with
-/// its options; `None` for any other task.
-fn builtin_target(
+/// True for the built-in `celerity.map` / `celerity.starmap` tasks.
+fn is_builtin(envelope: &Envelope) -> bool {
+    let name = envelope.task.as_str();
+    name == crate::canvas::MAP_TASK || name == crate::canvas::STARMAP_TASK
+}
+
+/// The registered task that runs this message: the task itself, or for a built-in map the task it
+/// runs over its items (with that task's options).
+fn resolve_task(
     shared: &WorkerShared,
     envelope: &Envelope,
     body: &Result<TaskBody, celerity_proto::DecodeError>,
-) -> Result<Option<Registered>, String> {
+) -> Result<Registered, String> {
     let name = envelope.task.as_str();
-    if name != crate::canvas::MAP_TASK && name != crate::canvas::STARMAP_TASK {
-        return Ok(None);
-    }
-    let target = body
-        .as_ref()
-        .ok()
-        .and_then(|body| body.kwargs.get("task"))
-        .and_then(Value::as_str)
-        .ok_or_else(|| format!("{name} needs a \"task\" named argument"))?;
+    let target = if is_builtin(envelope) {
+        body.as_ref()
+            .ok()
+            .and_then(|body| body.kwargs.get("task"))
+            .and_then(Value::as_str)
+            .ok_or_else(|| format!("{name} needs a \"task\" named argument"))?
+    } else {
+        name
+    };
     let registered = celerity_proto::TaskName::new(target)
         .ok()
         .and_then(|target| shared.app.task(&target))
         .ok_or_else(|| {
             format!(
-                "{name} runs task {target:?}, which is not registered on worker {}",
+                "no task named {target:?} is registered on worker {}",
                 shared.hostname
             )
         })?;
-    Ok(Some(Registered {
+    Ok(Registered {
         name: envelope.task.clone(),
         options: registered.options,
         run: registered.run,
-    }))
+    })
 }
 
 /// The run of a built-in map: the target task over every item, one after the other, in this
