@@ -494,6 +494,7 @@ async fn a_canvas_deadline_stops_members_that_would_start_after_it() {
 async fn revoking_a_running_chain_stops_it_and_a_revoked_group_never_runs() {
     let server = server();
     let url = server.url();
+    runs_stream(&url).await;
     let client = client(&url).await;
 
     // A group revoked while queued: a worker started afterwards does not run it.
@@ -534,11 +535,7 @@ async fn revoking_a_running_chain_stops_it_and_a_revoked_group_never_runs() {
     // Workers learn revocations through a watch: wait until this one has.
     let root = first.id().to_string();
     worker.wait_for_log(&format!("revocation received id={root}"), WAIT);
-    client
-        .nats()
-        .publish(format!("it.release.{}", first.id()), "go".into())
-        .await
-        .unwrap();
+    crate::support::release_held(&client, &url, first.id().as_str(), WAIT).await;
     assert_eq!(
         first.get(WAIT).await.unwrap(),
         serde_json::json!(first.id().to_string())

@@ -8,6 +8,7 @@ mod dead_letters;
 mod protocol;
 mod resilience;
 mod roundtrip;
+mod routing;
 mod states;
 mod support;
 mod workers;

@@ -5,7 +5,7 @@ use std::time::Duration;
 use celerity::{NatsConfig, TaskState};
 use serde_json::json;
 
-use crate::support::{WorkerProcess, client, eventually, server};
+use crate::support::{WorkerProcess, client, eventually, release_held, runs_stream, server};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -69,6 +69,7 @@ async fn results_expire_after_the_configured_time() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn received_and_started_are_recorded_when_tracked() {
     let server = server();
+    runs_stream(&server.url()).await;
     // One slot, two tasks held: the second is RECEIVED while it waits for the slot.
     let worker = WorkerProcess::spawn(
         &server.url(),
@@ -95,11 +96,7 @@ async fn received_and_started_are_recorded_when_tracked() {
         "the first task still holds the slot"
     );
 
-    client
-        .nats()
-        .publish(format!("it.release.{}", first.id()), "go".into())
-        .await
-        .unwrap();
+    release_held(&client, &server.url(), first.id().as_str(), WAIT).await;
     assert_eq!(first.get(WAIT).await.unwrap(), first.id().to_string());
     eventually(
         "the second task starts once the slot is free",
@@ -107,11 +104,7 @@ async fn received_and_started_are_recorded_when_tracked() {
         || async { second.state().await.unwrap() == TaskState::Started },
     )
     .await;
-    client
-        .nats()
-        .publish(format!("it.release.{}", second.id()), "go".into())
-        .await
-        .unwrap();
+    release_held(&client, &server.url(), second.id().as_str(), WAIT).await;
     assert_eq!(second.get(WAIT).await.unwrap(), second.id().to_string());
 }
 

@@ -214,3 +214,17 @@ pub(crate) async fn wait_until_queue_is_empty(client: &Client, within: Duration)
     })
     .await;
 }
+
+/// Waits until the `hold` task `id` listens for its release, then releases it.
+pub(crate) async fn release_held(client: &Client, url: &str, id: &str, within: Duration) {
+    eventually("the held task listens for its release", within, || async {
+        run_counts(url).await.contains_key(id)
+    })
+    .await;
+    client
+        .nats()
+        .publish(format!("it.release.{id}"), "go".into())
+        .await
+        .expect("publish the release");
+    client.nats().flush().await.expect("flush the release");
+}

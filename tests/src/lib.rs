@@ -79,13 +79,18 @@ pub async fn progress(ctx: &TaskContext) -> anyhow::Result<u32> {
     Ok(3)
 }
 
-/// Records STARTED, then waits for a core message on `it.release.<task id>`.
+/// Records STARTED, subscribes to `it.release.<task id>`, reports that on `it.runs.held` (with its
+/// id), then waits for the release.
 #[celerity::task(name = "it.hold", track_started)]
 pub async fn hold(ctx: &TaskContext) -> anyhow::Result<String> {
     let client = nats().await?;
     let mut release = client.subscribe(format!("it.release.{}", ctx.id())).await?;
     client.flush().await?;
-    tokio::time::sleep(Duration::from_millis(1)).await;
+    // Now listening: say so (the test creates IT_RUNS) so the release cannot be missed.
+    let js = async_nats::jetstream::new(client.clone());
+    js.publish("it.runs.held", ctx.id().to_string().into())
+        .await?
+        .await?;
     release.next().await;
     Ok(ctx.id().to_string())
 }

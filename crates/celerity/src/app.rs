@@ -8,10 +8,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use celerity_proto::{ContentType, InvalidName, Layout, Namespace, QueueName, TaskName};
+use celerity_proto::{ContentType, InvalidName, Layout, Namespace, Priority, QueueName, TaskName};
 
 use crate::client::{Client, ClientError};
 use crate::nats::NatsConfig;
+use crate::routing::{NameRule, Route, RouterFn, Routes};
 use crate::task::{Registered, Task};
 
 /// The app could not be built.
@@ -24,6 +25,16 @@ pub enum ConfigError {
     /// Two task types were registered under one name.
     #[error("task name {0:?} is registered twice")]
     DuplicateTask(String),
+    /// A route, or a task's own queue, names a queue that is not among the declared queues.
+    #[error("{what} sends to queue {queue:?}, which is not declared (declared: {declared})")]
+    UnknownQueue {
+        /// What routes there (`route "tasks.bulk_*"`, `task tasks.add`).
+        what: String,
+        /// The queue.
+        queue: String,
+        /// The declared queues.
+        declared: String,
+    },
     /// A setting is out of range.
     #[error("setting {setting} has invalid value {value}: {reason}")]
     InvalidSetting {
@@ -50,6 +61,8 @@ pub struct Settings {
     pub track_received: bool,
     /// How task bodies and result records are encoded.
     pub content_type: ContentType,
+    /// How tasks are routed to queues (built by [`AppBuilder::build`]).
+    pub(crate) routes: Routes,
 }
 
 impl Default for Settings {
@@ -60,6 +73,7 @@ impl Default for Settings {
             result_expires: Duration::from_secs(24 * 3600),
             track_received: false,
             content_type: ContentType::Json,
+            routes: Routes::default_only(QueueName::default()),
         }
     }
 }
@@ -123,11 +137,25 @@ impl App {
 }
 
 /// Builds an [`App`].
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct AppBuilder {
     tasks: Vec<Registered>,
     settings: Settings,
     errors: Vec<ConfigError>,
+    routers: Vec<Arc<RouterFn>>,
+    rules: Vec<NameRule>,
+    declared_queues: Option<Vec<QueueName>>,
+}
+
+impl std::fmt::Debug for AppBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppBuilder")
+            .field("tasks", &self.tasks.len())
+            .field("settings", &self.settings)
+            .field("routers", &self.routers.len())
+            .field("rules", &self.rules)
+            .finish_non_exhaustive()
+    }
 }
 
 impl AppBuilder {
@@ -144,6 +172,76 @@ impl AppBuilder {
             }),
             (Err(error), _) | (_, Err(error)) => self.errors.push(error.into()),
         }
+        self
+    }
+
+    /// Routes tasks whose name is `pattern` (an exact name, or a glob with `*`, like
+    /// `"tasks.bulk_*"`) to `queue`. Routes are tried in the order added, after router functions.
+    pub fn route(self, pattern: &str, queue: &str) -> Self {
+        self.route_rule(pattern, queue, None)
+    }
+
+    /// Like [`AppBuilder::route`], also setting the priority (0 to 9) of the tasks it routes.
+    pub fn route_with_priority(self, pattern: &str, queue: &str, priority: u8) -> Self {
+        self.route_rule(pattern, queue, Some(priority))
+    }
+
+    fn route_rule(mut self, pattern: &str, queue: &str, priority: Option<u8>) -> Self {
+        let queue = QueueName::new(queue);
+        let priority = priority.map(Priority::new).transpose();
+        match (queue, priority) {
+            (Ok(queue), Ok(priority)) => {
+                self.rules
+                    .push(NameRule::new(pattern.to_owned(), queue, priority))
+            }
+            (Err(error), _) | (_, Err(error)) => self.errors.push(error.into()),
+        }
+        self
+    }
+
+    /// Adds a router function: it sees the task name, positional and named arguments, and may
+    /// pick a queue and priority (content-based routing). Router functions are tried in the order
+    /// added, before name routes; the first that returns a queue wins.
+    ///
+    /// ```
+    /// use celerity::routing::Route;
+    /// let app = celerity::App::builder()
+    ///     .queues(["high", "default", "low"])
+    ///     .router(|_name, _args, kwargs| {
+    ///         kwargs.get("urgent").and_then(|urgent| urgent.as_bool()).filter(|u| *u).map(|_| Route::to("high").priority(9))
+    ///     })
+    ///     .route("tasks.bulk_*", "low")
+    ///     .build()?;
+    /// # let _ = app;
+    /// # Ok::<(), celerity::ConfigError>(())
+    /// ```
+    pub fn router(
+        mut self,
+        router: impl Fn(
+            &str,
+            &[serde_json::Value],
+            &serde_json::Map<String, serde_json::Value>,
+        ) -> Option<Route>
+        + Send
+        + Sync
+        + 'static,
+    ) -> Self {
+        self.routers.push(Arc::new(router));
+        self
+    }
+
+    /// Declares the queues of the deployment: routes and task attributes that name another queue
+    /// are refused by [`AppBuilder::build`] (a typo would otherwise send tasks where no worker
+    /// listens).
+    pub fn queues<S: AsRef<str>>(mut self, queues: impl IntoIterator<Item = S>) -> Self {
+        let mut declared = Vec::new();
+        for queue in queues {
+            match QueueName::new(queue.as_ref()) {
+                Ok(queue) => declared.push(queue),
+                Err(error) => self.errors.push(error.into()),
+            }
+        }
+        self.declared_queues = Some(declared);
         self
     }
 
@@ -199,6 +297,50 @@ impl AppBuilder {
         if !self.errors.is_empty() {
             return Err(self.errors.remove(0));
         }
+        let mut task_queues = HashMap::new();
+        for task in &self.tasks {
+            if let Some(queue) = task
+                .options
+                .queue_name()
+                .and_then(|queue| QueueName::new(queue).ok())
+            {
+                task_queues.insert(task.name.to_string(), queue);
+            }
+        }
+        if let Some(declared) = &self.declared_queues {
+            let listed = declared
+                .iter()
+                .map(QueueName::as_str)
+                .collect::<Vec<_>>()
+                .join(", ");
+            let mut used: Vec<(String, &QueueName)> = self
+                .rules
+                .iter()
+                .map(|rule| (format!("route {:?}", rule.pattern()), rule.queue()))
+                .collect();
+            used.extend(
+                task_queues
+                    .iter()
+                    .map(|(name, queue)| (format!("task {name}"), queue)),
+            );
+            used.push(("the default queue".to_owned(), &self.settings.default_queue));
+            if let Some((what, queue)) = used
+                .into_iter()
+                .find(|(_, queue)| !declared.contains(queue))
+            {
+                return Err(ConfigError::UnknownQueue {
+                    what,
+                    queue: queue.to_string(),
+                    declared: listed,
+                });
+            }
+        }
+        self.settings.routes = Routes::new(
+            self.routers,
+            self.rules,
+            task_queues,
+            self.settings.default_queue.clone(),
+        );
         let mut tasks = HashMap::new();
         for task in self.tasks {
             let name = task.name.clone();

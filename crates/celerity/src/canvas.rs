@@ -33,6 +33,7 @@ use serde_json::{Map, Value};
 
 use crate::async_result::{AsyncResult, ResultError};
 use crate::client::{Client, EnqueueError};
+use crate::routing::Routes;
 use crate::task::Task;
 
 /// The built-in task that runs a task over many items (`task.map(items)`).
@@ -89,8 +90,13 @@ pub struct Signature<T> {
     args: Result<Vec<Value>, String>,
     kwargs: Map<String, Value>,
     immutable: bool,
+    /// The queue named at the call (`.queue(..)`), which beats every route.
     queue: Option<String>,
     priority: Option<u8>,
+    /// The name routes match: the task's (for a map, the task it runs).
+    route_name: &'static str,
+    /// The task's own `queue` attribute.
+    task_queue: Option<&'static str>,
     link: Vec<Signature<Value>>,
     link_error: Vec<Signature<Value>>,
     output: PhantomData<fn() -> T>,
@@ -104,7 +110,9 @@ impl<T> Signature<T> {
             args: args.into_args().map_err(|error| error.to_string()),
             kwargs: Map::new(),
             immutable,
-            queue: K::options().queue_name().map(str::to_owned),
+            queue: None,
+            route_name: K::NAME,
+            task_queue: K::options().queue_name(),
             priority: None,
             link: Vec::new(),
             link_error: Vec::new(),
@@ -158,6 +166,8 @@ impl<T> Signature<T> {
             immutable: self.immutable,
             queue: self.queue,
             priority: self.priority,
+            route_name: self.route_name,
+            task_queue: self.task_queue,
             link: self.link,
             link_error: self.link_error,
             output: PhantomData,
@@ -165,7 +175,7 @@ impl<T> Signature<T> {
     }
 
     /// The wire record of this signature, with fresh ids for it and its callbacks.
-    fn into_record(self) -> Result<SignatureRecord, EnqueueError> {
+    fn into_record(self, routes: &Routes) -> Result<SignatureRecord, EnqueueError> {
         let invalid = |option: &'static str, error: celerity_proto::InvalidName| {
             EnqueueError::InvalidOption {
                 option,
@@ -185,18 +195,31 @@ impl<T> Signature<T> {
         );
         record.kwargs = self.kwargs;
         record.immutable = self.immutable;
-        record.queue = self
+        let explicit_queue = self
             .queue
             .map(QueueName::new)
             .transpose()
             .map_err(|e| invalid("queue", e))?;
-        record.priority = self
+        let explicit_priority = self
             .priority
             .map(Priority::new)
             .transpose()
             .map_err(|e| invalid("priority", e))?;
-        record.link = callbacks(self.link)?;
-        record.link_error = callbacks(self.link_error)?;
+        let task_queue = self.task_queue.and_then(|queue| QueueName::new(queue).ok());
+        // NOTE: routing is decided here, by the producer, for every step: workers that send the
+        // later steps keep these choices.
+        let (queue, priority) = routes.resolve(
+            self.route_name,
+            &record.args,
+            &record.kwargs,
+            explicit_queue,
+            explicit_priority,
+            task_queue,
+        );
+        record.queue = Some(queue);
+        record.priority = (priority.get() > 0).then_some(priority);
+        record.link = callbacks(self.link, routes)?;
+        record.link_error = callbacks(self.link_error, routes)?;
         Ok(record)
     }
 
@@ -270,7 +293,9 @@ fn builtin<K: Task, U>(
         args,
         kwargs,
         immutable: false,
-        queue: K::options().queue_name().map(str::to_owned),
+        queue: None,
+        route_name: K::NAME,
+        task_queue: K::options().queue_name(),
         priority: None,
         link: Vec::new(),
         link_error: Vec::new(),
@@ -278,10 +303,13 @@ fn builtin<K: Task, U>(
     }
 }
 
-fn callbacks(signatures: Vec<Signature<Value>>) -> Result<Vec<CanvasNode>, EnqueueError> {
+fn callbacks(
+    signatures: Vec<Signature<Value>>,
+    routes: &Routes,
+) -> Result<Vec<CanvasNode>, EnqueueError> {
     signatures
         .into_iter()
-        .map(|signature| signature.into_record().map(CanvasNode::Signature))
+        .map(|signature| signature.into_record(routes).map(CanvasNode::Signature))
         .collect()
 }
 
@@ -345,13 +373,13 @@ impl<T> From<Chord<T>> for Part<T> {
 impl Untyped {
     /// The wire node, with fresh ids; chord header members get their result ids
     /// `<chord id>-<index>`.
-    fn into_node(self) -> Result<CanvasNode, EnqueueError> {
+    fn into_node(self, routes: &Routes) -> Result<CanvasNode, EnqueueError> {
         Ok(match self {
-            Untyped::Signature(signature) => CanvasNode::Signature(signature.into_record()?),
+            Untyped::Signature(signature) => CanvasNode::Signature(signature.into_record(routes)?),
             Untyped::Chain(steps) => {
                 let mut tasks: Vec<CanvasNode> = steps
                     .into_iter()
-                    .map(Untyped::into_node)
+                    .map(|node| node.into_node(routes))
                     .collect::<Result<_, _>>()?;
                 // NOTE(protocol): a group followed by more steps runs as a chord whose id is the
                 // group's, so its members' results are stored as that chord's header results.
@@ -369,21 +397,21 @@ impl Untyped {
                 id: new_id(),
                 tasks: members
                     .into_iter()
-                    .map(Untyped::into_node)
+                    .map(|node| node.into_node(routes))
                     .collect::<Result<_, _>>()?,
             },
             Untyped::Chord(header, body, policy) => {
                 let id = new_id();
                 let mut tasks = Vec::with_capacity(header.len());
                 for (index, member) in (0..).zip(header) {
-                    let mut node = member.into_node()?;
+                    let mut node = member.into_node(routes)?;
                     set_result_id(&mut node, chord_member_id(&id, index)?)?;
                     tasks.push(node);
                 }
                 CanvasNode::Chord {
                     id,
                     header: tasks,
-                    body: Box::new(body.into_node()?),
+                    body: Box::new(body.into_node(routes)?),
                     policy,
                 }
             }
@@ -485,7 +513,7 @@ impl<T> Chain<T> {
                 reason: "a chain cannot end with a group, whose results have no single record: end it with a chord".to_owned(),
             });
         }
-        let node = Untyped::Chain(self.steps).into_node()?;
+        let node = Untyped::Chain(self.steps).into_node(&client.settings().routes)?;
         send(client, &node, self.deadline).await?;
         let CanvasNode::Chain { tasks } = &node else {
             return Err(EnqueueError::InvalidCanvas(
@@ -551,7 +579,7 @@ impl<T> Group<T> {
     /// [`EnqueueError`] for an empty group, an invalid member, or a failed publish (members sent
     /// before the failure stay sent).
     pub async fn apply_async(self, client: &Client) -> Result<GroupResult<T>, EnqueueError> {
-        let node = Untyped::Group(self.members).into_node()?;
+        let node = Untyped::Group(self.members).into_node(&client.settings().routes)?;
         send(client, &node, self.deadline).await?;
         let CanvasNode::Group { id, tasks } = node else {
             return Err(EnqueueError::InvalidCanvas(
@@ -761,7 +789,8 @@ impl<U> Chord<U> {
     /// [`EnqueueError`] for an empty header, an invalid member, or a failed publish (members sent
     /// before the failure stay sent, and the body never runs).
     pub async fn apply_async(self, client: &Client) -> Result<AsyncResult<U>, EnqueueError> {
-        let node = Untyped::Chord(self.header, Box::new(self.body), self.policy).into_node()?;
+        let node = Untyped::Chord(self.header, Box::new(self.body), self.policy)
+            .into_node(&client.settings().routes)?;
         send(client, &node, self.deadline).await?;
         match node.result_id() {
             Some(id) => Ok(AsyncResult::new(id.clone(), client.clone(), true)

@@ -312,12 +312,7 @@ impl Client {
             store.clone(),
         );
         let revoked = provision::revoked_bucket(&js, &layout, settings.result_expires).await?;
-        let dispatcher = Dispatcher::new(
-            publisher,
-            chords,
-            store.clone(),
-            settings.default_queue.clone(),
-        );
+        let dispatcher = Dispatcher::new(publisher, chords, store.clone(), settings.routes.clone());
         Ok(Client {
             inner: Arc::new(ClientInner {
                 nats: nats_client,
@@ -515,14 +510,26 @@ impl Client {
         options: ApplyOptions,
         ignore_result: bool,
     ) -> Result<TaskId, EnqueueError> {
-        let queue = match options.queue.as_deref().or(task_queue) {
-            Some(queue) => {
-                QueueName::new(queue).map_err(|error| EnqueueError::invalid("queue", error))?
-            }
-            None => self.inner.settings.default_queue.clone(),
-        };
-        let priority = Priority::new(options.priority.unwrap_or(0))
+        let explicit_queue = options
+            .queue
+            .as_deref()
+            .map(QueueName::new)
+            .transpose()
+            .map_err(|error| EnqueueError::invalid("queue", error))?;
+        let explicit_priority = options
+            .priority
+            .map(Priority::new)
+            .transpose()
             .map_err(|error| EnqueueError::invalid("priority", error))?;
+        let task_queue = task_queue.and_then(|queue| QueueName::new(queue).ok());
+        let (queue, priority) = self.inner.settings.routes.resolve(
+            name.as_str(),
+            &body.args,
+            &body.kwargs,
+            explicit_queue,
+            explicit_priority,
+            task_queue,
+        );
         let id = match options.task_id {
             Some(id) => TaskId::new(id).map_err(|error| EnqueueError::invalid("task id", error))?,
             None => TaskId::new(uuid::Uuid::now_v7().to_string())

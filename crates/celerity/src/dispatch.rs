@@ -13,7 +13,7 @@ use std::pin::Pin;
 use async_nats::jetstream::kv;
 use celerity_proto::{
     CanvasNode, ChordDefinition, ChordMember, ChordPolicy, ChordResults, ContentType, Envelope,
-    QueueName, TaskBody, TaskId, TaskName, header_result_id,
+    TaskBody, TaskId, TaskName, header_result_id,
 };
 use serde_json::Value;
 
@@ -21,6 +21,7 @@ use crate::client::{EnqueueError, collect_result_ids};
 use crate::clock::now_ms;
 use crate::publisher::Publisher;
 use crate::result_store::ResultStore;
+use crate::routing::Routes;
 
 /// Where the nodes being sent come from: the task (or chord) they follow.
 #[derive(Debug, Clone)]
@@ -75,13 +76,13 @@ pub(crate) struct Dispatcher {
     publisher: Publisher,
     chords: kv::Store,
     store: ResultStore,
-    default_queue: QueueName,
+    routes: Routes,
 }
 
 impl std::fmt::Debug for Dispatcher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Dispatcher")
-            .field("default_queue", &self.default_queue)
+            .field("routes", &self.routes)
             .finish_non_exhaustive()
     }
 }
@@ -93,13 +94,13 @@ impl Dispatcher {
         publisher: Publisher,
         chords: kv::Store,
         store: ResultStore,
-        default_queue: QueueName,
+        routes: Routes,
     ) -> Self {
         Self {
             publisher,
             chords,
             store,
-            default_queue,
+            routes,
         }
     }
 
@@ -151,10 +152,23 @@ impl Dispatcher {
                     body.link = signature.link.clone();
                     body.link_error = signature.link_error.clone();
                     body.chord = membership.chord;
-                    let queue = signature
-                        .queue
-                        .clone()
-                        .unwrap_or_else(|| self.default_queue.clone());
+                    // A step that names no queue (sent by a producer in another language) is routed
+                    // here, by this process's routes, seeing its actual arguments.
+                    let queue = match &signature.queue {
+                        Some(queue) => queue.clone(),
+                        None => {
+                            let (queue, priority) = self.routes.resolve(
+                                signature.task.as_str(),
+                                &body.args,
+                                &body.kwargs,
+                                None,
+                                signature.priority,
+                                None,
+                            );
+                            envelope.priority = priority;
+                            queue
+                        }
+                    };
                     self.publisher.publish(&envelope, &body, &queue, true).await
                 }
                 CanvasNode::Chain { tasks } => match tasks.split_first() {

@@ -36,6 +36,7 @@ mod dispatch;
 mod nats;
 mod publisher;
 mod result_store;
+pub mod routing;
 mod task;
 pub mod worker;
 

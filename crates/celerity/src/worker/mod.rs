@@ -331,7 +331,7 @@ fn run_on_this_thread(
         publisher,
         chords_kv,
         store.clone(),
-        app.settings().default_queue.clone(),
+        app.settings().routes.clone(),
     );
     let shared = Arc::new(WorkerShared {
         dispatcher,
@@ -359,7 +359,15 @@ fn run_on_this_thread(
     let root = system
         .block_on(async move { root::Worker::new(shared, consumers_by_queue, chords).start() });
     if handle_signals {
-        runtime.spawn(forward_signals(root.clone()));
+        // INVARIANT: the handlers are installed before the worker starts consuming, so a SIGTERM
+        // that arrives right after it reports ready is a warm shutdown, not the default kill.
+        let signals = runtime.block_on(async { install_signal_handlers() });
+        match signals {
+            Ok(signals) => drop(runtime.spawn(forward_signals(root.clone(), signals))),
+            Err(error) => {
+                tracing::error!(error = %error, "cannot install signal handlers; stop the worker with SIGKILL")
+            }
+        }
     }
     on_ready(root);
     system.run().map_err(WorkerError::Runtime)?;
@@ -520,15 +528,19 @@ impl Setup<'_> {
     }
 }
 
-async fn forward_signals(root: Addr<root::Worker>) {
+type Signals = (tokio::signal::unix::Signal, tokio::signal::unix::Signal);
+
+/// Installs the SIGTERM and SIGINT handlers (inside a runtime).
+fn install_signal_handlers() -> std::io::Result<Signals> {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut terminate), Ok(mut interrupt)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        tracing::error!("cannot install signal handlers; stop the worker with SIGKILL");
-        return;
-    };
+    Ok((
+        signal(SignalKind::terminate())?,
+        signal(SignalKind::interrupt())?,
+    ))
+}
+
+/// Turns every SIGTERM or SIGINT into a shutdown request: the first warm, the next cold.
+async fn forward_signals(root: Addr<root::Worker>, (mut terminate, mut interrupt): Signals) {
     loop {
         tokio::select! {
             _ = terminate.recv() => {}
