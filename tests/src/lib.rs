@@ -159,6 +159,25 @@ pub async fn wait_inside(x: i64, allow: bool) -> anyhow::Result<i64> {
     Ok(result.get(std::time::Duration::from_secs(20)).await?)
 }
 
+/// Works in 20 ms steps for up to `ms`, stopping early when its soft time limit (200 ms) tells it
+/// to; returns how many steps it did.
+#[celerity::task(name = "it.cooperative", soft_time_limit = 0.2)]
+pub async fn cooperative(ctx: &TaskContext, ms: u64) -> u64 {
+    let mut steps = 0;
+    while steps * 20 < ms && !ctx.is_cancelled() {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        steps += 1;
+    }
+    steps
+}
+
+/// Sleeps `ms`, ignoring everything: its hard time limit (300 ms) stops it.
+#[celerity::task(name = "it.stubborn", time_limit = 0.3)]
+pub async fn stubborn(ms: u64) -> u64 {
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+    ms
+}
+
 /// A chord body that says how many results it received.
 #[celerity::task(name = "it.length")]
 pub async fn length(items: Vec<i64>) -> usize {
@@ -206,7 +225,9 @@ pub fn app() -> Result<celerity::App, celerity::ConfigError> {
         .task(slow_add)
         .task(wait_inside)
         .task(count_outcomes)
-        .task(length);
+        .task(length)
+        .task(cooperative)
+        .task(stubborn);
     if let Some(seconds) = std::env::var("IT_RESULT_EXPIRES_SECS")
         .ok()
         .and_then(|s| s.parse().ok())

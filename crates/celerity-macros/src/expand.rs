@@ -253,6 +253,8 @@ fn generate_task_impl(
     let ignore_result = attributes.ignore_result.iter();
     let acks_late = attributes.acks_late.iter();
     let track_started = attributes.track_started.iter();
+    let soft_time_limit = attributes.soft_time_limit_ms.iter();
+    let time_limit = attributes.time_limit_ms.iter();
 
     let args = mixed_site("args");
     let kwargs = mixed_site("kwargs");
@@ -308,6 +310,8 @@ fn generate_task_impl(
                     #(.ignore_result(#ignore_result))*
                     #(.acks_late(#acks_late))*
                     #(.track_started(#track_started))*
+                    #(.soft_time_limit_ms(#soft_time_limit))*
+                    #(.time_limit_ms(#time_limit))*
             }
 
             fn encode_args(

@@ -17,6 +17,8 @@ const VALID_OPTIONS: &[&str] = &[
     "ignore_result",
     "acks_late",
     "track_started",
+    "soft_time_limit",
+    "time_limit",
 ];
 
 /// The longest queue name the attribute accepts, in characters.
@@ -38,6 +40,10 @@ pub(crate) struct TaskAttributes {
     pub(crate) acks_late: Option<LitBool>,
     /// `track_started` or `track_started = <bool>`.
     pub(crate) track_started: Option<LitBool>,
+    /// `soft_time_limit = <seconds>`, in milliseconds.
+    pub(crate) soft_time_limit_ms: Option<u64>,
+    /// `time_limit = <seconds>`, in milliseconds.
+    pub(crate) time_limit_ms: Option<u64>,
 }
 
 impl TaskAttributes {
@@ -70,7 +76,13 @@ impl TaskAttributes {
         }
         match errors {
             Some(error) => Err(error),
-            None => Ok(attributes),
+            None => match (attributes.soft_time_limit_ms, attributes.time_limit_ms) {
+                (Some(soft), Some(hard)) if soft >= hard => Err(syn::Error::new(
+                    proc_macro2::Span::call_site(),
+                    "`soft_time_limit` must be shorter than `time_limit`: the soft limit warns the task before the hard one stops it",
+                )),
+                _ => Ok(attributes),
+            },
         }
     }
 
@@ -113,6 +125,12 @@ impl TaskAttributes {
             "track_started" => {
                 self.track_started = Some(bool_value(meta, key)?);
             }
+            "soft_time_limit" => {
+                self.soft_time_limit_ms = Some(seconds_value(meta, key)?);
+            }
+            "time_limit" => {
+                self.time_limit_ms = Some(seconds_value(meta, key)?);
+            }
             _ => return Err(unknown_option(meta.path())),
         }
         Ok(())
@@ -148,6 +166,32 @@ fn string_value(meta: &Meta, key: &Ident, example: &str) -> syn::Result<LitStr> 
             format!("`{key}` needs a value: {expected}"),
         )),
         Meta::List(list) => Err(syn::Error::new_spanned(list, expected)),
+    }
+}
+
+/// The value of `key = <seconds>` (an integer or a decimal, above 0), in milliseconds.
+fn seconds_value(meta: &Meta, key: &Ident) -> syn::Result<u64> {
+    let expected = format!(
+        "`{key}` takes a number of seconds above 0: expected `{key} = 30` or `{key} = 2.5`"
+    );
+    let Meta::NameValue(name_value) = meta else {
+        return Err(syn::Error::new(key.span(), expected));
+    };
+    let seconds = match &name_value.value {
+        Expr::Lit(ExprLit {
+            lit: Lit::Int(lit), ..
+        }) => lit.base10_parse::<f64>().ok(),
+        Expr::Lit(ExprLit {
+            lit: Lit::Float(lit),
+            ..
+        }) => lit.base10_parse::<f64>().ok(),
+        _ => None,
+    };
+    match seconds {
+        Some(seconds) if seconds > 0.0 && seconds.is_finite() => {
+            Ok((seconds * 1000.0).round().max(1.0) as u64)
+        }
+        _ => Err(syn::Error::new_spanned(&name_value.value, expected)),
     }
 }
 
@@ -330,5 +374,20 @@ mod tests {
     #[test]
     fn malformed_attribute_is_a_parse_error() {
         assert!(TaskAttributes::parse(quote!(name = "a" queue = "b")).is_err());
+    }
+
+    #[test]
+    fn time_limits_take_seconds_and_the_soft_one_must_be_shorter() {
+        let attributes =
+            TaskAttributes::parse(quote!(soft_time_limit = 2.5, time_limit = 30)).unwrap();
+        assert_eq!(attributes.soft_time_limit_ms, Some(2500));
+        assert_eq!(attributes.time_limit_ms, Some(30_000));
+        assert!(error_message(quote!(time_limit = 0)).contains("above 0"));
+        assert!(error_message(quote!(time_limit = "30")).contains("number of seconds"));
+        assert!(error_message(quote!(soft_time_limit)).contains("number of seconds"));
+        assert!(
+            error_message(quote!(soft_time_limit = 5, time_limit = 5))
+                .contains("shorter than `time_limit`")
+        );
     }
 }

@@ -79,6 +79,8 @@ pub struct TaskOptions {
     ignore_result: bool,
     acks_late: bool,
     track_started: bool,
+    soft_time_limit_ms: Option<u64>,
+    time_limit_ms: Option<u64>,
 }
 
 impl TaskOptions {
@@ -91,7 +93,34 @@ impl TaskOptions {
             ignore_result: false,
             acks_late: true,
             track_started: false,
+            soft_time_limit_ms: None,
+            time_limit_ms: None,
         }
+    }
+
+    /// After this many milliseconds the task is told to stop (`TaskContext::cancelled`) and may
+    /// clean up.
+    pub const fn soft_time_limit_ms(mut self, limit: u64) -> Self {
+        self.soft_time_limit_ms = Some(limit);
+        self
+    }
+
+    /// After this many milliseconds the task is aborted and fails with
+    /// `celerity::TimeLimitExceeded`; its slot is freed.
+    pub const fn time_limit_ms(mut self, limit: u64) -> Self {
+        self.time_limit_ms = Some(limit);
+        self
+    }
+
+    /// The soft time limit.
+    pub fn soft_time_limit(&self) -> Option<std::time::Duration> {
+        self.soft_time_limit_ms
+            .map(std::time::Duration::from_millis)
+    }
+
+    /// The hard time limit.
+    pub fn time_limit(&self) -> Option<std::time::Duration> {
+        self.time_limit_ms.map(std::time::Duration::from_millis)
     }
 
     /// Sends the task to `queue` unless the caller names another.
@@ -209,6 +238,7 @@ struct ContextInner {
     envelope: Envelope,
     delivered: u64,
     store: Option<ResultStore>,
+    cancel: tokio_util::sync::CancellationToken,
 }
 
 impl std::fmt::Debug for TaskContext {
@@ -229,6 +259,7 @@ impl TaskContext {
                 envelope,
                 delivered,
                 store,
+                cancel: tokio_util::sync::CancellationToken::new(),
             }),
         }
     }
@@ -237,6 +268,24 @@ impl TaskContext {
     /// and discarded.
     pub fn detached(id: TaskId, task: TaskName) -> Self {
         Self::new(Envelope::new(id, task), 1, None)
+    }
+
+    /// Completes when the task should stop: its soft time limit passed. Select on it in long loops
+    /// to clean up and return early, before the hard limit aborts the task.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe.
+    pub async fn cancelled(&self) {
+        self.inner.cancel.cancelled().await;
+    }
+
+    /// True once the task should stop (see [`TaskContext::cancelled`]); for blocking bodies.
+    pub fn is_cancelled(&self) -> bool {
+        self.inner.cancel.is_cancelled()
+    }
+
+    pub(crate) fn cancel_token(&self) -> tokio_util::sync::CancellationToken {
+        self.inner.cancel.clone()
     }
 
     /// The task id.

@@ -13,6 +13,7 @@ use celerity_proto::{
     TaskState,
 };
 use serde_json::Value;
+use tokio_util::sync::CancellationToken;
 
 use crate::__private::panic_record;
 use crate::clock::now_ms;
@@ -166,6 +167,7 @@ pub(crate) async fn execute(
     }
     let continuation = Continuation::take(&mut body);
     let context = TaskContext::new(envelope.clone(), delivered, Some(shared.store.clone()));
+    let cancel = context.cancel_token();
     let bound = if builtin {
         run_over_items(&task, &envelope, context, body.kwargs)
     } else {
@@ -186,7 +188,16 @@ pub(crate) async fn execute(
             .await;
         }
     };
-    run_bound(&shared, &task, &envelope, &message, future, continuation).await;
+    run_bound(
+        &shared,
+        &task,
+        &envelope,
+        &message,
+        future,
+        continuation,
+        cancel,
+    )
+    .await;
 }
 
 /// True for the built-in `celerity.map` / `celerity.starmap` tasks.
@@ -315,6 +326,7 @@ async fn run_bound(
     message: &jetstream::Message,
     future: TaskFuture,
     continuation: Continuation,
+    cancel: CancellationToken,
 ) {
     let acks_late = task.options.is_acks_late();
     if !acks_late {
@@ -329,7 +341,8 @@ async fn run_bound(
     if task.options.is_track_started() {
         write_state(shared, envelope, TaskState::Started).await;
     }
-    let outcome = run_body(future).await;
+    let limits = (task.options.soft_time_limit(), task.options.time_limit());
+    let outcome = run_body(future, limits, cancel).await;
     let mut record = match outcome {
         Ok(value) => shared
             .store
@@ -364,15 +377,41 @@ async fn run_bound(
 
 /// Runs the body as its own tokio task, so a panic is caught at the join; the body is aborted
 /// if this future is dropped (a cold shutdown aborts the whole run).
-async fn run_body(future: TaskFuture) -> Result<Value, ErrorRecord> {
+///
+/// At the soft limit the task's cancellation token is cancelled (it may clean up and return); at
+/// the hard limit the body is aborted and the run fails with `celerity::TimeLimitExceeded`. A
+/// blocking body cannot be stopped mid-call: its slot is freed, its thread finishes on its own.
+async fn run_body(
+    future: TaskFuture,
+    (soft_limit, hard_limit): (Option<Duration>, Option<Duration>),
+    cancel: CancellationToken,
+) -> Result<Value, ErrorRecord> {
+    let started = tokio::time::Instant::now();
     let mut body = AbortOnDrop(tokio::spawn(crate::task::mark_task_body(future)));
-    match (&mut body.0).await {
-        Ok(outcome) => outcome,
-        Err(error) if error.is_panic() => Err(panic_record(error.into_panic())),
-        Err(_) => Err(ErrorRecord::new(
-            "celerity::Cancelled",
-            "the task was cancelled",
-        )),
+    let far = Duration::from_secs(100 * 365 * 24 * 3600);
+    let soft = tokio::time::sleep_until(started + soft_limit.unwrap_or(far));
+    let hard = tokio::time::sleep_until(started + hard_limit.unwrap_or(far));
+    tokio::pin!(soft, hard);
+    let mut soft_passed = false;
+    loop {
+        tokio::select! {
+            joined = &mut body.0 => {
+                return match joined {
+                    Ok(outcome) => outcome,
+                    Err(error) if error.is_panic() => Err(panic_record(error.into_panic())),
+                    Err(_) => Err(ErrorRecord::new("celerity::Cancelled", "the task was cancelled")),
+                };
+            }
+            () = &mut soft, if soft_limit.is_some() && !soft_passed => {
+                soft_passed = true;
+                cancel.cancel();
+            }
+            () = &mut hard, if hard_limit.is_some() => {
+                body.0.abort();
+                let limit = hard_limit.unwrap_or(far);
+                return Err(ErrorRecord::new("celerity::TimeLimitExceeded", format!("the task ran past its hard time limit of {limit:?} and was stopped")));
+            }
+        }
     }
 }
 
