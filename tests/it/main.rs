@@ -5,6 +5,7 @@ mod canvas;
 mod chords;
 mod compose;
 mod dead_letters;
+mod delays;
 mod limits;
 mod protocol;
 mod resilience;

@@ -179,7 +179,7 @@ impl Envelope {
             (header::VERSION, PROTOCOL_VERSION.to_string()),
             (header::TASK, self.task.to_string()),
             (header::ID, self.id.to_string()),
-            (header::NATS_MSG_ID, self.id.to_string()),
+            (header::NATS_MSG_ID, self.message_id()),
         ];
         if self.content_type != ContentType::Json {
             headers.push((header::CONTENT_TYPE, self.content_type.as_str().to_owned()));
@@ -220,6 +220,16 @@ impl Envelope {
                 .filter_map(|(name, value)| Some((name, value?))),
         );
         headers
+    }
+
+    /// The JetStream de-duplication id of this message: the task id, or `<task id>-r<retries>` for
+    /// a retry, so a retry is not dropped as a duplicate of the first send.
+    pub fn message_id(&self) -> String {
+        if self.retries == 0 {
+            self.id.to_string()
+        } else {
+            format!("{}-r{}", self.id, self.retries)
+        }
     }
 
     /// The user headers as (name, value) pairs, to append after [`Envelope::to_headers`].

@@ -169,6 +169,29 @@ impl Layout {
         format!("{}_chords", self.namespace)
     }
 
+    /// The stream of delayed tasks (countdown, ETA, retry backoff): `<NS>_DELAYED`.
+    pub fn delayed_stream(&self) -> String {
+        format!("{}_DELAYED", self.upper)
+    }
+
+    /// Where a delayed task for `queue` waits: `<ns>.delayed.<queue>`.
+    pub fn delayed_subject(&self, queue: &QueueName) -> String {
+        format!("{}.delayed.{}", self.namespace, queue)
+    }
+
+    /// The subjects of the delayed stream: `<ns>.delayed.*`.
+    pub fn delayed_subjects(&self) -> String {
+        format!("{}.delayed.*", self.namespace)
+    }
+
+    /// Splits a delayed subject back into its queue.
+    pub fn parse_delayed_subject(&self, subject: &str) -> Option<QueueName> {
+        let rest = subject
+            .strip_prefix(self.namespace.as_str())?
+            .strip_prefix(".delayed.")?;
+        QueueName::new(rest).ok()
+    }
+
     /// The KV bucket of revoked task and canvas ids: `<ns>_revoked`.
     pub fn revoked_bucket(&self) -> String {
         format!("{}_revoked", self.namespace)

@@ -144,7 +144,21 @@ pub struct ApplyOptions {
     headers: Vec<(String, String)>,
     content_type: Option<ContentType>,
     ignore_result: Option<bool>,
+    eta: Option<EtaSpec>,
 }
+
+/// When a task may start.
+#[derive(Debug, Clone, Copy)]
+enum EtaSpec {
+    /// This long after it is sent.
+    Countdown(std::time::Duration),
+    /// At this time.
+    At(std::time::SystemTime),
+}
+
+/// How far in the past an `eta` may be before it is refused as a mistake (clock skew between
+/// hosts is expected to be smaller).
+pub const ETA_PAST_TOLERANCE: std::time::Duration = std::time::Duration::from_secs(60);
 
 impl ApplyOptions {
     /// Default options: a fresh UUIDv7 id, the task's queue, priority 0, no extra headers.
@@ -179,6 +193,20 @@ impl ApplyOptions {
     /// Encodes this task's body and result as `content_type`.
     pub fn content_type(mut self, content_type: ContentType) -> Self {
         self.content_type = Some(content_type);
+        self
+    }
+
+    /// Starts the task no sooner than `countdown` after it is sent (it waits in the delayed
+    /// stream, not in a worker).
+    pub fn countdown(mut self, countdown: std::time::Duration) -> Self {
+        self.eta = Some(EtaSpec::Countdown(countdown));
+        self
+    }
+
+    /// Starts the task no sooner than `eta`. An `eta` more than [`ETA_PAST_TOLERANCE`] in the
+    /// past is refused when sending; a smaller one means now.
+    pub fn eta(mut self, eta: std::time::SystemTime) -> Self {
+        self.eta = Some(EtaSpec::At(eta));
         self
     }
 
@@ -548,6 +576,28 @@ impl Client {
             .unwrap_or(self.inner.settings.content_type);
         envelope.priority = priority;
         envelope.sent_at_ms = Some(now_ms());
+        envelope.eta_ms = match options.eta {
+            None => None,
+            Some(EtaSpec::Countdown(countdown)) => {
+                Some(now_ms().saturating_add(countdown.as_millis() as u64))
+            }
+            Some(EtaSpec::At(eta)) => {
+                let eta_ms = eta
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |since| since.as_millis() as u64);
+                if eta_ms + (ETA_PAST_TOLERANCE.as_millis() as u64) < now_ms() {
+                    return Err(EnqueueError::InvalidOption {
+                        option: "eta",
+                        value: format!("{eta_ms} ms since the epoch"),
+                        reason: format!(
+                            "it is {} ms in the past, over the tolerance of {ETA_PAST_TOLERANCE:?}",
+                            now_ms() - eta_ms
+                        ),
+                    });
+                }
+                Some(eta_ms)
+            }
+        };
         envelope.extra = options.headers;
         if !ignore_result {
             envelope.reply_to = Some(self.inner.reply_subject.clone());

@@ -48,7 +48,7 @@ pub use async_result::{AsyncResult, ResultError};
 pub use canvas::{Chain, Chord, Group, GroupResult, Signature};
 pub use celerity_macros::task;
 pub use celerity_proto::{ContentType, ErrorRecord, ResultRecord, TaskId, TaskState};
-pub use client::{ApplyOptions, Client, ClientError, EnqueueError};
+pub use client::{ApplyOptions, Client, ClientError, ETA_PAST_TOLERANCE, EnqueueError};
 pub use nats::{ConnectError, NatsConfig};
 pub use result_store::StoreError;
 pub use task::{ArgumentsError, Task, TaskContext, TaskFuture, TaskOptions};

@@ -9,9 +9,13 @@ use celerity_proto::{Envelope, Layout, QueueName, TaskBody};
 use dashmap::DashMap;
 
 use crate::client::EnqueueError;
+use crate::clock::now_ms;
 use crate::nats::headers::envelope_headers;
 use crate::nats::provision;
 use crate::result_store::ResultStore;
+
+/// An ETA less than this far in the future is treated as now (clock granularity, network time).
+pub(crate) const ETA_SLACK_MS: u64 = 10;
 
 /// Publishes task messages.
 pub(crate) struct Publisher {
@@ -20,6 +24,7 @@ pub(crate) struct Publisher {
     layout: Layout,
     store: ResultStore,
     ready_queues: DashMap<QueueName, ()>,
+    delayed_ready: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Publisher {
@@ -43,6 +48,7 @@ impl Publisher {
             layout,
             store,
             ready_queues: DashMap::new(),
+            delayed_ready: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -89,8 +95,18 @@ impl Publisher {
                 max_payload,
             });
         }
-        self.ensure_queue(queue).await?;
-        let subject = self.layout.task_subject(queue, envelope.priority);
+        // A task due later waits in the delayed stream, not in its queue (nor in any memory): the
+        // scheduler moves it to its queue at its ETA.
+        let delayed = envelope
+            .eta_ms
+            .is_some_and(|eta| eta > now_ms() + ETA_SLACK_MS);
+        let subject = if delayed {
+            self.ensure_delayed().await?;
+            self.layout.delayed_subject(queue)
+        } else {
+            self.ensure_queue(queue).await?;
+            self.layout.task_subject(queue, envelope.priority)
+        };
         let publish = async {
             let message = PublishMessage::build()
                 .payload(payload.into())
@@ -135,6 +151,19 @@ impl Publisher {
             // worker records a state. Failing the call would invite a duplicate send.
             tracing::warn!(task_id = %id, error = %crate::error_chain(&error), "task sent, but its PENDING record was not written");
         }
+        Ok(())
+    }
+
+    async fn ensure_delayed(&self) -> Result<(), provision::ProvisionError> {
+        if self
+            .delayed_ready
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            return Ok(());
+        }
+        provision::delayed_stream(&self.js, &self.layout).await?;
+        self.delayed_ready
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         Ok(())
     }
 

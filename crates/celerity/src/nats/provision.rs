@@ -188,6 +188,38 @@ async fn kv_bucket(
         .map_err(|error| ProvisionError::new("bucket", bucket, error))
 }
 
+/// The delayed-task stream: work-queue retention (a task leaves it when the scheduler has moved it
+/// to its queue), file storage, de-duplication on `Nats-Msg-Id`, and the scheduler's consumer.
+pub(crate) async fn delayed_stream(
+    js: &jetstream::Context,
+    layout: &Layout,
+) -> Result<consumer::PullConsumer, ProvisionError> {
+    let name = layout.delayed_stream();
+    let config = stream::Config {
+        name: name.clone(),
+        subjects: vec![layout.delayed_subjects()],
+        retention: stream::RetentionPolicy::WorkQueue,
+        storage: stream::StorageType::File,
+        duplicate_window: Duration::from_secs(120),
+        ..Default::default()
+    };
+    let stream = js
+        .get_or_create_stream(config)
+        .await
+        .map_err(|error| ProvisionError::new("stream", &name, error))?;
+    let consumer = consumer::pull::Config {
+        durable_name: Some("scheduler".to_owned()),
+        ack_policy: consumer::AckPolicy::Explicit,
+        ack_wait: Duration::from_secs(10),
+        max_ack_pending: -1,
+        ..Default::default()
+    };
+    stream
+        .get_or_create_consumer("scheduler", consumer)
+        .await
+        .map_err(|error| ProvisionError::new("consumer", "scheduler", error))
+}
+
 /// The chord completion stream: limits retention (completions are purged per chord once its body
 /// is sent), file storage, de-duplication of a member's repeated report by `Nats-Msg-Id`.
 pub(crate) async fn chord_stream(

@@ -75,6 +75,14 @@ pub(crate) async fn execute(
             .unwrap_or_default();
         return finish_without_running(&shared, &envelope, &message, continuation, record).await;
     }
+    // A task that is not due yet (a producer put it straight on its queue with a future ETA) waits
+    // in the delayed stream rather than in this worker's slot.
+    if envelope
+        .eta_ms
+        .is_some_and(|eta| eta > now_ms() + crate::publisher::ETA_SLACK_MS)
+    {
+        return hold_until_due(&shared, &queue, &message, &envelope).await;
+    }
     // A task picked up after its deadline does not run: it ends REVOKED, saying why.
     if let Some(expires_ms) = envelope.expires_ms
         && now_ms() > expires_ms
@@ -278,6 +286,39 @@ fn run_over_items(
         }
         Ok(Value::Array(results))
     }))
+}
+
+/// Moves a task that is not due yet to the delayed stream, then acknowledges it here.
+async fn hold_until_due(
+    shared: &WorkerShared,
+    queue: &QueueName,
+    message: &jetstream::Message,
+    envelope: &Envelope,
+) {
+    let mut headers = message.headers.clone().unwrap_or_default();
+    let hold_id = format!(
+        "{}-hold-{}",
+        envelope.message_id(),
+        envelope.eta_ms.unwrap_or(0)
+    );
+    headers.insert(celerity_proto::header::NATS_MSG_ID, hold_id.as_str());
+    let subject = shared.layout.delayed_subject(queue);
+    let moved = async {
+        shared
+            .js
+            .publish_with_headers(subject, headers, message.payload.clone())
+            .await?
+            .await
+    };
+    match moved.await {
+        Ok(_) => ack(message).await,
+        Err(error) => {
+            tracing::warn!(task_id = %envelope.id, error = %error, "cannot move a task that is not due yet; retrying in 1 s");
+            let _ = message
+                .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
+                .await;
+        }
+    }
 }
 
 /// Records a task that will not run (failed or revoked), runs what follows that, and acknowledges

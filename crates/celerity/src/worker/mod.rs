@@ -11,6 +11,7 @@ mod dead_letter;
 mod execute;
 mod queue;
 mod root;
+mod scheduler;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -318,8 +319,10 @@ fn run_on_this_thread(
         store,
         queues: consumers_by_queue,
         chords,
+        delayed,
         revoked,
     } = provisioned;
+    let leases_kv = chords.leases.clone();
     let chords_kv = chords.chords.clone();
     let publisher = Publisher::new(
         client.clone(),
@@ -356,8 +359,9 @@ fn run_on_this_thread(
     });
     runtime.spawn(watch_revocations(revoked.bucket, revoked.ids));
     let system = System::new();
-    let root = system
-        .block_on(async move { root::Worker::new(shared, consumers_by_queue, chords).start() });
+    let root = system.block_on(async move {
+        root::Worker::new(shared, consumers_by_queue, chords, (delayed, leases_kv)).start()
+    });
     if handle_signals {
         // INVARIANT: the handlers are installed before the worker starts consuming, so a SIGTERM
         // that arrives right after it reports ready is a warm shutdown, not the default kill.
@@ -416,6 +420,7 @@ struct Provisioned {
     store: ResultStore,
     queues: Vec<QueueSetup>,
     chords: chord::ChordBackend,
+    delayed: async_nats::jetstream::consumer::PullConsumer,
     revoked: Revocations,
 }
 
@@ -488,6 +493,7 @@ impl Setup<'_> {
             leases: provision::leases_bucket(js, layout, CHORD_LEASE_TTL).await?,
             lease_ttl: CHORD_LEASE_TTL,
         };
+        let delayed = provision::delayed_stream(js, layout).await?;
         let mut setups = Vec::new();
         for queue in queues {
             let stream = provision::queue_stream(js, layout, queue).await?;
@@ -520,6 +526,7 @@ impl Setup<'_> {
             store: ResultStore::new(kv, Some(hostname.clone())),
             queues: setups,
             chords,
+            delayed,
             revoked: Revocations {
                 bucket: revoked_kv,
                 ids: revoked,

@@ -10,6 +10,7 @@ use celerity_proto::QueueName;
 use crate::worker::SharedHandle;
 use crate::worker::chord::{ChordAggregator, ChordBackend};
 use crate::worker::queue::{QueueActor, StopConsuming};
+use crate::worker::scheduler::Scheduler;
 
 /// The root actor.
 pub(crate) struct Worker {
@@ -17,6 +18,8 @@ pub(crate) struct Worker {
     pending_queues: Vec<(QueueName, Vec<PullConsumer>, async_nats::Subscriber)>,
     chords: Option<ChordBackend>,
     aggregator: Option<Addr<ChordAggregator>>,
+    delayed: Option<(PullConsumer, async_nats::jetstream::kv::Store)>,
+    scheduler: Option<Addr<Scheduler>>,
     queues: Vec<Addr<QueueActor>>,
     running: HashSet<QueueName>,
     shutdowns: u32,
@@ -27,12 +30,15 @@ impl Worker {
         shared: SharedHandle,
         queues: Vec<(QueueName, Vec<PullConsumer>, async_nats::Subscriber)>,
         chords: ChordBackend,
+        delayed: (PullConsumer, async_nats::jetstream::kv::Store),
     ) -> Self {
         Self {
             shared,
             pending_queues: queues,
             chords: Some(chords),
             aggregator: None,
+            delayed: Some(delayed),
+            scheduler: None,
             queues: Vec::new(),
             running: HashSet::new(),
             shutdowns: 0,
@@ -55,6 +61,11 @@ impl Actor for Worker {
                 doorbells,
             );
             self.queues.push(actor.start());
+        }
+        if let Some((consumer, leases)) = self.delayed.take() {
+            let lease_ttl = chords_lease_ttl(self.chords.as_ref());
+            self.scheduler =
+                Some(Scheduler::new(self.shared.clone(), consumer, leases, lease_ttl).start());
         }
         if let Some(chords) = self.chords.take() {
             self.aggregator = Some(ChordAggregator::new(self.shared.clone(), chords).start());
@@ -109,4 +120,9 @@ impl Handler<QueueDrained> for Worker {
             ctx.stop();
         }
     }
+}
+
+/// The lease time-to-live shared by the chord aggregator and the scheduler.
+fn chords_lease_ttl(chords: Option<&ChordBackend>) -> std::time::Duration {
+    chords.map_or(std::time::Duration::from_secs(6), |chords| chords.lease_ttl)
 }
