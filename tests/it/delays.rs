@@ -11,7 +11,7 @@ const WAIT: Duration = Duration::from_secs(30);
 fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .unwrap()
+        .expect("a clock after 1970")
         .as_millis() as u64
 }
 
