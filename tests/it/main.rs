@@ -9,6 +9,7 @@ mod delays;
 mod limits;
 mod protocol;
 mod resilience;
+mod retries;
 mod roundtrip;
 mod routing;
 mod states;

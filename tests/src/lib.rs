@@ -178,6 +178,53 @@ pub async fn stubborn(ms: u64) -> u64 {
     ms
 }
 
+/// Asks for a retry until it has been retried `needed` times (backoff 100 ms, doubling, no jitter);
+/// returns how many retries it took.
+#[celerity::task(
+    name = "it.flaky",
+    max_retries = 5,
+    retry_backoff = 0.1,
+    retry_jitter = false
+)]
+pub async fn flaky(ctx: &TaskContext, needed: u32) -> anyhow::Result<u32> {
+    if ctx.retries() < needed {
+        return Err(ctx.retry(None).into());
+    }
+    Ok(ctx.retries())
+}
+
+/// Fails with an I/O error until it has been retried `needed` times; retried automatically.
+#[celerity::task(name = "it.autoretry", autoretry_for = [std::io::Error], retry_backoff = 0.05, retry_jitter = false)]
+pub async fn autoretry(ctx: &TaskContext, needed: u32) -> Result<u32, std::io::Error> {
+    if ctx.retries() < needed {
+        return Err(std::io::Error::other(format!(
+            "attempt {} failed",
+            ctx.retries() + 1
+        )));
+    }
+    Ok(ctx.retries())
+}
+
+/// Always asks for a retry; gives up after 2.
+#[celerity::task(
+    name = "it.hopeless",
+    max_retries = 2,
+    retry_backoff = 0.05,
+    retry_jitter = false
+)]
+pub async fn hopeless(ctx: &TaskContext) -> anyhow::Result<()> {
+    Err(ctx.retry(None).into())
+}
+
+/// Asks once for a retry in 1.5 s, then succeeds.
+#[celerity::task(name = "it.retry_once_later")]
+pub async fn retry_once_later(ctx: &TaskContext) -> anyhow::Result<u32> {
+    if ctx.retries() == 0 {
+        return Err(ctx.retry(Some(Duration::from_millis(1500))).into());
+    }
+    Ok(ctx.retries())
+}
+
 /// A chord body that says how many results it received.
 #[celerity::task(name = "it.length")]
 pub async fn length(items: Vec<i64>) -> usize {
@@ -227,7 +274,11 @@ pub fn app() -> Result<celerity::App, celerity::ConfigError> {
         .task(count_outcomes)
         .task(length)
         .task(cooperative)
-        .task(stubborn);
+        .task(stubborn)
+        .task(flaky)
+        .task(autoretry)
+        .task(hopeless)
+        .task(retry_once_later);
     if let Some(seconds) = std::env::var("IT_RESULT_EXPIRES_SECS")
         .ok()
         .and_then(|s| s.parse().ok())

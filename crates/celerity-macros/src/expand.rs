@@ -255,6 +255,20 @@ fn generate_task_impl(
     let track_started = attributes.track_started.iter();
     let soft_time_limit = attributes.soft_time_limit_ms.iter();
     let time_limit = attributes.time_limit_ms.iter();
+    let max_retries = attributes.max_retries.iter();
+    let retry_backoff = attributes.retry_backoff_ms.iter();
+    let retry_backoff_max = attributes.retry_backoff_max_ms.iter();
+    let retry_jitter = attributes.retry_jitter.iter();
+    let default_retry_delay = attributes.default_retry_delay_ms.iter();
+    let autoretry_types = &attributes.autoretry_for;
+    let autoretry = (!autoretry_types.is_empty()).then(|| {
+        quote! {
+            .autoretry_for({
+                const AUTORETRY_FOR: &[fn() -> &'static str] = &[#(::core::any::type_name::<#autoretry_types>),*];
+                AUTORETRY_FOR
+            })
+        }
+    });
 
     let args = mixed_site("args");
     let kwargs = mixed_site("kwargs");
@@ -312,6 +326,12 @@ fn generate_task_impl(
                     #(.track_started(#track_started))*
                     #(.soft_time_limit_ms(#soft_time_limit))*
                     #(.time_limit_ms(#time_limit))*
+                    #(.max_retries(#max_retries))*
+                    #(.retry_backoff_ms(#retry_backoff))*
+                    #(.retry_backoff_max_ms(#retry_backoff_max))*
+                    #(.retry_jitter(#retry_jitter))*
+                    #(.default_retry_delay_ms(#default_retry_delay))*
+                    #autoretry
             }
 
             fn encode_args(

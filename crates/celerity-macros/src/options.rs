@@ -19,6 +19,12 @@ const VALID_OPTIONS: &[&str] = &[
     "track_started",
     "soft_time_limit",
     "time_limit",
+    "max_retries",
+    "retry_backoff",
+    "retry_backoff_max",
+    "retry_jitter",
+    "default_retry_delay",
+    "autoretry_for",
 ];
 
 /// The longest queue name the attribute accepts, in characters.
@@ -44,6 +50,18 @@ pub(crate) struct TaskAttributes {
     pub(crate) soft_time_limit_ms: Option<u64>,
     /// `time_limit = <seconds>`, in milliseconds.
     pub(crate) time_limit_ms: Option<u64>,
+    /// `max_retries = <n>`.
+    pub(crate) max_retries: Option<u32>,
+    /// `retry_backoff = <seconds>` (the first backoff), in milliseconds.
+    pub(crate) retry_backoff_ms: Option<u64>,
+    /// `retry_backoff_max = <seconds>`, in milliseconds.
+    pub(crate) retry_backoff_max_ms: Option<u64>,
+    /// `retry_jitter` or `retry_jitter = <bool>`.
+    pub(crate) retry_jitter: Option<LitBool>,
+    /// `default_retry_delay = <seconds>`, in milliseconds.
+    pub(crate) default_retry_delay_ms: Option<u64>,
+    /// `autoretry_for = [ErrorType, ...]`.
+    pub(crate) autoretry_for: Vec<syn::Type>,
 }
 
 impl TaskAttributes {
@@ -131,6 +149,24 @@ impl TaskAttributes {
             "time_limit" => {
                 self.time_limit_ms = Some(seconds_value(meta, key)?);
             }
+            "max_retries" => {
+                self.max_retries = Some(count_value(meta, key)?);
+            }
+            "retry_backoff" => {
+                self.retry_backoff_ms = Some(seconds_value(meta, key)?);
+            }
+            "retry_backoff_max" => {
+                self.retry_backoff_max_ms = Some(seconds_value(meta, key)?);
+            }
+            "retry_jitter" => {
+                self.retry_jitter = Some(bool_value(meta, key)?);
+            }
+            "default_retry_delay" => {
+                self.default_retry_delay_ms = Some(seconds_value(meta, key)?);
+            }
+            "autoretry_for" => {
+                self.autoretry_for = types_value(meta, key)?;
+            }
             _ => return Err(unknown_option(meta.path())),
         }
         Ok(())
@@ -193,6 +229,46 @@ fn seconds_value(meta: &Meta, key: &Ident) -> syn::Result<u64> {
         }
         _ => Err(syn::Error::new_spanned(&name_value.value, expected)),
     }
+}
+
+/// The value of `key = <n>`, a non-negative integer.
+fn count_value(meta: &Meta, key: &Ident) -> syn::Result<u32> {
+    let expected = format!("`{key}` takes a whole number: expected `{key} = 5`");
+    match meta {
+        Meta::NameValue(name_value) => match &name_value.value {
+            Expr::Lit(ExprLit {
+                lit: Lit::Int(lit), ..
+            }) => lit
+                .base10_parse::<u32>()
+                .map_err(|_| syn::Error::new_spanned(lit, expected)),
+            other => Err(syn::Error::new_spanned(other, expected)),
+        },
+        _ => Err(syn::Error::new(key.span(), expected)),
+    }
+}
+
+/// The value of `key = [Type, ...]`: the error types a task retries on.
+fn types_value(meta: &Meta, key: &Ident) -> syn::Result<Vec<syn::Type>> {
+    let expected = format!(
+        "`{key}` takes a list of error types: expected `{key} = [std::io::Error, MyError]`"
+    );
+    let Meta::NameValue(name_value) = meta else {
+        return Err(syn::Error::new(key.span(), expected));
+    };
+    let Expr::Array(array) = &name_value.value else {
+        return Err(syn::Error::new_spanned(&name_value.value, expected));
+    };
+    array
+        .elems
+        .iter()
+        .map(|element| match element {
+            Expr::Path(path) => Ok(syn::Type::Path(syn::TypePath {
+                qself: None,
+                path: path.path.clone(),
+            })),
+            other => Err(syn::Error::new_spanned(other, expected.clone())),
+        })
+        .collect()
 }
 
 /// The value of a boolean option: a bare `key` means `true`, otherwise `key = true|false`.

@@ -65,7 +65,6 @@ impl Publisher {
         queue: &QueueName,
         pending: bool,
     ) -> Result<(), EnqueueError> {
-        let id = &envelope.id;
         let payload =
             envelope
                 .content_type
@@ -75,6 +74,22 @@ impl Publisher {
                     value: envelope.task.to_string(),
                     reason: error.to_string(),
                 })?;
+        self.publish_bytes(envelope, payload.into(), queue, pending)
+            .await
+    }
+
+    /// Publishes an already encoded body under `envelope` (a retry resends its message's bytes).
+    ///
+    /// # Errors
+    /// As [`Publisher::publish`].
+    pub(crate) async fn publish_bytes(
+        &self,
+        envelope: &Envelope,
+        payload: bytes::Bytes,
+        queue: &QueueName,
+        pending: bool,
+    ) -> Result<(), EnqueueError> {
+        let id = &envelope.id;
         let headers = envelope_headers(envelope);
         let header_bytes: usize = headers
             .iter()
@@ -108,9 +123,7 @@ impl Publisher {
             self.layout.task_subject(queue, envelope.priority)
         };
         let publish = async {
-            let message = PublishMessage::build()
-                .payload(payload.into())
-                .headers(headers);
+            let message = PublishMessage::build().payload(payload).headers(headers);
             let ack = self
                 .js
                 .send_publish(subject, message)

@@ -81,6 +81,12 @@ pub struct TaskOptions {
     track_started: bool,
     soft_time_limit_ms: Option<u64>,
     time_limit_ms: Option<u64>,
+    max_retries: u32,
+    retry_backoff_ms: Option<u64>,
+    retry_backoff_max_ms: u64,
+    retry_jitter: bool,
+    default_retry_delay_ms: u64,
+    autoretry_for: &'static [fn() -> &'static str],
 }
 
 impl TaskOptions {
@@ -95,7 +101,86 @@ impl TaskOptions {
             track_started: false,
             soft_time_limit_ms: None,
             time_limit_ms: None,
+            max_retries: 3,
+            retry_backoff_ms: None,
+            retry_backoff_max_ms: 600_000,
+            retry_jitter: true,
+            default_retry_delay_ms: 180_000,
+            autoretry_for: &[],
         }
+    }
+
+    /// Retries at most `retries` times (default 3, as in Celery); after the last, the task fails.
+    pub const fn max_retries(mut self, retries: u32) -> Self {
+        self.max_retries = retries;
+        self
+    }
+
+    /// Exponential backoff between retries: `base_ms`, then twice that, and so on, up to
+    /// [`TaskOptions::retry_backoff_max_ms`]. Without it, retries wait the default retry delay.
+    pub const fn retry_backoff_ms(mut self, base_ms: u64) -> Self {
+        self.retry_backoff_ms = Some(base_ms);
+        self
+    }
+
+    /// The longest backoff (default 10 minutes).
+    pub const fn retry_backoff_max_ms(mut self, max_ms: u64) -> Self {
+        self.retry_backoff_max_ms = max_ms;
+        self
+    }
+
+    /// Randomizes each backoff between 0 and its computed value (default on, as in Celery), so
+    /// many failing tasks do not retry in step.
+    pub const fn retry_jitter(mut self, jitter: bool) -> Self {
+        self.retry_jitter = jitter;
+        self
+    }
+
+    /// The wait before a retry when no countdown and no backoff is given (default 3 minutes, as in
+    /// Celery).
+    pub const fn default_retry_delay_ms(mut self, delay_ms: u64) -> Self {
+        self.default_retry_delay_ms = delay_ms;
+        self
+    }
+
+    /// Retries automatically when the task fails with one of these error types (given as
+    /// `std::any::type_name::<T>` functions, which `#[celerity::task(autoretry_for = [T, U])]`
+    /// writes).
+    pub const fn autoretry_for(mut self, types: &'static [fn() -> &'static str]) -> Self {
+        self.autoretry_for = types;
+        self
+    }
+
+    /// The retry limit.
+    pub fn max_retries_value(&self) -> u32 {
+        self.max_retries
+    }
+
+    /// True when a failure of error type `kind` is retried automatically.
+    pub fn retries_automatically(&self, kind: &str) -> bool {
+        self.autoretry_for
+            .iter()
+            .any(|type_name| type_name() == kind)
+    }
+
+    /// How long to wait before retry number `retry` (1 for the first), with `jitter` in
+    /// `0.0..=1.0` drawn by the caller when jitter is on.
+    pub fn retry_delay(&self, retry: u32, jitter: f64) -> std::time::Duration {
+        let millis = match self.retry_backoff_ms {
+            None => self.default_retry_delay_ms,
+            Some(base) => {
+                let factor = 1u64
+                    .checked_shl(retry.saturating_sub(1))
+                    .unwrap_or(u64::MAX);
+                let full = base.saturating_mul(factor).min(self.retry_backoff_max_ms);
+                if self.retry_jitter {
+                    (full as f64 * jitter.clamp(0.0, 1.0)) as u64
+                } else {
+                    full
+                }
+            }
+        };
+        std::time::Duration::from_millis(millis)
     }
 
     /// After this many milliseconds the task is told to stop (`TaskContext::cancelled`) and may
@@ -239,7 +324,21 @@ struct ContextInner {
     delivered: u64,
     store: Option<ResultStore>,
     cancel: tokio_util::sync::CancellationToken,
+    retry: std::sync::Mutex<Option<RetryRequest>>,
 }
+
+/// What a task asked for with [`TaskContext::retry`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RetryRequest {
+    /// The wait before the retry; `None` means the task's backoff or default delay.
+    pub(crate) countdown: Option<std::time::Duration>,
+}
+
+/// The error a task returns to be retried: made by [`TaskContext::retry`], it carries no
+/// information of its own (the request is recorded on the context).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("retry requested")]
+pub struct Retry;
 
 impl std::fmt::Debug for TaskContext {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -260,6 +359,7 @@ impl TaskContext {
                 delivered,
                 store,
                 cancel: tokio_util::sync::CancellationToken::new(),
+                retry: std::sync::Mutex::new(None),
             }),
         }
     }
@@ -282,6 +382,26 @@ impl TaskContext {
     /// True once the task should stop (see [`TaskContext::cancelled`]); for blocking bodies.
     pub fn is_cancelled(&self) -> bool {
         self.inner.cancel.is_cancelled()
+    }
+
+    /// Asks for this task to run again after `countdown` (or its backoff when `None`), as Celery's
+    /// `raise self.retry(countdown=...)`: return the error this gives (`return Err(ctx.retry(None).into())`).
+    /// The retry is recorded here, so any error type may carry it. After `max_retries` retries the
+    /// task fails instead, with the error it returned.
+    pub fn retry(&self, countdown: Option<std::time::Duration>) -> Retry {
+        if let Ok(mut request) = self.inner.retry.lock() {
+            *request = Some(RetryRequest { countdown });
+        }
+        Retry
+    }
+
+    /// The retry the task asked for, if any.
+    pub(crate) fn take_retry_request(&self) -> Option<RetryRequest> {
+        self.inner
+            .retry
+            .lock()
+            .ok()
+            .and_then(|mut request| request.take())
     }
 
     pub(crate) fn cancel_token(&self) -> tokio_util::sync::CancellationToken {

@@ -175,7 +175,7 @@ pub(crate) async fn execute(
     }
     let continuation = Continuation::take(&mut body);
     let context = TaskContext::new(envelope.clone(), delivered, Some(shared.store.clone()));
-    let cancel = context.cancel_token();
+    let handle = context.clone();
     let bound = if builtin {
         run_over_items(&task, &envelope, context, body.kwargs)
     } else {
@@ -203,7 +203,7 @@ pub(crate) async fn execute(
         &message,
         future,
         continuation,
-        cancel,
+        handle,
     )
     .await;
 }
@@ -288,6 +288,75 @@ fn run_over_items(
     }))
 }
 
+/// Sends the task again after `delay` (its message's bytes, with one more retry and a new ETA,
+/// through the delayed stream), records RETRY with the count, the next ETA and the error, then
+/// acknowledges this delivery.
+async fn retry_later(
+    shared: &WorkerShared,
+    envelope: &Envelope,
+    message: &jetstream::Message,
+    error: ErrorRecord,
+    delay: Duration,
+    acks_late: bool,
+) {
+    let Some((queue, _)) = shared.layout.parse_task_subject(&message.subject) else {
+        tracing::error!(task_id = %envelope.id, subject = %message.subject, "cannot retry a task from an unknown subject");
+        return;
+    };
+    let mut next = envelope.clone();
+    next.retries += 1;
+    let eta_ms = now_ms().saturating_add(delay.as_millis() as u64);
+    next.eta_ms = Some(eta_ms);
+    let sent = shared
+        .dispatcher
+        .publisher()
+        .publish_bytes(&next, message.payload.clone(), &queue, false)
+        .await;
+    if let Err(send_error) = sent {
+        // Not acknowledged: the delivery comes back and the retry is tried again.
+        tracing::error!(task_id = %envelope.id, error = %crate::error_chain(&send_error), "cannot send the retry");
+        return;
+    }
+    tracing::info!(task_id = %envelope.id, retry = next.retries, delay_ms = delay.as_millis() as u64, error = %error, "task will be retried");
+    let meta = serde_json::json!({"retries": next.retries, "eta_ms": eta_ms});
+    let mut record = shared
+        .store
+        .record(envelope, TaskState::Retry)
+        .with_error(error)
+        .with_meta(meta);
+    record.retries = next.retries;
+    if let Ok(bytes) = ResultStore::encode(&record, envelope.content_type)
+        && let Err(store_error) = shared.store.put_encoded(&envelope.id, bytes).await
+    {
+        tracing::warn!(task_id = %envelope.id, error = %crate::error_chain(&store_error), "cannot record the RETRY state");
+    }
+    if acks_late {
+        ack(message).await;
+    }
+}
+
+/// The failure of a task that asked for a retry once its retries were used up.
+fn given_up(error: ErrorRecord, retries: u32) -> ErrorRecord {
+    if error.kind.ends_with("Retry") || error.message == crate::task::Retry.to_string() {
+        // The task returned the bare retry request: say what happened instead.
+        ErrorRecord::new(
+            "celerity::MaxRetriesExceeded",
+            format!("the task asked for a retry after {retries} retries, its maximum"),
+        )
+    } else {
+        error
+    }
+}
+
+/// A random number in `0.0..=1.0`, for retry jitter (from the standard library's random hash
+/// keys; no cryptographic quality is needed).
+fn random_unit() -> f64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u64(now_ms());
+    hasher.finish() as f64 / u64::MAX as f64
+}
+
 /// Moves a task that is not due yet to the delayed stream, then acknowledges it here.
 async fn hold_until_due(
     shared: &WorkerShared,
@@ -367,7 +436,7 @@ async fn run_bound(
     message: &jetstream::Message,
     future: TaskFuture,
     continuation: Continuation,
-    cancel: CancellationToken,
+    context: TaskContext,
 ) {
     let acks_late = task.options.is_acks_late();
     if !acks_late {
@@ -383,7 +452,22 @@ async fn run_bound(
         write_state(shared, envelope, TaskState::Started).await;
     }
     let limits = (task.options.soft_time_limit(), task.options.time_limit());
-    let outcome = run_body(future, limits, cancel).await;
+    let outcome = run_body(future, limits, context.cancel_token()).await;
+    let outcome = match (outcome, context.take_retry_request()) {
+        (Err(error), request)
+            if request.is_some() || task.options.retries_automatically(&error.kind) =>
+        {
+            if envelope.retries < task.options.max_retries_value() {
+                let retry = envelope.retries + 1;
+                let delay = request
+                    .and_then(|request| request.countdown)
+                    .unwrap_or_else(|| task.options.retry_delay(retry, random_unit()));
+                return retry_later(shared, envelope, message, error, delay, acks_late).await;
+            }
+            Err(given_up(error, envelope.retries))
+        }
+        (outcome, _) => outcome,
+    };
     let mut record = match outcome {
         Ok(value) => shared
             .store
