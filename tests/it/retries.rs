@@ -73,3 +73,55 @@ async fn a_waiting_retry_shows_as_retry_with_its_count_and_eta() {
     );
     assert_eq!(result.get(WAIT).await.unwrap(), 1);
 }
+
+/// The hook calls recorded for task `id`, as `it.runs.hook.<hook>` subjects' last tokens.
+async fn hook_calls(url: &str, id: &str) -> Vec<String> {
+    let js = async_nats::jetstream::new(async_nats::connect(url).await.expect("connect"));
+    let mut stream = js.get_stream("IT_RUNS").await.expect("the IT_RUNS stream");
+    let n_messages = stream.info().await.expect("stream info").state.messages;
+    let mut calls = Vec::new();
+    for sequence in 1..=n_messages {
+        let message = stream
+            .get_raw_message(sequence)
+            .await
+            .expect("a run record");
+        if message.payload == id.as_bytes()
+            && let Some(hook) = message.subject.strip_prefix("it.runs.hook.")
+        {
+            calls.push(hook.to_owned());
+        }
+    }
+    calls
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn base_task_hooks_run_on_success_failure_and_retry() {
+    let server = server();
+    let url = server.url();
+    crate::support::runs_stream(&url).await;
+    let _worker = WorkerProcess::start(&url, "w1", &[]);
+    let client = client(&url).await;
+
+    let retried = celerity_it::hooked.delay(&client, false).await.unwrap();
+    assert_eq!(retried.get(WAIT).await.unwrap(), 1);
+    let failed = celerity_it::hooked.delay(&client, true).await.unwrap();
+    assert!(failed.get(WAIT).await.is_err());
+    eventually("every hook call is recorded", WAIT, || async {
+        hook_calls(&url, retried.id().as_str()).await.len() >= 4
+            && hook_calls(&url, failed.id().as_str()).await.len() >= 2
+    })
+    .await;
+    assert_eq!(
+        hook_calls(&url, retried.id().as_str()).await,
+        vec![
+            "retry",
+            "after_return_retry",
+            "success",
+            "after_return_success"
+        ]
+    );
+    assert_eq!(
+        hook_calls(&url, failed.id().as_str()).await,
+        vec!["failure", "after_return_failure"]
+    );
+}

@@ -225,6 +225,69 @@ pub async fn retry_once_later(ctx: &TaskContext) -> anyhow::Result<u32> {
     Ok(ctx.retries())
 }
 
+/// Hooks that record every call on `it.runs.hook.<hook>` (with the task id).
+pub struct RecordingHooks;
+
+async fn record_hook(hook: &str, ctx: &TaskContext) {
+    if let Ok(client) = nats().await {
+        let js = async_nats::jetstream::new(client);
+        if let Ok(ack) = js
+            .publish(format!("it.runs.hook.{hook}"), ctx.id().to_string().into())
+            .await
+        {
+            let _ = ack.await;
+        }
+    }
+}
+
+impl celerity::TaskHooks for RecordingHooks {
+    fn on_success<'a>(
+        &'a self,
+        ctx: &'a TaskContext,
+        _result: &'a serde_json::Value,
+    ) -> celerity::HookFuture<'a> {
+        Box::pin(record_hook("success", ctx))
+    }
+
+    fn on_failure<'a>(
+        &'a self,
+        ctx: &'a TaskContext,
+        _error: &'a celerity::ErrorRecord,
+    ) -> celerity::HookFuture<'a> {
+        Box::pin(record_hook("failure", ctx))
+    }
+
+    fn on_retry<'a>(
+        &'a self,
+        ctx: &'a TaskContext,
+        _error: &'a celerity::ErrorRecord,
+        _retry: u32,
+    ) -> celerity::HookFuture<'a> {
+        Box::pin(record_hook("retry", ctx))
+    }
+
+    fn after_return<'a>(
+        &'a self,
+        ctx: &'a TaskContext,
+        state: &'a celerity::TaskState,
+    ) -> celerity::HookFuture<'a> {
+        let hook = format!("after_return_{}", state.as_str().to_lowercase());
+        Box::pin(async move { record_hook(&hook, ctx).await })
+    }
+}
+
+/// Fails on its first run, succeeds on its retry; its hooks record every call.
+#[celerity::task(name = "it.hooked", base = RecordingHooks, retry_backoff = 0.05, retry_jitter = false)]
+pub async fn hooked(ctx: &TaskContext, should_fail: bool) -> anyhow::Result<u32> {
+    if should_fail {
+        anyhow::bail!("asked to fail");
+    }
+    if ctx.retries() == 0 {
+        return Err(ctx.retry(None).into());
+    }
+    Ok(ctx.retries())
+}
+
 /// A chord body that says how many results it received.
 #[celerity::task(name = "it.length")]
 pub async fn length(items: Vec<i64>) -> usize {
@@ -278,7 +341,8 @@ pub fn app() -> Result<celerity::App, celerity::ConfigError> {
         .task(flaky)
         .task(autoretry)
         .task(hopeless)
-        .task(retry_once_later);
+        .task(retry_once_later)
+        .task(hooked);
     if let Some(seconds) = std::env::var("IT_RESULT_EXPIRES_SECS")
         .ok()
         .and_then(|s| s.parse().ok())

@@ -260,6 +260,14 @@ fn generate_task_impl(
     let retry_backoff_max = attributes.retry_backoff_max_ms.iter();
     let retry_jitter = attributes.retry_jitter.iter();
     let default_retry_delay = attributes.default_retry_delay_ms.iter();
+    let base = attributes.base.as_ref().map(|base| {
+        quote! {
+            .hooks({
+                const BASE: &dyn ::celerity::TaskHooks = &#base;
+                BASE
+            })
+        }
+    });
     let autoretry_types = &attributes.autoretry_for;
     let autoretry = (!autoretry_types.is_empty()).then(|| {
         quote! {
@@ -332,6 +340,7 @@ fn generate_task_impl(
                     #(.retry_jitter(#retry_jitter))*
                     #(.default_retry_delay_ms(#default_retry_delay))*
                     #autoretry
+                    #base
             }
 
             fn encode_args(

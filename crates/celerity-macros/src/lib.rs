@@ -70,6 +70,13 @@
 //! Every other attribute (including `expect`) stays on `call`.
 //!
 //! [`ApplyOptions`]: https://docs.rs/celerity/latest/celerity/struct.ApplyOptions.html
+//!
+//! # Naming
+//!
+//! The function becomes a unit struct of the same name (so `add.delay(..)` reads like Celery).
+//! A unit struct is a value: in the same module, a parameter or `let` binding with the task's name
+//! (`fn load(total: i64)` next to a task `total`) is read as that struct and does not compile.
+//! Name tasks as verbs (`sum_all`, `send_email`) or keep them in their own module.
 
 mod expand;
 mod options;

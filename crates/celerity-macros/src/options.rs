@@ -25,6 +25,7 @@ const VALID_OPTIONS: &[&str] = &[
     "retry_jitter",
     "default_retry_delay",
     "autoretry_for",
+    "base",
 ];
 
 /// The longest queue name the attribute accepts, in characters.
@@ -62,6 +63,8 @@ pub(crate) struct TaskAttributes {
     pub(crate) default_retry_delay_ms: Option<u64>,
     /// `autoretry_for = [ErrorType, ...]`.
     pub(crate) autoretry_for: Vec<syn::Type>,
+    /// `base = Hooks`: a constant (usually a unit struct) implementing `celerity::TaskHooks`.
+    pub(crate) base: Option<syn::Path>,
 }
 
 impl TaskAttributes {
@@ -166,6 +169,19 @@ impl TaskAttributes {
             }
             "autoretry_for" => {
                 self.autoretry_for = types_value(meta, key)?;
+            }
+            "base" => {
+                let expected = "`base` takes the name of a hooks value: expected `base = MyHooks`";
+                match meta {
+                    Meta::NameValue(syn::MetaNameValue {
+                        value: Expr::Path(path),
+                        ..
+                    }) => self.base = Some(path.path.clone()),
+                    Meta::NameValue(name_value) => {
+                        return Err(syn::Error::new_spanned(&name_value.value, expected));
+                    }
+                    _ => return Err(syn::Error::new(key.span(), expected)),
+                }
             }
             _ => return Err(unknown_option(meta.path())),
         }

@@ -51,7 +51,9 @@ pub use celerity_proto::{ContentType, ErrorRecord, ResultRecord, TaskId, TaskSta
 pub use client::{ApplyOptions, Client, ClientError, ETA_PAST_TOLERANCE, EnqueueError};
 pub use nats::{ConnectError, NatsConfig};
 pub use result_store::StoreError;
-pub use task::{ArgumentsError, Retry, Task, TaskContext, TaskFuture, TaskOptions};
+pub use task::{
+    ArgumentsError, HookFuture, Retry, Task, TaskContext, TaskFuture, TaskHooks, TaskOptions,
+};
 pub use worker::{WorkerConfig, WorkerError, WorkerHandle};
 
 /// Formats an error and its causes on one line: `outer: inner: root`.

@@ -71,7 +71,7 @@ pub trait Task: Send + Sync + 'static {
 /// assert_eq!(options.queue_name(), Some("math"));
 /// assert!(options.is_acks_late());
 /// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy)]
 #[non_exhaustive]
 pub struct TaskOptions {
     name: &'static str,
@@ -87,6 +87,81 @@ pub struct TaskOptions {
     retry_jitter: bool,
     default_retry_delay_ms: u64,
     autoretry_for: &'static [fn() -> &'static str],
+    hooks: Option<&'static dyn TaskHooks>,
+}
+
+impl std::fmt::Debug for TaskOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TaskOptions")
+            .field("name", &self.name)
+            .field("queue", &self.queue)
+            .field("ignore_result", &self.ignore_result)
+            .field("acks_late", &self.acks_late)
+            .field("track_started", &self.track_started)
+            .field("soft_time_limit_ms", &self.soft_time_limit_ms)
+            .field("time_limit_ms", &self.time_limit_ms)
+            .field("max_retries", &self.max_retries)
+            .field("retry_backoff_ms", &self.retry_backoff_ms)
+            .field("hooks", &self.hooks.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The future a hook returns.
+pub type HookFuture<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
+
+/// Hooks per task type, like the methods of a Celery `Task` subclass (`on_success`,
+/// `on_failure`, `on_retry`, `after_return`): attach with `#[celerity::task(base = MyHooks)]`,
+/// where `MyHooks` is a unit struct (or a constant) implementing this trait.
+///
+/// Every method has an empty default; hooks run on the worker after the task's record is stored,
+/// and a panicking hook is logged, not fatal.
+///
+/// ```
+/// use celerity::{ErrorRecord, HookFuture, TaskContext, TaskHooks};
+///
+/// struct Audited;
+///
+/// impl TaskHooks for Audited {
+///     fn on_failure<'a>(&'a self, ctx: &'a TaskContext, error: &'a ErrorRecord) -> HookFuture<'a> {
+///         Box::pin(async move { eprintln!("task {} failed: {error}", ctx.id()) })
+///     }
+/// }
+///
+/// #[celerity::task(base = Audited)]
+/// async fn charge(amount: u64) -> u64 {
+///     amount
+/// }
+/// ```
+pub trait TaskHooks: Send + Sync + 'static {
+    /// After the task succeeded and its result was stored.
+    fn on_success<'a>(&'a self, ctx: &'a TaskContext, result: &'a Value) -> HookFuture<'a> {
+        let _ = (ctx, result);
+        Box::pin(async {})
+    }
+
+    /// After the task failed (for good) and its failure was stored.
+    fn on_failure<'a>(&'a self, ctx: &'a TaskContext, error: &'a ErrorRecord) -> HookFuture<'a> {
+        let _ = (ctx, error);
+        Box::pin(async {})
+    }
+
+    /// After the task was sent again as retry number `retry`.
+    fn on_retry<'a>(
+        &'a self,
+        ctx: &'a TaskContext,
+        error: &'a ErrorRecord,
+        retry: u32,
+    ) -> HookFuture<'a> {
+        let _ = (ctx, error, retry);
+        Box::pin(async {})
+    }
+
+    /// After every run, with the state it ended in.
+    fn after_return<'a>(&'a self, ctx: &'a TaskContext, state: &'a TaskState) -> HookFuture<'a> {
+        let _ = (ctx, state);
+        Box::pin(async {})
+    }
 }
 
 impl TaskOptions {
@@ -107,7 +182,19 @@ impl TaskOptions {
             retry_jitter: true,
             default_retry_delay_ms: 180_000,
             autoretry_for: &[],
+            hooks: None,
         }
+    }
+
+    /// Runs `hooks` around this task type's runs (`#[celerity::task(base = ...)]`).
+    pub const fn hooks(mut self, hooks: &'static dyn TaskHooks) -> Self {
+        self.hooks = Some(hooks);
+        self
+    }
+
+    /// The task type's hooks.
+    pub fn hooks_value(&self) -> Option<&'static dyn TaskHooks> {
+        self.hooks
     }
 
     /// Retries at most `retries` times (default 3, as in Celery); after the last, the task fails.

@@ -293,11 +293,11 @@ fn run_over_items(
 /// acknowledges this delivery.
 async fn retry_later(
     shared: &WorkerShared,
-    envelope: &Envelope,
+    (envelope, context): (&Envelope, &TaskContext),
     message: &jetstream::Message,
     error: ErrorRecord,
     delay: Duration,
-    acks_late: bool,
+    (acks_late, task): (bool, &Registered),
 ) {
     let Some((queue, _)) = shared.layout.parse_task_subject(&message.subject) else {
         tracing::error!(task_id = %envelope.id, subject = %message.subject, "cannot retry a task from an unknown subject");
@@ -330,8 +330,26 @@ async fn retry_later(
     {
         tracing::warn!(task_id = %envelope.id, error = %crate::error_chain(&store_error), "cannot record the RETRY state");
     }
+    if let Some(hooks) = task.options.hooks_value() {
+        let error = record
+            .error
+            .as_ref()
+            .cloned()
+            .unwrap_or_else(|| ErrorRecord::new("celerity::Retry", "retry"));
+        run_hook(&envelope.id, hooks.on_retry(context, &error, next.retries)).await;
+        run_hook(&envelope.id, hooks.after_return(context, &TaskState::Retry)).await;
+    }
     if acks_late {
         ack(message).await;
+    }
+}
+
+/// Runs one hook; a panicking hook is logged and the run goes on.
+async fn run_hook(task_id: &celerity_proto::TaskId, hook: crate::task::HookFuture<'_>) {
+    use futures_util::FutureExt;
+    if let Err(panic) = std::panic::AssertUnwindSafe(hook).catch_unwind().await {
+        let message = panic_record(panic).message;
+        tracing::error!(task_id = %task_id, panic = %message, "a task hook panicked");
     }
 }
 
@@ -462,7 +480,15 @@ async fn run_bound(
                 let delay = request
                     .and_then(|request| request.countdown)
                     .unwrap_or_else(|| task.options.retry_delay(retry, random_unit()));
-                return retry_later(shared, envelope, message, error, delay, acks_late).await;
+                return retry_later(
+                    shared,
+                    (envelope, &context),
+                    message,
+                    error,
+                    delay,
+                    (acks_late, task),
+                )
+                .await;
             }
             Err(given_up(error, envelope.retries))
         }
@@ -494,6 +520,19 @@ async fn run_bound(
         // follows again without running the task.
         tracing::error!(task_id = %envelope.id, error = %crate::error_chain(&error), "cannot send what follows the task; it will be redelivered");
         return;
+    }
+    if let Some(hooks) = task.options.hooks_value() {
+        match (&record.result, &record.error) {
+            (_, Some(error)) => run_hook(&envelope.id, hooks.on_failure(&context, error)).await,
+            (result, None) => {
+                run_hook(
+                    &envelope.id,
+                    hooks.on_success(&context, result.as_ref().unwrap_or(&Value::Null)),
+                )
+                .await
+            }
+        }
+        run_hook(&envelope.id, hooks.after_return(&context, &record.state)).await;
     }
     if acks_late {
         ack(message).await;
