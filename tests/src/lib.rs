@@ -226,6 +226,7 @@ pub async fn retry_once_later(ctx: &TaskContext) -> anyhow::Result<u32> {
 }
 
 /// Hooks that record every call on `it.runs.hook.<hook>` (with the task id).
+#[derive(Debug)]
 pub struct RecordingHooks;
 
 async fn record_hook(hook: &str, ctx: &TaskContext) {
