@@ -143,3 +143,56 @@ async fn a_future_task_put_straight_on_its_queue_waits_without_holding_a_slot() 
         "started before its ETA"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_task_is_revoked_not_run_and_a_chain_step_waits_its_countdown() {
+    let server = server();
+    let _worker = WorkerProcess::start(&server.url(), "w1", &[]);
+    let client = client(&server.url()).await;
+
+    let expired = celerity_it::add
+        .apply_async(
+            &client,
+            (1, 1),
+            ApplyOptions::new().expires_at(SystemTime::now() - Duration::from_secs(1)),
+        )
+        .await
+        .unwrap();
+    match expired.get(WAIT).await {
+        Err(celerity::ResultError::Revoked { meta, .. }) => {
+            assert_eq!(meta.unwrap()["reason"], "expired")
+        }
+        other => panic!("expected an expired task, got {other:?}"),
+    }
+
+    let chain = celerity::chain![
+        celerity_it::add.s((1, 1)),
+        celerity_it::add
+            .s((1,))
+            .countdown(Duration::from_millis(1000))
+    ]
+    .apply_async(&client)
+    .await
+    .unwrap();
+    assert_eq!(chain.get(WAIT).await.unwrap(), 3);
+    let first_done = chain
+        .parent()
+        .unwrap()
+        .record()
+        .await
+        .unwrap()
+        .unwrap()
+        .updated_at_ms;
+    let second_started = chain
+        .record()
+        .await
+        .unwrap()
+        .unwrap()
+        .started_at_ms
+        .unwrap();
+    assert!(
+        second_started >= first_done + 1000,
+        "the step started {} ms after the first finished",
+        second_started - first_done
+    );
+}

@@ -83,6 +83,9 @@ pub struct SignatureRecord {
     /// The priority to send it with (default 0).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub priority: Option<Priority>,
+    /// Start no sooner than this many milliseconds after the step is sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub countdown_ms: Option<u64>,
     /// Run after this task succeeds, with its result.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub link: Vec<CanvasNode>,
@@ -106,6 +109,7 @@ impl SignatureRecord {
             immutable: false,
             queue: None,
             priority: None,
+            countdown_ms: None,
             link: Vec::new(),
             link_error: Vec::new(),
         }

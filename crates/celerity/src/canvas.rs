@@ -93,6 +93,7 @@ pub struct Signature<T> {
     /// The queue named at the call (`.queue(..)`), which beats every route.
     queue: Option<String>,
     priority: Option<u8>,
+    countdown: Option<Duration>,
     /// The name routes match: the task's (for a map, the task it runs).
     route_name: &'static str,
     /// The task's own `queue` attribute.
@@ -111,6 +112,7 @@ impl<T> Signature<T> {
             kwargs: Map::new(),
             immutable,
             queue: None,
+            countdown: None,
             route_name: K::NAME,
             task_queue: K::options().queue_name(),
             priority: None,
@@ -123,6 +125,13 @@ impl<T> Signature<T> {
     /// Sends this step to `queue`.
     pub fn queue(mut self, queue: impl Into<String>) -> Self {
         self.queue = Some(queue.into());
+        self
+    }
+
+    /// Starts this step no sooner than `countdown` after it is sent (for a chain step: after the
+    /// step before it finished).
+    pub fn countdown(mut self, countdown: Duration) -> Self {
+        self.countdown = Some(countdown);
         self
     }
 
@@ -166,6 +175,7 @@ impl<T> Signature<T> {
             immutable: self.immutable,
             queue: self.queue,
             priority: self.priority,
+            countdown: self.countdown,
             route_name: self.route_name,
             task_queue: self.task_queue,
             link: self.link,
@@ -217,6 +227,7 @@ impl<T> Signature<T> {
             task_queue,
         );
         record.queue = Some(queue);
+        record.countdown_ms = self.countdown.map(|countdown| countdown.as_millis() as u64);
         record.priority = (priority.get() > 0).then_some(priority);
         record.link = callbacks(self.link, routes)?;
         record.link_error = callbacks(self.link_error, routes)?;
@@ -294,6 +305,7 @@ fn builtin<K: Task, U>(
         kwargs,
         immutable: false,
         queue: None,
+        countdown: None,
         route_name: K::NAME,
         task_queue: K::options().queue_name(),
         priority: None,

@@ -145,6 +145,7 @@ pub struct ApplyOptions {
     content_type: Option<ContentType>,
     ignore_result: Option<bool>,
     eta: Option<EtaSpec>,
+    expires: Option<EtaSpec>,
 }
 
 /// When a task may start.
@@ -207,6 +208,19 @@ impl ApplyOptions {
     /// past is refused when sending; a smaller one means now.
     pub fn eta(mut self, eta: std::time::SystemTime) -> Self {
         self.eta = Some(EtaSpec::At(eta));
+        self
+    }
+
+    /// A task not started within `expires` of being sent is not run: it ends REVOKED with reason
+    /// `expired`.
+    pub fn expires(mut self, expires: std::time::Duration) -> Self {
+        self.expires = Some(EtaSpec::Countdown(expires));
+        self
+    }
+
+    /// A task not started by `expires` is not run: it ends REVOKED with reason `expired`.
+    pub fn expires_at(mut self, expires: std::time::SystemTime) -> Self {
+        self.expires = Some(EtaSpec::At(expires));
         self
     }
 
@@ -598,6 +612,12 @@ impl Client {
                 Some(eta_ms)
             }
         };
+        envelope.expires_ms = options.expires.map(|expires| match expires {
+            EtaSpec::Countdown(after) => now_ms().saturating_add(after.as_millis() as u64),
+            EtaSpec::At(at) => at
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |since| since.as_millis() as u64),
+        });
         envelope.extra = options.headers;
         if !ignore_result {
             envelope.reply_to = Some(self.inner.reply_subject.clone());

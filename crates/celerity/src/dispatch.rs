@@ -140,6 +140,9 @@ impl Dispatcher {
                     envelope.chord_id = membership.chord.as_ref().map(|member| member.id.clone());
                     envelope.sent_at_ms = Some(now_ms());
                     envelope.expires_ms = origin.expires_ms;
+                    envelope.eta_ms = signature
+                        .countdown_ms
+                        .map(|countdown| now_ms().saturating_add(countdown));
                     let mut body = TaskBody::new(signature.args.clone(), signature.kwargs.clone());
                     match (previous, signature.immutable) {
                         (Previous::Value(value), false) => body.args.insert(0, value.clone()),
