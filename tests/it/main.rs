@@ -7,6 +7,7 @@ mod compose;
 mod dead_letters;
 mod delays;
 mod limits;
+mod priority;
 mod protocol;
 mod resilience;
 mod retries;
