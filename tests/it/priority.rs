@@ -125,3 +125,51 @@ async fn a_long_task_does_not_hold_back_queued_tasks_from_an_idle_worker() {
     release_held(&client, &url, long.id().as_str(), WAIT).await;
     long.get(WAIT).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weighted_mode_gives_low_priorities_a_share() {
+    let server = server();
+    let url = server.url();
+    let client = client(&url).await;
+
+    let mut sent = Vec::new();
+    for i in 0..40 {
+        for priority in [0u8, 9] {
+            let result = celerity_it::add
+                .apply_async(&client, (i, 0), ApplyOptions::new().priority(priority))
+                .await
+                .unwrap();
+            sent.push((priority, result));
+        }
+    }
+    // Equal weights for 0 and 9: under strict mode priority 0 would wait for all of priority 9.
+    let _worker = WorkerProcess::start(
+        &url,
+        "w1",
+        &["-c", "1", "--priority-weights", "1,0,0,0,0,0,0,0,0,1"],
+    );
+    let mut started = Vec::new();
+    for (priority, result) in &sent {
+        result.get(WAIT).await.unwrap();
+        started.push((
+            result
+                .record()
+                .await
+                .unwrap()
+                .unwrap()
+                .started_at_ms
+                .unwrap(),
+            *priority,
+        ));
+    }
+    started.sort();
+    let low_in_first_half = started
+        .iter()
+        .take(40)
+        .filter(|(_, priority)| *priority == 0)
+        .count();
+    assert!(
+        low_in_first_half >= 8,
+        "priority 0 got {low_in_first_half} of the first 40 runs"
+    );
+}

@@ -120,6 +120,14 @@ pub struct WorkerArgs {
     /// Seconds before an unacknowledged task goes to another worker.
     #[arg(long = "ack-wait", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub ack_wait_secs: u64,
+    /// `strict` (the highest level with work first) or `weighted` (levels share the worker by
+    /// weight, so low levels never starve).
+    #[arg(long = "priority-mode", default_value = "strict", value_parser = ["strict", "weighted"])]
+    pub priority_mode: String,
+    /// Weights of priorities 0 to 9 in weighted mode, 10 comma-separated numbers (default
+    /// 1,2,...,10); implies `--priority-mode weighted`.
+    #[arg(long = "priority-weights", value_parser = parse_weights)]
+    pub priority_weights: Option<PriorityWeights>,
     /// Log filter (`info`, `debug`, `celerity=debug`); RUST_LOG wins when set.
     #[arg(short = 'l', long = "loglevel", default_value = "info")]
     pub loglevel: String,
@@ -141,8 +149,35 @@ impl WorkerArgs {
         if let Some(hostname) = &self.hostname {
             config = config.hostname(hostname.clone());
         }
+        match (&self.priority_weights, self.priority_mode.as_str()) {
+            (Some(weights), _) => config = config.priority_weights(weights.0),
+            (None, "weighted") => config = config.weighted_priorities(),
+            _ => {}
+        }
         config
     }
+}
+
+/// The weights of priorities 0 to 9.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PriorityWeights(pub [u32; 10]);
+
+fn parse_weights(value: &str) -> Result<PriorityWeights, String> {
+    let weights: Vec<u32> = value
+        .split(',')
+        .map(|part| {
+            part.trim()
+                .parse::<u32>()
+                .map_err(|_| format!("{part:?} in {value:?} is not a whole number"))
+        })
+        .collect::<Result<_, _>>()?;
+    let weights: [u32; 10] = weights.try_into().map_err(|weights: Vec<u32>| {
+        format!(
+            "{value:?} has {} weights; give one per priority, 0 to 9 (10 in all)",
+            weights.len()
+        )
+    })?;
+    Ok(PriorityWeights(weights))
 }
 
 #[derive(Debug, Parser)]
@@ -192,4 +227,20 @@ pub fn init_logging(default_filter: &str) {
         .with_writer(std::io::stderr)
         .with_ansi(ansi)
         .try_init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn priority_weights_name_the_bad_value() {
+        assert_eq!(parse_weights("1,1,1,1,1,1,1,1,1,2").unwrap().0[9], 2);
+        assert!(parse_weights("1,2,3").unwrap_err().contains("3 weights"));
+        assert!(
+            parse_weights("1,x,1,1,1,1,1,1,1,1")
+                .unwrap_err()
+                .contains("\"x\"")
+        );
+    }
 }

@@ -366,15 +366,6 @@ fn given_up(error: ErrorRecord, retries: u32) -> ErrorRecord {
     }
 }
 
-/// A random number in `0.0..=1.0`, for retry jitter (from the standard library's random hash
-/// keys; no cryptographic quality is needed).
-fn random_unit() -> f64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u64(now_ms());
-    hasher.finish() as f64 / u64::MAX as f64
-}
-
 /// Moves a task that is not due yet to the delayed stream, then acknowledges it here.
 async fn hold_until_due(
     shared: &WorkerShared,
@@ -479,7 +470,7 @@ async fn run_bound(
                 let retry = envelope.retries + 1;
                 let delay = request
                     .and_then(|request| request.countdown)
-                    .unwrap_or_else(|| task.options.retry_delay(retry, random_unit()));
+                    .unwrap_or_else(|| task.options.retry_delay(retry, super::random_unit()));
                 return retry_later(
                     shared,
                     (envelope, &context),

@@ -45,6 +45,7 @@ pub struct WorkerConfig {
     hostname: String,
     ack_wait: Duration,
     recheck_interval: Duration,
+    priority_weights: Option<[u32; 10]>,
 }
 
 impl Default for WorkerConfig {
@@ -64,6 +65,7 @@ impl WorkerConfig {
             hostname: default_hostname(),
             ack_wait: Duration::from_secs(30),
             recheck_interval: Duration::from_secs(1),
+            priority_weights: None,
         }
     }
 
@@ -102,6 +104,20 @@ impl WorkerConfig {
     pub fn ack_wait(mut self, ack_wait: Duration) -> Self {
         self.ack_wait = ack_wait.max(Duration::from_secs(1));
         self
+    }
+
+    /// Weighted priorities: instead of always taking the highest level that has work, the worker
+    /// picks among the levels that have work in proportion to `weights` (index = priority), so low
+    /// levels get a share and never starve. A level of weight 0 is taken only when nothing else has
+    /// work.
+    pub fn priority_weights(mut self, weights: [u32; 10]) -> Self {
+        self.priority_weights = Some(weights);
+        self
+    }
+
+    /// Weighted priorities with weights 1 to 10 (priority 9 is picked ten times as often as 0).
+    pub fn weighted_priorities(self) -> Self {
+        self.priority_weights([1, 2, 3, 4, 5, 6, 7, 8, 9, 10])
     }
 
     /// How often every priority level is checked for redelivered work that rang no doorbell.
@@ -148,6 +164,15 @@ const CHORD_LEASE_TTL: Duration = Duration::from_secs(6);
 /// the semaphore's own limit).
 const MAX_SLOTS: usize = 1 << 20;
 
+/// A random number in `0.0..=1.0`, for retry jitter and weighted priorities (from the standard
+/// library's random hash keys; no cryptographic quality is needed).
+pub(crate) fn random_unit() -> f64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u64(crate::clock::now_ms());
+    hasher.finish() as f64 / u64::MAX as f64
+}
+
 /// What every task run of one worker shares.
 pub(crate) struct WorkerShared {
     pub(crate) app: App,
@@ -169,6 +194,8 @@ pub(crate) struct WorkerShared {
     /// The shortest AckWait of the consumers this worker uses.
     pub(crate) ack_wait: Duration,
     pub(crate) recheck_interval: Duration,
+    /// `None` for strict priorities, else the weight of each level.
+    pub(crate) priority_weights: Option<[u32; 10]>,
 }
 
 impl WorkerShared {
@@ -355,6 +382,7 @@ fn run_on_this_thread(
         concurrency: config.concurrency,
         ack_wait,
         recheck_interval: config.recheck_interval,
+        priority_weights: config.priority_weights,
         revoked: revoked.ids.clone(),
     });
     runtime.spawn(watch_revocations(revoked.bucket, revoked.ids));

@@ -93,9 +93,11 @@ impl QueueActor {
         if self.mode != Mode::Running || self.fetching {
             return;
         }
-        let Some(priority) =
-            Priority::all_descending().find(|p| self.maybe_ready[p.get() as usize])
-        else {
+        let Some(priority) = choose_level(
+            &self.maybe_ready,
+            self.shared.priority_weights.as_ref(),
+            super::random_unit(),
+        ) else {
             // Idle: give the credit back so other queues of this worker can use it.
             self.held.clear();
             return;
@@ -282,6 +284,36 @@ impl StreamHandler<async_nats::Message> for QueueActor {
     }
 }
 
+/// The level to fetch from: the highest that may have work (strict), or one drawn among them in
+/// proportion to `weights` with `draw` in `0.0..=1.0` (weighted).
+fn choose_level(
+    maybe_ready: &[bool; 10],
+    weights: Option<&[u32; 10]>,
+    draw: f64,
+) -> Option<Priority> {
+    let ready = Priority::all_descending().filter(|p| maybe_ready[p.get() as usize]);
+    let Some(weights) = weights else {
+        return Priority::all_descending().find(|p| maybe_ready[p.get() as usize]);
+    };
+    let candidates: Vec<Priority> = ready.collect();
+    let total: u64 = candidates
+        .iter()
+        .map(|p| u64::from(weights[p.get() as usize]))
+        .sum();
+    if total == 0 {
+        return candidates.first().copied();
+    }
+    let mut point = (draw.clamp(0.0, 1.0) * total as f64) as u64;
+    for candidate in &candidates {
+        let weight = u64::from(weights[candidate.get() as usize]);
+        if point < weight {
+            return Some(*candidate);
+        }
+        point -= weight;
+    }
+    candidates.last().copied()
+}
+
 /// A task of this queue ended (its message was acked, nacked or dead-lettered, or its run was
 /// aborted or panicked).
 #[derive(Message)]
@@ -357,5 +389,41 @@ impl Handler<StopConsuming> for QueueActor {
             tracing::info!(queue = %self.queue, n_tasks = self.in_flight.len(), "warm shutdown: waiting for in-flight tasks");
             self.check_drained(ctx);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strict_takes_the_highest_level_with_work() {
+        let mut ready = [false; 10];
+        ready[2] = true;
+        ready[7] = true;
+        assert_eq!(choose_level(&ready, None, 0.0).map(Priority::get), Some(7));
+        assert_eq!(choose_level(&[false; 10], None, 0.5), None);
+    }
+
+    #[test]
+    fn weighted_shares_levels_by_weight() {
+        let mut ready = [false; 10];
+        ready[0] = true;
+        ready[9] = true;
+        let weights = [1, 0, 0, 0, 0, 0, 0, 0, 0, 3];
+        let picks: Vec<u8> = (0..100)
+            .map(|i| {
+                choose_level(&ready, Some(&weights), f64::from(i) / 100.0)
+                    .unwrap()
+                    .get()
+            })
+            .collect();
+        let low = picks.iter().filter(|&&p| p == 0).count();
+        assert_eq!(low, 25, "priority 0 gets a quarter of the draws");
+        let zero_weight = [0; 10];
+        assert_eq!(
+            choose_level(&ready, Some(&zero_weight), 0.3).map(Priority::get),
+            Some(9)
+        );
     }
 }
