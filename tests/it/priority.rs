@@ -173,3 +173,47 @@ async fn weighted_mode_gives_low_priorities_a_share() {
         "priority 0 got {low_in_first_half} of the first 40 runs"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn priority_steps_round_priorities_and_limit_the_queue_to_the_steps() {
+    let server = server();
+    let url = server.url();
+    let worker = WorkerProcess::spawn(&url, "w1", &["-c", "1"], &[("IT_PRIORITY_STEPS", "0,5,9")]);
+    worker.wait_for_log("consuming", WAIT);
+    let app = celerity::App::builder()
+        .task(celerity_it::add)
+        .priority_steps([0, 5, 9])
+        .build()
+        .unwrap();
+    let client = app.client(&celerity::NatsConfig::new(&url)).await.unwrap();
+
+    let result = celerity_it::add
+        .apply_async(&client, (3, 4), ApplyOptions::new().priority(7))
+        .await
+        .unwrap();
+    assert_eq!(
+        result.get(WAIT).await.unwrap(),
+        7,
+        "priority 7 is sent at step 5 and runs"
+    );
+
+    let js = async_nats::jetstream::new(client.nats().clone());
+    let mut stream = js.get_stream("CELERITY_Q_default").await.unwrap();
+    let subjects = stream.info().await.unwrap().config.subjects.clone();
+    assert_eq!(
+        subjects,
+        vec![
+            "celerity.q.default.0",
+            "celerity.q.default.5",
+            "celerity.q.default.9"
+        ]
+    );
+    let refused = async { js.publish("celerity.q.default.7", "{}".into()).await?.await }.await;
+    assert!(refused.is_err(), "a level outside the steps is refused");
+
+    let error = celerity::App::builder()
+        .priority_steps([0, 12])
+        .build()
+        .unwrap_err();
+    assert!(error.to_string().contains("12"), "{error}");
+}

@@ -350,6 +350,10 @@ pub fn app() -> Result<celerity::App, celerity::ConfigError> {
     {
         builder = builder.result_expires(Duration::from_secs(seconds));
     }
+    if let Ok(steps) = std::env::var("IT_PRIORITY_STEPS") {
+        builder =
+            builder.priority_steps(steps.split(',').filter_map(|step| step.trim().parse().ok()));
+    }
     if std::env::var("IT_TRACK_RECEIVED").is_ok_and(|value| value == "1") {
         builder = builder.track_received(true);
     }

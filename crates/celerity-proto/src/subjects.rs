@@ -50,6 +50,14 @@ impl Layout {
             .collect()
     }
 
+    /// The subjects of `queue`'s stream when it uses only some priority levels (priority steps).
+    pub fn queue_level_subjects(&self, queue: &QueueName, levels: &[Priority]) -> Vec<String> {
+        levels
+            .iter()
+            .map(|priority| self.task_subject(queue, *priority))
+            .collect()
+    }
+
     /// Every task subject of `queue` as one wildcard, `<ns>.q.<queue>.*`: the republish source.
     pub fn queue_wildcard(&self, queue: &QueueName) -> String {
         format!("{}.q.{}.*", self.namespace, queue)

@@ -61,6 +61,9 @@ pub struct Settings {
     pub track_received: bool,
     /// How task bodies and result records are encoded.
     pub content_type: ContentType,
+    /// The priority levels in use, lowest first (Celery's `priority_steps`; default all of 0 to 9).
+    /// A priority is rounded down to the nearest step (up to the lowest step when below it).
+    pub priority_steps: Vec<Priority>,
     /// How tasks are routed to queues (built by [`AppBuilder::build`]).
     pub(crate) routes: Routes,
 }
@@ -73,9 +76,17 @@ impl Default for Settings {
             result_expires: Duration::from_secs(24 * 3600),
             track_received: false,
             content_type: ContentType::Json,
+            priority_steps: all_levels(),
             routes: Routes::default_only(QueueName::default()),
         }
     }
+}
+
+/// Every priority level, lowest first.
+pub(crate) fn all_levels() -> Vec<Priority> {
+    let mut levels: Vec<Priority> = Priority::all_descending().collect();
+    levels.reverse();
+    levels
 }
 
 impl Settings {
@@ -245,6 +256,30 @@ impl AppBuilder {
         self
     }
 
+    /// Uses only these priority levels (Celery's `priority_steps`), e.g. `[0, 3, 6, 9]`: priorities
+    /// are rounded down to a step, queues accept only the steps, and workers consume only them.
+    /// Every app of a deployment must use the same steps.
+    pub fn priority_steps(mut self, steps: impl IntoIterator<Item = u8>) -> Self {
+        let mut levels = Vec::new();
+        for step in steps {
+            match Priority::new(step) {
+                Ok(level) => levels.push(level),
+                Err(error) => self.errors.push(error.into()),
+            }
+        }
+        levels.sort();
+        levels.dedup();
+        if levels.is_empty() {
+            self.errors.push(ConfigError::InvalidSetting {
+                setting: "priority_steps",
+                value: "[]".to_owned(),
+                reason: "give at least one priority level",
+            });
+        }
+        self.settings.priority_steps = levels;
+        self
+    }
+
     /// Sets the namespace (default `celerity`).
     pub fn namespace(mut self, namespace: &str) -> Self {
         match Namespace::new(namespace) {
@@ -340,7 +375,8 @@ impl AppBuilder {
             self.rules,
             task_queues,
             self.settings.default_queue.clone(),
-        );
+        )
+        .with_steps(self.settings.priority_steps.clone());
         let mut tasks = HashMap::new();
         for task in self.tasks {
             let name = task.name.clone();

@@ -352,6 +352,7 @@ impl Client {
             js.clone(),
             layout.clone(),
             store.clone(),
+            settings.priority_steps.clone(),
         );
         let revoked = provision::revoked_bucket(&js, &layout, settings.result_expires).await?;
         let dispatcher = Dispatcher::new(publisher, chords, store.clone(), settings.routes.clone());

@@ -5,7 +5,7 @@
 //! so both put the same message on the wire.
 
 use async_nats::jetstream::{self, message::PublishMessage};
-use celerity_proto::{Envelope, Layout, QueueName, TaskBody};
+use celerity_proto::{Envelope, Layout, Priority, QueueName, TaskBody};
 use dashmap::DashMap;
 
 use crate::client::EnqueueError;
@@ -25,6 +25,8 @@ pub(crate) struct Publisher {
     store: ResultStore,
     ready_queues: DashMap<QueueName, ()>,
     delayed_ready: std::sync::atomic::AtomicBool,
+    /// The priority levels queues use (priority steps).
+    levels: Vec<Priority>,
 }
 
 impl std::fmt::Debug for Publisher {
@@ -41,6 +43,7 @@ impl Publisher {
         js: jetstream::Context,
         layout: Layout,
         store: ResultStore,
+        levels: Vec<Priority>,
     ) -> Self {
         Self {
             nats,
@@ -49,6 +52,7 @@ impl Publisher {
             store,
             ready_queues: DashMap::new(),
             delayed_ready: std::sync::atomic::AtomicBool::new(false),
+            levels,
         }
     }
 
@@ -184,7 +188,7 @@ impl Publisher {
         if self.ready_queues.contains_key(queue) {
             return Ok(());
         }
-        provision::queue_stream(&self.js, &self.layout, queue).await?;
+        provision::queue_stream(&self.js, &self.layout, queue, &self.levels).await?;
         self.ready_queues.insert(queue.clone(), ());
         Ok(())
     }

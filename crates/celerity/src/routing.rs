@@ -88,6 +88,8 @@ pub(crate) struct Routes {
     /// The `queue` attribute of each registered task.
     task_queues: HashMap<String, QueueName>,
     default_queue: QueueName,
+    /// The priority levels in use, lowest first; empty means all.
+    steps: Vec<Priority>,
 }
 
 impl fmt::Debug for Routes {
@@ -113,6 +115,21 @@ impl Routes {
             rules,
             task_queues,
             default_queue,
+            steps: Vec::new(),
+        }
+    }
+
+    /// Rounds priorities to `steps` (lowest first).
+    pub(crate) fn with_steps(mut self, steps: Vec<Priority>) -> Self {
+        self.steps = steps;
+        self
+    }
+
+    /// `priority` rounded down to the nearest step (up to the lowest step when below it).
+    pub(crate) fn to_step(&self, priority: Priority) -> Priority {
+        match self.steps.iter().rev().find(|step| **step <= priority) {
+            Some(step) => *step,
+            None => self.steps.first().copied().unwrap_or(priority),
         }
     }
 
@@ -172,7 +189,7 @@ impl Routes {
             .or(routed_priority)
             .or_else(router_priority)
             .unwrap_or_default();
-        (queue, priority)
+        (queue, self.to_step(priority))
     }
 }
 
@@ -300,5 +317,27 @@ mod tests {
         assert!(!glob_match("a*b*c", "aXcYb"));
         assert!(!glob_match("tasks.bulk_*", "tasks.bulk"));
         assert!(glob_match("exact", "exact") && !glob_match("exact", "exactly"));
+    }
+}
+
+#[cfg(test)]
+mod step_tests {
+    use super::*;
+
+    #[test]
+    fn priorities_round_down_to_steps() {
+        let steps = [0, 3, 6, 9].map(|p| Priority::new(p).unwrap()).to_vec();
+        let routes = Routes::default_only(QueueName::default()).with_steps(steps);
+        let rounded: Vec<u8> = (0..=9)
+            .map(|p| routes.to_step(Priority::new(p).unwrap()).get())
+            .collect();
+        assert_eq!(rounded, vec![0, 0, 0, 3, 3, 3, 6, 6, 6, 9]);
+        let high_only =
+            Routes::default_only(QueueName::default()).with_steps(vec![Priority::new(5).unwrap()]);
+        assert_eq!(
+            high_only.to_step(Priority::new(1).unwrap()).get(),
+            5,
+            "below the lowest step rounds up to it"
+        );
     }
 }

@@ -43,11 +43,12 @@ pub(crate) async fn queue_stream(
     js: &jetstream::Context,
     layout: &Layout,
     queue: &QueueName,
+    levels: &[Priority],
 ) -> Result<stream::Stream, ProvisionError> {
     let name = layout.queue_stream(queue);
     let config = stream::Config {
         name: name.clone(),
-        subjects: layout.queue_subjects(queue),
+        subjects: layout.queue_level_subjects(queue, levels),
         retention: stream::RetentionPolicy::WorkQueue,
         storage: stream::StorageType::File,
         duplicate_window: Duration::from_secs(120),

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use async_nats::jetstream;
-use celerity_proto::{Layout, Priority, QueueName};
+use celerity_proto::{Layout, QueueName};
 use dashmap::DashSet;
 use futures_util::StreamExt;
 use tokio::sync::Semaphore;
@@ -336,6 +336,7 @@ fn run_on_this_thread(
             .flat_map(|(_, consumers, _)| {
                 consumers
                     .iter()
+                    .flatten()
                     .map(|consumer| consumer.cached_info().config.ack_wait)
             })
             .min()
@@ -356,6 +357,7 @@ fn run_on_this_thread(
         js.clone(),
         app.settings().layout(),
         store.clone(),
+        app.settings().priority_steps.clone(),
     );
     let dispatcher = Dispatcher::new(
         publisher,
@@ -418,7 +420,7 @@ fn run_on_this_thread(
 
 type QueueSetup = (
     QueueName,
-    Vec<jetstream::consumer::PullConsumer>,
+    Vec<Option<jetstream::consumer::PullConsumer>>,
     async_nats::Subscriber,
 );
 
@@ -524,14 +526,14 @@ impl Setup<'_> {
         let delayed = provision::delayed_stream(js, layout).await?;
         let mut setups = Vec::new();
         for queue in queues {
-            let stream = provision::queue_stream(js, layout, queue).await?;
-            let mut consumers = Vec::new();
-            let mut levels: Vec<Priority> = Priority::all_descending().collect();
-            levels.reverse();
+            let levels = &app.settings().priority_steps;
+            let stream = provision::queue_stream(js, layout, queue, levels).await?;
+            // One consumer per level in use; `None` for levels outside the priority steps.
+            let mut consumers = vec![None; 10];
             for priority in levels {
-                consumers.push(
-                    provision::level_consumer(&stream, layout, queue, priority, ack_wait).await?,
-                );
+                let consumer =
+                    provision::level_consumer(&stream, layout, queue, *priority, ack_wait).await?;
+                consumers[priority.get() as usize] = Some(consumer);
             }
             let doorbells = client
                 .subscribe(layout.doorbell_subjects(queue))

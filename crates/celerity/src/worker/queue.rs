@@ -32,8 +32,10 @@ pub(crate) struct QueueActor {
     queue: QueueName,
     shared: Arc<WorkerShared>,
     root: Addr<Worker>,
-    /// One consumer per priority level, indexed by priority.
-    consumers: Vec<PullConsumer>,
+    /// One consumer per priority level in use, indexed by priority.
+    consumers: Vec<Option<PullConsumer>>,
+    /// The levels that have a consumer.
+    in_use: [bool; 10],
     doorbells: Option<async_nats::Subscriber>,
     /// Levels that may have work, indexed by priority.
     maybe_ready: [bool; 10],
@@ -68,16 +70,21 @@ impl QueueActor {
         queue: QueueName,
         shared: Arc<WorkerShared>,
         root: Addr<Worker>,
-        consumers: Vec<PullConsumer>,
+        consumers: Vec<Option<PullConsumer>>,
         doorbells: async_nats::Subscriber,
     ) -> Self {
+        let mut in_use = [false; 10];
+        for (level, consumer) in consumers.iter().enumerate().take(10) {
+            in_use[level] = consumer.is_some();
+        }
         Self {
             queue,
             shared,
             root,
             consumers,
             doorbells: Some(doorbells),
-            maybe_ready: [true; 10],
+            maybe_ready: in_use,
+            in_use,
             generation: [0; 10],
             held: Vec::new(),
             waiting_for_credit: false,
@@ -112,11 +119,15 @@ impl QueueActor {
             self.wait_for_credit(ctx);
             return;
         }
-        self.fetching = true;
         let level = priority.get() as usize;
+        let Some(consumer) = self.consumers[level].clone() else {
+            // INVARIANT: only levels in use are ever flagged; unflag one that is not, defensively.
+            self.maybe_ready[level] = false;
+            return;
+        };
+        self.fetching = true;
         let generation = self.generation[level];
         let requested = self.held.len();
-        let consumer = self.consumers[level].clone();
         let fetch = async move {
             // Messages received before an error or the deadline are kept and run: dropping them
             // would leave them waiting out AckWait.
@@ -252,7 +263,7 @@ impl Actor for QueueActor {
         // Redelivered messages (after another worker died) ring no doorbell, and doorbells are
         // lost while disconnected: re-check every level now and then.
         ctx.run_interval(self.shared.recheck_interval, |actor, ctx| {
-            actor.maybe_ready = [true; 10];
+            actor.maybe_ready = actor.in_use;
             actor.pump(ctx);
         });
         tracing::info!(queue = %self.queue, worker = %self.shared.hostname, "consuming");
@@ -270,10 +281,10 @@ impl StreamHandler<async_nats::Message> for QueueActor {
             .map(|priority| priority.get() as usize);
         match level {
             Some(level) => {
-                self.maybe_ready[level] = true;
+                self.maybe_ready[level] = self.in_use[level];
                 self.generation[level] += 1;
             }
-            None => self.maybe_ready = [true; 10],
+            None => self.maybe_ready = self.in_use,
         }
         self.pump(ctx);
     }

@@ -15,7 +15,7 @@ use crate::worker::scheduler::Scheduler;
 /// The root actor.
 pub(crate) struct Worker {
     shared: SharedHandle,
-    pending_queues: Vec<(QueueName, Vec<PullConsumer>, async_nats::Subscriber)>,
+    pending_queues: Vec<(QueueName, Vec<Option<PullConsumer>>, async_nats::Subscriber)>,
     chords: Option<ChordBackend>,
     aggregator: Option<Addr<ChordAggregator>>,
     delayed: Option<(PullConsumer, async_nats::jetstream::kv::Store)>,
@@ -28,7 +28,7 @@ pub(crate) struct Worker {
 impl Worker {
     pub(crate) fn new(
         shared: SharedHandle,
-        queues: Vec<(QueueName, Vec<PullConsumer>, async_nats::Subscriber)>,
+        queues: Vec<(QueueName, Vec<Option<PullConsumer>>, async_nats::Subscriber)>,
         chords: ChordBackend,
         delayed: (PullConsumer, async_nats::jetstream::kv::Store),
     ) -> Self {
