@@ -33,10 +33,12 @@ fn memory(pid: &str) -> String {
 }
 
 fn main() -> anyhow::Result<ExitCode> {
-    let app = celerity::App::builder()
-        .task(noop)
-        .task(noop_ignored)
-        .build()?;
+    let mut builder = celerity::App::builder().task(noop).task(noop_ignored);
+    // `CELERITY_PRIORITY_STEPS=0` measures one priority level instead of ten.
+    if let Ok(steps) = std::env::var("CELERITY_PRIORITY_STEPS") {
+        builder = builder.priority_steps(steps.split(',').filter_map(|step| step.trim().parse().ok()));
+    }
+    let app = builder.build()?;
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("publish") {
         return publish_only(&app, &args);
