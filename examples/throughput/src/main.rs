@@ -36,7 +36,8 @@ fn main() -> anyhow::Result<ExitCode> {
     let mut builder = celerity::App::builder().task(noop).task(noop_ignored);
     // `CELERITY_PRIORITY_STEPS=0` measures one priority level instead of ten.
     if let Ok(steps) = std::env::var("CELERITY_PRIORITY_STEPS") {
-        builder = builder.priority_steps(steps.split(',').filter_map(|step| step.trim().parse().ok()));
+        builder =
+            builder.priority_steps(steps.split(',').filter_map(|step| step.trim().parse().ok()));
     }
     let app = builder.build()?;
     let args: Vec<String> = std::env::args().collect();
