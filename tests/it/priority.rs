@@ -55,6 +55,22 @@ async fn a_priority_nine_task_starts_before_a_backlog_of_100_000_priority_zero_t
     );
 }
 
+/// Waits for every task and returns (start time, priority) pairs in the order the tasks started.
+async fn start_order(sent: &[(u8, celerity::AsyncResult<i64>)]) -> Vec<(u64, u8)> {
+    let mut started = Vec::new();
+    for (priority, result) in sent {
+        result.get(WAIT).await.expect("every task finishes");
+        let record = result
+            .record()
+            .await
+            .expect("the record")
+            .expect("a record");
+        started.push((record.started_at_ms.expect("a start time"), *priority));
+    }
+    started.sort();
+    started
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_mixed_batch_runs_highest_priority_first() {
     let server = server();
@@ -74,21 +90,7 @@ async fn a_mixed_batch_runs_highest_priority_first() {
         }
     }
     let _worker = WorkerProcess::start(&url, "w1", &["-c", "1"]);
-    let mut started = Vec::new();
-    for (priority, result) in &sent {
-        result.get(WAIT).await.unwrap();
-        started.push((
-            result
-                .record()
-                .await
-                .unwrap()
-                .unwrap()
-                .started_at_ms
-                .unwrap(),
-            *priority,
-        ));
-    }
-    started.sort();
+    let started = start_order(&sent).await;
     let order: Vec<u8> = started.iter().map(|(_, priority)| *priority).collect();
     let mut expected = order.clone();
     expected.sort_by(|a, b| b.cmp(a));
@@ -148,21 +150,7 @@ async fn weighted_mode_gives_low_priorities_a_share() {
         "w1",
         &["-c", "1", "--priority-weights", "1,0,0,0,0,0,0,0,0,1"],
     );
-    let mut started = Vec::new();
-    for (priority, result) in &sent {
-        result.get(WAIT).await.unwrap();
-        started.push((
-            result
-                .record()
-                .await
-                .unwrap()
-                .unwrap()
-                .started_at_ms
-                .unwrap(),
-            *priority,
-        ));
-    }
-    started.sort();
+    let started = start_order(&sent).await;
     let low_in_first_half = started
         .iter()
         .take(40)

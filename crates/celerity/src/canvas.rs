@@ -105,21 +105,15 @@ pub struct Signature<T> {
 
 impl<T> Signature<T> {
     #[doc(hidden)]
-    pub fn of<K: Task, A: ArgsTuple>(_task: &K, args: A, immutable: bool) -> Self {
-        Self {
-            task: K::NAME,
-            args: args.into_args().map_err(|error| error.to_string()),
-            kwargs: Map::new(),
-            immutable,
-            queue: None,
-            countdown: None,
-            route_name: K::NAME,
-            task_queue: K::options().queue_name(),
-            priority: None,
-            link: Vec::new(),
-            link_error: Vec::new(),
-            output: PhantomData,
-        }
+    pub fn of<K: Task, A: ArgsTuple>(task: &K, args: A, immutable: bool) -> Self {
+        let mut signature = for_task(
+            task,
+            K::NAME,
+            args.into_args().map_err(|error| error.to_string()),
+            Map::new(),
+        );
+        signature.immutable = immutable;
+        signature
     }
 
     /// Sends this step to `queue`.
@@ -299,6 +293,16 @@ fn builtin<K: Task, U>(
         kwargs.insert("items".to_owned(), Value::Array(items));
         Vec::new()
     });
+    for_task(_task, name, args, kwargs)
+}
+
+/// A signature of `name` (the task itself, or a built-in that runs it), routed as task `K`.
+fn for_task<K: Task, U>(
+    _task: &K,
+    name: &'static str,
+    args: Result<Vec<Value>, String>,
+    kwargs: Map<String, Value>,
+) -> Signature<U> {
     Signature {
         task: name,
         args,
