@@ -4,6 +4,7 @@ mod auth;
 mod canvas;
 mod chords;
 mod compose;
+mod control;
 mod dead_letters;
 mod delays;
 mod limits;

@@ -3,6 +3,7 @@
 //! This file only parses arguments, runs the chosen command, prints the error chain and picks the
 //! exit code; each command lives in its own module (`dev`).
 
+mod control;
 mod demo;
 mod dev;
 
@@ -25,12 +26,15 @@ struct Cli {
 enum Command {
     /// Run a local demo: a nats-server, a worker and a producer sending a few hundred tasks.
     Dev(dev::DevArgs),
+    /// Send a control command to workers: `ping`, `revoke <task id> [--terminate]`.
+    Control(control::ControlArgs),
 }
 
 fn main() -> ExitCode {
     let cli = parse();
     let default_log_filter = match &cli.command {
         Command::Dev(_) => dev::DEFAULT_LOG_FILTER,
+        Command::Control(_) => "warn",
     };
     celerity::cli::init_logging(cli.loglevel.as_deref().unwrap_or(default_log_filter));
     let runtime = match tokio::runtime::Runtime::new() {
@@ -42,6 +46,7 @@ fn main() -> ExitCode {
     };
     let outcome = match cli.command {
         Command::Dev(args) => runtime.block_on(dev::run(args)),
+        Command::Control(args) => runtime.block_on(control::run(args)),
     };
     // Commands await everything they start, except a worker join they gave up on after an
     // interrupt: do not wait for that one.
@@ -85,7 +90,9 @@ mod tests {
         let parse = |argv: &[&str]| {
             let matches = Cli::command().try_get_matches_from(argv).unwrap();
             let mut cli = Cli::from_arg_matches(&matches).unwrap();
-            let Command::Dev(args) = &mut cli.command;
+            let Command::Dev(args) = &mut cli.command else {
+                unreachable!("the argv above is `dev`")
+            };
             args.note_value_sources(matches.subcommand_matches("dev").unwrap());
             args.clone()
         };

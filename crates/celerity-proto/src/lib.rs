@@ -23,6 +23,7 @@ mod body;
 mod canvas;
 mod chord;
 mod codec;
+mod control;
 mod dead_letter;
 mod envelope;
 mod names;
@@ -36,6 +37,7 @@ pub use chord::{
     header_result_id,
 };
 pub use codec::{ContentType, DecodeError, EncodeError};
+pub use control::{ControlCommand, ControlReply, ControlRequest, worker_token};
 pub use dead_letter::{DeadLetter, DeadLetterReason, dlq_header};
 pub use envelope::{Envelope, EnvelopeError, HeaderSource, header};
 pub use names::{InvalidName, Namespace, Priority, QueueName, TaskId, TaskName};

@@ -200,6 +200,21 @@ impl Layout {
         QueueName::new(rest).ok()
     }
 
+    /// Where control requests to one worker go: `<ns>.control.<worker token>` (see
+    /// [`crate::worker_token`]).
+    pub fn control_subject(&self, hostname: &str) -> String {
+        format!(
+            "{}.control.{}",
+            self.namespace,
+            crate::worker_token(hostname)
+        )
+    }
+
+    /// Where control requests to every worker go: `<ns>.control.all`.
+    pub fn control_broadcast_subject(&self) -> String {
+        format!("{}.control.all", self.namespace)
+    }
+
     /// The KV bucket of revoked task and canvas ids: `<ns>_revoked`.
     pub fn revoked_bucket(&self) -> String {
         format!("{}_revoked", self.namespace)

@@ -371,6 +371,11 @@ impl Client {
         })
     }
 
+    /// The control plane: commands to workers (`ping`, `revoke`).
+    pub fn control(&self) -> crate::control::Control {
+        crate::control::Control::new(self.inner.nats.clone(), self.inner.settings.layout())
+    }
+
     /// The underlying NATS connection.
     pub fn nats(&self) -> &async_nats::Client {
         &self.inner.nats

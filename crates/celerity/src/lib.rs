@@ -32,6 +32,7 @@ pub mod canvas;
 pub mod cli;
 mod client;
 mod clock;
+pub mod control;
 mod dispatch;
 mod nats;
 mod publisher;
@@ -49,6 +50,7 @@ pub use canvas::{Chain, Chord, Group, GroupResult, Signature};
 pub use celerity_macros::task;
 pub use celerity_proto::{ContentType, ErrorRecord, ResultRecord, TaskId, TaskState};
 pub use client::{ApplyOptions, Client, ClientError, ETA_PAST_TOLERANCE, EnqueueError};
+pub use control::{Control, ControlError};
 pub use nats::{ConnectError, NatsConfig};
 pub use result_store::StoreError;
 pub use task::{

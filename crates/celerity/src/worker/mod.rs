@@ -7,6 +7,7 @@
 
 mod chord;
 mod continuation;
+mod control;
 mod dead_letter;
 mod execute;
 mod queue;
@@ -185,6 +186,8 @@ pub(crate) struct WorkerShared {
     pub(crate) dispatcher: Dispatcher,
     /// Revoked task and canvas ids, kept from the revoked bucket by a watch.
     pub(crate) revoked: Arc<DashSet<String>>,
+    /// The revoked bucket, written by `revoke` control commands.
+    pub(crate) revoked_bucket: async_nats::jetstream::kv::Store,
     pub(crate) runtime: tokio::runtime::Handle,
     /// Fetch credit: concurrency × prefetch multiplier.
     pub(crate) credit: Arc<Semaphore>,
@@ -386,6 +389,7 @@ fn run_on_this_thread(
         recheck_interval: config.recheck_interval,
         priority_weights: config.priority_weights,
         revoked: revoked.ids.clone(),
+        revoked_bucket: revoked.bucket.clone(),
     });
     runtime.spawn(watch_revocations(revoked.bucket, revoked.ids));
     let system = System::new();

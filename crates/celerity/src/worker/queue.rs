@@ -56,6 +56,8 @@ pub(crate) struct QueueActor {
 struct InFlight {
     ack_subject: Option<async_nats::Subject>,
     abort: tokio::task::AbortHandle,
+    /// The task id from the message's headers, for `revoke --terminate`.
+    task_id: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -200,6 +202,11 @@ impl QueueActor {
         let key = self.next_key;
         self.next_key += 1;
         let ack_subject = message.reply.clone();
+        let task_id = message
+            .headers
+            .as_ref()
+            .and_then(|headers| headers.get(celerity_proto::header::ID))
+            .map(|id| id.as_str().to_owned());
         let shared = self.shared.clone();
         let queue = self.queue.clone();
         // INVARIANT: the actor hears about the end of every task it dispatched, even if the task
@@ -218,6 +225,7 @@ impl QueueActor {
             InFlight {
                 ack_subject,
                 abort: handle.abort_handle(),
+                task_id,
             },
         );
     }
@@ -351,6 +359,60 @@ impl Handler<TaskFinished> for QueueActor {
     fn handle(&mut self, finished: TaskFinished, ctx: &mut Self::Context) {
         self.in_flight.remove(&finished.key);
         self.check_drained(ctx);
+    }
+}
+
+/// Abort the running task with this id (`revoke --terminate`): it is recorded REVOKED (reason
+/// `terminated`) and its message acknowledged. Replies whether this queue was running it.
+#[derive(Message)]
+#[rtype(result = "bool")]
+pub(crate) struct Terminate {
+    pub(crate) task_id: String,
+}
+
+impl Handler<Terminate> for QueueActor {
+    type Result = bool;
+
+    fn handle(&mut self, terminate: Terminate, _ctx: &mut Self::Context) -> bool {
+        let Some(key) = self
+            .in_flight
+            .iter()
+            .find(|(_, task)| task.task_id.as_deref() == Some(terminate.task_id.as_str()))
+            .map(|(key, _)| *key)
+        else {
+            return false;
+        };
+        let Some(task) = self.in_flight.remove(&key) else {
+            return false;
+        };
+        task.abort.abort();
+        tracing::warn!(task_id = %terminate.task_id, "terminated a running task");
+        let shared = self.shared.clone();
+        self.shared.runtime.spawn(async move {
+            let (Ok(task_id), Ok(name)) = (
+                celerity_proto::TaskId::new(terminate.task_id),
+                celerity_proto::TaskName::new("celerity.terminated"),
+            ) else {
+                return;
+            };
+            let envelope = celerity_proto::Envelope::new(task_id, name);
+            let record = shared
+                .store
+                .record(&envelope, celerity_proto::TaskState::Revoked)
+                .with_meta(serde_json::json!({"reason": "terminated"}));
+            if let Ok(bytes) =
+                crate::result_store::ResultStore::encode(&record, envelope.content_type)
+            {
+                let _ = shared.store.put_encoded(&envelope.id, bytes).await;
+            }
+            if let Some(subject) = task.ack_subject {
+                let _ = shared
+                    .nats
+                    .publish(subject, bytes::Bytes::from_static(b"+ACK"))
+                    .await;
+            }
+        });
+        true
     }
 }
 

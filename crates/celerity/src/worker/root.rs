@@ -9,6 +9,7 @@ use celerity_proto::QueueName;
 
 use crate::worker::SharedHandle;
 use crate::worker::chord::{ChordAggregator, ChordBackend};
+use crate::worker::control::ControlActor;
 use crate::worker::queue::{QueueActor, StopConsuming};
 use crate::worker::scheduler::Scheduler;
 
@@ -21,6 +22,7 @@ pub(crate) struct Worker {
     delayed: Option<(PullConsumer, async_nats::jetstream::kv::Store)>,
     scheduler: Option<Addr<Scheduler>>,
     queues: Vec<Addr<QueueActor>>,
+    control: Option<Addr<ControlActor>>,
     running: HashSet<QueueName>,
     shutdowns: u32,
 }
@@ -40,6 +42,7 @@ impl Worker {
             delayed: Some(delayed),
             scheduler: None,
             queues: Vec::new(),
+            control: None,
             running: HashSet::new(),
             shutdowns: 0,
         }
@@ -62,6 +65,9 @@ impl Actor for Worker {
             );
             self.queues.push(actor.start());
         }
+        let names = self.running.iter().map(ToString::to_string).collect();
+        self.control =
+            Some(ControlActor::new(self.shared.clone(), self.queues.clone(), names).start());
         if let Some((consumer, leases)) = self.delayed.take() {
             let lease_ttl = chords_lease_ttl(self.chords.as_ref());
             self.scheduler =

@@ -1,0 +1,86 @@
+//! `celerity control`: control commands to workers (`ping`, `revoke`), printed one reply per line.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Args, Subcommand};
+
+/// `celerity control ...`
+#[derive(Debug, Args)]
+pub(crate) struct ControlArgs {
+    /// The command.
+    #[command(subcommand)]
+    command: ControlSubcommand,
+    /// Send to this worker (its hostname) only; default: every worker.
+    #[arg(short = 'd', long = "destination", global = true)]
+    destination: Option<String>,
+    /// Seconds to wait for replies.
+    #[arg(short = 't', long = "timeout", default_value_t = 1.0, global = true)]
+    timeout: f64,
+    /// The namespace of the deployment.
+    #[arg(
+        long = "namespace",
+        env = "CELERITY_NAMESPACE",
+        default_value = "celerity",
+        global = true
+    )]
+    namespace: String,
+    /// NATS connection.
+    #[command(flatten)]
+    nats: celerity::cli::NatsArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum ControlSubcommand {
+    /// Ask workers to answer.
+    Ping,
+    /// Revoke a task: it never runs (on every worker, also those started later); with
+    /// `--terminate` it is aborted where it runs.
+    Revoke {
+        /// The task id.
+        task_id: String,
+        /// Abort the task if it is running.
+        #[arg(long)]
+        terminate: bool,
+    },
+}
+
+/// Runs the command; false when no worker answered or one refused.
+pub(crate) async fn run(args: ControlArgs) -> anyhow::Result<bool> {
+    if !(args.timeout.is_finite() && args.timeout > 0.0) {
+        anyhow::bail!(
+            "--timeout must be a number of seconds above 0, not {}",
+            args.timeout
+        );
+    }
+    let timeout = Duration::from_secs_f64(args.timeout);
+    let app = celerity::App::builder()
+        .namespace(&args.namespace)
+        .build()
+        .context("invalid settings")?;
+    let client = app
+        .client(&args.nats.config())
+        .await
+        .context("cannot connect")?;
+    let control = client.control();
+    let destination = args.destination.as_deref();
+    let replies = match &args.command {
+        ControlSubcommand::Ping => control.ping(destination, timeout).await?,
+        ControlSubcommand::Revoke { task_id, terminate } => {
+            control
+                .revoke(task_id, *terminate, destination, timeout)
+                .await?
+        }
+    };
+    for reply in &replies {
+        match (&reply.result, &reply.error) {
+            (_, Some(error)) => println!("{}: refused: {error}", reply.worker),
+            (Some(result), None) => println!("{}: {result}", reply.worker),
+            (None, None) => println!("{}: ok", reply.worker),
+        }
+    }
+    if replies.is_empty() {
+        eprintln!("no worker answered within {timeout:?}");
+    }
+    Ok(!replies.is_empty() && replies.iter().all(|reply| reply.ok))
+}

@@ -1,0 +1,129 @@
+//! Control messages: requests to workers and their replies, over core NATS request/reply.
+//!
+//! A request goes to one worker (`<ns>.control.<worker token>`) or to all (`<ns>.control.all`,
+//! replies gathered until a deadline). Bodies are JSON.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// A control command.
+///
+/// ```
+/// # use celerity_proto::ControlCommand;
+/// let json = serde_json::to_value(ControlCommand::Revoke { task_id: "t1".into(), terminate: true })?;
+/// assert_eq!(json, serde_json::json!({"command": "revoke", "task_id": "t1", "terminate": true}));
+/// # Ok::<(), serde_json::Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "command", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ControlCommand {
+    /// Are you there? Replies with the worker's hostname and queues.
+    Ping,
+    /// Stop a task: never run it, and with `terminate` abort it if it is running.
+    Revoke {
+        /// The task id.
+        task_id: String,
+        /// Also abort it if it is running.
+        #[serde(default)]
+        terminate: bool,
+    },
+}
+
+/// A control request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct ControlRequest {
+    /// Protocol version.
+    pub v: u32,
+    /// The command.
+    #[serde(flatten)]
+    pub command: ControlCommand,
+}
+
+impl ControlRequest {
+    /// A version-1 request.
+    pub fn new(command: ControlCommand) -> Self {
+        Self {
+            v: crate::PROTOCOL_VERSION,
+            command,
+        }
+    }
+}
+
+/// A worker's reply to a control request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct ControlReply {
+    /// The replying worker's hostname.
+    pub worker: String,
+    /// Whether the command was carried out.
+    pub ok: bool,
+    /// What the command returned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<Value>,
+    /// Why it was not carried out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl ControlReply {
+    /// A successful reply.
+    pub fn ok(worker: impl Into<String>, result: Value) -> Self {
+        Self {
+            worker: worker.into(),
+            ok: true,
+            result: Some(result),
+            error: None,
+        }
+    }
+
+    /// A refusal, with the reason.
+    pub fn refused(worker: impl Into<String>, error: impl Into<String>) -> Self {
+        Self {
+            worker: worker.into(),
+            ok: false,
+            result: None,
+            error: Some(error.into()),
+        }
+    }
+}
+
+/// The subject token of a worker's hostname: every character outside `A-Z a-z 0-9 - _` becomes
+/// `_`, so `celerity@host.1` is `celerity_host_1`.
+///
+/// ```
+/// assert_eq!(celerity_proto::worker_token("celerity@host.1"), "celerity_host_1");
+/// ```
+pub fn worker_token(hostname: &str) -> String {
+    hostname
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_round_trip_and_reject_unknown_commands() {
+        let request = ControlRequest::new(ControlCommand::RateLimit {
+            task: "tasks.call_api".into(),
+            rate: Some("50/m".into()),
+        });
+        let json = serde_json::to_string(&request).unwrap();
+        assert_eq!(
+            serde_json::from_str::<ControlRequest>(&json).unwrap(),
+            request
+        );
+        assert!(serde_json::from_str::<ControlRequest>(r#"{"v":1,"command":"reboot"}"#).is_err());
+        assert!(serde_json::from_str::<ControlRequest>(r#"{"v":1,"command":"revoke"}"#).is_err());
+    }
+}

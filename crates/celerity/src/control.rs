@@ -1,0 +1,160 @@
+//! The control plane, client side: commands to one worker or to all, with replies gathered until a
+//! deadline (scatter-gather).
+//!
+//! ```no_run
+//! # async fn demo(client: celerity::Client) -> Result<(), Box<dyn std::error::Error>> {
+//! use std::time::Duration;
+//! let replies = client.control().ping(None, Duration::from_secs(1)).await?;
+//! for reply in replies {
+//!     println!("{} answered", reply.worker);
+//! }
+//! # Ok(()) }
+//! ```
+
+use std::time::Duration;
+
+use celerity_proto::{ControlCommand, ControlReply, ControlRequest, Layout};
+use futures_util::StreamExt;
+
+/// A control request failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ControlError {
+    /// No worker answers to this name.
+    #[error("no worker named {0:?} answers control requests")]
+    UnknownDestination(String),
+    /// The request could not be sent or the replies read.
+    #[error("the control request failed")]
+    Nats(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The task id is not valid.
+    #[error("invalid task id: {0}")]
+    InvalidTaskId(String),
+    /// A worker's reply is not a valid control reply.
+    #[error("worker reply is not a control reply: {0}")]
+    BadReply(String),
+}
+
+/// Sends control commands (from [`crate::Client::control`]).
+#[derive(Debug, Clone)]
+pub struct Control {
+    nats: async_nats::Client,
+    layout: Layout,
+}
+
+impl Control {
+    pub(crate) fn new(nats: async_nats::Client, layout: Layout) -> Self {
+        Self { nats, layout }
+    }
+
+    /// Pings `destination` (a worker hostname), or every worker when `None`, gathering replies
+    /// until `timeout`.
+    ///
+    /// # Errors
+    /// [`ControlError::UnknownDestination`] when the named worker does not answer.
+    pub async fn ping(
+        &self,
+        destination: Option<&str>,
+        timeout: Duration,
+    ) -> Result<Vec<ControlReply>, ControlError> {
+        self.send(ControlCommand::Ping, destination, timeout).await
+    }
+
+    /// Revokes task `task_id` on every worker (or only `destination`), and with `terminate` aborts
+    /// it where it runs. The revocation is stored, so workers started later honour it too.
+    ///
+    /// # Errors
+    /// As [`Control::ping`].
+    pub async fn revoke(
+        &self,
+        task_id: &str,
+        terminate: bool,
+        destination: Option<&str>,
+        timeout: Duration,
+    ) -> Result<Vec<ControlReply>, ControlError> {
+        // Stored first, by the caller: workers not running now honour it when they start.
+        let id = celerity_proto::TaskId::new(task_id)
+            .map_err(|error| ControlError::InvalidTaskId(error.to_string()))?;
+        let js = async_nats::jetstream::new(self.nats.clone());
+        let bucket = js
+            .get_key_value(self.layout.revoked_bucket())
+            .await
+            .map_err(|error| ControlError::Nats(error.into()))?;
+        let record = serde_json::json!({"reason": "revoked", "at_ms": crate::clock::now_ms()});
+        bucket
+            .put(
+                id.as_str(),
+                serde_json::to_vec(&record).unwrap_or_default().into(),
+            )
+            .await
+            .map_err(|error| ControlError::Nats(error.into()))?;
+        let command = ControlCommand::Revoke {
+            task_id: task_id.to_owned(),
+            terminate,
+        };
+        self.send(command, destination, timeout).await
+    }
+
+    /// Sends `command` and gathers the replies.
+    ///
+    /// # Errors
+    /// As [`Control::ping`].
+    pub async fn send(
+        &self,
+        command: ControlCommand,
+        destination: Option<&str>,
+        timeout: Duration,
+    ) -> Result<Vec<ControlReply>, ControlError> {
+        let request = serde_json::to_vec(&ControlRequest::new(command))
+            .map_err(|error| ControlError::Nats(error.into()))?;
+        match destination {
+            Some(worker) => {
+                let subject = self.layout.control_subject(worker);
+                let answer =
+                    tokio::time::timeout(timeout, self.nats.request(subject, request.into())).await;
+                let message = match answer {
+                    Err(_) => return Err(ControlError::UnknownDestination(worker.to_owned())),
+                    Ok(Err(error))
+                        if error.kind() == async_nats::RequestErrorKind::NoResponders =>
+                    {
+                        return Err(ControlError::UnknownDestination(worker.to_owned()));
+                    }
+                    Ok(Err(error)) => return Err(ControlError::Nats(error.into())),
+                    Ok(Ok(message)) => message,
+                };
+                let reply = serde_json::from_slice(&message.payload)
+                    .map_err(|error| ControlError::BadReply(error.to_string()))?;
+                Ok(vec![reply])
+            }
+            None => {
+                // Scatter-gather: every worker answers on one inbox until the deadline.
+                let inbox = self.nats.new_inbox();
+                let mut replies_stream = self
+                    .nats
+                    .subscribe(inbox.clone())
+                    .await
+                    .map_err(|error| ControlError::Nats(error.into()))?;
+                self.nats
+                    .publish_with_reply(
+                        self.layout.control_broadcast_subject(),
+                        inbox,
+                        request.into(),
+                    )
+                    .await
+                    .map_err(|error| ControlError::Nats(error.into()))?;
+                let mut replies = Vec::new();
+                let deadline = tokio::time::Instant::now() + timeout;
+                while let Ok(Some(message)) =
+                    tokio::time::timeout_at(deadline, replies_stream.next()).await
+                {
+                    match serde_json::from_slice(&message.payload) {
+                        Ok(reply) => replies.push(reply),
+                        Err(error) => {
+                            tracing::warn!(error = %error, "ignoring a malformed control reply")
+                        }
+                    }
+                }
+                Ok(replies)
+            }
+        }
+    }
+}

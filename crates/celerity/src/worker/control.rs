@@ -1,0 +1,142 @@
+//! `ControlActor`: answers control requests (`ping`, `revoke`) sent to this worker or to all.
+//!
+//! Requests arrive on core NATS (`<ns>.control.<worker token>` and `<ns>.control.all`); a malformed
+//! request gets a refusal naming what is wrong, never silence.
+
+use actix::prelude::*;
+use celerity_proto::{ControlCommand, ControlReply, ControlRequest, TaskId};
+use serde_json::json;
+
+use crate::worker::SharedHandle;
+use crate::worker::queue::{QueueActor, Terminate};
+
+/// Answers control requests for one worker.
+pub(crate) struct ControlActor {
+    shared: SharedHandle,
+    queues: Vec<Addr<QueueActor>>,
+    queue_names: Vec<String>,
+}
+
+impl ControlActor {
+    pub(crate) fn new(
+        shared: SharedHandle,
+        queues: Vec<Addr<QueueActor>>,
+        queue_names: Vec<String>,
+    ) -> Self {
+        Self {
+            shared,
+            queues,
+            queue_names,
+        }
+    }
+}
+
+impl Actor for ControlActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        let nats = self.shared.nats.clone();
+        let direct = self.shared.layout.control_subject(&self.shared.hostname);
+        let broadcast = self.shared.layout.control_broadcast_subject();
+        let subscribe = async move {
+            let direct = nats.subscribe(direct).await?;
+            let broadcast = nats.subscribe(broadcast).await?;
+            Ok::<_, async_nats::SubscribeError>(futures_util::stream::select(direct, broadcast))
+        };
+        ctx.spawn(subscribe.into_actor(self).map(|requests, _actor, ctx| match requests {
+            Ok(requests) => {
+                ctx.add_stream(requests);
+            }
+            Err(error) => tracing::error!(error = %error, "cannot subscribe to control requests; this worker will not answer them"),
+        }));
+    }
+}
+
+impl StreamHandler<async_nats::Message> for ControlActor {
+    fn handle(&mut self, message: async_nats::Message, ctx: &mut Self::Context) {
+        let Some(reply_to) = message.reply.clone() else {
+            return;
+        };
+        let hostname = self.shared.hostname.to_string();
+        let request: Result<ControlRequest, _> = serde_json::from_slice(&message.payload);
+        let shared = self.shared.clone();
+        let queues = self.queues.clone();
+        let queue_names = self.queue_names.clone();
+        let answer = async move {
+            let reply = match request {
+                Err(error) => {
+                    ControlReply::refused(&hostname, format!("malformed control request: {error}"))
+                }
+                Ok(request) if request.v != celerity_proto::PROTOCOL_VERSION => {
+                    ControlReply::refused(
+                        &hostname,
+                        format!("unsupported control protocol version {}", request.v),
+                    )
+                }
+                Ok(request) => run(&shared, &queues, &queue_names, request.command).await,
+            };
+            let bytes = serde_json::to_vec(&reply).unwrap_or_default();
+            if let Err(error) = shared.nats.publish(reply_to, bytes.into()).await {
+                tracing::debug!(error = %error, "cannot answer a control request");
+            }
+        };
+        ctx.spawn(answer.into_actor(self));
+    }
+
+    fn finished(&mut self, _ctx: &mut Self::Context) {
+        tracing::warn!("control subscriptions ended");
+    }
+}
+
+async fn run(
+    shared: &crate::worker::WorkerShared,
+    queues: &[Addr<QueueActor>],
+    queue_names: &[String],
+    command: ControlCommand,
+) -> ControlReply {
+    let hostname = shared.hostname.to_string();
+    match command {
+        ControlCommand::Ping => ControlReply::ok(
+            &hostname,
+            json!({"pong": true, "queues": queue_names, "concurrency": shared.concurrency}),
+        ),
+        ControlCommand::Revoke { task_id, terminate } => {
+            let Ok(id) = TaskId::new(task_id.clone()) else {
+                return ControlReply::refused(&hostname, format!("invalid task id {task_id:?}"));
+            };
+            // Stored, so every worker (also those started later) skips the task until results expire.
+            let record = json!({"reason": "revoked", "at_ms": crate::clock::now_ms()});
+            if let Err(error) = shared
+                .revoked_bucket
+                .put(
+                    id.as_str(),
+                    serde_json::to_vec(&record).unwrap_or_default().into(),
+                )
+                .await
+            {
+                return ControlReply::refused(
+                    &hostname,
+                    format!("cannot store the revocation: {error}"),
+                );
+            }
+            let mut terminated = false;
+            if terminate {
+                for queue in queues {
+                    if let Ok(true) = queue
+                        .send(Terminate {
+                            task_id: task_id.clone(),
+                        })
+                        .await
+                    {
+                        terminated = true;
+                    }
+                }
+            }
+            ControlReply::ok(
+                &hostname,
+                json!({"revoked": task_id, "terminated": terminated}),
+            )
+        }
+        _ => ControlReply::refused(&hostname, "unknown control command"),
+    }
+}
