@@ -114,9 +114,9 @@ mod tests {
 
     #[test]
     fn requests_round_trip_and_reject_unknown_commands() {
-        let request = ControlRequest::new(ControlCommand::RateLimit {
-            task: "tasks.call_api".into(),
-            rate: Some("50/m".into()),
+        let request = ControlRequest::new(ControlCommand::Revoke {
+            task_id: "t1".into(),
+            terminate: false,
         });
         let json = serde_json::to_string(&request).unwrap();
         assert_eq!(
