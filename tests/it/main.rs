@@ -10,6 +10,7 @@ mod delays;
 mod limits;
 mod priority;
 mod protocol;
+mod rate_limits;
 mod resilience;
 mod retries;
 mod roundtrip;

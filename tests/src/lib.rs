@@ -315,6 +315,30 @@ pub async fn headers(ctx: &TaskContext) -> Vec<(String, String)> {
     ctx.headers().to_vec()
 }
 
+/// A no-op limited to 10 per second on each worker.
+#[celerity::task(name = "it.limited", rate_limit = "10/s")]
+pub async fn limited(n: u32) -> u32 {
+    n
+}
+
+/// A no-op limited to 10 per second in the whole cluster.
+#[celerity::task(name = "it.global_limited", global_rate_limit = "10/s")]
+pub async fn global_limited(n: u32) -> u32 {
+    n
+}
+
+/// A no-op limited to one per hour on each worker: after the first, every run waits.
+#[celerity::task(name = "it.scarce", rate_limit = "1/h")]
+pub async fn scarce(n: u32) -> u32 {
+    n
+}
+
+/// A no-op with no limit of its own, for limits set at runtime.
+#[celerity::task(name = "it.metered")]
+pub async fn metered(n: u32) -> u32 {
+    n
+}
+
 /// The app with every test task; `IT_RESULT_EXPIRES_SECS` sets the result expiry and
 /// `IT_TRACK_RECEIVED=1` turns on RECEIVED records.
 pub fn app() -> Result<celerity::App, celerity::ConfigError> {
@@ -343,7 +367,11 @@ pub fn app() -> Result<celerity::App, celerity::ConfigError> {
         .task(autoretry)
         .task(hopeless)
         .task(retry_once_later)
-        .task(hooked);
+        .task(hooked)
+        .task(limited)
+        .task(global_limited)
+        .task(scarce)
+        .task(metered);
     if let Some(seconds) = std::env::var("IT_RESULT_EXPIRES_SECS")
         .ok()
         .and_then(|s| s.parse().ok())

@@ -1,4 +1,5 @@
-//! `celerity control`: control commands to workers (`ping`, `revoke`), printed one reply per line.
+//! `celerity control`: control commands to workers (`ping`, `revoke`, `rate-limit`), printed one
+//! reply per line.
 
 use std::time::Duration;
 
@@ -43,6 +44,18 @@ enum ControlSubcommand {
         #[arg(long)]
         terminate: bool,
     },
+    /// Change a task's rate limit at runtime: per worker (every worker, or `--destination`), or
+    /// cluster-wide with `--global`. Stored, so it also holds for workers started later.
+    RateLimit {
+        /// The task name.
+        task: String,
+        /// `<count>/<s|m|h>` (like `50/m`), `none` for no limit, or `reset` to go back to the
+        /// task's own option.
+        rate: celerity::RateLimitChange,
+        /// One limit for all workers together, instead of one per worker.
+        #[arg(long)]
+        global: bool,
+    },
 }
 
 /// Runs the command; false when no worker answered or one refused.
@@ -69,6 +82,11 @@ pub(crate) async fn run(args: ControlArgs) -> anyhow::Result<bool> {
         ControlSubcommand::Revoke { task_id, terminate } => {
             control
                 .revoke(task_id, *terminate, destination, timeout)
+                .await?
+        }
+        ControlSubcommand::RateLimit { task, rate, global } => {
+            control
+                .rate_limit(task, *rate, *global, destination, timeout)
                 .await?
         }
     };

@@ -26,7 +26,8 @@ struct Cli {
 enum Command {
     /// Run a local demo: a nats-server, a worker and a producer sending a few hundred tasks.
     Dev(dev::DevArgs),
-    /// Send a control command to workers: `ping`, `revoke <task id> [--terminate]`.
+    /// Send a control command to workers: `ping`, `revoke <task id> [--terminate]`,
+    /// `rate-limit <task> <rate> [--global]`.
     Control(control::ControlArgs),
 }
 

@@ -260,6 +260,12 @@ fn generate_task_impl(
     let retry_backoff_max = attributes.retry_backoff_max_ms.iter();
     let retry_jitter = attributes.retry_jitter.iter();
     let default_retry_delay = attributes.default_retry_delay_ms.iter();
+    let rate_limit = attributes
+        .rate_limit
+        .map(|(count, secs)| quote!(.rate_limit(::celerity::__private::rate(#count, #secs))));
+    let global_rate_limit = attributes.global_rate_limit.map(
+        |(count, secs)| quote!(.global_rate_limit(::celerity::__private::rate(#count, #secs))),
+    );
     let base = attributes.base.as_ref().map(|base| {
         quote! {
             .hooks({
@@ -341,6 +347,8 @@ fn generate_task_impl(
                     #(.default_retry_delay_ms(#default_retry_delay))*
                     #autoretry
                     #base
+                    #rate_limit
+                    #global_rate_limit
             }
 
             fn encode_args(

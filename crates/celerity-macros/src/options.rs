@@ -26,6 +26,8 @@ const VALID_OPTIONS: &[&str] = &[
     "default_retry_delay",
     "autoretry_for",
     "base",
+    "rate_limit",
+    "global_rate_limit",
 ];
 
 /// The longest queue name the attribute accepts, in characters.
@@ -65,6 +67,10 @@ pub(crate) struct TaskAttributes {
     pub(crate) autoretry_for: Vec<syn::Type>,
     /// `base = Hooks`: a constant (usually a unit struct) implementing `celerity::TaskHooks`.
     pub(crate) base: Option<syn::Path>,
+    /// `rate_limit = "100/m"`: per worker, as (count, period in seconds).
+    pub(crate) rate_limit: Option<(u32, u64)>,
+    /// `global_rate_limit = "100/m"`: for the whole cluster, as (count, period in seconds).
+    pub(crate) global_rate_limit: Option<(u32, u64)>,
 }
 
 impl TaskAttributes {
@@ -170,6 +176,12 @@ impl TaskAttributes {
             "autoretry_for" => {
                 self.autoretry_for = types_value(meta, key)?;
             }
+            "rate_limit" => {
+                self.rate_limit = Some(rate_value(meta, key)?);
+            }
+            "global_rate_limit" => {
+                self.global_rate_limit = Some(rate_value(meta, key)?);
+            }
             "base" => {
                 let expected = "`base` takes the name of a hooks value: expected `base = MyHooks`";
                 match meta {
@@ -261,6 +273,17 @@ fn count_value(meta: &Meta, key: &Ident) -> syn::Result<u32> {
         },
         _ => Err(syn::Error::new(key.span(), expected)),
     }
+}
+
+/// The value of `key = "100/m"`, checked with the runtime's own parser, as (count, period in
+/// seconds).
+fn rate_value(meta: &Meta, key: &Ident) -> syn::Result<(u32, u64)> {
+    let literal = string_value(meta, key, "100/m")?;
+    let rate: celerity_proto::Rate = literal
+        .value()
+        .parse()
+        .map_err(|error: celerity_proto::InvalidRate| syn::Error::new(literal.span(), error))?;
+    Ok((rate.count(), rate.period().as_secs()))
 }
 
 /// The value of `key = [Type, ...]`: the error types a task retries on.

@@ -28,6 +28,23 @@ pub enum ControlCommand {
         #[serde(default)]
         terminate: bool,
     },
+    /// Change a task's rate limit, and store the change so it outlives the workers: for the worker
+    /// addressed (a request on its own subject), for every worker (a broadcast), or for the whole
+    /// cluster (`global`).
+    RateLimit {
+        /// The task name.
+        task: String,
+        /// The new rate; `null` is no limit.
+        #[serde(default)]
+        rate: Option<crate::Rate>,
+        /// A cluster-wide limit instead of a per-worker one.
+        #[serde(default)]
+        global: bool,
+        /// Delete the stored value instead, so the task's own option applies again (`rate` is
+        /// ignored).
+        #[serde(default)]
+        reset: bool,
+    },
 }
 
 /// A control request.

@@ -27,7 +27,9 @@ mod control;
 mod dead_letter;
 mod envelope;
 mod names;
+mod rate;
 mod result;
+mod settings;
 mod subjects;
 
 pub use body::{ChordMember, TaskBody};
@@ -41,7 +43,9 @@ pub use control::{ControlCommand, ControlReply, ControlRequest, worker_token};
 pub use dead_letter::{DeadLetter, DeadLetterReason, dlq_header};
 pub use envelope::{Envelope, EnvelopeError, HeaderSource, header};
 pub use names::{InvalidName, Namespace, Priority, QueueName, TaskId, TaskName};
+pub use rate::{InvalidRate, Rate};
 pub use result::{ErrorRecord, ResultRecord, TaskState};
+pub use settings::{RateLimitScope, RateLimitSetting, kv_key_token, rate_limit_key};
 pub use subjects::Layout;
 
 /// The protocol version this crate reads and writes.

@@ -225,6 +225,17 @@ impl Layout {
         format!("{}_leases", self.namespace)
     }
 
+    /// The KV bucket of runtime settings (rate limits), watched by every worker: `<ns>_settings`.
+    pub fn settings_bucket(&self) -> String {
+        format!("{}_settings", self.namespace)
+    }
+
+    /// The KV bucket of cluster-wide rate limit state, one key per task (see
+    /// [`crate::kv_key_token`]): `<ns>_rates`.
+    pub fn rates_bucket(&self) -> String {
+        format!("{}_rates", self.namespace)
+    }
+
     /// The prefix of per-client result subjects: a producer sets `Celerity-Reply-To` to
     /// `<ns>.reply.<client id>` and the worker publishes final result records there.
     pub fn reply_subject(&self, client_id: &str) -> String {

@@ -19,6 +19,14 @@ pub struct BoundArgs {
     values: std::vec::IntoIter<Value>,
 }
 
+/// A rate checked by the task macro: `count` per `period_secs` (1, 60 or 3600).
+pub const fn rate(count: u32, period_secs: u64) -> celerity_proto::Rate {
+    match celerity_proto::Rate::per(count, period_secs) {
+        Some(rate) => rate,
+        None => panic!("the task macro checked this rate"),
+    }
+}
+
 /// Binds positional and named arguments to `params`, as Python binds a call.
 ///
 /// # Errors

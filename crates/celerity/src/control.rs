@@ -32,6 +32,38 @@ pub enum ControlError {
     /// A worker's reply is not a valid control reply.
     #[error("worker reply is not a control reply: {0}")]
     BadReply(String),
+    /// The task name is not valid.
+    #[error("invalid task name: {0}")]
+    InvalidTaskName(String),
+    /// A cluster-wide rate limit was addressed to one worker.
+    #[error(
+        "a global rate limit is shared by every worker and cannot go to worker {0:?} alone: drop the destination"
+    )]
+    GlobalWithDestination(String),
+}
+
+/// What a `rate_limit` control command does to a task's limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RateLimitChange {
+    /// Limit the task to this rate.
+    Set(celerity_proto::Rate),
+    /// No limit, even if the task's option sets one.
+    Unlimited,
+    /// Forget the stored value: the task's own option applies again.
+    Reset,
+}
+
+impl std::str::FromStr for RateLimitChange {
+    type Err = celerity_proto::InvalidRate;
+
+    /// `"50/m"`, `"none"` (or `"0"`, as in Celery) or `"reset"`.
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        match value.trim() {
+            "none" | "0" => Ok(Self::Unlimited),
+            "reset" => Ok(Self::Reset),
+            rate => rate.parse().map(Self::Set),
+        }
+    }
 }
 
 /// Sends control commands (from [`crate::Client::control`]).
@@ -90,6 +122,49 @@ impl Control {
         let command = ControlCommand::Revoke {
             task_id: task_id.to_owned(),
             terminate,
+        };
+        self.send(command, destination, timeout).await
+    }
+
+    /// Changes the rate limit of task type `task` at runtime, on `destination` only or on every
+    /// worker (`None`), per worker or, with `global`, for the whole cluster. The change is stored
+    /// in the settings bucket by the workers that apply it, so it also holds for workers started
+    /// later and survives restarts. A worker that does not know the task refuses.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: celerity::Client) -> Result<(), Box<dyn std::error::Error>> {
+    /// use std::time::Duration;
+    /// let change = "50/m".parse()?;
+    /// let replies = client.control().rate_limit("tasks.call_api", change, false, Some("w1"), Duration::from_secs(1)).await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// [`ControlError::InvalidTaskName`], [`ControlError::GlobalWithDestination`], or as
+    /// [`Control::ping`].
+    pub async fn rate_limit(
+        &self,
+        task: &str,
+        change: RateLimitChange,
+        global: bool,
+        destination: Option<&str>,
+        timeout: Duration,
+    ) -> Result<Vec<ControlReply>, ControlError> {
+        celerity_proto::TaskName::new(task)
+            .map_err(|error| ControlError::InvalidTaskName(error.to_string()))?;
+        if let (true, Some(worker)) = (global, destination) {
+            return Err(ControlError::GlobalWithDestination(worker.to_owned()));
+        }
+        let (rate, reset) = match change {
+            RateLimitChange::Set(rate) => (Some(rate), false),
+            RateLimitChange::Unlimited => (None, false),
+            RateLimitChange::Reset => (None, true),
+        };
+        let command = ControlCommand::RateLimit {
+            task: task.to_owned(),
+            rate,
+            global,
+            reset,
         };
         self.send(command, destination, timeout).await
     }

@@ -48,9 +48,11 @@ pub use app::{App, AppBuilder, ConfigError, Settings};
 pub use async_result::{AsyncResult, ResultError};
 pub use canvas::{Chain, Chord, Group, GroupResult, Signature};
 pub use celerity_macros::task;
-pub use celerity_proto::{ContentType, ErrorRecord, ResultRecord, TaskId, TaskState};
+pub use celerity_proto::{
+    ContentType, ErrorRecord, InvalidRate, Rate, ResultRecord, TaskId, TaskState,
+};
 pub use client::{ApplyOptions, Client, ClientError, ETA_PAST_TOLERANCE, EnqueueError};
-pub use control::{Control, ControlError};
+pub use control::{Control, ControlError, RateLimitChange};
 pub use nats::{ConnectError, NatsConfig};
 pub use result_store::StoreError;
 pub use task::{

@@ -8,7 +8,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use celerity_proto::{Envelope, ErrorRecord, TaskId, TaskName, TaskState};
+use celerity_proto::{Envelope, ErrorRecord, Rate, TaskId, TaskName, TaskState};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
@@ -88,6 +88,8 @@ pub struct TaskOptions {
     default_retry_delay_ms: u64,
     autoretry_for: &'static [fn() -> &'static str],
     hooks: Option<&'static dyn TaskHooks>,
+    rate_limit: Option<Rate>,
+    global_rate_limit: Option<Rate>,
 }
 
 impl std::fmt::Debug for TaskOptions {
@@ -103,6 +105,8 @@ impl std::fmt::Debug for TaskOptions {
             .field("max_retries", &self.max_retries)
             .field("retry_backoff_ms", &self.retry_backoff_ms)
             .field("hooks", &self.hooks.is_some())
+            .field("rate_limit", &self.rate_limit)
+            .field("global_rate_limit", &self.global_rate_limit)
             .finish_non_exhaustive()
     }
 }
@@ -183,7 +187,33 @@ impl TaskOptions {
             default_retry_delay_ms: 180_000,
             autoretry_for: &[],
             hooks: None,
+            rate_limit: None,
+            global_rate_limit: None,
         }
+    }
+
+    /// Runs at most `rate` of this task type on each worker (`#[celerity::task(rate_limit =
+    /// "100/m")]`). Tasks over the rate wait on the worker without holding an execution slot.
+    pub const fn rate_limit(mut self, rate: Rate) -> Self {
+        self.rate_limit = Some(rate);
+        self
+    }
+
+    /// Runs at most `rate` of this task type in the whole cluster, all workers together
+    /// (`#[celerity::task(global_rate_limit = "100/m")]`); the bucket lives in NATS.
+    pub const fn global_rate_limit(mut self, rate: Rate) -> Self {
+        self.global_rate_limit = Some(rate);
+        self
+    }
+
+    /// The per-worker rate limit set in code (a stored setting may override it).
+    pub fn rate_limit_value(&self) -> Option<Rate> {
+        self.rate_limit
+    }
+
+    /// The cluster-wide rate limit set in code (a stored setting may override it).
+    pub fn global_rate_limit_value(&self) -> Option<Rate> {
+        self.global_rate_limit
     }
 
     /// Runs `hooks` around this task type's runs (`#[celerity::task(base = ...)]`).

@@ -148,6 +148,23 @@ pub(crate) async fn leases_bucket(
     kv_bucket(js, &layout.leases_bucket(), ttl).await
 }
 
+/// The settings bucket: runtime settings (rate limits) that outlive workers; never expires.
+pub(crate) async fn settings_bucket(
+    js: &jetstream::Context,
+    layout: &Layout,
+) -> Result<kv::Store, ProvisionError> {
+    kv_bucket(js, &layout.settings_bucket(), Duration::ZERO).await
+}
+
+/// The rates bucket: the state of cluster-wide rate limits (one theoretical arrival time per
+/// task). A key unused for an hour expires, which only forgets a limit that was idle anyway.
+pub(crate) async fn rates_bucket(
+    js: &jetstream::Context,
+    layout: &Layout,
+) -> Result<kv::Store, ProvisionError> {
+    kv_bucket(js, &layout.rates_bucket(), Duration::from_secs(3600)).await
+}
+
 /// A KV bucket with history 1 whose values expire after `max_age`.
 ///
 /// The bucket's backing stream is created directly because `create_key_value` of async-nats 0.51

@@ -1,10 +1,13 @@
-//! `ControlActor`: answers control requests (`ping`, `revoke`) sent to this worker or to all.
+//! `ControlActor`: answers control requests (`ping`, `revoke`, `rate_limit`) sent to this worker
+//! or to all.
 //!
 //! Requests arrive on core NATS (`<ns>.control.<worker token>` and `<ns>.control.all`); a malformed
 //! request gets a refusal naming what is wrong, never silence.
 
 use actix::prelude::*;
-use celerity_proto::{ControlCommand, ControlReply, ControlRequest, TaskId};
+use celerity_proto::{
+    ControlCommand, ControlReply, ControlRequest, RateLimitScope, RateLimitSetting, TaskId, TaskName,
+};
 use serde_json::json;
 
 use crate::worker::SharedHandle;
@@ -57,6 +60,7 @@ impl StreamHandler<async_nats::Message> for ControlActor {
         let Some(reply_to) = message.reply.clone() else {
             return;
         };
+        let direct = message.subject.as_str() != self.shared.layout.control_broadcast_subject();
         let hostname = self.shared.hostname.to_string();
         let request: Result<ControlRequest, _> = serde_json::from_slice(&message.payload);
         let shared = self.shared.clone();
@@ -73,7 +77,14 @@ impl StreamHandler<async_nats::Message> for ControlActor {
                         format!("unsupported control protocol version {}", request.v),
                     )
                 }
-                Ok(request) => run(&shared, &queues, &queue_names, request.command).await,
+                Ok(request) => {
+                    let target = Target {
+                        queues: &queues,
+                        queue_names: &queue_names,
+                        direct,
+                    };
+                    run(&shared, target, request.command).await
+                }
             };
             let bytes = serde_json::to_vec(&reply).unwrap_or_default();
             if let Err(error) = shared.nats.publish(reply_to, bytes.into()).await {
@@ -88,10 +99,21 @@ impl StreamHandler<async_nats::Message> for ControlActor {
     }
 }
 
+/// What a control command acts on in this worker.
+struct Target<'a> {
+    queues: &'a [Addr<QueueActor>],
+    queue_names: &'a [String],
+    /// The request was addressed to this worker alone (not broadcast).
+    direct: bool,
+}
+
 async fn run(
     shared: &crate::worker::WorkerShared,
-    queues: &[Addr<QueueActor>],
-    queue_names: &[String],
+    Target {
+        queues,
+        queue_names,
+        direct,
+    }: Target<'_>,
     command: ControlCommand,
 ) -> ControlReply {
     let hostname = shared.hostname.to_string();
@@ -137,6 +159,77 @@ async fn run(
                 json!({"revoked": task_id, "terminated": terminated}),
             )
         }
+        ControlCommand::RateLimit {
+            task,
+            rate,
+            global,
+            reset,
+        } => {
+            let scope = if global {
+                RateLimitScope::Cluster
+            } else if direct {
+                RateLimitScope::Worker {
+                    worker: hostname.clone(),
+                }
+            } else {
+                RateLimitScope::Workers
+            };
+            match set_rate_limit(shared, &task, scope, (!reset).then_some(rate)).await {
+                Ok(()) => {
+                    let (per_worker, cluster) = shared.limits.limits_of(&task);
+                    ControlReply::ok(
+                        &hostname,
+                        json!({"task": task, "rate_limit": per_worker, "global_rate_limit": cluster}),
+                    )
+                }
+                Err(error) => ControlReply::refused(&hostname, error),
+            }
+        }
         _ => ControlReply::refused(&hostname, "unknown control command"),
     }
+}
+
+/// Stores a rate limit for `scope` (or, with `None`, deletes the stored one so the task's option
+/// applies again) and applies it here at once; other workers apply it through their watch.
+async fn set_rate_limit(
+    shared: &crate::worker::WorkerShared,
+    task: &str,
+    scope: RateLimitScope,
+    rate: Option<Option<celerity_proto::Rate>>,
+) -> Result<(), String> {
+    let registered = TaskName::new(task)
+        .ok()
+        .and_then(|name| shared.app.task(&name));
+    if registered.is_none() {
+        return Err(format!("task {task:?} is not registered on this worker"));
+    }
+    let bucket = &shared.settings_bucket;
+    let key = celerity_proto::rate_limit_key(task, &scope);
+    let stored = match rate {
+        Some(rate) => {
+            let setting = RateLimitSetting::new(task, scope, rate);
+            let value = serde_json::to_vec(&setting).map_err(|error| error.to_string())?;
+            let revision = bucket
+                .put(&key, value.into())
+                .await
+                .map_err(|error| format!("cannot store the rate limit: {error}"))?;
+            Some((revision, Some(setting)))
+        }
+        None => {
+            bucket
+                .delete(&key)
+                .await
+                .map_err(|error| format!("cannot delete the stored rate limit: {error}"))?;
+            // The delete marker's revision, so the watch does not apply an older value after it.
+            bucket
+                .entry(&key)
+                .await
+                .map_err(|error| format!("cannot read the stored rate limit: {error}"))?
+                .map(|entry| (entry.revision, None))
+        }
+    };
+    if let Some((revision, setting)) = stored {
+        shared.limits.apply(&key, revision, setting);
+    }
+    Ok(())
 }

@@ -24,12 +24,17 @@ use crate::worker::WorkerShared;
 use crate::worker::chord::{HeaderResultsError, gather_header_results};
 use crate::worker::continuation::Continuation;
 use crate::worker::dead_letter::dead_letter;
+use crate::worker::limits::{Credit, Passage};
 
 /// Runs the task in `message` to completion (or dead-letters it).
+///
+/// `credit` is the fetch credit the task holds until it ends; it gives it back while it waits for a
+/// rate limit.
 pub(crate) async fn execute(
     shared: Arc<WorkerShared>,
     queue: QueueName,
     message: jetstream::Message,
+    mut credit: Credit,
 ) {
     let _in_progress = keep_in_progress(&message, shared.ack_wait);
     let delivered = message.info().map_or(1, |info| info.delivered as u64);
@@ -64,12 +69,7 @@ pub(crate) async fn execute(
         return ack(&message).await;
     }
     // A revoked task, or a task of a revoked canvas, does not run: it ends REVOKED, saying why.
-    if shared.is_revoked(&envelope) {
-        tracing::info!(task_id = %envelope.id, "task revoked; not running it");
-        let record = shared
-            .store
-            .record(&envelope, TaskState::Revoked)
-            .with_meta(serde_json::json!({"reason": "revoked"}));
+    if let Some(record) = revoked_record(&shared, &envelope) {
         let continuation = decoded
             .map(|mut body| Continuation::take(&mut body))
             .unwrap_or_default();
@@ -84,15 +84,7 @@ pub(crate) async fn execute(
         return hold_until_due(&shared, &queue, &message, &envelope).await;
     }
     // A task picked up after its deadline does not run: it ends REVOKED, saying why.
-    if let Some(expires_ms) = envelope.expires_ms
-        && now_ms() > expires_ms
-    {
-        tracing::info!(task_id = %envelope.id, expires_ms, "task expired before it could start; not running it");
-        let meta = serde_json::json!({"reason": "expired", "expires_ms": expires_ms});
-        let record = shared
-            .store
-            .record(&envelope, TaskState::Revoked)
-            .with_meta(meta);
+    if let Some(record) = expired_record(&shared, &envelope) {
         let continuation = decoded
             .map(|mut body| Continuation::take(&mut body))
             .unwrap_or_default();
@@ -196,6 +188,24 @@ pub(crate) async fn execute(
             .await;
         }
     };
+    // Over its rate limit, the task waits here, before it takes an execution slot.
+    if let Some(gate) = shared.limits.gate(&envelope.task) {
+        match gate.pass(&mut credit, &shared.stopping).await {
+            Passage::Go => {}
+            Passage::Stopped => return nak(&message, None).await,
+            Passage::Full { retry_in } => {
+                tracing::debug!(task_id = %envelope.id, retry_in_ms = retry_in.as_millis() as u64, "too many rate-limited tasks wait on this worker; handing one back");
+                return nak(&message, Some(retry_in)).await;
+            }
+        }
+        // It may have been revoked or have expired while it waited.
+        if let Some(record) =
+            revoked_record(&shared, &envelope).or_else(|| expired_record(&shared, &envelope))
+        {
+            return finish_without_running(&shared, &envelope, &message, continuation, record)
+                .await;
+        }
+    }
     run_bound(
         &shared,
         &task,
@@ -206,6 +216,32 @@ pub(crate) async fn execute(
         handle,
     )
     .await;
+    drop(credit);
+}
+
+/// The REVOKED record of a task that was revoked (itself or its canvas).
+fn revoked_record(shared: &WorkerShared, envelope: &Envelope) -> Option<ResultRecord> {
+    if !shared.is_revoked(envelope) {
+        return None;
+    }
+    tracing::info!(task_id = %envelope.id, "task revoked; not running it");
+    let record = shared
+        .store
+        .record(envelope, TaskState::Revoked)
+        .with_meta(serde_json::json!({"reason": "revoked"}));
+    Some(record)
+}
+
+/// The REVOKED record of a task picked up after its deadline.
+fn expired_record(shared: &WorkerShared, envelope: &Envelope) -> Option<ResultRecord> {
+    let expires_ms = envelope.expires_ms.filter(|expires_ms| now_ms() > *expires_ms)?;
+    tracing::info!(task_id = %envelope.id, expires_ms, "task expired before it could start; not running it");
+    let meta = serde_json::json!({"reason": "expired", "expires_ms": expires_ms});
+    let record = shared
+        .store
+        .record(envelope, TaskState::Revoked)
+        .with_meta(meta);
+    Some(record)
 }
 
 /// True for the built-in `celerity.map` / `celerity.starmap` tasks.
@@ -686,6 +722,13 @@ pub(crate) async fn store_final(
     }
     tracing::error!(task_id = %envelope.id, "giving up storing the result; the task will be redelivered");
     false
+}
+
+/// Hands a task back to its queue, to be delivered again now or after `delay`.
+async fn nak(message: &jetstream::Message, delay: Option<Duration>) {
+    if let Err(error) = message.ack_with(AckKind::Nak(delay)).await {
+        tracing::warn!(error = %error, "cannot hand a task back; it will be redelivered after AckWait");
+    }
 }
 
 async fn ack(message: &jetstream::Message) {

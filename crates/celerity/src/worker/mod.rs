@@ -10,6 +10,7 @@ mod continuation;
 mod control;
 mod dead_letter;
 mod execute;
+mod limits;
 mod queue;
 mod root;
 mod scheduler;
@@ -47,6 +48,7 @@ pub struct WorkerConfig {
     ack_wait: Duration,
     recheck_interval: Duration,
     priority_weights: Option<[u32; 10]>,
+    max_rate_limited: usize,
 }
 
 impl Default for WorkerConfig {
@@ -67,6 +69,7 @@ impl WorkerConfig {
             ack_wait: Duration::from_secs(30),
             recheck_interval: Duration::from_secs(1),
             priority_weights: None,
+            max_rate_limited: 1000,
         }
     }
 
@@ -119,6 +122,14 @@ impl WorkerConfig {
     /// Weighted priorities with weights 1 to 10 (priority 9 is picked ten times as often as 0).
     pub fn weighted_priorities(self) -> Self {
         self.priority_weights([1, 2, 3, 4, 5, 6, 7, 8, 9, 10])
+    }
+
+    /// How many rate-limited tasks may wait on this worker without holding fetch credit (at least
+    /// 1; default 1000). Beyond it, a task over its rate goes back to its queue and is delivered
+    /// again a little later, so other tasks keep flowing.
+    pub fn max_rate_limited(mut self, tasks: usize) -> Self {
+        self.max_rate_limited = tasks.max(1);
+        self
     }
 
     /// How often every priority level is checked for redelivered work that rang no doorbell.
@@ -199,6 +210,12 @@ pub(crate) struct WorkerShared {
     pub(crate) recheck_interval: Duration,
     /// `None` for strict priorities, else the weight of each level.
     pub(crate) priority_weights: Option<[u32; 10]>,
+    /// Rate limits, from task options and the settings bucket.
+    pub(crate) limits: limits::RateLimits,
+    /// The settings bucket, written by `rate_limit` control commands.
+    pub(crate) settings_bucket: async_nats::jetstream::kv::Store,
+    /// Cancelled when the worker starts to shut down (tasks waiting for a rate limit go back).
+    pub(crate) stopping: tokio_util::sync::CancellationToken,
 }
 
 impl WorkerShared {
@@ -329,6 +346,7 @@ fn run_on_this_thread(
             ack_wait: config.ack_wait,
             client: &client,
             hostname: &hostname,
+            max_rate_limited: config.max_rate_limited,
         };
         let provisioned = setup.provision_with_retry().await;
         // In-progress acks must beat the AckWait the shared consumers really have, which the
@@ -352,6 +370,7 @@ fn run_on_this_thread(
         chords,
         delayed,
         revoked,
+        settings,
     } = provisioned;
     let leases_kv = chords.leases.clone();
     let chords_kv = chords.chords.clone();
@@ -390,8 +409,12 @@ fn run_on_this_thread(
         priority_weights: config.priority_weights,
         revoked: revoked.ids.clone(),
         revoked_bucket: revoked.bucket.clone(),
+        limits: settings.limits,
+        settings_bucket: settings.bucket.clone(),
+        stopping: tokio_util::sync::CancellationToken::new(),
     });
     runtime.spawn(watch_revocations(revoked.bucket, revoked.ids));
+    runtime.spawn(watch_settings(shared.clone()));
     let system = System::new();
     let root = system.block_on(async move {
         root::Worker::new(shared, consumers_by_queue, chords, (delayed, leases_kv)).start()
@@ -437,6 +460,7 @@ struct Setup<'a> {
     ack_wait: Duration,
     client: &'a async_nats::Client,
     hostname: &'a Arc<str>,
+    max_rate_limited: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -447,6 +471,8 @@ enum SetupError {
     Subscribe(QueueName, #[source] async_nats::SubscribeError),
     #[error("cannot read the revoked ids: {0}")]
     Revocations(String),
+    #[error("cannot read the stored settings: {0}")]
+    Settings(String),
 }
 
 /// Everything provisioned for a worker.
@@ -456,6 +482,13 @@ struct Provisioned {
     chords: chord::ChordBackend,
     delayed: async_nats::jetstream::consumer::PullConsumer,
     revoked: Revocations,
+    settings: Settings,
+}
+
+/// The settings bucket, and the rate limits this worker keeps from it.
+struct Settings {
+    bucket: async_nats::jetstream::kv::Store,
+    limits: limits::RateLimits,
 }
 
 /// The revoked ids: the bucket, and the set this worker keeps from it.
@@ -493,7 +526,72 @@ async fn watch_revocations(bucket: async_nats::jetstream::kv::Store, ids: Arc<Da
     }
 }
 
+/// Applies every change of the settings bucket, for as long as the worker runs.
+async fn watch_settings(shared: SharedHandle) {
+    loop {
+        match shared.settings_bucket.watch_with_history(">").await {
+            Ok(mut watch) => {
+                while let Some(entry) = watch.next().await {
+                    match entry {
+                        Ok(entry) => apply_setting(&shared.limits, &entry),
+                        Err(error) => {
+                            tracing::warn!(error = %error, "the settings watch failed; restarting it");
+                            break;
+                        }
+                    }
+                }
+            }
+            Err(error) => tracing::warn!(error = %error, "cannot watch settings; retrying"),
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// Applies one entry of the settings bucket; a value that is not a setting is logged and skipped.
+fn apply_setting(limits: &limits::RateLimits, entry: &async_nats::jetstream::kv::Entry) {
+    if !entry.key.starts_with("rate_limit.") {
+        return;
+    }
+    if entry.operation != async_nats::jetstream::kv::Operation::Put {
+        limits.apply(&entry.key, entry.revision, None);
+        return;
+    }
+    match serde_json::from_slice::<celerity_proto::RateLimitSetting>(&entry.value) {
+        Ok(setting) if setting.key() == entry.key => {
+            limits.apply(&entry.key, entry.revision, Some(setting));
+        }
+        Ok(_) => {
+            tracing::warn!(key = %entry.key, "ignoring a stored rate limit whose key does not match its value")
+        }
+        Err(error) => {
+            tracing::warn!(key = %entry.key, error = %error, "ignoring a stored setting that cannot be read")
+        }
+    }
+}
+
 impl Setup<'_> {
+    /// The settings bucket and the rates bucket; stored settings are applied before consuming, so
+    /// a rate limit changed before this worker started holds from its first task.
+    async fn settings(&self) -> Result<Settings, SetupError> {
+        let bucket = provision::settings_bucket(self.js, self.layout).await?;
+        let rates = provision::rates_bucket(self.js, self.layout).await?;
+        let limits = limits::RateLimits::new(
+            self.app.clone(),
+            self.hostname,
+            self.max_rate_limited,
+            rates,
+        );
+        let failed = |error: &dyn std::fmt::Display| SetupError::Settings(error.to_string());
+        let mut keys = bucket.keys().await.map_err(|error| failed(&error))?;
+        while let Some(key) = keys.next().await {
+            let key = key.map_err(|error| failed(&error))?;
+            if let Some(entry) = bucket.entry(key).await.map_err(|error| failed(&error))? {
+                apply_setting(&limits, &entry);
+            }
+        }
+        Ok(Settings { bucket, limits })
+    }
+
     /// Creates or opens everything the worker needs, retrying until the server's JetStream answers.
     async fn provision_with_retry(&self) -> Provisioned {
         let mut delay = Duration::from_millis(100);
@@ -518,6 +616,7 @@ impl Setup<'_> {
             ack_wait,
             client,
             hostname,
+            max_rate_limited: _,
         } = *self;
         let kv = provision::results_bucket(js, layout, app.settings().result_expires).await?;
         provision::dead_letter_stream(js, layout).await?;
@@ -556,7 +655,9 @@ impl Setup<'_> {
         while let Some(key) = keys.next().await {
             revoked.insert(key.map_err(|error| SetupError::Revocations(error.to_string()))?);
         }
+        let settings = self.settings().await?;
         Ok(Provisioned {
+            settings,
             store: ResultStore::new(kv, Some(hostname.clone())),
             queues: setups,
             chords,

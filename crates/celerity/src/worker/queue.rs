@@ -18,6 +18,7 @@ use tokio::sync::OwnedSemaphorePermit;
 
 use crate::worker::WorkerShared;
 use crate::worker::execute::execute;
+use crate::worker::limits::Credit;
 use crate::worker::root::{QueueDrained, Worker};
 
 /// Largest number of messages asked for in one pull request.
@@ -215,10 +216,10 @@ impl QueueActor {
             actor: ctx.address(),
             key,
         };
+        let credit = Credit::new(self.shared.credit.clone(), permit);
         let handle = self.shared.runtime.spawn(async move {
             let _finished = finished;
-            execute(shared, queue, message).await;
-            drop(permit);
+            execute(shared, queue, message, credit).await;
         });
         self.in_flight.insert(
             key,

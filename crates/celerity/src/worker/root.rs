@@ -103,6 +103,7 @@ impl Handler<Shutdown> for Worker {
         } else {
             tracing::info!(worker = %self.shared.hostname, "warm shutdown: no new tasks; send the signal again for a cold shutdown");
         }
+        self.shared.stopping.cancel();
         for queue in &self.queues {
             queue.do_send(StopConsuming { cold });
         }

@@ -1,0 +1,137 @@
+//! Runtime settings: values that workers apply while they run and that outlive them, kept in the
+//! settings KV bucket (`<ns>_settings`) and watched by every worker.
+
+use serde::{Deserialize, Serialize};
+
+use crate::rate::Rate;
+
+/// Who a rate limit applies to.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(tag = "scope", rename_all = "snake_case")]
+pub enum RateLimitScope {
+    /// Each worker runs at most the rate (every worker, also those started later).
+    Workers,
+    /// One worker runs at most the rate; other workers keep theirs.
+    Worker {
+        /// The worker's token ([`crate::worker_token`] of its hostname).
+        worker: String,
+    },
+    /// All workers together run at most the rate (a token bucket kept in NATS).
+    Cluster,
+}
+
+/// A stored rate limit: it overrides the task's own option (`rate_limit` for the worker scopes,
+/// `global_rate_limit` for the cluster) until it is deleted. A worker-scoped value wins over a
+/// workers-scoped one.
+///
+/// ```
+/// use celerity_proto::{RateLimitScope, RateLimitSetting};
+/// let setting = RateLimitSetting::new("tasks.call_api", RateLimitScope::Workers, Some("50/m".parse()?));
+/// assert_eq!(setting.key(), "rate_limit.workers.tasks=2Ecall_api");
+/// let json = serde_json::to_value(&setting).unwrap();
+/// assert_eq!(json, serde_json::json!({"v": 1, "task": "tasks.call_api", "scope": "workers", "rate": "50/m"}));
+/// # Ok::<(), celerity_proto::InvalidRate>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct RateLimitSetting {
+    /// Protocol version.
+    pub v: u32,
+    /// The task name.
+    pub task: String,
+    /// Who it applies to.
+    #[serde(flatten)]
+    pub scope: RateLimitScope,
+    /// The rate; `None` (JSON `null`) is no limit, even if the task's option sets one.
+    pub rate: Option<Rate>,
+}
+
+impl RateLimitSetting {
+    /// A version-1 setting.
+    pub fn new(task: impl Into<String>, scope: RateLimitScope, rate: Option<Rate>) -> Self {
+        Self {
+            v: crate::PROTOCOL_VERSION,
+            task: task.into(),
+            scope,
+            rate,
+        }
+    }
+
+    /// Its key in the settings bucket: `rate_limit.workers.<task>`,
+    /// `rate_limit.worker.<worker token>.<task>` or `rate_limit.cluster.<task>`, the task name
+    /// escaped with [`kv_key_token`].
+    pub fn key(&self) -> String {
+        rate_limit_key(&self.task, &self.scope)
+    }
+}
+
+/// The settings-bucket key of the rate limit of `task` for `scope`.
+pub fn rate_limit_key(task: &str, scope: &RateLimitScope) -> String {
+    let task = kv_key_token(task);
+    match scope {
+        RateLimitScope::Workers => format!("rate_limit.workers.{task}"),
+        RateLimitScope::Worker { worker } => {
+            format!("rate_limit.worker.{}.{task}", crate::worker_token(worker))
+        }
+        RateLimitScope::Cluster => format!("rate_limit.cluster.{task}"),
+    }
+}
+
+/// A name as one KV key token: `A-Z a-z 0-9 - _` are kept and every other byte of its UTF-8 is
+/// written `=XX` (upper-case hex), so `app::add` is `app=3A=3Aadd` and `tasks.add` is
+/// `tasks=2Eadd`.
+///
+/// ```
+/// assert_eq!(celerity_proto::kv_key_token("a.b=c"), "a=2Eb=3Dc");
+/// ```
+pub fn kv_key_token(name: &str) -> String {
+    use std::fmt::Write as _;
+    let mut token = String::with_capacity(name.len());
+    for byte in name.bytes() {
+        if byte.is_ascii_alphanumeric() || byte == b'-' || byte == b'_' {
+            token.push(char::from(byte));
+        } else {
+            let _ = write!(token, "={byte:02X}");
+        }
+    }
+    token
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_name_scope_and_escaped_task() {
+        let worker = RateLimitScope::Worker {
+            worker: "celerity@host.1".to_owned(),
+        };
+        assert_eq!(
+            rate_limit_key("app::add", &worker),
+            "rate_limit.worker.celerity_host_1.app=3A=3Aadd"
+        );
+        assert_eq!(
+            rate_limit_key("é", &RateLimitScope::Cluster),
+            "rate_limit.cluster.=C3=A9"
+        );
+    }
+
+    #[test]
+    fn settings_round_trip_with_their_scope() {
+        for scope in [
+            RateLimitScope::Workers,
+            RateLimitScope::Cluster,
+            RateLimitScope::Worker {
+                worker: "w1".to_owned(),
+            },
+        ] {
+            let setting = RateLimitSetting::new("tasks.a", scope, None);
+            let json = serde_json::to_string(&setting).unwrap();
+            assert_eq!(serde_json::from_str::<RateLimitSetting>(&json).unwrap(), setting);
+        }
+        let json = r#"{"v":1,"task":"t","scope":"worker","worker":"w1","rate":"10/s"}"#;
+        let setting: RateLimitSetting = serde_json::from_str(json).unwrap();
+        assert_eq!(setting.key(), "rate_limit.worker.w1.t");
+        assert!(serde_json::from_str::<RateLimitSetting>(r#"{"v":1,"task":"t","scope":"all","rate":null}"#).is_err());
+    }
+}

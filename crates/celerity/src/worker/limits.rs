@@ -1,0 +1,447 @@
+//! Rate limits on a worker: the gate a task passes before it may take an execution slot.
+//!
+//! A task type may have a per-worker limit (a governor limiter in this process) and a
+//! cluster-wide one (slots reserved in the rates bucket by compare-and-set, GCRA style). Limits
+//! come from the task's options, overridden by the stored settings every worker watches. A task
+//! that must wait gives its fetch credit back while it waits (up to a bounded number of waiting
+//! tasks per worker), so other tasks keep flowing; its in-progress acks keep it from being
+//! redelivered.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use async_nats::jetstream::kv;
+use celerity_proto::{Rate, RateLimitScope, RateLimitSetting, TaskName, rate_limit_key};
+use dashmap::DashMap;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::app::App;
+
+/// How far ahead a worker may reserve cluster-wide slots: at most what it wastes if it dies.
+const RESERVE_AHEAD: Duration = Duration::from_secs(1);
+/// How long to wait before trying the rates bucket again after an error.
+const BUCKET_RETRY: Duration = Duration::from_millis(500);
+
+/// A per-worker limiter.
+type Limiter = governor::DefaultDirectRateLimiter;
+
+/// The rate limits of one worker: the stored settings it has seen and one gate per task type.
+pub(crate) struct RateLimits {
+    app: App,
+    hostname: String,
+    /// Stored settings by key, with the revision they were read at (`None`: deleted).
+    stored: Mutex<HashMap<String, (u64, Option<RateLimitSetting>)>>,
+    gates: DashMap<String, Arc<Gate>>,
+    /// Tasks waiting for a rate limit without fetch credit; beyond it they are handed back.
+    room: Arc<Semaphore>,
+    rates: kv::Store,
+}
+
+impl RateLimits {
+    pub(crate) fn new(app: App, hostname: &str, room: usize, rates: kv::Store) -> Self {
+        Self {
+            app,
+            hostname: hostname.to_owned(),
+            stored: Mutex::new(HashMap::new()),
+            gates: DashMap::new(),
+            room: Arc::new(Semaphore::new(room.max(1))),
+            rates,
+        }
+    }
+
+    /// The gate of task type `task`, or `None` when it has no limit.
+    pub(crate) fn gate(&self, task: &TaskName) -> Option<Arc<Gate>> {
+        let gate = match self.gates.get(task.as_str()) {
+            Some(gate) => gate.clone(),
+            None => self
+                .gates
+                .entry(task.as_str().to_owned())
+                .or_insert_with(|| Arc::new(self.new_gate(task.as_str())))
+                .clone(),
+        };
+        (!gate.is_open()).then_some(gate)
+    }
+
+    /// Applies a stored setting read at `revision` (`None`: the key was deleted). Older revisions
+    /// than the one applied are ignored, so the control path and the watch may both deliver it.
+    pub(crate) fn apply(&self, key: &str, revision: u64, setting: Option<RateLimitSetting>) {
+        let task = {
+            let mut stored = self.stored.lock().unwrap_or_else(PoisonError::into_inner);
+            let previous = stored.get(key);
+            if previous.is_some_and(|(applied, _)| *applied >= revision) {
+                return;
+            }
+            let task = setting
+                .as_ref()
+                .or_else(|| previous.and_then(|(_, setting)| setting.as_ref()))
+                .map(|setting| setting.task.clone());
+            stored.insert(key.to_owned(), (revision, setting));
+            task
+        };
+        if let Some(task) = task {
+            let limits = self.limits_of(&task);
+            tracing::info!(task = %task, per_worker = ?limits.0.map(|rate| rate.to_string()), cluster = ?limits.1.map(|rate| rate.to_string()), "rate limit changed");
+            self.gates
+                .entry(task.clone())
+                .or_insert_with(|| Arc::new(self.new_gate(&task)))
+                .set(limits);
+        }
+    }
+
+    /// The limits of `task` on this worker right now, and the key of the stored setting that
+    /// decided each (for control replies): (per worker, cluster-wide).
+    pub(crate) fn limits_of(&self, task: &str) -> (Option<Rate>, Option<Rate>) {
+        let options = TaskName::new(task)
+            .ok()
+            .and_then(|name| self.app.task(&name))
+            .map(|registered| registered.options);
+        let stored = self.stored.lock().unwrap_or_else(PoisonError::into_inner);
+        let setting = |scope: RateLimitScope| {
+            stored
+                .get(&rate_limit_key(task, &scope))
+                .and_then(|(_, setting)| setting.as_ref())
+                .map(|setting| setting.rate)
+        };
+        let worker = RateLimitScope::Worker {
+            worker: self.hostname.clone(),
+        };
+        let per_worker = setting(worker)
+            .or_else(|| setting(RateLimitScope::Workers))
+            .unwrap_or_else(|| options.and_then(|options| options.rate_limit_value()));
+        let cluster = setting(RateLimitScope::Cluster)
+            .unwrap_or_else(|| options.and_then(|options| options.global_rate_limit_value()));
+        (per_worker, cluster)
+    }
+
+    fn new_gate(&self, task: &str) -> Gate {
+        let (per_worker, cluster) = self.limits_of(task);
+        let (config, _) = watch::channel(GateConfig::new(per_worker, cluster, None));
+        Gate {
+            config,
+            turn: tokio::sync::Mutex::new(()),
+            cluster_turn: tokio::sync::Mutex::new(()),
+            waiting: AtomicUsize::new(0),
+            room: self.room.clone(),
+            rates: self.rates.clone(),
+            key: celerity_proto::kv_key_token(task),
+        }
+    }
+}
+
+#[derive(Clone)]
+struct GateConfig {
+    per_worker: Option<(Rate, Arc<Limiter>)>,
+    cluster: Option<Rate>,
+}
+
+impl GateConfig {
+    /// Keeps `current`'s limiter when the per-worker rate is unchanged, so a change of the other
+    /// limit does not reset its count.
+    fn new(per_worker: Option<Rate>, cluster: Option<Rate>, current: Option<&GateConfig>) -> Self {
+        let per_worker = per_worker.map(|rate| {
+            let kept = current
+                .and_then(|current| current.per_worker.as_ref())
+                .filter(|(current_rate, _)| *current_rate == rate)
+                .map(|(_, limiter)| limiter.clone());
+            (rate, kept.unwrap_or_else(|| Arc::new(limiter(rate))))
+        });
+        Self {
+            per_worker,
+            cluster,
+        }
+    }
+
+    fn rates(&self) -> (Option<Rate>, Option<Rate>) {
+        (self.per_worker.as_ref().map(|(rate, _)| *rate), self.cluster)
+    }
+}
+
+/// A governor limiter for `rate`: one task every `rate.interval()`, no bursts.
+fn limiter(rate: Rate) -> Limiter {
+    let quota = governor::Quota::with_period(rate.interval())
+        .unwrap_or_else(|| governor::Quota::per_second(std::num::NonZeroU32::MAX));
+    governor::RateLimiter::direct(quota)
+}
+
+/// The rate limits of one task type on one worker.
+pub(crate) struct Gate {
+    config: watch::Sender<GateConfig>,
+    /// Waiters for the per-worker limit queue here, first come first served.
+    turn: tokio::sync::Mutex<()>,
+    /// Reservations in the rates bucket are made one at a time by this worker.
+    cluster_turn: tokio::sync::Mutex<()>,
+    waiting: AtomicUsize,
+    room: Arc<Semaphore>,
+    rates: kv::Store,
+    key: String,
+}
+
+/// How a task left the gate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Passage {
+    /// It may run now.
+    Go,
+    /// The worker is stopping: hand the task back.
+    Stopped,
+    /// Too many tasks wait on this worker already: hand it back to be delivered after the delay.
+    Full { retry_in: Duration },
+}
+
+impl Gate {
+    fn is_open(&self) -> bool {
+        let config = self.config.borrow();
+        config.per_worker.is_none() && config.cluster.is_none()
+    }
+
+    fn set(&self, (per_worker, cluster): (Option<Rate>, Option<Rate>)) {
+        self.config.send_if_modified(|current| {
+            if current.rates() == (per_worker, cluster) {
+                return false;
+            }
+            *current = GateConfig::new(per_worker, cluster, Some(current));
+            true
+        });
+    }
+
+    /// Waits until the task may run under both limits. While it waits, `credit` is given back (and
+    /// taken again before this returns [`Passage::Go`]).
+    pub(crate) async fn pass(&self, credit: &mut Credit, stopping: &CancellationToken) -> Passage {
+        self.waiting.fetch_add(1, Ordering::Relaxed);
+        let passage = self.wait(credit, stopping).await;
+        self.waiting.fetch_sub(1, Ordering::Relaxed);
+        if passage == Passage::Go {
+            credit.take_back().await;
+        }
+        passage
+    }
+
+    async fn wait(&self, credit: &mut Credit, stopping: &CancellationToken) -> Passage {
+        let mut changes = self.config.subscribe();
+        // The per-worker limit: first come, first served; a change of rate wakes every waiter.
+        loop {
+            let config = changes.borrow_and_update().clone();
+            let Some((rate, limiter)) = config.per_worker else {
+                break;
+            };
+            if let Ok(_turn) = self.turn.try_lock()
+                && limiter.check().is_ok()
+            {
+                break;
+            }
+            if !credit.give_back(&self.room) {
+                let waiting = self.waiting.load(Ordering::Relaxed) as u32;
+                let retry_in = (rate.interval() * waiting)
+                    .clamp(Duration::from_secs(1), Duration::from_secs(60));
+                return Passage::Full { retry_in };
+            }
+            let turn = tokio::select! {
+                turn = self.turn.lock() => turn,
+                _ = changes.changed() => continue,
+                () = stopping.cancelled() => return Passage::Stopped,
+            };
+            tokio::select! {
+                () = limiter.until_ready() => {
+                    drop(turn);
+                    break;
+                }
+                _ = changes.changed() => continue,
+                () = stopping.cancelled() => return Passage::Stopped,
+            }
+        }
+        // The cluster-wide limit: reserve the next free slot in the bucket, then wait for it.
+        let Some(rate) = changes.borrow().cluster else {
+            return Passage::Go;
+        };
+        let start = loop {
+            tokio::select! {
+                reserved = self.reserve(rate) => match reserved {
+                    Ok(start) => break start,
+                    Err(error) => {
+                        tracing::warn!(key = %self.key, error = %error, "cannot reserve a cluster-wide rate slot; retrying");
+                        tokio::select! {
+                            () = tokio::time::sleep(BUCKET_RETRY) => {}
+                            () = stopping.cancelled() => return Passage::Stopped,
+                        }
+                    }
+                },
+                () = stopping.cancelled() => return Passage::Stopped,
+            }
+        };
+        if start > Instant::now() {
+            // The slot is ours: if the room is full, wait for it holding the credit.
+            credit.give_back(&self.room);
+            tokio::select! {
+                () = tokio::time::sleep_until(start) => {}
+                () = stopping.cancelled() => return Passage::Stopped,
+            }
+        }
+        Passage::Go
+    }
+
+    /// Reserves the next free slot of the cluster-wide limit and returns when it starts.
+    ///
+    /// The bucket holds the theoretical arrival time (microseconds since the epoch) of the task
+    /// after the last reserved one; reserving is one compare-and-set that moves it one interval on.
+    /// Slots more than [`RESERVE_AHEAD`] away are not taken yet.
+    async fn reserve(&self, rate: Rate) -> Result<Instant, RateBucketError> {
+        let _turn = self.cluster_turn.lock().await;
+        let interval = (rate.interval().as_micros() as u64).max(1);
+        loop {
+            let entry = self.rates.entry(self.key.as_str()).await?;
+            let (next_free, revision) = match entry {
+                Some(entry) if entry.operation == kv::Operation::Put => {
+                    let next_free = std::str::from_utf8(&entry.value)
+                        .ok()
+                        .and_then(|text| text.trim().parse::<u64>().ok())
+                        .unwrap_or(0);
+                    (next_free, Some(entry.revision))
+                }
+                Some(entry) => (0, Some(entry.revision)),
+                None => (0, None),
+            };
+            let now = now_us();
+            let start = next_free.max(now);
+            let ahead = Duration::from_micros(start - now);
+            if ahead > RESERVE_AHEAD {
+                tokio::time::sleep(ahead - RESERVE_AHEAD).await;
+                continue;
+            }
+            let value = (start + interval).to_string().into_bytes().into();
+            let written = match revision {
+                Some(revision) => match self.rates.update(self.key.as_str(), value, revision).await
+                {
+                    Err(error) if error.kind() == kv::UpdateErrorKind::WrongLastRevision => None,
+                    other => Some(other.map_err(RateBucketError::from)),
+                },
+                None => match self.rates.create(self.key.as_str(), value).await {
+                    Err(error) if error.kind() == kv::CreateErrorKind::AlreadyExists => None,
+                    other => Some(other.map_err(RateBucketError::from)),
+                },
+            };
+            match written {
+                // Another worker took it first: read again.
+                None => continue,
+                Some(written) => {
+                    written?;
+                    return Ok(Instant::now() + ahead);
+                }
+            }
+        }
+    }
+}
+
+/// The rates bucket could not be read or written.
+#[derive(Debug, thiserror::Error)]
+#[error("the rates bucket failed: {0}")]
+pub(crate) struct RateBucketError(String);
+
+impl<E: std::fmt::Display> From<async_nats::error::Error<E>> for RateBucketError
+where
+    E: std::fmt::Debug + Clone + PartialEq,
+{
+    fn from(error: async_nats::error::Error<E>) -> Self {
+        Self(error.to_string())
+    }
+}
+
+fn now_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_micros() as u64)
+}
+
+/// The fetch credit a dispatched task holds. A task waiting for a rate limit gives it back (taking
+/// a place in the worker's waiting room instead), so the queue fetches other work meanwhile.
+pub(crate) struct Credit {
+    credit: Arc<Semaphore>,
+    held: Option<OwnedSemaphorePermit>,
+    waiting: Option<OwnedSemaphorePermit>,
+}
+
+impl Credit {
+    pub(crate) fn new(credit: Arc<Semaphore>, held: OwnedSemaphorePermit) -> Self {
+        Self {
+            credit,
+            held: Some(held),
+            waiting: None,
+        }
+    }
+
+    /// Gives the credit back for a place in `room`; false when the room is full (the credit is
+    /// kept).
+    fn give_back(&mut self, room: &Arc<Semaphore>) -> bool {
+        if self.waiting.is_some() {
+            return true;
+        }
+        match room.clone().try_acquire_owned() {
+            Ok(place) => {
+                self.waiting = Some(place);
+                self.held = None;
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// Takes credit again after waiting (the queue's fetches and other waiters take turns).
+    async fn take_back(&mut self) {
+        if self.held.is_none()
+            && let Ok(permit) = self.credit.clone().acquire_owned().await
+        {
+            self.held = Some(permit);
+        }
+        self.waiting = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_limiter_spreads_tasks_evenly() {
+        let limiter = limiter("10/s".parse().unwrap());
+        assert!(limiter.check().is_ok());
+        assert!(
+            limiter.check().is_err(),
+            "a second task in the same 100 ms waits"
+        );
+    }
+
+    #[test]
+    fn a_config_keeps_its_limiter_while_its_rate_is_unchanged() {
+        let ten: Rate = "10/s".parse().unwrap();
+        let first = GateConfig::new(Some(ten), None, None);
+        let same = GateConfig::new(Some(ten), Some(ten), Some(&first));
+        let (Some((_, a)), Some((_, b))) = (&first.per_worker, &same.per_worker) else {
+            unreachable!("both have a per-worker limit")
+        };
+        assert!(Arc::ptr_eq(a, b));
+        let other = GateConfig::new(Some("5/s".parse().unwrap()), None, Some(&first));
+        let Some((_, c)) = &other.per_worker else {
+            unreachable!("it has a per-worker limit")
+        };
+        assert!(!Arc::ptr_eq(a, c));
+    }
+
+    #[tokio::test]
+    async fn credit_is_given_back_only_while_the_room_has_space() {
+        let credit = Arc::new(Semaphore::new(1));
+        let room = Arc::new(Semaphore::new(1));
+        let mut first = Credit::new(credit.clone(), credit.clone().try_acquire_owned().unwrap());
+        assert_eq!(credit.available_permits(), 0);
+        assert!(first.give_back(&room));
+        assert_eq!(credit.available_permits(), 1, "the queue may fetch again");
+        let mut second = Credit::new(credit.clone(), credit.clone().try_acquire_owned().unwrap());
+        assert!(!second.give_back(&room), "the room holds one");
+        drop(second);
+        first.take_back().await;
+        assert!(first.held.is_some());
+        assert_eq!(credit.available_permits(), 0);
+        assert_eq!(room.available_permits(), 1, "its place in the room is free again");
+    }
+}
