@@ -62,7 +62,13 @@ async fn set_metered(client: &Client, change: &str, global: bool, destination: O
     let change: RateLimitChange = change.parse().expect("a valid change");
     let replies = client
         .control()
-        .rate_limit("it.metered", change, global, destination, Duration::from_secs(1))
+        .rate_limit(
+            "it.metered",
+            change,
+            global,
+            destination,
+            Duration::from_secs(1),
+        )
         .await
         .expect("the command is sent");
     assert!(!replies.is_empty(), "some worker answers");
@@ -169,17 +175,17 @@ async fn a_runtime_change_applies_to_running_workers_and_to_one_started_later() 
     let by_worker = starts(&limited, WAIT).await;
     assert_eq!(by_worker.len(), 2, "both workers run some: {by_worker:?}");
     for (worker, times) in &by_worker {
-        assert!(
-            shortest_gap(times) >= 450,
-            "{worker} keeps 2/s: {times:?}"
-        );
+        assert!(shortest_gap(times) >= 450, "{worker} keeps 2/s: {times:?}");
     }
 
     // One worker alone: w1 goes back to no limit, w2 keeps 2/s.
     set_metered(&client, "none", false, Some("w1")).await;
     let mixed = send(24, |n| celerity_it::metered.delay(&client, n)).await;
     let by_worker = starts(&mixed, WAIT).await;
-    assert!(shortest_gap(&by_worker["w1"]) < 400, "w1 is free: {by_worker:?}");
+    assert!(
+        shortest_gap(&by_worker["w1"]) < 400,
+        "w1 is free: {by_worker:?}"
+    );
     if let Some(times) = by_worker.get("w2") {
         assert!(shortest_gap(times) >= 450, "w2 keeps 2/s: {times:?}");
     }
@@ -187,7 +193,11 @@ async fn a_runtime_change_applies_to_running_workers_and_to_one_started_later() 
     // Cluster-wide 2/s: both workers together start one task every 500 ms.
     set_metered(&client, "2/s", true, None).await;
     let global = send(10, |n| celerity_it::metered.delay(&client, n)).await;
-    let mut all: Vec<u64> = starts(&global, WAIT).await.into_values().flatten().collect();
+    let mut all: Vec<u64> = starts(&global, WAIT)
+        .await
+        .into_values()
+        .flatten()
+        .collect();
     all.sort_unstable();
     assert!(
         shortest_gap(&all) >= 400,
@@ -229,10 +239,19 @@ async fn bad_rate_limit_requests_are_refused_with_the_reason() {
         "{unknown_task:?}"
     );
     let missing = control
-        .rate_limit("it.metered", change, false, Some("nobody"), Duration::from_millis(300))
+        .rate_limit(
+            "it.metered",
+            change,
+            false,
+            Some("nobody"),
+            Duration::from_millis(300),
+        )
         .await
         .unwrap_err();
-    assert!(matches!(missing, ControlError::UnknownDestination(_)), "{missing}");
+    assert!(
+        matches!(missing, ControlError::UnknownDestination(_)),
+        "{missing}"
+    );
 
     // A request with a bad rate, as another language might send it.
     let reply = client

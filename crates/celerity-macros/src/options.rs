@@ -505,4 +505,19 @@ mod tests {
                 .contains("shorter than `time_limit`")
         );
     }
+
+    #[test]
+    fn rate_limits_are_checked_at_compile_time() {
+        let attributes =
+            TaskAttributes::parse(quote!(rate_limit = "100/m", global_rate_limit = "2/s")).unwrap();
+        assert_eq!(attributes.rate_limit, Some((100, 60)));
+        assert_eq!(attributes.global_rate_limit, Some((2, 1)));
+        assert!(
+            error_message(quote!(rate_limit = "100/d")).contains("invalid rate limit \"100/d\"")
+        );
+        assert!(
+            error_message(quote!(rate_limit = 100)).contains("expected `rate_limit = \"100/m\"`")
+        );
+        assert!(error_message(quote!(global_rate_limit = "0/s")).contains("\"0/s\""));
+    }
 }

@@ -143,7 +143,10 @@ mod tests {
         let rate: Rate = "10/s".parse().unwrap();
         assert_eq!((rate.count(), rate.period()), (10, Duration::from_secs(1)));
         assert_eq!(rate.interval(), Duration::from_millis(100));
-        assert_eq!("1000/h".parse::<Rate>().unwrap().period(), Duration::from_secs(3600));
+        assert_eq!(
+            "1000/h".parse::<Rate>().unwrap().period(),
+            Duration::from_secs(3600)
+        );
         assert_eq!(" 5 / min ".parse::<Rate>().unwrap().to_string(), "5/m");
         for bad in ["", "10", "0/s", "-1/m", "10/d", "ten/s", "5000000000/s"] {
             let error = bad.parse::<Rate>().unwrap_err();

@@ -127,11 +127,19 @@ mod tests {
         ] {
             let setting = RateLimitSetting::new("tasks.a", scope, None);
             let json = serde_json::to_string(&setting).unwrap();
-            assert_eq!(serde_json::from_str::<RateLimitSetting>(&json).unwrap(), setting);
+            assert_eq!(
+                serde_json::from_str::<RateLimitSetting>(&json).unwrap(),
+                setting
+            );
         }
         let json = r#"{"v":1,"task":"t","scope":"worker","worker":"w1","rate":"10/s"}"#;
         let setting: RateLimitSetting = serde_json::from_str(json).unwrap();
         assert_eq!(setting.key(), "rate_limit.worker.w1.t");
-        assert!(serde_json::from_str::<RateLimitSetting>(r#"{"v":1,"task":"t","scope":"all","rate":null}"#).is_err());
+        assert!(
+            serde_json::from_str::<RateLimitSetting>(
+                r#"{"v":1,"task":"t","scope":"all","rate":null}"#
+            )
+            .is_err()
+        );
     }
 }

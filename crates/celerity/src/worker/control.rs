@@ -6,7 +6,8 @@
 
 use actix::prelude::*;
 use celerity_proto::{
-    ControlCommand, ControlReply, ControlRequest, RateLimitScope, RateLimitSetting, TaskId, TaskName,
+    ControlCommand, ControlReply, ControlRequest, RateLimitScope, RateLimitSetting, TaskId,
+    TaskName,
 };
 use serde_json::json;
 

@@ -234,7 +234,9 @@ fn revoked_record(shared: &WorkerShared, envelope: &Envelope) -> Option<ResultRe
 
 /// The REVOKED record of a task picked up after its deadline.
 fn expired_record(shared: &WorkerShared, envelope: &Envelope) -> Option<ResultRecord> {
-    let expires_ms = envelope.expires_ms.filter(|expires_ms| now_ms() > *expires_ms)?;
+    let expires_ms = envelope
+        .expires_ms
+        .filter(|expires_ms| now_ms() > *expires_ms)?;
     tracing::info!(task_id = %envelope.id, expires_ms, "task expired before it could start; not running it");
     let meta = serde_json::json!({"reason": "expired", "expires_ms": expires_ms});
     let record = shared

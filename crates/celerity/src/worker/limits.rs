@@ -156,7 +156,10 @@ impl GateConfig {
     }
 
     fn rates(&self) -> (Option<Rate>, Option<Rate>) {
-        (self.per_worker.as_ref().map(|(rate, _)| *rate), self.cluster)
+        (
+            self.per_worker.as_ref().map(|(rate, _)| *rate),
+            self.cluster,
+        )
     }
 }
 
@@ -442,6 +445,10 @@ mod tests {
         first.take_back().await;
         assert!(first.held.is_some());
         assert_eq!(credit.available_permits(), 0);
-        assert_eq!(room.available_permits(), 1, "its place in the room is free again");
+        assert_eq!(
+            room.available_permits(),
+            1,
+            "its place in the room is free again"
+        );
     }
 }
