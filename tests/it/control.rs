@@ -104,5 +104,21 @@ async fn revoke_skips_a_queued_task_even_on_a_worker_started_later_and_terminate
         4,
         "the worker goes on"
     );
+
+    // The same from the result handle, as Celery's `result.revoke(terminate=True)`.
+    let running = celerity_it::hold.delay(&client).await.unwrap();
+    eventually("the task runs", WAIT, || async {
+        crate::support::run_counts(&url)
+            .await
+            .contains_key(running.id().as_str())
+    })
+    .await;
+    assert!(running.terminate(Duration::from_millis(500)).await.unwrap());
+    match running.get(WAIT).await {
+        Err(ResultError::Revoked { meta, .. }) => {
+            assert_eq!(meta.unwrap()["reason"], "terminated")
+        }
+        other => panic!("expected the running task to be terminated, got {other:?}"),
+    }
     drop(worker);
 }

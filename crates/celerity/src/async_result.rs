@@ -58,6 +58,9 @@ pub enum ResultError {
     /// The record could not be read.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A control request (terminate) failed.
+    #[error(transparent)]
+    Control(#[from] crate::control::ControlError),
 }
 
 /// A handle on the result of one task, typed by what the task returns.
@@ -160,7 +163,7 @@ impl<T> AsyncResult<T> {
 
     /// Revokes this task and, for a canvas's result, the whole canvas: tasks not started yet never
     /// run and end REVOKED (reason `revoked`), and nothing after a running task is sent. A task
-    /// already running finishes (terminating it is a later feature).
+    /// already running finishes; [`AsyncResult::terminate`] aborts it.
     ///
     /// # Errors
     /// [`ResultError::Store`] when the revocation cannot be written.
@@ -170,6 +173,27 @@ impl<T> AsyncResult<T> {
             self.client.revoke(root).await?;
         }
         Ok(())
+    }
+
+    /// Revokes like [`AsyncResult::revoke`], and aborts this task where it runs (Celery's
+    /// `revoke(terminate=True)`): it ends REVOKED with reason `terminated`. Asks every worker,
+    /// gathering answers for `timeout`; returns whether one of them was running it.
+    ///
+    /// # Errors
+    /// [`ResultError::Store`] or [`ResultError::Control`] when the revocation cannot be sent.
+    pub async fn terminate(&self, timeout: Duration) -> Result<bool, ResultError> {
+        self.revoke().await?;
+        let replies = self
+            .client
+            .control()
+            .revoke(self.id.as_str(), true, None, timeout)
+            .await?;
+        Ok(replies.iter().any(|reply| {
+            reply
+                .result
+                .as_ref()
+                .is_some_and(|result| result["terminated"] == true)
+        }))
     }
 
     /// Revokes `id` through this handle's client.
