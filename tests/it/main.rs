@@ -1,6 +1,7 @@
 //! Cross-process behaviour of Celerity against real nats-server processes.
 
 mod auth;
+mod beat;
 mod canvas;
 mod chords;
 mod compose;

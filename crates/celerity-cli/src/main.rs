@@ -1,8 +1,9 @@
 //! The `celerity` command.
 //!
 //! This file only parses arguments, runs the chosen command, prints the error chain and picks the
-//! exit code; each command lives in its own module (`dev`).
+//! exit code; each command lives in its own module (`dev`, `control`, `beat`).
 
+mod beat;
 mod control;
 mod demo;
 mod dev;
@@ -29,13 +30,15 @@ enum Command {
     /// Send a control command to workers: `ping`, `revoke <task id> [--terminate]`,
     /// `rate-limit <task> <rate> [--global]`.
     Control(control::ControlArgs),
+    /// Periodic tasks: `list` the entries, their last and next runs, and the active scheduler.
+    Beat(beat::BeatArgs),
 }
 
 fn main() -> ExitCode {
     let cli = parse();
     let default_log_filter = match &cli.command {
         Command::Dev(_) => dev::DEFAULT_LOG_FILTER,
-        Command::Control(_) => "warn",
+        Command::Control(_) | Command::Beat(_) => "warn",
     };
     celerity::cli::init_logging(cli.loglevel.as_deref().unwrap_or(default_log_filter));
     let runtime = match tokio::runtime::Runtime::new() {
@@ -48,6 +51,7 @@ fn main() -> ExitCode {
     let outcome = match cli.command {
         Command::Dev(args) => runtime.block_on(dev::run(args)),
         Command::Control(args) => runtime.block_on(control::run(args)),
+        Command::Beat(args) => runtime.block_on(beat::run(args)),
     };
     // Commands await everything they start, except a worker join they gave up on after an
     // interrupt: do not wait for that one.

@@ -19,6 +19,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod beat;
 mod body;
 mod canvas;
 mod chord;
@@ -32,6 +33,7 @@ mod result;
 mod settings;
 mod subjects;
 
+pub use beat::{BEAT_LEADER_KEY, BeatEntryState, BeatLease, beat_entry_key, beat_task_id};
 pub use body::{ChordMember, TaskBody};
 pub use canvas::{CanvasError, CanvasNode, SignatureRecord};
 pub use chord::{

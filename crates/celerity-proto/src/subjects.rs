@@ -225,6 +225,11 @@ impl Layout {
         format!("{}_leases", self.namespace)
     }
 
+    /// The KV bucket of the periodic-task scheduler: its lease and each entry's state: `<ns>_beat`.
+    pub fn beat_bucket(&self) -> String {
+        format!("{}_beat", self.namespace)
+    }
+
     /// The KV bucket of runtime settings (rate limits), watched by every worker: `<ns>_settings`.
     pub fn settings_bucket(&self) -> String {
         format!("{}_settings", self.namespace)

@@ -22,6 +22,9 @@ pub enum ConfigError {
     /// A name (namespace, queue, task) breaks its rule.
     #[error(transparent)]
     InvalidName(#[from] InvalidName),
+    /// Two periodic entries share a name.
+    #[error(transparent)]
+    Schedule(#[from] crate::beat::ScheduleError),
     /// Two task types were registered under one name.
     #[error("task name {0:?} is registered twice")]
     DuplicateTask(String),
@@ -116,6 +119,7 @@ pub struct App {
 struct AppInner {
     tasks: HashMap<TaskName, Registered>,
     settings: Settings,
+    beat: Vec<crate::beat::Entry>,
 }
 
 impl App {
@@ -132,6 +136,11 @@ impl App {
     /// The registered task names.
     pub fn task_names(&self) -> impl Iterator<Item = &TaskName> {
         self.inner.tasks.keys()
+    }
+
+    /// The periodic entries declared in code ([`AppBuilder::beat`]).
+    pub fn beat_entries(&self) -> &[crate::beat::Entry] {
+        &self.inner.beat
     }
 
     pub(crate) fn task(&self, name: &TaskName) -> Option<&Registered> {
@@ -156,6 +165,7 @@ pub struct AppBuilder {
     routers: Vec<Arc<RouterFn>>,
     rules: Vec<NameRule>,
     declared_queues: Option<Vec<QueueName>>,
+    beat: Vec<crate::beat::Entry>,
 }
 
 impl std::fmt::Debug for AppBuilder {
@@ -324,6 +334,12 @@ impl AppBuilder {
         self
     }
 
+    /// Adds a periodic entry, sent by the workers started with `--beat` (one at a time).
+    pub fn beat(mut self, entry: crate::beat::Entry) -> Self {
+        self.beat.push(entry);
+        self
+    }
+
     /// Builds the app.
     ///
     /// # Errors
@@ -384,10 +400,12 @@ impl AppBuilder {
                 return Err(ConfigError::DuplicateTask(name.to_string()));
             }
         }
+        crate::beat::check_unique(&self.beat)?;
         Ok(App {
             inner: Arc::new(AppInner {
                 tasks,
                 settings: self.settings,
+                beat: self.beat,
             }),
         })
     }

@@ -178,8 +178,14 @@ impl<T> Signature<T> {
         }
     }
 
-    /// The wire record of this signature, with fresh ids for it and its callbacks.
-    fn into_record(self, routes: &Routes) -> Result<SignatureRecord, EnqueueError> {
+    /// The task of this signature, checked: name, arguments, the queue and priority named on it,
+    /// the task's own queue. Callbacks and countdown are left out.
+    pub(crate) fn into_entry_task(self) -> Result<crate::beat::EntryTask, EnqueueError> {
+        Ok(self.split()?.0)
+    }
+
+    /// The checked task, and what only a canvas step carries.
+    fn split(self) -> Result<(crate::beat::EntryTask, StepExtras), EnqueueError> {
         let invalid = |option: &'static str, error: celerity_proto::InvalidName| {
             EnqueueError::InvalidOption {
                 option,
@@ -192,39 +198,55 @@ impl<T> Signature<T> {
             value: self.task.to_owned(),
             reason: detail,
         })?;
-        let mut record = SignatureRecord::new(
-            new_id(),
-            TaskName::new(self.task).map_err(|e| invalid("task name", e))?,
+        let task = crate::beat::EntryTask {
+            task: TaskName::new(self.task).map_err(|e| invalid("task name", e))?,
             args,
-        );
-        record.kwargs = self.kwargs;
-        record.immutable = self.immutable;
-        let explicit_queue = self
-            .queue
-            .map(QueueName::new)
-            .transpose()
-            .map_err(|e| invalid("queue", e))?;
-        let explicit_priority = self
-            .priority
-            .map(Priority::new)
-            .transpose()
-            .map_err(|e| invalid("priority", e))?;
-        let task_queue = self.task_queue.and_then(|queue| QueueName::new(queue).ok());
+            kwargs: self.kwargs,
+            queue: self
+                .queue
+                .map(QueueName::new)
+                .transpose()
+                .map_err(|e| invalid("queue", e))?,
+            priority: self
+                .priority
+                .map(Priority::new)
+                .transpose()
+                .map_err(|e| invalid("priority", e))?,
+            task_queue: self.task_queue.and_then(|queue| QueueName::new(queue).ok()),
+        };
+        let extras = StepExtras {
+            immutable: self.immutable,
+            countdown: self.countdown,
+            route_name: self.route_name,
+            link: self.link,
+            link_error: self.link_error,
+        };
+        Ok((task, extras))
+    }
+
+    /// The wire record of this signature, with fresh ids for it and its callbacks.
+    fn into_record(self, routes: &Routes) -> Result<SignatureRecord, EnqueueError> {
+        let (task, extras) = self.split()?;
+        let mut record = SignatureRecord::new(new_id(), task.task, task.args);
+        record.kwargs = task.kwargs;
+        record.immutable = extras.immutable;
         // NOTE: routing is decided here, by the producer, for every step: workers that send the
         // later steps keep these choices.
         let (queue, priority) = routes.resolve(
-            self.route_name,
+            extras.route_name,
             &record.args,
             &record.kwargs,
-            explicit_queue,
-            explicit_priority,
-            task_queue,
+            task.queue,
+            task.priority,
+            task.task_queue,
         );
         record.queue = Some(queue);
-        record.countdown_ms = self.countdown.map(|countdown| countdown.as_millis() as u64);
+        record.countdown_ms = extras
+            .countdown
+            .map(|countdown| countdown.as_millis() as u64);
         record.priority = (priority.get() > 0).then_some(priority);
-        record.link = callbacks(self.link, routes)?;
-        record.link_error = callbacks(self.link_error, routes)?;
+        record.link = callbacks(extras.link, routes)?;
+        record.link_error = callbacks(extras.link_error, routes)?;
         Ok(record)
     }
 
@@ -235,6 +257,15 @@ impl<T> Signature<T> {
     pub async fn apply_async(self, client: &Client) -> Result<AsyncResult<T>, EnqueueError> {
         Chain::start(self).apply_async(client).await
     }
+}
+
+/// What a canvas step carries besides its task.
+struct StepExtras {
+    immutable: bool,
+    countdown: Option<Duration>,
+    route_name: &'static str,
+    link: Vec<Signature<Value>>,
+    link_error: Vec<Signature<Value>>,
 }
 
 #[doc(hidden)]

@@ -128,12 +128,31 @@ pub struct WorkerArgs {
     /// 1,2,...,10); implies `--priority-mode weighted`.
     #[arg(long = "priority-weights", value_parser = parse_weights)]
     pub priority_weights: Option<PriorityWeights>,
+    /// Also run the periodic-task scheduler (one worker at a time sends the tasks).
+    #[arg(short = 'B', long = "beat")]
+    pub beat: bool,
+    /// A TOML file of periodic entries, besides the app's; implies `--beat`.
+    #[arg(long = "schedule", value_parser = parse_schedule_file)]
+    pub schedule: Option<ScheduleFile>,
+    /// Seconds a dead scheduler keeps the lead before another worker takes over.
+    #[arg(long = "beat-lease", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub beat_lease_secs: u64,
     /// Log filter (`info`, `debug`, `celerity=debug`); RUST_LOG wins when set.
     #[arg(short = 'l', long = "loglevel", default_value = "info")]
     pub loglevel: String,
     /// NATS connection.
     #[command(flatten)]
     pub nats: NatsArgs,
+}
+
+/// The entries of a schedule file, read when the flags are parsed.
+#[derive(Debug, Clone)]
+pub struct ScheduleFile(pub Vec<crate::beat::Entry>);
+
+fn parse_schedule_file(path: &str) -> Result<ScheduleFile, String> {
+    crate::beat::load_schedule_file(std::path::Path::new(path))
+        .map(ScheduleFile)
+        .map_err(|error| crate::error_chain(&error))
 }
 
 impl WorkerArgs {
@@ -153,6 +172,10 @@ impl WorkerArgs {
             (Some(weights), _) => config = config.priority_weights(weights.0),
             (None, "weighted") => config = config.weighted_priorities(),
             _ => {}
+        }
+        if self.beat || self.schedule.is_some() {
+            let entries = self.schedule.clone().map(|file| file.0).unwrap_or_default();
+            config = config.beat(entries, Duration::from_secs(self.beat_lease_secs));
         }
         config
     }

@@ -43,6 +43,7 @@ pub mod worker;
 
 #[doc(hidden)]
 pub mod __private;
+pub mod beat;
 
 pub use app::{App, AppBuilder, ConfigError, Settings};
 pub use async_result::{AsyncResult, ResultError};

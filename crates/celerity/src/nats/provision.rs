@@ -156,6 +156,14 @@ pub(crate) async fn settings_bucket(
     kv_bucket(js, &layout.settings_bucket(), Duration::ZERO).await
 }
 
+/// The beat bucket: the scheduler lease and the entries' states; never expires.
+pub(crate) async fn beat_bucket(
+    js: &jetstream::Context,
+    layout: &Layout,
+) -> Result<kv::Store, ProvisionError> {
+    kv_bucket(js, &layout.beat_bucket(), Duration::ZERO).await
+}
+
 /// The rates bucket: the state of cluster-wide rate limits (one theoretical arrival time per
 /// task). A key unused for an hour expires, which only forgets a limit that was idle anyway.
 pub(crate) async fn rates_bucket(

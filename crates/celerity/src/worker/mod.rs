@@ -5,6 +5,7 @@
 //! core. [`run`] blocks and handles SIGTERM/SIGINT; [`spawn`] starts a worker on its own thread
 //! and returns a [`WorkerHandle`].
 
+mod beat;
 mod chord;
 mod continuation;
 mod control;
@@ -49,6 +50,15 @@ pub struct WorkerConfig {
     recheck_interval: Duration,
     priority_weights: Option<[u32; 10]>,
     max_rate_limited: usize,
+    beat: Option<BeatConfig>,
+}
+
+/// How a worker runs the periodic-task scheduler.
+#[derive(Debug, Clone)]
+struct BeatConfig {
+    /// Entries besides the app's (from a schedule file).
+    entries: Vec<crate::beat::Entry>,
+    lease: Duration,
 }
 
 impl Default for WorkerConfig {
@@ -70,6 +80,7 @@ impl WorkerConfig {
             recheck_interval: Duration::from_secs(1),
             priority_weights: None,
             max_rate_limited: 1000,
+            beat: None,
         }
     }
 
@@ -124,6 +135,17 @@ impl WorkerConfig {
         self.priority_weights([1, 2, 3, 4, 5, 6, 7, 8, 9, 10])
     }
 
+    /// Runs the periodic-task scheduler (`worker --beat`): the app's entries plus `entries` (from a
+    /// schedule file). Any number of workers may run it; one at a time sends the tasks, and another
+    /// takes over within `lease` (at least 1 s; 5 s by default) when it dies.
+    pub fn beat(mut self, entries: Vec<crate::beat::Entry>, lease: Duration) -> Self {
+        self.beat = Some(BeatConfig {
+            entries,
+            lease: lease.max(Duration::from_secs(1)),
+        });
+        self
+    }
+
     /// How many rate-limited tasks may wait on this worker without holding fetch credit (at least
     /// 1; default 1000). Beyond it, a task over its rate goes back to its queue and is delivered
     /// again a little later, so other tasks keep flowing.
@@ -167,6 +189,9 @@ pub enum WorkerError {
     /// The worker thread panicked.
     #[error("the worker thread panicked")]
     Panicked,
+    /// The periodic entries are invalid (two with one name).
+    #[error(transparent)]
+    Schedule(#[from] crate::beat::ScheduleError),
 }
 
 /// How long a chord partition's lease outlives a worker that stopped renewing it.
@@ -324,6 +349,15 @@ fn run_on_this_thread(
     if !hostname_ok {
         return Err(WorkerError::InvalidHostname(config.hostname));
     }
+    let beat = match &config.beat {
+        Some(beat) => {
+            let mut entries = app.beat_entries().to_vec();
+            entries.extend(beat.entries.iter().cloned());
+            crate::beat::check_unique(&entries)?;
+            Some((entries, beat.lease))
+        }
+        None => None,
+    };
     let cores = std::thread::available_parallelism().map_or(2, usize::from);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(cores)
@@ -347,6 +381,7 @@ fn run_on_this_thread(
             client: &client,
             hostname: &hostname,
             max_rate_limited: config.max_rate_limited,
+            beat: beat.is_some(),
         };
         let provisioned = setup.provision_with_retry().await;
         // In-progress acks must beat the AckWait the shared consumers really have, which the
@@ -371,6 +406,7 @@ fn run_on_this_thread(
         delayed,
         revoked,
         settings,
+        beat: beat_bucket,
     } = provisioned;
     let leases_kv = chords.leases.clone();
     let chords_kv = chords.chords.clone();
@@ -417,7 +453,17 @@ fn run_on_this_thread(
     runtime.spawn(watch_settings(shared.clone()));
     let system = System::new();
     let root = system.block_on(async move {
-        root::Worker::new(shared, consumers_by_queue, chords, (delayed, leases_kv)).start()
+        let beat = beat.zip(beat_bucket).map(|((entries, lease), bucket)| {
+            beat::Beat::new(shared.clone(), bucket, entries, lease)
+        });
+        root::Worker::new(
+            shared,
+            consumers_by_queue,
+            chords,
+            (delayed, leases_kv),
+            beat,
+        )
+        .start()
     });
     if handle_signals {
         // INVARIANT: the handlers are installed before the worker starts consuming, so a SIGTERM
@@ -461,6 +507,7 @@ struct Setup<'a> {
     client: &'a async_nats::Client,
     hostname: &'a Arc<str>,
     max_rate_limited: usize,
+    beat: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -483,6 +530,8 @@ struct Provisioned {
     delayed: async_nats::jetstream::consumer::PullConsumer,
     revoked: Revocations,
     settings: Settings,
+    /// The beat bucket, when this worker runs the scheduler.
+    beat: Option<async_nats::jetstream::kv::Store>,
 }
 
 /// The settings bucket, and the rate limits this worker keeps from it.
@@ -617,6 +666,7 @@ impl Setup<'_> {
             client,
             hostname,
             max_rate_limited: _,
+            beat,
         } = *self;
         let kv = provision::results_bucket(js, layout, app.settings().result_expires).await?;
         provision::dead_letter_stream(js, layout).await?;
@@ -656,7 +706,12 @@ impl Setup<'_> {
             revoked.insert(key.map_err(|error| SetupError::Revocations(error.to_string()))?);
         }
         let settings = self.settings().await?;
+        let beat = match beat {
+            true => Some(provision::beat_bucket(js, layout).await?),
+            false => None,
+        };
         Ok(Provisioned {
+            beat,
             settings,
             store: ResultStore::new(kv, Some(hostname.clone())),
             queues: setups,

@@ -8,6 +8,7 @@ use async_nats::jetstream::consumer::PullConsumer;
 use celerity_proto::QueueName;
 
 use crate::worker::SharedHandle;
+use crate::worker::beat::Beat;
 use crate::worker::chord::{ChordAggregator, ChordBackend};
 use crate::worker::control::ControlActor;
 use crate::worker::queue::{QueueActor, StopConsuming};
@@ -21,6 +22,9 @@ pub(crate) struct Worker {
     aggregator: Option<Addr<ChordAggregator>>,
     delayed: Option<(PullConsumer, async_nats::jetstream::kv::Store)>,
     scheduler: Option<Addr<Scheduler>>,
+    /// The periodic-task scheduler, before and after it starts.
+    beat: Option<Beat>,
+    beat_addr: Option<Addr<Beat>>,
     queues: Vec<Addr<QueueActor>>,
     control: Option<Addr<ControlActor>>,
     running: HashSet<QueueName>,
@@ -33,6 +37,7 @@ impl Worker {
         queues: Vec<(QueueName, Vec<Option<PullConsumer>>, async_nats::Subscriber)>,
         chords: ChordBackend,
         delayed: (PullConsumer, async_nats::jetstream::kv::Store),
+        beat: Option<Beat>,
     ) -> Self {
         Self {
             shared,
@@ -41,6 +46,8 @@ impl Worker {
             aggregator: None,
             delayed: Some(delayed),
             scheduler: None,
+            beat,
+            beat_addr: None,
             queues: Vec::new(),
             control: None,
             running: HashSet::new(),
@@ -72,6 +79,9 @@ impl Actor for Worker {
             let lease_ttl = chords_lease_ttl(self.chords.as_ref());
             self.scheduler =
                 Some(Scheduler::new(self.shared.clone(), consumer, leases, lease_ttl).start());
+        }
+        if let Some(beat) = self.beat.take() {
+            self.beat_addr = Some(beat.start());
         }
         if let Some(chords) = self.chords.take() {
             self.aggregator = Some(ChordAggregator::new(self.shared.clone(), chords).start());

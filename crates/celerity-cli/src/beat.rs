@@ -1,0 +1,121 @@
+//! `celerity beat list`: the periodic-task scheduler's lease and every entry with its last run.
+
+use anyhow::Context as _;
+use clap::{Args, Subcommand};
+
+/// `celerity beat ...`
+#[derive(Debug, Args)]
+pub(crate) struct BeatArgs {
+    /// The command.
+    #[command(subcommand)]
+    command: BeatSubcommand,
+    /// The namespace of the deployment.
+    #[arg(
+        long = "namespace",
+        env = "CELERITY_NAMESPACE",
+        default_value = "celerity",
+        global = true
+    )]
+    namespace: String,
+    /// NATS connection.
+    #[command(flatten)]
+    nats: celerity::cli::NatsArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum BeatSubcommand {
+    /// List the entries with their schedule, last run, next run and run count, and the worker
+    /// that schedules them.
+    List,
+}
+
+/// Runs the command; always true once the bucket was read.
+pub(crate) async fn run(args: BeatArgs) -> anyhow::Result<bool> {
+    let BeatSubcommand::List = args.command;
+    let app = celerity::App::builder()
+        .namespace(&args.namespace)
+        .build()
+        .context("invalid settings")?;
+    let client = app
+        .client(&args.nats.config())
+        .await
+        .context("cannot connect")?;
+    let status = celerity::beat::status(&client).await?;
+    let now = now_ms();
+    let scheduled: Vec<String> = match &status.leader {
+        Some(lease) if lease.until_ms >= now => {
+            println!(
+                "scheduler: {} (lease until {})",
+                lease.holder,
+                time(Some(lease.until_ms))
+            );
+            lease.entries.clone()
+        }
+        Some(lease) => {
+            println!(
+                "scheduler: none (the lease of {} lapsed at {})",
+                lease.holder,
+                time(Some(lease.until_ms))
+            );
+            Vec::new()
+        }
+        None => {
+            println!("scheduler: none (no worker has run --beat)");
+            Vec::new()
+        }
+    };
+    if status.entries.is_empty() {
+        println!("no entries");
+        return Ok(true);
+    }
+    let rows: Vec<[String; 6]> = status
+        .entries
+        .iter()
+        .map(|entry| {
+            let mut name = entry.name.clone();
+            if !scheduled.contains(&entry.name) {
+                name.push_str(" (not scheduled)");
+            }
+            [
+                name,
+                entry.task.clone(),
+                entry.schedule.clone(),
+                time(entry.last_run_ms),
+                time(entry.next_tick_ms),
+                entry.runs.to_string(),
+            ]
+        })
+        .collect();
+    let header = ["NAME", "TASK", "SCHEDULE", "LAST RUN", "NEXT RUN", "RUNS"].map(String::from);
+    let mut widths = header.clone().map(|cell| cell.len());
+    for row in &rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.len());
+        }
+    }
+    for row in std::iter::once(&header).chain(&rows) {
+        let cells: Vec<String> = row
+            .iter()
+            .zip(widths)
+            .map(|(cell, width)| format!("{cell:width$}"))
+            .collect();
+        println!("{}", cells.join("  ").trim_end());
+    }
+    Ok(true)
+}
+
+/// A Unix-milliseconds time as RFC 3339 UTC, or `-`.
+fn time(ms: Option<u64>) -> String {
+    ms.and_then(|ms| i64::try_from(ms).ok())
+        .and_then(chrono::DateTime::from_timestamp_millis)
+        .map_or_else(
+            || "-".to_owned(),
+            |time| time.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        )
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_millis() as u64)
+}
