@@ -60,7 +60,7 @@ pub(crate) async fn run(args: BeatArgs) -> anyhow::Result<bool> {
             Vec::new()
         }
         None => {
-            println!("scheduler: none (no worker has run --beat)");
+            println!("scheduler: none (no worker with --beat holds the lease)");
             Vec::new()
         }
     };
