@@ -14,8 +14,8 @@ fn beat_list_shows_the_scheduler_and_each_entry_with_its_last_run() {
     let server = celerity_testkit::NatsServer::start().expect("nats-server starts");
     let nats = celerity::NatsConfig::new(server.url());
     let schedule = celerity::beat::Schedule::every(Duration::from_secs(1)).expect("a schedule");
-    let entry = celerity::beat::Entry::new("heartbeat", schedule, heartbeat.s(()))
-        .expect("a valid entry");
+    let entry =
+        celerity::beat::Entry::new("heartbeat", schedule, heartbeat.s(())).expect("a valid entry");
     let app = celerity::App::builder()
         .task(heartbeat)
         .beat(entry)
@@ -60,7 +60,10 @@ fn beat_list_shows_the_scheduler_and_each_entry_with_its_last_run() {
         row.contains("cli.heartbeat") && row.contains("every 1s"),
         "{listed}"
     );
-    assert!(!row.contains(" - "), "last and next runs are shown: {listed}");
+    assert!(
+        !row.contains(" - "),
+        "last and next runs are shown: {listed}"
+    );
 
     worker.shutdown(false);
     worker.join().expect("the worker stops");
