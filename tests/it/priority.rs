@@ -205,3 +205,54 @@ async fn priority_steps_round_priorities_and_limit_the_queue_to_the_steps() {
         .unwrap_err();
     assert!(error.to_string().contains("12"), "{error}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn priority_weights_set_at_runtime_hold_for_a_worker_started_later() {
+    let server = server();
+    let url = server.url();
+    let client = client(&url).await;
+
+    // Set on a running strict worker, which takes them at once and stores them.
+    let mut first = WorkerProcess::start(&url, "w1", &["-c", "1"]);
+    let change: celerity::PriorityWeightsChange = "1,0,0,0,0,0,0,0,0,1".parse().unwrap();
+    let replies = client
+        .control()
+        .priority_weights(change, None, Duration::from_secs(1))
+        .await
+        .unwrap();
+    assert_eq!(replies.len(), 1);
+    assert_eq!(
+        replies[0].result.as_ref().unwrap()["priority_weights"],
+        serde_json::json!([1, 0, 0, 0, 0, 0, 0, 0, 0, 1])
+    );
+    first.signal(libc::SIGTERM);
+    assert!(first.wait_exit(WAIT).success());
+
+    // A worker started afterwards, with strict flags, reads the stored weights.
+    let mut sent = Vec::new();
+    for i in 0..40 {
+        for priority in [0u8, 9] {
+            let result = celerity_it::add
+                .apply_async(&client, (i, 0), ApplyOptions::new().priority(priority))
+                .await
+                .unwrap();
+            sent.push((priority, result));
+        }
+    }
+    let _second = WorkerProcess::start(&url, "w2", &["-c", "1"]);
+    let started = start_order(&sent).await;
+    let low_in_first_half = started
+        .iter()
+        .take(40)
+        .filter(|(_, priority)| *priority == 0)
+        .count();
+    assert!(
+        low_in_first_half >= 8,
+        "priority 0 got {low_in_first_half} of the first 40 runs"
+    );
+
+    let bad = "1,2,3"
+        .parse::<celerity::PriorityWeightsChange>()
+        .unwrap_err();
+    assert!(bad.contains("3 weights"), "{bad}");
+}

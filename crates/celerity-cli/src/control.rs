@@ -1,5 +1,5 @@
-//! `celerity control`: control commands to workers (`ping`, `revoke`, `rate-limit`), printed one
-//! reply per line.
+//! `celerity control`: control commands to workers (`ping`, `revoke`, `rate-limit`,
+//! `priority-weights`), printed one reply per line.
 
 use std::time::Duration;
 
@@ -56,6 +56,13 @@ enum ControlSubcommand {
         #[arg(long)]
         global: bool,
     },
+    /// Change how workers pick among priority levels (every worker, or `--destination`). Stored,
+    /// so it also holds for workers started later.
+    PriorityWeights {
+        /// Ten comma-separated weights for priorities 0 to 9 (weighted), `strict`, or `reset` to
+        /// go back to the worker's own flags.
+        weights: celerity::PriorityWeightsChange,
+    },
 }
 
 /// Runs the command; false when no worker answered or one refused.
@@ -87,6 +94,11 @@ pub(crate) async fn run(args: ControlArgs) -> anyhow::Result<bool> {
         ControlSubcommand::RateLimit { task, rate, global } => {
             control
                 .rate_limit(task, *rate, *global, destination, timeout)
+                .await?
+        }
+        ControlSubcommand::PriorityWeights { weights } => {
+            control
+                .priority_weights(*weights, destination, timeout)
                 .await?
         }
     };

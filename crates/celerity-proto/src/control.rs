@@ -45,6 +45,16 @@ pub enum ControlCommand {
         #[serde(default)]
         reset: bool,
     },
+    /// Change how workers pick among priority levels, and store the change: for the worker
+    /// addressed, or for every worker (a broadcast).
+    PriorityWeights {
+        /// The weights of priorities 0 to 9; `null` is strict priorities.
+        #[serde(default)]
+        weights: Option<[u32; 10]>,
+        /// Delete the stored value instead, so the worker's own flags apply again.
+        #[serde(default)]
+        reset: bool,
+    },
 }
 
 /// A control request.

@@ -47,7 +47,10 @@ pub use envelope::{Envelope, EnvelopeError, HeaderSource, header};
 pub use names::{InvalidName, Namespace, Priority, QueueName, TaskId, TaskName};
 pub use rate::{InvalidRate, Rate};
 pub use result::{ErrorRecord, ResultRecord, TaskState};
-pub use settings::{RateLimitScope, RateLimitSetting, kv_key_token, rate_limit_key};
+pub use settings::{
+    PriorityWeightsSetting, RateLimitSetting, SettingScope, kv_key_token, priority_weights_key,
+    rate_limit_key,
+};
 pub use subjects::Layout;
 
 /// The protocol version this crate reads and writes.

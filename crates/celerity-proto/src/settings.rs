@@ -1,22 +1,22 @@
-//! Runtime settings: values that workers apply while they run and that outlive them, kept in the
-//! settings KV bucket (`<ns>_settings`) and watched by every worker.
+//! Runtime settings: values that workers apply while they run and that outlive them (rate limits,
+//! priority weights), kept in the settings KV bucket (`<ns>_settings`) and watched by every worker.
 
 use serde::{Deserialize, Serialize};
 
 use crate::rate::Rate;
 
-/// Who a rate limit applies to.
+/// Who a setting applies to.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(tag = "scope", rename_all = "snake_case")]
-pub enum RateLimitScope {
-    /// Each worker runs at most the rate (every worker, also those started later).
+pub enum SettingScope {
+    /// Each worker separately (every worker, also those started later).
     Workers,
-    /// One worker runs at most the rate; other workers keep theirs.
+    /// One worker; the others keep theirs. It wins over a `Workers` value.
     Worker {
         /// The worker's token ([`crate::worker_token`] of its hostname).
         worker: String,
     },
-    /// All workers together run at most the rate (a token bucket kept in NATS).
+    /// All workers together (rate limits only: the state is kept in NATS).
     Cluster,
 }
 
@@ -25,8 +25,8 @@ pub enum RateLimitScope {
 /// workers-scoped one.
 ///
 /// ```
-/// use celerity_proto::{RateLimitScope, RateLimitSetting};
-/// let setting = RateLimitSetting::new("tasks.call_api", RateLimitScope::Workers, Some("50/m".parse()?));
+/// use celerity_proto::{SettingScope, RateLimitSetting};
+/// let setting = RateLimitSetting::new("tasks.call_api", SettingScope::Workers, Some("50/m".parse()?));
 /// assert_eq!(setting.key(), "rate_limit.workers.tasks=2Ecall_api");
 /// let json = serde_json::to_value(&setting).unwrap();
 /// assert_eq!(json, serde_json::json!({"v": 1, "task": "tasks.call_api", "scope": "workers", "rate": "50/m"}));
@@ -41,14 +41,14 @@ pub struct RateLimitSetting {
     pub task: String,
     /// Who it applies to.
     #[serde(flatten)]
-    pub scope: RateLimitScope,
+    pub scope: SettingScope,
     /// The rate; `None` (JSON `null`) is no limit, even if the task's option sets one.
     pub rate: Option<Rate>,
 }
 
 impl RateLimitSetting {
     /// A version-1 setting.
-    pub fn new(task: impl Into<String>, scope: RateLimitScope, rate: Option<Rate>) -> Self {
+    pub fn new(task: impl Into<String>, scope: SettingScope, rate: Option<Rate>) -> Self {
         Self {
             v: crate::PROTOCOL_VERSION,
             task: task.into(),
@@ -66,14 +66,65 @@ impl RateLimitSetting {
 }
 
 /// The settings-bucket key of the rate limit of `task` for `scope`.
-pub fn rate_limit_key(task: &str, scope: &RateLimitScope) -> String {
+pub fn rate_limit_key(task: &str, scope: &SettingScope) -> String {
     let task = kv_key_token(task);
     match scope {
-        RateLimitScope::Workers => format!("rate_limit.workers.{task}"),
-        RateLimitScope::Worker { worker } => {
+        SettingScope::Workers => format!("rate_limit.workers.{task}"),
+        SettingScope::Worker { worker } => {
             format!("rate_limit.worker.{}.{task}", crate::worker_token(worker))
         }
-        RateLimitScope::Cluster => format!("rate_limit.cluster.{task}"),
+        SettingScope::Cluster => format!("rate_limit.cluster.{task}"),
+    }
+}
+
+/// Stored priority weights: how a worker picks among the priority levels that have work. `None`
+/// (JSON `null`) is strict priorities; ten weights (index = priority) is weighted mode. It
+/// overrides the worker's `--priority-mode` / `--priority-weights` until it is deleted.
+///
+/// ```
+/// use celerity_proto::{PriorityWeightsSetting, SettingScope};
+/// let setting = PriorityWeightsSetting::new(SettingScope::Workers, Some([1, 0, 0, 0, 0, 0, 0, 0, 0, 1]));
+/// assert_eq!(setting.key(), "priority_weights.workers");
+/// let json = serde_json::to_value(&setting).unwrap();
+/// assert_eq!(json, serde_json::json!({"v": 1, "scope": "workers", "weights": [1, 0, 0, 0, 0, 0, 0, 0, 0, 1]}));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct PriorityWeightsSetting {
+    /// Protocol version.
+    pub v: u32,
+    /// Who it applies to (`Workers` or `Worker`).
+    #[serde(flatten)]
+    pub scope: SettingScope,
+    /// The weights of priorities 0 to 9, or `None` for strict priorities.
+    pub weights: Option<[u32; 10]>,
+}
+
+impl PriorityWeightsSetting {
+    /// A version-1 setting.
+    pub fn new(scope: SettingScope, weights: Option<[u32; 10]>) -> Self {
+        Self {
+            v: crate::PROTOCOL_VERSION,
+            scope,
+            weights,
+        }
+    }
+
+    /// Its key in the settings bucket: `priority_weights.workers` or
+    /// `priority_weights.worker.<worker token>` (`priority_weights.cluster` means nothing).
+    pub fn key(&self) -> String {
+        priority_weights_key(&self.scope)
+    }
+}
+
+/// The settings-bucket key of the priority weights for `scope`.
+pub fn priority_weights_key(scope: &SettingScope) -> String {
+    match scope {
+        SettingScope::Workers => "priority_weights.workers".to_owned(),
+        SettingScope::Worker { worker } => {
+            format!("priority_weights.worker.{}", crate::worker_token(worker))
+        }
+        SettingScope::Cluster => "priority_weights.cluster".to_owned(),
     }
 }
 
@@ -103,7 +154,7 @@ mod tests {
 
     #[test]
     fn keys_name_scope_and_escaped_task() {
-        let worker = RateLimitScope::Worker {
+        let worker = SettingScope::Worker {
             worker: "celerity@host.1".to_owned(),
         };
         assert_eq!(
@@ -111,7 +162,7 @@ mod tests {
             "rate_limit.worker.celerity_host_1.app=3A=3Aadd"
         );
         assert_eq!(
-            rate_limit_key("é", &RateLimitScope::Cluster),
+            rate_limit_key("é", &SettingScope::Cluster),
             "rate_limit.cluster.=C3=A9"
         );
     }
@@ -119,9 +170,9 @@ mod tests {
     #[test]
     fn settings_round_trip_with_their_scope() {
         for scope in [
-            RateLimitScope::Workers,
-            RateLimitScope::Cluster,
-            RateLimitScope::Worker {
+            SettingScope::Workers,
+            SettingScope::Cluster,
+            SettingScope::Worker {
                 worker: "w1".to_owned(),
             },
         ] {

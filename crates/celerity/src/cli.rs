@@ -186,21 +186,7 @@ impl WorkerArgs {
 pub struct PriorityWeights(pub [u32; 10]);
 
 fn parse_weights(value: &str) -> Result<PriorityWeights, String> {
-    let weights: Vec<u32> = value
-        .split(',')
-        .map(|part| {
-            part.trim()
-                .parse::<u32>()
-                .map_err(|_| format!("{part:?} in {value:?} is not a whole number"))
-        })
-        .collect::<Result<_, _>>()?;
-    let weights: [u32; 10] = weights.try_into().map_err(|weights: Vec<u32>| {
-        format!(
-            "{value:?} has {} weights; give one per priority, 0 to 9 (10 in all)",
-            weights.len()
-        )
-    })?;
-    Ok(PriorityWeights(weights))
+    crate::control::parse_weights(value).map(PriorityWeights)
 }
 
 #[derive(Debug, Parser)]

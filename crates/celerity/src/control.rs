@@ -53,6 +53,48 @@ pub enum RateLimitChange {
     Reset,
 }
 
+/// What a `priority_weights` control command does to how workers pick priority levels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PriorityWeightsChange {
+    /// Weighted: levels with work are picked in proportion to these weights (index = priority).
+    Weighted([u32; 10]),
+    /// Strict: always the highest level with work.
+    Strict,
+    /// Forget the stored value: the worker's own flags apply again.
+    Reset,
+}
+
+impl std::str::FromStr for PriorityWeightsChange {
+    type Err = String;
+
+    /// Ten comma-separated weights (`1,1,1,1,1,1,1,1,1,1`), `strict` or `reset`.
+    fn from_str(value: &str) -> Result<Self, String> {
+        match value.trim() {
+            "strict" => Ok(Self::Strict),
+            "reset" => Ok(Self::Reset),
+            weights => parse_weights(weights).map(Self::Weighted),
+        }
+    }
+}
+
+/// Ten comma-separated weights, for priorities 0 to 9.
+pub(crate) fn parse_weights(value: &str) -> Result<[u32; 10], String> {
+    let weights: Vec<u32> = value
+        .split(',')
+        .map(|part| {
+            part.trim()
+                .parse::<u32>()
+                .map_err(|_| format!("{part:?} in {value:?} is not a whole number"))
+        })
+        .collect::<Result<_, _>>()?;
+    weights.try_into().map_err(|weights: Vec<u32>| {
+        format!(
+            "{value:?} has {} weights; give one per priority, 0 to 9 (10 in all)",
+            weights.len()
+        )
+    })
+}
+
 impl std::str::FromStr for RateLimitChange {
     type Err = celerity_proto::InvalidRate;
 
@@ -166,6 +208,27 @@ impl Control {
             global,
             reset,
         };
+        self.send(command, destination, timeout).await
+    }
+
+    /// Changes how `destination` (or every worker, with `None`) picks among priority levels:
+    /// weighted with ten weights, strict, or back to the worker's own flags. Stored like rate
+    /// limits, so it also holds for workers started later.
+    ///
+    /// # Errors
+    /// As [`Control::ping`].
+    pub async fn priority_weights(
+        &self,
+        change: PriorityWeightsChange,
+        destination: Option<&str>,
+        timeout: Duration,
+    ) -> Result<Vec<ControlReply>, ControlError> {
+        let (weights, reset) = match change {
+            PriorityWeightsChange::Weighted(weights) => (Some(weights), false),
+            PriorityWeightsChange::Strict => (None, false),
+            PriorityWeightsChange::Reset => (None, true),
+        };
+        let command = ControlCommand::PriorityWeights { weights, reset };
         self.send(command, destination, timeout).await
     }
 

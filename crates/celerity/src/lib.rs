@@ -53,7 +53,7 @@ pub use celerity_proto::{
     ContentType, ErrorRecord, InvalidRate, Rate, ResultRecord, TaskId, TaskState,
 };
 pub use client::{ApplyOptions, Client, ClientError, ETA_PAST_TOLERANCE, EnqueueError};
-pub use control::{Control, ControlError, RateLimitChange};
+pub use control::{Control, ControlError, PriorityWeightsChange, RateLimitChange};
 pub use nats::{ConnectError, NatsConfig};
 pub use result_store::StoreError;
 pub use task::{

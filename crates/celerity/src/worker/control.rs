@@ -1,13 +1,13 @@
-//! `ControlActor`: answers control requests (`ping`, `revoke`, `rate_limit`) sent to this worker
-//! or to all.
+//! `ControlActor`: answers control requests (`ping`, `revoke`, `rate_limit`, `priority_weights`)
+//! sent to this worker or to all.
 //!
 //! Requests arrive on core NATS (`<ns>.control.<worker token>` and `<ns>.control.all`); a malformed
 //! request gets a refusal naming what is wrong, never silence.
 
 use actix::prelude::*;
 use celerity_proto::{
-    ControlCommand, ControlReply, ControlRequest, RateLimitScope, RateLimitSetting, TaskId,
-    TaskName,
+    ControlCommand, ControlReply, ControlRequest, PriorityWeightsSetting, RateLimitSetting,
+    SettingScope, TaskId, TaskName,
 };
 use serde_json::json;
 
@@ -167,13 +167,13 @@ async fn run(
             reset,
         } => {
             let scope = if global {
-                RateLimitScope::Cluster
+                SettingScope::Cluster
             } else if direct {
-                RateLimitScope::Worker {
+                SettingScope::Worker {
                     worker: hostname.clone(),
                 }
             } else {
-                RateLimitScope::Workers
+                SettingScope::Workers
             };
             match set_rate_limit(shared, &task, scope, (!reset).then_some(rate)).await {
                 Ok(()) => {
@@ -182,6 +182,27 @@ async fn run(
                         &hostname,
                         json!({"task": task, "rate_limit": per_worker, "global_rate_limit": cluster}),
                     )
+                }
+                Err(error) => ControlReply::refused(&hostname, error),
+            }
+        }
+        ControlCommand::PriorityWeights { weights, reset } => {
+            let scope = if direct {
+                SettingScope::Worker {
+                    worker: hostname.clone(),
+                }
+            } else {
+                SettingScope::Workers
+            };
+            let key = celerity_proto::priority_weights_key(&scope);
+            let setting = (!reset).then(|| PriorityWeightsSetting::new(scope, weights));
+            match store_setting(shared, &key, setting.as_ref()).await {
+                Ok(revision) => {
+                    if let Some(revision) = revision {
+                        shared.priority_weights.apply(&key, revision, setting);
+                    }
+                    let weights = shared.priority_weights.current();
+                    ControlReply::ok(&hostname, json!({"priority_weights": weights}))
                 }
                 Err(error) => ControlReply::refused(&hostname, error),
             }
@@ -195,7 +216,7 @@ async fn run(
 async fn set_rate_limit(
     shared: &crate::worker::WorkerShared,
     task: &str,
-    scope: RateLimitScope,
+    scope: SettingScope,
     rate: Option<Option<celerity_proto::Rate>>,
 ) -> Result<(), String> {
     let registered = TaskName::new(task)
@@ -204,33 +225,42 @@ async fn set_rate_limit(
     if registered.is_none() {
         return Err(format!("task {task:?} is not registered on this worker"));
     }
-    let bucket = &shared.settings_bucket;
     let key = celerity_proto::rate_limit_key(task, &scope);
-    let stored = match rate {
-        Some(rate) => {
-            let setting = RateLimitSetting::new(task, scope, rate);
-            let value = serde_json::to_vec(&setting).map_err(|error| error.to_string())?;
-            let revision = bucket
-                .put(&key, value.into())
-                .await
-                .map_err(|error| format!("cannot store the rate limit: {error}"))?;
-            Some((revision, Some(setting)))
-        }
-        None => {
-            bucket
-                .delete(&key)
-                .await
-                .map_err(|error| format!("cannot delete the stored rate limit: {error}"))?;
-            // The delete marker's revision, so the watch does not apply an older value after it.
-            bucket
-                .entry(&key)
-                .await
-                .map_err(|error| format!("cannot read the stored rate limit: {error}"))?
-                .map(|entry| (entry.revision, None))
-        }
-    };
-    if let Some((revision, setting)) = stored {
+    let setting = rate.map(|rate| RateLimitSetting::new(task, scope, rate));
+    if let Some(revision) = store_setting(shared, &key, setting.as_ref()).await? {
         shared.limits.apply(&key, revision, setting);
     }
     Ok(())
+}
+
+/// Stores `setting` under `key` of the settings bucket (or, with `None`, deletes it) and returns
+/// the revision written, for applying it here before the watch delivers it.
+async fn store_setting<T: serde::Serialize>(
+    shared: &crate::worker::WorkerShared,
+    key: &str,
+    setting: Option<&T>,
+) -> Result<Option<u64>, String> {
+    let bucket = &shared.settings_bucket;
+    match setting {
+        Some(setting) => {
+            let value = serde_json::to_vec(setting).map_err(|error| error.to_string())?;
+            let revision = bucket
+                .put(key, value.into())
+                .await
+                .map_err(|error| format!("cannot store the setting: {error}"))?;
+            Ok(Some(revision))
+        }
+        None => {
+            bucket
+                .delete(key)
+                .await
+                .map_err(|error| format!("cannot delete the stored setting: {error}"))?;
+            // The delete marker's revision, so the watch does not apply an older value after it.
+            let marker = bucket
+                .entry(key)
+                .await
+                .map_err(|error| format!("cannot read the stored setting: {error}"))?;
+            Ok(marker.map(|entry| entry.revision))
+        }
+    }
 }

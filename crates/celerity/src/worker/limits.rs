@@ -7,19 +7,19 @@
 //! tasks per worker), so other tasks keep flowing; its in-progress acks keep it from being
 //! redelivered.
 
-use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use async_nats::jetstream::kv;
-use celerity_proto::{Rate, RateLimitScope, RateLimitSetting, TaskName, rate_limit_key};
+use celerity_proto::{Rate, RateLimitSetting, SettingScope, TaskName, rate_limit_key};
 use dashmap::DashMap;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::app::App;
+use crate::worker::settings::Stored;
 
 /// How far ahead a worker may reserve cluster-wide slots: at most what it wastes if it dies.
 const RESERVE_AHEAD: Duration = Duration::from_secs(1);
@@ -33,8 +33,8 @@ type Limiter = governor::DefaultDirectRateLimiter;
 pub(crate) struct RateLimits {
     app: App,
     hostname: String,
-    /// Stored settings by key, with the revision they were read at (`None`: deleted).
-    stored: Mutex<HashMap<String, (u64, Option<RateLimitSetting>)>>,
+    /// Stored rate limits by key.
+    stored: Stored<RateLimitSetting>,
     gates: DashMap<String, Arc<Gate>>,
     /// Tasks waiting for a rate limit without fetch credit; beyond it they are handed back.
     room: Arc<Semaphore>,
@@ -46,7 +46,7 @@ impl RateLimits {
         Self {
             app,
             hostname: hostname.to_owned(),
-            stored: Mutex::new(HashMap::new()),
+            stored: Stored::new(),
             gates: DashMap::new(),
             room: Arc::new(Semaphore::new(room.max(1))),
             rates,
@@ -69,20 +69,11 @@ impl RateLimits {
     /// Applies a stored setting read at `revision` (`None`: the key was deleted). Older revisions
     /// than the one applied are ignored, so the control path and the watch may both deliver it.
     pub(crate) fn apply(&self, key: &str, revision: u64, setting: Option<RateLimitSetting>) {
-        let task = {
-            let mut stored = self.stored.lock().unwrap_or_else(PoisonError::into_inner);
-            let previous = stored.get(key);
-            if previous.is_some_and(|(applied, _)| *applied >= revision) {
-                return;
-            }
-            let task = setting
-                .as_ref()
-                .or_else(|| previous.and_then(|(_, setting)| setting.as_ref()))
-                .map(|setting| setting.task.clone());
-            stored.insert(key.to_owned(), (revision, setting));
-            task
+        let task = setting.as_ref().map(|setting| setting.task.clone());
+        let Some(previous) = self.stored.apply(key, revision, setting) else {
+            return;
         };
-        if let Some(task) = task {
+        if let Some(task) = task.or_else(|| previous.map(|setting| setting.task)) {
             let limits = self.limits_of(&task);
             tracing::info!(task = %task, per_worker = ?limits.0.map(|rate| rate.to_string()), cluster = ?limits.1.map(|rate| rate.to_string()), "rate limit changed");
             self.gates
@@ -99,20 +90,18 @@ impl RateLimits {
             .ok()
             .and_then(|name| self.app.task(&name))
             .map(|registered| registered.options);
-        let stored = self.stored.lock().unwrap_or_else(PoisonError::into_inner);
-        let setting = |scope: RateLimitScope| {
-            stored
+        let setting = |scope: SettingScope| {
+            self.stored
                 .get(&rate_limit_key(task, &scope))
-                .and_then(|(_, setting)| setting.as_ref())
                 .map(|setting| setting.rate)
         };
-        let worker = RateLimitScope::Worker {
+        let worker = SettingScope::Worker {
             worker: self.hostname.clone(),
         };
         let per_worker = setting(worker)
-            .or_else(|| setting(RateLimitScope::Workers))
+            .or_else(|| setting(SettingScope::Workers))
             .unwrap_or_else(|| options.and_then(|options| options.rate_limit_value()));
-        let cluster = setting(RateLimitScope::Cluster)
+        let cluster = setting(SettingScope::Cluster)
             .unwrap_or_else(|| options.and_then(|options| options.global_rate_limit_value()));
         (per_worker, cluster)
     }

@@ -15,6 +15,7 @@ mod limits;
 mod queue;
 mod root;
 mod scheduler;
+mod settings;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -233,8 +234,8 @@ pub(crate) struct WorkerShared {
     /// The shortest AckWait of the consumers this worker uses.
     pub(crate) ack_wait: Duration,
     pub(crate) recheck_interval: Duration,
-    /// `None` for strict priorities, else the weight of each level.
-    pub(crate) priority_weights: Option<[u32; 10]>,
+    /// The priority weights in force (`None`: strict), from the flags or stored settings.
+    pub(crate) priority_weights: settings::PriorityWeights,
     /// Rate limits, from task options and the settings bucket.
     pub(crate) limits: limits::RateLimits,
     /// The settings bucket, written by `rate_limit` control commands.
@@ -381,6 +382,7 @@ fn run_on_this_thread(
             client: &client,
             hostname: &hostname,
             max_rate_limited: config.max_rate_limited,
+            priority_weights: config.priority_weights,
             beat: beat.is_some(),
         };
         let provisioned = setup.provision_with_retry().await;
@@ -442,7 +444,7 @@ fn run_on_this_thread(
         concurrency: config.concurrency,
         ack_wait,
         recheck_interval: config.recheck_interval,
-        priority_weights: config.priority_weights,
+        priority_weights: settings.weights,
         revoked: revoked.ids.clone(),
         revoked_bucket: revoked.bucket.clone(),
         limits: settings.limits,
@@ -507,6 +509,7 @@ struct Setup<'a> {
     client: &'a async_nats::Client,
     hostname: &'a Arc<str>,
     max_rate_limited: usize,
+    priority_weights: Option<[u32; 10]>,
     beat: bool,
 }
 
@@ -534,10 +537,11 @@ struct Provisioned {
     beat: Option<async_nats::jetstream::kv::Store>,
 }
 
-/// The settings bucket, and the rate limits this worker keeps from it.
+/// The settings bucket, and the rate limits and priority weights this worker keeps from it.
 struct Settings {
     bucket: async_nats::jetstream::kv::Store,
     limits: limits::RateLimits,
+    weights: settings::PriorityWeights,
 }
 
 /// The revoked ids: the bucket, and the set this worker keeps from it.
@@ -582,7 +586,9 @@ async fn watch_settings(shared: SharedHandle) {
             Ok(mut watch) => {
                 while let Some(entry) = watch.next().await {
                     match entry {
-                        Ok(entry) => apply_setting(&shared.limits, &entry),
+                        Ok(entry) => {
+                            apply_setting((&shared.limits, &shared.priority_weights), &entry)
+                        }
                         Err(error) => {
                             tracing::warn!(error = %error, "the settings watch failed; restarting it");
                             break;
@@ -597,23 +603,39 @@ async fn watch_settings(shared: SharedHandle) {
 }
 
 /// Applies one entry of the settings bucket; a value that is not a setting is logged and skipped.
-fn apply_setting(limits: &limits::RateLimits, entry: &async_nats::jetstream::kv::Entry) {
-    if !entry.key.starts_with("rate_limit.") {
-        return;
-    }
-    if entry.operation != async_nats::jetstream::kv::Operation::Put {
-        limits.apply(&entry.key, entry.revision, None);
-        return;
-    }
-    match serde_json::from_slice::<celerity_proto::RateLimitSetting>(&entry.value) {
-        Ok(setting) if setting.key() == entry.key => {
-            limits.apply(&entry.key, entry.revision, Some(setting));
+fn apply_setting(
+    (limits, weights): (&limits::RateLimits, &settings::PriorityWeights),
+    entry: &async_nats::jetstream::kv::Entry,
+) {
+    if entry.key.starts_with("rate_limit.") {
+        if let Some(value) = decode_setting(entry, celerity_proto::RateLimitSetting::key) {
+            limits.apply(&entry.key, entry.revision, value);
         }
+    } else if entry.key.starts_with("priority_weights.")
+        && let Some(value) = decode_setting(entry, celerity_proto::PriorityWeightsSetting::key)
+    {
+        weights.apply(&entry.key, entry.revision, value);
+    }
+}
+
+/// The value of a settings entry: `Some(None)` for a deleted key, `Some(Some(..))` for a readable
+/// value stored under its own key, `None` (logged) for anything else.
+fn decode_setting<T: serde::de::DeserializeOwned>(
+    entry: &async_nats::jetstream::kv::Entry,
+    key_of: fn(&T) -> String,
+) -> Option<Option<T>> {
+    if entry.operation != async_nats::jetstream::kv::Operation::Put {
+        return Some(None);
+    }
+    match serde_json::from_slice::<T>(&entry.value) {
+        Ok(setting) if key_of(&setting) == entry.key => Some(Some(setting)),
         Ok(_) => {
-            tracing::warn!(key = %entry.key, "ignoring a stored rate limit whose key does not match its value")
+            tracing::warn!(key = %entry.key, "ignoring a stored setting whose key does not match its value");
+            None
         }
         Err(error) => {
-            tracing::warn!(key = %entry.key, error = %error, "ignoring a stored setting that cannot be read")
+            tracing::warn!(key = %entry.key, error = %error, "ignoring a stored setting that cannot be read");
+            None
         }
     }
 }
@@ -630,15 +652,20 @@ impl Setup<'_> {
             self.max_rate_limited,
             rates,
         );
+        let weights = settings::PriorityWeights::new(self.hostname, self.priority_weights);
         let failed = |error: &dyn std::fmt::Display| SetupError::Settings(error.to_string());
         let mut keys = bucket.keys().await.map_err(|error| failed(&error))?;
         while let Some(key) = keys.next().await {
             let key = key.map_err(|error| failed(&error))?;
             if let Some(entry) = bucket.entry(key).await.map_err(|error| failed(&error))? {
-                apply_setting(&limits, &entry);
+                apply_setting((&limits, &weights), &entry);
             }
         }
-        Ok(Settings { bucket, limits })
+        Ok(Settings {
+            bucket,
+            limits,
+            weights,
+        })
     }
 
     /// Creates or opens everything the worker needs, retrying until the server's JetStream answers.
@@ -666,6 +693,7 @@ impl Setup<'_> {
             client,
             hostname,
             max_rate_limited: _,
+            priority_weights: _,
             beat,
         } = *self;
         let kv = provision::results_bucket(js, layout, app.settings().result_expires).await?;

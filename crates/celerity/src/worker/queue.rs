@@ -103,11 +103,10 @@ impl QueueActor {
         if self.mode != Mode::Running || self.fetching {
             return;
         }
-        let Some(priority) = choose_level(
-            &self.maybe_ready,
-            self.shared.priority_weights.as_ref(),
-            super::random_unit(),
-        ) else {
+        let weights = self.shared.priority_weights.current();
+        let Some(priority) =
+            choose_level(&self.maybe_ready, weights.as_ref(), super::random_unit())
+        else {
             // Idle: give the credit back so other queues of this worker can use it.
             self.held.clear();
             return;
