@@ -1,5 +1,6 @@
 //! Periodic tasks: two schedulers with a failover (no tick twice, none missed), a missed tick after
-//! downtime sent once, and a bad schedule file refused at startup.
+//! downtime sent once, a tick sent before (its record stored) not sent again, and a bad schedule
+//! file refused at startup.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -145,6 +146,93 @@ async fn a_tick_missed_during_downtime_runs_once() {
         "it is the latest one: {missed:?}"
     );
     assert!(ran.values().all(|count| *count == 1), "{ran:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tick_with_a_stored_record_is_not_sent_again() {
+    // A scheduler that sent a tick and died before recording it, with the queue stream's 2-minute
+    // duplicate window long gone: the tick's record (PENDING, written at publish) is all there is.
+    let server = server();
+    let url = server.url();
+    runs_stream(&url).await;
+    let (_dir, schedule) = schedule_file("1h");
+    let beat_args = ["--schedule", schedule.as_str(), "--beat-lease", "2"];
+    let worker = WorkerProcess::start(&url, "b1", &beat_args);
+    let client = client(&url).await;
+    eventually("the entry's state is recorded", WAIT, || async {
+        !celerity::beat::status(&client)
+            .await
+            .expect("the beat bucket is read")
+            .entries
+            .is_empty()
+    })
+    .await;
+    worker.signal(libc::SIGKILL);
+    drop(worker);
+
+    let layout = celerity_proto::Layout::new(celerity_proto::Namespace::default());
+    let js = async_nats::jetstream::new(async_nats::connect(url.as_str()).await.expect("connect"));
+    let beat = js
+        .get_key_value(layout.beat_bucket())
+        .await
+        .expect("the beat bucket");
+    let key = celerity_proto::beat_entry_key("tick");
+    let stored = beat.get(key.as_str()).await.expect("read").expect("stored");
+    let mut state: celerity_proto::BeatEntryState =
+        serde_json::from_slice(&stored).expect("an entry state");
+    // The last recorded tick is an hour and a bit ago: the next one is due now.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("a clock after 1970")
+        .as_millis() as u64;
+    state.anchor_ms = now - 3_600_000 - 5_000;
+    state.last_tick_ms = state.anchor_ms;
+    let due = state.anchor_ms + 3_600_000;
+    beat.put(
+        key.as_str(),
+        serde_json::to_vec(&state).expect("json").into(),
+    )
+    .await
+    .expect("the state is rewritten");
+    let sent_id = celerity_proto::beat_task_id("tick", due);
+    let results = js
+        .get_key_value(layout.results_bucket())
+        .await
+        .expect("the results bucket");
+    let pending = celerity_proto::ResultRecord::new(
+        celerity_proto::TaskId::new(sent_id.clone()).expect("a valid id"),
+        celerity::TaskState::Pending,
+        now,
+    );
+    results
+        .put(
+            sent_id.as_str(),
+            serde_json::to_vec(&pending).expect("json").into(),
+        )
+        .await
+        .expect("the record is stored");
+
+    let _worker = WorkerProcess::start(&url, "b1", &beat_args);
+    eventually("the due tick is recorded as sent", WAIT, || async {
+        celerity::beat::status(&client)
+            .await
+            .expect("the beat bucket is read")
+            .entries
+            .iter()
+            .any(|entry| entry.last_tick_ms == due)
+    })
+    .await;
+    // Had the tick been sent, it would be queued before this task and run no later.
+    let marker = celerity_it::track
+        .delay(&client, "marker".into(), 0)
+        .await
+        .expect("track is sent");
+    marker.wait(WAIT).await.expect("the marker runs");
+    assert!(
+        ticks(&url).await.is_empty(),
+        "the tick was sent again: {:?}",
+        run_counts(&url).await
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -225,11 +225,24 @@ impl BeatState {
             let Ok(task_id) = TaskId::new(beat_task_id(entry.name(), tick)) else {
                 continue;
             };
-            if let Err(error) = send(shared, &entry, task_id.clone()).await {
-                tracing::warn!(entry = %entry.name(), error = %crate::error_chain(&error), "cannot send a periodic task; retrying");
-                continue;
+            // A tick sent before, by a scheduler that stopped before recording it, has a record
+            // under its id: the stream's dedupe window (2 minutes) may have passed since.
+            match shared.store.get(&task_id).await {
+                Ok(None) => {
+                    if let Err(error) = send(shared, &entry, task_id.clone()).await {
+                        tracing::warn!(entry = %entry.name(), error = %crate::error_chain(&error), "cannot send a periodic task; retrying");
+                        continue;
+                    }
+                    tracing::info!(entry = %entry.name(), task_id = %task_id, tick_ms = tick, "periodic task sent");
+                }
+                Ok(Some(_)) | Err(crate::result_store::StoreError::Corrupt { .. }) => {
+                    tracing::info!(entry = %entry.name(), task_id = %task_id, tick_ms = tick, "periodic task was sent before; recording it");
+                }
+                Err(error) => {
+                    tracing::warn!(entry = %entry.name(), error = %crate::error_chain(&error), "cannot check whether a periodic task was sent; retrying");
+                    continue;
+                }
             }
-            tracing::info!(entry = %entry.name(), task_id = %task_id, tick_ms = tick, "periodic task sent");
             let mut next = state.clone();
             next.last_tick_ms = tick;
             next.last_run_ms = Some(now);

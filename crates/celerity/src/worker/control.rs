@@ -234,7 +234,8 @@ async fn set_rate_limit(
 }
 
 /// Stores `setting` under `key` of the settings bucket (or, with `None`, deletes it) and returns
-/// the revision written, for applying it here before the watch delivers it.
+/// the revision written, for applying it here before the watch delivers it (`None`: leave it to
+/// the watch).
 async fn store_setting<T: serde::Serialize>(
     shared: &crate::worker::WorkerShared,
     key: &str,
@@ -256,11 +257,14 @@ async fn store_setting<T: serde::Serialize>(
                 .await
                 .map_err(|error| format!("cannot delete the stored setting: {error}"))?;
             // The delete marker's revision, so the watch does not apply an older value after it.
+            // A value stored since by someone else is left to the watch.
             let marker = bucket
                 .entry(key)
                 .await
                 .map_err(|error| format!("cannot read the stored setting: {error}"))?;
-            Ok(marker.map(|entry| entry.revision))
+            Ok(marker
+                .filter(|entry| entry.operation != async_nats::jetstream::kv::Operation::Put)
+                .map(|entry| entry.revision))
         }
     }
 }

@@ -36,6 +36,8 @@ pub(crate) struct RateLimits {
     /// Stored rate limits by key.
     stored: Stored<RateLimitSetting>,
     gates: DashMap<String, Arc<Gate>>,
+    /// Held while a setting is applied, so two applies cannot set a gate out of order.
+    applying: std::sync::Mutex<()>,
     /// Tasks waiting for a rate limit without fetch credit; beyond it they are handed back.
     room: Arc<Semaphore>,
     rates: kv::Store,
@@ -48,6 +50,7 @@ impl RateLimits {
             hostname: hostname.to_owned(),
             stored: Stored::new(),
             gates: DashMap::new(),
+            applying: std::sync::Mutex::new(()),
             room: Arc::new(Semaphore::new(room.max(1))),
             rates,
         }
@@ -69,6 +72,10 @@ impl RateLimits {
     /// Applies a stored setting read at `revision` (`None`: the key was deleted). Older revisions
     /// than the one applied are ignored, so the control path and the watch may both deliver it.
     pub(crate) fn apply(&self, key: &str, revision: u64, setting: Option<RateLimitSetting>) {
+        let _applying = self
+            .applying
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let task = setting.as_ref().map(|setting| setting.task.clone());
         let Some(previous) = self.stored.apply(key, revision, setting) else {
             return;
@@ -202,76 +209,90 @@ impl Gate {
     /// Waits until the task may run under both limits. While it waits, `credit` is given back (and
     /// taken again before this returns [`Passage::Go`]).
     pub(crate) async fn pass(&self, credit: &mut Credit, stopping: &CancellationToken) -> Passage {
-        self.waiting.fetch_add(1, Ordering::Relaxed);
-        let passage = self.wait(credit, stopping).await;
-        self.waiting.fetch_sub(1, Ordering::Relaxed);
-        if passage == Passage::Go {
-            credit.take_back().await;
+        let passage = {
+            let _waiting = Waiting::enter(&self.waiting);
+            self.wait(credit, stopping).await
+        };
+        if passage == Passage::Go && !credit.take_back(stopping).await {
+            return Passage::Stopped;
         }
         passage
     }
 
+    /// How long a task handed back because the waiting room is full should stay away: about the
+    /// time the tasks already waiting for this limit take to pass.
+    fn retry_in(&self, rate: Rate) -> Duration {
+        let waiting = self.waiting.load(Ordering::Relaxed) as u32;
+        (rate.interval() * waiting).clamp(Duration::from_secs(1), Duration::from_secs(60))
+    }
+
     async fn wait(&self, credit: &mut Credit, stopping: &CancellationToken) -> Passage {
         let mut changes = self.config.subscribe();
-        // The per-worker limit: first come, first served; a change of rate wakes every waiter.
-        loop {
-            let config = changes.borrow_and_update().clone();
-            let Some((rate, limiter)) = config.per_worker else {
-                break;
-            };
-            if let Ok(_turn) = self.turn.try_lock()
-                && limiter.check().is_ok()
-            {
-                break;
-            }
-            if !credit.give_back(&self.room) {
-                let waiting = self.waiting.load(Ordering::Relaxed) as u32;
-                let retry_in = (rate.interval() * waiting)
-                    .clamp(Duration::from_secs(1), Duration::from_secs(60));
-                return Passage::Full { retry_in };
-            }
-            let turn = tokio::select! {
-                turn = self.turn.lock() => turn,
-                _ = changes.changed() => continue,
-                () = stopping.cancelled() => return Passage::Stopped,
-            };
-            tokio::select! {
-                () = limiter.until_ready() => {
-                    drop(turn);
+        // A change of either limit wakes every waiter, which starts over under the new limits.
+        'limits: loop {
+            // The per-worker limit: first come, first served.
+            loop {
+                let config = changes.borrow_and_update().clone();
+                let Some((rate, limiter)) = config.per_worker else {
+                    break;
+                };
+                if let Ok(_turn) = self.turn.try_lock()
+                    && limiter.check().is_ok()
+                {
                     break;
                 }
-                _ = changes.changed() => continue,
-                () = stopping.cancelled() => return Passage::Stopped,
-            }
-        }
-        // The cluster-wide limit: reserve the next free slot in the bucket, then wait for it.
-        let Some(rate) = changes.borrow().cluster else {
-            return Passage::Go;
-        };
-        let start = loop {
-            tokio::select! {
-                reserved = self.reserve(rate) => match reserved {
-                    Ok(start) => break start,
-                    Err(error) => {
-                        tracing::warn!(key = %self.key, error = %error, "cannot reserve a cluster-wide rate slot; retrying");
-                        tokio::select! {
-                            () = tokio::time::sleep(BUCKET_RETRY) => {}
-                            () = stopping.cancelled() => return Passage::Stopped,
-                        }
+                if !credit.give_back(&self.room) {
+                    return Passage::Full {
+                        retry_in: self.retry_in(rate),
+                    };
+                }
+                let turn = tokio::select! {
+                    turn = self.turn.lock() => turn,
+                    _ = changes.changed() => continue,
+                    () = stopping.cancelled() => return Passage::Stopped,
+                };
+                tokio::select! {
+                    () = limiter.until_ready() => {
+                        drop(turn);
+                        break;
                     }
-                },
-                () = stopping.cancelled() => return Passage::Stopped,
+                    _ = changes.changed() => continue,
+                    () = stopping.cancelled() => return Passage::Stopped,
+                }
             }
-        };
-        if start > Instant::now() {
-            // The slot is ours: if the room is full, wait for it holding the credit.
-            credit.give_back(&self.room);
+            // The cluster-wide limit: reserve the next free slot in the bucket, then wait for it.
+            // Reserving may wait on other workers, so the credit is given back first.
+            let Some(rate) = changes.borrow().cluster else {
+                return Passage::Go;
+            };
+            if !credit.give_back(&self.room) {
+                return Passage::Full {
+                    retry_in: self.retry_in(rate),
+                };
+            }
+            let start = loop {
+                tokio::select! {
+                    reserved = self.reserve(rate) => match reserved {
+                        Ok(start) => break start,
+                        Err(error) => {
+                            tracing::warn!(key = %self.key, error = %error, "cannot reserve a cluster-wide rate slot; retrying");
+                            tokio::select! {
+                                () = tokio::time::sleep(BUCKET_RETRY) => {}
+                                _ = changes.changed() => continue 'limits,
+                                () = stopping.cancelled() => return Passage::Stopped,
+                            }
+                        }
+                    },
+                    _ = changes.changed() => continue 'limits,
+                    () = stopping.cancelled() => return Passage::Stopped,
+                }
+            };
+            // The slot is ours (at most RESERVE_AHEAD away): a change of limits no longer matters.
             tokio::select! {
-                () = tokio::time::sleep_until(start) => {}
+                () = tokio::time::sleep_until(start) => return Passage::Go,
                 () = stopping.cancelled() => return Passage::Stopped,
             }
         }
-        Passage::Go
     }
 
     /// Reserves the next free slot of the cluster-wide limit and returns when it starts.
@@ -286,11 +307,7 @@ impl Gate {
             let entry = self.rates.entry(self.key.as_str()).await?;
             let (next_free, revision) = match entry {
                 Some(entry) if entry.operation == kv::Operation::Put => {
-                    let next_free = std::str::from_utf8(&entry.value)
-                        .ok()
-                        .and_then(|text| text.trim().parse::<u64>().ok())
-                        .unwrap_or(0);
-                    (next_free, Some(entry.revision))
+                    (next_free(&entry.value, interval), Some(entry.revision))
                 }
                 Some(entry) => (0, Some(entry.revision)),
                 None => (0, None),
@@ -302,7 +319,9 @@ impl Gate {
                 tokio::time::sleep(ahead - RESERVE_AHEAD).await;
                 continue;
             }
-            let value = (start + interval).to_string().into_bytes().into();
+            let value = format!("{} {interval}", start + interval)
+                .into_bytes()
+                .into();
             let written = match revision {
                 Some(revision) => match self.rates.update(self.key.as_str(), value, revision).await
                 {
@@ -323,6 +342,42 @@ impl Gate {
                 }
             }
         }
+    }
+}
+
+/// The next free slot (microseconds since the epoch) from a rates bucket value,
+/// `"<next_free_us> <interval_us>"`, for a limit whose interval is now `interval` microseconds.
+///
+/// The slot after the last reserved one was computed with the interval of its time; when the
+/// limit has changed since, it moves to the last reserved slot plus the new interval, so raising a
+/// limit takes effect at once. A value without an interval (or unreadable) is taken as is (or 0).
+fn next_free(value: &[u8], interval: u64) -> u64 {
+    let mut fields = std::str::from_utf8(value)
+        .unwrap_or("")
+        .split_ascii_whitespace();
+    let Some(next_free) = fields.next().and_then(|field| field.parse::<u64>().ok()) else {
+        return 0;
+    };
+    match fields.next().and_then(|field| field.parse::<u64>().ok()) {
+        Some(stored) if stored != interval => next_free.saturating_sub(stored) + interval,
+        _ => next_free,
+    }
+}
+
+/// Counts a task among those waiting at a gate for as long as it lives (even if the task is
+/// aborted mid-wait).
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl<'a> Waiting<'a> {
+    fn enter(count: &'a AtomicUsize) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        Self(count)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -379,14 +434,18 @@ impl Credit {
         }
     }
 
-    /// Takes credit again after waiting (the queue's fetches and other waiters take turns).
-    async fn take_back(&mut self) {
-        if self.held.is_none()
-            && let Ok(permit) = self.credit.clone().acquire_owned().await
-        {
-            self.held = Some(permit);
+    /// Takes credit again after waiting (the queue's fetches and other waiters take turns); false
+    /// when the worker stops first.
+    async fn take_back(&mut self, stopping: &CancellationToken) -> bool {
+        if self.held.is_none() {
+            let permit = tokio::select! {
+                permit = self.credit.clone().acquire_owned() => permit.ok(),
+                () = stopping.cancelled() => return false,
+            };
+            self.held = permit;
         }
         self.waiting = None;
+        true
     }
 }
 
@@ -420,6 +479,47 @@ mod tests {
         assert!(!Arc::ptr_eq(a, c));
     }
 
+    #[test]
+    fn the_next_free_slot_follows_a_changed_interval() {
+        assert_eq!(next_free(b"5000 1000", 1000), 5000);
+        assert_eq!(
+            next_free(b"5000 1000", 100),
+            4100,
+            "a raised limit applies at once"
+        );
+        assert_eq!(next_free(b"5000 1000", 3000), 7000, "a lowered one too");
+        assert_eq!(
+            next_free(b"5000", 100),
+            5000,
+            "a value without interval is taken as is"
+        );
+        assert_eq!(next_free(b"garbage", 100), 0);
+        assert_eq!(next_free(b"", 100), 0);
+    }
+
+    #[test]
+    fn a_waiting_task_is_counted_until_dropped() {
+        let count = AtomicUsize::new(0);
+        let first = Waiting::enter(&count);
+        let second = Waiting::enter(&count);
+        assert_eq!(count.load(Ordering::Relaxed), 2);
+        drop(first);
+        drop(second);
+        assert_eq!(count.load(Ordering::Relaxed), 0);
+    }
+
+    #[tokio::test]
+    async fn credit_taken_back_gives_way_to_stopping() {
+        let credit = Arc::new(Semaphore::new(1));
+        let room = Arc::new(Semaphore::new(1));
+        let mut waiter = Credit::new(credit.clone(), credit.clone().try_acquire_owned().unwrap());
+        assert!(waiter.give_back(&room));
+        let _taken = credit.clone().try_acquire_owned().unwrap();
+        let stopping = CancellationToken::new();
+        stopping.cancel();
+        assert!(!waiter.take_back(&stopping).await, "no credit and stopping");
+    }
+
     #[tokio::test]
     async fn credit_is_given_back_only_while_the_room_has_space() {
         let credit = Arc::new(Semaphore::new(1));
@@ -431,7 +531,7 @@ mod tests {
         let mut second = Credit::new(credit.clone(), credit.clone().try_acquire_owned().unwrap());
         assert!(!second.give_back(&room), "the room holds one");
         drop(second);
-        first.take_back().await;
+        assert!(first.take_back(&CancellationToken::new()).await);
         assert!(first.held.is_some());
         assert_eq!(credit.available_permits(), 0);
         assert_eq!(

@@ -100,7 +100,12 @@ impl QueueActor {
 
     /// Fetches from the highest level that may have work, if there is credit.
     fn pump(&mut self, ctx: &mut Context<Self>) {
-        if self.mode != Mode::Running || self.fetching {
+        if self.mode != Mode::Running {
+            // Credit that arrives while stopping goes back at once: in-flight tasks may need it.
+            self.held.clear();
+            return;
+        }
+        if self.fetching {
             return;
         }
         let weights = self.shared.priority_weights.current();
@@ -241,7 +246,9 @@ impl QueueActor {
                 .into_actor(self)
                 .map(|permit, actor, ctx| {
                     actor.waiting_for_credit = false;
-                    if let Some(permit) = permit {
+                    if let Some(permit) = permit
+                        && actor.mode == Mode::Running
+                    {
                         actor.held.push(permit);
                     }
                     actor.pump(ctx);

@@ -46,6 +46,8 @@ pub(crate) struct PriorityWeights {
     configured: Option<[u32; 10]>,
     stored: Stored<PriorityWeightsSetting>,
     current: RwLock<Option<[u32; 10]>>,
+    /// Held while a setting is applied, so two applies cannot decide out of order.
+    applying: Mutex<()>,
 }
 
 impl PriorityWeights {
@@ -55,6 +57,7 @@ impl PriorityWeights {
             configured,
             stored: Stored::new(),
             current: RwLock::new(configured),
+            applying: Mutex::new(()),
         }
     }
 
@@ -65,6 +68,7 @@ impl PriorityWeights {
 
     /// Applies a stored value read at `revision` (`None`: the key was deleted).
     pub(crate) fn apply(&self, key: &str, revision: u64, setting: Option<PriorityWeightsSetting>) {
+        let _applying = self.applying.lock().unwrap_or_else(PoisonError::into_inner);
         if self.stored.apply(key, revision, setting).is_none() {
             return;
         }
