@@ -1,9 +1,10 @@
 //! The `celerity` command.
 //!
 //! This file only parses arguments, runs the chosen command, prints the error chain and picks the
-//! exit code; each command lives in its own module (`dev`, `control`, `beat`).
+//! exit code; each command lives in its own module (`dev`, `control`, `beat`, `bench`).
 
 mod beat;
+mod bench;
 mod control;
 mod demo;
 mod dev;
@@ -32,13 +33,43 @@ enum Command {
     Control(control::ControlArgs),
     /// Periodic tasks: `list` the entries, their last and next runs, and the active scheduler.
     Beat(beat::BeatArgs),
+    /// Measure Celerity against raw JetStream in one run (build with --release): throughput,
+    /// chain latency, chord, priority, worker memory.
+    Bench(bench::BenchArgs),
+    /// The bench's worker process (started by `celerity bench`).
+    #[command(hide = true)]
+    BenchWorker {
+        /// Worker flags.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
+/// The flags of `celerity bench-worker`: a worker's.
+#[derive(Debug, Parser)]
+#[command(name = "celerity bench-worker")]
+struct BenchWorkerCli {
+    #[command(flatten)]
+    worker: celerity::cli::WorkerArgs,
 }
 
 fn main() -> ExitCode {
     let cli = parse();
     let default_log_filter = match &cli.command {
         Command::Dev(_) => dev::DEFAULT_LOG_FILTER,
-        Command::Control(_) | Command::Beat(_) => "warn",
+        Command::Control(_) | Command::Beat(_) | Command::Bench(_) => "warn",
+        Command::BenchWorker { args } => {
+            let worker = BenchWorkerCli::parse_from(
+                std::iter::once("celerity bench-worker".to_owned()).chain(args.iter().cloned()),
+            );
+            return match bench::tasks::app() {
+                Ok(app) => celerity::cli::run_worker(app, &worker.worker),
+                Err(error) => {
+                    eprintln!("error: {error:#}");
+                    ExitCode::from(2)
+                }
+            };
+        }
     };
     celerity::cli::init_logging(cli.loglevel.as_deref().unwrap_or(default_log_filter));
     let runtime = match tokio::runtime::Runtime::new() {
@@ -52,6 +83,8 @@ fn main() -> ExitCode {
         Command::Dev(args) => runtime.block_on(dev::run(args)),
         Command::Control(args) => runtime.block_on(control::run(args)),
         Command::Beat(args) => runtime.block_on(beat::run(args)),
+        Command::Bench(args) => runtime.block_on(bench::run(args)),
+        Command::BenchWorker { .. } => unreachable!("run before the runtime starts"),
     };
     // Commands await everything they start, except a worker join they gave up on after an
     // interrupt: do not wait for that one.

@@ -1,0 +1,479 @@
+//! `celerity bench`: each Celerity figure measured beside the raw JetStream figure for the same
+//! work, in one run and one process (the worker apart, so its memory can be read), so machine
+//! noise cancels in the ratio. `docs/performance.md` has the results and what bounds each figure.
+
+mod raw;
+mod report;
+pub(crate) mod tasks;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, anyhow, bail};
+use celerity::{ApplyOptions, AsyncResult, Chain, Chord, Client, Group, NatsConfig};
+use celerity_proto::{Layout, QueueName};
+use clap::Args;
+use futures_util::{StreamExt, TryStreamExt};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use self::raw::Raw;
+use self::report::{Figure, Report, Target};
+use self::tasks::{WorkerProcess, memory, noop, noop_ignored, now_us, one, stamp, step, total};
+
+/// How long any one result may take.
+const RESULT_TIMEOUT: Duration = Duration::from_secs(300);
+/// Steps in each chain of the latency figure.
+const CHAIN_STEPS: usize = 10;
+/// Priority-9 probes sent behind the backlog.
+const PROBES: usize = 5;
+
+/// `celerity bench` flags.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct BenchArgs {
+    /// A smoke run: a few thousand tasks, for checking that the bench runs (not for figures).
+    #[arg(long)]
+    quick: bool,
+    /// Tasks in each throughput figure and in the priority backlog (default 100,000; 2,000 with
+    /// --quick).
+    #[arg(long)]
+    tasks: Option<usize>,
+    /// Chains in the chain-step latency figure (default 200; 10 with --quick).
+    #[arg(long)]
+    chains: Option<usize>,
+    /// Members of the chord and the group (default 10,000; 200 with --quick).
+    #[arg(long)]
+    chord: Option<usize>,
+    /// Publish acknowledgements awaited at once, for Celerity and raw publishes alike.
+    #[arg(long, default_value_t = 1024)]
+    window: usize,
+    /// Execution slots of the worker, and messages in flight in the raw consumer.
+    #[arg(short = 'c', long, default_value_t = 64)]
+    concurrency: usize,
+    /// Write the results as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Use this NATS server instead of starting a local nats-server (its streams named
+    /// `BENCH_RAW*` and the bench's queues are deleted and recreated).
+    #[arg(long = "nats-url")]
+    nats_url: Option<String>,
+}
+
+/// The sizes of one run.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub(crate) struct Sizes {
+    tasks: usize,
+    chains: usize,
+    chord: usize,
+    window: usize,
+    concurrency: usize,
+    quick: bool,
+}
+
+impl BenchArgs {
+    fn sizes(&self) -> anyhow::Result<Sizes> {
+        let (tasks, chains, chord) = if self.quick {
+            (2_000, 10, 200)
+        } else {
+            (100_000, 200, 10_000)
+        };
+        let sizes = Sizes {
+            tasks: self.tasks.unwrap_or(tasks),
+            chains: self.chains.unwrap_or(chains),
+            chord: self.chord.unwrap_or(chord),
+            window: self.window,
+            concurrency: self.concurrency,
+            quick: self.quick,
+        };
+        if sizes.tasks == 0
+            || sizes.chains == 0
+            || sizes.chord == 0
+            || sizes.window == 0
+            || sizes.concurrency == 0
+        {
+            bail!("--tasks, --chains, --chord, --window and --concurrency must be at least 1");
+        }
+        Ok(sizes)
+    }
+}
+
+/// Runs the bench; prints the table and writes the JSON. Returns false only on failure.
+pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<bool> {
+    let sizes = args.sizes()?;
+    if cfg!(debug_assertions) && !sizes.quick {
+        eprintln!("warning: this is a debug build; build with --release for meaningful figures");
+    }
+    let server = match &args.nats_url {
+        Some(_) => None,
+        None => Some(
+            tokio::task::spawn_blocking(celerity_testkit::NatsServer::start)
+                .await
+                .context("the nats-server start was cancelled")?
+                .context("cannot start a local nats-server (or pass --nats-url)")?,
+        ),
+    };
+    let url = match (&server, &args.nats_url) {
+        (Some(server), _) => server.url(),
+        (None, Some(url)) => url.clone(),
+        (None, None) => unreachable!("a URL or a local server"),
+    };
+    let dir = tempfile::tempdir().context("cannot create a temp dir")?;
+    let app = tasks::app()?;
+    let client = app
+        .client(&NatsConfig::new(url.clone()))
+        .await
+        .context("the bench client cannot connect")?;
+    let nats = async_nats::connect(url.as_str())
+        .await
+        .context("the raw client cannot connect")?;
+    let server_version = nats.server_info().version.clone();
+    let mut report = Report::new(sizes, server_version);
+    let bench = Bench {
+        client,
+        raw: Raw::new(nats.clone()),
+        js: async_nats::jetstream::new(nats),
+        layout: Layout::new(app.settings().namespace.clone()),
+        sizes,
+    };
+    bench.clean_queues().await?;
+
+    let mut worker =
+        WorkerProcess::start(&url, sizes.concurrency, dir.path(), &bench.client).await?;
+    let idle = memory(worker.pid()).map(|(rss, _)| rss);
+
+    report.add(bench.publish().await?);
+    worker.check_alive()?;
+    report.add(bench.end_to_end(true).await?);
+    worker.check_alive()?;
+    let peak = memory(worker.pid()).map(|(_, hwm)| hwm);
+    report.add(bench.end_to_end(false).await?);
+    worker.check_alive()?;
+    let (p50, p99) = bench.chain_steps().await?;
+    report.add(p50);
+    report.add(p99);
+    worker.check_alive()?;
+    report.add(bench.chord().await?);
+    worker.check_alive()?;
+    drop(worker);
+    report.add(bench.priority_start(dir.path(), &url).await?);
+    report.add(Figure::memory(
+        "worker_rss_idle",
+        "worker RSS, idle",
+        idle,
+        20.0,
+    ));
+    report.add(Figure::memory(
+        "worker_rss_peak",
+        "worker RSS, peak over the runs with results",
+        peak,
+        64.0,
+    ));
+    bench.clean_queues().await?;
+
+    print!("{}", report.table());
+    if let Some(path) = &args.json {
+        std::fs::write(path, report.json()?)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        println!("JSON written to {}", path.display());
+    }
+    drop(server);
+    Ok(true)
+}
+
+/// What every figure needs.
+struct Bench {
+    client: Client,
+    raw: Raw,
+    js: async_nats::jetstream::Context,
+    layout: Layout,
+    sizes: Sizes,
+}
+
+impl Bench {
+    /// A progress bar of `len` steps for `what` (drawn only on a terminal).
+    fn bar(what: &str, len: usize) -> ProgressBar {
+        let bar = ProgressBar::new(len as u64);
+        bar.set_style(
+            ProgressStyle::with_template("{msg:40} [{bar:30}] {pos}/{len} {per_sec}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
+        );
+        bar.set_message(what.to_owned());
+        bar
+    }
+
+    fn queue_stream(&self, queue: &str) -> anyhow::Result<String> {
+        let queue = QueueName::new(queue).map_err(|error| anyhow!("{error}"))?;
+        Ok(self.layout.queue_stream(&queue))
+    }
+
+    /// Deletes what earlier runs may have left in the bench's queues.
+    async fn clean_queues(&self) -> anyhow::Result<()> {
+        for queue in ["default", tasks::PUBLISH_QUEUE] {
+            let name = self.queue_stream(queue)?;
+            if let Ok(mut stream) = self.js.get_stream(&name).await
+                && stream
+                    .info()
+                    .await
+                    .is_ok_and(|info| info.state.messages > 0)
+            {
+                stream
+                    .purge()
+                    .await
+                    .with_context(|| format!("cannot purge {name}"))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// `n` sends of `send`, `window` at once.
+    async fn send_all<F, Fut, T>(
+        &self,
+        n: usize,
+        bar: &ProgressBar,
+        send: F,
+    ) -> anyhow::Result<Vec<T>>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<T, celerity::EnqueueError>>,
+    {
+        futures_util::stream::iter(0..n)
+            .map(|_| {
+                let sent = send();
+                async move {
+                    let sent = sent.await;
+                    bar.inc(1);
+                    sent
+                }
+            })
+            .buffer_unordered(self.sizes.window)
+            .try_collect()
+            .await
+            .context("a task could not be sent")
+    }
+
+    async fn publish(&self) -> anyhow::Result<Figure> {
+        let n = self.sizes.tasks;
+        let bar = Self::bar("publish: raw", n);
+        let raw = self.raw.publish_rate(n, self.sizes.window, &bar).await?;
+        bar.finish_and_clear();
+        let bar = Self::bar("publish: celerity delay()", n);
+        let options = || ApplyOptions::new().queue(tasks::PUBLISH_QUEUE);
+        let started = Instant::now();
+        self.send_all(n, &bar, || self.client.apply(&noop, (), options()))
+            .await?;
+        let celerity = started.elapsed();
+        bar.finish_and_clear();
+        self.clean_queues().await?;
+        Ok(Figure::rate(
+            "publish",
+            "publish, delay() of no-op tasks",
+            n,
+            celerity,
+            raw,
+        ))
+    }
+
+    /// No-op tasks end to end: with results, until the client has every result; with
+    /// `ignore_result`, until the queue is empty.
+    async fn end_to_end(&self, results: bool) -> anyhow::Result<Figure> {
+        let n = self.sizes.tasks;
+        let what = if results { "results" } else { "ignore_result" };
+        let bar = Self::bar(&format!("end to end ({what}): raw"), n);
+        let raw = self
+            .raw
+            .end_to_end(n, self.sizes.window, self.sizes.concurrency, results, &bar)
+            .await?;
+        bar.finish_and_clear();
+        let bar = Self::bar(&format!("end to end ({what}): celerity"), n);
+        let started = Instant::now();
+        if results {
+            let sent: Vec<AsyncResult<()>> =
+                self.send_all(n, &bar, || noop.delay(&self.client)).await?;
+            bar.set_position(0);
+            futures_util::stream::iter(sent)
+                .map(|result| {
+                    let bar = &bar;
+                    async move {
+                        result.wait(RESULT_TIMEOUT).await?;
+                        bar.inc(1);
+                        Ok::<_, celerity::ResultError>(())
+                    }
+                })
+                .buffer_unordered(n)
+                .try_collect::<()>()
+                .await
+                .context("a no-op task did not finish")?;
+        } else {
+            self.send_all(n, &bar, || noop_ignored.delay(&self.client))
+                .await?;
+            raw::wait_empty(&self.js, &self.queue_stream("default")?).await?;
+        }
+        let celerity = started.elapsed();
+        bar.finish_and_clear();
+        Ok(if results {
+            Figure::rate(
+                "e2e_results",
+                "no-op tasks end to end, with results",
+                n,
+                celerity,
+                raw,
+            )
+        } else {
+            Figure::rate(
+                "e2e_ignore_result",
+                "no-op tasks end to end, ignore_result",
+                n,
+                celerity,
+                raw,
+            )
+        })
+    }
+
+    /// Chain step latency, p50 and p99: sequential 10-step chains, start to start of each step.
+    async fn chain_steps(&self) -> anyhow::Result<(Figure, Figure)> {
+        let chains = self.sizes.chains;
+        let bar = Self::bar("chain steps: raw hops", chains);
+        let mut raw = self.raw.hops(chains, CHAIN_STEPS, &bar).await?;
+        bar.finish_and_clear();
+        let bar = Self::bar("chain steps: celerity", chains);
+        let mut celerity = Vec::with_capacity(chains * (CHAIN_STEPS - 1));
+        for _ in 0..chains {
+            let mut chain = Chain::start(step.s((Vec::<u64>::new(),)));
+            for _ in 1..CHAIN_STEPS {
+                chain = chain.then(step.s(()));
+            }
+            let started = chain
+                .apply_async(&self.client)
+                .await?
+                .get(RESULT_TIMEOUT)
+                .await?;
+            celerity.extend(raw::gaps(&started));
+            bar.inc(1);
+        }
+        bar.finish_and_clear();
+        raw.sort();
+        celerity.sort();
+        Ok((
+            Figure::latency(
+                "chain_step_p50",
+                "chain step latency, p50",
+                percentile(&celerity, 50),
+                percentile(&raw, 50),
+                Target::RatioAtMost(2.0),
+            ),
+            Figure::latency(
+                "chain_step_p99",
+                "chain step latency, p99",
+                percentile(&celerity, 99),
+                percentile(&raw, 99),
+                Target::None,
+            ),
+        ))
+    }
+
+    /// A chord of `chord` no-op members, from publish to the body's result, beside a group of as
+    /// many, to its last result.
+    async fn chord(&self) -> anyhow::Result<Figure> {
+        let k = self.sizes.chord;
+        let bar = Self::bar(&format!("group of {k}"), 1);
+        let started = Instant::now();
+        let group = Group::new((0..k).map(|_| one.s(())))
+            .apply_async(&self.client)
+            .await?;
+        let ones = group.get(RESULT_TIMEOUT).await?;
+        let group_time = started.elapsed();
+        if ones.len() != k {
+            bail!("the group returned {} results, not {k}", ones.len());
+        }
+        bar.finish_and_clear();
+        let bar = Self::bar(&format!("chord of {k}"), 1);
+        let started = Instant::now();
+        let sum = Chord::new((0..k).map(|_| one.s(())), total.s(()))
+            .apply_async(&self.client)
+            .await?
+            .get(RESULT_TIMEOUT)
+            .await?;
+        let chord_time = started.elapsed();
+        if sum != k as u64 {
+            bail!("the chord's body returned {sum}, not {k}");
+        }
+        bar.finish_and_clear();
+        Ok(Figure::ratio_of_times(
+            "chord_10k",
+            &format!("chord of {k}, publish to body result (raw: group of {k})"),
+            chord_time,
+            group_time,
+            Target::RatioAtMost(1.3),
+        ))
+    }
+
+    /// The time a priority-9 task takes to start behind a backlog of priority-0 tasks: the backlog
+    /// is queued with no worker running, then a fresh worker starts and the probes are sent one by
+    /// one (the median counts).
+    async fn priority_start(&self, dir: &std::path::Path, url: &str) -> anyhow::Result<Figure> {
+        let n = self.sizes.tasks;
+        let bar = Self::bar("priority: backlog", n);
+        let backlog = || ApplyOptions::new().priority(0);
+        self.send_all(n, &bar, || self.client.apply(&noop_ignored, (), backlog()))
+            .await?;
+        bar.finish_and_clear();
+        let queue = self.queue_stream("default")?;
+        let mut stream = self.js.get_stream(&queue).await?;
+        let worker = WorkerProcess::start(url, self.sizes.concurrency, dir, &self.client).await?;
+        let mut probes = Vec::with_capacity(PROBES);
+        let mut behind = Vec::with_capacity(PROBES);
+        for _ in 0..PROBES {
+            let queued = stream.info().await?.state.messages;
+            if queued < 2 * self.sizes.concurrency as u64 {
+                break;
+            }
+            let sent = now_us();
+            let started = self
+                .client
+                .apply(&stamp, (), ApplyOptions::new().priority(9))
+                .await?
+                .get(RESULT_TIMEOUT)
+                .await?;
+            probes.push(Duration::from_micros(started.saturating_sub(sent)));
+            behind.push(queued);
+        }
+        raw::wait_empty(&self.js, &queue).await?;
+        drop(worker);
+        if probes.is_empty() {
+            bail!("the backlog of {n} drained before a probe could be sent: raise --tasks");
+        }
+        probes.sort();
+        let median = probes[probes.len() / 2];
+        Ok(Figure::priority(
+            &format!(
+                "priority-9 time to start behind {} queued priority-0 tasks (median of {})",
+                behind.iter().min().copied().unwrap_or(0),
+                probes.len()
+            ),
+            median,
+        ))
+    }
+}
+
+/// The `p`th percentile of sorted `values` (nearest rank).
+fn percentile(values: &[Duration], p: usize) -> Duration {
+    if values.is_empty() {
+        return Duration::ZERO;
+    }
+    let rank = (values.len() * p).div_ceil(100).clamp(1, values.len());
+    values[rank - 1]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_are_nearest_rank() {
+        let values: Vec<Duration> = (1..=100).map(Duration::from_millis).collect();
+        assert_eq!(percentile(&values, 50), Duration::from_millis(50));
+        assert_eq!(percentile(&values, 99), Duration::from_millis(99));
+        assert_eq!(percentile(&values[..1], 99), Duration::from_millis(1));
+        assert_eq!(percentile(&[], 50), Duration::ZERO);
+    }
+}

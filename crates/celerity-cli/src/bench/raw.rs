@@ -1,0 +1,294 @@
+//! The raw JetStream references: the same work as each Celerity figure, done with async-nats
+//! directly in this process, on streams and a bucket of their own.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, anyhow};
+use async_nats::jetstream::{self, consumer, kv, stream};
+use futures_util::{StreamExt, TryStreamExt};
+use indicatif::ProgressBar;
+
+use super::tasks::now_us;
+
+const STREAM: &str = "BENCH_RAW";
+const SUBJECT: &str = "bench.raw.tasks";
+const HOP_STREAM: &str = "BENCH_RAW_HOPS";
+const BUCKET: &str = "bench_raw_results";
+/// How often completion is polled where it is read from the server.
+pub(crate) const POLL: Duration = Duration::from_millis(5);
+
+/// The raw references' JetStream context.
+pub(crate) struct Raw {
+    js: jetstream::Context,
+}
+
+impl Raw {
+    pub(crate) fn new(client: async_nats::Client) -> Self {
+        Self {
+            js: jetstream::new(client),
+        }
+    }
+
+    /// A new, empty work-queue stream named `name` on `subjects`.
+    async fn fresh_stream(
+        &self,
+        name: &str,
+        subjects: Vec<String>,
+    ) -> anyhow::Result<stream::Stream> {
+        let _ = self.js.delete_stream(name).await;
+        self.js
+            .create_stream(stream::Config {
+                name: name.to_owned(),
+                subjects,
+                retention: stream::RetentionPolicy::WorkQueue,
+                storage: stream::StorageType::File,
+                ..Default::default()
+            })
+            .await
+            .with_context(|| format!("cannot create the stream {name}"))
+    }
+
+    /// A new, empty KV bucket configured as Celerity's results bucket. It is made as a stream
+    /// because async-nats's `create_key_value` fails on nats-server 2.9 (STACK.md section 4).
+    async fn fresh_bucket(&self) -> anyhow::Result<kv::Store> {
+        let stream = format!("KV_{BUCKET}");
+        let _ = self.js.delete_stream(&stream).await;
+        self.js
+            .create_stream(stream::Config {
+                name: stream,
+                subjects: vec![format!("$KV.{BUCKET}.>")],
+                max_messages_per_subject: 1,
+                duplicate_window: Duration::from_secs(120),
+                storage: stream::StorageType::File,
+                allow_rollup: true,
+                deny_delete: true,
+                allow_direct: true,
+                discard: stream::DiscardPolicy::New,
+                ..Default::default()
+            })
+            .await
+            .context("cannot create the raw results bucket")?;
+        self.js
+            .get_key_value(BUCKET)
+            .await
+            .context("cannot open the raw results bucket")
+    }
+
+    /// A pull consumer on `stream` for `filter` that may hold `in_flight` unacknowledged messages.
+    async fn consumer(
+        stream: &stream::Stream,
+        name: &str,
+        filter: &str,
+        in_flight: usize,
+    ) -> anyhow::Result<consumer::Consumer<consumer::pull::Config>> {
+        stream
+            .create_consumer(consumer::pull::Config {
+                durable_name: Some(name.to_owned()),
+                filter_subject: filter.to_owned(),
+                ack_policy: consumer::AckPolicy::Explicit,
+                max_ack_pending: in_flight as i64,
+                ..Default::default()
+            })
+            .await
+            .with_context(|| format!("cannot create the consumer {name}"))
+    }
+
+    /// Publishes `n` messages of 100 B to `subject`, with up to `window` acknowledgements awaited at
+    /// once.
+    async fn publish(
+        &self,
+        subject: &str,
+        n: usize,
+        window: usize,
+        bar: &ProgressBar,
+    ) -> anyhow::Result<()> {
+        let payload = bytes::Bytes::from(vec![b'x'; 100]);
+        futures_util::stream::iter(0..n)
+            .map(|_| {
+                let payload = payload.clone();
+                async move {
+                    let acked = self.js.publish(subject.to_owned(), payload).await?.await;
+                    bar.inc(1);
+                    acked.map(drop).map_err(anyhow::Error::from)
+                }
+            })
+            .buffer_unordered(window)
+            .try_collect::<()>()
+            .await
+            .context("a raw publish failed")
+    }
+
+    /// Publishes `n` messages of 100 B with `window` acknowledgements in flight; returns the time.
+    pub(crate) async fn publish_rate(
+        &self,
+        n: usize,
+        window: usize,
+        bar: &ProgressBar,
+    ) -> anyhow::Result<Duration> {
+        self.fresh_stream(STREAM, vec![SUBJECT.to_owned()]).await?;
+        let started = Instant::now();
+        self.publish(SUBJECT, n, window, bar).await?;
+        let elapsed = started.elapsed();
+        self.js.delete_stream(STREAM).await.ok();
+        Ok(elapsed)
+    }
+
+    /// `n` messages published and consumed with `in_flight` at once: pull, (with `results`) a KV put
+    /// of about 50 B, ack. Done when a client watching the bucket has seen every put, or (without
+    /// results) when the stream is empty. Returns the time from the first publish.
+    pub(crate) async fn end_to_end(
+        &self,
+        n: usize,
+        window: usize,
+        in_flight: usize,
+        results: bool,
+        bar: &ProgressBar,
+    ) -> anyhow::Result<Duration> {
+        let stream = self.fresh_stream(STREAM, vec![SUBJECT.to_owned()]).await?;
+        let bucket = self.fresh_bucket().await?;
+        let consumer = Self::consumer(&stream, "raw-worker", SUBJECT, in_flight).await?;
+        let watcher = if results {
+            let mut watch = bucket
+                .watch_all()
+                .await
+                .context("cannot watch the raw bucket")?;
+            Some(tokio::spawn(async move {
+                let mut seen = 0;
+                while seen < n {
+                    match watch.next().await {
+                        Some(Ok(_)) => seen += 1,
+                        Some(Err(error)) => return Err(anyhow!("the raw watch failed: {error}")),
+                        None => return Err(anyhow!("the raw watch ended")),
+                    }
+                }
+                Ok(())
+            }))
+        } else {
+            None
+        };
+        let value = bytes::Bytes::from(vec![b'r'; 50]);
+        let worker = tokio::spawn(async move {
+            let messages = consumer.messages().await.context("cannot pull")?;
+            messages
+                .map_err(anyhow::Error::from)
+                .try_for_each_concurrent(in_flight, |message| {
+                    let bucket = bucket.clone();
+                    let value = value.clone();
+                    async move {
+                        if results {
+                            let key = message
+                                .info()
+                                .map_err(|error| anyhow!("{error}"))?
+                                .stream_sequence
+                                .to_string();
+                            bucket.put(key, value).await?;
+                        }
+                        message.ack().await.map_err(|error| anyhow!("{error}"))
+                    }
+                })
+                .await
+        });
+        let started = Instant::now();
+        self.publish(SUBJECT, n, window, bar).await?;
+        match watcher {
+            Some(watcher) => watcher.await.context("the raw watcher panicked")??,
+            None => wait_empty(&self.js, STREAM).await?,
+        }
+        let elapsed = started.elapsed();
+        worker.abort();
+        self.js.delete_stream(STREAM).await.ok();
+        self.js.delete_stream(format!("KV_{BUCKET}")).await.ok();
+        Ok(elapsed)
+    }
+
+    /// `chains` chains of `steps` hops, one after the other: each hop receives the message, acks it
+    /// and publishes the next (awaiting its acknowledgement), and the next hop receives it. Returns
+    /// the hop times, receive to receive.
+    pub(crate) async fn hops(
+        &self,
+        chains: usize,
+        steps: usize,
+        bar: &ProgressBar,
+    ) -> anyhow::Result<Vec<Duration>> {
+        let stream = self
+            .fresh_stream(HOP_STREAM, vec!["bench.raw.hop.*".to_owned()])
+            .await?;
+        let (done_tx, mut done_rx) = tokio::sync::mpsc::channel::<Vec<u64>>(1);
+        let mut hops = Vec::new();
+        for step in 0..steps {
+            let consumer = Self::consumer(
+                &stream,
+                &format!("hop-{step}"),
+                &format!("bench.raw.hop.{step}"),
+                1,
+            )
+            .await?;
+            let js = self.js.clone();
+            let done = done_tx.clone();
+            let last = step + 1 == steps;
+            hops.push(tokio::spawn(async move {
+                let mut messages = consumer.messages().await.context("cannot pull")?;
+                while let Some(message) = messages.next().await {
+                    let message = message.map_err(|error| anyhow!("{error}"))?;
+                    let mut received: Vec<u64> = serde_json::from_slice(&message.payload)?;
+                    received.push(now_us());
+                    message.ack().await.map_err(|error| anyhow!("{error}"))?;
+                    if last {
+                        let _ = done.send(received).await;
+                    } else {
+                        let payload = serde_json::to_vec(&received)?;
+                        js.publish(format!("bench.raw.hop.{}", step + 1), payload.into())
+                            .await?
+                            .await?;
+                    }
+                }
+                Ok::<_, anyhow::Error>(())
+            }));
+        }
+        let mut times = Vec::with_capacity(chains * steps);
+        for _ in 0..chains {
+            self.js
+                .publish("bench.raw.hop.0", bytes::Bytes::from_static(b"[]"))
+                .await?
+                .await?;
+            let received = tokio::time::timeout(Duration::from_secs(30), done_rx.recv())
+                .await
+                .map_err(|_| anyhow!("a raw chain did not finish within 30 s"))?
+                .ok_or_else(|| anyhow!("the raw hops stopped"))?;
+            times.extend(gaps(&received));
+            bar.inc(1);
+        }
+        for hop in hops {
+            hop.abort();
+        }
+        self.js.delete_stream(HOP_STREAM).await.ok();
+        Ok(times)
+    }
+}
+
+/// The time between consecutive timestamps (microseconds).
+pub(crate) fn gaps(stamps: &[u64]) -> impl Iterator<Item = Duration> + '_ {
+    stamps
+        .windows(2)
+        .map(|pair| Duration::from_micros(pair[1].saturating_sub(pair[0])))
+}
+
+/// Waits until stream `name` holds no message (every one acknowledged, in a work-queue stream).
+pub(crate) async fn wait_empty(js: &jetstream::Context, name: &str) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let mut stream = js
+        .get_stream(name)
+        .await
+        .with_context(|| format!("cannot read the stream {name}"))?;
+    loop {
+        if stream.info().await?.state.messages == 0 {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(anyhow!(
+                "the stream {name} was not emptied within 10 minutes"
+            ));
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}

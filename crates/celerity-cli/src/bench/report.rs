@@ -1,0 +1,343 @@
+//! The bench's figures, as a table and as JSON with the versions and the machine they were
+//! measured on.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::Sizes;
+
+/// What a figure should reach.
+#[derive(Debug, Clone, Copy, Serialize)]
+#[serde(tag = "kind", content = "value", rename_all = "snake_case")]
+pub(crate) enum Target {
+    /// Celerity over raw, at least this.
+    RatioAtLeast(f64),
+    /// Celerity over raw, at most this.
+    RatioAtMost(f64),
+    /// The Celerity value itself, below this (in the figure's unit).
+    Below(f64),
+    /// No target.
+    None,
+}
+
+impl Target {
+    fn describe(self) -> String {
+        match self {
+            Self::RatioAtLeast(ratio) => format!(">= {ratio}"),
+            Self::RatioAtMost(ratio) => format!("<= {ratio}x"),
+            Self::Below(value) => format!("< {value}"),
+            Self::None => "-".to_owned(),
+        }
+    }
+
+    fn met(self, celerity: Option<f64>, ratio: Option<f64>) -> Option<bool> {
+        match self {
+            Self::RatioAtLeast(target) => ratio.map(|ratio| ratio >= target),
+            Self::RatioAtMost(target) => ratio.map(|ratio| ratio <= target),
+            Self::Below(target) => celerity.map(|value| value < target),
+            Self::None => None,
+        }
+    }
+}
+
+/// One measured figure.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct Figure {
+    /// Stable id, for tools reading the JSON.
+    id: String,
+    label: String,
+    celerity: Option<f64>,
+    raw: Option<f64>,
+    /// `celerity / raw`.
+    ratio: Option<f64>,
+    unit: &'static str,
+    target: Target,
+    met: Option<bool>,
+}
+
+impl Figure {
+    fn new(
+        id: &str,
+        label: &str,
+        (celerity, raw): (Option<f64>, Option<f64>),
+        unit: &'static str,
+        target: Target,
+    ) -> Self {
+        let ratio = match (celerity, raw) {
+            (Some(celerity), Some(raw)) if raw > 0.0 => Some(celerity / raw),
+            _ => None,
+        };
+        Self {
+            id: id.to_owned(),
+            label: label.to_owned(),
+            celerity,
+            raw,
+            ratio,
+            unit,
+            target,
+            met: target.met(celerity, ratio),
+        }
+    }
+
+    /// A throughput: `n` tasks in `celerity` against `n` messages in `raw`.
+    pub(crate) fn rate(id: &str, label: &str, n: usize, celerity: Duration, raw: Duration) -> Self {
+        let rate = |elapsed: Duration| n as f64 / elapsed.as_secs_f64().max(1e-9);
+        Self::new(
+            id,
+            label,
+            (Some(rate(celerity)), Some(rate(raw))),
+            "tasks/s",
+            Target::RatioAtLeast(0.8),
+        )
+    }
+
+    /// A latency in milliseconds.
+    pub(crate) fn latency(
+        id: &str,
+        label: &str,
+        celerity: Duration,
+        raw: Duration,
+        target: Target,
+    ) -> Self {
+        Self::new(
+            id,
+            label,
+            (Some(millis(celerity)), Some(millis(raw))),
+            "ms",
+            target,
+        )
+    }
+
+    /// Two times in seconds, the reference being another Celerity figure.
+    pub(crate) fn ratio_of_times(
+        id: &str,
+        label: &str,
+        celerity: Duration,
+        reference: Duration,
+        target: Target,
+    ) -> Self {
+        Self::new(
+            id,
+            label,
+            (Some(celerity.as_secs_f64()), Some(reference.as_secs_f64())),
+            "s",
+            target,
+        )
+    }
+
+    /// The priority-9 time to start, in milliseconds.
+    pub(crate) fn priority(label: &str, median: Duration) -> Self {
+        Self::new(
+            "priority_start",
+            label,
+            (Some(millis(median)), None),
+            "ms",
+            Target::Below(10.0),
+        )
+    }
+
+    /// A resident memory, in MiB, under `limit` MiB.
+    pub(crate) fn memory(id: &str, label: &str, bytes: Option<u64>, limit: f64) -> Self {
+        let mib = bytes.map(|bytes| bytes as f64 / (1024.0 * 1024.0));
+        Self::new(id, label, (mib, None), "MiB", Target::Below(limit))
+    }
+}
+
+fn millis(duration: Duration) -> f64 {
+    duration.as_secs_f64() * 1000.0
+}
+
+/// Versions of what was measured.
+#[derive(Debug, Serialize)]
+struct Versions {
+    celerity: &'static str,
+    nats_server: String,
+    rustc: &'static str,
+    profile: &'static str,
+}
+
+/// The machine the figures were measured on.
+#[derive(Debug, Serialize)]
+struct Machine {
+    cores: usize,
+    cpu: Option<String>,
+    memory_bytes: Option<u64>,
+    os: Option<String>,
+    kernel: Option<String>,
+}
+
+impl Machine {
+    fn read() -> Self {
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+        let os_release = std::fs::read_to_string("/etc/os-release").unwrap_or_default();
+        Self {
+            cores: std::thread::available_parallelism().map_or(1, usize::from),
+            cpu: cpuinfo
+                .lines()
+                .find_map(|line| line.strip_prefix("model name"))
+                .map(|rest| rest.trim_start_matches([' ', '\t', ':']).trim().to_owned()),
+            memory_bytes: meminfo
+                .lines()
+                .find_map(|line| line.strip_prefix("MemTotal:"))
+                .and_then(|rest| {
+                    rest.trim()
+                        .trim_end_matches("kB")
+                        .trim()
+                        .parse::<u64>()
+                        .ok()
+                })
+                .map(|kib| kib * 1024),
+            os: os_release
+                .lines()
+                .find_map(|line| line.strip_prefix("PRETTY_NAME="))
+                .map(|name| name.trim_matches('"').to_owned()),
+            kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
+                .ok()
+                .map(|release| release.trim().to_owned()),
+        }
+    }
+}
+
+/// Every figure of one run.
+#[derive(Debug, Serialize)]
+pub(crate) struct Report {
+    versions: Versions,
+    machine: Machine,
+    sizes: Sizes,
+    figures: Vec<Figure>,
+}
+
+impl Report {
+    pub(crate) fn new(sizes: Sizes, nats_server: String) -> Self {
+        Self {
+            versions: Versions {
+                celerity: env!("CARGO_PKG_VERSION"),
+                nats_server,
+                rustc: env!("CELERITY_RUSTC_VERSION"),
+                profile: if cfg!(debug_assertions) {
+                    "debug"
+                } else {
+                    "release"
+                },
+            },
+            machine: Machine::read(),
+            sizes,
+            figures: Vec::new(),
+        }
+    }
+
+    pub(crate) fn add(&mut self, figure: Figure) {
+        self.figures.push(figure);
+    }
+
+    /// The figures as a text table, with the versions and machine above it.
+    pub(crate) fn table(&self) -> String {
+        let mut out = String::new();
+        let machine = &self.machine;
+        let _ = writeln!(
+            out,
+            "celerity {} ({}, {}), nats-server {}; {} cores, {}, {}",
+            self.versions.celerity,
+            self.versions.profile,
+            self.versions.rustc,
+            self.versions.nats_server,
+            machine.cores,
+            machine.cpu.as_deref().unwrap_or("unknown CPU"),
+            machine.os.as_deref().unwrap_or("unknown OS"),
+        );
+        let _ = writeln!(
+            out,
+            "{:<58} {:>12} {:>12} {:>7} {:>8}  {:<8} met",
+            "figure", "celerity", "raw", "ratio", "target", "unit"
+        );
+        for figure in &self.figures {
+            let value = |value: Option<f64>| value.map_or_else(|| "-".to_owned(), format_value);
+            let _ = writeln!(
+                out,
+                "{:<58} {:>12} {:>12} {:>7} {:>8}  {:<8} {}",
+                figure.label,
+                value(figure.celerity),
+                value(figure.raw),
+                figure
+                    .ratio
+                    .map_or_else(|| "-".to_owned(), |ratio| format!("{ratio:.2}")),
+                figure.target.describe(),
+                figure.unit,
+                match figure.met {
+                    Some(true) => "yes",
+                    Some(false) => "NO",
+                    None => "-",
+                }
+            );
+        }
+        out
+    }
+
+    pub(crate) fn json(&self) -> anyhow::Result<String> {
+        Ok(serde_json::to_string_pretty(self)?)
+    }
+}
+
+/// A figure with enough digits: thousands grouped above 1,000, three significant digits below.
+fn format_value(value: f64) -> String {
+    if value >= 1000.0 {
+        let whole = value.round() as u64;
+        let digits = whole.to_string();
+        let mut grouped = String::new();
+        for (index, digit) in digits.chars().enumerate() {
+            if index > 0 && (digits.len() - index).is_multiple_of(3) {
+                grouped.push(',');
+            }
+            grouped.push(digit);
+        }
+        grouped
+    } else if value >= 100.0 {
+        format!("{value:.0}")
+    } else if value >= 10.0 {
+        format!("{value:.1}")
+    } else {
+        format!("{value:.3}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_are_grouped_or_rounded() {
+        assert_eq!(format_value(176_543.2), "176,543");
+        assert_eq!(format_value(1000.0), "1,000");
+        assert_eq!(format_value(142.4), "142");
+        assert_eq!(format_value(12.34), "12.3");
+        assert_eq!(format_value(0.1426), "0.143");
+    }
+
+    #[test]
+    fn targets_are_judged_on_the_ratio_or_the_value() {
+        let rate = Figure::rate(
+            "publish",
+            "publish",
+            100,
+            Duration::from_secs(1),
+            Duration::from_millis(900),
+        );
+        assert_eq!(rate.met, Some(true), "0.9 of raw");
+        let slow = Figure::rate(
+            "publish",
+            "publish",
+            100,
+            Duration::from_secs(2),
+            Duration::from_secs(1),
+        );
+        assert_eq!(slow.met, Some(false), "0.5 of raw");
+        let memory = Figure::memory("worker_rss_idle", "rss", Some(30 * 1024 * 1024), 20.0);
+        assert_eq!(memory.met, Some(false));
+        assert_eq!(memory.ratio, None);
+        let unknown = Figure::memory("worker_rss_idle", "rss", None, 20.0);
+        assert_eq!(unknown.met, None);
+    }
+}
