@@ -49,6 +49,9 @@ pub(crate) struct BenchArgs {
     /// Execution slots of the worker, and messages in flight in the raw consumer.
     #[arg(short = 'c', long, default_value_t = 64)]
     concurrency: usize,
+    /// Run only these parts (comma-separated).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    only: Option<Vec<Part>>,
     /// Write the results as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -56,6 +59,23 @@ pub(crate) struct BenchArgs {
     /// `BENCH_RAW*` and the bench's queues are deleted and recreated).
     #[arg(long = "nats-url")]
     nats_url: Option<String>,
+}
+
+/// A part of the bench, for `--only`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Part {
+    /// Publish rate of delay().
+    Publish,
+    /// No-op tasks end to end with results.
+    E2eResults,
+    /// No-op tasks end to end with ignore_result.
+    E2eIgnoreResult,
+    /// Chain step latency.
+    Chain,
+    /// Chord of 10,000 against a group of as many.
+    Chord,
+    /// Priority-9 time to start behind a backlog.
+    Priority,
 }
 
 /// The sizes of one run.
@@ -140,33 +160,49 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<bool> {
         WorkerProcess::start(&url, sizes.concurrency, dir.path(), &bench.client).await?;
     let idle = memory(worker.pid()).map(|(rss, _)| rss);
 
-    report.add(bench.publish().await?);
-    worker.check_alive()?;
-    report.add(bench.end_to_end(true).await?);
-    worker.check_alive()?;
-    let peak = memory(worker.pid()).map(|(_, hwm)| hwm);
-    report.add(bench.end_to_end(false).await?);
-    worker.check_alive()?;
-    let (p50, p99) = bench.chain_steps().await?;
-    report.add(p50);
-    report.add(p99);
-    worker.check_alive()?;
-    report.add(bench.chord().await?);
-    worker.check_alive()?;
+    let only = |part: Part| args.only.as_ref().is_none_or(|only| only.contains(&part));
+    if only(Part::Publish) {
+        report.add(bench.publish().await?);
+        worker.check_alive()?;
+    }
+    let mut peak = None;
+    if only(Part::E2eResults) {
+        report.add(bench.end_to_end(true).await?);
+        worker.check_alive()?;
+        peak = memory(worker.pid()).map(|(_, hwm)| hwm);
+    }
+    if only(Part::E2eIgnoreResult) {
+        report.add(bench.end_to_end(false).await?);
+        worker.check_alive()?;
+    }
+    if only(Part::Chain) {
+        let (p50, p99) = bench.chain_steps().await?;
+        report.add(p50);
+        report.add(p99);
+        worker.check_alive()?;
+    }
+    if only(Part::Chord) {
+        report.add(bench.chord().await?);
+        worker.check_alive()?;
+    }
     drop(worker);
-    report.add(bench.priority_start(dir.path(), &url).await?);
+    if only(Part::Priority) {
+        report.add(bench.priority_start(dir.path(), &url).await?);
+    }
     report.add(Figure::memory(
         "worker_rss_idle",
         "worker RSS, idle",
         idle,
         20.0,
     ));
-    report.add(Figure::memory(
-        "worker_rss_peak",
-        "worker RSS, peak over the runs with results",
-        peak,
-        64.0,
-    ));
+    if peak.is_some() {
+        report.add(Figure::memory(
+            "worker_rss_peak",
+            "worker RSS, peak over the runs with results",
+            peak,
+            64.0,
+        ));
+    }
     bench.clean_queues().await?;
 
     print!("{}", report.table());
