@@ -12,6 +12,7 @@ use celerity_proto::{
     DeadLetterReason, Envelope, EnvelopeError, ErrorRecord, QueueName, ResultRecord, TaskBody,
     TaskState,
 };
+use futures_util::FutureExt as _;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
@@ -26,7 +27,8 @@ use crate::worker::continuation::Continuation;
 use crate::worker::dead_letter::dead_letter;
 use crate::worker::limits::{Credit, Passage};
 
-/// Runs the task in `message` to completion (or dead-letters it).
+/// Runs the task in `message` to completion (or dead-letters it), telling the server every half
+/// AckWait that it is still being worked on.
 ///
 /// `credit` is the fetch credit the task holds until it ends; it gives it back while it waits for a
 /// rate limit.
@@ -34,9 +36,23 @@ pub(crate) async fn execute(
     shared: Arc<WorkerShared>,
     queue: QueueName,
     message: jetstream::Message,
+    credit: Credit,
+) {
+    let in_progress = keep_in_progress(shared.nats.clone(), message.reply.clone(), shared.ack_wait);
+    tokio::select! {
+        biased;
+        () = run_message(shared, queue, message, credit) => {}
+        never = in_progress => match never {},
+    }
+}
+
+/// [`execute`] without the in-progress acks.
+async fn run_message(
+    shared: Arc<WorkerShared>,
+    queue: QueueName,
+    message: jetstream::Message,
     mut credit: Credit,
 ) {
-    let _in_progress = keep_in_progress(&message, shared.ack_wait);
     let delivered = message.info().map_or(1, |info| info.delivered as u64);
     let envelope = match Envelope::from_headers(&HeaderView(message.headers.as_ref())) {
         Ok(envelope) => envelope,
@@ -580,27 +596,23 @@ async fn run_body(
     cancel: CancellationToken,
 ) -> Result<Value, ErrorRecord> {
     let started = tokio::time::Instant::now();
-    let mut body = AbortOnDrop(tokio::spawn(crate::task::mark_task_body(future)));
+    // Run in this task, not spawned: a panic is caught here, and returning drops (stops) the body.
+    let body = std::panic::AssertUnwindSafe(crate::task::mark_task_body(future)).catch_unwind();
     let far = Duration::from_secs(100 * 365 * 24 * 3600);
     let soft = tokio::time::sleep_until(started + soft_limit.unwrap_or(far));
     let hard = tokio::time::sleep_until(started + hard_limit.unwrap_or(far));
-    tokio::pin!(soft, hard);
+    tokio::pin!(body, soft, hard);
     let mut soft_passed = false;
     loop {
         tokio::select! {
-            joined = &mut body.0 => {
-                return match joined {
-                    Ok(outcome) => outcome,
-                    Err(error) if error.is_panic() => Err(panic_record(error.into_panic())),
-                    Err(_) => Err(ErrorRecord::new("celerity::Cancelled", "the task was cancelled")),
-                };
+            joined = &mut body => {
+                return joined.unwrap_or_else(|panic| Err(panic_record(panic)));
             }
             () = &mut soft, if soft_limit.is_some() && !soft_passed => {
                 soft_passed = true;
                 cancel.cancel();
             }
             () = &mut hard, if hard_limit.is_some() => {
-                body.0.abort();
                 let limit = hard_limit.unwrap_or(far);
                 return Err(ErrorRecord::new("celerity::TimeLimitExceeded", format!("the task ran past its hard time limit of {limit:?} and was stopped")));
             }
@@ -608,29 +620,27 @@ async fn run_body(
     }
 }
 
-/// A spawned task that is aborted when its owner goes away.
-struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
-
-impl<T> Drop for AbortOnDrop<T> {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
-/// Tells the server every half AckWait that `message` is still being worked on, from dispatch to
-/// the final ack: while the task waits for a slot, runs, and while its result is being stored.
-fn keep_in_progress(message: &jetstream::Message, ack_wait: Duration) -> AbortOnDrop<()> {
-    let message = message.clone();
+/// Tells the server every half AckWait that the message acknowledged on `reply` is still being
+/// worked on; polled beside the run, from dispatch to the final ack (while the task waits for a
+/// slot, runs, and while its result is being stored), so it costs no task of its own.
+async fn keep_in_progress(
+    nats: async_nats::Client,
+    reply: Option<async_nats::Subject>,
+    ack_wait: Duration,
+) -> std::convert::Infallible {
+    let Some(reply) = reply else {
+        return std::future::pending().await;
+    };
     let period = (ack_wait / 2).max(Duration::from_millis(100));
-    AbortOnDrop(tokio::spawn(async move {
-        let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
-        loop {
-            ticks.tick().await;
-            if let Err(error) = message.ack_with(AckKind::Progress).await {
-                tracing::debug!(error = %error, "cannot send an in-progress ack");
-            }
+    loop {
+        tokio::time::sleep(period).await;
+        if let Err(error) = nats
+            .publish(reply.clone(), bytes::Bytes::from_static(b"+WPI"))
+            .await
+        {
+            tracing::debug!(error = %error, "cannot send an in-progress ack");
         }
-    }))
+    }
 }
 
 /// The task's final record, if it has one.

@@ -391,8 +391,9 @@ fn run_on_this_thread(
         let ack_wait = provisioned
             .queues
             .iter()
-            .flat_map(|(_, consumers, _)| {
-                consumers
+            .flat_map(|setup| {
+                setup
+                    .consumers
                     .iter()
                     .flatten()
                     .map(|consumer| consumer.cached_info().config.ack_wait)
@@ -493,12 +494,6 @@ fn run_on_this_thread(
     Ok(())
 }
 
-type QueueSetup = (
-    QueueName,
-    Vec<Option<jetstream::consumer::PullConsumer>>,
-    async_nats::Subscriber,
-);
-
 /// What the worker provisions before it starts consuming.
 struct Setup<'a> {
     js: &'a jetstream::Context,
@@ -528,7 +523,7 @@ enum SetupError {
 /// Everything provisioned for a worker.
 struct Provisioned {
     store: ResultStore,
-    queues: Vec<QueueSetup>,
+    queues: Vec<queue::QueueSetup>,
     chords: chord::ChordBackend,
     delayed: async_nats::jetstream::consumer::PullConsumer,
     revoked: Revocations,
@@ -720,7 +715,20 @@ impl Setup<'_> {
                 .subscribe(layout.doorbell_subjects(queue))
                 .await
                 .map_err(|error| SetupError::Subscribe(queue.clone(), error))?;
-            setups.push((queue.clone(), consumers, doorbells));
+            // One inbox per queue for every pull request's answers (a subscription per request
+            // would cost a SUB and an UNSUB per fetch).
+            let inbox = client.new_inbox();
+            let pulls = client
+                .subscribe(format!("{inbox}.>"))
+                .await
+                .map_err(|error| SetupError::Subscribe(queue.clone(), error))?;
+            setups.push(queue::QueueSetup {
+                queue: queue.clone(),
+                consumers,
+                doorbells,
+                inbox,
+                pulls,
+            });
         }
         let revoked_kv =
             provision::revoked_bucket(js, layout, app.settings().result_expires).await?;

@@ -2,8 +2,9 @@
 //! free slots from them, highest priority first.
 //!
 //! It learns which levels have work from the stream's headers-only doorbells (and re-checks every
-//! level periodically, for redeliveries, which ring no bell), fetches with a credit equal to the
-//! free slots, and spawns each task on the multi-thread runtime.
+//! level periodically, for redeliveries, which ring no bell), sends one `no_wait` pull request at a
+//! time with a batch equal to its free credit, answered on one inbox subscription that lives as long
+//! as the actor, and spawns each task on the multi-thread runtime as its message arrives.
 //! It never runs a task body on its own thread.
 
 use std::collections::HashMap;
@@ -11,7 +12,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
-use async_nats::jetstream::{self, consumer::PullConsumer};
+use async_nats::jetstream::{
+    self,
+    consumer::{PullConsumer, pull::BatchConfig},
+};
+use async_nats::{StatusCode, Subject};
 use celerity_proto::{Priority, QueueName};
 use futures_util::StreamExt;
 use tokio::sync::OwnedSemaphorePermit;
@@ -23,10 +28,23 @@ use crate::worker::root::{QueueDrained, Worker};
 
 /// Largest number of messages asked for in one pull request.
 const MAX_BATCH: usize = 256;
-/// How long a fetch may take before it is abandoned (the server is away).
+/// How long a pull request may go unanswered before it is abandoned (the server is away, or a
+/// nats-server 2.9 kept a `no_wait` request whose messages other workers took).
 const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long to wait before fetching again after a failed fetch.
 const FETCH_RETRY: Duration = Duration::from_millis(500);
+
+/// What a queue actor starts from.
+pub(crate) struct QueueSetup {
+    pub(crate) queue: QueueName,
+    /// One consumer per priority level in use, indexed by priority.
+    pub(crate) consumers: Vec<Option<PullConsumer>>,
+    pub(crate) doorbells: async_nats::Subscriber,
+    /// The prefix of the pull requests' reply subjects, `<inbox>.<level>.<request>`.
+    pub(crate) inbox: String,
+    /// The subscription to `<inbox>.>`.
+    pub(crate) pulls: async_nats::Subscriber,
+}
 
 /// The consuming side of one queue.
 pub(crate) struct QueueActor {
@@ -34,10 +52,15 @@ pub(crate) struct QueueActor {
     shared: Arc<WorkerShared>,
     root: Addr<Worker>,
     /// One consumer per priority level in use, indexed by priority.
-    consumers: Vec<Option<PullConsumer>>,
+    consumers: Vec<Option<Arc<PullConsumer>>>,
     /// The levels that have a consumer.
     in_use: [bool; 10],
     doorbells: Option<async_nats::Subscriber>,
+    inbox: String,
+    pulls: Option<async_nats::Subscriber>,
+    /// The pull request in flight, if any (one at a time).
+    pull: Option<Pull>,
+    next_request: u64,
     /// Levels that may have work, indexed by priority.
     maybe_ready: [bool; 10],
     /// Bumped by every doorbell of a level, so a fetch that raced a doorbell does not mark the
@@ -46,7 +69,6 @@ pub(crate) struct QueueActor {
     /// Credit acquired and not yet used by a fetched task.
     held: Vec<OwnedSemaphorePermit>,
     waiting_for_credit: bool,
-    fetching: bool,
     /// Tasks dispatched and not finished, by a key local to this actor (a redelivery to this same
     /// worker has the same stream sequence, so that cannot be the key).
     in_flight: HashMap<u64, InFlight>,
@@ -61,6 +83,19 @@ struct InFlight {
     task_id: Option<String>,
 }
 
+/// A pull request sent and not yet ended.
+struct Pull {
+    request: u64,
+    level: usize,
+    requested: usize,
+    received: usize,
+    /// The level's doorbell generation when it was sent.
+    generation: u64,
+}
+
+/// A message on the pull inbox: a task, or a status ending a pull request.
+struct PullReply(async_nats::Message);
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Mode {
     Running,
@@ -69,29 +104,30 @@ enum Mode {
 }
 
 impl QueueActor {
-    pub(crate) fn new(
-        queue: QueueName,
-        shared: Arc<WorkerShared>,
-        root: Addr<Worker>,
-        consumers: Vec<Option<PullConsumer>>,
-        doorbells: async_nats::Subscriber,
-    ) -> Self {
+    pub(crate) fn new(setup: QueueSetup, shared: Arc<WorkerShared>, root: Addr<Worker>) -> Self {
         let mut in_use = [false; 10];
-        for (level, consumer) in consumers.iter().enumerate().take(10) {
+        for (level, consumer) in setup.consumers.iter().enumerate().take(10) {
             in_use[level] = consumer.is_some();
         }
         Self {
-            queue,
+            queue: setup.queue,
             shared,
             root,
-            consumers,
-            doorbells: Some(doorbells),
+            consumers: setup
+                .consumers
+                .into_iter()
+                .map(|consumer| consumer.map(Arc::new))
+                .collect(),
+            doorbells: Some(setup.doorbells),
+            inbox: setup.inbox,
+            pulls: Some(setup.pulls),
+            pull: None,
+            next_request: 0,
             maybe_ready: in_use,
             in_use,
             generation: [0; 10],
             held: Vec::new(),
             waiting_for_credit: false,
-            fetching: false,
             in_flight: HashMap::new(),
             next_key: 0,
             mode: Mode::Running,
@@ -105,7 +141,7 @@ impl QueueActor {
             self.held.clear();
             return;
         }
-        if self.fetching {
+        if self.pull.is_some() {
             return;
         }
         let weights = self.shared.priority_weights.current();
@@ -132,71 +168,132 @@ impl QueueActor {
             self.maybe_ready[level] = false;
             return;
         };
-        self.fetching = true;
-        let generation = self.generation[level];
+        let request = self.next_request;
+        self.next_request += 1;
         let requested = self.held.len();
-        let fetch = async move {
-            // Messages received before an error or the deadline are kept and run: dropping them
-            // would leave them waiting out AckWait.
-            let mut messages = Vec::with_capacity(requested);
-            let batch = async {
-                let mut batch = consumer.fetch().max_messages(requested).messages().await?;
-                while let Some(message) = batch.next().await {
-                    messages.push(message?);
-                }
-                Ok::<_, async_nats::Error>(())
-            };
-            let outcome = match tokio::time::timeout(FETCH_TIMEOUT, batch).await {
-                Ok(result) => result.map_err(|error| error.to_string()),
-                Err(_) => Err(format!("no answer within {FETCH_TIMEOUT:?}")),
-            };
-            (messages, outcome)
+        self.pull = Some(Pull {
+            request,
+            level,
+            requested,
+            received: 0,
+            generation: self.generation[level],
+        });
+        let reply = Subject::from(format!("{}.{level}.{request}", self.inbox));
+        let batch = BatchConfig {
+            batch: requested,
+            no_wait: true,
+            ..BatchConfig::default()
         };
-        ctx.spawn(fetch.into_actor(self).map(move |result, actor, ctx| {
-            actor.fetching = false;
-            actor.fetched(ctx, level, generation, requested, result);
-        }));
+        ctx.spawn(
+            async move { consumer.request_batch(batch, reply).await }
+                .into_actor(self)
+                .map(move |sent, actor, ctx| {
+                    if let Err(error) = sent {
+                        actor.pull_ended(ctx, request, Err(error.to_string()));
+                    }
+                }),
+        );
+        ctx.run_later(FETCH_TIMEOUT, move |actor, ctx| {
+            let error = format!("no answer within {FETCH_TIMEOUT:?}");
+            actor.pull_ended(ctx, request, Err(error));
+        });
     }
 
-    fn fetched(
-        &mut self,
-        ctx: &mut Context<Self>,
-        level: usize,
-        generation: u64,
-        requested: usize,
-        (messages, outcome): (Vec<jetstream::Message>, Result<(), String>),
-    ) {
-        let complete = outcome.is_ok();
-        if complete && messages.len() < requested && self.generation[level] == generation {
-            self.maybe_ready[level] = false;
-        }
-        for message in messages {
-            if self.mode == Mode::Running {
-                self.dispatch(ctx, message);
-            } else {
-                // Fetched while stopping: hand it straight back.
-                drop(
-                    self.shared.runtime.spawn(async move {
-                        message.ack_with(jetstream::AckKind::Nak(None)).await
-                    }),
-                );
+    /// A message arrived on the pull inbox.
+    ///
+    /// A task message carries its stream subject, not the reply subject it was sent to, so it is
+    /// counted against the request in flight; a status is sent to the reply subject and names its
+    /// request.
+    fn pull_reply(&mut self, ctx: &mut Context<Self>, message: async_nats::Message) {
+        if matches!(message.status, None | Some(StatusCode::OK)) {
+            let complete = self.pull.as_mut().and_then(|pull| {
+                pull.received += 1;
+                (pull.received == pull.requested).then_some(pull.request)
+            });
+            let message = jetstream::Message {
+                message,
+                context: self.shared.js.clone(),
+            };
+            self.receive(ctx, message);
+            if let Some(request) = complete {
+                self.pull_ended(ctx, request, Ok(()));
             }
+            return;
+        }
+        let request = message
+            .subject
+            .rsplit('.')
+            .next()
+            .and_then(|token| token.parse::<u64>().ok());
+        let current = self
+            .pull
+            .as_ref()
+            .filter(|pull| Some(pull.request) == request);
+        match message.status {
+            Some(StatusCode::IDLE_HEARTBEAT) => {}
+            // No messages (404), or fewer than asked for (408): the request is over.
+            Some(StatusCode::NOT_FOUND | StatusCode::TIMEOUT) if current.is_some() => {
+                if let Some(request) = request {
+                    self.pull_ended(ctx, request, Ok(()));
+                }
+            }
+            Some(status) if current.is_some() => {
+                if let Some(request) = request {
+                    let description = message.description.unwrap_or_default();
+                    self.pull_ended(ctx, request, Err(format!("{status} {description}")));
+                }
+            }
+            // The late status of a request already given up.
+            _ => {}
+        }
+    }
+
+    /// Ends pull request `request` (if it is still the one in flight) and fetches again.
+    fn pull_ended(&mut self, ctx: &mut Context<Self>, request: u64, outcome: Result<(), String>) {
+        let Some(pull) = self.pull.take_if(|pull| pull.request == request) else {
+            return;
+        };
+        if outcome.is_ok()
+            && pull.received < pull.requested
+            && self.generation[pull.level] == pull.generation
+        {
+            self.maybe_ready[pull.level] = false;
         }
         self.check_drained(ctx);
         match outcome {
             Ok(()) => self.pump(ctx),
             Err(error) => {
-                tracing::warn!(queue = %self.queue, priority = level, error = %error, "fetch failed; retrying");
+                tracing::warn!(queue = %self.queue, priority = pull.level, error = %error, "fetch failed; retrying");
                 ctx.run_later(FETCH_RETRY, |actor, ctx| actor.pump(ctx));
             }
         }
     }
 
+    /// Runs a delivered task, or hands it straight back when stopping or out of credit.
+    fn receive(&mut self, ctx: &mut Context<Self>, message: jetstream::Message) {
+        if self.mode != Mode::Running {
+            drop(
+                self.shared
+                    .runtime
+                    .spawn(async move { message.ack_with(jetstream::AckKind::Nak(None)).await }),
+            );
+            return;
+        }
+        if self.held.is_empty() {
+            // The late answer of a request given up: run it if there is credit for it.
+            if let Ok(permit) = self.shared.credit.clone().try_acquire_owned() {
+                self.held.push(permit);
+            }
+        }
+        self.dispatch(ctx, message);
+    }
+
     /// Spawns one task on the multi-thread runtime, holding one unit of credit until it ends.
     fn dispatch(&mut self, ctx: &mut Context<Self>, message: jetstream::Message) {
         let Some(permit) = self.held.pop() else {
-            // INVARIANT: a fetch never asks for more messages than the credit held.
-            tracing::error!(queue = %self.queue, "received more messages than requested; returning one");
+            // A pull request never asks for more messages than the credit held; only the late
+            // answer of an abandoned request finds none.
+            tracing::warn!(queue = %self.queue, "received a task without credit for it; returning it");
             drop(
                 self.shared
                     .runtime
@@ -257,8 +354,8 @@ impl QueueActor {
     }
 
     fn check_drained(&mut self, ctx: &mut Context<Self>) {
-        // A fetch still in flight is waited for: its messages are handed back, not stranded.
-        if self.mode == Mode::Draining && self.in_flight.is_empty() && !self.fetching {
+        // A pull still in flight is waited for: its messages are handed back, not stranded.
+        if self.mode == Mode::Draining && self.in_flight.is_empty() && self.pull.is_none() {
             self.mode = Mode::Stopped;
             self.root.do_send(QueueDrained {
                 queue: self.queue.clone(),
@@ -274,6 +371,9 @@ impl Actor for QueueActor {
     fn started(&mut self, ctx: &mut Self::Context) {
         if let Some(doorbells) = self.doorbells.take() {
             ctx.add_stream(doorbells);
+        }
+        if let Some(pulls) = self.pulls.take() {
+            ctx.add_stream(pulls.map(PullReply));
         }
         // Redelivered messages (after another worker died) ring no doorbell, and doorbells are
         // lost while disconnected: re-check every level now and then.
@@ -307,6 +407,16 @@ impl StreamHandler<async_nats::Message> for QueueActor {
     fn finished(&mut self, _ctx: &mut Self::Context) {
         // The subscription ended (connection closed for good); the periodic re-check still runs.
         tracing::warn!(queue = %self.queue, "doorbell subscription ended");
+    }
+}
+
+impl StreamHandler<PullReply> for QueueActor {
+    fn handle(&mut self, PullReply(message): PullReply, ctx: &mut Self::Context) {
+        self.pull_reply(ctx, message);
+    }
+
+    fn finished(&mut self, _ctx: &mut Self::Context) {
+        tracing::warn!(queue = %self.queue, "pull inbox subscription ended");
     }
 }
 

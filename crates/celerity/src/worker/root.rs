@@ -11,13 +11,13 @@ use crate::worker::SharedHandle;
 use crate::worker::beat::Beat;
 use crate::worker::chord::{ChordAggregator, ChordBackend};
 use crate::worker::control::ControlActor;
-use crate::worker::queue::{QueueActor, StopConsuming};
+use crate::worker::queue::{QueueActor, QueueSetup, StopConsuming};
 use crate::worker::scheduler::Scheduler;
 
 /// The root actor.
 pub(crate) struct Worker {
     shared: SharedHandle,
-    pending_queues: Vec<(QueueName, Vec<Option<PullConsumer>>, async_nats::Subscriber)>,
+    pending_queues: Vec<QueueSetup>,
     chords: Option<ChordBackend>,
     aggregator: Option<Addr<ChordAggregator>>,
     delayed: Option<(PullConsumer, async_nats::jetstream::kv::Store)>,
@@ -34,7 +34,7 @@ pub(crate) struct Worker {
 impl Worker {
     pub(crate) fn new(
         shared: SharedHandle,
-        queues: Vec<(QueueName, Vec<Option<PullConsumer>>, async_nats::Subscriber)>,
+        queues: Vec<QueueSetup>,
         chords: ChordBackend,
         delayed: (PullConsumer, async_nats::jetstream::kv::Store),
         beat: Option<Beat>,
@@ -61,15 +61,9 @@ impl Actor for Worker {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         let root = ctx.address();
-        for (queue, consumers, doorbells) in self.pending_queues.drain(..) {
-            self.running.insert(queue.clone());
-            let actor = QueueActor::new(
-                queue,
-                self.shared.clone(),
-                root.clone(),
-                consumers,
-                doorbells,
-            );
+        for setup in self.pending_queues.drain(..) {
+            self.running.insert(setup.queue.clone());
+            let actor = QueueActor::new(setup, self.shared.clone(), root.clone());
             self.queues.push(actor.start());
         }
         let names = self.running.iter().map(ToString::to_string).collect();
