@@ -109,6 +109,14 @@ async fn unknown_pending_and_forgotten_states_are_told_apart() {
     assert_eq!(queued.get(WAIT).await.expect("the queued task runs"), 42);
     queued.forget().await.expect("forget");
     assert_eq!(queued.state().await.unwrap(), TaskState::Unknown);
+    // The handle kept the notification; forgetting drops it too, so nothing answers any more.
+    let short = std::time::Duration::from_millis(300);
+    assert!(matches!(
+        queued.wait(short).await,
+        Err(celerity::ResultError::Timeout { .. })
+    ));
+    // A clone sees what the handle it came from sees.
+    assert!(queued.clone().wait(short).await.is_err());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,13 +1,14 @@
 //! [`AsyncResult`]: a typed handle on one task's result, readable from any process.
 
 use std::marker::PhantomData;
+use std::sync::Arc;
 use std::time::Duration;
 
 use celerity_proto::{ErrorRecord, ResultRecord, TaskId, TaskState};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use crate::client::Client;
+use crate::client::{Client, Registered, Tracking};
 use crate::result_store::StoreError;
 
 /// Why a result could not be had.
@@ -66,7 +67,9 @@ pub enum ResultError {
 /// A handle on the result of one task, typed by what the task returns.
 ///
 /// Every method reads the results bucket; [`AsyncResult::get`] waits without polling, through the
-/// client's reply subject for tasks this client sent and through a KV watch otherwise.
+/// client's reply subject for tasks this client sent (without reading the bucket, for a task
+/// sent with `apply`, `delay` or `send_task`, unless the wait times out) and through a KV watch
+/// otherwise.
 ///
 /// ```no_run
 /// # async fn demo(client: celerity::Client) -> Result<(), Box<dyn std::error::Error>> {
@@ -83,6 +86,8 @@ pub struct AsyncResult<T> {
     allow_wait_in_task: bool,
     parent: Option<Box<AsyncResult<Value>>>,
     root: Option<TaskId>,
+    /// Set when this client registered the id before sending it.
+    tracking: Option<Arc<Tracking>>,
     output: PhantomData<fn() -> T>,
 }
 
@@ -95,6 +100,7 @@ impl<T> Clone for AsyncResult<T> {
             allow_wait_in_task: self.allow_wait_in_task,
             parent: self.parent.clone(),
             root: self.root.clone(),
+            tracking: self.tracking.clone(),
             output: PhantomData,
         }
     }
@@ -117,6 +123,7 @@ impl<T> AsyncResult<T> {
             allow_wait_in_task: false,
             parent: None,
             root: None,
+            tracking: None,
             output: PhantomData,
         }
     }
@@ -133,6 +140,12 @@ impl<T> AsyncResult<T> {
         }
     }
 
+    /// The handle of a task this client tracked before sending it.
+    pub(crate) fn with_tracking(mut self, tracking: Option<Arc<Tracking>>) -> Self {
+        self.tracking = tracking;
+        self
+    }
+
     /// The same handle, typed by `U`.
     pub(crate) fn retype<U>(self) -> AsyncResult<U> {
         AsyncResult {
@@ -142,6 +155,7 @@ impl<T> AsyncResult<T> {
             allow_wait_in_task: self.allow_wait_in_task,
             parent: self.parent,
             root: self.root,
+            tracking: self.tracking,
             output: PhantomData,
         }
     }
@@ -268,7 +282,11 @@ impl<T> AsyncResult<T> {
     /// # Errors
     /// [`ResultError::Store`] when the bucket cannot be written.
     pub async fn forget(&self) -> Result<(), ResultError> {
-        Ok(self.client.store().purge(&self.id).await?)
+        self.client.store().purge(&self.id).await?;
+        if let Some(tracking) = &self.tracking {
+            tracking.clear();
+        }
+        Ok(())
     }
 
     /// Waits up to `timeout` for the final record, whatever the state.
@@ -292,9 +310,14 @@ impl<T> AsyncResult<T> {
         };
         if self.notified {
             // INVARIANT: the waiter is registered before the bucket is read, so a notification that
-            // arrives in between is not missed.
-            let mut waiter = self.client.register_waiter(&self.id);
-            if let Some(record) = self.record().await?
+            // arrives in between is not missed. A tracked id was registered before it was sent: its
+            // notification is either kept or still to come, so the bucket is not read.
+            let mut waiter = match self.client.register_waiter(&self.id) {
+                Registered::Arrived(record) => return Ok(*record),
+                Registered::Waiting(waiter) => waiter,
+            };
+            if self.tracking.is_none()
+                && let Some(record) = self.record().await?
                 && record.state.is_ready()
             {
                 return Ok(record);

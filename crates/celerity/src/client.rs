@@ -231,7 +231,24 @@ impl ApplyOptions {
     }
 }
 
-type Waiters = DashMap<TaskId, Vec<oneshot::Sender<ResultRecord>>>;
+/// What the reply listener knows of one task id.
+#[derive(Default)]
+struct Watched {
+    /// Waits in progress.
+    senders: Vec<oneshot::Sender<ResultRecord>>,
+    /// Handles that registered the id before it was sent ([`Tracking`]); while there are any, a
+    /// notification is kept here, so their waits need not read the bucket.
+    tracking: usize,
+    arrived: Option<ResultRecord>,
+}
+
+impl Watched {
+    fn is_unused(&self) -> bool {
+        self.tracking == 0 && self.senders.is_empty()
+    }
+}
+
+type Waiters = DashMap<TaskId, Watched>;
 
 /// One registered wait for a task's final record.
 pub(crate) struct Waiter {
@@ -251,9 +268,41 @@ impl Drop for Waiter {
     fn drop(&mut self) {
         // INVARIANT: a dropped wait leaves nothing behind in the registry.
         self.receiver.close();
-        self.waiters.remove_if_mut(&self.id, |_, senders| {
-            senders.retain(|sender| !sender.is_closed());
-            senders.is_empty()
+        self.waiters.remove_if_mut(&self.id, |_, watched| {
+            watched.senders.retain(|sender| !sender.is_closed());
+            watched.is_unused()
+        });
+    }
+}
+
+/// A wait registered for a record, or the record when it has already arrived.
+pub(crate) enum Registered {
+    Waiting(Waiter),
+    Arrived(Box<ResultRecord>),
+}
+
+/// The id of a task this client sent, registered with the reply listener before the send, so its
+/// notification cannot be missed and waits on it read no bucket. Shared by a handle's clones; the
+/// last one dropped unregisters the id.
+pub(crate) struct Tracking {
+    waiters: Arc<Waiters>,
+    id: TaskId,
+}
+
+impl Tracking {
+    /// Forgets a kept notification (the record was deleted).
+    pub(crate) fn clear(&self) {
+        if let Some(mut watched) = self.waiters.get_mut(&self.id) {
+            watched.arrived = None;
+        }
+    }
+}
+
+impl Drop for Tracking {
+    fn drop(&mut self) {
+        self.waiters.remove_if_mut(&self.id, |_, watched| {
+            watched.tracking -= 1;
+            watched.is_unused()
         });
     }
 }
@@ -320,7 +369,10 @@ impl Client {
                 options.event_callback(move |event| {
                     let on_event = on_event.clone();
                     async move {
-                        if matches!(event, async_nats::Event::Connected) {
+                        if matches!(
+                            event,
+                            async_nats::Event::Connected | async_nats::Event::SlowConsumer(_)
+                        ) {
                             on_event.notify_one();
                         }
                     }
@@ -413,7 +465,7 @@ impl Client {
         let ignore_result = options
             .ignore_result
             .unwrap_or(task_options.is_ignore_result());
-        let id = self
+        let (id, tracking) = self
             .publish(
                 name,
                 TaskBody::positional(args),
@@ -422,7 +474,7 @@ impl Client {
                 ignore_result,
             )
             .await?;
-        Ok(AsyncResult::new(id, self.clone(), !ignore_result))
+        Ok(AsyncResult::new(id, self.clone(), !ignore_result).with_tracking(tracking))
     }
 
     /// Sends a task by name, with JSON arguments: `args` is an array (or null), `kwargs` an object
@@ -451,7 +503,7 @@ impl Client {
             other => return Err(shape_error("kwargs", &other, "use a JSON object")),
         };
         let ignore_result = options.ignore_result.unwrap_or(false);
-        let id = self
+        let (id, tracking) = self
             .publish(
                 name,
                 TaskBody::new(args, kwargs),
@@ -460,7 +512,7 @@ impl Client {
                 ignore_result,
             )
             .await?;
-        Ok(AsyncResult::new(id, self.clone(), !ignore_result))
+        Ok(AsyncResult::new(id, self.clone(), !ignore_result).with_tracking(tracking))
     }
 
     /// Sends a canvas node, as its first task's producer.
@@ -535,19 +587,30 @@ impl Client {
     }
 
     /// Registers a waiter for `id`'s final record, delivered by the reply listener; dropping the
-    /// waiter unregisters it, however the wait ends.
-    pub(crate) fn register_waiter(&self, id: &TaskId) -> Waiter {
+    /// waiter unregisters it, however the wait ends. A tracked id whose record has arrived gives
+    /// the record instead.
+    pub(crate) fn register_waiter(&self, id: &TaskId) -> Registered {
         let (sender, receiver) = oneshot::channel();
-        self.inner
-            .waiters
-            .entry(id.clone())
-            .or_default()
-            .push(sender);
-        Waiter {
+        let mut watched = self.inner.waiters.entry(id.clone()).or_default();
+        if let Some(record) = &watched.arrived {
+            return Registered::Arrived(Box::new(record.clone()));
+        }
+        watched.senders.push(sender);
+        drop(watched);
+        Registered::Waiting(Waiter {
             waiters: self.inner.waiters.clone(),
             id: id.clone(),
             receiver,
-        }
+        })
+    }
+
+    /// Tracks `id` before it is sent (see [`Tracking`]).
+    pub(crate) fn track(&self, id: &TaskId) -> Arc<Tracking> {
+        self.inner.waiters.entry(id.clone()).or_default().tracking += 1;
+        Arc::new(Tracking {
+            waiters: self.inner.waiters.clone(),
+            id: id.clone(),
+        })
     }
 
     async fn publish(
@@ -557,7 +620,7 @@ impl Client {
         task_queue: Option<&str>,
         options: ApplyOptions,
         ignore_result: bool,
-    ) -> Result<TaskId, EnqueueError> {
+    ) -> Result<(TaskId, Option<Arc<Tracking>>), EnqueueError> {
         let explicit_queue = options
             .queue
             .as_deref()
@@ -625,15 +688,17 @@ impl Client {
                 .map_or(0, |since| since.as_millis() as u64),
         });
         envelope.extra = options.headers;
-        if !ignore_result {
+        // INVARIANT: tracked before it is sent, so the notification finds its entry.
+        let tracking = (!ignore_result).then(|| {
             envelope.reply_to = Some(self.inner.reply_subject.clone());
-        }
+            self.track(&id)
+        });
         self.inner
             .dispatcher
             .publisher()
             .publish(&envelope, &body, &queue, !ignore_result)
             .await?;
-        Ok(id)
+        Ok((id, tracking))
     }
 }
 
@@ -678,10 +743,11 @@ fn shape_error(option: &'static str, value: &Value, reason: &str) -> EnqueueErro
     }
 }
 
-/// Routes final records published on the client's reply subject to their waiters.
+/// Routes final records published on the client's reply subject to their waiters, and keeps them
+/// for tracked ids.
 ///
-/// After a reconnect, notifications sent while the client was away are lost, so every waiter's
-/// record is read once from the bucket.
+/// After a reconnect, notifications sent while the client was away are lost, and a slow consumer
+/// drops some: then every waited or tracked record not arrived yet is read once from the bucket.
 async fn listen_for_results(
     mut subscriber: async_nats::Subscriber,
     waiters: Arc<Waiters>,
@@ -708,10 +774,14 @@ async fn listen_for_results(
     }
 }
 
-/// After a reconnect, notifications sent while the client was away are lost: read the record of
-/// every waited task once, a few at a time, and deliver the final ones.
+/// After a reconnect or a slow-consumer drop, notifications may be lost: read the record of every
+/// waited or tracked task not arrived yet once, a few at a time, and deliver the final ones.
 async fn reread_waited_records(waiters: Arc<Waiters>, store: ResultStore) {
-    let ids: Vec<TaskId> = waiters.iter().map(|entry| entry.key().clone()).collect();
+    let ids: Vec<TaskId> = waiters
+        .iter()
+        .filter(|entry| entry.arrived.is_none())
+        .map(|entry| entry.key().clone())
+        .collect();
     futures_util::stream::iter(ids)
         .for_each_concurrent(32, |id| {
             let (waiters, store) = (waiters.clone(), store.clone());
@@ -727,9 +797,17 @@ async fn reread_waited_records(waiters: Arc<Waiters>, store: ResultStore) {
 }
 
 fn deliver(waiters: &Waiters, record: ResultRecord) {
-    if let Some((_, senders)) = waiters.remove(&record.id) {
-        for sender in senders {
-            let _ = sender.send(record.clone());
-        }
+    let Some(mut watched) = waiters.get_mut(&record.id) else {
+        return;
+    };
+    for sender in watched.senders.drain(..) {
+        let _ = sender.send(record.clone());
     }
+    if watched.tracking > 0 {
+        watched.arrived = Some(record);
+        return;
+    }
+    let id = watched.key().clone();
+    drop(watched);
+    waiters.remove_if(&id, |_, watched| watched.is_unused());
 }

@@ -52,6 +52,10 @@ pub(crate) struct BenchArgs {
     /// Run only these parts (comma-separated).
     #[arg(long, value_enum, value_delimiter = ',')]
     only: Option<Vec<Part>>,
+    /// Also measure what one delay() costs the server, piece by piece, with raw async-nats
+    /// publishes: a task's headers, the doorbell, the PENDING create (docs/performance.md).
+    #[arg(long)]
+    breakdown: bool,
     /// Write the results as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -164,6 +168,9 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<bool> {
     if only(Part::Publish) {
         report.add(bench.publish().await?);
         worker.check_alive()?;
+        if args.breakdown {
+            report.add_publish_costs(bench.publish_costs().await?);
+        }
     }
     let mut peak = None;
     if only(Part::E2eResults) {
@@ -307,6 +314,32 @@ impl Bench {
             celerity,
             raw,
         ))
+    }
+
+    /// The publish cost breakdown, with the headers a `delay()` of the no-op task carries.
+    async fn publish_costs(&self) -> anyhow::Result<Vec<(&'static str, &'static str, f64)>> {
+        let n = self.sizes.tasks;
+        let id = celerity_proto::TaskId::new(uuid::Uuid::now_v7().to_string())
+            .map_err(|error| anyhow!("{error}"))?;
+        let name = celerity_proto::TaskName::new(<noop as celerity::Task>::NAME)
+            .map_err(|error| anyhow!("{error}"))?;
+        let mut envelope = celerity_proto::Envelope::new(id, name);
+        envelope.sent_at_ms = Some(now_us() / 1000);
+        envelope.reply_to = Some(
+            self.layout
+                .reply_subject("0123456789abcdef0123456789abcdef"),
+        );
+        let mut headers = async_nats::HeaderMap::new();
+        for (name, value) in envelope.to_headers() {
+            headers.insert(name, value.as_str());
+        }
+        let bar = Self::bar("publish costs", n);
+        let costs = self
+            .raw
+            .publish_costs(n, self.sizes.window, &headers, &bar)
+            .await?;
+        bar.finish_and_clear();
+        Ok(costs)
     }
 
     /// No-op tasks end to end: with results, until the client has every result; with

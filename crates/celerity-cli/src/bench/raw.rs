@@ -133,6 +133,105 @@ impl Raw {
         Ok(elapsed)
     }
 
+    /// What one `delay()` costs the server, piece by piece: `n` publishes with `window` in flight
+    /// of 100 B alone, with a task's headers (`headers`, with its `Nats-Msg-Id`) on a stream that
+    /// de-duplicates, with the doorbell (a headers-only republish) as well, a PENDING create alone,
+    /// and the last two at once (what `delay()` does). Returns (id, label, publishes per second).
+    pub(crate) async fn publish_costs(
+        &self,
+        n: usize,
+        window: usize,
+        headers: &async_nats::HeaderMap,
+        bar: &ProgressBar,
+    ) -> anyhow::Result<Vec<(&'static str, &'static str, f64)>> {
+        const STEPS: [(&str, &str); 5] = [
+            ("plain", "100 B, no headers (the raw publish figure)"),
+            (
+                "headers",
+                "+ a task's headers and Nats-Msg-Id, de-duplicated",
+            ),
+            ("doorbell", "+ the doorbell (headers-only republish)"),
+            ("pending", "a PENDING create alone (KV create)"),
+            ("delay", "the last two at once, as delay() does"),
+        ];
+        let payload = bytes::Bytes::from(vec![b'x'; 100]);
+        let record = bytes::Bytes::from(vec![b'p'; 120]);
+        let mut rates = Vec::new();
+        for (id, label) in STEPS {
+            bar.set_position(0);
+            bar.set_message(format!("publish costs: {id}"));
+            let _ = self.js.delete_stream(STREAM).await;
+            self.js
+                .create_stream(stream::Config {
+                    name: STREAM.to_owned(),
+                    subjects: vec![format!("{SUBJECT}.*")],
+                    retention: stream::RetentionPolicy::WorkQueue,
+                    duplicate_window: Duration::from_secs(120),
+                    republish: matches!(id, "doorbell" | "delay").then(|| stream::Republish {
+                        source: format!("{SUBJECT}.*"),
+                        destination: "bench.raw.bell.{{wildcard(1)}}".to_owned(),
+                        headers_only: true,
+                    }),
+                    ..Default::default()
+                })
+                .await
+                .context("cannot create the raw stream")?;
+            let bucket = self.fresh_bucket().await?;
+            let started = Instant::now();
+            futures_util::stream::iter(0..n)
+                .map(|_| {
+                    let (payload, record, bucket) = (payload.clone(), record.clone(), &bucket);
+                    let task_id = uuid::Uuid::now_v7().to_string();
+                    let mut headers = if id == "plain" {
+                        async_nats::HeaderMap::new()
+                    } else {
+                        headers.clone()
+                    };
+                    async move {
+                        let publish = async {
+                            if id == "pending" {
+                                return Ok(());
+                            }
+                            if id != "plain" {
+                                headers.insert("Celerity-Id", task_id.as_str());
+                                headers.insert("Nats-Msg-Id", task_id.as_str());
+                            }
+                            let message = jetstream::message::PublishMessage::build()
+                                .payload(payload)
+                                .headers(headers);
+                            self.js
+                                .send_publish(format!("{SUBJECT}.5"), message)
+                                .await?
+                                .await
+                                .map(drop)
+                                .map_err(anyhow::Error::from)
+                        };
+                        let create = async {
+                            if matches!(id, "pending" | "delay") {
+                                bucket.create(&task_id, record).await?;
+                            }
+                            Ok::<_, anyhow::Error>(())
+                        };
+                        let done = tokio::try_join!(publish, create).map(drop);
+                        bar.inc(1);
+                        done
+                    }
+                })
+                .buffer_unordered(window)
+                .try_collect::<()>()
+                .await
+                .with_context(|| format!("a raw publish ({id}) failed"))?;
+            rates.push((
+                id,
+                label,
+                n as f64 / started.elapsed().as_secs_f64().max(1e-9),
+            ));
+        }
+        self.js.delete_stream(STREAM).await.ok();
+        self.js.delete_stream(format!("KV_{BUCKET}")).await.ok();
+        Ok(rates)
+    }
+
     /// `n` messages published and consumed with `in_flight` at once: pull, (with `results`) a KV put
     /// of about 50 B, ack. Done when a client watching the bucket has seen every put, or (without
     /// results) when the stream is empty. Returns the time from the first publish.

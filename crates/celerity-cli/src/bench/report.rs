@@ -208,6 +208,18 @@ pub(crate) struct Report {
     machine: Machine,
     sizes: Sizes,
     figures: Vec<Figure>,
+    /// With `--breakdown`: what one `delay()` costs the server, piece by piece.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    publish_costs: Vec<PublishCost>,
+}
+
+/// One step of the publish cost breakdown.
+#[derive(Debug, Serialize)]
+pub(crate) struct PublishCost {
+    id: &'static str,
+    label: &'static str,
+    /// Publishes per second.
+    rate: f64,
 }
 
 impl Report {
@@ -226,11 +238,21 @@ impl Report {
             machine: Machine::read(),
             sizes,
             figures: Vec::new(),
+            publish_costs: Vec::new(),
         }
     }
 
     pub(crate) fn add(&mut self, figure: Figure) {
         self.figures.push(figure);
+    }
+
+    pub(crate) fn add_publish_costs(&mut self, costs: Vec<(&'static str, &'static str, f64)>) {
+        self.publish_costs
+            .extend(
+                costs
+                    .into_iter()
+                    .map(|(id, label, rate)| PublishCost { id, label, rate }),
+            );
     }
 
     /// The figures as a text table, with the versions and machine above it.
@@ -272,6 +294,20 @@ impl Report {
                     None => "-",
                 }
             );
+        }
+        if !self.publish_costs.is_empty() {
+            let _ = writeln!(
+                out,
+                "\nwhat one delay() costs the server (raw async-nats, same run)"
+            );
+            for cost in &self.publish_costs {
+                let _ = writeln!(
+                    out,
+                    "{:<58} {:>12}  publishes/s",
+                    cost.label,
+                    format_value(cost.rate)
+                );
+            }
         }
         out
     }
