@@ -182,23 +182,19 @@ impl Raw {
                 .map(|_| {
                     let (payload, record, bucket) = (payload.clone(), record.clone(), &bucket);
                     let task_id = uuid::Uuid::now_v7().to_string();
-                    let mut headers = if id == "plain" {
-                        async_nats::HeaderMap::new()
-                    } else {
-                        headers.clone()
-                    };
+                    let mut headers = headers.clone();
                     async move {
                         let publish = async {
                             if id == "pending" {
                                 return Ok(());
                             }
+                            let mut message =
+                                jetstream::message::PublishMessage::build().payload(payload);
                             if id != "plain" {
                                 headers.insert("Celerity-Id", task_id.as_str());
                                 headers.insert("Nats-Msg-Id", task_id.as_str());
+                                message = message.headers(headers);
                             }
-                            let message = jetstream::message::PublishMessage::build()
-                                .payload(payload)
-                                .headers(headers);
                             self.js
                                 .send_publish(format!("{SUBJECT}.5"), message)
                                 .await?
