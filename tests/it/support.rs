@@ -35,10 +35,11 @@ pub(crate) struct WorkerProcess {
 
 impl WorkerProcess {
     /// Starts `it-worker worker --nats-url <url> --hostname <hostname> <extra...>` and waits until
-    /// it consumes.
+    /// it consumes and answers control requests.
     pub(crate) fn start(url: &str, hostname: &str, extra: &[&str]) -> Self {
         let worker = Self::spawn(url, hostname, extra, &[]);
         worker.wait_for_log("consuming", Duration::from_secs(30));
+        worker.wait_for_log("answering control requests", Duration::from_secs(30));
         worker
     }
 

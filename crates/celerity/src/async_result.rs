@@ -67,9 +67,9 @@ pub enum ResultError {
 /// A handle on the result of one task, typed by what the task returns.
 ///
 /// Every method reads the results bucket; [`AsyncResult::get`] waits without polling, through the
-/// client's reply subject for tasks this client sent (without reading the bucket, for a task
-/// sent with `apply`, `delay` or `send_task`, unless the wait times out) and through a KV watch
-/// otherwise.
+/// client's reply subject for tasks this client sent (a task sent with `apply`, `delay` or
+/// `send_task` keeps its notification, so a wait that starts after it arrived reads no bucket)
+/// and through a KV watch otherwise.
 ///
 /// ```no_run
 /// # async fn demo(client: celerity::Client) -> Result<(), Box<dyn std::error::Error>> {
@@ -310,14 +310,14 @@ impl<T> AsyncResult<T> {
         };
         if self.notified {
             // INVARIANT: the waiter is registered before the bucket is read, so a notification that
-            // arrives in between is not missed. A tracked id was registered before it was sent: its
-            // notification is either kept or still to come, so the bucket is not read.
+            // arrives in between is not missed. A tracked id whose notification was kept needs no
+            // read; one not arrived yet is read once, as a record can be stored without a
+            // notification (a worker dying between the two, a terminated task).
             let mut waiter = match self.client.register_waiter(&self.id) {
                 Registered::Arrived(record) => return Ok(*record),
                 Registered::Waiting(waiter) => waiter,
             };
-            if self.tracking.is_none()
-                && let Some(record) = self.record().await?
+            if let Some(record) = self.record().await?
                 && record.state.is_ready()
             {
                 return Ok(record);

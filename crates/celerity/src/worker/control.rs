@@ -45,11 +45,17 @@ impl Actor for ControlActor {
         let subscribe = async move {
             let direct = nats.subscribe(direct).await?;
             let broadcast = nats.subscribe(broadcast).await?;
+            // The server has both subscriptions once the flush returns: requests sent after the
+            // log line below reach this worker.
+            if let Err(error) = nats.flush().await {
+                tracing::debug!(error = %error, "cannot flush the control subscriptions");
+            }
             Ok::<_, async_nats::SubscribeError>(futures_util::stream::select(direct, broadcast))
         };
         ctx.spawn(subscribe.into_actor(self).map(|requests, _actor, ctx| match requests {
             Ok(requests) => {
                 ctx.add_stream(requests);
+                tracing::info!("answering control requests");
             }
             Err(error) => tracing::error!(error = %error, "cannot subscribe to control requests; this worker will not answer them"),
         }));

@@ -12,7 +12,6 @@ use celerity_proto::{
     DeadLetterReason, Envelope, EnvelopeError, ErrorRecord, QueueName, ResultRecord, TaskBody,
     TaskState,
 };
-use futures_util::FutureExt as _;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
@@ -596,27 +595,41 @@ async fn run_body(
     cancel: CancellationToken,
 ) -> Result<Value, ErrorRecord> {
     let started = tokio::time::Instant::now();
-    // Run in this task, not spawned: a panic is caught here, and returning drops (stops) the body.
-    let body = std::panic::AssertUnwindSafe(crate::task::mark_task_body(future)).catch_unwind();
+    // Spawned, so a body that blocks its thread stops neither the hard limit nor in-progress acks.
+    let mut body = AbortOnDrop(tokio::spawn(crate::task::mark_task_body(future)));
     let far = Duration::from_secs(100 * 365 * 24 * 3600);
     let soft = tokio::time::sleep_until(started + soft_limit.unwrap_or(far));
     let hard = tokio::time::sleep_until(started + hard_limit.unwrap_or(far));
-    tokio::pin!(body, soft, hard);
+    tokio::pin!(soft, hard);
     let mut soft_passed = false;
     loop {
         tokio::select! {
-            joined = &mut body => {
-                return joined.unwrap_or_else(|panic| Err(panic_record(panic)));
+            joined = &mut body.0 => {
+                return match joined {
+                    Ok(outcome) => outcome,
+                    Err(error) if error.is_panic() => Err(panic_record(error.into_panic())),
+                    Err(_) => Err(ErrorRecord::new("celerity::Cancelled", "the task was cancelled")),
+                };
             }
             () = &mut soft, if soft_limit.is_some() && !soft_passed => {
                 soft_passed = true;
                 cancel.cancel();
             }
             () = &mut hard, if hard_limit.is_some() => {
+                body.0.abort();
                 let limit = hard_limit.unwrap_or(far);
                 return Err(ErrorRecord::new("celerity::TimeLimitExceeded", format!("the task ran past its hard time limit of {limit:?} and was stopped")));
             }
         }
+    }
+}
+
+/// A spawned task that is aborted when its owner goes away.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
