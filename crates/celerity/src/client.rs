@@ -382,7 +382,7 @@ impl Client {
         let js = jetstream::new(nats_client.clone());
         let layout = settings.layout();
         let kv = provision::results_bucket(&js, &layout, settings.result_expires).await?;
-        let store = ResultStore::new(kv, None);
+        let store = ResultStore::new(kv, js.clone(), None);
         let chords = provision::chords_bucket(&js, &layout, settings.result_expires).await?;
         let reply_subject = layout.reply_subject(&uuid::Uuid::now_v7().simple().to_string());
         let subscriber = nats_client

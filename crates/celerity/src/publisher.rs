@@ -178,7 +178,8 @@ impl Publisher {
         {
             return Ok(());
         }
-        provision::delayed_stream(&self.js, &self.layout).await?;
+        // Boxed: run once, it would otherwise make every publish's future as large as its own.
+        Box::pin(provision::delayed_stream(&self.js, &self.layout)).await?;
         self.delayed_ready
             .store(true, std::sync::atomic::Ordering::Relaxed);
         Ok(())
@@ -188,7 +189,15 @@ impl Publisher {
         if self.ready_queues.contains_key(queue) {
             return Ok(());
         }
-        provision::queue_stream(&self.js, &self.layout, queue, &self.levels).await?;
+        // Boxed: run once per queue, it would otherwise make every publish's future as large as
+        // its own.
+        Box::pin(provision::queue_stream(
+            &self.js,
+            &self.layout,
+            queue,
+            &self.levels,
+        ))
+        .await?;
         self.ready_queues.insert(queue.clone(), ());
         Ok(())
     }

@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use async_nats::jetstream::kv;
+use async_nats::jetstream::{self, context::PublishErrorKind, kv};
 use bytes::Bytes;
 use celerity_proto::{ContentType, Envelope, ResultRecord, TaskId, TaskState};
 use futures_util::StreamExt;
@@ -70,6 +70,9 @@ impl StoreError {
 #[derive(Clone)]
 pub(crate) struct ResultStore {
     kv: kv::Store,
+    /// For the create-only PENDING write, which is a plain JetStream publish (see
+    /// [`ResultStore::create_pending`]).
+    js: jetstream::Context,
     worker: Option<Arc<str>>,
 }
 
@@ -82,8 +85,8 @@ impl std::fmt::Debug for ResultStore {
 }
 
 impl ResultStore {
-    pub(crate) fn new(kv: kv::Store, worker: Option<Arc<str>>) -> Self {
-        Self { kv, worker }
+    pub(crate) fn new(kv: kv::Store, js: jetstream::Context, worker: Option<Arc<str>>) -> Self {
+        Self { kv, js, worker }
     }
 
     /// Decodes a stored value, telling JSON from MessagePack by its first byte.
@@ -149,9 +152,35 @@ impl ResultStore {
         let mut record = ResultRecord::new(envelope.id.clone(), TaskState::Pending, now_ms());
         record.task = Some(envelope.task.clone());
         let bytes = Self::encode(&record, envelope.content_type)?;
-        match self.kv.create(envelope.id.as_str(), bytes).await {
+        // `kv::Store::create`, without its read-back on conflict in the common path: one publish
+        // expecting no earlier record for the key. This runs once per task sent, and its future
+        // is part of every `delay()`'s.
+        let key = envelope.id.as_str();
+        let prefix = self.kv.put_prefix.as_deref().unwrap_or(&self.kv.prefix);
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(
+            async_nats::header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE,
+            async_nats::HeaderValue::from(0_u64),
+        );
+        let acked = match self
+            .js
+            .publish_with_headers(format!("{prefix}{key}"), headers, bytes.clone())
+            .await
+        {
+            Ok(ack) => ack.await,
+            Err(error) => Err(error),
+        };
+        match acked {
             Ok(_) => Ok(()),
-            Err(error) if error.kind() == kv::CreateErrorKind::AlreadyExists => Ok(()),
+            // A record exists: a faster worker's, or a deleted or purged one (`forget()` before
+            // a resend of the same id), which `create` replaces.
+            Err(error) if error.kind() == PublishErrorKind::WrongLastSequence => {
+                match Box::pin(self.kv.create(key, bytes)).await {
+                    Ok(_) => Ok(()),
+                    Err(error) if error.kind() == kv::CreateErrorKind::AlreadyExists => Ok(()),
+                    Err(error) => Err(StoreError::bucket("write", &envelope.id, error)),
+                }
+            }
             Err(error) => Err(StoreError::bucket("write", &envelope.id, error)),
         }
     }

@@ -1,7 +1,7 @@
 //! The one conversion between protocol header pairs and `async_nats::HeaderMap`.
 
 use async_nats::HeaderMap;
-use async_nats::header::HeaderName;
+use async_nats::header::{HeaderName, HeaderValue};
 use celerity_proto::{Envelope, HeaderSource};
 
 /// A read view of a NATS header map for the protocol decoders.
@@ -30,7 +30,8 @@ impl HeaderSource for HeaderView<'_> {
 pub(crate) fn envelope_headers(envelope: &Envelope) -> HeaderMap {
     let mut map = HeaderMap::new();
     for (name, value) in envelope.to_headers() {
-        map.insert(name, value.as_str());
+        // Static names and owned values: no copy of either (this runs once per task sent).
+        map.insert(HeaderName::from_static(name), HeaderValue::from(value));
     }
     for (name, value) in envelope.extra_headers() {
         match HeaderName::try_from(name) {

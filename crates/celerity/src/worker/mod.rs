@@ -722,12 +722,21 @@ impl Setup<'_> {
                 .subscribe(format!("{inbox}.>"))
                 .await
                 .map_err(|error| SetupError::Subscribe(queue.clone(), error))?;
+            // And one for the idle wait (a long-poll request), so its message is told from the
+            // pull's by subscription: a task message carries its stream subject, not the reply.
+            let wait_inbox = client.new_inbox();
+            let waits = client
+                .subscribe(format!("{wait_inbox}.>"))
+                .await
+                .map_err(|error| SetupError::Subscribe(queue.clone(), error))?;
             setups.push(queue::QueueSetup {
                 queue: queue.clone(),
                 consumers,
                 doorbells,
                 inbox,
                 pulls,
+                wait_inbox,
+                waits,
             });
         }
         let revoked_kv =
@@ -749,7 +758,7 @@ impl Setup<'_> {
         Ok(Provisioned {
             beat,
             settings,
-            store: ResultStore::new(kv, Some(hostname.clone())),
+            store: ResultStore::new(kv, js.clone(), Some(hostname.clone())),
             queues: setups,
             chords,
             delayed,

@@ -5,6 +5,8 @@
 //! level periodically, for redeliveries, which ring no bell), sends one `no_wait` pull request at a
 //! time with a batch equal to its free credit, answered on one inbox subscription that lives as long
 //! as the actor, and spawns each task on the multi-thread runtime as its message arrives.
+//! When no level has work it keeps one long-poll request for one message (the idle wait) on the
+//! level its last task came from, so the next task there arrives without a doorbell and a fetch.
 //! It never runs a task body on its own thread.
 
 use std::collections::HashMap;
@@ -33,6 +35,9 @@ const MAX_BATCH: usize = 256;
 const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long to wait before fetching again after a failed fetch.
 const FETCH_RETRY: Duration = Duration::from_millis(500);
+/// How long an idle wait lasts on the server before it is renewed. A warm shutdown waits for the
+/// wait to end (a task it brings is handed back), so this bounds what the wait adds to one.
+const WAIT_EXPIRES: Duration = Duration::from_secs(2);
 
 /// What a queue actor starts from.
 pub(crate) struct QueueSetup {
@@ -44,6 +49,10 @@ pub(crate) struct QueueSetup {
     pub(crate) inbox: String,
     /// The subscription to `<inbox>.>`.
     pub(crate) pulls: async_nats::Subscriber,
+    /// The prefix of the idle wait's reply subjects, `<wait_inbox>.<level>.<request>`.
+    pub(crate) wait_inbox: String,
+    /// The subscription to `<wait_inbox>.>`.
+    pub(crate) waits: async_nats::Subscriber,
 }
 
 /// The consuming side of one queue.
@@ -61,6 +70,14 @@ pub(crate) struct QueueActor {
     /// The pull request in flight, if any (one at a time).
     pull: Option<Pull>,
     next_request: u64,
+    wait_inbox: String,
+    waits: Option<async_nats::Subscriber>,
+    /// The idle wait in flight, if any (one at a time).
+    wait: Option<Wait>,
+    /// Set for [`FETCH_RETRY`] after an idle wait failed.
+    wait_paused: bool,
+    /// The level the last task came from, which the idle wait listens on.
+    last_level: Option<usize>,
     /// Levels that may have work, indexed by priority.
     maybe_ready: [bool; 10],
     /// Bumped by every doorbell of a level, so a fetch that raced a doorbell does not mark the
@@ -91,10 +108,26 @@ struct Pull {
     received: usize,
     /// The level's doorbell generation when it was sent.
     generation: u64,
+    /// The timer that abandons the request; cancelled when it ends, so timers do not pile up in
+    /// the actor's context (each one is polled on every wake of the actor).
+    timeout: Option<SpawnHandle>,
+}
+
+/// A long-poll request for one message, sent when no level has work.
+///
+/// It holds no credit, so an idle queue does not keep other queues of the worker from running:
+/// the task it brings takes free credit, or goes straight back if there is none.
+struct Wait {
+    request: u64,
+    level: usize,
+    timeout: SpawnHandle,
 }
 
 /// A message on the pull inbox: a task, or a status ending a pull request.
 struct PullReply(async_nats::Message);
+
+/// A message on the idle wait's inbox: its task, or a status ending it.
+struct WaitReply(async_nats::Message);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Mode {
@@ -123,6 +156,11 @@ impl QueueActor {
             pulls: Some(setup.pulls),
             pull: None,
             next_request: 0,
+            wait_inbox: setup.wait_inbox,
+            waits: Some(setup.waits),
+            wait: None,
+            wait_paused: false,
+            last_level: None,
             maybe_ready: in_use,
             in_use,
             generation: [0; 10],
@@ -148,8 +186,10 @@ impl QueueActor {
         let Some(priority) =
             choose_level(&self.maybe_ready, weights.as_ref(), super::random_unit())
         else {
-            // Idle: give the credit back so other queues of this worker can use it.
+            // Idle: give the credit back so other queues of this worker can use it, and wait for
+            // the next task.
             self.held.clear();
+            self.start_wait(ctx);
             return;
         };
         while self.held.len() < MAX_BATCH {
@@ -177,26 +217,52 @@ impl QueueActor {
             requested,
             received: 0,
             generation: self.generation[level],
+            timeout: None,
         });
-        let reply = Subject::from(format!("{}.{level}.{request}", self.inbox));
+        let reply = (
+            request,
+            Subject::from(format!("{}.{level}.{request}", self.inbox)),
+        );
         let batch = BatchConfig {
             batch: requested,
             no_wait: true,
             ..BatchConfig::default()
         };
+        let timeout = self.send_request(ctx, consumer, batch, reply, Self::pull_ended);
+        if let Some(pull) = self.pull.as_mut() {
+            pull.timeout = Some(timeout);
+        }
+    }
+
+    /// Sends pull request `request` with `batch`, answered on `reply`; `ended` hears of a request
+    /// that could not be sent, and of one not answered in time. Returns the timer, which `ended`
+    /// cancels when the request ends otherwise.
+    fn send_request(
+        &mut self,
+        ctx: &mut Context<Self>,
+        consumer: Arc<PullConsumer>,
+        batch: BatchConfig,
+        (request, reply): (u64, Subject),
+        ended: fn(&mut Self, &mut Context<Self>, u64, Result<(), String>),
+    ) -> SpawnHandle {
+        let deadline = batch.expires.unwrap_or_default() + FETCH_TIMEOUT;
         ctx.spawn(
             async move { consumer.request_batch(batch, reply).await }
                 .into_actor(self)
                 .map(move |sent, actor, ctx| {
                     if let Err(error) = sent {
-                        actor.pull_ended(ctx, request, Err(error.to_string()));
+                        ended(actor, ctx, request, Err(error.to_string()));
                     }
                 }),
         );
-        ctx.run_later(FETCH_TIMEOUT, move |actor, ctx| {
-            let error = format!("no answer within {FETCH_TIMEOUT:?}");
-            actor.pull_ended(ctx, request, Err(error));
-        });
+        ctx.run_later(deadline, move |actor, ctx| {
+            ended(
+                actor,
+                ctx,
+                request,
+                Err(format!("no answer within {deadline:?}")),
+            );
+        })
     }
 
     /// A message arrived on the pull inbox.
@@ -210,21 +276,13 @@ impl QueueActor {
                 pull.received += 1;
                 (pull.received == pull.requested).then_some(pull.request)
             });
-            let message = jetstream::Message {
-                message,
-                context: self.shared.js.clone(),
-            };
-            self.receive(ctx, message);
+            self.receive(ctx, message, true);
             if let Some(request) = complete {
                 self.pull_ended(ctx, request, Ok(()));
             }
             return;
         }
-        let request = message
-            .subject
-            .rsplit('.')
-            .next()
-            .and_then(|token| token.parse::<u64>().ok());
+        let request = request_of(&message.subject);
         let current = self
             .pull
             .as_ref()
@@ -253,6 +311,9 @@ impl QueueActor {
         let Some(pull) = self.pull.take_if(|pull| pull.request == request) else {
             return;
         };
+        if let Some(timeout) = pull.timeout {
+            ctx.cancel_future(timeout);
+        }
         if outcome.is_ok()
             && pull.received < pull.requested
             && self.generation[pull.level] == pull.generation
@@ -269,38 +330,135 @@ impl QueueActor {
         }
     }
 
-    /// Runs a delivered task, or hands it straight back when stopping or out of credit.
-    fn receive(&mut self, ctx: &mut Context<Self>, message: jetstream::Message) {
-        if self.mode != Mode::Running {
-            drop(
-                self.shared
-                    .runtime
-                    .spawn(async move { message.ack_with(jetstream::AckKind::Nak(None)).await }),
-            );
+    /// Starts the idle wait, if there is none, on the level the last task came from (at first,
+    /// the highest in use). Only with free credit: without it, a task it brought would go back.
+    fn start_wait(&mut self, ctx: &mut Context<Self>) {
+        if self.wait.is_some()
+            || self.wait_paused
+            || self.mode != Mode::Running
+            || self.shared.credit.available_permits() == 0
+        {
             return;
         }
-        if self.held.is_empty() {
-            // The late answer of a request given up: run it if there is credit for it.
-            if let Ok(permit) = self.shared.credit.clone().try_acquire_owned() {
-                self.held.push(permit);
+        let Some(level) = self
+            .last_level
+            .filter(|level| self.in_use[*level])
+            .or_else(|| (0..10).rev().find(|level| self.in_use[*level]))
+        else {
+            return;
+        };
+        let Some(consumer) = self.consumers[level].clone() else {
+            return;
+        };
+        let request = self.next_request;
+        self.next_request += 1;
+        let reply = (
+            request,
+            Subject::from(format!("{}.{level}.{request}", self.wait_inbox)),
+        );
+        let batch = BatchConfig {
+            batch: 1,
+            expires: Some(WAIT_EXPIRES),
+            ..BatchConfig::default()
+        };
+        let timeout = self.send_request(ctx, consumer, batch, reply, Self::wait_ended);
+        self.wait = Some(Wait {
+            request,
+            level,
+            timeout,
+        });
+    }
+
+    /// A message arrived on the idle wait's inbox.
+    fn wait_reply(&mut self, ctx: &mut Context<Self>, message: async_nats::Message) {
+        if matches!(message.status, None | Some(StatusCode::OK)) {
+            // The wait asked for one message: this is it. Its level may have more.
+            if let Some(level) = level_of(&message.subject) {
+                self.last_level = Some(level);
+                self.maybe_ready[level] = self.in_use[level];
+            }
+            self.receive(ctx, message, false);
+            match self.wait.as_ref().map(|wait| wait.request) {
+                Some(request) => self.wait_ended(ctx, request, Ok(())),
+                None => self.pump(ctx),
+            }
+            return;
+        }
+        let request = request_of(&message.subject);
+        let Some(request) = request.filter(|request| {
+            self.wait
+                .as_ref()
+                .is_some_and(|wait| wait.request == *request)
+        }) else {
+            // A heartbeat, or the late status of a wait already given up.
+            return;
+        };
+        match message.status {
+            Some(StatusCode::IDLE_HEARTBEAT) => {}
+            // Expired (408) or nothing to wait for (404): renewed by the pump if still idle.
+            Some(StatusCode::NOT_FOUND | StatusCode::TIMEOUT) => {
+                self.wait_ended(ctx, request, Ok(()));
+            }
+            Some(status) => {
+                let description = message.description.unwrap_or_default();
+                self.wait_ended(ctx, request, Err(format!("{status} {description}")));
+            }
+            None => {}
+        }
+    }
+
+    /// Ends idle wait `request` (if it is still the one in flight) and pumps again.
+    fn wait_ended(&mut self, ctx: &mut Context<Self>, request: u64, outcome: Result<(), String>) {
+        let Some(wait) = self.wait.take_if(|wait| wait.request == request) else {
+            return;
+        };
+        ctx.cancel_future(wait.timeout);
+        self.check_drained(ctx);
+        if let Err(error) = outcome {
+            tracing::warn!(queue = %self.queue, priority = wait.level, error = %error, "idle wait failed; retrying");
+            self.wait_paused = true;
+            ctx.run_later(FETCH_RETRY, |actor, ctx| {
+                actor.wait_paused = false;
+                actor.pump(ctx);
+            });
+        }
+        self.pump(ctx);
+    }
+
+    /// Runs a delivered task on credit held for it (`held`, a pull request's task) or on free
+    /// credit (the idle wait's task, or the late answer of a request given up); hands it straight
+    /// back when stopping or when there is no credit for it.
+    fn receive(&mut self, ctx: &mut Context<Self>, message: async_nats::Message, held: bool) {
+        let message = jetstream::Message {
+            message,
+            context: self.shared.js.clone(),
+        };
+        let permit = match self.mode {
+            Mode::Running => held
+                .then(|| self.held.pop())
+                .flatten()
+                .or_else(|| self.shared.credit.clone().try_acquire_owned().ok()),
+            Mode::Draining | Mode::Stopped => None,
+        };
+        match permit {
+            Some(permit) => self.dispatch(ctx, message, permit),
+            None => {
+                drop(
+                    self.shared.runtime.spawn(async move {
+                        message.ack_with(jetstream::AckKind::Nak(None)).await
+                    }),
+                );
             }
         }
-        self.dispatch(ctx, message);
     }
 
     /// Spawns one task on the multi-thread runtime, holding one unit of credit until it ends.
-    fn dispatch(&mut self, ctx: &mut Context<Self>, message: jetstream::Message) {
-        let Some(permit) = self.held.pop() else {
-            // A pull request never asks for more messages than the credit held; only the late
-            // answer of an abandoned request finds none.
-            tracing::warn!(queue = %self.queue, "received a task without credit for it; returning it");
-            drop(
-                self.shared
-                    .runtime
-                    .spawn(async move { message.ack_with(jetstream::AckKind::Nak(None)).await }),
-            );
-            return;
-        };
+    fn dispatch(
+        &mut self,
+        ctx: &mut Context<Self>,
+        message: jetstream::Message,
+        permit: OwnedSemaphorePermit,
+    ) {
         let key = self.next_key;
         self.next_key += 1;
         let ack_subject = message.reply.clone();
@@ -355,7 +513,11 @@ impl QueueActor {
 
     fn check_drained(&mut self, ctx: &mut Context<Self>) {
         // A pull still in flight is waited for: its messages are handed back, not stranded.
-        if self.mode == Mode::Draining && self.in_flight.is_empty() && self.pull.is_none() {
+        if self.mode == Mode::Draining
+            && self.in_flight.is_empty()
+            && self.pull.is_none()
+            && self.wait.is_none()
+        {
             self.mode = Mode::Stopped;
             self.root.do_send(QueueDrained {
                 queue: self.queue.clone(),
@@ -375,6 +537,9 @@ impl Actor for QueueActor {
         if let Some(pulls) = self.pulls.take() {
             ctx.add_stream(pulls.map(PullReply));
         }
+        if let Some(waits) = self.waits.take() {
+            ctx.add_stream(waits.map(WaitReply));
+        }
         // Redelivered messages (after another worker died) ring no doorbell, and doorbells are
         // lost while disconnected: re-check every level now and then.
         ctx.run_interval(self.shared.recheck_interval, |actor, ctx| {
@@ -388,16 +553,14 @@ impl Actor for QueueActor {
 
 impl StreamHandler<async_nats::Message> for QueueActor {
     fn handle(&mut self, doorbell: async_nats::Message, ctx: &mut Self::Context) {
-        let level = doorbell
-            .subject
-            .rsplit('.')
-            .next()
-            .and_then(|token| token.parse::<Priority>().ok())
-            .map(|priority| priority.get() as usize);
-        match level {
+        match level_of(&doorbell.subject) {
             Some(level) => {
-                self.maybe_ready[level] = self.in_use[level];
                 self.generation[level] += 1;
+                // The idle wait on this level brings the task itself (and flags the level when it
+                // does): a fetch now would find nothing.
+                if self.wait.as_ref().is_none_or(|wait| wait.level != level) {
+                    self.maybe_ready[level] = self.in_use[level];
+                }
             }
             None => self.maybe_ready = self.in_use,
         }
@@ -410,6 +573,16 @@ impl StreamHandler<async_nats::Message> for QueueActor {
     }
 }
 
+impl StreamHandler<WaitReply> for QueueActor {
+    fn handle(&mut self, WaitReply(message): WaitReply, ctx: &mut Self::Context) {
+        self.wait_reply(ctx, message);
+    }
+
+    fn finished(&mut self, _ctx: &mut Self::Context) {
+        tracing::warn!(queue = %self.queue, "idle wait inbox subscription ended");
+    }
+}
+
 impl StreamHandler<PullReply> for QueueActor {
     fn handle(&mut self, PullReply(message): PullReply, ctx: &mut Self::Context) {
         self.pull_reply(ctx, message);
@@ -418,6 +591,23 @@ impl StreamHandler<PullReply> for QueueActor {
     fn finished(&mut self, _ctx: &mut Self::Context) {
         tracing::warn!(queue = %self.queue, "pull inbox subscription ended");
     }
+}
+
+/// The request named by the last token of a status's reply subject, `<inbox>.<level>.<request>`.
+fn request_of(subject: &str) -> Option<u64> {
+    subject
+        .rsplit('.')
+        .next()
+        .and_then(|token| token.parse::<u64>().ok())
+}
+
+/// The priority level named by the last token of a task or doorbell subject.
+fn level_of(subject: &str) -> Option<usize> {
+    subject
+        .rsplit('.')
+        .next()
+        .and_then(|token| token.parse::<Priority>().ok())
+        .map(|priority| priority.get() as usize)
 }
 
 /// The level to fetch from: the highest that may have work (strict), or one drawn among them in
@@ -476,6 +666,10 @@ impl Handler<TaskFinished> for QueueActor {
     fn handle(&mut self, finished: TaskFinished, ctx: &mut Self::Context) {
         self.in_flight.remove(&finished.key);
         self.check_drained(ctx);
+        // Its credit is free again: an idle queue that had none can wait for the next task now.
+        if self.pull.is_none() && !self.maybe_ready.iter().any(|ready| *ready) {
+            self.start_wait(ctx);
+        }
     }
 }
 
