@@ -239,7 +239,8 @@ struct Watched {
     /// Handles that registered the id before it was sent ([`Tracking`]); while there are any, a
     /// notification is kept here, so their waits need not read the bucket.
     tracking: usize,
-    arrived: Option<ResultRecord>,
+    /// Boxed: entries move when the map grows, and most have no record.
+    arrived: Option<Box<ResultRecord>>,
 }
 
 impl Watched {
@@ -593,7 +594,7 @@ impl Client {
         let (sender, receiver) = oneshot::channel();
         let mut watched = self.inner.waiters.entry(id.clone()).or_default();
         if let Some(record) = &watched.arrived {
-            return Registered::Arrived(Box::new(record.clone()));
+            return Registered::Arrived(record.clone());
         }
         watched.senders.push(sender);
         drop(watched);
@@ -804,7 +805,7 @@ fn deliver(waiters: &Waiters, record: ResultRecord) {
         let _ = sender.send(record.clone());
     }
     if watched.tracking > 0 {
-        watched.arrived = Some(record);
+        watched.arrived = Some(Box::new(record));
         return;
     }
     let id = watched.key().clone();

@@ -27,6 +27,10 @@ pub(crate) struct Publisher {
     delayed_ready: std::sync::atomic::AtomicBool,
     /// The priority levels queues use (priority steps).
     levels: Vec<Priority>,
+    /// The server's `max_payload` and when it was read (ms since the epoch): reading it clones
+    /// the whole server info, too much for every publish, and it changes only with the server.
+    max_payload: std::sync::atomic::AtomicU64,
+    max_payload_read_ms: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Publisher {
@@ -53,7 +57,21 @@ impl Publisher {
             ready_queues: DashMap::new(),
             delayed_ready: std::sync::atomic::AtomicBool::new(false),
             levels,
+            max_payload: std::sync::atomic::AtomicU64::new(0),
+            max_payload_read_ms: std::sync::atomic::AtomicU64::new(0),
         }
+    }
+
+    /// The server's `max_payload` (0 when unknown), read again at most once a second.
+    fn max_payload(&self) -> usize {
+        use std::sync::atomic::Ordering::Relaxed;
+        let now = now_ms();
+        if now.saturating_sub(self.max_payload_read_ms.load(Relaxed)) >= 1_000 {
+            let max_payload = self.nats.server_info().max_payload;
+            self.max_payload.store(max_payload as u64, Relaxed);
+            self.max_payload_read_ms.store(now, Relaxed);
+        }
+        self.max_payload.load(Relaxed) as usize
     }
 
     /// Publishes `body` under `envelope` to `queue` at the envelope's priority, and writes PENDING
@@ -106,7 +124,7 @@ impl Publisher {
             })
             .sum();
         let size = payload.len() + header_bytes + 12;
-        let max_payload = self.nats.server_info().max_payload;
+        let max_payload = self.max_payload();
         if max_payload > 0 && size > max_payload {
             return Err(EnqueueError::PayloadTooLarge {
                 task_id: id.clone(),
