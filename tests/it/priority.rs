@@ -256,3 +256,67 @@ async fn priority_weights_set_at_runtime_hold_for_a_worker_started_later() {
         .unwrap_err();
     assert!(bad.contains("3 weights"), "{bad}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_worker_gets_the_next_task_from_its_idle_wait_without_a_doorbell() {
+    let server = server();
+    let url = server.url();
+    let client = client(&url).await;
+    let nats = async_nats::connect(&url).await.unwrap();
+    let js = async_nats::jetstream::new(nats.clone());
+    let layout = celerity_proto::Layout::new(celerity_proto::Namespace::default());
+    let queue = celerity_proto::QueueName::new("default").unwrap();
+
+    // The queue's stream without its doorbells: made as Celerity makes it, then made again without
+    // the republish (which a server cannot remove from a stream).
+    let sent = celerity_it::add.delay(&client, 1, 1).await.unwrap();
+    let stream = layout.queue_stream(&queue);
+    let mut config = js
+        .get_stream(&stream)
+        .await
+        .unwrap()
+        .cached_info()
+        .config
+        .clone();
+    assert!(
+        config.republish.is_some(),
+        "Celerity's queue streams ring doorbells"
+    );
+    js.delete_stream(&stream).await.unwrap();
+    config.republish = None;
+    js.create_stream(config).await.unwrap();
+    drop(sent);
+
+    // Levels are re-checked only every 10 minutes: a task that neither a doorbell nor the idle
+    // wait brings does not run within the test.
+    let _worker = WorkerProcess::start(&url, "w1", &["-c", "2", "--recheck-interval", "600000"]);
+    let mut doorbells = nats
+        .subscribe(layout.doorbell_subjects(&queue))
+        .await
+        .unwrap();
+    nats.flush().await.unwrap();
+    let step = Duration::from_secs(5);
+    for i in 0..10 {
+        let result = celerity_it::add.delay(&client, i, i).await.unwrap();
+        assert_eq!(
+            result
+                .get(step)
+                .await
+                .expect("the idle wait brings the task"),
+            2 * i
+        );
+    }
+    // Idle for longer than a wait lasts on the server (2 s): the renewed wait brings the next.
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    let result = celerity_it::add.delay(&client, 20, 1).await.unwrap();
+    assert_eq!(
+        result.get(step).await.expect("the renewed wait brings it"),
+        21
+    );
+    assert!(
+        tokio::time::timeout(Duration::from_millis(100), doorbells.next())
+            .await
+            .is_err(),
+        "no doorbell rang"
+    );
+}

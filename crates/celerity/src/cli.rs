@@ -120,6 +120,10 @@ pub struct WorkerArgs {
     /// Seconds before an unacknowledged task goes to another worker.
     #[arg(long = "ack-wait", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub ack_wait_secs: u64,
+    /// Milliseconds between checks of every priority level for work that rang no doorbell
+    /// (redeliveries, tasks sent while disconnected).
+    #[arg(long = "recheck-interval", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(50..=3_600_000))]
+    pub recheck_interval_ms: u64,
     /// `strict` (the highest level with work first) or `weighted` (levels share the worker by
     /// weight, so low levels never starve).
     #[arg(long = "priority-mode", default_value = "strict", value_parser = ["strict", "weighted"])]
@@ -161,7 +165,8 @@ impl WorkerArgs {
         let mut config = WorkerConfig::new()
             .queues(self.queues.clone())
             .prefetch_multiplier(self.prefetch_multiplier as usize)
-            .ack_wait(Duration::from_secs(self.ack_wait_secs));
+            .ack_wait(Duration::from_secs(self.ack_wait_secs))
+            .recheck_interval(Duration::from_millis(self.recheck_interval_ms));
         if let Some(concurrency) = self.concurrency {
             config = config.concurrency(concurrency as usize);
         }

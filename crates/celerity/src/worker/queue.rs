@@ -331,7 +331,7 @@ impl QueueActor {
     }
 
     /// Starts the idle wait, if there is none, on the level the last task came from (at first,
-    /// the highest in use). Only with free credit: without it, a task it brought would go back.
+    /// the lowest in use, where tasks of the default priority go). Only with free credit: without it, a task it brought would go back.
     fn start_wait(&mut self, ctx: &mut Context<Self>) {
         if self.wait.is_some()
             || self.wait_paused
@@ -343,7 +343,7 @@ impl QueueActor {
         let Some(level) = self
             .last_level
             .filter(|level| self.in_use[*level])
-            .or_else(|| (0..10).rev().find(|level| self.in_use[*level]))
+            .or_else(|| (0..10).find(|level| self.in_use[*level]))
         else {
             return;
         };
