@@ -276,6 +276,9 @@ impl QueueActor {
                 pull.received += 1;
                 (pull.received == pull.requested).then_some(pull.request)
             });
+            if let Some(level) = level_of(&message.subject) {
+                self.last_level = Some(level);
+            }
             self.receive(ctx, message, true);
             if let Some(request) = complete {
                 self.pull_ended(ctx, request, Ok(()));
@@ -757,10 +760,12 @@ impl Handler<StopConsuming> for QueueActor {
             let queue = self.queue.clone();
             self.mode = Mode::Stopped;
             self.shared.runtime.spawn(async move {
+                // Delayed past this worker's idle wait, which is still at the server until the
+                // connection closes: redelivered at once, the task could go straight back to it.
+                let nak =
+                    bytes::Bytes::from(format!("-NAK {{\"delay\": {}}}", WAIT_EXPIRES.as_nanos()));
                 for subject in naks {
-                    let _ = nats
-                        .publish(subject, bytes::Bytes::from_static(b"-NAK"))
-                        .await;
+                    let _ = nats.publish(subject, nak.clone()).await;
                 }
                 // With the server gone the naks cannot arrive anyway; AckWait returns the tasks.
                 if nats.connection_state() == async_nats::connection::State::Connected {
