@@ -2,8 +2,10 @@
 //! errbacks, and the failure of every later step of its chain, when it fails; and its report to
 //! the chord whose header it ends.
 //!
-//! Runs after the task's own record is stored and before its message is acknowledged, so a crash
-//! in between redelivers the message and all of this runs again (every send is keyed by an id).
+//! Runs after the task's own record is stored, or while it is stored when nothing that follows
+//! reads it ([`Continuation::reads_no_record`]), and before its message is acknowledged, so a
+//! crash in between redelivers the message and all of this runs again (every send is keyed by an
+//! id).
 
 use celerity_proto::{
     CanvasNode, ChordCompletion, ChordDefinition, ChordMember, ChordResults, Envelope, ErrorRecord,
@@ -46,6 +48,13 @@ impl Continuation {
     /// ignores results, since the chord's body reads it.
     pub(crate) fn reports_to_chord(&self) -> bool {
         self.chord.is_some() && self.chain.is_empty()
+    }
+
+    /// True when nothing that follows reads the task's stored record, so it may be sent while the
+    /// record is being stored: only a chord reads its members' records (its body, once every
+    /// member has reported), so only a task with no chord membership qualifies.
+    pub(crate) fn reads_no_record(&self) -> bool {
+        self.chord.is_none()
     }
 
     /// Runs what follows a task that ended with `record`.

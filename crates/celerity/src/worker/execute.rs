@@ -553,13 +553,31 @@ async fn run_bound(
     };
     record.started_at_ms = Some(started_at);
     let keep_result = !task.options.is_ignore_result() || continuation.reports_to_chord();
-    if keep_result && !store_final(shared, envelope, &record).await {
-        // Not acknowledged: the message is redelivered after AckWait and the task runs again.
+    let store = async { !keep_result || store_final(shared, envelope, &record).await };
+    let follow = async {
+        if continuation.is_empty() {
+            return Ok(());
+        }
+        continuation.after(shared, envelope, &record).await
+    };
+    // What follows is sent while the record is stored when it does not read it (a chain's next
+    // step carries the value in its message): one round trip less per chain step.
+    let (stored, followed) = if continuation.reads_no_record() {
+        // What follows first: a chain's next step is stored (and delivered) before this record.
+        let (followed, stored) = tokio::join!(follow, store);
+        (stored, followed)
+    } else {
+        match store.await {
+            true => (true, follow.await),
+            false => (false, Ok(())),
+        }
+    };
+    if !stored {
+        // Not acknowledged: the message is redelivered after AckWait and the task runs again
+        // (what follows, if it was sent, is sent again under the same ids and de-duplicated).
         return;
     }
-    if !continuation.is_empty()
-        && let Err(error) = continuation.after(shared, envelope, &record).await
-    {
+    if let Err(error) = followed {
         // Not acknowledged: the redelivered message finds the stored result and sends what
         // follows again without running the task.
         tracing::error!(task_id = %envelope.id, error = %crate::error_chain(&error), "cannot send what follows the task; it will be redelivered");

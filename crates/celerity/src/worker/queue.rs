@@ -106,6 +106,8 @@ struct Pull {
     level: usize,
     requested: usize,
     received: usize,
+    /// How many messages the level still had undelivered when its last task was sent.
+    behind: Option<u64>,
     /// The level's doorbell generation when it was sent.
     generation: u64,
     /// The timer that abandons the request; cancelled when it ends, so timers do not pile up in
@@ -216,6 +218,7 @@ impl QueueActor {
             level,
             requested,
             received: 0,
+            behind: None,
             generation: self.generation[level],
             timeout: None,
         });
@@ -272,8 +275,11 @@ impl QueueActor {
     /// request.
     fn pull_reply(&mut self, ctx: &mut Context<Self>, message: async_nats::Message) {
         if matches!(message.status, None | Some(StatusCode::OK)) {
+            let message = self.task_message(message);
+            let behind = undelivered(&message);
             let complete = self.pull.as_mut().and_then(|pull| {
                 pull.received += 1;
+                pull.behind = behind;
                 (pull.received == pull.requested).then_some(pull.request)
             });
             if let Some(level) = level_of(&message.subject) {
@@ -317,8 +323,10 @@ impl QueueActor {
         if let Some(timeout) = pull.timeout {
             ctx.cancel_future(timeout);
         }
+        // Empty: fewer tasks than asked for, or the last one had none behind it (which spares the
+        // fetch that would only find that out); unless a doorbell rang since.
         if outcome.is_ok()
-            && pull.received < pull.requested
+            && (pull.received < pull.requested || pull.behind == Some(0))
             && self.generation[pull.level] == pull.generation
         {
             self.maybe_ready[pull.level] = false;
@@ -375,10 +383,13 @@ impl QueueActor {
     /// A message arrived on the idle wait's inbox.
     fn wait_reply(&mut self, ctx: &mut Context<Self>, message: async_nats::Message) {
         if matches!(message.status, None | Some(StatusCode::OK)) {
-            // The wait asked for one message: this is it. Its level may have more.
+            // The wait asked for one message: this is it. Its level is fetched from if more were
+            // behind it; if none were, the next wait brings the next one (a sequential workload,
+            // such as a chain, then costs one request per task).
+            let message = self.task_message(message);
             if let Some(level) = level_of(&message.subject) {
                 self.last_level = Some(level);
-                self.maybe_ready[level] = self.in_use[level];
+                self.maybe_ready[level] = self.in_use[level] && undelivered(&message) != Some(0);
             }
             self.receive(ctx, message, false);
             match self.wait.as_ref().map(|wait| wait.request) {
@@ -431,11 +442,7 @@ impl QueueActor {
     /// Runs a delivered task on credit held for it (`held`, a pull request's task) or on free
     /// credit (the idle wait's task, or the late answer of a request given up); hands it straight
     /// back when stopping or when there is no credit for it.
-    fn receive(&mut self, ctx: &mut Context<Self>, message: async_nats::Message, held: bool) {
-        let message = jetstream::Message {
-            message,
-            context: self.shared.js.clone(),
-        };
+    fn receive(&mut self, ctx: &mut Context<Self>, message: jetstream::Message, held: bool) {
         let permit = match self.mode {
             Mode::Running => held
                 .then(|| self.held.pop())
@@ -452,6 +459,13 @@ impl QueueActor {
                     }),
                 );
             }
+        }
+    }
+
+    fn task_message(&self, message: async_nats::Message) -> jetstream::Message {
+        jetstream::Message {
+            message,
+            context: self.shared.js.clone(),
         }
     }
 
@@ -602,6 +616,12 @@ fn request_of(subject: &str) -> Option<u64> {
         .rsplit('.')
         .next()
         .and_then(|token| token.parse::<u64>().ok())
+}
+
+/// How many messages of its consumer were not yet delivered when `message` was sent (from its
+/// `$JS.ACK` reply subject). Redeliveries due are not counted.
+fn undelivered(message: &jetstream::Message) -> Option<u64> {
+    message.info().ok().map(|info| info.pending)
 }
 
 /// The priority level named by the last token of a task or doorbell subject.
