@@ -310,23 +310,29 @@ impl<T> AsyncResult<T> {
         };
         if self.notified {
             // INVARIANT: the waiter is registered before the bucket is read, so a notification that
-            // arrives in between is not missed. A tracked id whose notification was kept needs no
-            // read; one not arrived yet is read once, as a record can be stored without a
-            // notification (a worker dying between the two, a terminated task).
+            // arrives in between is not missed. Workers notify every final record they store; a
+            // tracked id keeps its notification from its send on, so its wait reads no bucket
+            // (waiting on many results would otherwise read the bucket once for each). An
+            // untracked id (a canvas step) is read once first: its notification may have come
+            // before this wait.
             let mut waiter = match self.client.register_waiter(&self.id) {
                 Registered::Arrived(record) => return Ok(*record),
                 Registered::Waiting(waiter) => waiter,
             };
-            if let Some(record) = self.record().await?
+            // Boxed: the reads are rare, and would otherwise make every wait's future as large
+            // as their own.
+            if self.tracking.is_none()
+                && let Some(record) = Box::pin(self.record()).await?
                 && record.state.is_ready()
             {
                 return Ok(record);
             }
             match tokio::time::timeout(timeout, waiter.notification()).await {
                 Ok(Ok(record)) => Ok(record),
-                // A notification can be lost (a worker dying between its put and its publish);
-                // the bucket is the truth, so read it once more before giving up.
-                Ok(Err(_)) | Err(_) => match self.record().await? {
+                // A notification can be lost (a worker dying between its put and its publish is
+                // notified again only when its message is redelivered, an AckWait later); the
+                // bucket is the truth, so read it once more before giving up.
+                Ok(Err(_)) | Err(_) => match Box::pin(self.record()).await? {
                     Some(record) if record.state.is_ready() => Ok(record),
                     _ => Err(timed_out()),
                 },

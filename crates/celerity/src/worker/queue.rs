@@ -98,6 +98,8 @@ struct InFlight {
     abort: tokio::task::AbortHandle,
     /// The task id from the message's headers, for `revoke --terminate`.
     task_id: Option<String>,
+    /// Where the task's final record is notified, for `revoke --terminate`.
+    reply_to: Option<String>,
 }
 
 /// A pull request sent and not yet ended.
@@ -479,11 +481,15 @@ impl QueueActor {
         let key = self.next_key;
         self.next_key += 1;
         let ack_subject = message.reply.clone();
-        let task_id = message
-            .headers
-            .as_ref()
-            .and_then(|headers| headers.get(celerity_proto::header::ID))
-            .map(|id| id.as_str().to_owned());
+        let header = |name: &str| {
+            message
+                .headers
+                .as_ref()
+                .and_then(|headers| headers.get(name))
+                .map(|value| value.as_str().to_owned())
+        };
+        let task_id = header(celerity_proto::header::ID);
+        let reply_to = header(celerity_proto::header::REPLY_TO);
         let shared = self.shared.clone();
         let queue = self.queue.clone();
         // INVARIANT: the actor hears about the end of every task it dispatched, even if the task
@@ -503,6 +509,7 @@ impl QueueActor {
                 ack_subject,
                 abort: handle.abort_handle(),
                 task_id,
+                reply_to,
             },
         );
     }
@@ -729,16 +736,14 @@ impl Handler<Terminate> for QueueActor {
             ) else {
                 return;
             };
-            let envelope = celerity_proto::Envelope::new(task_id, name);
+            let mut envelope = celerity_proto::Envelope::new(task_id, name);
+            envelope.reply_to = task.reply_to;
             let record = shared
                 .store
                 .record(&envelope, celerity_proto::TaskState::Revoked)
                 .with_meta(serde_json::json!({"reason": "terminated"}));
-            if let Ok(bytes) =
-                crate::result_store::ResultStore::encode(&record, envelope.content_type)
-            {
-                let _ = shared.store.put_encoded(&envelope.id, bytes).await;
-            }
+            // Stored and notified like any final record, so its producer's wait ends at once.
+            crate::worker::execute::store_final(&shared, &envelope, &record).await;
             if let Some(subject) = task.ack_subject {
                 let _ = shared
                     .nats
