@@ -136,3 +136,21 @@ async fn messagepack_bodies_and_records_round_trip() {
         "the record is MessagePack"
     );
 }
+
+/// Waiting on many results at once (the bench waits on 1,000,000) holds one wait future per
+/// result: each must stay small, its rare reads and watch boxed out of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wait_is_small_enough_to_hold_a_million_at_once() {
+    let server = server();
+    let producer = client(&server.url()).await;
+    let sent = celerity_it::add.delay(&producer, 1, 2).await.unwrap();
+    let by_id = producer.async_result::<i64>(sent.id().as_str()).unwrap();
+    for (what, size) in [
+        ("a tracked wait", std::mem::size_of_val(&sent.wait(WAIT))),
+        ("a tracked get", std::mem::size_of_val(&sent.get(WAIT))),
+        ("a wait by id", std::mem::size_of_val(&by_id.wait(WAIT))),
+    ] {
+        eprintln!("{what}: {size} bytes");
+        assert!(size <= 1024, "{what} takes {size} bytes");
+    }
+}

@@ -338,10 +338,12 @@ impl<T> AsyncResult<T> {
                 },
             }
         } else {
-            let watch = self
-                .client
-                .store()
-                .watch_until(&self.id, |record| record.state.is_ready());
+            // Boxed, as the reads above.
+            let watch = Box::pin(
+                self.client
+                    .store()
+                    .watch_until(&self.id, |record| record.state.is_ready()),
+            );
             tokio::time::timeout(timeout, watch)
                 .await
                 .map_err(|_| timed_out())?
