@@ -748,28 +748,39 @@ fn shape_error(option: &'static str, value: &Value, reason: &str) -> EnqueueErro
 /// for tracked ids.
 ///
 /// After a reconnect, notifications sent while the client was away are lost, and a slow consumer
-/// drops some: then every waited or tracked record not arrived yet is read once from the bucket.
+/// drops some: then every waited or tracked record not arrived yet is read once from the bucket,
+/// beside the routing. Events during a re-read make one more re-read after it, not one each.
+/// (Any subscription's slow-consumer event counts: async-nats does not say which subscription a
+/// `Subscriber` is.)
 async fn listen_for_results(
     mut subscriber: async_nats::Subscriber,
     waiters: Arc<Waiters>,
     store: ResultStore,
     reconnected: Arc<Notify>,
 ) {
-    loop {
-        tokio::select! {
-            message = subscriber.next() => {
-                let Some(message) = message else { return };
-                let Some(id) = message.headers.as_ref().and_then(|h| h.get(celerity_proto::header::ID)).and_then(|v| TaskId::new(v.as_str()).ok()) else {
-                    tracing::warn!(subject = %message.subject, "result notification without a valid Celerity-Id header");
-                    continue;
-                };
-                match ResultStore::decode(&id, &message.payload) {
-                    Ok(record) => deliver(&waiters, record),
-                    Err(error) => tracing::warn!(task_id = %id, error = %crate::error_chain(&error), "undecodable result notification"),
-                }
+    let _rereads = crate::AbortOnDrop(tokio::spawn({
+        let waiters = waiters.clone();
+        async move {
+            loop {
+                reconnected.notified().await;
+                reread_waited_records(waiters.clone(), store.clone()).await;
             }
-            () = reconnected.notified() => {
-                tokio::spawn(reread_waited_records(waiters.clone(), store.clone()));
+        }
+    }));
+    while let Some(message) = subscriber.next().await {
+        let Some(id) = message
+            .headers
+            .as_ref()
+            .and_then(|headers| headers.get(celerity_proto::header::ID))
+            .and_then(|id| TaskId::new(id.as_str()).ok())
+        else {
+            tracing::warn!(subject = %message.subject, "result notification without a valid Celerity-Id header");
+            continue;
+        };
+        match ResultStore::decode(&id, &message.payload) {
+            Ok(record) => deliver(&waiters, record),
+            Err(error) => {
+                tracing::warn!(task_id = %id, error = %crate::error_chain(&error), "undecodable result notification")
             }
         }
     }

@@ -25,7 +25,7 @@ const RESULT_TIMEOUT: Duration = Duration::from_secs(300);
 /// Steps in each chain of the latency figure.
 const CHAIN_STEPS: usize = 10;
 /// Priority-9 probes sent behind the backlog.
-const PROBES: usize = 5;
+const PROBES: usize = 25;
 
 /// `celerity bench` flags.
 #[derive(Debug, Clone, Args)]
@@ -398,15 +398,17 @@ impl Bench {
         })
     }
 
-    /// Chain step latency, p50 and p99: sequential 10-step chains, start to start of each step.
+    /// Chain step latency, p50 and p99: sequential 10-step chains, one raw and one Celerity in turn,
+    /// start to start of each step.
     async fn chain_steps(&self) -> anyhow::Result<(Figure, Figure)> {
         let chains = self.sizes.chains;
-        let bar = Self::bar("chain steps: raw hops", chains);
-        let mut raw = self.raw.hops(chains, CHAIN_STEPS, &bar).await?;
-        bar.finish_and_clear();
-        let bar = Self::bar("chain steps: celerity", chains);
+        let mut hops = self.raw.hops(CHAIN_STEPS).await?;
+        let bar = Self::bar("chain steps: raw and celerity, in turn", chains);
+        let mut raw = Vec::with_capacity(chains * (CHAIN_STEPS - 1));
         let mut celerity = Vec::with_capacity(chains * (CHAIN_STEPS - 1));
+        // One raw chain, then one Celerity chain: the machine's ups and downs hit both alike.
         for _ in 0..chains {
+            raw.extend(hops.run().await?);
             let mut chain = Chain::start(step.s((Vec::<u64>::new(),)));
             for _ in 1..CHAIN_STEPS {
                 chain = chain.then(step.s(()));
@@ -419,6 +421,7 @@ impl Bench {
             celerity.extend(raw::gaps(&started));
             bar.inc(1);
         }
+        hops.finish().await;
         bar.finish_and_clear();
         raw.sort();
         celerity.sort();

@@ -296,19 +296,13 @@ impl Raw {
         Ok(elapsed)
     }
 
-    /// `chains` chains of `steps` hops, one after the other: each hop receives the message, acks it
-    /// and publishes the next (awaiting its acknowledgement), and the next hop receives it. Returns
-    /// the hop times, receive to receive.
-    pub(crate) async fn hops(
-        &self,
-        chains: usize,
-        steps: usize,
-        bar: &ProgressBar,
-    ) -> anyhow::Result<Vec<Duration>> {
+    /// Chains of `steps` hops, run by [`Hops::run`]: each hop receives the message, acks it and
+    /// publishes the next (awaiting its acknowledgement), and the next hop receives it.
+    pub(crate) async fn hops(&self, steps: usize) -> anyhow::Result<Hops> {
         let stream = self
             .fresh_stream(HOP_STREAM, vec!["bench.raw.hop.*".to_owned()])
             .await?;
-        let (done_tx, mut done_rx) = tokio::sync::mpsc::channel::<Vec<u64>>(1);
+        let (done_tx, done_rx) = tokio::sync::mpsc::channel::<Vec<u64>>(1);
         let mut hops = Vec::new();
         for step in 0..steps {
             let consumer = Self::consumer(
@@ -340,24 +334,41 @@ impl Raw {
                 Ok::<_, anyhow::Error>(())
             }));
         }
-        let mut times = Vec::with_capacity(chains * steps);
-        for _ in 0..chains {
-            self.js
-                .publish("bench.raw.hop.0", bytes::Bytes::from_static(b"[]"))
-                .await?
-                .await?;
-            let received = tokio::time::timeout(Duration::from_secs(30), done_rx.recv())
-                .await
-                .map_err(|_| anyhow!("a raw chain did not finish within 30 s"))?
-                .ok_or_else(|| anyhow!("the raw hops stopped"))?;
-            times.extend(gaps(&received));
-            bar.inc(1);
-        }
-        for hop in hops {
+        Ok(Hops {
+            js: self.js.clone(),
+            done: done_rx,
+            hops,
+        })
+    }
+}
+
+/// The raw hops' consumers, waiting for chains; stopped and deleted on drop.
+pub(crate) struct Hops {
+    js: jetstream::Context,
+    done: tokio::sync::mpsc::Receiver<Vec<u64>>,
+    hops: Vec<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl Hops {
+    /// Runs one chain; returns its hop times, receive to receive.
+    pub(crate) async fn run(&mut self) -> anyhow::Result<Vec<Duration>> {
+        self.js
+            .publish("bench.raw.hop.0", bytes::Bytes::from_static(b"[]"))
+            .await?
+            .await?;
+        let received = tokio::time::timeout(Duration::from_secs(30), self.done.recv())
+            .await
+            .map_err(|_| anyhow!("a raw chain did not finish within 30 s"))?
+            .ok_or_else(|| anyhow!("the raw hops stopped"))?;
+        Ok(gaps(&received).collect())
+    }
+
+    /// Stops the hops and deletes their stream.
+    pub(crate) async fn finish(self) {
+        for hop in &self.hops {
             hop.abort();
         }
         self.js.delete_stream(HOP_STREAM).await.ok();
-        Ok(times)
     }
 }
 

@@ -614,7 +614,7 @@ async fn run_body(
 ) -> Result<Value, ErrorRecord> {
     let started = tokio::time::Instant::now();
     // Spawned, so a body that blocks its thread stops neither the hard limit nor in-progress acks.
-    let mut body = AbortOnDrop(tokio::spawn(crate::task::mark_task_body(future)));
+    let mut body = crate::AbortOnDrop(tokio::spawn(crate::task::mark_task_body(future)));
     let far = Duration::from_secs(100 * 365 * 24 * 3600);
     let soft = tokio::time::sleep_until(started + soft_limit.unwrap_or(far));
     let hard = tokio::time::sleep_until(started + hard_limit.unwrap_or(far));
@@ -643,14 +643,6 @@ async fn run_body(
 }
 
 /// A spawned task that is aborted when its owner goes away.
-struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
-
-impl<T> Drop for AbortOnDrop<T> {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
 /// Tells the server every half AckWait that the message acknowledged on `reply` is still being
 /// worked on; polled beside the run, from dispatch to the final ack (while the task waits for a
 /// slot, runs, and while its result is being stored), so it costs no task of its own.
