@@ -11,20 +11,25 @@ use crate::support::{
 
 const WAIT: Duration = Duration::from_secs(30);
 
+/// extract(3) | transform() | load("warehouse"), which ends in "333 -> warehouse".
+fn etl_chain() -> celerity::Chain<String> {
+    celerity::chain![
+        extract.s((3,)),
+        transform.s(()),
+        load.s(("warehouse".to_owned(),))
+    ]
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn etl_chain_passes_each_result_on_and_parent_walks_back() {
     let server = server();
     let _worker = WorkerProcess::start(&server.url(), "w1", &[]);
     let client = client(&server.url()).await;
 
-    let result = celerity::chain![
-        extract.s((3,)),
-        transform.s(()),
-        load.s(("warehouse".to_owned(),))
-    ]
-    .apply_async(&client)
-    .await
-    .expect("the chain is sent");
+    let result = etl_chain()
+        .apply_async(&client)
+        .await
+        .expect("the chain is sent");
     assert_eq!(
         result.get(WAIT).await.expect("the chain finishes"),
         "333 -> warehouse"
@@ -37,6 +42,45 @@ async fn etl_chain_passes_each_result_on_and_parent_walks_back() {
         serde_json::json!([3, 30, 300])
     );
     assert!(extracted.parent().is_none(), "extract is the first step");
+}
+
+/// Every step of a chain reads PENDING from its send on (as in Celery), not UNKNOWN until the step
+/// before it ends: the producer writes the later steps' records with the first task, and the
+/// workers that send those steps write none (so they cost no write on a step's path).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_step_of_a_sent_chain_reads_pending_until_it_runs() {
+    let server = server();
+    let client = client(&server.url()).await;
+
+    let result = etl_chain()
+        .apply_async(&client)
+        .await
+        .expect("the chain is sent");
+    let transformed = result.parent().expect("load has a parent");
+    let extracted = transformed.parent().expect("transform has a parent");
+    for (step, state) in [
+        ("extract", extracted.state().await.unwrap()),
+        ("transform", transformed.state().await.unwrap()),
+        ("load", result.state().await.unwrap()),
+    ] {
+        assert_eq!(state, TaskState::Pending, "{step} before any worker runs");
+    }
+    let record = client
+        .async_result::<String>(result.id().as_str())
+        .unwrap()
+        .record()
+        .await
+        .unwrap()
+        .expect("the last step has a record");
+    assert_eq!(
+        record.task.as_ref().map(|task| task.as_str()),
+        Some("etl.load"),
+        "a step's PENDING record names its own task"
+    );
+
+    let _worker = WorkerProcess::start(&server.url(), "w1", &[]);
+    assert_eq!(result.get(WAIT).await.unwrap(), "333 -> warehouse");
+    assert_eq!(transformed.state().await.unwrap(), TaskState::Success);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -89,6 +89,15 @@ impl std::fmt::Debug for Dispatcher {
 
 type Sending<'a> = Pin<Box<dyn Future<Output = Result<(), EnqueueError>> + Send + 'a>>;
 
+/// Whether the PENDING records of the tasks being sent were written already.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Announced {
+    /// No: the first task sent writes its own, and those of the plain steps that follow it.
+    No,
+    /// Yes, by whoever sent the chain (or the chord body) they belong to.
+    Yes,
+}
+
 impl Dispatcher {
     pub(crate) fn new(
         publisher: Publisher,
@@ -109,7 +118,9 @@ impl Dispatcher {
         &self.publisher
     }
 
-    /// Sends `node` with `rest` to run after it.
+    /// Sends `node` with `rest` to run after it, writing the PENDING records of its first task and
+    /// of the plain steps of `rest` up to its first group or chord (whose members get theirs when
+    /// they are sent).
     ///
     /// # Errors
     /// [`EnqueueError`] when a message or a chord definition cannot be published; everything sent
@@ -121,6 +132,24 @@ impl Dispatcher {
         previous: Previous<'a>,
         rest: Vec<CanvasNode>,
         membership: Membership,
+    ) -> Sending<'a> {
+        self.send_as(node, origin, previous, rest, membership, Announced::No)
+    }
+
+    /// As [`Dispatcher::send`]; with [`Announced::Yes`] (the next step of a chain, a chord's
+    /// body: their PENDING records were written when the chain or the chord was sent), a plain
+    /// step is published without one (a group or chord step writes its members' as it sends them).
+    ///
+    /// # Errors
+    /// As [`Dispatcher::send`].
+    pub(crate) fn send_as<'a>(
+        &'a self,
+        node: &'a CanvasNode,
+        origin: &'a Origin,
+        previous: Previous<'a>,
+        rest: Vec<CanvasNode>,
+        membership: Membership,
+        announced: Announced,
     ) -> Sending<'a> {
         Box::pin(async move {
             match node {
@@ -172,13 +201,50 @@ impl Dispatcher {
                             queue
                         }
                     };
-                    self.publisher.publish(&envelope, &body, &queue, true).await
+                    if announced == Announced::Yes {
+                        return self
+                            .publisher
+                            .publish(&envelope, &body, &queue, false)
+                            .await;
+                    }
+                    let mut later = Vec::new();
+                    plain_steps(&body.chain, &mut later);
+                    if later.is_empty() {
+                        return self.publisher.publish(&envelope, &body, &queue, true).await;
+                    }
+                    // NOTE(protocol): the steps that follow read PENDING from now on, as in
+                    // Celery, and the workers that send them write no PENDING of their own.
+                    let announce = futures_util::future::join_all(later.iter().map(|(id, task)| {
+                        let mut step = Envelope::new(id.clone(), task.clone());
+                        step.content_type = envelope.content_type;
+                        async move {
+                            let written = self.store.create_pending(&step).await;
+                            if let Err(error) = &written {
+                                tracing::warn!(task_id = %step.id, error = %crate::error_chain(error), "a chain step's PENDING record was not written");
+                            }
+                            written.is_ok()
+                        }
+                    }));
+                    let (sent, written) = tokio::join!(
+                        self.publisher.publish(&envelope, &body, &queue, true),
+                        announce
+                    );
+                    if sent.is_err() {
+                        // Not sent: steps that will not run must not look queued.
+                        for ((id, _), _) in
+                            later.iter().zip(written).filter(|(_, written)| *written)
+                        {
+                            let _ = self.store.purge(id).await;
+                        }
+                    }
+                    sent
                 }
                 CanvasNode::Chain { tasks } => match tasks.split_first() {
                     Some((first, inner)) => {
                         let mut steps = inner.to_vec();
                         steps.extend(rest);
-                        self.send(first, origin, previous, steps, membership).await
+                        self.send_as(first, origin, previous, steps, membership, announced)
+                            .await
                     }
                     None => Ok(()),
                 },
@@ -323,6 +389,25 @@ struct ChordParts<'a> {
     header: &'a [CanvasNode],
     body: CanvasNode,
     policy: ChordPolicy,
+}
+
+/// The ids and task names of the plain steps at the head of `chain` (chains flattened), up to its
+/// first group or chord. Returns false when it stopped at one.
+fn plain_steps(chain: &[CanvasNode], steps: &mut Vec<(TaskId, TaskName)>) -> bool {
+    for node in chain {
+        match node {
+            CanvasNode::Signature(signature) => {
+                steps.push((signature.id.clone(), signature.task.clone()))
+            }
+            CanvasNode::Chain { tasks } => {
+                if !plain_steps(tasks, steps) {
+                    return false;
+                }
+            }
+            _ => return false,
+        }
+    }
+    true
 }
 
 /// The steps `rest` as one node: the single step itself, or a chain of them.

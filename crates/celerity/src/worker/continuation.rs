@@ -14,7 +14,7 @@ use celerity_proto::{
 use serde_json::{Value, json};
 
 use crate::client::{EnqueueError, collect_result_ids};
-use crate::dispatch::{Membership, Origin, Previous};
+use crate::dispatch::{Announced, Membership, Origin, Previous};
 use crate::worker::WorkerShared;
 
 /// The canvas fields of a task body.
@@ -155,14 +155,16 @@ impl Continuation {
                             group_id: None,
                             chord: self.chord.clone(),
                         };
+                        // Its PENDING was written with the chain's first task.
                         shared
                             .dispatcher
-                            .send(
+                            .send_as(
                                 next,
                                 &origin,
                                 Previous::Value(result),
                                 rest.to_vec(),
                                 membership,
+                                Announced::Yes,
                             )
                             .await?;
                     }
@@ -317,14 +319,16 @@ pub(crate) async fn publish_chord_body(
         chord: definition.member.clone(),
     };
 
+    // The body's PENDING records were written with the chord's definition.
     shared
         .dispatcher
-        .send(
+        .send_as(
             &definition.body,
             &origin,
             Previous::ChordResults(results),
             Vec::new(),
             membership,
+            Announced::Yes,
         )
         .await
 }
