@@ -118,19 +118,29 @@ impl Raw {
             .context("a raw publish failed")
     }
 
-    /// Publishes `n` messages of 100 B with `window` acknowledgements in flight; returns the time.
-    pub(crate) async fn publish_rate(
+    /// Starts the raw publish figure: a fresh stream that [`Raw::publish_part`] fills.
+    pub(crate) async fn publish_begin(&self) -> anyhow::Result<()> {
+        self.fresh_stream(STREAM, vec![SUBJECT.to_owned()])
+            .await
+            .map(drop)
+    }
+
+    /// Publishes `n` messages of 100 B with `window` acknowledgements in flight to the stream of
+    /// [`Raw::publish_begin`], which keeps them; returns the time.
+    pub(crate) async fn publish_part(
         &self,
         n: usize,
         window: usize,
         bar: &ProgressBar,
     ) -> anyhow::Result<Duration> {
-        self.fresh_stream(STREAM, vec![SUBJECT.to_owned()]).await?;
         let started = Instant::now();
         self.publish(SUBJECT, n, window, bar).await?;
-        let elapsed = started.elapsed();
+        Ok(started.elapsed())
+    }
+
+    /// Ends the raw publish figure: deletes its stream.
+    pub(crate) async fn publish_end(&self) {
         self.js.delete_stream(STREAM).await.ok();
-        Ok(elapsed)
     }
 
     /// What one `delay()` costs the server, piece by piece: `n` publishes with `window` in flight
