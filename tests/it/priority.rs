@@ -7,7 +7,7 @@ use celerity::ApplyOptions;
 use futures_util::{StreamExt, TryStreamExt};
 use serde_json::json;
 
-use crate::support::{WorkerProcess, client, release_held, runs_stream, server};
+use crate::support::{WorkerProcess, client, eventually, release_held, runs_stream, server};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -262,10 +262,7 @@ async fn an_idle_worker_gets_the_next_task_from_its_idle_wait_without_a_doorbell
     let server = server();
     let url = server.url();
     let client = client(&url).await;
-    let nats = async_nats::connect(&url).await.unwrap();
-    let js = async_nats::jetstream::new(nats.clone());
-    let layout = celerity_proto::Layout::new(celerity_proto::Namespace::default());
-    let queue = celerity_proto::QueueName::new("default").unwrap();
+    let (nats, js, layout, queue) = default_queue(&url).await;
 
     // The queue's stream without its doorbells: made as Celerity makes it, then made again without
     // the republish (which a server cannot remove from a stream).
@@ -318,5 +315,103 @@ async fn an_idle_worker_gets_the_next_task_from_its_idle_wait_without_a_doorbell
             .await
             .is_err(),
         "no doorbell rang"
+    );
+}
+
+/// A raw connection, its JetStream context, and the default layout and queue.
+async fn default_queue(
+    url: &str,
+) -> (
+    async_nats::Client,
+    async_nats::jetstream::Context,
+    celerity_proto::Layout,
+    celerity_proto::QueueName,
+) {
+    let nats = async_nats::connect(url).await.expect("a raw connection");
+    let js = async_nats::jetstream::new(nats.clone());
+    let layout = celerity_proto::Layout::new(celerity_proto::Namespace::default());
+    let queue = celerity_proto::QueueName::new("default").expect("a queue name");
+    (nats, js, layout, queue)
+}
+
+/// Whether something subscribes to `subject`: a request to a subject nobody hears is answered at
+/// once with no responders; one that a worker hears (as a doorbell, which it does not answer)
+/// goes unanswered.
+async fn heard(nats: &async_nats::Client, subject: &str) -> bool {
+    match tokio::time::timeout(
+        Duration::from_millis(300),
+        nats.request(subject.to_owned(), bytes::Bytes::new()),
+    )
+    .await
+    {
+        Err(_elapsed) => true,
+        Ok(Err(error)) if error.kind() == async_nats::RequestErrorKind::NoResponders => false,
+        Ok(other) => panic!("unexpected answer to a doorbell: {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_level_with_a_backlog_stops_hearing_its_doorbells_until_it_is_empty() {
+    let server = server();
+    let url = server.url();
+    let client = client(&url).await;
+    let (nats, js, layout, queue) = default_queue(&url).await;
+    let bell = |priority: u8| {
+        layout.doorbell_subject(&queue, celerity_proto::Priority::new(priority).unwrap())
+    };
+
+    // 100 quick tasks at priority 5, then 400 of 50 ms at priority 0: 20 s of work for one slot.
+    let quick = ApplyOptions::new().ignore_result(true).priority(5);
+    let slow = ApplyOptions::new().ignore_result(true);
+    let backlogs = [
+        ("it.add", 100, json!([1, 1]), quick),
+        ("it.slow_add", 400, json!([0, 0, 50]), slow),
+    ];
+    for (name, count, args, options) in backlogs {
+        futures_util::stream::iter(0..count)
+            .map(|_| client.send_task(name, args.clone(), json!(null), options.clone()))
+            .buffer_unordered(256)
+            .try_for_each(|_| async { Ok(()) })
+            .await
+            .expect("the backlog is sent");
+    }
+    // Levels are re-checked only every 10 minutes: within the test, a level learns of new work
+    // from its doorbells only.
+    let _worker = WorkerProcess::start(&url, "w1", &["-c", "1", "--recheck-interval", "600000"]);
+
+    // Priority 5 runs first and drains; then priority 0's backlog runs, and its doorbells, which
+    // would only say what the worker knows, are not heard while it does.
+    eventually("priority 0's doorbells go unheard", WAIT, || {
+        let subject = bell(0);
+        let nats = nats.clone();
+        async move { !heard(&nats, &subject).await }
+    })
+    .await;
+    eventually("priority 5's doorbells are heard again", WAIT, || {
+        let subject = bell(5);
+        let nats = nats.clone();
+        async move { heard(&nats, &subject).await }
+    })
+    .await;
+
+    // So a new priority-5 task overtakes what is left of the backlog.
+    let urgent = celerity_it::add
+        .apply_async(&client, (2, 3), ApplyOptions::new().priority(5))
+        .await
+        .unwrap();
+    assert_eq!(urgent.get(Duration::from_secs(10)).await.unwrap(), 5);
+    let left = js
+        .get_stream(layout.queue_stream(&queue))
+        .await
+        .unwrap()
+        .info()
+        .await
+        .unwrap()
+        .state
+        .messages;
+    assert!(left > 0, "the priority-5 task ran before the backlog ended");
+    assert!(
+        !heard(&nats, &bell(0)).await,
+        "priority 0 still has a backlog: its doorbells are still unheard"
     );
 }

@@ -512,7 +512,7 @@ struct Setup<'a> {
 enum SetupError {
     #[error(transparent)]
     Provision(#[from] ProvisionError),
-    #[error("cannot subscribe to the doorbells of queue {0}")]
+    #[error("cannot subscribe to the doorbells or pull inboxes of queue {0}")]
     Subscribe(QueueName, #[source] async_nats::SubscribeError),
     #[error("cannot read the revoked ids: {0}")]
     Revocations(String),
@@ -706,15 +706,23 @@ impl Setup<'_> {
             let stream = provision::queue_stream(js, layout, queue, levels).await?;
             // One consumer per level in use; `None` for levels outside the priority steps.
             let mut consumers = vec![None; 10];
+            // And one doorbell subscription per level, so that a level known to have work can
+            // stop hearing its doorbells (the queue actor unsubscribes it while it has a backlog).
+            let mut bells = Vec::from_iter(std::iter::repeat_with(|| None).take(10));
             for priority in levels {
                 let consumer =
                     provision::level_consumer(&stream, layout, queue, *priority, ack_wait).await?;
                 consumers[priority.get() as usize] = Some(consumer);
+                let subject = layout.doorbell_subject(queue, *priority);
+                let subscriber = client
+                    .subscribe(subject.clone())
+                    .await
+                    .map_err(|error| SetupError::Subscribe(queue.clone(), error))?;
+                bells[priority.get() as usize] = Some(queue::LevelBell {
+                    subject,
+                    subscriber,
+                });
             }
-            let doorbells = client
-                .subscribe(layout.doorbell_subjects(queue))
-                .await
-                .map_err(|error| SetupError::Subscribe(queue.clone(), error))?;
             // One inbox per queue for every pull request's answers (a subscription per request
             // would cost a SUB and an UNSUB per fetch).
             let inbox = client.new_inbox();
@@ -732,7 +740,7 @@ impl Setup<'_> {
             setups.push(queue::QueueSetup {
                 queue: queue.clone(),
                 consumers,
-                doorbells,
+                bells,
                 inbox,
                 pulls,
                 wait_inbox,

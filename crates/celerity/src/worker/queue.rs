@@ -5,6 +5,9 @@
 //! level periodically, for redeliveries, which ring no bell), sends one `no_wait` pull request at a
 //! time with a batch equal to its free credit, answered on one inbox subscription that lives as long
 //! as the actor, and spawns each task on the multi-thread runtime as its message arrives.
+//! A level whose last task had a backlog behind it is known to have work: its doorbells would tell
+//! nothing new, so its doorbell subscription is dropped until a fetch finds the level empty (a
+//! doorbell costs about as much to receive as its task, which a worker with a backlog then halves).
 //! When no level has work it keeps one long-poll request for one message (the idle wait) on the
 //! level its last task came from, so the next task there arrives without a doorbell and a fetch.
 //! It never runs a task body on its own thread.
@@ -35,6 +38,10 @@ const MAX_BATCH: usize = 256;
 const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long to wait before fetching again after a failed fetch.
 const FETCH_RETRY: Duration = Duration::from_millis(500);
+/// A level whose last task had at least this many undelivered behind it stops hearing its
+/// doorbells until it is found empty. Hearing them again costs a subscription and one more fetch,
+/// so it is done only for a backlog that saves many more doorbells than that.
+const MUTE_AT: u64 = 32;
 /// How long an idle wait lasts on the server before it is renewed. A warm shutdown waits for the
 /// wait to end (a task it brings is handed back), so this bounds what the wait adds to one.
 const WAIT_EXPIRES: Duration = Duration::from_secs(2);
@@ -44,7 +51,8 @@ pub(crate) struct QueueSetup {
     pub(crate) queue: QueueName,
     /// One consumer per priority level in use, indexed by priority.
     pub(crate) consumers: Vec<Option<PullConsumer>>,
-    pub(crate) doorbells: async_nats::Subscriber,
+    /// The doorbell subscription of each level in use, indexed by priority.
+    pub(crate) bells: Vec<Option<LevelBell>>,
     /// The prefix of the pull requests' reply subjects, `<inbox>.<level>.<request>`.
     pub(crate) inbox: String,
     /// The subscription to `<inbox>.>`.
@@ -55,6 +63,31 @@ pub(crate) struct QueueSetup {
     pub(crate) waits: async_nats::Subscriber,
 }
 
+/// One level's doorbell subject, and the subscription to it made at setup.
+pub(crate) struct LevelBell {
+    pub(crate) subject: String,
+    pub(crate) subscriber: async_nats::Subscriber,
+}
+
+/// Where a level's doorbell subscription stands.
+enum Bell {
+    /// Not a level of this queue.
+    Unused,
+    /// Made at setup, until the actor starts and takes it as one of its streams.
+    Setup(async_nats::Subscriber),
+    /// Subscribed: the level's doorbells arrive as [`Doorbell`]s on this stream of the actor.
+    Ringing(SpawnHandle),
+    /// Unsubscribed while the level is known to have work.
+    /// INVARIANT: a muted level is flagged in `maybe_ready`, so it is fetched from until it is
+    /// found empty, which subscribes it again.
+    Muted,
+    /// Being subscribed again.
+    Subscribing,
+}
+
+/// A doorbell of this level rang.
+struct Doorbell(usize);
+
 /// The consuming side of one queue.
 pub(crate) struct QueueActor {
     queue: QueueName,
@@ -64,7 +97,10 @@ pub(crate) struct QueueActor {
     consumers: Vec<Option<Arc<PullConsumer>>>,
     /// The levels that have a consumer.
     in_use: [bool; 10],
-    doorbells: Option<async_nats::Subscriber>,
+    /// Each level's doorbell subscription, indexed by priority.
+    bells: [Bell; 10],
+    /// Each level's doorbell subject, for subscribing again.
+    bell_subjects: [Option<String>; 10],
     inbox: String,
     pulls: Option<async_nats::Subscriber>,
     /// The pull request in flight, if any (one at a time).
@@ -146,6 +182,18 @@ impl QueueActor {
         for (level, consumer) in setup.consumers.iter().enumerate().take(10) {
             in_use[level] = consumer.is_some();
         }
+        let mut bells = [const { Bell::Unused }; 10];
+        let mut bell_subjects = [const { None }; 10];
+        for (level, bell) in setup.bells.into_iter().enumerate().take(10) {
+            if let Some(LevelBell {
+                subject,
+                subscriber,
+            }) = bell
+            {
+                bells[level] = Bell::Setup(subscriber);
+                bell_subjects[level] = Some(subject);
+            }
+        }
         Self {
             queue: setup.queue,
             shared,
@@ -155,7 +203,8 @@ impl QueueActor {
                 .into_iter()
                 .map(|consumer| consumer.map(Arc::new))
                 .collect(),
-            doorbells: Some(setup.doorbells),
+            bells,
+            bell_subjects,
             inbox: setup.inbox,
             pulls: Some(setup.pulls),
             pull: None,
@@ -286,6 +335,7 @@ impl QueueActor {
             });
             if let Some(level) = level_of(&message.subject) {
                 self.last_level = Some(level);
+                self.mute_if_behind(ctx, level, behind);
             }
             self.receive(ctx, message, true);
             if let Some(request) = complete {
@@ -331,7 +381,7 @@ impl QueueActor {
             && (pull.received < pull.requested || pull.behind == Some(0))
             && self.generation[pull.level] == pull.generation
         {
-            self.maybe_ready[pull.level] = false;
+            self.found_empty(ctx, pull.level);
         }
         self.check_drained(ctx);
         match outcome {
@@ -391,7 +441,13 @@ impl QueueActor {
             let message = self.task_message(message);
             if let Some(level) = level_of(&message.subject) {
                 self.last_level = Some(level);
-                self.maybe_ready[level] = self.in_use[level] && undelivered(&message) != Some(0);
+                let behind = undelivered(&message);
+                if self.in_use[level] && behind != Some(0) {
+                    self.maybe_ready[level] = true;
+                    self.mute_if_behind(ctx, level, behind);
+                } else {
+                    self.found_empty(ctx, level);
+                }
             }
             self.receive(ctx, message, false);
             match self.wait.as_ref().map(|wait| wait.request) {
@@ -514,6 +570,58 @@ impl QueueActor {
         );
     }
 
+    /// Stops hearing `level`'s doorbells while it has a backlog of `behind` tasks: they would only
+    /// flag a level already flagged.
+    fn mute_if_behind(&mut self, ctx: &mut Context<Self>, level: usize, behind: Option<u64>) {
+        if behind.is_some_and(|behind| behind >= MUTE_AT)
+            && self.maybe_ready[level]
+            && let Bell::Ringing(stream) = self.bells[level]
+        {
+            // Dropping the subscription unsubscribes it.
+            ctx.cancel_future(stream);
+            self.bells[level] = Bell::Muted;
+            tracing::debug!(queue = %self.queue, priority = level, behind, "doorbells muted");
+        }
+    }
+
+    /// `level` has no work left for this worker: unflag it, and hear its doorbells again.
+    fn found_empty(&mut self, ctx: &mut Context<Self>, level: usize) {
+        self.maybe_ready[level] = false;
+        if !matches!(self.bells[level], Bell::Muted) {
+            return;
+        }
+        let Some(subject) = self.bell_subjects[level].clone() else {
+            return;
+        };
+        self.bells[level] = Bell::Subscribing;
+        tracing::debug!(queue = %self.queue, priority = level, "doorbells heard again");
+        let nats = self.shared.nats.clone();
+        ctx.spawn(
+            async move { nats.subscribe(subject).await }
+                .into_actor(self)
+                .map(move |subscribed, actor, ctx| {
+                    match subscribed {
+                        Ok(subscriber) => {
+                            actor.bells[level] = Bell::Ringing(
+                                ctx.add_stream(subscriber.map(move |_| Doorbell(level))),
+                            );
+                        }
+                        Err(error) => {
+                            // Only a closed connection refuses a subscription; the level stays
+                            // flagged and muted, and the next time it is found empty tries again.
+                            tracing::warn!(queue = %actor.queue, priority = level, error = %error, "cannot hear a level's doorbells again");
+                            actor.bells[level] = Bell::Muted;
+                        }
+                    }
+                    // A task stored after the fetch that found the level empty and before the
+                    // server had the subscription rang no bell here: fetch once more. The
+                    // subscription is ahead of that fetch's request on the connection.
+                    actor.maybe_ready[level] = actor.in_use[level];
+                    actor.pump(ctx);
+                }),
+        );
+    }
+
     fn wait_for_credit(&mut self, ctx: &mut Context<Self>) {
         if self.waiting_for_credit {
             return;
@@ -555,8 +663,12 @@ impl Actor for QueueActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        if let Some(doorbells) = self.doorbells.take() {
-            ctx.add_stream(doorbells);
+        for level in 0..10 {
+            if let Bell::Setup(subscriber) = std::mem::replace(&mut self.bells[level], Bell::Unused)
+            {
+                self.bells[level] =
+                    Bell::Ringing(ctx.add_stream(subscriber.map(move |_| Doorbell(level))));
+            }
         }
         if let Some(pulls) = self.pulls.take() {
             ctx.add_stream(pulls.map(PullReply));
@@ -575,18 +687,13 @@ impl Actor for QueueActor {
     }
 }
 
-impl StreamHandler<async_nats::Message> for QueueActor {
-    fn handle(&mut self, doorbell: async_nats::Message, ctx: &mut Self::Context) {
-        match level_of(&doorbell.subject) {
-            Some(level) => {
-                self.generation[level] += 1;
-                // The idle wait on this level brings the task itself (and flags the level when it
-                // does): a fetch now would find nothing.
-                if self.wait.as_ref().is_none_or(|wait| wait.level != level) {
-                    self.maybe_ready[level] = self.in_use[level];
-                }
-            }
-            None => self.maybe_ready = self.in_use,
+impl StreamHandler<Doorbell> for QueueActor {
+    fn handle(&mut self, Doorbell(level): Doorbell, ctx: &mut Self::Context) {
+        self.generation[level] += 1;
+        // The idle wait on this level brings the task itself (and flags the level when it
+        // does): a fetch now would find nothing.
+        if self.wait.as_ref().is_none_or(|wait| wait.level != level) {
+            self.maybe_ready[level] = self.in_use[level];
         }
         self.pump(ctx);
     }
@@ -631,7 +738,7 @@ fn undelivered(message: &jetstream::Message) -> Option<u64> {
     message.info().ok().map(|info| info.pending)
 }
 
-/// The priority level named by the last token of a task or doorbell subject.
+/// The priority level named by the last token of a task subject.
 fn level_of(subject: &str) -> Option<usize> {
     subject
         .rsplit('.')
