@@ -149,6 +149,18 @@ async fn a_wait_is_small_enough_to_hold_a_million_at_once() {
         ("a tracked wait", std::mem::size_of_val(&sent.wait(WAIT))),
         ("a tracked get", std::mem::size_of_val(&sent.get(WAIT))),
         ("a wait by id", std::mem::size_of_val(&by_id.wait(WAIT))),
+        (
+            "a delay",
+            std::mem::size_of_val(&celerity_it::add.delay(&producer, 1, 2)),
+        ),
+        (
+            "an apply",
+            std::mem::size_of_val(&celerity_it::add.apply_async(
+                &producer,
+                (1, 2),
+                celerity::ApplyOptions::new(),
+            )),
+        ),
     ] {
         eprintln!("{what}: {size} bytes");
         assert!(size <= 1024, "{what} takes {size} bytes");

@@ -67,6 +67,43 @@ fn a_quick_run_reports_every_figure_as_a_table_and_as_json() {
             assert!((ratio - expected).abs() < 1e-9, "{figure}");
         }
     }
+
+    // Both sides of each throughput figure, split by process; the bench started the server, so
+    // every process was read.
+    assert!(stdout.contains("CPU per task, microseconds"), "{stdout}");
+    let splits = report["cpu_per_task"].as_array().expect("a CPU split");
+    let sides: Vec<(&str, &str)> = splits
+        .iter()
+        .map(|split| {
+            (
+                split["figure"].as_str().expect("a figure"),
+                split["side"].as_str().expect("a side"),
+            )
+        })
+        .collect();
+    let figures = ["publish", "e2e_results", "e2e_ignore_result"];
+    let expected: Vec<(&str, &str)> = figures
+        .iter()
+        .flat_map(|figure| [(*figure, "raw"), (*figure, "celerity")])
+        .collect();
+    assert_eq!(sides, expected, "{report}");
+    for split in splits {
+        let part = |name: &str| split[name].as_f64().expect("a figure per process");
+        let sum = part("server_us") + part("bench_us") + part("worker_us");
+        assert!((part("total_us") - sum).abs() < 1e-9, "{split}");
+    }
+    let worker_us = |figure: &str| {
+        splits
+            .iter()
+            .find(|split| split["figure"] == figure && split["side"] == "celerity")
+            .and_then(|split| split["worker_us"].as_f64())
+            .expect("the worker's share")
+    };
+    // CPU time is counted in 10 ms ticks: the two figures together are many ticks of work.
+    assert!(
+        worker_us("e2e_results") + worker_us("e2e_ignore_result") > 0.0,
+        "{report}"
+    );
 }
 
 #[test]

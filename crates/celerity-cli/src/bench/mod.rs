@@ -2,6 +2,7 @@
 //! work, in one run and one process (the worker apart, so its memory can be read), so machine
 //! noise cancels in the ratio. `docs/performance.md` has the results and what bounds each figure.
 
+mod cpu;
 mod raw;
 mod report;
 pub(crate) mod tasks;
@@ -16,6 +17,7 @@ use clap::Args;
 use futures_util::{StreamExt, TryStreamExt};
 use indicatif::{ProgressBar, ProgressStyle};
 
+use self::cpu::{PerTask, Processes, Used};
 use self::raw::Raw;
 use self::report::{Figure, Report, Target};
 use self::tasks::{WorkerProcess, memory, noop, noop_ignored, now_us, one, stamp, step, total};
@@ -153,22 +155,29 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<bool> {
         .context("the raw client cannot connect")?;
     let server_version = nats.server_info().version.clone();
     let mut report = Report::new(sizes, server_version);
-    let bench = Bench {
+    let mut bench = Bench {
         client,
         raw: Raw::new(nats.clone()),
         js: async_nats::jetstream::new(nats),
         layout: Layout::new(app.settings().namespace.clone()),
         sizes,
+        processes: Processes {
+            server: server.as_ref().and_then(celerity_testkit::NatsServer::pid),
+            worker: None,
+        },
     };
     bench.clean_queues().await?;
 
     let mut worker =
         WorkerProcess::start(&url, sizes.concurrency, dir.path(), &bench.client).await?;
     let idle = memory(worker.pid()).map(|(rss, _)| rss);
+    bench.processes.worker = Some(worker.pid());
 
     let only = |part: Part| args.only.as_ref().is_none_or(|only| only.contains(&part));
     if only(Part::Publish) {
-        report.add(bench.publish().await?);
+        let (figure, cpu) = bench.publish().await?;
+        report.add(figure);
+        report.add_cpu(cpu);
         worker.check_alive()?;
         if args.breakdown {
             report.add_publish_costs(bench.publish_costs().await?);
@@ -176,12 +185,16 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<bool> {
     }
     let mut peak = None;
     if only(Part::E2eResults) {
-        report.add(bench.end_to_end(true).await?);
+        let (figure, cpu) = bench.end_to_end(true).await?;
+        report.add(figure);
+        report.add_cpu(cpu);
         worker.check_alive()?;
         peak = memory(worker.pid()).map(|(_, hwm)| hwm);
     }
     if only(Part::E2eIgnoreResult) {
-        report.add(bench.end_to_end(false).await?);
+        let (figure, cpu) = bench.end_to_end(false).await?;
+        report.add(figure);
+        report.add_cpu(cpu);
         worker.check_alive()?;
     }
     if only(Part::Chain) {
@@ -231,6 +244,8 @@ struct Bench {
     js: async_nats::jetstream::Context,
     layout: Layout,
     sizes: Sizes,
+    /// Whose CPU time the throughput figures are split into.
+    processes: Processes,
 }
 
 impl Bench {
@@ -296,7 +311,7 @@ impl Bench {
             .context("a task could not be sent")
     }
 
-    async fn publish(&self) -> anyhow::Result<Figure> {
+    async fn publish(&self) -> anyhow::Result<(Figure, [PerTask; 2])> {
         let n = self.sizes.tasks;
         let bar = Self::bar("publish: raw and celerity delay(), in turn", 2 * n);
         let options = || ApplyOptions::new().queue(tasks::PUBLISH_QUEUE);
@@ -304,23 +319,34 @@ impl Bench {
         // alike; each side's stream keeps what it was sent, and ends up holding `n` messages.
         self.raw.publish_begin().await?;
         let (mut raw, mut celerity) = (Duration::ZERO, Duration::ZERO);
+        let (mut raw_cpu, mut celerity_cpu) = (Used::ZERO, Used::ZERO);
         for round in 0..PUBLISH_ROUNDS {
             let part = n / PUBLISH_ROUNDS + usize::from(round < n % PUBLISH_ROUNDS);
+            let before = self.processes.read();
             raw += self.raw.publish_part(part, self.sizes.window, &bar).await?;
+            let between = self.processes.read();
+            raw_cpu = raw_cpu.plus(before.until(&between));
             let started = Instant::now();
             self.send_all(part, &bar, || self.client.apply(&noop, (), options()))
                 .await?;
             celerity += started.elapsed();
+            celerity_cpu = celerity_cpu.plus(between.until(&self.processes.read()));
         }
         self.raw.publish_end().await;
         bar.finish_and_clear();
         self.clean_queues().await?;
-        Ok(Figure::rate(
-            "publish",
-            "publish, delay() of no-op tasks",
-            n,
-            celerity,
-            raw,
+        Ok((
+            Figure::rate(
+                "publish",
+                "publish, delay() of no-op tasks",
+                n,
+                celerity,
+                raw,
+            ),
+            [
+                PerTask::new("publish", "raw", raw_cpu, n),
+                PerTask::new("publish", "celerity", celerity_cpu, n),
+            ],
         ))
     }
 
@@ -352,15 +378,17 @@ impl Bench {
 
     /// No-op tasks end to end: with results, until the client has every result; with
     /// `ignore_result`, until the queue is empty.
-    async fn end_to_end(&self, results: bool) -> anyhow::Result<Figure> {
+    async fn end_to_end(&self, results: bool) -> anyhow::Result<(Figure, [PerTask; 2])> {
         let n = self.sizes.tasks;
         let what = if results { "results" } else { "ignore_result" };
         let bar = Self::bar(&format!("end to end ({what}): raw"), n);
+        let before = self.processes.read();
         let raw = self
             .raw
             .end_to_end(n, self.sizes.window, self.sizes.concurrency, results, &bar)
             .await?;
         bar.finish_and_clear();
+        let between = self.processes.read();
         let bar = Self::bar(&format!("end to end ({what}): celerity"), n);
         let started = Instant::now();
         if results {
@@ -386,24 +414,20 @@ impl Bench {
             raw::wait_empty(&self.js, &self.queue_stream("default")?).await?;
         }
         let celerity = started.elapsed();
+        let after = self.processes.read();
         bar.finish_and_clear();
-        Ok(if results {
-            Figure::rate(
-                "e2e_results",
-                "no-op tasks end to end, with results",
-                n,
-                celerity,
-                raw,
-            )
+        let (id, label) = if results {
+            ("e2e_results", "no-op tasks end to end, with results")
         } else {
-            Figure::rate(
-                "e2e_ignore_result",
-                "no-op tasks end to end, ignore_result",
-                n,
-                celerity,
-                raw,
-            )
-        })
+            ("e2e_ignore_result", "no-op tasks end to end, ignore_result")
+        };
+        Ok((
+            Figure::rate(id, label, n, celerity, raw),
+            [
+                PerTask::new(id, "raw", before.until(&between), n),
+                PerTask::new(id, "celerity", between.until(&after), n),
+            ],
+        ))
     }
 
     /// Chain step latency, p50 and p99: sequential 10-step chains, one raw and one Celerity in turn,

@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::Sizes;
+use super::cpu::PerTask;
 
 /// What a figure should reach.
 #[derive(Debug, Clone, Copy, Serialize)]
@@ -211,6 +212,9 @@ pub(crate) struct Report {
     /// With `--breakdown`: what one `delay()` costs the server, piece by piece.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     publish_costs: Vec<PublishCost>,
+    /// CPU per task of each process, for both sides of each throughput figure.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    cpu_per_task: Vec<PerTask>,
 }
 
 /// One step of the publish cost breakdown.
@@ -239,7 +243,12 @@ impl Report {
             sizes,
             figures: Vec::new(),
             publish_costs: Vec::new(),
+            cpu_per_task: Vec::new(),
         }
+    }
+
+    pub(crate) fn add_cpu(&mut self, split: impl IntoIterator<Item = PerTask>) {
+        self.cpu_per_task.extend(split);
     }
 
     pub(crate) fn add(&mut self, figure: Figure) {
@@ -306,6 +315,30 @@ impl Report {
                     "{:<58} {:>12}  publishes/s",
                     cost.label,
                     format_value(cost.rate)
+                );
+            }
+        }
+        if !self.cpu_per_task.is_empty() {
+            let _ = writeln!(
+                out,
+                "\nCPU per task, microseconds (/proc; the bench process is the producer, and all of the raw side)"
+            );
+            let _ = writeln!(
+                out,
+                "{:<28} {:<9} {:>8} {:>8} {:>8} {:>8}",
+                "figure", "side", "server", "bench", "worker", "total"
+            );
+            let value = |value: Option<f64>| value.map_or_else(|| "-".to_owned(), format_value);
+            for split in &self.cpu_per_task {
+                let _ = writeln!(
+                    out,
+                    "{:<28} {:<9} {:>8} {:>8} {:>8} {:>8}",
+                    split.figure,
+                    split.side,
+                    value(split.server_us),
+                    value(split.bench_us),
+                    value(split.worker_us),
+                    value(split.total_us),
                 );
             }
         }
