@@ -21,7 +21,7 @@ fn a_quick_run_reports_every_figure_as_a_table_and_as_json() {
     let dir = tempfile::tempdir().expect("a temp dir");
     let json = dir.path().join("bench.json");
     let output = Command::new(env!("CARGO_BIN_EXE_celerity"))
-        .args(["bench", "--quick", "--json"])
+        .args(["bench", "--quick", "--breakdown", "--json"])
         .arg(&json)
         .output()
         .expect("celerity runs");
@@ -99,6 +99,18 @@ fn a_quick_run_reports_every_figure_as_a_table_and_as_json() {
             .and_then(|split| split["worker_us"].as_f64())
             .expect("the worker's share")
     };
+    let costs = report["publish_costs"]
+        .as_array()
+        .expect("the publish breakdown");
+    assert_eq!(costs.len(), 5, "{report}");
+    for cost in costs {
+        assert!(
+            cost["rate"].as_f64().is_some_and(|rate| rate > 0.0),
+            "{cost}"
+        );
+        assert!(cost["server_us"].is_f64(), "{cost}");
+        assert!(cost["bench_us"].is_f64(), "{cost}");
+    }
     // CPU time is counted in 10 ms ticks: the two figures together are many ticks of work.
     assert!(
         worker_us("e2e_results") + worker_us("e2e_ignore_result") > 0.0,

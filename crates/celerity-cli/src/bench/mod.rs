@@ -180,7 +180,7 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<bool> {
         report.add_cpu(cpu);
         worker.check_alive()?;
         if args.breakdown {
-            report.add_publish_costs(bench.publish_costs().await?);
+            report.add_publish_costs(bench.publish_costs().await?, sizes.tasks);
         }
     }
     let mut peak = None;
@@ -351,7 +351,7 @@ impl Bench {
     }
 
     /// The publish cost breakdown, with the headers a `delay()` of the no-op task carries.
-    async fn publish_costs(&self) -> anyhow::Result<Vec<(&'static str, &'static str, f64)>> {
+    async fn publish_costs(&self) -> anyhow::Result<Vec<(&'static str, &'static str, f64, Used)>> {
         let n = self.sizes.tasks;
         let id = celerity_proto::TaskId::new(uuid::Uuid::now_v7().to_string())
             .map_err(|error| anyhow!("{error}"))?;
@@ -370,7 +370,7 @@ impl Bench {
         let bar = Self::bar("publish costs", n);
         let costs = self
             .raw
-            .publish_costs(n, self.sizes.window, &headers, &bar)
+            .publish_costs(n, self.sizes.window, &headers, self.processes, &bar)
             .await?;
         bar.finish_and_clear();
         Ok(costs)

@@ -8,6 +8,7 @@ use async_nats::jetstream::{self, consumer, kv, stream};
 use futures_util::{StreamExt, TryStreamExt};
 use indicatif::ProgressBar;
 
+use super::cpu::{Processes, Used};
 use super::tasks::now_us;
 
 const STREAM: &str = "BENCH_RAW";
@@ -146,14 +147,16 @@ impl Raw {
     /// What one `delay()` costs the server, piece by piece: `n` publishes with `window` in flight
     /// of 100 B alone, with a task's headers (`headers`, with its `Nats-Msg-Id`) on a stream that
     /// de-duplicates, with the doorbell (a headers-only republish) as well, a PENDING create alone,
-    /// and the last two at once (what `delay()` does). Returns (id, label, publishes per second).
+    /// and the last two at once (what `delay()` does). Returns (id, label, publishes per second,
+    /// CPU each process used).
     pub(crate) async fn publish_costs(
         &self,
         n: usize,
         window: usize,
         headers: &async_nats::HeaderMap,
+        processes: Processes,
         bar: &ProgressBar,
-    ) -> anyhow::Result<Vec<(&'static str, &'static str, f64)>> {
+    ) -> anyhow::Result<Vec<(&'static str, &'static str, f64, Used)>> {
         const STEPS: [(&str, &str); 5] = [
             ("plain", "100 B, no headers (the raw publish figure)"),
             (
@@ -187,6 +190,7 @@ impl Raw {
                 .await
                 .context("cannot create the raw stream")?;
             let bucket = self.fresh_bucket().await?;
+            let before = processes.read();
             let started = Instant::now();
             futures_util::stream::iter(0..n)
                 .map(|_| {
@@ -227,10 +231,12 @@ impl Raw {
                 .try_collect::<()>()
                 .await
                 .with_context(|| format!("a raw publish ({id}) failed"))?;
+            let elapsed = started.elapsed();
             rates.push((
                 id,
                 label,
-                n as f64 / started.elapsed().as_secs_f64().max(1e-9),
+                n as f64 / elapsed.as_secs_f64().max(1e-9),
+                before.until(&processes.read()),
             ));
         }
         self.js.delete_stream(STREAM).await.ok();

@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::Sizes;
-use super::cpu::PerTask;
+use super::cpu::{PerTask, Used};
 
 /// What a figure should reach.
 #[derive(Debug, Clone, Copy, Serialize)]
@@ -224,6 +224,9 @@ pub(crate) struct PublishCost {
     label: &'static str,
     /// Publishes per second.
     rate: f64,
+    /// CPU of the server and of the bench (the publisher) per publish, in microseconds.
+    server_us: Option<f64>,
+    bench_us: Option<f64>,
 }
 
 impl Report {
@@ -255,13 +258,22 @@ impl Report {
         self.figures.push(figure);
     }
 
-    pub(crate) fn add_publish_costs(&mut self, costs: Vec<(&'static str, &'static str, f64)>) {
+    pub(crate) fn add_publish_costs(
+        &mut self,
+        costs: Vec<(&'static str, &'static str, f64, Used)>,
+        publishes: usize,
+    ) {
         self.publish_costs
-            .extend(
-                costs
-                    .into_iter()
-                    .map(|(id, label, rate)| PublishCost { id, label, rate }),
-            );
+            .extend(costs.into_iter().map(|(id, label, rate, used)| {
+                let cpu = PerTask::new(id, "raw", used, publishes);
+                PublishCost {
+                    id,
+                    label,
+                    rate,
+                    server_us: cpu.server_us,
+                    bench_us: cpu.bench_us,
+                }
+            }));
     }
 
     /// The figures as a text table, with the versions and machine above it.
@@ -307,14 +319,17 @@ impl Report {
         if !self.publish_costs.is_empty() {
             let _ = writeln!(
                 out,
-                "\nwhat one delay() costs the server (raw async-nats, same run)"
+                "\nwhat one delay() costs the server (raw async-nats, same run)    publishes/s   server µs  bench µs"
             );
+            let value = |value: Option<f64>| value.map_or_else(|| "-".to_owned(), format_value);
             for cost in &self.publish_costs {
                 let _ = writeln!(
                     out,
-                    "{:<58} {:>12}  publishes/s",
+                    "{:<58} {:>14} {:>11} {:>9}",
                     cost.label,
-                    format_value(cost.rate)
+                    format_value(cost.rate),
+                    value(cost.server_us),
+                    value(cost.bench_us),
                 );
             }
         }
