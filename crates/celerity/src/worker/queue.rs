@@ -72,6 +72,14 @@ struct Bell {
     timeout: SpawnHandle,
 }
 
+/// The inboxes a queue's pull requests are answered on.
+#[derive(Debug, Clone, Copy)]
+enum Inbox {
+    Pull,
+    Wait,
+    Bell,
+}
+
 /// A message on the bell inbox: the status ending a bell request.
 struct BellReply(async_nats::Message);
 
@@ -248,8 +256,8 @@ impl QueueActor {
             self.maybe_ready[level] = false;
             return;
         };
-        let request = self.next_request;
-        self.next_request += 1;
+        let reply = self.reply_subject(Inbox::Pull, level);
+        let request = reply.0;
         let requested = self.held.len();
         self.pull = Some(Pull {
             request,
@@ -260,10 +268,6 @@ impl QueueActor {
             generation: self.generation[level],
             timeout: None,
         });
-        let reply = (
-            request,
-            Subject::from(format!("{}.{level}.{request}", self.inbox)),
-        );
         let batch = BatchConfig {
             batch: requested,
             no_wait: true,
@@ -273,6 +277,22 @@ impl QueueActor {
         if let Some(pull) = self.pull.as_mut() {
             pull.timeout = Some(timeout);
         }
+    }
+
+    /// A new request's number, and the subject its answers come to on `inbox`:
+    /// `<inbox>.<level>.<request>`.
+    fn reply_subject(&mut self, inbox: Inbox, level: usize) -> (u64, Subject) {
+        let request = self.next_request;
+        self.next_request += 1;
+        let prefix = match inbox {
+            Inbox::Pull => &self.inbox,
+            Inbox::Wait => &self.wait_inbox,
+            Inbox::Bell => &self.bell_inbox,
+        };
+        (
+            request,
+            Subject::from(format!("{prefix}.{level}.{request}")),
+        )
     }
 
     /// Sends pull request `request` with `batch`, answered on `reply`; `ended` hears of a request
@@ -399,12 +419,8 @@ impl QueueActor {
         let Some(consumer) = self.consumers[level].clone() else {
             return;
         };
-        let request = self.next_request;
-        self.next_request += 1;
-        let reply = (
-            request,
-            Subject::from(format!("{}.{level}.{request}", self.wait_inbox)),
-        );
+        let reply = self.reply_subject(Inbox::Wait, level);
+        let request = reply.0;
         let batch = BatchConfig {
             batch: 1,
             expires: Some(WAIT_EXPIRES),
@@ -569,12 +585,8 @@ impl QueueActor {
             let Some(consumer) = self.consumers[level].clone() else {
                 continue;
             };
-            let request = self.next_request;
-            self.next_request += 1;
-            let reply = (
-                request,
-                Subject::from(format!("{}.{level}.{request}", self.bell_inbox)),
-            );
+            let reply = self.reply_subject(Inbox::Bell, level);
+            let request = reply.0;
             // INVARIANT: no message is 1 byte or less with its headers and subject, so none is
             // ever delivered to a bell request.
             let batch = BatchConfig {
