@@ -81,6 +81,43 @@ async fn a_task_of_a_killed_worker_completes_on_another_worker() {
     );
 }
 
+/// An idle worker waits on the lowest level and keeps bell requests on the others. A task
+/// redelivered on one of those rings its bell; nats-server 2.9 then answers a `no_wait` fetch
+/// with "no messages" for it, and only a long-poll request gets it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_redelivered_on_a_level_an_idle_worker_does_not_wait_on_completes_there() {
+    let server = server();
+    let url = server.url();
+    runs_stream(&url).await;
+    let victim = WorkerProcess::start(&url, "victim", &["--ack-wait", "2"]);
+    let client = client(&url).await;
+
+    let result = celerity_it::track
+        .apply_async(
+            &client,
+            ("crash-5".into(), 1500),
+            celerity::ApplyOptions::new().priority(5),
+        )
+        .await
+        .expect("track is sent");
+    wait_until_started(&url, result.id().as_str()).await;
+    // No periodic re-check within the test: only a bell request or the idle wait finds the task.
+    let _survivor = WorkerProcess::start(
+        &url,
+        "survivor",
+        &["--ack-wait", "2", "--recheck-interval", "600000"],
+    );
+    victim.signal(libc::SIGKILL);
+    drop(victim);
+
+    let record = result
+        .wait(WAIT)
+        .await
+        .expect("the task completes after redelivery");
+    assert_eq!(record.state, TaskState::Success);
+    assert_eq!(record.worker.as_deref(), Some("survivor"));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redelivered_task_with_a_final_result_is_acked_without_running() {
     let server = server();

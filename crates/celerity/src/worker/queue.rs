@@ -98,6 +98,13 @@ pub(crate) struct QueueActor {
     bell_replies: Option<async_nats::Subscriber>,
     /// Set for [`FETCH_RETRY`] after a bell request failed.
     bells_paused: bool,
+    /// Levels whose bell rang and were not fetched from since.
+    rang: [bool; 10],
+    /// Levels whose bell is not renewed for [`FETCH_RETRY`] (see `pull_ended`).
+    bell_quiet: [bool; 10],
+    /// A level whose bell rang for a task that a `no_wait` fetch does not get (a redelivery, on
+    /// nats-server 2.9): the idle wait, a long-poll request, goes there next.
+    wait_hint: Option<usize>,
     inbox: String,
     pulls: Option<async_nats::Subscriber>,
     /// The pull request in flight, if any (one at a time).
@@ -192,6 +199,9 @@ impl QueueActor {
             bell_inbox: setup.bell_inbox,
             bell_replies: Some(setup.bells),
             bells_paused: false,
+            rang: [false; 10],
+            bell_quiet: [false; 10],
+            wait_hint: None,
             inbox: setup.inbox,
             pulls: Some(setup.pulls),
             pull: None,
@@ -279,6 +289,14 @@ impl QueueActor {
         }
     }
 
+    /// A task came from `level`.
+    fn fetched_from(&mut self, level: usize) {
+        self.rang[level] = false;
+        if self.wait_hint == Some(level) {
+            self.wait_hint = None;
+        }
+    }
+
     /// A new request's number, and the subject its answers come to on `inbox`:
     /// `<inbox>.<level>.<request>`.
     fn reply_subject(&mut self, inbox: Inbox, level: usize) -> (u64, Subject) {
@@ -342,6 +360,7 @@ impl QueueActor {
             });
             if let Some(level) = level_of(&message.subject) {
                 self.last_level = Some(level);
+                self.fetched_from(level);
             }
             self.receive(ctx, message, true);
             if let Some(request) = complete {
@@ -389,6 +408,20 @@ impl QueueActor {
         {
             self.maybe_ready[pull.level] = false;
         }
+        if outcome.is_ok() && pull.received == 0 && self.rang[pull.level] {
+            // The bell rang, and a `no_wait` fetch finds nothing: nats-server 2.9 answers a bell
+            // request, but not a `no_wait` fetch, for a redelivery due. A long-poll request gets
+            // it: the idle wait goes to this level next. The bell is not renewed at once, or it
+            // would ring again at once.
+            self.rang[pull.level] = false;
+            self.wait_hint = Some(pull.level);
+            self.bell_quiet[pull.level] = true;
+            let level = pull.level;
+            ctx.run_later(FETCH_RETRY, move |actor, ctx| {
+                actor.bell_quiet[level] = false;
+                actor.pump(ctx);
+            });
+        }
         self.check_drained(ctx);
         match outcome {
             Ok(()) => self.pump(ctx),
@@ -410,7 +443,8 @@ impl QueueActor {
             return;
         }
         let Some(level) = self
-            .last_level
+            .wait_hint
+            .or(self.last_level)
             .filter(|level| self.in_use[*level])
             .or_else(|| (0..10).find(|level| self.in_use[*level]))
         else {
@@ -443,6 +477,7 @@ impl QueueActor {
             let message = self.task_message(message);
             if let Some(level) = level_of(&message.subject) {
                 self.last_level = Some(level);
+                self.fetched_from(level);
                 self.maybe_ready[level] = self.in_use[level] && undelivered(&message) != Some(0);
             }
             self.receive(ctx, message, false);
@@ -579,6 +614,7 @@ impl QueueActor {
                 || self.maybe_ready[level]
                 || waiting_on == Some(level)
                 || self.bells[level].is_some()
+                || self.bell_quiet[level]
             {
                 continue;
             }
@@ -637,6 +673,7 @@ impl QueueActor {
                 // does): a fetch now would find nothing.
                 if self.wait.as_ref().is_none_or(|wait| wait.level != level) {
                     self.maybe_ready[level] = self.in_use[level];
+                    self.rang[level] = true;
                 }
                 self.bell_ended(ctx, request, Ok(()));
             }
