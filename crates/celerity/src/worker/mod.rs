@@ -155,7 +155,7 @@ impl WorkerConfig {
         self
     }
 
-    /// How often every priority level is checked for redelivered work that rang no doorbell.
+    /// How often every priority level is checked for work whose bell was lost (a reconnect).
     pub fn recheck_interval(mut self, interval: Duration) -> Self {
         self.recheck_interval = interval.max(Duration::from_millis(50));
         self

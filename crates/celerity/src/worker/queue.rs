@@ -12,7 +12,7 @@
 //! It costs the server nothing per task, where a republished doorbell per stored task cost it more
 //! than the task's own store.
 //! When no level has work it keeps one long-poll request for one message (the idle wait) on the
-//! level its last task came from, so the next task there arrives without a doorbell and a fetch.
+//! level its last task came from, so the next task there arrives without a bell and a fetch.
 //! It never runs a task body on its own thread.
 
 use std::collections::HashMap;
@@ -120,8 +120,8 @@ pub(crate) struct QueueActor {
     last_level: Option<usize>,
     /// Levels that may have work, indexed by priority.
     maybe_ready: [bool; 10],
-    /// Bumped by every doorbell of a level, so a fetch that raced a doorbell does not mark the
-    /// level empty.
+    /// Bumped by every bell of a level, so a fetch that raced a bell does not mark the level
+    /// empty.
     generation: [u64; 10],
     /// Credit acquired and not yet used by a fetched task.
     held: Vec<OwnedSemaphorePermit>,
@@ -150,7 +150,7 @@ struct Pull {
     received: usize,
     /// How many messages the level still had undelivered when its last task was sent.
     behind: Option<u64>,
-    /// The level's doorbell generation when it was sent.
+    /// The level's bell generation when it was sent.
     generation: u64,
     /// The timer that abandons the request; cancelled when it ends, so timers do not pile up in
     /// the actor's context (each one is polled on every wake of the actor).
@@ -401,7 +401,7 @@ impl QueueActor {
             ctx.cancel_future(timeout);
         }
         // Empty: fewer tasks than asked for, or the last one had none behind it (which spares the
-        // fetch that would only find that out); unless a doorbell rang since.
+        // fetch that would only find that out); unless a bell rang since.
         if outcome.is_ok()
             && (pull.received < pull.requested || pull.behind == Some(0))
             && self.generation[pull.level] == pull.generation
@@ -770,8 +770,8 @@ impl Actor for QueueActor {
         if let Some(waits) = self.waits.take() {
             ctx.add_stream(waits.map(WaitReply));
         }
-        // Redelivered messages (after another worker died) ring no doorbell, and doorbells are
-        // lost while disconnected: re-check every level now and then.
+        // A bell request or its answer can be lost in a reconnect: re-check every level now and
+        // then.
         ctx.run_interval(self.shared.recheck_interval, |actor, ctx| {
             actor.maybe_ready = actor.in_use;
             actor.pump(ctx);
