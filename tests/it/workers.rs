@@ -51,8 +51,9 @@ async fn two_workers_share_a_queue_and_every_task_runs_once() {
     assert_eq!(by_worker.len(), 2, "both workers took tasks: {by_worker:?}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_task_of_a_killed_worker_completes_on_another_worker() {
+/// Sends a `track` task of 1.5 s at `priority`, kills the worker that started it, and checks that
+/// a survivor started with `survivor_flags` (and the same 2 s AckWait) completes it.
+async fn a_killed_workers_task_completes_on_a_survivor(priority: u8, survivor_flags: &[&str]) {
     let server = server();
     let url = server.url();
     runs_stream(&url).await;
@@ -60,14 +61,22 @@ async fn a_task_of_a_killed_worker_completes_on_another_worker() {
     let client = client(&url).await;
 
     let result = celerity_it::track
-        .delay(&client, "crash".into(), 1500)
+        .apply_async(
+            &client,
+            (format!("crash-{priority}"), 1500),
+            celerity::ApplyOptions::new().priority(priority),
+        )
         .await
         .expect("track is sent");
     wait_until_started(&url, result.id().as_str()).await;
     victim.signal(libc::SIGKILL);
     drop(victim);
 
-    let _survivor = WorkerProcess::start(&url, "survivor", &["--ack-wait", "2"]);
+    let flags: Vec<&str> = ["--ack-wait", "2"]
+        .into_iter()
+        .chain(survivor_flags.iter().copied())
+        .collect();
+    let _survivor = WorkerProcess::start(&url, "survivor", &flags);
     let record = result
         .wait(WAIT)
         .await
@@ -81,41 +90,17 @@ async fn a_task_of_a_killed_worker_completes_on_another_worker() {
     );
 }
 
-/// An idle worker waits on the lowest level and keeps bell requests on the others. A task
-/// redelivered on one of those rings its bell; nats-server 2.9 then answers a `no_wait` fetch
-/// with "no messages" for it, and only a long-poll request gets it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_of_a_killed_worker_completes_on_another_worker() {
+    a_killed_workers_task_completes_on_a_survivor(0, &[]).await;
+}
+
+/// An idle worker waits on the lowest level and keeps bell requests on the others: a task
+/// redelivered on one of those rings its bell. With no periodic re-check within the test, only a
+/// bell request or the idle wait finds it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_task_redelivered_on_a_level_an_idle_worker_does_not_wait_on_completes_there() {
-    let server = server();
-    let url = server.url();
-    runs_stream(&url).await;
-    let victim = WorkerProcess::start(&url, "victim", &["--ack-wait", "2"]);
-    let client = client(&url).await;
-
-    let result = celerity_it::track
-        .apply_async(
-            &client,
-            ("crash-5".into(), 1500),
-            celerity::ApplyOptions::new().priority(5),
-        )
-        .await
-        .expect("track is sent");
-    wait_until_started(&url, result.id().as_str()).await;
-    // No periodic re-check within the test: only a bell request or the idle wait finds the task.
-    let _survivor = WorkerProcess::start(
-        &url,
-        "survivor",
-        &["--ack-wait", "2", "--recheck-interval", "600000"],
-    );
-    victim.signal(libc::SIGKILL);
-    drop(victim);
-
-    let record = result
-        .wait(WAIT)
-        .await
-        .expect("the task completes after redelivery");
-    assert_eq!(record.state, TaskState::Success);
-    assert_eq!(record.worker.as_deref(), Some("survivor"));
+    a_killed_workers_task_completes_on_a_survivor(5, &["--recheck-interval", "600000"]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
