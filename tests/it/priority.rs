@@ -258,14 +258,40 @@ async fn priority_weights_set_at_runtime_hold_for_a_worker_started_later() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_idle_worker_gets_the_next_task_from_its_idle_wait_with_no_periodic_check() {
+async fn an_idle_worker_gets_the_next_task_from_its_idle_wait_without_a_doorbell() {
     let server = server();
     let url = server.url();
     let client = client(&url).await;
+    let (nats, js, layout, queue) = default_queue(&url).await;
 
-    // Levels are re-checked only every 10 minutes: a task that neither a bell request nor the
-    // idle wait brings does not run within the test.
+    // The queue's stream without its doorbells: made as Celerity makes it, then made again without
+    // the republish (which a server cannot remove from a stream).
+    let sent = celerity_it::add.delay(&client, 1, 1).await.unwrap();
+    let stream = layout.queue_stream(&queue);
+    let mut config = js
+        .get_stream(&stream)
+        .await
+        .unwrap()
+        .cached_info()
+        .config
+        .clone();
+    assert!(
+        config.republish.is_some(),
+        "Celerity's queue streams ring doorbells"
+    );
+    js.delete_stream(&stream).await.unwrap();
+    config.republish = None;
+    js.create_stream(config).await.unwrap();
+    drop(sent);
+
+    // Levels are re-checked only every 10 minutes: a task that neither a doorbell nor the idle
+    // wait brings does not run within the test.
     let _worker = WorkerProcess::start(&url, "w1", &["-c", "2", "--recheck-interval", "600000"]);
+    let mut doorbells = nats
+        .subscribe(layout.doorbell_subjects(&queue))
+        .await
+        .unwrap();
+    nats.flush().await.unwrap();
     let step = Duration::from_secs(5);
     for i in 0..10 {
         let result = celerity_it::add.delay(&client, i, i).await.unwrap();
@@ -284,25 +310,55 @@ async fn an_idle_worker_gets_the_next_task_from_its_idle_wait_with_no_periodic_c
         result.get(step).await.expect("the renewed wait brings it"),
         21
     );
+    assert!(
+        tokio::time::timeout(Duration::from_millis(100), doorbells.next())
+            .await
+            .is_err(),
+        "no doorbell rang"
+    );
 }
 
-/// How many pull requests wait at level `priority`'s consumer: an idle worker's bell request, or
-/// its idle wait.
-async fn waiting_at(js: &async_nats::jetstream::Context, priority: u8) -> usize {
-    let mut consumer: async_nats::jetstream::consumer::PullConsumer = js
-        .get_consumer_from_stream(format!("p{priority}"), "CELERITY_Q_default")
-        .await
-        .expect("the level's consumer");
-    consumer.info().await.expect("its info").num_waiting
+/// A raw connection, its JetStream context, and the default layout and queue.
+async fn default_queue(
+    url: &str,
+) -> (
+    async_nats::Client,
+    async_nats::jetstream::Context,
+    celerity_proto::Layout,
+    celerity_proto::QueueName,
+) {
+    let nats = async_nats::connect(url).await.expect("a raw connection");
+    let js = async_nats::jetstream::new(nats.clone());
+    let layout = celerity_proto::Layout::new(celerity_proto::Namespace::default());
+    let queue = celerity_proto::QueueName::new("default").expect("a queue name");
+    (nats, js, layout, queue)
+}
+
+/// Whether something subscribes to `subject`: a request to a subject nobody hears is answered at
+/// once with no responders; one that a worker hears (as a doorbell, which it does not answer)
+/// goes unanswered.
+async fn heard(nats: &async_nats::Client, subject: &str) -> bool {
+    match tokio::time::timeout(
+        Duration::from_millis(300),
+        nats.request(subject.to_owned(), bytes::Bytes::new()),
+    )
+    .await
+    {
+        Err(_elapsed) => true,
+        Ok(Err(error)) if error.kind() == async_nats::RequestErrorKind::NoResponders => false,
+        Ok(other) => panic!("unexpected answer to a doorbell: {other:?}"),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_level_without_known_work_keeps_a_bell_request_and_one_with_a_backlog_none() {
+async fn a_level_with_a_backlog_stops_hearing_its_doorbells_until_it_is_empty() {
     let server = server();
     let url = server.url();
     let client = client(&url).await;
-    let nats = async_nats::connect(&url).await.expect("a raw connection");
-    let js = async_nats::jetstream::new(nats);
+    let (nats, js, layout, queue) = default_queue(&url).await;
+    let bell = |priority: u8| {
+        layout.doorbell_subject(&queue, celerity_proto::Priority::new(priority).unwrap())
+    };
 
     // 100 quick tasks at priority 5, then 400 of 50 ms at priority 0: 20 s of work for one slot.
     let quick = ApplyOptions::new().ignore_result(true).priority(5);
@@ -320,31 +376,32 @@ async fn a_level_without_known_work_keeps_a_bell_request_and_one_with_a_backlog_
             .expect("the backlog is sent");
     }
     // Levels are re-checked only every 10 minutes: within the test, a level learns of new work
-    // from its bell request only.
+    // from its doorbells only.
     let _worker = WorkerProcess::start(&url, "w1", &["-c", "1", "--recheck-interval", "600000"]);
 
-    // Priority 5 runs first and drains; then priority 0's backlog runs. Every level but 0 (known
-    // to have work) has a bell request out, and no task was delivered to one.
-    eventually("a bell request waits on every level but 0", WAIT, || {
-        let js = js.clone();
-        async move {
-            let mut waiting = Vec::new();
-            for priority in 0..=9 {
-                waiting.push(waiting_at(&js, priority).await);
-            }
-            waiting == [0, 1, 1, 1, 1, 1, 1, 1, 1, 1]
-        }
+    // Priority 5 runs first and drains; then priority 0's backlog runs, and its doorbells, which
+    // would only say what the worker knows, are not heard while it does.
+    eventually("priority 0's doorbells go unheard", WAIT, || {
+        let subject = bell(0);
+        let nats = nats.clone();
+        async move { !heard(&nats, &subject).await }
+    })
+    .await;
+    eventually("priority 5's doorbells are heard again", WAIT, || {
+        let subject = bell(5);
+        let nats = nats.clone();
+        async move { heard(&nats, &subject).await }
     })
     .await;
 
-    // A new priority-5 task rings its level's bell and overtakes what is left of the backlog.
+    // So a new priority-5 task overtakes what is left of the backlog.
     let urgent = celerity_it::add
         .apply_async(&client, (2, 3), ApplyOptions::new().priority(5))
         .await
         .unwrap();
     assert_eq!(urgent.get(Duration::from_secs(10)).await.unwrap(), 5);
     let left = js
-        .get_stream("CELERITY_Q_default")
+        .get_stream(layout.queue_stream(&queue))
         .await
         .unwrap()
         .info()
@@ -353,17 +410,8 @@ async fn a_level_without_known_work_keeps_a_bell_request_and_one_with_a_backlog_
         .state
         .messages;
     assert!(left > 0, "the priority-5 task ran before the backlog ended");
-    eventually("level 5's bell request is out again", WAIT, || {
-        let js = js.clone();
-        async move { waiting_at(&js, 5).await == 1 }
-    })
-    .await;
-    for priority in [0, 5] {
-        let mut consumer: async_nats::jetstream::consumer::PullConsumer = js
-            .get_consumer_from_stream(format!("p{priority}"), "CELERITY_Q_default")
-            .await
-            .unwrap();
-        let info = consumer.info().await.unwrap();
-        assert_eq!(info.num_redelivered, 0, "no task went to a bell request");
-    }
+    assert!(
+        !heard(&nats, &bell(0)).await,
+        "priority 0 still has a backlog: its doorbells are still unheard"
+    );
 }

@@ -963,5 +963,11 @@ async fn python_producer_written_from_protocol_md_gets_results_from_a_rust_worke
         .await
         .expect("the parked task runs on a worker of its queue");
     assert_eq!(result, 42);
-    drop(parked_worker);
+    assert!(
+        !parked_worker
+            .log()
+            .contains("did not keep the stream's republish setting"),
+        "the stream Python created lacks the doorbell republish:\n{}",
+        parked_worker.log()
+    );
 }

@@ -51,9 +51,8 @@ async fn two_workers_share_a_queue_and_every_task_runs_once() {
     assert_eq!(by_worker.len(), 2, "both workers took tasks: {by_worker:?}");
 }
 
-/// Sends a `track` task of 1.5 s at `priority`, kills the worker that started it, and checks that
-/// a survivor started with `survivor_flags` (and the same 2 s AckWait) completes it.
-async fn a_killed_workers_task_completes_on_a_survivor(priority: u8, survivor_flags: &[&str]) {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_of_a_killed_worker_completes_on_another_worker() {
     let server = server();
     let url = server.url();
     runs_stream(&url).await;
@@ -61,22 +60,14 @@ async fn a_killed_workers_task_completes_on_a_survivor(priority: u8, survivor_fl
     let client = client(&url).await;
 
     let result = celerity_it::track
-        .apply_async(
-            &client,
-            (format!("crash-{priority}"), 1500),
-            celerity::ApplyOptions::new().priority(priority),
-        )
+        .delay(&client, "crash".into(), 1500)
         .await
         .expect("track is sent");
     wait_until_started(&url, result.id().as_str()).await;
     victim.signal(libc::SIGKILL);
     drop(victim);
 
-    let flags: Vec<&str> = ["--ack-wait", "2"]
-        .into_iter()
-        .chain(survivor_flags.iter().copied())
-        .collect();
-    let _survivor = WorkerProcess::start(&url, "survivor", &flags);
+    let _survivor = WorkerProcess::start(&url, "survivor", &["--ack-wait", "2"]);
     let record = result
         .wait(WAIT)
         .await
@@ -88,19 +79,6 @@ async fn a_killed_workers_task_completes_on_a_survivor(priority: u8, survivor_fl
         2,
         "started on the victim, completed on the survivor"
     );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_task_of_a_killed_worker_completes_on_another_worker() {
-    a_killed_workers_task_completes_on_a_survivor(0, &[]).await;
-}
-
-/// An idle worker waits on the lowest level and keeps bell requests on the others: a task
-/// redelivered on one of those rings its bell. With no periodic re-check within the test, only a
-/// bell request or the idle wait finds it.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_task_redelivered_on_a_level_an_idle_worker_does_not_wait_on_completes_there() {
-    a_killed_workers_task_completes_on_a_survivor(5, &["--recheck-interval", "600000"]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

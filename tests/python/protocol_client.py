@@ -34,6 +34,7 @@ try:
     from nats.js.api import (
         AckPolicy,
         DiscardPolicy,
+        RePublish,
         RetentionPolicy,
         StorageType,
         StreamConfig,
@@ -83,8 +84,14 @@ class Layout:
     def queue_subjects(self, queue):
         return [self.task_subject(queue, priority) for priority in range(10)]
 
+    def queue_wildcard(self, queue):
+        return f"{self.ns}.q.{queue}.*"
+
     def queue_stream(self, queue):
         return f"{self.upper}_Q_{queue}"
+
+    def doorbell_pattern(self, queue):
+        return f"{self.ns}.bell.{queue}.{{{{wildcard(1)}}}}"
 
     def results_bucket(self):
         return f"{self.ns}_results"
@@ -110,6 +117,11 @@ def queue_stream_config(layout, queue):
         retention=RetentionPolicy.WORK_QUEUE,
         storage=StorageType.FILE,
         duplicate_window=120.0,
+        republish=RePublish(
+            src=layout.queue_wildcard(queue),
+            dest=layout.doorbell_pattern(queue),
+            headers_only=True,
+        ),
     )
 
 
@@ -144,7 +156,11 @@ async def check_layout(js, layout, queue):
     check(stream.retention == RetentionPolicy.WORK_QUEUE, f"queue stream retention is {stream.retention}")
     check(stream.storage == StorageType.FILE, f"queue stream storage is {stream.storage}")
     check(stream.duplicate_window == 120, f"queue stream duplicate window is {stream.duplicate_window} s")
-    check(stream.republish is None, f"the queue stream republishes: {stream.republish}")
+    republish = stream.republish
+    check(republish is not None, "the queue stream has no republish")
+    check(republish.src == layout.queue_wildcard(queue), f"republish source is {republish.src}")
+    check(republish.dest == layout.doorbell_pattern(queue), f"republish destination is {republish.dest}")
+    check(republish.headers_only is True, "republish is not headers-only")
 
     for priority in range(10):
         name = f"p{priority}"

@@ -58,7 +58,7 @@ impl Layout {
             .collect()
     }
 
-    /// Every task subject of `queue` as one wildcard, `<ns>.q.<queue>.*`.
+    /// Every task subject of `queue` as one wildcard, `<ns>.q.<queue>.*`: the republish source.
     pub fn queue_wildcard(&self, queue: &QueueName) -> String {
         format!("{}.q.{}.*", self.namespace, queue)
     }
@@ -88,6 +88,25 @@ impl Layout {
     /// The durable pull consumer of one priority level of a queue, shared by all its workers: `p<priority>`.
     pub fn queue_consumer(&self, priority: Priority) -> String {
         format!("p{priority}")
+    }
+
+    /// The headers-only subject the queue stream republishes each stored task to:
+    /// `<ns>.bell.<queue>.<priority>`.
+    ///
+    /// Workers listen here to learn which priority levels have work, instead of polling every level.
+    pub fn doorbell_subject(&self, queue: &QueueName, priority: Priority) -> String {
+        format!("{}.bell.{}.{}", self.namespace, queue, priority)
+    }
+
+    /// The republish destination of `queue`'s stream: the doorbell subject with the priority token
+    /// mapped from the task subject (`<ns>.bell.<queue>.{{wildcard(1)}}`).
+    pub fn doorbell_subject_pattern(&self, queue: &QueueName) -> String {
+        format!("{}.bell.{}.{{{{wildcard(1)}}}}", self.namespace, queue)
+    }
+
+    /// The wildcard of every doorbell of `queue`: `<ns>.bell.<queue>.*`.
+    pub fn doorbell_subjects(&self, queue: &QueueName) -> String {
+        format!("{}.bell.{}.*", self.namespace, queue)
     }
 
     /// The KV bucket that holds result records, keyed by task id: `<ns>_results`.
@@ -245,6 +264,14 @@ mod tests {
             ("shop.q.email.0", "shop.q.email.9")
         );
         assert_eq!(layout.queue_wildcard(&queue), "shop.q.email.*");
+        assert_eq!(
+            layout.doorbell_subject(&queue, Priority::new(2).unwrap()),
+            "shop.bell.email.2"
+        );
+        assert_eq!(
+            layout.doorbell_subject_pattern(&queue),
+            "shop.bell.email.{{wildcard(1)}}"
+        );
         assert_eq!(layout.dead_letter_stream(), "SHOP_DLQ");
         assert_eq!(layout.dead_letter_subject(&queue), "shop.dlq.email");
         assert_eq!(layout.results_bucket(), "shop_results");

@@ -57,8 +57,7 @@ pub(crate) struct BenchArgs {
     #[arg(long, value_enum, value_delimiter = ',')]
     only: Option<Vec<Part>>,
     /// Also measure what one delay() costs the server, piece by piece, with raw async-nats
-    /// publishes: a task's headers, the PENDING create, and a doorbell republish for comparison
-    /// (docs/performance.md).
+    /// publishes: a task's headers, the doorbell, the PENDING create (docs/performance.md).
     #[arg(long)]
     breakdown: bool,
     /// Write the results as JSON to this file.

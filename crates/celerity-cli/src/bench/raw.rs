@@ -146,9 +146,8 @@ impl Raw {
 
     /// What one `delay()` costs the server, piece by piece: `n` publishes with `window` in flight
     /// of 100 B alone, with a task's headers (`headers`, with its `Nats-Msg-Id`) on a stream that
-    /// de-duplicates, with a doorbell (a headers-only republish, which queue streams had until
-    /// bell requests replaced it: for comparison) as well, a PENDING create alone, and the task's
-    /// publish and its PENDING create at once (what `delay()` does). Returns (id, label, publishes per second,
+    /// de-duplicates, with the doorbell (a headers-only republish) as well, a PENDING create alone,
+    /// and the last two at once (what `delay()` does). Returns (id, label, publishes per second,
     /// CPU each process used).
     pub(crate) async fn publish_costs(
         &self,
@@ -164,9 +163,9 @@ impl Raw {
                 "headers",
                 "+ a task's headers and Nats-Msg-Id, de-duplicated",
             ),
-            ("doorbell", "+ a doorbell republish (no longer made)"),
+            ("doorbell", "+ the doorbell (headers-only republish)"),
             ("pending", "a PENDING create alone (KV create)"),
-            ("delay", "headers and a PENDING create, as delay() does"),
+            ("delay", "the last two at once, as delay() does"),
         ];
         let payload = bytes::Bytes::from(vec![b'x'; 100]);
         let record = bytes::Bytes::from(vec![b'p'; 120]);
@@ -181,7 +180,7 @@ impl Raw {
                     subjects: vec![format!("{SUBJECT}.*")],
                     retention: stream::RetentionPolicy::WorkQueue,
                     duplicate_window: Duration::from_secs(120),
-                    republish: (id == "doorbell").then(|| stream::Republish {
+                    republish: matches!(id, "doorbell" | "delay").then(|| stream::Republish {
                         source: format!("{SUBJECT}.*"),
                         destination: "bench.raw.bell.{{wildcard(1)}}".to_owned(),
                         headers_only: true,

@@ -37,10 +37,8 @@ impl ProvisionError {
 }
 
 /// The stream of a queue: work-queue retention (a task is removed once acknowledged), file storage,
-/// de-duplication on `Nats-Msg-Id` for two minutes. No republish: workers learn of new tasks from
-/// their bell requests (see `worker/queue.rs`), which cost the server nothing per task; a
-/// republished doorbell cost it more than the task's own store. A stream made by an earlier
-/// version keeps its republish (a server does not remove it) until the stream is made again.
+/// de-duplication on `Nats-Msg-Id` for two minutes, and a headers-only republish of every stored
+/// task to the queue's doorbell subjects.
 pub(crate) async fn queue_stream(
     js: &jetstream::Context,
     layout: &Layout,
@@ -54,11 +52,28 @@ pub(crate) async fn queue_stream(
         retention: stream::RetentionPolicy::WorkQueue,
         storage: stream::StorageType::File,
         duplicate_window: Duration::from_secs(120),
+        republish: Some(stream::Republish {
+            source: layout.queue_wildcard(queue),
+            destination: layout.doorbell_subject_pattern(queue),
+            headers_only: true,
+        }),
         ..Default::default()
     };
-    js.get_or_create_stream(config)
+    let mut stream = js
+        .get_or_create_stream(config)
         .await
-        .map_err(|error| ProvisionError::new("stream", &name, error))
+        .map_err(|error| ProvisionError::new("stream", &name, error))?;
+    let info = stream
+        .info()
+        .await
+        .map_err(|error| ProvisionError::new("stream", &name, error))?;
+    if info.config.republish.is_none() {
+        tracing::warn!(
+            stream = %name,
+            "the server did not keep the stream's republish setting; workers will find new tasks only on their periodic check"
+        );
+    }
+    Ok(stream)
 }
 
 /// The durable pull consumer of one priority level, shared by every worker of the queue.

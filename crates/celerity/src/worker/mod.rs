@@ -155,7 +155,7 @@ impl WorkerConfig {
         self
     }
 
-    /// How often every priority level is checked for work whose bell was lost (a reconnect).
+    /// How often every priority level is checked for redelivered work that rang no doorbell.
     pub fn recheck_interval(mut self, interval: Duration) -> Self {
         self.recheck_interval = interval.max(Duration::from_millis(50));
         self
@@ -512,7 +512,7 @@ struct Setup<'a> {
 enum SetupError {
     #[error(transparent)]
     Provision(#[from] ProvisionError),
-    #[error("cannot subscribe to the pull inboxes of queue {0}")]
+    #[error("cannot subscribe to the doorbells or pull inboxes of queue {0}")]
     Subscribe(QueueName, #[source] async_nats::SubscribeError),
     #[error("cannot read the revoked ids: {0}")]
     Revocations(String),
@@ -706,10 +706,22 @@ impl Setup<'_> {
             let stream = provision::queue_stream(js, layout, queue, levels).await?;
             // One consumer per level in use; `None` for levels outside the priority steps.
             let mut consumers = vec![None; 10];
+            // And one doorbell subscription per level, so that a level known to have work can
+            // stop hearing its doorbells (the queue actor unsubscribes it while it has a backlog).
+            let mut bells = Vec::from_iter(std::iter::repeat_with(|| None).take(10));
             for priority in levels {
                 let consumer =
                     provision::level_consumer(&stream, layout, queue, *priority, ack_wait).await?;
                 consumers[priority.get() as usize] = Some(consumer);
+                let subject = layout.doorbell_subject(queue, *priority);
+                let subscriber = client
+                    .subscribe(subject.clone())
+                    .await
+                    .map_err(|error| SetupError::Subscribe(queue.clone(), error))?;
+                bells[priority.get() as usize] = Some(queue::LevelBell {
+                    subject,
+                    subscriber,
+                });
             }
             // One inbox per queue for every pull request's answers (a subscription per request
             // would cost a SUB and an UNSUB per fetch).
@@ -725,16 +737,9 @@ impl Setup<'_> {
                 .subscribe(format!("{wait_inbox}.>"))
                 .await
                 .map_err(|error| SetupError::Subscribe(queue.clone(), error))?;
-            // And one for the bell requests, which tell of new tasks without bringing them.
-            let bell_inbox = client.new_inbox();
-            let bells = client
-                .subscribe(format!("{bell_inbox}.>"))
-                .await
-                .map_err(|error| SetupError::Subscribe(queue.clone(), error))?;
             setups.push(queue::QueueSetup {
                 queue: queue.clone(),
                 consumers,
-                bell_inbox,
                 bells,
                 inbox,
                 pulls,

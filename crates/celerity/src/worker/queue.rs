@@ -1,18 +1,15 @@
 //! `QueueActor`: owns the pull consumers of one queue's priority levels and feeds the worker's
 //! free slots from them, highest priority first.
 //!
-//! It learns which levels have work from its bell requests (and re-checks every level
-//! periodically), sends one `no_wait` pull request at a time with a batch equal to its free credit,
-//! answered on one inbox subscription that lives as long as the actor, and spawns each task on the
-//! multi-thread runtime as its message arrives.
-//! A bell request is a long-poll pull request for at most 1 byte: no task fits, so when a task is
-//! (or becomes) available on its level the server answers `409 Message Size Exceeds MaxBytes`
-//! and delivers nothing. One is kept on each level not known to have work (known: its last task
-//! had others behind it), except the level the idle wait is on, which brings the task itself.
-//! It costs the server nothing per task, where a republished doorbell per stored task cost it more
-//! than the task's own store.
+//! It learns which levels have work from the stream's headers-only doorbells (and re-checks every
+//! level periodically, for redeliveries, which ring no bell), sends one `no_wait` pull request at a
+//! time with a batch equal to its free credit, answered on one inbox subscription that lives as long
+//! as the actor, and spawns each task on the multi-thread runtime as its message arrives.
+//! A level whose last task had a backlog behind it is known to have work: its doorbells would tell
+//! nothing new, so its doorbell subscription is dropped until a fetch finds the level empty (a
+//! doorbell costs about as much to receive as its task, which a worker with a backlog then halves).
 //! When no level has work it keeps one long-poll request for one message (the idle wait) on the
-//! level its last task came from, so the next task there arrives without a bell and a fetch.
+//! level its last task came from, so the next task there arrives without a doorbell and a fetch.
 //! It never runs a task body on its own thread.
 
 use std::collections::HashMap;
@@ -41,8 +38,10 @@ const MAX_BATCH: usize = 256;
 const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long to wait before fetching again after a failed fetch.
 const FETCH_RETRY: Duration = Duration::from_millis(500);
-/// How long a bell request waits at the server before it is renewed.
-const BELL_EXPIRES: Duration = Duration::from_secs(30);
+/// A level whose last task had at least this many undelivered behind it stops hearing its
+/// doorbells until it is found empty. Hearing them again costs a subscription and one more fetch,
+/// so it is done only for a backlog that saves many more doorbells than that.
+const MUTE_AT: u64 = 32;
 /// How long an idle wait lasts on the server before it is renewed. A warm shutdown waits for the
 /// wait to end (a task it brings is handed back), so this bounds what the wait adds to one.
 const WAIT_EXPIRES: Duration = Duration::from_secs(2);
@@ -52,10 +51,8 @@ pub(crate) struct QueueSetup {
     pub(crate) queue: QueueName,
     /// One consumer per priority level in use, indexed by priority.
     pub(crate) consumers: Vec<Option<PullConsumer>>,
-    /// The prefix of the bell requests' reply subjects, `<bell_inbox>.<level>.<request>`.
-    pub(crate) bell_inbox: String,
-    /// The subscription to `<bell_inbox>.>`.
-    pub(crate) bells: async_nats::Subscriber,
+    /// The doorbell subscription of each level in use, indexed by priority.
+    pub(crate) bells: Vec<Option<LevelBell>>,
     /// The prefix of the pull requests' reply subjects, `<inbox>.<level>.<request>`.
     pub(crate) inbox: String,
     /// The subscription to `<inbox>.>`.
@@ -66,22 +63,30 @@ pub(crate) struct QueueSetup {
     pub(crate) waits: async_nats::Subscriber,
 }
 
-/// A bell request out on a level.
-struct Bell {
-    request: u64,
-    timeout: SpawnHandle,
+/// One level's doorbell subject, and the subscription to it made at setup.
+pub(crate) struct LevelBell {
+    pub(crate) subject: String,
+    pub(crate) subscriber: async_nats::Subscriber,
 }
 
-/// The inboxes a queue's pull requests are answered on.
-#[derive(Debug, Clone, Copy)]
-enum Inbox {
-    Pull,
-    Wait,
-    Bell,
+/// Where a level's doorbell subscription stands.
+enum Bell {
+    /// Not a level of this queue.
+    Unused,
+    /// Made at setup, until the actor starts and takes it as one of its streams.
+    Setup(async_nats::Subscriber),
+    /// Subscribed: the level's doorbells arrive as [`Doorbell`]s on this stream of the actor.
+    Ringing(SpawnHandle),
+    /// Unsubscribed while the level is known to have work.
+    /// INVARIANT: a muted level is flagged in `maybe_ready`, so it is fetched from until it is
+    /// found empty, which subscribes it again.
+    Muted,
+    /// Being subscribed again.
+    Subscribing,
 }
 
-/// A message on the bell inbox: the status ending a bell request.
-struct BellReply(async_nats::Message);
+/// A doorbell of this level rang.
+struct Doorbell(usize);
 
 /// The consuming side of one queue.
 pub(crate) struct QueueActor {
@@ -92,19 +97,10 @@ pub(crate) struct QueueActor {
     consumers: Vec<Option<Arc<PullConsumer>>>,
     /// The levels that have a consumer.
     in_use: [bool; 10],
-    /// The bell request out on each level, indexed by priority.
-    bells: [Option<Bell>; 10],
-    bell_inbox: String,
-    bell_replies: Option<async_nats::Subscriber>,
-    /// Set for [`FETCH_RETRY`] after a bell request failed.
-    bells_paused: bool,
-    /// Levels whose bell rang and were not fetched from since.
-    rang: [bool; 10],
-    /// Levels whose bell is not renewed for [`FETCH_RETRY`] (see `pull_ended`).
-    bell_quiet: [bool; 10],
-    /// A level whose bell rang for a task that a `no_wait` fetch does not get (a redelivery, on
-    /// nats-server 2.9): the idle wait, a long-poll request, goes there next.
-    wait_hint: Option<usize>,
+    /// Each level's doorbell subscription, indexed by priority.
+    bells: [Bell; 10],
+    /// Each level's doorbell subject, for subscribing again.
+    bell_subjects: [Option<String>; 10],
     inbox: String,
     pulls: Option<async_nats::Subscriber>,
     /// The pull request in flight, if any (one at a time).
@@ -120,8 +116,8 @@ pub(crate) struct QueueActor {
     last_level: Option<usize>,
     /// Levels that may have work, indexed by priority.
     maybe_ready: [bool; 10],
-    /// Bumped by every bell of a level, so a fetch that raced a bell does not mark the level
-    /// empty.
+    /// Bumped by every doorbell of a level, so a fetch that raced a doorbell does not mark the
+    /// level empty.
     generation: [u64; 10],
     /// Credit acquired and not yet used by a fetched task.
     held: Vec<OwnedSemaphorePermit>,
@@ -150,7 +146,7 @@ struct Pull {
     received: usize,
     /// How many messages the level still had undelivered when its last task was sent.
     behind: Option<u64>,
-    /// The level's bell generation when it was sent.
+    /// The level's doorbell generation when it was sent.
     generation: u64,
     /// The timer that abandons the request; cancelled when it ends, so timers do not pile up in
     /// the actor's context (each one is polled on every wake of the actor).
@@ -186,6 +182,18 @@ impl QueueActor {
         for (level, consumer) in setup.consumers.iter().enumerate().take(10) {
             in_use[level] = consumer.is_some();
         }
+        let mut bells = [const { Bell::Unused }; 10];
+        let mut bell_subjects = [const { None }; 10];
+        for (level, bell) in setup.bells.into_iter().enumerate().take(10) {
+            if let Some(LevelBell {
+                subject,
+                subscriber,
+            }) = bell
+            {
+                bells[level] = Bell::Setup(subscriber);
+                bell_subjects[level] = Some(subject);
+            }
+        }
         Self {
             queue: setup.queue,
             shared,
@@ -195,13 +203,8 @@ impl QueueActor {
                 .into_iter()
                 .map(|consumer| consumer.map(Arc::new))
                 .collect(),
-            bells: [const { None }; 10],
-            bell_inbox: setup.bell_inbox,
-            bell_replies: Some(setup.bells),
-            bells_paused: false,
-            rang: [false; 10],
-            bell_quiet: [false; 10],
-            wait_hint: None,
+            bells,
+            bell_subjects,
             inbox: setup.inbox,
             pulls: Some(setup.pulls),
             pull: None,
@@ -222,16 +225,8 @@ impl QueueActor {
         }
     }
 
-    /// Fetches from the highest level that may have work, if there is credit, and keeps the bell
-    /// requests out that the levels now need.
+    /// Fetches from the highest level that may have work, if there is credit.
     fn pump(&mut self, ctx: &mut Context<Self>) {
-        self.fetch(ctx);
-        self.sync_bells(ctx);
-    }
-
-    /// Fetches from the highest level that may have work, if there is credit; else starts the idle
-    /// wait.
-    fn fetch(&mut self, ctx: &mut Context<Self>) {
         if self.mode != Mode::Running {
             // Credit that arrives while stopping goes back at once: in-flight tasks may need it.
             self.held.clear();
@@ -266,8 +261,8 @@ impl QueueActor {
             self.maybe_ready[level] = false;
             return;
         };
-        let reply = self.reply_subject(Inbox::Pull, level);
-        let request = reply.0;
+        let request = self.next_request;
+        self.next_request += 1;
         let requested = self.held.len();
         self.pull = Some(Pull {
             request,
@@ -278,6 +273,10 @@ impl QueueActor {
             generation: self.generation[level],
             timeout: None,
         });
+        let reply = (
+            request,
+            Subject::from(format!("{}.{level}.{request}", self.inbox)),
+        );
         let batch = BatchConfig {
             batch: requested,
             no_wait: true,
@@ -287,30 +286,6 @@ impl QueueActor {
         if let Some(pull) = self.pull.as_mut() {
             pull.timeout = Some(timeout);
         }
-    }
-
-    /// A task came from `level`.
-    fn fetched_from(&mut self, level: usize) {
-        self.rang[level] = false;
-        if self.wait_hint == Some(level) {
-            self.wait_hint = None;
-        }
-    }
-
-    /// A new request's number, and the subject its answers come to on `inbox`:
-    /// `<inbox>.<level>.<request>`.
-    fn reply_subject(&mut self, inbox: Inbox, level: usize) -> (u64, Subject) {
-        let request = self.next_request;
-        self.next_request += 1;
-        let prefix = match inbox {
-            Inbox::Pull => &self.inbox,
-            Inbox::Wait => &self.wait_inbox,
-            Inbox::Bell => &self.bell_inbox,
-        };
-        (
-            request,
-            Subject::from(format!("{prefix}.{level}.{request}")),
-        )
     }
 
     /// Sends pull request `request` with `batch`, answered on `reply`; `ended` hears of a request
@@ -360,7 +335,7 @@ impl QueueActor {
             });
             if let Some(level) = level_of(&message.subject) {
                 self.last_level = Some(level);
-                self.fetched_from(level);
+                self.mute_if_behind(ctx, level, behind);
             }
             self.receive(ctx, message, true);
             if let Some(request) = complete {
@@ -401,26 +376,12 @@ impl QueueActor {
             ctx.cancel_future(timeout);
         }
         // Empty: fewer tasks than asked for, or the last one had none behind it (which spares the
-        // fetch that would only find that out); unless a bell rang since.
+        // fetch that would only find that out); unless a doorbell rang since.
         if outcome.is_ok()
             && (pull.received < pull.requested || pull.behind == Some(0))
             && self.generation[pull.level] == pull.generation
         {
-            self.maybe_ready[pull.level] = false;
-        }
-        if outcome.is_ok() && pull.received == 0 && self.rang[pull.level] {
-            // The bell rang, and a `no_wait` fetch finds nothing: nats-server 2.9 answers a bell
-            // request, but not a `no_wait` fetch, for a redelivery due. A long-poll request gets
-            // it: the idle wait goes to this level next. The bell is not renewed at once, or it
-            // would ring again at once.
-            self.rang[pull.level] = false;
-            self.wait_hint = Some(pull.level);
-            self.bell_quiet[pull.level] = true;
-            let level = pull.level;
-            ctx.run_later(FETCH_RETRY, move |actor, ctx| {
-                actor.bell_quiet[level] = false;
-                actor.pump(ctx);
-            });
+            self.found_empty(ctx, pull.level);
         }
         self.check_drained(ctx);
         match outcome {
@@ -443,8 +404,7 @@ impl QueueActor {
             return;
         }
         let Some(level) = self
-            .wait_hint
-            .or(self.last_level)
+            .last_level
             .filter(|level| self.in_use[*level])
             .or_else(|| (0..10).find(|level| self.in_use[*level]))
         else {
@@ -453,8 +413,12 @@ impl QueueActor {
         let Some(consumer) = self.consumers[level].clone() else {
             return;
         };
-        let reply = self.reply_subject(Inbox::Wait, level);
-        let request = reply.0;
+        let request = self.next_request;
+        self.next_request += 1;
+        let reply = (
+            request,
+            Subject::from(format!("{}.{level}.{request}", self.wait_inbox)),
+        );
         let batch = BatchConfig {
             batch: 1,
             expires: Some(WAIT_EXPIRES),
@@ -477,8 +441,13 @@ impl QueueActor {
             let message = self.task_message(message);
             if let Some(level) = level_of(&message.subject) {
                 self.last_level = Some(level);
-                self.fetched_from(level);
-                self.maybe_ready[level] = self.in_use[level] && undelivered(&message) != Some(0);
+                let behind = undelivered(&message);
+                if self.in_use[level] && behind != Some(0) {
+                    self.maybe_ready[level] = true;
+                    self.mute_if_behind(ctx, level, behind);
+                } else {
+                    self.found_empty(ctx, level);
+                }
             }
             self.receive(ctx, message, false);
             match self.wait.as_ref().map(|wait| wait.request) {
@@ -601,123 +570,56 @@ impl QueueActor {
         );
     }
 
-    /// Keeps a bell request on each level in use that is not known to have work and has no idle
-    /// wait on it. A bell request is never withdrawn: one on a level that got work meanwhile rings
-    /// or expires, and either way only flags the level.
-    fn sync_bells(&mut self, ctx: &mut Context<Self>) {
-        if self.mode != Mode::Running || self.bells_paused {
-            return;
-        }
-        let waiting_on = self.wait.as_ref().map(|wait| wait.level);
-        for level in 0..10 {
-            if !self.in_use[level]
-                || self.maybe_ready[level]
-                || waiting_on == Some(level)
-                || self.bells[level].is_some()
-                || self.bell_quiet[level]
-            {
-                continue;
-            }
-            let Some(consumer) = self.consumers[level].clone() else {
-                continue;
-            };
-            let reply = self.reply_subject(Inbox::Bell, level);
-            let request = reply.0;
-            // INVARIANT: no message is 1 byte or less with its headers and subject, so none is
-            // ever delivered to a bell request.
-            let batch = BatchConfig {
-                batch: 1,
-                max_bytes: 1,
-                expires: Some(BELL_EXPIRES),
-                ..BatchConfig::default()
-            };
-            let timeout = self.send_request(ctx, consumer, batch, reply, Self::bell_ended);
-            self.bells[level] = Some(Bell { request, timeout });
-        }
-    }
-
-    /// A status arrived on the bell inbox.
-    fn bell_reply(&mut self, ctx: &mut Context<Self>, message: async_nats::Message) {
-        let mut tokens = message.subject.rsplit('.');
-        let (Some(request), Some(level)) = (
-            tokens.next().and_then(|token| token.parse::<u64>().ok()),
-            tokens.next().and_then(|token| token.parse::<usize>().ok()),
-        ) else {
-            return;
-        };
-        if self
-            .bells
-            .get(level)
-            .and_then(Option::as_ref)
-            .map(|bell| bell.request)
-            != Some(request)
+    /// Stops hearing `level`'s doorbells while it has a backlog of `behind` tasks: they would only
+    /// flag a level already flagged.
+    fn mute_if_behind(&mut self, ctx: &mut Context<Self>, level: usize, behind: Option<u64>) {
+        if behind.is_some_and(|behind| behind >= MUTE_AT)
+            && self.maybe_ready[level]
+            && let Bell::Ringing(stream) = self.bells[level]
         {
-            // The late answer of a bell request already given up.
-            return;
-        }
-        match message.status {
-            Some(StatusCode::IDLE_HEARTBEAT) => {}
-            // Expired: renewed by the pump.
-            Some(StatusCode::TIMEOUT | StatusCode::NOT_FOUND) => {
-                self.bell_ended(ctx, request, Ok(()));
-            }
-            // A task is there, too big for the request: the bell rang.
-            Some(StatusCode::REQUEST_TERMINATED)
-                if message
-                    .description
-                    .as_deref()
-                    .is_some_and(|description| description.contains("MaxBytes")) =>
-            {
-                self.generation[level] += 1;
-                // The idle wait on this level brings the task itself (and flags the level when it
-                // does): a fetch now would find nothing.
-                if self.wait.as_ref().is_none_or(|wait| wait.level != level) {
-                    self.maybe_ready[level] = self.in_use[level];
-                    self.rang[level] = true;
-                }
-                self.bell_ended(ctx, request, Ok(()));
-            }
-            Some(status) => {
-                let description = message.description.unwrap_or_default();
-                self.bell_ended(ctx, request, Err(format!("{status} {description}")));
-            }
-            // A task: cannot happen (see `sync_bells`); handed back at once, and the level
-            // flagged.
-            None => {
-                let message = self.task_message(message);
-                drop(
-                    self.shared.runtime.spawn(async move {
-                        message.ack_with(jetstream::AckKind::Nak(None)).await
-                    }),
-                );
-                self.maybe_ready[level] = self.in_use[level];
-                self.bell_ended(ctx, request, Ok(()));
-            }
+            // Dropping the subscription unsubscribes it.
+            ctx.cancel_future(stream);
+            self.bells[level] = Bell::Muted;
+            tracing::debug!(queue = %self.queue, priority = level, behind, "doorbells muted");
         }
     }
 
-    /// Ends bell request `request` (if it is still out) and pumps, which renews it if its level
-    /// still needs one.
-    fn bell_ended(&mut self, ctx: &mut Context<Self>, request: u64, outcome: Result<(), String>) {
-        let Some(level) = self
-            .bells
-            .iter()
-            .position(|bell| bell.as_ref().is_some_and(|bell| bell.request == request))
-        else {
+    /// `level` has no work left for this worker: unflag it, and hear its doorbells again.
+    fn found_empty(&mut self, ctx: &mut Context<Self>, level: usize) {
+        self.maybe_ready[level] = false;
+        if !matches!(self.bells[level], Bell::Muted) {
+            return;
+        }
+        let Some(subject) = self.bell_subjects[level].clone() else {
             return;
         };
-        if let Some(bell) = self.bells[level].take() {
-            ctx.cancel_future(bell.timeout);
-        }
-        if let Err(error) = outcome {
-            tracing::warn!(queue = %self.queue, priority = level, error = %error, "bell request failed; retrying");
-            self.bells_paused = true;
-            ctx.run_later(FETCH_RETRY, |actor, ctx| {
-                actor.bells_paused = false;
-                actor.pump(ctx);
-            });
-        }
-        self.pump(ctx);
+        self.bells[level] = Bell::Subscribing;
+        tracing::debug!(queue = %self.queue, priority = level, "doorbells heard again");
+        let nats = self.shared.nats.clone();
+        ctx.spawn(
+            async move { nats.subscribe(subject).await }
+                .into_actor(self)
+                .map(move |subscribed, actor, ctx| {
+                    match subscribed {
+                        Ok(subscriber) => {
+                            actor.bells[level] = Bell::Ringing(
+                                ctx.add_stream(subscriber.map(move |_| Doorbell(level))),
+                            );
+                        }
+                        Err(error) => {
+                            // Only a closed connection refuses a subscription; the level stays
+                            // flagged and muted, and the next time it is found empty tries again.
+                            tracing::warn!(queue = %actor.queue, priority = level, error = %error, "cannot hear a level's doorbells again");
+                            actor.bells[level] = Bell::Muted;
+                        }
+                    }
+                    // A task stored after the fetch that found the level empty and before the
+                    // server had the subscription rang no bell here: fetch once more. The
+                    // subscription is ahead of that fetch's request on the connection.
+                    actor.maybe_ready[level] = actor.in_use[level];
+                    actor.pump(ctx);
+                }),
+        );
     }
 
     fn wait_for_credit(&mut self, ctx: &mut Context<Self>) {
@@ -761,8 +663,12 @@ impl Actor for QueueActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        if let Some(bells) = self.bell_replies.take() {
-            ctx.add_stream(bells.map(BellReply));
+        for level in 0..10 {
+            if let Bell::Setup(subscriber) = std::mem::replace(&mut self.bells[level], Bell::Unused)
+            {
+                self.bells[level] =
+                    Bell::Ringing(ctx.add_stream(subscriber.map(move |_| Doorbell(level))));
+            }
         }
         if let Some(pulls) = self.pulls.take() {
             ctx.add_stream(pulls.map(PullReply));
@@ -770,8 +676,8 @@ impl Actor for QueueActor {
         if let Some(waits) = self.waits.take() {
             ctx.add_stream(waits.map(WaitReply));
         }
-        // A bell request or its answer can be lost in a reconnect: re-check every level now and
-        // then.
+        // Redelivered messages (after another worker died) ring no doorbell, and doorbells are
+        // lost while disconnected: re-check every level now and then.
         ctx.run_interval(self.shared.recheck_interval, |actor, ctx| {
             actor.maybe_ready = actor.in_use;
             actor.pump(ctx);
@@ -781,14 +687,20 @@ impl Actor for QueueActor {
     }
 }
 
-impl StreamHandler<BellReply> for QueueActor {
-    fn handle(&mut self, BellReply(message): BellReply, ctx: &mut Self::Context) {
-        self.bell_reply(ctx, message);
+impl StreamHandler<Doorbell> for QueueActor {
+    fn handle(&mut self, Doorbell(level): Doorbell, ctx: &mut Self::Context) {
+        self.generation[level] += 1;
+        // The idle wait on this level brings the task itself (and flags the level when it
+        // does): a fetch now would find nothing.
+        if self.wait.as_ref().is_none_or(|wait| wait.level != level) {
+            self.maybe_ready[level] = self.in_use[level];
+        }
+        self.pump(ctx);
     }
 
     fn finished(&mut self, _ctx: &mut Self::Context) {
         // The subscription ended (connection closed for good); the periodic re-check still runs.
-        tracing::warn!(queue = %self.queue, "bell inbox subscription ended");
+        tracing::warn!(queue = %self.queue, "doorbell subscription ended");
     }
 }
 
