@@ -336,10 +336,10 @@ async fn default_queue(
 
 /// Whether something subscribes to `subject`: a request to a subject nobody hears is answered at
 /// once with no responders; one that a worker hears (as a doorbell, which it does not answer)
-/// goes unanswered.
+/// goes unanswered (a second is far more than a no-responders answer takes, even under load).
 async fn heard(nats: &async_nats::Client, subject: &str) -> bool {
     match tokio::time::timeout(
-        Duration::from_millis(300),
+        Duration::from_secs(1),
         nats.request(subject.to_owned(), bytes::Bytes::new()),
     )
     .await

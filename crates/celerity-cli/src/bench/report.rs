@@ -279,6 +279,7 @@ impl Report {
     /// The figures as a text table, with the versions and machine above it.
     pub(crate) fn table(&self) -> String {
         let mut out = String::new();
+        let value = |value: Option<f64>| value.map_or_else(|| "-".to_owned(), format_value);
         let machine = &self.machine;
         let _ = writeln!(
             out,
@@ -297,7 +298,6 @@ impl Report {
             "figure", "celerity", "raw", "ratio", "target", "unit"
         );
         for figure in &self.figures {
-            let value = |value: Option<f64>| value.map_or_else(|| "-".to_owned(), format_value);
             let _ = writeln!(
                 out,
                 "{:<58} {:>12} {:>12} {:>7} {:>8}  {:<8} {}",
@@ -321,7 +321,6 @@ impl Report {
                 out,
                 "\nwhat one delay() costs the server (raw async-nats, same run)    publishes/s   server µs  bench µs"
             );
-            let value = |value: Option<f64>| value.map_or_else(|| "-".to_owned(), format_value);
             for cost in &self.publish_costs {
                 let _ = writeln!(
                     out,
@@ -343,7 +342,6 @@ impl Report {
                 "{:<28} {:<9} {:>8} {:>8} {:>8} {:>8}",
                 "figure", "side", "server", "bench", "worker", "total"
             );
-            let value = |value: Option<f64>| value.map_or_else(|| "-".to_owned(), format_value);
             for split in &self.cpu_per_task {
                 let _ = writeln!(
                     out,
