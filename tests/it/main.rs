@@ -2,6 +2,7 @@
 
 mod auth;
 mod beat;
+mod bells;
 mod canvas;
 mod chords;
 mod compose;

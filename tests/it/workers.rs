@@ -51,8 +51,12 @@ async fn two_workers_share_a_queue_and_every_task_runs_once() {
     assert_eq!(by_worker.len(), 2, "both workers took tasks: {by_worker:?}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_task_of_a_killed_worker_completes_on_another_worker() {
+/// Sends a `track` task of 1.5 s at `priority`, kills the worker that started it, and checks that
+/// a survivor started with `survivor_flags` (and the same 2 s AckWait) completes it.
+pub(crate) async fn a_killed_workers_task_completes_on_a_survivor(
+    priority: u8,
+    survivor_flags: &[&str],
+) {
     let server = server();
     let url = server.url();
     runs_stream(&url).await;
@@ -60,14 +64,22 @@ async fn a_task_of_a_killed_worker_completes_on_another_worker() {
     let client = client(&url).await;
 
     let result = celerity_it::track
-        .delay(&client, "crash".into(), 1500)
+        .apply_async(
+            &client,
+            (format!("crash-{priority}"), 1500),
+            celerity::ApplyOptions::new().priority(priority),
+        )
         .await
         .expect("track is sent");
     wait_until_started(&url, result.id().as_str()).await;
     victim.signal(libc::SIGKILL);
     drop(victim);
 
-    let _survivor = WorkerProcess::start(&url, "survivor", &["--ack-wait", "2"]);
+    let flags: Vec<&str> = ["--ack-wait", "2"]
+        .into_iter()
+        .chain(survivor_flags.iter().copied())
+        .collect();
+    let _survivor = WorkerProcess::start(&url, "survivor", &flags);
     let record = result
         .wait(WAIT)
         .await
@@ -79,6 +91,11 @@ async fn a_task_of_a_killed_worker_completes_on_another_worker() {
         2,
         "started on the victim, completed on the survivor"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_of_a_killed_worker_completes_on_another_worker() {
+    a_killed_workers_task_completes_on_a_survivor(0, &[]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

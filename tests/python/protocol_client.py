@@ -109,19 +109,29 @@ class Layout:
         return f"{self.ns}.reply.{secrets.token_hex(16)}"
 
 
-def queue_stream_config(layout, queue):
+def rings_doorbells(nc):
+    """Whether queue streams republish doorbells on the connected server (protocol.md 3.1, 3.3):
+    before nats-server 2.10.18 they do; from it on, workers send bell requests instead."""
+    version = nc.connected_server_version
+    return (version.major, version.minor, version.patch) < (2, 10, 18)
+
+
+def queue_stream_config(layout, queue, doorbells):
     """The queue stream exactly as protocol.md specifies it."""
+    republish = None
+    if doorbells:
+        republish = RePublish(
+            src=layout.queue_wildcard(queue),
+            dest=layout.doorbell_pattern(queue),
+            headers_only=True,
+        )
     return StreamConfig(
         name=layout.queue_stream(queue),
         subjects=layout.queue_subjects(queue),
         retention=RetentionPolicy.WORK_QUEUE,
         storage=StorageType.FILE,
         duplicate_window=120.0,
-        republish=RePublish(
-            src=layout.queue_wildcard(queue),
-            dest=layout.doorbell_pattern(queue),
-            headers_only=True,
-        ),
+        republish=republish,
     )
 
 
@@ -149,7 +159,7 @@ def decode_record(data):
 # Layout check: what a worker created is what protocol.md says.
 
 
-async def check_layout(js, layout, queue):
+async def check_layout(js, layout, queue, doorbells):
     stream = (await js.stream_info(layout.queue_stream(queue))).config
     subjects = layout.queue_subjects(queue)
     check(stream.subjects == subjects, f"queue stream subjects are {stream.subjects}, not {subjects}")
@@ -157,10 +167,13 @@ async def check_layout(js, layout, queue):
     check(stream.storage == StorageType.FILE, f"queue stream storage is {stream.storage}")
     check(stream.duplicate_window == 120, f"queue stream duplicate window is {stream.duplicate_window} s")
     republish = stream.republish
-    check(republish is not None, "the queue stream has no republish")
-    check(republish.src == layout.queue_wildcard(queue), f"republish source is {republish.src}")
-    check(republish.dest == layout.doorbell_pattern(queue), f"republish destination is {republish.dest}")
-    check(republish.headers_only is True, "republish is not headers-only")
+    if doorbells:
+        check(republish is not None, "the queue stream has no republish")
+        check(republish.src == layout.queue_wildcard(queue), f"republish source is {republish.src}")
+        check(republish.dest == layout.doorbell_pattern(queue), f"republish destination is {republish.dest}")
+        check(republish.headers_only is True, "republish is not headers-only")
+    else:
+        check(republish is None, f"the queue stream republishes on a server with bell requests: {republish}")
 
     for priority in range(10):
         name = f"p{priority}"
@@ -190,13 +203,13 @@ async def check_layout(js, layout, queue):
     check(dlq.storage == StorageType.FILE, f"dead-letter stream storage is {dlq.storage}")
 
 
-async def ensure_queue_stream(js, layout, queue):
+async def ensure_queue_stream(js, layout, queue, doorbells):
     """Creates the queue stream with the documented configuration if it is missing."""
     try:
         await js.stream_info(layout.queue_stream(queue))
         return "existing"
     except nats.js.errors.NotFoundError:
-        await js.add_stream(queue_stream_config(layout, queue))
+        await js.add_stream(queue_stream_config(layout, queue, doorbells))
         return "created"
 
 
@@ -362,7 +375,8 @@ async def run(args):
     nc = await nats.connect(servers=[args.url], connect_timeout=5, allow_reconnect=False)
     try:
         js = nc.jetstream(timeout=5)
-        await check_layout(js, layout, args.queue)
+        doorbells = rings_doorbells(nc)
+        await check_layout(js, layout, args.queue, doorbells)
         kv = await js.key_value(layout.results_bucket())
 
         # Subscribe before publishing, so no notification can be missed.
@@ -430,7 +444,7 @@ async def run(args):
             summary["golden_files_checked"] = check_golden_files(args.golden_dir)
 
         if args.park_queue:
-            stream = await ensure_queue_stream(js, layout, args.park_queue)
+            stream = await ensure_queue_stream(js, layout, args.park_queue, doorbells)
             parked_id = await send(js, layout, args.park_queue, "it.add", [20], {"y": 22}, None, priority=3)
             summary["parked"] = {"id": parked_id, "queue": args.park_queue, "stream": stream}
 

@@ -120,8 +120,8 @@ pub struct WorkerArgs {
     /// Seconds before an unacknowledged task goes to another worker.
     #[arg(long = "ack-wait", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub ack_wait_secs: u64,
-    /// Milliseconds between checks of every priority level for work that rang no doorbell
-    /// (redeliveries, tasks sent while disconnected).
+    /// Milliseconds between checks of every priority level for work that no bell or doorbell told
+    /// of (redeliveries, which ring no doorbell; tasks sent while disconnected).
     #[arg(long = "recheck-interval", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(50..=3_600_000))]
     pub recheck_interval_ms: u64,
     /// `strict` (the highest level with work first) or `weighted` (levels share the worker by

@@ -7,6 +7,7 @@
 mod connect;
 pub(crate) mod headers;
 pub(crate) mod provision;
+pub(crate) mod server;
 
 pub(crate) use connect::connect_with_retry;
 pub use connect::{ConnectError, NatsConfig};

@@ -7,6 +7,7 @@
 
 use std::time::Duration;
 
+use crate::nats::server::NewTaskSignal;
 use async_nats::jetstream::{self, consumer, kv, stream};
 use celerity_proto::{Layout, Priority, QueueName};
 
@@ -37,8 +38,12 @@ impl ProvisionError {
 }
 
 /// The stream of a queue: work-queue retention (a task is removed once acknowledged), file storage,
-/// de-duplication on `Nats-Msg-Id` for two minutes, and a headers-only republish of every stored
-/// task to the queue's doorbell subjects.
+/// de-duplication on `Nats-Msg-Id` for two minutes, and, on a server where workers learn of new
+/// tasks from doorbells (before 2.10.18, see [`NewTaskSignal`]), a headers-only republish of every
+/// stored task to the queue's doorbell subjects. On a later server workers send bell requests,
+/// which cost the server nothing per task, and the stream does not republish (a republished
+/// doorbell cost the server more than the task's own store). A stream that exists is opened as
+/// it is: one made on an earlier server keeps its republish, which costs time but is harmless.
 pub(crate) async fn queue_stream(
     js: &jetstream::Context,
     layout: &Layout,
@@ -46,13 +51,14 @@ pub(crate) async fn queue_stream(
     levels: &[Priority],
 ) -> Result<stream::Stream, ProvisionError> {
     let name = layout.queue_stream(queue);
+    let signal = NewTaskSignal::for_client(&js.client());
     let config = stream::Config {
         name: name.clone(),
         subjects: layout.queue_level_subjects(queue, levels),
         retention: stream::RetentionPolicy::WorkQueue,
         storage: stream::StorageType::File,
         duplicate_window: Duration::from_secs(120),
-        republish: Some(stream::Republish {
+        republish: (signal == NewTaskSignal::Doorbells).then(|| stream::Republish {
             source: layout.queue_wildcard(queue),
             destination: layout.doorbell_subject_pattern(queue),
             headers_only: true,
@@ -67,7 +73,7 @@ pub(crate) async fn queue_stream(
         .info()
         .await
         .map_err(|error| ProvisionError::new("stream", &name, error))?;
-    if info.config.republish.is_none() {
+    if signal == NewTaskSignal::Doorbells && info.config.republish.is_none() {
         tracing::warn!(
             stream = %name,
             "the server did not keep the stream's republish setting; workers will find new tasks only on their periodic check"

@@ -30,6 +30,7 @@ use tokio::sync::Semaphore;
 use crate::app::App;
 use crate::dispatch::Dispatcher;
 use crate::nats::provision::{self, ProvisionError};
+use crate::nats::server::NewTaskSignal;
 use crate::nats::{ConnectError, NatsConfig, connect_with_retry};
 use crate::publisher::Publisher;
 use crate::result_store::ResultStore;
@@ -155,7 +156,8 @@ impl WorkerConfig {
         self
     }
 
-    /// How often every priority level is checked for redelivered work that rang no doorbell.
+    /// How often every priority level is checked for work that no signal told of (a redelivery
+    /// rings no doorbell; a doorbell or bell request can be lost in a reconnect).
     pub fn recheck_interval(mut self, interval: Duration) -> Self {
         self.recheck_interval = interval.max(Duration::from_millis(50));
         self
@@ -512,7 +514,7 @@ struct Setup<'a> {
 enum SetupError {
     #[error(transparent)]
     Provision(#[from] ProvisionError),
-    #[error("cannot subscribe to the doorbells or pull inboxes of queue {0}")]
+    #[error("cannot subscribe to the doorbells or request inboxes of queue {0}")]
     Subscribe(QueueName, #[source] async_nats::SubscribeError),
     #[error("cannot read the revoked ids: {0}")]
     Revocations(String),
@@ -701,46 +703,67 @@ impl Setup<'_> {
         };
         let delayed = provision::delayed_stream(js, layout).await?;
         let mut setups = Vec::new();
+        let signal = NewTaskSignal::for_client(client);
+        tracing::info!(
+            server = %client.server_info().version,
+            "learning of new tasks from {}",
+            match signal {
+                NewTaskSignal::BellRequests => "bell requests",
+                NewTaskSignal::Doorbells => "doorbells",
+            }
+        );
         for queue in queues {
             let levels = &app.settings().priority_steps;
             let stream = provision::queue_stream(js, layout, queue, levels).await?;
             // One consumer per level in use; `None` for levels outside the priority steps.
             let mut consumers = vec![None; 10];
-            // And one doorbell subscription per level, so that a level known to have work can
-            // stop hearing its doorbells (the queue actor unsubscribes it while it has a backlog).
-            let mut bells = Vec::from_iter(std::iter::repeat_with(|| None).take(10));
             for priority in levels {
                 let consumer =
                     provision::level_consumer(&stream, layout, queue, *priority, ack_wait).await?;
                 consumers[priority.get() as usize] = Some(consumer);
-                let subject = layout.doorbell_subject(queue, *priority);
-                let subscriber = client
-                    .subscribe(subject.clone())
-                    .await
-                    .map_err(|error| SetupError::Subscribe(queue.clone(), error))?;
-                bells[priority.get() as usize] = Some(queue::LevelBell {
-                    subject,
-                    subscriber,
-                });
             }
+            let subscribe = |subject: String| async move {
+                client
+                    .subscribe(subject)
+                    .await
+                    .map_err(|error| SetupError::Subscribe(queue.clone(), error))
+            };
+            let signal = match signal {
+                NewTaskSignal::Doorbells => {
+                    // One doorbell subscription per level, so that a level known to have work
+                    // can stop hearing its doorbells (the queue actor unsubscribes it while it
+                    // has a backlog).
+                    let mut bells = Vec::from_iter(std::iter::repeat_with(|| None).take(10));
+                    for priority in levels {
+                        let subject = layout.doorbell_subject(queue, *priority);
+                        bells[priority.get() as usize] = Some(queue::LevelBell {
+                            subscriber: subscribe(subject.clone()).await?,
+                            subject,
+                        });
+                    }
+                    queue::SignalSetup::Doorbells(bells)
+                }
+                NewTaskSignal::BellRequests => {
+                    // One inbox for the answers to every level's bell requests.
+                    let inbox = client.new_inbox();
+                    queue::SignalSetup::BellRequests {
+                        replies: subscribe(format!("{inbox}.>")).await?,
+                        inbox,
+                    }
+                }
+            };
             // One inbox per queue for every pull request's answers (a subscription per request
             // would cost a SUB and an UNSUB per fetch).
             let inbox = client.new_inbox();
-            let pulls = client
-                .subscribe(format!("{inbox}.>"))
-                .await
-                .map_err(|error| SetupError::Subscribe(queue.clone(), error))?;
+            let pulls = subscribe(format!("{inbox}.>")).await?;
             // And one for the idle wait (a long-poll request), so its message is told from the
             // pull's by subscription: a task message carries its stream subject, not the reply.
             let wait_inbox = client.new_inbox();
-            let waits = client
-                .subscribe(format!("{wait_inbox}.>"))
-                .await
-                .map_err(|error| SetupError::Subscribe(queue.clone(), error))?;
+            let waits = subscribe(format!("{wait_inbox}.>")).await?;
             setups.push(queue::QueueSetup {
                 queue: queue.clone(),
                 consumers,
-                bells,
+                signal,
                 inbox,
                 pulls,
                 wait_inbox,

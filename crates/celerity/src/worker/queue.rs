@@ -1,16 +1,18 @@
 //! `QueueActor`: owns the pull consumers of one queue's priority levels and feeds the worker's
 //! free slots from them, highest priority first.
 //!
-//! It learns which levels have work from the stream's headers-only doorbells (and re-checks every
-//! level periodically, for redeliveries, which ring no bell), sends one `no_wait` pull request at a
-//! time with a batch equal to its free credit, answered on one inbox subscription that lives as long
-//! as the actor, and spawns each task on the multi-thread runtime as its message arrives.
-//! A level whose last task had a backlog behind it is known to have work: its doorbells would tell
-//! nothing new, so its doorbell subscription is dropped until a fetch finds the level empty (a
-//! doorbell costs about as much to receive as its task, which a worker with a backlog then halves).
+//! It learns which levels have work from bell requests (`bell_requests.rs`, on nats-server 2.10.18
+//! and later) or from the stream's doorbells (`doorbells.rs`, on earlier servers), and re-checks
+//! every level periodically (a signal can be lost in a reconnect, and a doorbell never rings for a
+//! redelivery). It sends one `no_wait` pull request at a time with a batch equal to its free
+//! credit, answered on one inbox subscription that lives as long as the actor, and spawns each
+//! task on the multi-thread runtime as its message arrives.
 //! When no level has work it keeps one long-poll request for one message (the idle wait) on the
-//! level its last task came from, so the next task there arrives without a doorbell and a fetch.
+//! level its last task came from, so the next task there arrives without a signal and a fetch.
 //! It never runs a task body on its own thread.
+
+mod bell_requests;
+mod doorbells;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -30,6 +32,9 @@ use crate::worker::WorkerShared;
 use crate::worker::execute::execute;
 use crate::worker::limits::Credit;
 use crate::worker::root::{QueueDrained, Worker};
+use bell_requests::BellRequests;
+use doorbells::Doorbells;
+pub(crate) use doorbells::LevelBell;
 
 /// Largest number of messages asked for in one pull request.
 const MAX_BATCH: usize = 256;
@@ -38,10 +43,6 @@ const MAX_BATCH: usize = 256;
 const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long to wait before fetching again after a failed fetch.
 const FETCH_RETRY: Duration = Duration::from_millis(500);
-/// A level whose last task had at least this many undelivered behind it stops hearing its
-/// doorbells until it is found empty. Hearing them again costs a subscription and one more fetch,
-/// so it is done only for a backlog that saves many more doorbells than that.
-const MUTE_AT: u64 = 32;
 /// How long an idle wait lasts on the server before it is renewed. A warm shutdown waits for the
 /// wait to end (a task it brings is handed back), so this bounds what the wait adds to one.
 const WAIT_EXPIRES: Duration = Duration::from_secs(2);
@@ -51,8 +52,8 @@ pub(crate) struct QueueSetup {
     pub(crate) queue: QueueName,
     /// One consumer per priority level in use, indexed by priority.
     pub(crate) consumers: Vec<Option<PullConsumer>>,
-    /// The doorbell subscription of each level in use, indexed by priority.
-    pub(crate) bells: Vec<Option<LevelBell>>,
+    /// How the actor learns of new tasks, as set up for it.
+    pub(crate) signal: SignalSetup,
     /// The prefix of the pull requests' reply subjects, `<inbox>.<level>.<request>`.
     pub(crate) inbox: String,
     /// The subscription to `<inbox>.>`.
@@ -63,30 +64,25 @@ pub(crate) struct QueueSetup {
     pub(crate) waits: async_nats::Subscriber,
 }
 
-/// One level's doorbell subject, and the subscription to it made at setup.
-pub(crate) struct LevelBell {
-    pub(crate) subject: String,
-    pub(crate) subscriber: async_nats::Subscriber,
+/// How a queue actor learns of new tasks (see
+/// [`NewTaskSignal`](crate::nats::server::NewTaskSignal)), as set up for it.
+pub(crate) enum SignalSetup {
+    /// The subscription to each level's doorbell subject, indexed by priority.
+    Doorbells(Vec<Option<LevelBell>>),
+    /// Bell requests, answered on `<inbox>.<level>.<request>`; `replies` subscribes to
+    /// `<inbox>.>`.
+    BellRequests {
+        inbox: String,
+        replies: async_nats::Subscriber,
+    },
 }
 
-/// Where a level's doorbell subscription stands.
-enum Bell {
-    /// Not a level of this queue.
-    Unused,
-    /// Made at setup, until the actor starts and takes it as one of its streams.
-    Setup(async_nats::Subscriber),
-    /// Subscribed: the level's doorbells arrive as [`Doorbell`]s on this stream of the actor.
-    Ringing(SpawnHandle),
-    /// Unsubscribed while the level is known to have work.
-    /// INVARIANT: a muted level is flagged in `maybe_ready`, so it is fetched from until it is
-    /// found empty, which subscribes it again.
-    Muted,
-    /// Being subscribed again.
-    Subscribing,
+/// How a queue actor learns of new tasks.
+enum Signal {
+    // Boxed: one per actor, and not of the same size.
+    Doorbells(Box<Doorbells>),
+    BellRequests(Box<BellRequests>),
 }
-
-/// A doorbell of this level rang.
-struct Doorbell(usize);
 
 /// The consuming side of one queue.
 pub(crate) struct QueueActor {
@@ -97,10 +93,8 @@ pub(crate) struct QueueActor {
     consumers: Vec<Option<Arc<PullConsumer>>>,
     /// The levels that have a consumer.
     in_use: [bool; 10],
-    /// Each level's doorbell subscription, indexed by priority.
-    bells: [Bell; 10],
-    /// Each level's doorbell subject, for subscribing again.
-    bell_subjects: [Option<String>; 10],
+    /// How it learns of new tasks.
+    signal: Signal,
     inbox: String,
     pulls: Option<async_nats::Subscriber>,
     /// The pull request in flight, if any (one at a time).
@@ -116,7 +110,7 @@ pub(crate) struct QueueActor {
     last_level: Option<usize>,
     /// Levels that may have work, indexed by priority.
     maybe_ready: [bool; 10],
-    /// Bumped by every doorbell of a level, so a fetch that raced a doorbell does not mark the
+    /// Bumped by every bell or doorbell of a level, so a fetch that raced one does not mark the
     /// level empty.
     generation: [u64; 10],
     /// Credit acquired and not yet used by a fetched task.
@@ -146,7 +140,7 @@ struct Pull {
     received: usize,
     /// How many messages the level still had undelivered when its last task was sent.
     behind: Option<u64>,
-    /// The level's doorbell generation when it was sent.
+    /// The level's bell generation when it was sent.
     generation: u64,
     /// The timer that abandons the request; cancelled when it ends, so timers do not pile up in
     /// the actor's context (each one is polled on every wake of the actor).
@@ -182,18 +176,12 @@ impl QueueActor {
         for (level, consumer) in setup.consumers.iter().enumerate().take(10) {
             in_use[level] = consumer.is_some();
         }
-        let mut bells = [const { Bell::Unused }; 10];
-        let mut bell_subjects = [const { None }; 10];
-        for (level, bell) in setup.bells.into_iter().enumerate().take(10) {
-            if let Some(LevelBell {
-                subject,
-                subscriber,
-            }) = bell
-            {
-                bells[level] = Bell::Setup(subscriber);
-                bell_subjects[level] = Some(subject);
+        let signal = match setup.signal {
+            SignalSetup::Doorbells(bells) => Signal::Doorbells(Box::new(Doorbells::new(bells))),
+            SignalSetup::BellRequests { inbox, replies } => {
+                Signal::BellRequests(Box::new(BellRequests::new(inbox, replies)))
             }
-        }
+        };
         Self {
             queue: setup.queue,
             shared,
@@ -203,8 +191,7 @@ impl QueueActor {
                 .into_iter()
                 .map(|consumer| consumer.map(Arc::new))
                 .collect(),
-            bells,
-            bell_subjects,
+            signal,
             inbox: setup.inbox,
             pulls: Some(setup.pulls),
             pull: None,
@@ -225,8 +212,16 @@ impl QueueActor {
         }
     }
 
-    /// Fetches from the highest level that may have work, if there is credit.
+    /// Fetches from the highest level that may have work, if there is credit, and keeps out the
+    /// bell requests that the levels now need.
     fn pump(&mut self, ctx: &mut Context<Self>) {
+        self.fetch(ctx);
+        self.sync_bells(ctx);
+    }
+
+    /// Fetches from the highest level that may have work, if there is credit; else starts the idle
+    /// wait.
+    fn fetch(&mut self, ctx: &mut Context<Self>) {
         if self.mode != Mode::Running {
             // Credit that arrives while stopping goes back at once: in-flight tasks may need it.
             self.held.clear();
@@ -261,8 +256,8 @@ impl QueueActor {
             self.maybe_ready[level] = false;
             return;
         };
-        let request = self.next_request;
-        self.next_request += 1;
+        let reply = numbered_reply(&mut self.next_request, &self.inbox, level);
+        let request = reply.0;
         let requested = self.held.len();
         self.pull = Some(Pull {
             request,
@@ -273,10 +268,6 @@ impl QueueActor {
             generation: self.generation[level],
             timeout: None,
         });
-        let reply = (
-            request,
-            Subject::from(format!("{}.{level}.{request}", self.inbox)),
-        );
         let batch = BatchConfig {
             batch: requested,
             no_wait: true,
@@ -335,7 +326,7 @@ impl QueueActor {
             });
             if let Some(level) = level_of(&message.subject) {
                 self.last_level = Some(level);
-                self.mute_if_behind(ctx, level, behind);
+                self.took_from(ctx, level, behind);
             }
             self.receive(ctx, message, true);
             if let Some(request) = complete {
@@ -376,12 +367,15 @@ impl QueueActor {
             ctx.cancel_future(timeout);
         }
         // Empty: fewer tasks than asked for, or the last one had none behind it (which spares the
-        // fetch that would only find that out); unless a doorbell rang since.
+        // fetch that would only find that out); unless a bell rang since.
         if outcome.is_ok()
             && (pull.received < pull.requested || pull.behind == Some(0))
             && self.generation[pull.level] == pull.generation
         {
             self.found_empty(ctx, pull.level);
+        }
+        if outcome.is_ok() && pull.received == 0 {
+            self.fetched_nothing(ctx, pull.level);
         }
         self.check_drained(ctx);
         match outcome {
@@ -393,8 +387,10 @@ impl QueueActor {
         }
     }
 
-    /// Starts the idle wait, if there is none, on the level the last task came from (at first,
-    /// the lowest in use, where tasks of the default priority go). Only with free credit: without it, a task it brought would go back.
+    /// Starts the idle wait, if there is none, on the level a bell rang for in vain (see
+    /// `fetched_nothing`), else on the level the last task came from (at first, the lowest in
+    /// use, where tasks of the default priority go). Only with free credit: without it, a task it
+    /// brought would go back.
     fn start_wait(&mut self, ctx: &mut Context<Self>) {
         if self.wait.is_some()
             || self.wait_paused
@@ -403,8 +399,12 @@ impl QueueActor {
         {
             return;
         }
-        let Some(level) = self
-            .last_level
+        let hint = match &self.signal {
+            Signal::BellRequests(bells) => bells.wait_hint(),
+            Signal::Doorbells(_) => None,
+        };
+        let Some(level) = hint
+            .or(self.last_level)
             .filter(|level| self.in_use[*level])
             .or_else(|| (0..10).find(|level| self.in_use[*level]))
         else {
@@ -413,12 +413,8 @@ impl QueueActor {
         let Some(consumer) = self.consumers[level].clone() else {
             return;
         };
-        let request = self.next_request;
-        self.next_request += 1;
-        let reply = (
-            request,
-            Subject::from(format!("{}.{level}.{request}", self.wait_inbox)),
-        );
+        let reply = numbered_reply(&mut self.next_request, &self.wait_inbox, level);
+        let request = reply.0;
         let batch = BatchConfig {
             batch: 1,
             expires: Some(WAIT_EXPIRES),
@@ -444,10 +440,10 @@ impl QueueActor {
                 let behind = undelivered(&message);
                 if self.in_use[level] && behind != Some(0) {
                     self.maybe_ready[level] = true;
-                    self.mute_if_behind(ctx, level, behind);
                 } else {
                     self.found_empty(ctx, level);
                 }
+                self.took_from(ctx, level, behind);
             }
             self.receive(ctx, message, false);
             match self.wait.as_ref().map(|wait| wait.request) {
@@ -570,56 +566,28 @@ impl QueueActor {
         );
     }
 
-    /// Stops hearing `level`'s doorbells while it has a backlog of `behind` tasks: they would only
-    /// flag a level already flagged.
-    fn mute_if_behind(&mut self, ctx: &mut Context<Self>, level: usize, behind: Option<u64>) {
-        if behind.is_some_and(|behind| behind >= MUTE_AT)
-            && self.maybe_ready[level]
-            && let Bell::Ringing(stream) = self.bells[level]
-        {
-            // Dropping the subscription unsubscribes it.
-            ctx.cancel_future(stream);
-            self.bells[level] = Bell::Muted;
-            tracing::debug!(queue = %self.queue, priority = level, behind, "doorbells muted");
+    /// A task came from `level`, with `behind` tasks undelivered behind it.
+    fn took_from(&mut self, ctx: &mut Context<Self>, level: usize, behind: Option<u64>) {
+        self.fetched_from(level);
+        self.mute_if_behind(ctx, level, behind);
+    }
+
+    /// A bell or doorbell rang for `level`: it is flagged for a fetch, unless the idle wait is on
+    /// it, which brings the task itself (and flags the level when it does): a fetch now would find
+    /// nothing. Returns whether it was flagged.
+    fn rang(&mut self, level: usize) -> bool {
+        self.generation[level] += 1;
+        let flagged = self.wait.as_ref().is_none_or(|wait| wait.level != level);
+        if flagged {
+            self.maybe_ready[level] = self.in_use[level];
         }
+        flagged
     }
 
     /// `level` has no work left for this worker: unflag it, and hear its doorbells again.
     fn found_empty(&mut self, ctx: &mut Context<Self>, level: usize) {
         self.maybe_ready[level] = false;
-        if !matches!(self.bells[level], Bell::Muted) {
-            return;
-        }
-        let Some(subject) = self.bell_subjects[level].clone() else {
-            return;
-        };
-        self.bells[level] = Bell::Subscribing;
-        tracing::debug!(queue = %self.queue, priority = level, "doorbells heard again");
-        let nats = self.shared.nats.clone();
-        ctx.spawn(
-            async move { nats.subscribe(subject).await }
-                .into_actor(self)
-                .map(move |subscribed, actor, ctx| {
-                    match subscribed {
-                        Ok(subscriber) => {
-                            actor.bells[level] = Bell::Ringing(
-                                ctx.add_stream(subscriber.map(move |_| Doorbell(level))),
-                            );
-                        }
-                        Err(error) => {
-                            // Only a closed connection refuses a subscription; the level stays
-                            // flagged and muted, and the next time it is found empty tries again.
-                            tracing::warn!(queue = %actor.queue, priority = level, error = %error, "cannot hear a level's doorbells again");
-                            actor.bells[level] = Bell::Muted;
-                        }
-                    }
-                    // A task stored after the fetch that found the level empty and before the
-                    // server had the subscription rang no bell here: fetch once more. The
-                    // subscription is ahead of that fetch's request on the connection.
-                    actor.maybe_ready[level] = actor.in_use[level];
-                    actor.pump(ctx);
-                }),
-        );
+        self.unmute(ctx, level);
     }
 
     fn wait_for_credit(&mut self, ctx: &mut Context<Self>) {
@@ -663,44 +631,22 @@ impl Actor for QueueActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        for level in 0..10 {
-            if let Bell::Setup(subscriber) = std::mem::replace(&mut self.bells[level], Bell::Unused)
-            {
-                self.bells[level] =
-                    Bell::Ringing(ctx.add_stream(subscriber.map(move |_| Doorbell(level))));
-            }
-        }
+        self.start_doorbells(ctx);
+        self.start_bell_requests(ctx);
         if let Some(pulls) = self.pulls.take() {
             ctx.add_stream(pulls.map(PullReply));
         }
         if let Some(waits) = self.waits.take() {
             ctx.add_stream(waits.map(WaitReply));
         }
-        // Redelivered messages (after another worker died) ring no doorbell, and doorbells are
-        // lost while disconnected: re-check every level now and then.
+        // Redelivered messages (after another worker died) ring no doorbell, and doorbells and
+        // bell requests are lost while disconnected: re-check every level now and then.
         ctx.run_interval(self.shared.recheck_interval, |actor, ctx| {
             actor.maybe_ready = actor.in_use;
             actor.pump(ctx);
         });
         tracing::info!(queue = %self.queue, worker = %self.shared.hostname, "consuming");
         self.pump(ctx);
-    }
-}
-
-impl StreamHandler<Doorbell> for QueueActor {
-    fn handle(&mut self, Doorbell(level): Doorbell, ctx: &mut Self::Context) {
-        self.generation[level] += 1;
-        // The idle wait on this level brings the task itself (and flags the level when it
-        // does): a fetch now would find nothing.
-        if self.wait.as_ref().is_none_or(|wait| wait.level != level) {
-            self.maybe_ready[level] = self.in_use[level];
-        }
-        self.pump(ctx);
-    }
-
-    fn finished(&mut self, _ctx: &mut Self::Context) {
-        // The subscription ended (connection closed for good); the periodic re-check still runs.
-        tracing::warn!(queue = %self.queue, "doorbell subscription ended");
     }
 }
 
@@ -722,6 +668,14 @@ impl StreamHandler<PullReply> for QueueActor {
     fn finished(&mut self, _ctx: &mut Self::Context) {
         tracing::warn!(queue = %self.queue, "pull inbox subscription ended");
     }
+}
+
+/// A new request's number, taken from `next`, and the subject its answers come to on `inbox`:
+/// `<inbox>.<level>.<request>`.
+fn numbered_reply(next: &mut u64, inbox: &str, level: usize) -> (u64, Subject) {
+    let request = *next;
+    *next += 1;
+    (request, Subject::from(format!("{inbox}.{level}.{request}")))
 }
 
 /// The request named by the last token of a status's reply subject, `<inbox>.<level>.<request>`.

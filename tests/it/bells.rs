@@ -1,0 +1,413 @@
+//! How workers learn of new tasks: bell requests on nats-server 2.10.18 and later, doorbells on
+//! earlier servers (`celerity::NewTaskSignal`). Each test runs in both suites, on 2.9.10 and on a
+//! current server; a test of one signal returns at once, saying so, on a server that uses the other.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer::PullConsumer, stream};
+use celerity::{ApplyOptions, NewTaskSignal};
+use futures_util::{StreamExt, TryStreamExt};
+use serde_json::json;
+
+use crate::support::{WorkerProcess, client, eventually, server};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// A raw connection, its JetStream context, and the default layout and queue.
+async fn default_queue(
+    url: &str,
+) -> (
+    async_nats::Client,
+    jetstream::Context,
+    celerity_proto::Layout,
+    celerity_proto::QueueName,
+) {
+    let nats = async_nats::connect(url).await.expect("a raw connection");
+    let js = jetstream::new(nats.clone());
+    let layout = celerity_proto::Layout::new(celerity_proto::Namespace::default());
+    let queue = celerity_proto::QueueName::new("default").expect("a queue name");
+    (nats, js, layout, queue)
+}
+
+/// The signal workers use with the server `nats` is connected to.
+fn signal(nats: &async_nats::Client) -> NewTaskSignal {
+    NewTaskSignal::for_server(&nats.server_info().version)
+}
+
+/// Whether a test of `wanted` runs on this server; says so when it does not.
+fn uses(nats: &async_nats::Client, wanted: NewTaskSignal) -> bool {
+    let used = signal(nats);
+    if used != wanted {
+        eprintln!(
+            "nats-server {} uses {used:?}, not {wanted:?}: this test runs on the other server",
+            nats.server_info().version
+        );
+    }
+    used == wanted
+}
+
+/// The version gate is the server's behaviour: on this server, a bell request that meets a
+/// redelivery leaves the consumer as it was exactly when `NewTaskSignal` says bell requests are
+/// used. On nats-server before 2.10.18 the bell's 409 steps the delivery sequence back, and the
+/// next pull gets the message after the redelivered one as a first delivery while it is still
+/// unacknowledged (the bug that makes those servers use doorbells).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bell_requests_are_used_exactly_where_the_server_answers_them_safely() {
+    let server = server();
+    let nats = async_nats::connect(server.url())
+        .await
+        .expect("a raw connection");
+    let js = jetstream::new(nats.clone());
+    let stream = js
+        .create_stream(stream::Config {
+            name: "GATE".to_owned(),
+            subjects: vec!["gate.*".to_owned()],
+            retention: stream::RetentionPolicy::WorkQueue,
+            ..Default::default()
+        })
+        .await
+        .expect("the stream");
+    stream
+        .create_consumer(jetstream::consumer::pull::Config {
+            durable_name: Some("c0".to_owned()),
+            ack_policy: jetstream::consumer::AckPolicy::Explicit,
+            ack_wait: Duration::from_secs(60),
+            ..Default::default()
+        })
+        .await
+        .expect("the consumer");
+    for body in ["m1", "m2"] {
+        js.publish("gate.0", body.into())
+            .await
+            .expect("published")
+            .await
+            .expect("stored");
+    }
+    let inbox = nats.new_inbox();
+    let mut replies = nats
+        .subscribe(format!("{inbox}.>"))
+        .await
+        .expect("the inbox");
+    let request = |name: &str, body: serde_json::Value| {
+        let nats = nats.clone();
+        let reply = format!("{inbox}.{name}");
+        async move {
+            nats.publish_with_reply(
+                "$JS.API.CONSUMER.MSG.NEXT.GATE.c0",
+                reply,
+                body.to_string().into(),
+            )
+            .await
+            .expect("the request is sent");
+        }
+    };
+    let mut next = async || {
+        tokio::time::timeout(Duration::from_secs(10), replies.next())
+            .await
+            .expect("an answer within 10 s")
+            .expect("the inbox is open")
+    };
+
+    // Both messages delivered, neither acknowledged.
+    request("fetch", json!({"batch": 2, "no_wait": true})).await;
+    let m1 = jetstream::Message {
+        message: next().await,
+        context: js.clone(),
+    };
+    let m2 = next().await;
+    assert_eq!(&m1.payload[..], b"m1");
+    assert_eq!(&m2.payload[..], b"m2");
+    // A bell request waits; m1 handed back is due for redelivery at once, and rings it.
+    request(
+        "bell",
+        json!({"batch": 1, "max_bytes": 1, "expires": 5_000_000_000u64}),
+    )
+    .await;
+    nats.flush().await.expect("flushed");
+    m1.ack_with(jetstream::AckKind::Nak(None))
+        .await
+        .expect("m1 handed back");
+    let bell = next().await;
+    assert_eq!(
+        bell.status,
+        Some(async_nats::StatusCode::REQUEST_TERMINATED),
+        "the bell rang: {:?}",
+        bell.description
+    );
+    // The next pull gets m1 again, its second delivery, on a server that answered the bell safely.
+    request("poll", json!({"batch": 1, "expires": 2_000_000_000u64})).await;
+    let polled = jetstream::Message {
+        message: next().await,
+        context: js.clone(),
+    };
+    let info = polled.info().expect("a delivered message");
+    let safe = (info.stream_sequence, info.delivered) == (1, 2);
+    assert!(
+        safe || (info.stream_sequence, info.delivered) == (2, 1),
+        "neither m1 redelivered nor m2 delivered again: {info:?}"
+    );
+    assert_eq!(
+        signal(&nats) == NewTaskSignal::BellRequests,
+        safe,
+        "nats-server {} answered a bell request for a redelivery {}, but NewTaskSignal says {:?}",
+        nats.server_info().version,
+        if safe { "safely" } else { "by losing it" },
+        signal(&nats)
+    );
+}
+
+/// What a worker provisions matches the signal: a queue stream republishes doorbells only where
+/// workers hear them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queue_stream_republishes_doorbells_only_where_workers_use_them() {
+    let server = server();
+    let url = server.url();
+    let client = client(&url).await;
+    let (nats, js, layout, queue) = default_queue(&url).await;
+    celerity_it::add.delay(&client, 1, 1).await.unwrap();
+    let config = js
+        .get_stream(layout.queue_stream(&queue))
+        .await
+        .unwrap()
+        .cached_info()
+        .config
+        .clone();
+    assert_eq!(
+        config.republish.is_some(),
+        signal(&nats) == NewTaskSignal::Doorbells,
+        "on nats-server {}: {:?}",
+        nats.server_info().version,
+        config.republish
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_worker_gets_the_next_task_from_its_idle_wait_without_a_signal() {
+    let server = server();
+    let url = server.url();
+    let client = client(&url).await;
+    let (nats, js, layout, queue) = default_queue(&url).await;
+
+    if signal(&nats) == NewTaskSignal::Doorbells {
+        // The queue's stream without its doorbells: made as Celerity makes it, then made again
+        // without the republish (which a server cannot remove from a stream).
+        let sent = celerity_it::add.delay(&client, 1, 1).await.unwrap();
+        let stream = layout.queue_stream(&queue);
+        let mut config = js
+            .get_stream(&stream)
+            .await
+            .unwrap()
+            .cached_info()
+            .config
+            .clone();
+        js.delete_stream(&stream).await.unwrap();
+        config.republish = None;
+        js.create_stream(config).await.unwrap();
+        drop(sent);
+    }
+
+    // Levels are re-checked only every 10 minutes, and the idle wait is on priority 0, which has
+    // no bell request: a task that the idle wait does not bring does not run within the test.
+    let _worker = WorkerProcess::start(&url, "w1", &["-c", "2", "--recheck-interval", "600000"]);
+    let mut doorbells = nats
+        .subscribe(layout.doorbell_subjects(&queue))
+        .await
+        .unwrap();
+    nats.flush().await.unwrap();
+    let step = Duration::from_secs(5);
+    for i in 0..10 {
+        let result = celerity_it::add.delay(&client, i, i).await.unwrap();
+        assert_eq!(
+            result
+                .get(step)
+                .await
+                .expect("the idle wait brings the task"),
+            2 * i
+        );
+    }
+    // Idle for longer than a wait lasts on the server (2 s): the renewed wait brings the next.
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    let result = celerity_it::add.delay(&client, 20, 1).await.unwrap();
+    assert_eq!(
+        result.get(step).await.expect("the renewed wait brings it"),
+        21
+    );
+    assert!(
+        tokio::time::timeout(Duration::from_millis(100), doorbells.next())
+            .await
+            .is_err(),
+        "no doorbell rang"
+    );
+}
+
+/// Whether something subscribes to `subject`: a request to a subject nobody hears is answered at
+/// once with no responders; one that a worker hears (as a doorbell, which it does not answer)
+/// goes unanswered (a second is far more than a no-responders answer takes, even under load).
+async fn heard(nats: &async_nats::Client, subject: &str) -> bool {
+    match tokio::time::timeout(
+        Duration::from_secs(1),
+        nats.request(subject.to_owned(), bytes::Bytes::new()),
+    )
+    .await
+    {
+        Err(_elapsed) => true,
+        Ok(Err(error)) if error.kind() == async_nats::RequestErrorKind::NoResponders => false,
+        Ok(other) => panic!("unexpected answer to a doorbell: {other:?}"),
+    }
+}
+
+/// Sends 100 quick tasks at priority 5, then 400 of 50 ms at priority 0 (20 s of work for one
+/// slot), and starts a worker of one slot that re-checks levels only every 10 minutes: within the
+/// test, a level learns of new work from its signal only.
+async fn backlog_behind_a_quick_level(url: &str, client: &celerity::Client) -> WorkerProcess {
+    let quick = ApplyOptions::new().ignore_result(true).priority(5);
+    let slow = ApplyOptions::new().ignore_result(true);
+    let backlogs = [
+        ("it.add", 100, json!([1, 1]), quick),
+        ("it.slow_add", 400, json!([0, 0, 50]), slow),
+    ];
+    for (name, count, args, options) in backlogs {
+        futures_util::stream::iter(0..count)
+            .map(|_| client.send_task(name, args.clone(), json!(null), options.clone()))
+            .buffer_unordered(256)
+            .try_for_each(|_| async { Ok(()) })
+            .await
+            .expect("the backlog is sent");
+    }
+    WorkerProcess::start(url, "w1", &["-c", "1", "--recheck-interval", "600000"])
+}
+
+/// A new priority-5 task overtakes what is left of the backlog at priority 0.
+async fn an_urgent_task_overtakes_the_backlog(client: &celerity::Client, js: &jetstream::Context) {
+    let urgent = celerity_it::add
+        .apply_async(client, (2, 3), ApplyOptions::new().priority(5))
+        .await
+        .expect("the urgent task is sent");
+    assert_eq!(
+        urgent
+            .get(Duration::from_secs(10))
+            .await
+            .expect("the urgent task runs"),
+        5
+    );
+    let left = js
+        .get_stream("CELERITY_Q_default")
+        .await
+        .expect("the queue stream")
+        .info()
+        .await
+        .expect("its info")
+        .state
+        .messages;
+    assert!(left > 0, "the priority-5 task ran before the backlog ended");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_level_with_a_backlog_stops_hearing_its_doorbells_until_it_is_empty() {
+    let server = server();
+    let url = server.url();
+    let client = client(&url).await;
+    let (nats, js, layout, queue) = default_queue(&url).await;
+    if !uses(&nats, NewTaskSignal::Doorbells) {
+        return;
+    }
+    let bell = |priority: u8| {
+        layout.doorbell_subject(&queue, celerity_proto::Priority::new(priority).unwrap())
+    };
+    let _worker = backlog_behind_a_quick_level(&url, &client).await;
+
+    // Priority 5 runs first and drains; then priority 0's backlog runs, and its doorbells, which
+    // would only say what the worker knows, are not heard while it does.
+    eventually("priority 0's doorbells go unheard", WAIT, || {
+        let subject = bell(0);
+        let nats = nats.clone();
+        async move { !heard(&nats, &subject).await }
+    })
+    .await;
+    eventually("priority 5's doorbells are heard again", WAIT, || {
+        let subject = bell(5);
+        let nats = nats.clone();
+        async move { heard(&nats, &subject).await }
+    })
+    .await;
+
+    // So a new priority-5 task overtakes what is left of the backlog.
+    an_urgent_task_overtakes_the_backlog(&client, &js).await;
+    assert!(
+        !heard(&nats, &bell(0)).await,
+        "priority 0 still has a backlog: its doorbells are still unheard"
+    );
+}
+
+/// How many pull requests wait at level `priority`'s consumer: an idle worker's bell request, or
+/// its idle wait.
+async fn waiting_at(js: &jetstream::Context, priority: u8) -> usize {
+    let mut consumer: PullConsumer = js
+        .get_consumer_from_stream(format!("p{priority}"), "CELERITY_Q_default")
+        .await
+        .expect("the level's consumer");
+    consumer.info().await.expect("its info").num_waiting
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_level_without_known_work_keeps_a_bell_request_and_one_with_a_backlog_none() {
+    let server = server();
+    let url = server.url();
+    let client = client(&url).await;
+    let (nats, js, _layout, _queue) = default_queue(&url).await;
+    if !uses(&nats, NewTaskSignal::BellRequests) {
+        return;
+    }
+    let _worker = backlog_behind_a_quick_level(&url, &client).await;
+
+    // Priority 5 runs first and drains; then priority 0's backlog runs. Every level but 0 (known
+    // to have work) has a bell request out, and no task was delivered to one.
+    eventually("a bell request waits on every level but 0", WAIT, || {
+        let js = js.clone();
+        async move {
+            let mut waiting = Vec::new();
+            for priority in 0..=9 {
+                waiting.push(waiting_at(&js, priority).await);
+            }
+            waiting == [0, 1, 1, 1, 1, 1, 1, 1, 1, 1]
+        }
+    })
+    .await;
+
+    // A new priority-5 task rings its level's bell and overtakes what is left of the backlog.
+    an_urgent_task_overtakes_the_backlog(&client, &js).await;
+    eventually("level 5's bell request is out again", WAIT, || {
+        let js = js.clone();
+        async move { waiting_at(&js, 5).await == 1 }
+    })
+    .await;
+    for priority in [0, 5] {
+        let mut consumer: PullConsumer = js
+            .get_consumer_from_stream(format!("p{priority}"), "CELERITY_Q_default")
+            .await
+            .unwrap();
+        let info = consumer.info().await.unwrap();
+        assert_eq!(info.num_redelivered, 0, "no task went to a bell request");
+    }
+}
+
+/// An idle worker waits on the lowest level and keeps bell requests on the others: a task
+/// redelivered on one of those rings its bell. With no periodic re-check within the test, only a
+/// bell request or the idle wait finds it. (A redelivery rings no doorbell: with doorbells, the
+/// periodic re-check finds it, which `workers.rs` tests.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_redelivered_on_a_level_an_idle_worker_does_not_wait_on_rings_its_bell() {
+    let probe = server();
+    let nats = async_nats::connect(probe.url())
+        .await
+        .expect("a raw connection");
+    if !uses(&nats, NewTaskSignal::BellRequests) {
+        return;
+    }
+    drop(probe);
+    crate::workers::a_killed_workers_task_completes_on_a_survivor(
+        5,
+        &["--recheck-interval", "600000"],
+    )
+    .await;
+}
