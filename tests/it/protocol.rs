@@ -966,7 +966,7 @@ async fn python_producer_written_from_protocol_md_gets_results_from_a_rust_worke
     assert!(
         !parked_worker
             .log()
-            .contains("did not keep the stream's republish setting"),
+            .contains("the queue stream does not republish doorbells"),
         "the stream Python created lacks the doorbell republish:\n{}",
         parked_worker.log()
     );

@@ -52,15 +52,17 @@ async fn two_workers_share_a_queue_and_every_task_runs_once() {
 }
 
 /// Sends a `track` task of 1.5 s at `priority`, kills the worker that started it, and checks that
-/// a survivor started with `survivor_flags` (and the same 2 s AckWait) completes it.
+/// a survivor started with `survivor_flags` (and the same AckWait of `ack_wait` seconds) completes
+/// it. Returns how long after the task started the survivor was consuming.
 pub(crate) async fn a_killed_workers_task_completes_on_a_survivor(
     priority: u8,
+    ack_wait: &str,
     survivor_flags: &[&str],
-) {
+) -> Duration {
     let server = server();
     let url = server.url();
     runs_stream(&url).await;
-    let victim = WorkerProcess::start(&url, "victim", &["--ack-wait", "2"]);
+    let victim = WorkerProcess::start(&url, "victim", &["--ack-wait", ack_wait]);
     let client = client(&url).await;
 
     let result = celerity_it::track
@@ -72,14 +74,16 @@ pub(crate) async fn a_killed_workers_task_completes_on_a_survivor(
         .await
         .expect("track is sent");
     wait_until_started(&url, result.id().as_str()).await;
+    let started = std::time::Instant::now();
     victim.signal(libc::SIGKILL);
     drop(victim);
 
-    let flags: Vec<&str> = ["--ack-wait", "2"]
+    let flags: Vec<&str> = ["--ack-wait", ack_wait]
         .into_iter()
         .chain(survivor_flags.iter().copied())
         .collect();
     let _survivor = WorkerProcess::start(&url, "survivor", &flags);
+    let survivor_ready = started.elapsed();
     let record = result
         .wait(WAIT)
         .await
@@ -91,11 +95,12 @@ pub(crate) async fn a_killed_workers_task_completes_on_a_survivor(
         2,
         "started on the victim, completed on the survivor"
     );
+    survivor_ready
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_task_of_a_killed_worker_completes_on_another_worker() {
-    a_killed_workers_task_completes_on_a_survivor(0, &[]).await;
+    a_killed_workers_task_completes_on_a_survivor(0, "2", &[]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

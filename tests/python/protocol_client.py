@@ -111,7 +111,7 @@ class Layout:
 
 def rings_doorbells(nc):
     """Whether queue streams republish doorbells on the connected server (protocol.md 3.1, 3.3):
-    before nats-server 2.10.18 they do; from it on, workers send bell requests instead."""
+    before nats-server 2.10.16 they do; from it on, workers send bell requests instead."""
     version = nc.connected_server_version
     return (version.major, version.minor, version.patch) < (2, 10, 18)
 

@@ -54,7 +54,7 @@ pub use celerity_proto::{
 };
 pub use client::{ApplyOptions, Client, ClientError, ETA_PAST_TOLERANCE, EnqueueError};
 pub use control::{Control, ControlError, PriorityWeightsChange, RateLimitChange};
-pub use nats::server::NewTaskSignal;
+pub use nats::server::{NEW_TASK_SIGNAL_ENV, NewTaskSignal};
 pub use nats::{ConnectError, NatsConfig};
 pub use result_store::StoreError;
 pub use task::{

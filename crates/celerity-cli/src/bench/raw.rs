@@ -147,8 +147,9 @@ impl Raw {
     /// What one `delay()` costs the server, piece by piece: `n` publishes with `window` in flight
     /// of 100 B alone, with a task's headers (`headers`, with its `Nats-Msg-Id`) on a stream that
     /// de-duplicates, with the doorbell (a headers-only republish) as well, a PENDING create alone,
-    /// and the last two at once (what `delay()` does). Returns (id, label, publishes per second,
-    /// CPU each process used).
+    /// and what `delay()` does on this server: the task's publish and its PENDING create at once,
+    /// with the doorbell where queue streams republish it (nats-server before 2.10.16, see
+    /// `celerity::NewTaskSignal`). Returns (id, label, publishes per second, CPU each process used).
     pub(crate) async fn publish_costs(
         &self,
         n: usize,
@@ -165,12 +166,19 @@ impl Raw {
             ),
             ("doorbell", "+ the doorbell (headers-only republish)"),
             ("pending", "a PENDING create alone (KV create)"),
-            ("delay", "the last two at once, as delay() does"),
+            ("delay", ""),
         ];
+        let doorbells = celerity::NewTaskSignal::for_client(&self.js.client())
+            == celerity::NewTaskSignal::Doorbells;
         let payload = bytes::Bytes::from(vec![b'x'; 100]);
         let record = bytes::Bytes::from(vec![b'p'; 120]);
         let mut rates = Vec::new();
         for (id, label) in STEPS {
+            let label = match id {
+                "delay" if doorbells => "the last two at once, as delay() does here",
+                "delay" => "task (no doorbell) + PENDING at once, as delay() does here",
+                _ => label,
+            };
             bar.set_position(0);
             bar.set_message(format!("publish costs: {id}"));
             let _ = self.js.delete_stream(STREAM).await;
@@ -180,10 +188,12 @@ impl Raw {
                     subjects: vec![format!("{SUBJECT}.*")],
                     retention: stream::RetentionPolicy::WorkQueue,
                     duplicate_window: Duration::from_secs(120),
-                    republish: matches!(id, "doorbell" | "delay").then(|| stream::Republish {
-                        source: format!("{SUBJECT}.*"),
-                        destination: "bench.raw.bell.{{wildcard(1)}}".to_owned(),
-                        headers_only: true,
+                    republish: (id == "doorbell" || (id == "delay" && doorbells)).then(|| {
+                        stream::Republish {
+                            source: format!("{SUBJECT}.*"),
+                            destination: "bench.raw.bell.{{wildcard(1)}}".to_owned(),
+                            headers_only: true,
+                        }
                     }),
                     ..Default::default()
                 })

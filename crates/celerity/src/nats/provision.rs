@@ -39,7 +39,7 @@ impl ProvisionError {
 
 /// The stream of a queue: work-queue retention (a task is removed once acknowledged), file storage,
 /// de-duplication on `Nats-Msg-Id` for two minutes, and, on a server where workers learn of new
-/// tasks from doorbells (before 2.10.18, see [`NewTaskSignal`]), a headers-only republish of every
+/// tasks from doorbells (before 2.10.16, see [`NewTaskSignal`]), a headers-only republish of every
 /// stored task to the queue's doorbell subjects. On a later server workers send bell requests,
 /// which cost the server nothing per task, and the stream does not republish (a republished
 /// doorbell cost the server more than the task's own store). A stream that exists is opened as
@@ -76,7 +76,7 @@ pub(crate) async fn queue_stream(
     if signal == NewTaskSignal::Doorbells && info.config.republish.is_none() {
         tracing::warn!(
             stream = %name,
-            "the server did not keep the stream's republish setting; workers will find new tasks only on their periodic check"
+            "the queue stream does not republish doorbells (made on nats-server 2.10.16 or later, or without them), and this server needs them: workers here find new tasks only by their idle wait and periodic check; remake the stream to restore them"
         );
     }
     Ok(stream)

@@ -2,17 +2,26 @@
 
 /// The first nats-server release whose answer to a pull request that a message does not fit
 /// (`409 Message Size Exceeds MaxBytes`) leaves the consumer as it was. Before it, such an answer
-/// for a redelivery stepped the consumer's delivery sequence back (nats-server #5305, fixed in
-/// 2.10.14, and commit 8272e749d, in 2.10.18): the redelivery was lost until the next AckWait,
-/// and the message before it was delivered again as a first delivery, even while it still ran.
-const BELL_REQUESTS_SINCE: (u64, u64, u64) = (2, 10, 18);
+/// for a redelivery stepped the consumer's delivery sequence back (before 2.10.14, nats-server
+/// #5305) or dropped the redelivery (2.10.14 and 2.10.15): the redelivery was lost until the next
+/// AckWait, and the message before it could be delivered again as a first delivery while it still
+/// ran. Fixed by "Fixed delivery counts on failed deliveries" (commit 5c1acc7bf, first tagged in
+/// v2.10.16; 8272e749d on the main line, in 2.11.0).
+const BELL_REQUESTS_SINCE: (u64, u64, u64) = (2, 10, 16);
+
+/// The environment variable that forces doorbells, whatever the server's version:
+/// `CELERITY_NEW_TASK_SIGNAL=doorbells`. For a cluster whose servers are being upgraded across
+/// 2.10.16: a pull request is served by the consumer's leader, which may run another version than
+/// the server a worker connects to. Set it on every worker and producer, since a producer may be
+/// the one that creates a queue's stream.
+pub const NEW_TASK_SIGNAL_ENV: &str = "CELERITY_NEW_TASK_SIGNAL";
 
 /// How a worker learns that a priority level has new tasks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NewTaskSignal {
     /// A long-poll pull request for at most one byte waits on each level not known to have work;
     /// the server answers it `409 Message Size Exceeds MaxBytes` when a task is there, without
-    /// delivering it. Costs the server nothing per task. Needs nats-server 2.10.18 or later.
+    /// delivering it. Costs the server nothing per task. Needs nats-server 2.10.16 or later.
     BellRequests,
     /// The queue stream republishes the headers of every stored task to the level's doorbell
     /// subject, which the workers subscribe to. Works on every supported server; costs the server
@@ -21,7 +30,7 @@ pub enum NewTaskSignal {
 }
 
 impl NewTaskSignal {
-    /// The signal to use with a server of `version` (as in its INFO, e.g. `2.10.18` or
+    /// The signal to use with a server of `version` (as in its INFO, e.g. `2.10.16` or
     /// `2.11.0-RC.1`): bell requests where the server answers them safely, doorbells elsewhere,
     /// and for a version that cannot be read.
     pub fn for_server(version: &str) -> Self {
@@ -31,9 +40,27 @@ impl NewTaskSignal {
         }
     }
 
-    /// The signal to use with the server `client` is connected to.
+    /// The signal to use with the server `client` is connected to: doorbells if
+    /// [`NEW_TASK_SIGNAL_ENV`] says `doorbells`, else as [`NewTaskSignal::for_server`] decides.
     pub fn for_client(client: &async_nats::Client) -> Self {
-        Self::for_server(&client.server_info().version)
+        Self::chosen(
+            std::env::var(NEW_TASK_SIGNAL_ENV).ok().as_deref(),
+            &client.server_info().version,
+        )
+    }
+
+    fn chosen(forced: Option<&str>, version: &str) -> Self {
+        match forced.map(str::trim) {
+            Some("doorbells") => Self::Doorbells,
+            None | Some("" | "auto") => Self::for_server(version),
+            Some(other) => {
+                tracing::warn!(
+                    value = other,
+                    "{NEW_TASK_SIGNAL_ENV} is neither `doorbells` nor `auto`; ignored"
+                );
+                Self::for_server(version)
+            }
+        }
     }
 }
 
@@ -56,12 +83,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn bell_requests_from_2_10_18_on() {
+    fn bell_requests_from_2_10_16_on() {
         for (version, signal) in [
             ("2.9.10", NewTaskSignal::Doorbells),
-            ("2.10.17", NewTaskSignal::Doorbells),
-            ("2.10.18", NewTaskSignal::BellRequests),
-            ("2.10.24", NewTaskSignal::BellRequests),
+            ("2.10.14", NewTaskSignal::Doorbells),
+            ("2.10.15", NewTaskSignal::Doorbells),
+            ("2.10.16", NewTaskSignal::BellRequests),
+            ("2.10.25", NewTaskSignal::BellRequests),
             ("2.11.0-RC.1", NewTaskSignal::BellRequests),
             ("v2.12.0-dev", NewTaskSignal::BellRequests),
             ("2.15.1", NewTaskSignal::BellRequests),
@@ -73,5 +101,20 @@ mod tests {
         ] {
             assert_eq!(NewTaskSignal::for_server(version), signal, "{version}");
         }
+    }
+
+    #[test]
+    fn doorbells_can_be_forced() {
+        let chosen = |forced| NewTaskSignal::chosen(forced, "2.15.1");
+        assert_eq!(chosen(Some("doorbells")), NewTaskSignal::Doorbells);
+        assert_eq!(chosen(Some(" doorbells\n")), NewTaskSignal::Doorbells);
+        assert_eq!(chosen(None), NewTaskSignal::BellRequests);
+        assert_eq!(chosen(Some("auto")), NewTaskSignal::BellRequests);
+        assert_eq!(chosen(Some("bells")), NewTaskSignal::BellRequests);
+        // Bell requests cannot be forced on a server that mishandles them.
+        assert_eq!(
+            NewTaskSignal::chosen(Some("bell-requests"), "2.9.10"),
+            NewTaskSignal::Doorbells
+        );
     }
 }

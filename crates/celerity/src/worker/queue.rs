@@ -1,7 +1,7 @@
 //! `QueueActor`: owns the pull consumers of one queue's priority levels and feeds the worker's
 //! free slots from them, highest priority first.
 //!
-//! It learns which levels have work from bell requests (`bell_requests.rs`, on nats-server 2.10.18
+//! It learns which levels have work from bell requests (`bell_requests.rs`, on nats-server 2.10.16
 //! and later) or from the stream's doorbells (`doorbells.rs`, on earlier servers), and re-checks
 //! every level periodically (a signal can be lost in a reconnect, and a doorbell never rings for a
 //! redelivery). It sends one `no_wait` pull request at a time with a batch equal to its free

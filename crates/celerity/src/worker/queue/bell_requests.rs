@@ -1,4 +1,4 @@
-//! Bell requests: how a queue actor learns of new tasks on nats-server 2.10.18 and later (see
+//! Bell requests: how a queue actor learns of new tasks on nats-server 2.10.16 and later (see
 //! [`NewTaskSignal`](crate::nats::server::NewTaskSignal)).
 //!
 //! A bell request is a long-poll pull request for at most 1 byte: no task fits, so when a task is
@@ -31,7 +31,9 @@ pub(super) struct BellRequests {
     paused: bool,
     /// Levels whose bell rang and were not fetched from since.
     rang: [bool; 10],
-    /// Levels whose bell is not renewed for [`FETCH_RETRY`] (see `rang_for_nothing`).
+    /// How many times in a row each level's bell rang and the fetch after it found nothing.
+    in_vain: [u8; 10],
+    /// Levels whose bell is not renewed for [`FETCH_RETRY`] (see `fetched_nothing`).
     quiet: [bool; 10],
     /// A level whose bell rang for a task that a `no_wait` fetch did not get: the idle wait, a
     /// long-poll request, goes there next.
@@ -56,6 +58,7 @@ impl BellRequests {
             replies: Some(replies),
             paused: false,
             rang: [false; 10],
+            in_vain: [0; 10],
             quiet: [false; 10],
             wait_hint: None,
         }
@@ -86,16 +89,18 @@ impl QueueActor {
     pub(super) fn fetched_from(&mut self, level: usize) {
         if let Some(bells) = self.bell_requests() {
             bells.rang[level] = false;
+            bells.in_vain[level] = 0;
             if bells.wait_hint == Some(level) {
                 bells.wait_hint = None;
             }
         }
     }
 
-    /// A `no_wait` fetch from `level` found nothing. If its bell rang for it, the task went to
-    /// another worker first, or is one a `no_wait` fetch does not get: the idle wait goes to this
-    /// level next, and its bell is not renewed for [`FETCH_RETRY`], so that a bell that keeps
-    /// ringing for a task no fetch gets cannot make a loop.
+    /// A `no_wait` fetch from `level` found nothing. If its bell rang for it, another worker
+    /// took the task first (every idle worker's bell rings for one task), and the bell is renewed
+    /// at once. If that happens twice in a row, the bell may be ringing for a task no `no_wait`
+    /// fetch gets: the idle wait, a long-poll request, goes to this level next, and its bell is not
+    /// renewed for [`FETCH_RETRY`], so that such a bell cannot make a loop.
     pub(super) fn fetched_nothing(&mut self, ctx: &mut Context<Self>, level: usize) {
         let Some(bells) = self.bell_requests() else {
             return;
@@ -104,6 +109,11 @@ impl QueueActor {
             return;
         }
         bells.rang[level] = false;
+        bells.in_vain[level] += 1;
+        if bells.in_vain[level] < 2 {
+            return;
+        }
+        bells.in_vain[level] = 0;
         bells.wait_hint = Some(level);
         bells.quiet[level] = true;
         ctx.run_later(FETCH_RETRY, move |actor, ctx| {

@@ -1,4 +1,4 @@
-//! Doorbells: how a queue actor learns of new tasks on a server before 2.10.18 (see
+//! Doorbells: how a queue actor learns of new tasks on a server before 2.10.16 (see
 //! [`NewTaskSignal`](crate::nats::server::NewTaskSignal)).
 //!
 //! The queue stream republishes the headers of every stored task to its level's doorbell subject,
