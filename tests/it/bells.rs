@@ -29,6 +29,16 @@ async fn default_queue(
     (nats, js, layout, queue)
 }
 
+/// The configuration of stream `name`, which exists.
+async fn stream_config(js: &jetstream::Context, name: &str) -> stream::Config {
+    js.get_stream(name)
+        .await
+        .expect("the queue stream exists")
+        .cached_info()
+        .config
+        .clone()
+}
+
 /// The signal workers use with the server `nats` is connected to.
 fn signal(nats: &async_nats::Client) -> NewTaskSignal {
     NewTaskSignal::for_server(&nats.server_info().version)
@@ -180,13 +190,7 @@ async fn a_queue_stream_republishes_doorbells_only_where_workers_use_them() {
     let client = client(&url).await;
     let (nats, js, layout, queue) = default_queue(&url).await;
     celerity_it::add.delay(&client, 1, 1).await.unwrap();
-    let config = js
-        .get_stream(layout.queue_stream(&queue))
-        .await
-        .unwrap()
-        .cached_info()
-        .config
-        .clone();
+    let config = stream_config(&js, &layout.queue_stream(&queue)).await;
     assert_eq!(
         config.republish.is_some(),
         signal(&nats) == NewTaskSignal::Doorbells,
@@ -212,13 +216,7 @@ async fn an_idle_worker_gets_the_next_task_from_its_idle_wait_without_a_signal()
     // without the republish (which a server cannot remove from a stream).
     let sent = celerity_it::add.delay(&client, 1, 1).await.unwrap();
     let stream = layout.queue_stream(&queue);
-    let mut config = js
-        .get_stream(&stream)
-        .await
-        .unwrap()
-        .cached_info()
-        .config
-        .clone();
+    let mut config = stream_config(&js, &stream).await;
     js.delete_stream(&stream).await.unwrap();
     config.republish = None;
     js.create_stream(config).await.unwrap();
@@ -448,13 +446,7 @@ async fn doorbells_can_be_forced_on_any_server() {
         "{}",
         worker.log()
     );
-    let config = js
-        .get_stream(layout.queue_stream(&queue))
-        .await
-        .expect("the worker made the queue stream")
-        .cached_info()
-        .config
-        .clone();
+    let config = stream_config(&js, &layout.queue_stream(&queue)).await;
     assert!(config.republish.is_some(), "the stream rings doorbells");
     let doorbell = layout.doorbell_subject(&queue, celerity_proto::Priority::new(7).unwrap());
     assert!(heard(&nats, &doorbell).await, "the worker hears doorbells");
