@@ -13,20 +13,26 @@ use crate::support::{WorkerProcess, client, eventually, server};
 
 const WAIT: Duration = Duration::from_secs(30);
 
-/// A raw connection, its JetStream context, and the default layout and queue.
-async fn default_queue(
-    url: &str,
-) -> (
+/// A fresh server (stopped when dropped: keep it for the test's lifetime), its URL, a producer
+/// and a raw connection to it, the raw connection's JetStream context, and the default layout and
+/// queue.
+async fn setup() -> (
+    celerity_testkit::NatsServer,
+    String,
+    celerity::Client,
     async_nats::Client,
     jetstream::Context,
     celerity_proto::Layout,
     celerity_proto::QueueName,
 ) {
-    let nats = async_nats::connect(url).await.expect("a raw connection");
+    let server = server();
+    let url = server.url();
+    let client = client(&url).await;
+    let nats = async_nats::connect(&url).await.expect("a raw connection");
     let js = jetstream::new(nats.clone());
     let layout = celerity_proto::Layout::new(celerity_proto::Namespace::default());
     let queue = celerity_proto::QueueName::new("default").expect("a queue name");
-    (nats, js, layout, queue)
+    (server, url, client, nats, js, layout, queue)
 }
 
 /// The configuration of stream `name`, which exists.
@@ -181,14 +187,11 @@ async fn bell_requests_are_used_exactly_where_the_server_answers_them_safely() {
     );
 }
 
-/// What a worker provisions matches the signal: a queue stream republishes doorbells only where
-/// workers hear them.
+/// What Celerity provisions matches the signal (here the producer makes the queue stream, on its
+/// first send): a queue stream republishes doorbells only where workers hear them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_queue_stream_republishes_doorbells_only_where_workers_use_them() {
-    let server = server();
-    let url = server.url();
-    let client = client(&url).await;
-    let (nats, js, layout, queue) = default_queue(&url).await;
+    let (_server, _, client, nats, js, layout, queue) = setup().await;
     celerity_it::add.delay(&client, 1, 1).await.unwrap();
     let config = stream_config(&js, &layout.queue_stream(&queue)).await;
     assert_eq!(
@@ -202,10 +205,7 @@ async fn a_queue_stream_republishes_doorbells_only_where_workers_use_them() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_worker_gets_the_next_task_from_its_idle_wait_without_a_signal() {
-    let server = server();
-    let url = server.url();
-    let client = client(&url).await;
-    let (nats, js, layout, queue) = default_queue(&url).await;
+    let (_server, url, client, nats, js, layout, queue) = setup().await;
     // On a bell-request server a level without the idle wait has a bell request, which would
     // bring the task as well: only doorbells can be taken away from a worker.
     if !uses(&nats, NewTaskSignal::Doorbells) {
@@ -309,10 +309,7 @@ async fn an_urgent_task_overtakes_the_backlog(client: &celerity::Client, js: &je
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_level_with_a_backlog_stops_hearing_its_doorbells_until_it_is_empty() {
-    let server = server();
-    let url = server.url();
-    let client = client(&url).await;
-    let (nats, js, layout, queue) = default_queue(&url).await;
+    let (_server, url, client, nats, js, layout, queue) = setup().await;
     if !uses(&nats, NewTaskSignal::Doorbells) {
         return;
     }
@@ -356,10 +353,7 @@ async fn waiting_at(js: &jetstream::Context, priority: u8) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_level_without_known_work_keeps_a_bell_request_and_one_with_a_backlog_none() {
-    let server = server();
-    let url = server.url();
-    let client = client(&url).await;
-    let (nats, js, _layout, _queue) = default_queue(&url).await;
+    let (_server, url, client, nats, js, _, _) = setup().await;
     if !uses(&nats, NewTaskSignal::BellRequests) {
         return;
     }
@@ -429,9 +423,7 @@ async fn a_task_redelivered_on_a_level_an_idle_worker_does_not_wait_on_rings_its
 /// being upgraded across 2.10.16), and make its queue stream with the republish.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn doorbells_can_be_forced_on_any_server() {
-    let server = server();
-    let url = server.url();
-    let (nats, js, layout, queue) = default_queue(&url).await;
+    let (_server, url, client, nats, js, layout, queue) = setup().await;
     let worker = WorkerProcess::spawn(
         &url,
         "w1",
@@ -452,7 +444,6 @@ async fn doorbells_can_be_forced_on_any_server() {
     assert!(heard(&nats, &doorbell).await, "the worker hears doorbells");
     assert_eq!(waiting_at(&js, 7).await, 0, "and sends no bell request");
     // A task on a level without the idle wait comes by its doorbell.
-    let client = client(&url).await;
     let result = celerity_it::add
         .apply_async(&client, (3, 4), ApplyOptions::new().priority(7))
         .await
