@@ -256,6 +256,7 @@ fn generate_task_impl(
     let soft_time_limit = attributes.soft_time_limit_ms.iter();
     let time_limit = attributes.time_limit_ms.iter();
     let max_retries = attributes.max_retries.iter();
+    let max_deliveries = attributes.max_deliveries.iter();
     let retry_backoff = attributes.retry_backoff_ms.iter();
     let retry_backoff_max = attributes.retry_backoff_max_ms.iter();
     let retry_jitter = attributes.retry_jitter.iter();
@@ -341,6 +342,7 @@ fn generate_task_impl(
                     #(.soft_time_limit_ms(#soft_time_limit))*
                     #(.time_limit_ms(#time_limit))*
                     #(.max_retries(#max_retries))*
+                    #(.max_deliveries(#max_deliveries))*
                     #(.retry_backoff_ms(#retry_backoff))*
                     #(.retry_backoff_max_ms(#retry_backoff_max))*
                     #(.retry_jitter(#retry_jitter))*

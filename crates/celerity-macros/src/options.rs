@@ -20,6 +20,7 @@ const VALID_OPTIONS: &[&str] = &[
     "soft_time_limit",
     "time_limit",
     "max_retries",
+    "max_deliveries",
     "retry_backoff",
     "retry_backoff_max",
     "retry_jitter",
@@ -55,6 +56,8 @@ pub(crate) struct TaskAttributes {
     pub(crate) time_limit_ms: Option<u64>,
     /// `max_retries = <n>`.
     pub(crate) max_retries: Option<u32>,
+    /// `max_deliveries = <n>`.
+    pub(crate) max_deliveries: Option<u32>,
     /// `retry_backoff = <seconds>` (the first backoff), in milliseconds.
     pub(crate) retry_backoff_ms: Option<u64>,
     /// `retry_backoff_max = <seconds>`, in milliseconds.
@@ -160,6 +163,9 @@ impl TaskAttributes {
             }
             "max_retries" => {
                 self.max_retries = Some(count_value(meta, key)?);
+            }
+            "max_deliveries" => {
+                self.max_deliveries = Some(count_value(meta, key)?);
             }
             "retry_backoff" => {
                 self.retry_backoff_ms = Some(seconds_value(meta, key)?);

@@ -47,6 +47,13 @@ pub enum DeadLetterReason {
     BadEnvelope,
     /// The canvas in the body breaks a rule (empty node, id used twice, nested too deep).
     InvalidCanvas,
+    /// The message was delivered more times than its task allows (`max_deliveries`): each earlier
+    /// delivery ended without an acknowledgement, most often because the task took its worker
+    /// down (a native crash, an out-of-memory kill, an abort), so it is not run again.
+    TooManyDeliveries,
+    /// The task ran, but its result record could not be stored after every attempt allowed (the
+    /// results bucket is full or keeps refusing the write).
+    ResultNotStored,
 }
 
 impl DeadLetterReason {
@@ -59,6 +66,8 @@ impl DeadLetterReason {
             DeadLetterReason::UnsupportedVersion => "unsupported_version",
             DeadLetterReason::BadEnvelope => "bad_envelope",
             DeadLetterReason::InvalidCanvas => "invalid_canvas",
+            DeadLetterReason::TooManyDeliveries => "too_many_deliveries",
+            DeadLetterReason::ResultNotStored => "result_not_stored",
         }
     }
 
@@ -71,6 +80,8 @@ impl DeadLetterReason {
             DeadLetterReason::UnsupportedVersion,
             DeadLetterReason::BadEnvelope,
             DeadLetterReason::InvalidCanvas,
+            DeadLetterReason::TooManyDeliveries,
+            DeadLetterReason::ResultNotStored,
         ]
         .into_iter()
         .find(|reason| reason.code() == code)

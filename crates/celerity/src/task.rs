@@ -82,6 +82,7 @@ pub struct TaskOptions {
     soft_time_limit_ms: Option<u64>,
     time_limit_ms: Option<u64>,
     max_retries: u32,
+    max_deliveries: Option<u32>,
     retry_backoff_ms: Option<u64>,
     retry_backoff_max_ms: u64,
     retry_jitter: bool,
@@ -103,6 +104,7 @@ impl std::fmt::Debug for TaskOptions {
             .field("soft_time_limit_ms", &self.soft_time_limit_ms)
             .field("time_limit_ms", &self.time_limit_ms)
             .field("max_retries", &self.max_retries)
+            .field("max_deliveries", &self.max_deliveries)
             .field("retry_backoff_ms", &self.retry_backoff_ms)
             .field("hooks", &self.hooks.is_some())
             .field("rate_limit", &self.rate_limit)
@@ -181,6 +183,7 @@ impl TaskOptions {
             soft_time_limit_ms: None,
             time_limit_ms: None,
             max_retries: 3,
+            max_deliveries: None,
             retry_backoff_ms: None,
             retry_backoff_max_ms: 600_000,
             retry_jitter: true,
@@ -271,6 +274,22 @@ impl TaskOptions {
     /// The retry limit.
     pub fn max_retries_value(&self) -> u32 {
         self.max_retries
+    }
+
+    /// Runs a message of this task at most `deliveries` times (at least 1): a message delivered
+    /// more often (every earlier delivery ended without an acknowledgement, as when the task
+    /// crashes its worker) is dead-lettered with `too_many_deliveries` and fails, instead of
+    /// taking down the next worker. Without it, the worker's `--max-deliveries` applies. Like
+    /// Celery's `task_reject_on_worker_lost = False`, bounded. Retries are new messages and are
+    /// not counted.
+    pub const fn max_deliveries(mut self, deliveries: u32) -> Self {
+        self.max_deliveries = Some(if deliveries == 0 { 1 } else { deliveries });
+        self
+    }
+
+    /// The task's own delivery limit, if it sets one.
+    pub fn max_deliveries_value(&self) -> Option<u32> {
+        self.max_deliveries
     }
 
     /// True when a failure of error type `kind` is retried automatically.
