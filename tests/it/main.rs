@@ -9,6 +9,7 @@ mod compose;
 mod control;
 mod dead_letters;
 mod delays;
+mod hardening;
 mod limits;
 mod priority;
 mod protocol;

@@ -113,6 +113,14 @@ impl WorkerProcess {
         assert_eq!(status, 0, "cannot signal worker {}", self.hostname);
     }
 
+    /// True once the process has exited.
+    pub(crate) fn has_exited(&mut self) -> bool {
+        self.child
+            .try_wait()
+            .expect("try_wait on the worker")
+            .is_some()
+    }
+
     /// Waits for the process to exit.
     pub(crate) fn wait_exit(&mut self, within: Duration) -> ExitStatus {
         let deadline = Instant::now() + within;

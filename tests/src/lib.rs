@@ -339,6 +339,24 @@ pub async fn metered(n: u32) -> u32 {
     n
 }
 
+/// Takes its worker down (as a native crash or an out-of-memory kill would).
+#[celerity::task(name = "it.abort")]
+pub async fn abort_worker() -> u8 {
+    std::process::abort()
+}
+
+/// Takes its worker down, and allows a single delivery.
+#[celerity::task(name = "it.abort_once", max_deliveries = 1)]
+pub async fn abort_worker_once() -> u8 {
+    std::process::abort()
+}
+
+/// Returns a string of `n` bytes.
+#[celerity::task(name = "it.sized")]
+pub async fn sized(n: usize) -> String {
+    "x".repeat(n)
+}
+
 /// The app with every test task; `IT_RESULT_EXPIRES_SECS` sets the result expiry and
 /// `IT_TRACK_RECEIVED=1` turns on RECEIVED records.
 pub fn app() -> Result<celerity::App, celerity::ConfigError> {
@@ -371,7 +389,10 @@ pub fn app() -> Result<celerity::App, celerity::ConfigError> {
         .task(limited)
         .task(global_limited)
         .task(scarce)
-        .task(metered);
+        .task(metered)
+        .task(abort_worker)
+        .task(abort_worker_once)
+        .task(sized);
     if let Some(seconds) = std::env::var("IT_RESULT_EXPIRES_SECS")
         .ok()
         .and_then(|s| s.parse().ok())

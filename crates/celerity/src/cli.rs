@@ -117,9 +117,22 @@ pub struct WorkerArgs {
     /// Worker name in logs, results and dead letters (default: celerity@<host>.<pid>).
     #[arg(short = 'n', long = "hostname")]
     pub hostname: Option<String>,
-    /// Seconds before an unacknowledged task goes to another worker.
-    #[arg(long = "ack-wait", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    /// Seconds before an unacknowledged task goes to another worker (at most 60, inside the
+    /// queues' two-minute de-duplication window; running tasks send in-progress acks).
+    #[arg(long = "ack-wait", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=60))]
     pub ack_wait_secs: u64,
+    /// Deliveries of a message, at most, before it is dead-lettered (`too_many_deliveries`) instead
+    /// of run again; a task's own `max_deliveries` wins.
+    #[arg(long = "max-deliveries", default_value_t = crate::worker::DEFAULT_MAX_DELIVERIES, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_deliveries: u32,
+    /// Rate-limited tasks that may wait on this worker without holding fetch credit; beyond it
+    /// (or beyond --max-rate-limited-bytes) a waiting task keeps its credit and the worker fetches
+    /// less.
+    #[arg(long = "max-rate-limited", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub max_rate_limited: u64,
+    /// Bytes of messages those waiting tasks may hold in all.
+    #[arg(long = "max-rate-limited-bytes", default_value_t = 64 << 20, value_parser = clap::value_parser!(u64).range(1024..=1 << 40))]
+    pub max_rate_limited_bytes: u64,
     /// Milliseconds between checks of every priority level for work that no bell or doorbell told
     /// of (redeliveries, which ring no doorbell; tasks sent while disconnected).
     #[arg(long = "recheck-interval", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(50..=3_600_000))]
@@ -166,6 +179,11 @@ impl WorkerArgs {
             .queues(self.queues.clone())
             .prefetch_multiplier(self.prefetch_multiplier as usize)
             .ack_wait(Duration::from_secs(self.ack_wait_secs))
+            .max_deliveries(self.max_deliveries)
+            .max_rate_limited(usize::try_from(self.max_rate_limited).unwrap_or(usize::MAX))
+            .max_rate_limited_bytes(
+                usize::try_from(self.max_rate_limited_bytes).unwrap_or(usize::MAX),
+            )
             .recheck_interval(Duration::from_millis(self.recheck_interval_ms));
         if let Some(concurrency) = self.concurrency {
             config = config.concurrency(concurrency as usize);

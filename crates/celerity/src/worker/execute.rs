@@ -30,17 +30,19 @@ use crate::worker::limits::{Credit, Passage};
 /// AckWait that it is still being worked on.
 ///
 /// `credit` is the fetch credit the task holds until it ends; it gives it back while it waits for a
-/// rate limit.
+/// rate limit. `terminate` is cancelled by `revoke --terminate`: the body is aborted and the task
+/// ends REVOKED, with what follows it told so.
 pub(crate) async fn execute(
     shared: Arc<WorkerShared>,
     queue: QueueName,
     message: jetstream::Message,
     credit: Credit,
+    terminate: CancellationToken,
 ) {
     let in_progress = keep_in_progress(shared.nats.clone(), message.reply.clone(), shared.ack_wait);
     tokio::select! {
         biased;
-        () = run_message(shared, queue, message, credit) => {}
+        () = run_message(shared, queue, message, credit, terminate) => {}
         never = in_progress => match never {},
     }
 }
@@ -51,6 +53,7 @@ async fn run_message(
     queue: QueueName,
     message: jetstream::Message,
     mut credit: Credit,
+    terminate: CancellationToken,
 ) {
     let delivered = message.info().map_or(1, |info| info.delivered as u64);
     let envelope = match Envelope::from_headers(&HeaderView(message.headers.as_ref())) {
@@ -63,32 +66,32 @@ async fn run_message(
             return dead_letter(&shared, &queue, &message, reason, error.to_string()).await;
         }
     };
-    let decoded = envelope.content_type.decode::<TaskBody>(&message.payload);
-    // A chord body is always checked: it must run exactly once even if an aggregator sent it twice.
-    let chord_body = matches!(&decoded, Ok(body) if body.chord_results.is_some());
     // Checked before the registry: a worker that lacks the task must not replace a stored result.
-    if (delivered > 1 || chord_body)
+    if delivered > 1
         && let Some(record) = final_record(&shared.store, &envelope).await
     {
-        tracing::info!(task_id = %envelope.id, delivered, "task already has a final result; acknowledging without running it");
-        // The worker that stored it may have died before notifying the producer, or before
-        // sending what follows (those sends are de-duplicated by id).
-        notify(&shared, &envelope, &record).await;
-        if let Ok(mut body) = decoded {
-            let continuation = Continuation::take(&mut body);
-            if let Err(error) = continuation.after(&shared, &envelope, &record).await {
-                tracing::error!(task_id = %envelope.id, error = %crate::error_chain(&error), "cannot send what follows the task; it will be redelivered");
-                return;
-            }
-        }
-        return ack(&message).await;
+        return acknowledge_done(&shared, &queue, &envelope, &message, record).await;
+    }
+    // A message that came back more often than its task allows most likely took its worker down
+    // each time: it is not run again (Celery's `task_reject_on_worker_lost`, bounded).
+    let max_deliveries = max_deliveries(&shared, &envelope);
+    if delivered > u64::from(max_deliveries) {
+        let error = format!(
+            "delivered {delivered} times, more than the {max_deliveries} allowed: every earlier delivery ended without an acknowledgement, as when the task crashes or is killed with its worker"
+        );
+        return reject(
+            &shared,
+            &queue,
+            &message,
+            &envelope,
+            DeadLetterReason::TooManyDeliveries,
+            error,
+        )
+        .await;
     }
     // A revoked task, or a task of a revoked canvas, does not run: it ends REVOKED, saying why.
     if let Some(record) = revoked_record(&shared, &envelope) {
-        let continuation = decoded
-            .map(|mut body| Continuation::take(&mut body))
-            .unwrap_or_default();
-        return finish_without_running(&shared, &envelope, &message, continuation, record).await;
+        return finish_without_running(&shared, &queue, &envelope, &message, record).await;
     }
     // A task that is not due yet (a producer put it straight on its queue with a future ETA) waits
     // in the delayed stream rather than in this worker's slot.
@@ -100,10 +103,33 @@ async fn run_message(
     }
     // A task picked up after its deadline does not run: it ends REVOKED, saying why.
     if let Some(record) = expired_record(&shared, &envelope) {
-        let continuation = decoded
-            .map(|mut body| Continuation::take(&mut body))
-            .unwrap_or_default();
-        return finish_without_running(&shared, &envelope, &message, continuation, record).await;
+        return finish_without_running(&shared, &queue, &envelope, &message, record).await;
+    }
+    // Over its rate limit, the task waits here, before its body is decoded and before it takes an
+    // execution slot: a waiting task holds its message's bytes and nothing more.
+    if let Some(gate) = shared.limits.gate(&envelope.task) {
+        match gate
+            .pass(&mut credit, message.payload.len(), &shared.stopping)
+            .await
+        {
+            Passage::Go => {}
+            Passage::Stopped => return nak(&message, None).await,
+        }
+        // It may have been revoked or have expired while it waited.
+        if let Some(record) =
+            revoked_record(&shared, &envelope).or_else(|| expired_record(&shared, &envelope))
+        {
+            return finish_without_running(&shared, &queue, &envelope, &message, record).await;
+        }
+    }
+    let decoded = envelope.content_type.decode::<TaskBody>(&message.payload);
+    // A chord body is always checked: it must run exactly once even if an aggregator sent it twice.
+    let chord_body = matches!(&decoded, Ok(body) if body.chord_results.is_some());
+    if delivered == 1
+        && chord_body
+        && let Some(record) = final_record(&shared.store, &envelope).await
+    {
+        return acknowledge_done(&shared, &queue, &envelope, &message, record).await;
     }
     let task = match resolve_task(&shared, &envelope, &decoded) {
         Ok(task) => task,
@@ -175,8 +201,7 @@ async fn run_message(
                     .store
                     .record(&envelope, TaskState::Failure)
                     .with_error(error);
-                return finish_without_running(&shared, &envelope, &message, continuation, record)
-                    .await;
+                return finish_with(&shared, &envelope, &message, continuation, record).await;
             }
         }
     }
@@ -203,35 +228,87 @@ async fn run_message(
             .await;
         }
     };
-    // Over its rate limit, the task waits here, before it takes an execution slot.
-    if let Some(gate) = shared.limits.gate(&envelope.task) {
-        match gate.pass(&mut credit, &shared.stopping).await {
-            Passage::Go => {}
-            Passage::Stopped => return nak(&message, None).await,
-            Passage::Full { retry_in } => {
-                tracing::debug!(task_id = %envelope.id, retry_in_ms = retry_in.as_millis() as u64, "too many rate-limited tasks wait on this worker; handing one back");
-                return nak(&message, Some(retry_in)).await;
-            }
-        }
-        // It may have been revoked or have expired while it waited.
-        if let Some(record) =
-            revoked_record(&shared, &envelope).or_else(|| expired_record(&shared, &envelope))
-        {
-            return finish_without_running(&shared, &envelope, &message, continuation, record)
-                .await;
-        }
-    }
+    let delivery = Delivery {
+        message: &message,
+        queue: &queue,
+        delivered,
+        max_deliveries,
+        terminate: &terminate,
+    };
     run_bound(
         &shared,
         &task,
         &envelope,
-        &message,
+        delivery,
         future,
         continuation,
         handle,
     )
     .await;
     drop(credit);
+}
+
+/// How a message came to this run: what the end of the run needs besides the task.
+struct Delivery<'a> {
+    message: &'a jetstream::Message,
+    queue: &'a QueueName,
+    /// Deliveries of the message so far, this one included.
+    delivered: u64,
+    /// Deliveries allowed (the task's own limit, or the worker's).
+    max_deliveries: u32,
+    /// Cancelled to terminate the run.
+    terminate: &'a CancellationToken,
+}
+
+/// The delivery limit of the message's task: its own `max_deliveries`, else the worker's.
+fn max_deliveries(shared: &WorkerShared, envelope: &Envelope) -> u32 {
+    shared
+        .app
+        .task(&envelope.task)
+        .and_then(|registered| registered.options.max_deliveries_value())
+        .unwrap_or(shared.max_deliveries)
+}
+
+/// Acknowledges a message whose task already has a final record, after notifying its producer and
+/// sending what follows it again: the worker that stored the record may have died before doing
+/// either (those sends are de-duplicated by id). A message whose record says it was dead-lettered
+/// is dead-lettered again instead of acknowledged (the copy is de-duplicated), so a worker that
+/// stopped between the record and the copy loses no dead letter.
+async fn acknowledge_done(
+    shared: &WorkerShared,
+    queue: &QueueName,
+    envelope: &Envelope,
+    message: &jetstream::Message,
+    record: ResultRecord,
+) {
+    tracing::info!(task_id = %envelope.id, "task already has a final result; acknowledging without running it");
+    notify(shared, envelope, &record).await;
+    let continuation = continuation_of(envelope, message);
+    if let Err(error) = continuation.after(shared, envelope, &record).await {
+        tracing::error!(task_id = %envelope.id, error = %crate::error_chain(&error), "cannot send what follows the task; it will be redelivered");
+        return;
+    }
+    if let Some(reason) = dead_letter_reason(&record) {
+        let error = record
+            .error
+            .as_ref()
+            .map(|error| error.message.clone())
+            .unwrap_or_default();
+        let error = error
+            .strip_prefix(&format!("{reason}: "))
+            .map_or(error.clone(), str::to_owned);
+        return dead_letter(shared, queue, message, reason, error).await;
+    }
+    ack(message).await;
+}
+
+/// The canvas that follows the task in `message`, or none when its body cannot be read.
+fn continuation_of(envelope: &Envelope, message: &jetstream::Message) -> Continuation {
+    envelope
+        .content_type
+        .decode::<TaskBody>(&message.payload)
+        .map(|mut body| Continuation::take(&mut body))
+        .unwrap_or_default()
 }
 
 /// The REVOKED record of a task that was revoked (itself or its canvas).
@@ -341,9 +418,12 @@ fn run_over_items(
     }))
 }
 
-/// Sends the task again after `delay` (its message's bytes, with one more retry and a new ETA,
-/// through the delayed stream), records RETRY with the count, the next ETA and the error, then
-/// acknowledges this delivery.
+/// Records RETRY with the count, the next ETA and the error, then sends the task again after
+/// `delay` (its message's bytes, with one more retry and a new ETA, through the delayed stream, at
+/// the priority it came in on), then acknowledges this delivery.
+///
+/// RETRY is written before the retry is sent, so the retry's own record, however fast it comes,
+/// is never overwritten by it.
 async fn retry_later(
     shared: &WorkerShared,
     (envelope, context): (&Envelope, &TaskContext),
@@ -352,25 +432,16 @@ async fn retry_later(
     delay: Duration,
     (acks_late, task): (bool, &Registered),
 ) {
-    let Some((queue, _)) = shared.layout.parse_task_subject(&message.subject) else {
+    let Some((queue, priority)) = shared.layout.parse_task_subject(&message.subject) else {
         tracing::error!(task_id = %envelope.id, subject = %message.subject, "cannot retry a task from an unknown subject");
         return;
     };
     let mut next = envelope.clone();
     next.retries += 1;
+    // NOTE(protocol): the subject is authoritative for the priority, not the header (3.1).
+    next.priority = priority;
     let eta_ms = now_ms().saturating_add(delay.as_millis() as u64);
     next.eta_ms = Some(eta_ms);
-    let sent = shared
-        .dispatcher
-        .publisher()
-        .publish_bytes(&next, message.payload.clone(), &queue, false)
-        .await;
-    if let Err(send_error) = sent {
-        // Not acknowledged: the delivery comes back and the retry is tried again.
-        tracing::error!(task_id = %envelope.id, error = %crate::error_chain(&send_error), "cannot send the retry");
-        return;
-    }
-    tracing::info!(task_id = %envelope.id, retry = next.retries, delay_ms = delay.as_millis() as u64, error = %error, "task will be retried");
     let meta = serde_json::json!({"retries": next.retries, "eta_ms": eta_ms});
     let mut record = shared
         .store
@@ -383,12 +454,22 @@ async fn retry_later(
     {
         tracing::warn!(task_id = %envelope.id, error = %crate::error_chain(&store_error), "cannot record the RETRY state");
     }
+    let sent = shared
+        .dispatcher
+        .publisher()
+        .publish_bytes(&next, message.payload.clone(), &queue, false)
+        .await;
+    if let Err(send_error) = sent {
+        // Not acknowledged: the delivery comes back and the retry is tried again.
+        tracing::error!(task_id = %envelope.id, error = %crate::error_chain(&send_error), "cannot send the retry");
+        return;
+    }
+    let error = record
+        .error
+        .take()
+        .unwrap_or_else(|| ErrorRecord::new("celerity::Retry", "retry"));
+    tracing::info!(task_id = %envelope.id, retry = next.retries, delay_ms = delay.as_millis() as u64, error = %error, "task will be retried");
     if let Some(hooks) = task.options.hooks_value() {
-        let error = record
-            .error
-            .as_ref()
-            .cloned()
-            .unwrap_or_else(|| ErrorRecord::new("celerity::Retry", "retry"));
         run_hook(&envelope.id, hooks.on_retry(context, &error, next.retries)).await;
         run_hook(&envelope.id, hooks.after_return(context, &TaskState::Retry)).await;
     }
@@ -452,9 +533,26 @@ async fn hold_until_due(
     }
 }
 
+/// Records a task that will not run because it was revoked or expired, runs what follows that,
+/// and acknowledges its message. A task that has a final record already (a chord body sent twice,
+/// which ran) keeps it.
+async fn finish_without_running(
+    shared: &WorkerShared,
+    queue: &QueueName,
+    envelope: &Envelope,
+    message: &jetstream::Message,
+    record: ResultRecord,
+) {
+    if let Some(done) = final_record(&shared.store, envelope).await {
+        return acknowledge_done(shared, queue, envelope, message, done).await;
+    }
+    let continuation = continuation_of(envelope, message);
+    finish_with(shared, envelope, message, continuation, record).await;
+}
+
 /// Records a task that will not run (failed or revoked), runs what follows that, and acknowledges
 /// its message.
-async fn finish_without_running(
+async fn finish_with(
     shared: &WorkerShared,
     envelope: &Envelope,
     message: &jetstream::Message,
@@ -471,9 +569,10 @@ async fn finish_without_running(
     ack(message).await;
 }
 
-/// Dead-letters a task whose envelope is valid, and tells its producer: the task fails with
-/// `celerity::DeadLettered`, recorded before the message leaves the queue, so nobody waits on a
-/// task that will never run.
+/// Dead-letters a task whose envelope is valid, and tells its producer and its canvas: the task
+/// fails with `celerity::DeadLettered` (`meta.reason` the dead-letter reason), recorded before the
+/// message leaves the queue, so nobody waits on a task that will never run; what follows a failure
+/// runs (errbacks, the chain's later steps fail, its chord hears of it).
 async fn reject(
     shared: &WorkerShared,
     queue: &QueueName,
@@ -486,20 +585,39 @@ async fn reject(
     let record = shared
         .store
         .record(envelope, TaskState::Failure)
-        .with_error(failure);
+        .with_error(failure)
+        .with_meta(serde_json::json!({ "reason": reason.code() }));
     store_final(shared, envelope, &record).await;
+    let continuation = continuation_of(envelope, message);
+    if let Err(send_error) = continuation.after(shared, envelope, &record).await {
+        // Left for redelivery: the next delivery finds the record and dead-letters the message
+        // once what follows is sent.
+        tracing::error!(task_id = %envelope.id, error = %crate::error_chain(&send_error), "cannot send what follows a dead-lettered task; it will be redelivered");
+        return;
+    }
     dead_letter(shared, queue, message, reason, error).await;
+}
+
+/// The dead-letter reason of a record that [`reject`] wrote.
+fn dead_letter_reason(record: &ResultRecord) -> Option<DeadLetterReason> {
+    let error = record.error.as_ref()?;
+    if record.state != TaskState::Failure || error.kind != "celerity::DeadLettered" {
+        return None;
+    }
+    let code = record.meta.as_ref()?.get("reason")?.as_str()?;
+    DeadLetterReason::parse(code)
 }
 
 async fn run_bound(
     shared: &WorkerShared,
     task: &Registered,
     envelope: &Envelope,
-    message: &jetstream::Message,
+    delivery: Delivery<'_>,
     future: TaskFuture,
     continuation: Continuation,
     context: TaskContext,
 ) {
+    let message = delivery.message;
     let acks_late = task.options.is_acks_late();
     if !acks_late {
         ack(message).await;
@@ -514,46 +632,92 @@ async fn run_bound(
         write_state(shared, envelope, TaskState::Started).await;
     }
     let limits = (task.options.soft_time_limit(), task.options.time_limit());
-    let outcome = run_body(future, limits, context.cancel_token()).await;
-    let outcome = match (outcome, context.take_retry_request()) {
-        (Err(error), request)
-            if request.is_some() || task.options.retries_automatically(&error.kind) =>
-        {
-            if envelope.retries < task.options.max_retries_value() {
-                let retry = envelope.retries + 1;
-                let delay = request
-                    .and_then(|request| request.countdown)
-                    .unwrap_or_else(|| task.options.retry_delay(retry, super::random_unit()));
-                return retry_later(
-                    shared,
-                    (envelope, &context),
-                    message,
-                    error,
-                    delay,
-                    (acks_late, task),
-                )
-                .await;
-            }
-            Err(given_up(error, envelope.retries))
-        }
-        (outcome, _) => outcome,
-    };
-    let mut record = match outcome {
-        Ok(value) => shared
+    let ran = run_body(future, limits, context.cancel_token(), delivery.terminate).await;
+    let mut record = match ran {
+        Ran::Terminated => shared
             .store
-            .record(envelope, TaskState::Success)
-            .with_result(value),
-        Err(error) => {
-            tracing::warn!(task = %envelope.task, task_id = %envelope.id, error = %error, "task failed");
-            shared
-                .store
-                .record(envelope, TaskState::Failure)
-                .with_error(error)
+            .record(envelope, TaskState::Revoked)
+            .with_meta(serde_json::json!({"reason": "terminated"})),
+        Ran::Finished(outcome) => {
+            let outcome = match (outcome, context.take_retry_request()) {
+                (Err(error), request)
+                    if request.is_some() || task.options.retries_automatically(&error.kind) =>
+                {
+                    if envelope.retries < task.options.max_retries_value() {
+                        let retry = envelope.retries + 1;
+                        let delay = request
+                            .and_then(|request| request.countdown)
+                            .unwrap_or_else(|| {
+                                task.options.retry_delay(retry, super::random_unit())
+                            });
+                        return retry_later(
+                            shared,
+                            (envelope, &context),
+                            message,
+                            error,
+                            delay,
+                            (acks_late, task),
+                        )
+                        .await;
+                    }
+                    Err(given_up(error, envelope.retries))
+                }
+                (outcome, _) => outcome,
+            };
+            match outcome {
+                Ok(value) => shared
+                    .store
+                    .record(envelope, TaskState::Success)
+                    .with_result(value),
+                Err(error) => {
+                    tracing::warn!(task = %envelope.task, task_id = %envelope.id, error = %error, "task failed");
+                    shared
+                        .store
+                        .record(envelope, TaskState::Failure)
+                        .with_error(error)
+                }
+            }
         }
     };
     record.started_at_ms = Some(started_at);
+    end_run(
+        shared,
+        task,
+        envelope,
+        &delivery,
+        continuation,
+        &context,
+        record,
+    )
+    .await;
+}
+
+/// Ends a run that produced `record`: stores it (unless results are ignored), sends what follows,
+/// runs the hooks and acknowledges the message.
+async fn end_run(
+    shared: &WorkerShared,
+    task: &Registered,
+    envelope: &Envelope,
+    delivery: &Delivery<'_>,
+    continuation: Continuation,
+    context: &TaskContext,
+    mut record: ResultRecord,
+) {
+    let message = delivery.message;
     let keep_result = !task.options.is_ignore_result() || continuation.reports_to_chord();
-    let store = async { !keep_result || store_final(shared, envelope, &record).await };
+    let encoded = match keep_result {
+        true => match encode_within_limit(shared, envelope, &mut record) {
+            Some(bytes) => Some(bytes),
+            None => return,
+        },
+        false => None,
+    };
+    let store = async {
+        match &encoded {
+            Some(bytes) => store_encoded(shared, envelope, bytes.clone()).await,
+            None => true,
+        }
+    };
     let follow = async {
         if continuation.is_empty() {
             return Ok(());
@@ -573,6 +737,15 @@ async fn run_bound(
         }
     };
     if !stored {
+        if task.options.is_acks_late() && delivery.delivered >= u64::from(delivery.max_deliveries) {
+            // The last delivery allowed: dead-lettered now rather than run once more for nothing.
+            let error = format!(
+                "the task ran {} times and its result could not be stored any time (is the results bucket full?)",
+                delivery.delivered
+            );
+            let reason = DeadLetterReason::ResultNotStored;
+            return dead_letter(shared, delivery.queue, message, reason, error).await;
+        }
         // Not acknowledged: the message is redelivered after AckWait and the task runs again
         // (what follows, if it was sent, is sent again under the same ids and de-duplicated).
         return;
@@ -584,21 +757,58 @@ async fn run_bound(
         return;
     }
     if let Some(hooks) = task.options.hooks_value() {
-        match (&record.result, &record.error) {
-            (_, Some(error)) => run_hook(&envelope.id, hooks.on_failure(&context, error)).await,
-            (result, None) => {
+        match (&record.state, &record.result, &record.error) {
+            (TaskState::Revoked, _, _) => {}
+            (_, _, Some(error)) => run_hook(&envelope.id, hooks.on_failure(context, error)).await,
+            (_, result, None) => {
                 run_hook(
                     &envelope.id,
-                    hooks.on_success(&context, result.as_ref().unwrap_or(&Value::Null)),
+                    hooks.on_success(context, result.as_ref().unwrap_or(&Value::Null)),
                 )
                 .await
             }
         }
-        run_hook(&envelope.id, hooks.after_return(&context, &record.state)).await;
+        run_hook(&envelope.id, hooks.after_return(context, &record.state)).await;
     }
-    if acks_late {
+    if task.options.is_acks_late() {
         ack(message).await;
     }
+}
+
+/// The record encoded, or, when that is larger than a message may be, the record turned into a
+/// `celerity::ResultTooLarge` failure, encoded. `None` when even that cannot be encoded (logged).
+fn encode_within_limit(
+    shared: &WorkerShared,
+    envelope: &Envelope,
+    record: &mut ResultRecord,
+) -> Option<bytes::Bytes> {
+    let encode = |record: &ResultRecord| match ResultStore::encode(record, envelope.content_type) {
+        Ok(bytes) => Some(bytes),
+        Err(error) => {
+            tracing::error!(task_id = %envelope.id, error = %crate::error_chain(&error), "cannot encode the result record");
+            None
+        }
+    };
+    let bytes = encode(record)?;
+    let max_payload = shared.nats.server_info().max_payload;
+    if max_payload == 0 || bytes.len() <= max_payload {
+        return Some(bytes);
+    }
+    let error = ErrorRecord::new(
+        "celerity::ResultTooLarge",
+        format!(
+            "the task's result record is {} bytes encoded, more than the {max_payload} a message may hold (the server's max_payload): return less, or keep large data elsewhere and return a reference to it",
+            bytes.len()
+        ),
+    );
+    tracing::warn!(task = %envelope.task, task_id = %envelope.id, error = %error, "task failed");
+    let started_at_ms = record.started_at_ms;
+    *record = shared
+        .store
+        .record(envelope, TaskState::Failure)
+        .with_error(error);
+    record.started_at_ms = started_at_ms;
+    encode(record)
 }
 
 /// Runs the body as its own tokio task, so a panic is caught at the join; the body is aborted
@@ -611,7 +821,11 @@ async fn run_body(
     future: TaskFuture,
     (soft_limit, hard_limit): (Option<Duration>, Option<Duration>),
     cancel: CancellationToken,
-) -> Result<Value, ErrorRecord> {
+    terminate: &CancellationToken,
+) -> Ran {
+    if terminate.is_cancelled() {
+        return Ran::Terminated;
+    }
     let started = tokio::time::Instant::now();
     // Spawned, so a body that blocks its thread stops neither the hard limit nor in-progress acks.
     let mut body = crate::AbortOnDrop(tokio::spawn(crate::task::mark_task_body(future)));
@@ -623,11 +837,15 @@ async fn run_body(
     loop {
         tokio::select! {
             joined = &mut body.0 => {
-                return match joined {
+                return Ran::Finished(match joined {
                     Ok(outcome) => outcome,
                     Err(error) if error.is_panic() => Err(panic_record(error.into_panic())),
                     Err(_) => Err(ErrorRecord::new("celerity::Cancelled", "the task was cancelled")),
-                };
+                });
+            }
+            () = terminate.cancelled() => {
+                body.0.abort();
+                return Ran::Terminated;
             }
             () = &mut soft, if soft_limit.is_some() && !soft_passed => {
                 soft_passed = true;
@@ -636,13 +854,20 @@ async fn run_body(
             () = &mut hard, if hard_limit.is_some() => {
                 body.0.abort();
                 let limit = hard_limit.unwrap_or(far);
-                return Err(ErrorRecord::new("celerity::TimeLimitExceeded", format!("the task ran past its hard time limit of {limit:?} and was stopped")));
+                return Ran::Finished(Err(ErrorRecord::new("celerity::TimeLimitExceeded", format!("the task ran past its hard time limit of {limit:?} and was stopped"))));
             }
         }
     }
 }
 
-/// A spawned task that is aborted when its owner goes away.
+/// How a task's body ended.
+enum Ran {
+    /// It returned, panicked or ran out of time.
+    Finished(Result<Value, ErrorRecord>),
+    /// `revoke --terminate` stopped it.
+    Terminated,
+}
+
 /// Tells the server every half AckWait that the message acknowledged on `reply` is still being
 /// worked on; polled beside the run, from dispatch to the final ack (while the task waits for a
 /// slot, runs, and while its result is being stored), so it costs no task of its own.
@@ -732,13 +957,17 @@ pub(crate) async fn store_final(
     envelope: &Envelope,
     record: &celerity_proto::ResultRecord,
 ) -> bool {
-    let bytes = match ResultStore::encode(record, envelope.content_type) {
-        Ok(bytes) => bytes,
+    match ResultStore::encode(record, envelope.content_type) {
+        Ok(bytes) => store_encoded(shared, envelope, bytes).await,
         Err(error) => {
             tracing::error!(task_id = %envelope.id, error = %crate::error_chain(&error), "cannot encode the result record");
-            return false;
+            false
         }
-    };
+    }
+}
+
+/// [`store_final`] of a record already encoded.
+async fn store_encoded(shared: &WorkerShared, envelope: &Envelope, bytes: bytes::Bytes) -> bool {
     let mut delay = Duration::from_millis(50);
     for attempt in 1..=10 {
         match shared.store.put_encoded(&envelope.id, bytes.clone()).await {

@@ -3,12 +3,13 @@
 //! A task type may have a per-worker limit (a governor limiter in this process) and a
 //! cluster-wide one (slots reserved in the rates bucket by compare-and-set, GCRA style). Limits
 //! come from the task's options, overridden by the stored settings every worker watches. A task
-//! that must wait gives its fetch credit back while it waits (up to a bounded number of waiting
-//! tasks per worker), so other tasks keep flowing; its in-progress acks keep it from being
-//! redelivered.
+//! that must wait gives its fetch credit back while it waits, taking a place in the worker's
+//! waiting room (bounded in tasks and in message bytes), so other tasks keep flowing; when the room
+//! is full it waits holding its credit, so the worker fetches less instead of holding more. It is
+//! never handed back to its queue (which would count as a delivery): its in-progress acks keep it
+//! from being redelivered.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_nats::jetstream::kv;
@@ -25,6 +26,11 @@ use crate::worker::settings::Stored;
 const RESERVE_AHEAD: Duration = Duration::from_secs(1);
 /// How long to wait before trying the rates bucket again after an error.
 const BUCKET_RETRY: Duration = Duration::from_millis(500);
+/// How far the clocks of two workers may disagree: a stored start further ahead than a worker can
+/// reserve, by more than this, was not written by a worker and is replaced.
+const CLOCK_SKEW: Duration = Duration::from_secs(5);
+/// The waiting room counts message bytes in units of this many bytes.
+const ROOM_UNIT: usize = 1024;
 
 /// A per-worker limiter.
 type Limiter = governor::DefaultDirectRateLimiter;
@@ -38,20 +44,20 @@ pub(crate) struct RateLimits {
     gates: DashMap<String, Arc<Gate>>,
     /// Held while a setting is applied, so two applies cannot set a gate out of order.
     applying: std::sync::Mutex<()>,
-    /// Tasks waiting for a rate limit without fetch credit; beyond it they are handed back.
-    room: Arc<Semaphore>,
+    /// Tasks waiting for a rate limit without fetch credit; beyond it they wait holding it.
+    room: WaitingRoom,
     rates: kv::Store,
 }
 
 impl RateLimits {
-    pub(crate) fn new(app: App, hostname: &str, room: usize, rates: kv::Store) -> Self {
+    pub(crate) fn new(app: App, hostname: &str, room: WaitingRoom, rates: kv::Store) -> Self {
         Self {
             app,
             hostname: hostname.to_owned(),
             stored: Stored::new(),
             gates: DashMap::new(),
             applying: std::sync::Mutex::new(()),
-            room: Arc::new(Semaphore::new(room.max(1))),
+            room,
             rates,
         }
     }
@@ -60,6 +66,9 @@ impl RateLimits {
     pub(crate) fn gate(&self, task: &TaskName) -> Option<Arc<Gate>> {
         let gate = match self.gates.get(task.as_str()) {
             Some(gate) => gate.clone(),
+            // A name no task is registered under has no limit, and gets no gate: messages with
+            // made-up names cannot grow this map.
+            None if self.app.task(task).is_none() => return None,
             None => self
                 .gates
                 .entry(task.as_str().to_owned())
@@ -120,7 +129,6 @@ impl RateLimits {
             config,
             turn: tokio::sync::Mutex::new(()),
             cluster_turn: tokio::sync::Mutex::new(()),
-            waiting: AtomicUsize::new(0),
             room: self.room.clone(),
             rates: self.rates.clone(),
             key: celerity_proto::kv_key_token(task),
@@ -173,10 +181,38 @@ pub(crate) struct Gate {
     turn: tokio::sync::Mutex<()>,
     /// Reservations in the rates bucket are made one at a time by this worker.
     cluster_turn: tokio::sync::Mutex<()>,
-    waiting: AtomicUsize,
-    room: Arc<Semaphore>,
+    room: WaitingRoom,
     rates: kv::Store,
     key: String,
+}
+
+/// Where rate-limited tasks wait without fetch credit: at most `places` tasks holding at most
+/// `bytes` of messages in all.
+#[derive(Debug, Clone)]
+pub(crate) struct WaitingRoom {
+    places: Arc<Semaphore>,
+    /// In units of [`ROOM_UNIT`] bytes.
+    units: Arc<Semaphore>,
+}
+
+impl WaitingRoom {
+    /// A room for `places` tasks (at least 1) and `bytes` of their messages (at least one
+    /// message's worth of units).
+    pub(crate) fn new(places: usize, bytes: usize) -> Self {
+        let units = bytes.div_ceil(ROOM_UNIT).clamp(1, Semaphore::MAX_PERMITS);
+        Self {
+            places: Arc::new(Semaphore::new(places.clamp(1, Semaphore::MAX_PERMITS))),
+            units: Arc::new(Semaphore::new(units)),
+        }
+    }
+
+    /// A place for a task whose message has `size` bytes, if the room has one.
+    fn enter(&self, size: usize) -> Option<(OwnedSemaphorePermit, OwnedSemaphorePermit)> {
+        let units = u32::try_from(size.div_ceil(ROOM_UNIT).max(1)).ok()?;
+        let place = self.places.clone().try_acquire_owned().ok()?;
+        let bytes = self.units.clone().try_acquire_many_owned(units).ok()?;
+        Some((place, bytes))
+    }
 }
 
 /// How a task left the gate.
@@ -186,8 +222,6 @@ pub(crate) enum Passage {
     Go,
     /// The worker is stopping: hand the task back.
     Stopped,
-    /// Too many tasks wait on this worker already: hand it back to be delivered after the delay.
-    Full { retry_in: Duration },
 }
 
 impl Gate {
@@ -206,34 +240,35 @@ impl Gate {
         });
     }
 
-    /// Waits until the task may run under both limits. While it waits, `credit` is given back (and
-    /// taken again before this returns [`Passage::Go`]).
-    pub(crate) async fn pass(&self, credit: &mut Credit, stopping: &CancellationToken) -> Passage {
-        let passage = {
-            let _waiting = Waiting::enter(&self.waiting);
-            self.wait(credit, stopping).await
-        };
+    /// Waits until the task, whose message has `size` bytes, may run under both limits. While it
+    /// waits, `credit` is given back for a place in the waiting room if there is one (and taken
+    /// again before this returns [`Passage::Go`]).
+    pub(crate) async fn pass(
+        &self,
+        credit: &mut Credit,
+        size: usize,
+        stopping: &CancellationToken,
+    ) -> Passage {
+        let passage = self.wait(credit, size, stopping).await;
         if passage == Passage::Go && !credit.take_back(stopping).await {
             return Passage::Stopped;
         }
         passage
     }
 
-    /// How long a task handed back because the waiting room is full should stay away: about the
-    /// time the tasks already waiting for this limit take to pass.
-    fn retry_in(&self, rate: Rate) -> Duration {
-        let waiting = self.waiting.load(Ordering::Relaxed) as u32;
-        (rate.interval() * waiting).clamp(Duration::from_secs(1), Duration::from_secs(60))
-    }
-
-    async fn wait(&self, credit: &mut Credit, stopping: &CancellationToken) -> Passage {
+    async fn wait(
+        &self,
+        credit: &mut Credit,
+        size: usize,
+        stopping: &CancellationToken,
+    ) -> Passage {
         let mut changes = self.config.subscribe();
         // A change of either limit wakes every waiter, which starts over under the new limits.
         'limits: loop {
             // The per-worker limit: first come, first served.
             loop {
                 let config = changes.borrow_and_update().clone();
-                let Some((rate, limiter)) = config.per_worker else {
+                let Some((_, limiter)) = config.per_worker else {
                     break;
                 };
                 if let Ok(_turn) = self.turn.try_lock()
@@ -241,11 +276,7 @@ impl Gate {
                 {
                     break;
                 }
-                if !credit.give_back(&self.room) {
-                    return Passage::Full {
-                        retry_in: self.retry_in(rate),
-                    };
-                }
+                credit.give_back(&self.room, size);
                 let turn = tokio::select! {
                     turn = self.turn.lock() => turn,
                     _ = changes.changed() => continue,
@@ -265,11 +296,7 @@ impl Gate {
             let Some(rate) = changes.borrow().cluster else {
                 return Passage::Go;
             };
-            if !credit.give_back(&self.room) {
-                return Passage::Full {
-                    retry_in: self.retry_in(rate),
-                };
-            }
+            credit.give_back(&self.room, size);
             let start = loop {
                 tokio::select! {
                     reserved = self.reserve(rate) => match reserved {
@@ -313,13 +340,16 @@ impl Gate {
                 None => (0, None),
             };
             let now = now_us();
-            let start = next_free.max(now);
+            let start = plausible_start(next_free, now, interval).unwrap_or_else(|| {
+                tracing::warn!(key = %self.key, next_free_us = next_free, "the rates bucket holds a start no worker could have reserved; replacing it");
+                now
+            });
             let ahead = Duration::from_micros(start - now);
             if ahead > RESERVE_AHEAD {
                 tokio::time::sleep(ahead - RESERVE_AHEAD).await;
                 continue;
             }
-            let value = format!("{} {interval}", start + interval)
+            let value = format!("{} {interval}", start.saturating_add(interval))
                 .into_bytes()
                 .into();
             let written = match revision {
@@ -359,26 +389,23 @@ fn next_free(value: &[u8], interval: u64) -> u64 {
         return 0;
     };
     match fields.next().and_then(|field| field.parse::<u64>().ok()) {
-        Some(stored) if stored != interval => next_free.saturating_sub(stored) + interval,
+        Some(stored) if stored != interval => {
+            next_free.saturating_sub(stored).saturating_add(interval)
+        }
         _ => next_free,
     }
 }
 
-/// Counts a task among those waiting at a gate for as long as it lives (even if the task is
-/// aborted mid-wait).
-struct Waiting<'a>(&'a AtomicUsize);
-
-impl<'a> Waiting<'a> {
-    fn enter(count: &'a AtomicUsize) -> Self {
-        count.fetch_add(1, Ordering::Relaxed);
-        Self(count)
-    }
-}
-
-impl Drop for Waiting<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
+/// When a task may start given the stored next free slot `next_free` (microseconds since the
+/// epoch), at `now`: not before either, or `None` when the slot lies further ahead than any
+/// worker reserves (a slot at most [`RESERVE_AHEAD`] away, plus one interval, plus clock skew),
+/// which means the value was not written by a worker and would stall every task of the limit.
+fn plausible_start(next_free: u64, now: u64, interval: u64) -> Option<u64> {
+    let furthest = now
+        .saturating_add(RESERVE_AHEAD.as_micros() as u64)
+        .saturating_add(interval)
+        .saturating_add(CLOCK_SKEW.as_micros() as u64);
+    (next_free <= furthest).then(|| next_free.max(now))
 }
 
 /// The rates bucket could not be read or written.
@@ -406,7 +433,8 @@ fn now_us() -> u64 {
 pub(crate) struct Credit {
     credit: Arc<Semaphore>,
     held: Option<OwnedSemaphorePermit>,
-    waiting: Option<OwnedSemaphorePermit>,
+    /// A place in the waiting room and its bytes.
+    waiting: Option<(OwnedSemaphorePermit, OwnedSemaphorePermit)>,
 }
 
 impl Credit {
@@ -418,19 +446,19 @@ impl Credit {
         }
     }
 
-    /// Gives the credit back for a place in `room`; false when the room is full (the credit is
-    /// kept).
-    fn give_back(&mut self, room: &Arc<Semaphore>) -> bool {
+    /// Gives the credit back for a place in `room`, for a message of `size` bytes; when the room
+    /// is full the credit is kept, and false returned.
+    fn give_back(&mut self, room: &WaitingRoom, size: usize) -> bool {
         if self.waiting.is_some() {
             return true;
         }
-        match room.clone().try_acquire_owned() {
-            Ok(place) => {
+        match room.enter(size) {
+            Some(place) => {
                 self.waiting = Some(place);
                 self.held = None;
                 true
             }
-            Err(_) => false,
+            None => false,
         }
     }
 
@@ -497,23 +525,12 @@ mod tests {
         assert_eq!(next_free(b"", 100), 0);
     }
 
-    #[test]
-    fn a_waiting_task_is_counted_until_dropped() {
-        let count = AtomicUsize::new(0);
-        let first = Waiting::enter(&count);
-        let second = Waiting::enter(&count);
-        assert_eq!(count.load(Ordering::Relaxed), 2);
-        drop(first);
-        drop(second);
-        assert_eq!(count.load(Ordering::Relaxed), 0);
-    }
-
     #[tokio::test]
     async fn credit_taken_back_gives_way_to_stopping() {
         let credit = Arc::new(Semaphore::new(1));
-        let room = Arc::new(Semaphore::new(1));
+        let room = WaitingRoom::new(1, 1 << 20);
         let mut waiter = Credit::new(credit.clone(), credit.clone().try_acquire_owned().unwrap());
-        assert!(waiter.give_back(&room));
+        assert!(waiter.give_back(&room, 100));
         let _taken = credit.clone().try_acquire_owned().unwrap();
         let stopping = CancellationToken::new();
         stopping.cancel();
@@ -523,21 +540,61 @@ mod tests {
     #[tokio::test]
     async fn credit_is_given_back_only_while_the_room_has_space() {
         let credit = Arc::new(Semaphore::new(1));
-        let room = Arc::new(Semaphore::new(1));
+        let room = WaitingRoom::new(1, 1 << 20);
         let mut first = Credit::new(credit.clone(), credit.clone().try_acquire_owned().unwrap());
         assert_eq!(credit.available_permits(), 0);
-        assert!(first.give_back(&room));
+        assert!(first.give_back(&room, 100));
         assert_eq!(credit.available_permits(), 1, "the queue may fetch again");
         let mut second = Credit::new(credit.clone(), credit.clone().try_acquire_owned().unwrap());
-        assert!(!second.give_back(&room), "the room holds one");
+        assert!(!second.give_back(&room, 100), "the room holds one");
+        assert!(
+            second.held.is_some(),
+            "a task the room has no place for keeps its credit"
+        );
         drop(second);
         assert!(first.take_back(&CancellationToken::new()).await);
         assert!(first.held.is_some());
         assert_eq!(credit.available_permits(), 0);
         assert_eq!(
-            room.available_permits(),
+            room.places.available_permits(),
             1,
             "its place in the room is free again"
+        );
+    }
+
+    #[test]
+    fn the_room_counts_message_bytes_as_well_as_tasks() {
+        let room = WaitingRoom::new(1000, 10 * ROOM_UNIT);
+        let big = room.enter(8 * ROOM_UNIT).expect("8 of 10 units are free");
+        assert!(
+            room.enter(3 * ROOM_UNIT).is_none(),
+            "3 more units do not fit"
+        );
+        assert_eq!(
+            room.places.available_permits(),
+            999,
+            "a refused task takes no place"
+        );
+        let small = room.enter(1).expect("a tiny message takes one unit");
+        drop((big, small));
+        assert_eq!(room.units.available_permits(), 10);
+    }
+
+    #[test]
+    fn a_stored_start_no_worker_could_have_reserved_is_refused() {
+        let now = 1_000_000_000_000;
+        let interval = 100_000;
+        assert_eq!(plausible_start(0, now, interval), Some(now));
+        assert_eq!(
+            plausible_start(now + 500_000, now, interval),
+            Some(now + 500_000)
+        );
+        assert_eq!(plausible_start(u64::MAX, now, interval), None, "far future");
+        assert_eq!(plausible_start(now + 7_000_000, now, interval), None);
+        assert_eq!(
+            next_free(b"18446744073709551615 1", 2),
+            u64::MAX,
+            "no overflow"
         );
     }
 }

@@ -13,6 +13,7 @@ mod dead_letter;
 mod execute;
 mod limits;
 mod queue;
+mod revocations;
 mod root;
 mod scheduler;
 mod settings;
@@ -23,7 +24,6 @@ use std::time::Duration;
 use actix::prelude::*;
 use async_nats::jetstream;
 use celerity_proto::{Layout, QueueName};
-use dashmap::DashSet;
 use futures_util::StreamExt;
 use tokio::sync::Semaphore;
 
@@ -34,6 +34,7 @@ use crate::nats::server::NewTaskSignal;
 use crate::nats::{ConnectError, NatsConfig, connect_with_retry};
 use crate::publisher::Publisher;
 use crate::result_store::ResultStore;
+use crate::worker::revocations::Revocations;
 
 /// How a worker runs.
 ///
@@ -52,6 +53,8 @@ pub struct WorkerConfig {
     recheck_interval: Duration,
     priority_weights: Option<[u32; 10]>,
     max_rate_limited: usize,
+    max_rate_limited_bytes: usize,
+    max_deliveries: u32,
     beat: Option<BeatConfig>,
 }
 
@@ -82,6 +85,8 @@ impl WorkerConfig {
             recheck_interval: Duration::from_secs(1),
             priority_weights: None,
             max_rate_limited: 1000,
+            max_rate_limited_bytes: 64 << 20,
+            max_deliveries: DEFAULT_MAX_DELIVERIES,
             beat: None,
         }
     }
@@ -117,9 +122,24 @@ impl WorkerConfig {
     }
 
     /// How long the server waits for an ack before redelivering a task to another worker
-    /// (at least 1 s). Running tasks send in-progress acks, so only a dead worker's tasks move.
+    /// (1 s to [`MAX_ACK_WAIT`], 60 s). Running tasks send in-progress acks, so only a dead
+    /// worker's tasks move, however long tasks run.
+    ///
+    /// The bound keeps a redelivery inside the queue streams' two-minute de-duplication window:
+    /// what a task sent before its worker died is sent again under the same ids when the task is
+    /// redelivered, and the server drops those copies only within the window.
     pub fn ack_wait(mut self, ack_wait: Duration) -> Self {
-        self.ack_wait = ack_wait.max(Duration::from_secs(1));
+        self.ack_wait = ack_wait.clamp(Duration::from_secs(1), MAX_ACK_WAIT);
+        self
+    }
+
+    /// Runs a message at most `deliveries` times (at least 1; default 5) unless its task sets its
+    /// own `max_deliveries`: a message delivered more often (every earlier delivery ended without
+    /// an ack, as when its task crashed the worker, or was handed back at shutdown) is
+    /// dead-lettered with `too_many_deliveries` and its task fails, so a task that kills its
+    /// worker cannot kill every worker in turn.
+    pub fn max_deliveries(mut self, deliveries: u32) -> Self {
+        self.max_deliveries = deliveries.max(1);
         self
     }
 
@@ -149,10 +169,18 @@ impl WorkerConfig {
     }
 
     /// How many rate-limited tasks may wait on this worker without holding fetch credit (at least
-    /// 1; default 1000). Beyond it, a task over its rate goes back to its queue and is delivered
-    /// again a little later, so other tasks keep flowing.
+    /// 1; default 1000), so other tasks keep flowing past them. Beyond it (or beyond
+    /// [`WorkerConfig::max_rate_limited_bytes`]), a task over its rate waits holding its credit,
+    /// and the worker fetches less.
     pub fn max_rate_limited(mut self, tasks: usize) -> Self {
         self.max_rate_limited = tasks.max(1);
+        self
+    }
+
+    /// How many bytes of messages the rate-limited tasks waiting without fetch credit may hold in
+    /// all (default 64 MiB): the waiting room is bounded in memory as well as in tasks.
+    pub fn max_rate_limited_bytes(mut self, bytes: usize) -> Self {
+        self.max_rate_limited_bytes = bytes.max(1);
         self
     }
 
@@ -197,6 +225,14 @@ pub enum WorkerError {
     Schedule(#[from] crate::beat::ScheduleError),
 }
 
+/// The longest AckWait a worker sets: half the queue streams' de-duplication window, so a task
+/// redelivered after its worker died re-sends what follows it while the copies are still
+/// recognised.
+pub const MAX_ACK_WAIT: Duration = Duration::from_secs(60);
+
+/// How many times a message is delivered, at most, when neither its task nor the worker says.
+pub const DEFAULT_MAX_DELIVERIES: u32 = 5;
+
 /// How long a chord partition's lease outlives a worker that stopped renewing it.
 const CHORD_LEASE_TTL: Duration = Duration::from_secs(6);
 
@@ -224,7 +260,7 @@ pub(crate) struct WorkerShared {
     /// Sends what follows tasks (canvas continuations and chord bodies).
     pub(crate) dispatcher: Dispatcher,
     /// Revoked task and canvas ids, kept from the revoked bucket by a watch.
-    pub(crate) revoked: Arc<DashSet<String>>,
+    pub(crate) revoked: Revocations,
     /// The revoked bucket, written by `revoke` control commands.
     pub(crate) revoked_bucket: async_nats::jetstream::kv::Store,
     pub(crate) runtime: tokio::runtime::Handle,
@@ -235,6 +271,8 @@ pub(crate) struct WorkerShared {
     pub(crate) concurrency: usize,
     /// The shortest AckWait of the consumers this worker uses.
     pub(crate) ack_wait: Duration,
+    /// Deliveries of one message, at most, for tasks that set no `max_deliveries` of their own.
+    pub(crate) max_deliveries: u32,
     pub(crate) recheck_interval: Duration,
     /// The priority weights in force (`None`: strict), from the flags or stored settings.
     pub(crate) priority_weights: settings::PriorityWeights,
@@ -249,12 +287,11 @@ pub(crate) struct WorkerShared {
 impl WorkerShared {
     /// True when the task, or the canvas it belongs to, has been revoked.
     pub(crate) fn is_revoked(&self, envelope: &celerity_proto::Envelope) -> bool {
-        !self.revoked.is_empty()
-            && (self.revoked.contains(envelope.id.as_str())
-                || envelope
-                    .root_id
-                    .as_ref()
-                    .is_some_and(|root| self.revoked.contains(root.as_str())))
+        self.revoked.contains(envelope.id.as_str())
+            || envelope
+                .root_id
+                .as_ref()
+                .is_some_and(|root| self.revoked.contains(root.as_str()))
     }
 }
 
@@ -383,7 +420,10 @@ fn run_on_this_thread(
             ack_wait: config.ack_wait,
             client: &client,
             hostname: &hostname,
-            max_rate_limited: config.max_rate_limited,
+            waiting_room: limits::WaitingRoom::new(
+                config.max_rate_limited,
+                config.max_rate_limited_bytes,
+            ),
             priority_weights: config.priority_weights,
             beat: beat.is_some(),
         };
@@ -446,6 +486,7 @@ fn run_on_this_thread(
         slots: Semaphore::new(config.concurrency.min(MAX_SLOTS)),
         concurrency: config.concurrency,
         ack_wait,
+        max_deliveries: config.max_deliveries,
         recheck_interval: config.recheck_interval,
         priority_weights: settings.weights,
         revoked: revoked.ids.clone(),
@@ -454,7 +495,7 @@ fn run_on_this_thread(
         settings_bucket: settings.bucket.clone(),
         stopping: tokio_util::sync::CancellationToken::new(),
     });
-    runtime.spawn(watch_revocations(revoked.bucket, revoked.ids));
+    runtime.spawn(revoked.ids.watch(revoked.bucket));
     runtime.spawn(watch_settings(shared.clone()));
     let system = System::new();
     let root = system.block_on(async move {
@@ -505,7 +546,7 @@ struct Setup<'a> {
     ack_wait: Duration,
     client: &'a async_nats::Client,
     hostname: &'a Arc<str>,
-    max_rate_limited: usize,
+    waiting_room: limits::WaitingRoom,
     priority_weights: Option<[u32; 10]>,
     beat: bool,
 }
@@ -528,7 +569,7 @@ struct Provisioned {
     queues: Vec<queue::QueueSetup>,
     chords: chord::ChordBackend,
     delayed: async_nats::jetstream::consumer::PullConsumer,
-    revoked: Revocations,
+    revoked: RevokedIds,
     settings: Settings,
     /// The beat bucket, when this worker runs the scheduler.
     beat: Option<async_nats::jetstream::kv::Store>,
@@ -542,38 +583,9 @@ struct Settings {
 }
 
 /// The revoked ids: the bucket, and the set this worker keeps from it.
-struct Revocations {
+struct RevokedIds {
     bucket: async_nats::jetstream::kv::Store,
-    ids: Arc<DashSet<String>>,
-}
-
-/// Keeps `ids` equal to the revoked bucket's keys, for as long as the worker runs.
-async fn watch_revocations(bucket: async_nats::jetstream::kv::Store, ids: Arc<DashSet<String>>) {
-    loop {
-        match bucket.watch_with_history(">").await {
-            Ok(mut watch) => {
-                while let Some(entry) = watch.next().await {
-                    match entry {
-                        Ok(entry)
-                            if entry.operation == async_nats::jetstream::kv::Operation::Put =>
-                        {
-                            tracing::debug!(id = %entry.key, "revocation received");
-                            ids.insert(entry.key);
-                        }
-                        Ok(entry) => {
-                            ids.remove(&entry.key);
-                        }
-                        Err(error) => {
-                            tracing::warn!(error = %error, "the revocation watch failed; restarting it");
-                            break;
-                        }
-                    }
-                }
-            }
-            Err(error) => tracing::warn!(error = %error, "cannot watch revocations; retrying"),
-        }
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
+    ids: Revocations,
 }
 
 /// Applies every change of the settings bucket, for as long as the worker runs.
@@ -646,7 +658,7 @@ impl Setup<'_> {
         let limits = limits::RateLimits::new(
             self.app.clone(),
             self.hostname,
-            self.max_rate_limited,
+            self.waiting_room.clone(),
             rates,
         );
         let weights = settings::PriorityWeights::new(self.hostname, self.priority_weights);
@@ -689,7 +701,7 @@ impl Setup<'_> {
             ack_wait,
             client,
             hostname,
-            max_rate_limited: _,
+            waiting_room: _,
             priority_weights: _,
             beat,
         } = *self;
@@ -772,14 +784,22 @@ impl Setup<'_> {
         }
         let revoked_kv =
             provision::revoked_bucket(js, layout, app.settings().result_expires).await?;
-        let revoked = Arc::new(DashSet::new());
+        let max_age = revoked_kv
+            .status()
+            .await
+            .map_err(|error| SetupError::Revocations(error.to_string()))?
+            .max_age();
+        let revoked = Revocations::new(max_age);
         // Revocations made before this worker started apply to it: load them before consuming.
+        // They count from now until the watch, which starts next, brings each one's real time.
         let mut keys = revoked_kv
             .keys()
             .await
             .map_err(|error| SetupError::Revocations(error.to_string()))?;
+        let loaded_at = crate::clock::now_ms();
         while let Some(key) = keys.next().await {
-            revoked.insert(key.map_err(|error| SetupError::Revocations(error.to_string()))?);
+            let key = key.map_err(|error| SetupError::Revocations(error.to_string()))?;
+            revoked.insert(key, loaded_at);
         }
         let settings = self.settings().await?;
         let beat = match beat {
@@ -793,7 +813,7 @@ impl Setup<'_> {
             queues: setups,
             chords,
             delayed,
-            revoked: Revocations {
+            revoked: RevokedIds {
                 bucket: revoked_kv,
                 ids: revoked,
             },

@@ -27,6 +27,7 @@ use async_nats::{StatusCode, Subject};
 use celerity_proto::{Priority, QueueName};
 use futures_util::StreamExt;
 use tokio::sync::OwnedSemaphorePermit;
+use tokio_util::sync::CancellationToken;
 
 use crate::worker::WorkerShared;
 use crate::worker::execute::execute;
@@ -128,8 +129,8 @@ struct InFlight {
     abort: tokio::task::AbortHandle,
     /// The task id from the message's headers, for `revoke --terminate`.
     task_id: Option<String>,
-    /// Where the task's final record is notified, for `revoke --terminate`.
-    reply_to: Option<String>,
+    /// Cancelled by `revoke --terminate`: the run aborts the body and ends the task REVOKED.
+    terminate: CancellationToken,
 }
 
 /// A pull request sent and not yet ended.
@@ -541,7 +542,8 @@ impl QueueActor {
                 .map(|value| value.as_str().to_owned())
         };
         let task_id = header(celerity_proto::header::ID);
-        let reply_to = header(celerity_proto::header::REPLY_TO);
+        let terminate = CancellationToken::new();
+        let terminated = terminate.clone();
         let shared = self.shared.clone();
         let queue = self.queue.clone();
         // INVARIANT: the actor hears about the end of every task it dispatched, even if the task
@@ -553,7 +555,7 @@ impl QueueActor {
         let credit = Credit::new(self.shared.credit.clone(), permit);
         let handle = self.shared.runtime.spawn(async move {
             let _finished = finished;
-            execute(shared, queue, message, credit).await;
+            execute(shared, queue, message, credit, terminated).await;
         });
         self.in_flight.insert(
             key,
@@ -561,7 +563,7 @@ impl QueueActor {
                 ack_subject,
                 abort: handle.abort_handle(),
                 task_id,
-                reply_to,
+                terminate,
             },
         );
     }
@@ -764,8 +766,10 @@ impl Handler<TaskFinished> for QueueActor {
     }
 }
 
-/// Abort the running task with this id (`revoke --terminate`): it is recorded REVOKED (reason
-/// `terminated`) and its message acknowledged. Replies whether this queue was running it.
+/// Terminate the running task with this id (`revoke --terminate`): its body is aborted and it ends
+/// REVOKED (reason `terminated`) like any run, so its record names the task, what follows it is
+/// revoked, its chord hears of it, and its message is acknowledged. Replies whether this queue was
+/// running it.
 #[derive(Message)]
 #[rtype(result = "bool")]
 pub(crate) struct Terminate {
@@ -776,42 +780,15 @@ impl Handler<Terminate> for QueueActor {
     type Result = bool;
 
     fn handle(&mut self, terminate: Terminate, _ctx: &mut Self::Context) -> bool {
-        let Some(key) = self
+        let Some(task) = self
             .in_flight
-            .iter()
-            .find(|(_, task)| task.task_id.as_deref() == Some(terminate.task_id.as_str()))
-            .map(|(key, _)| *key)
+            .values()
+            .find(|task| task.task_id.as_deref() == Some(terminate.task_id.as_str()))
         else {
             return false;
         };
-        let Some(task) = self.in_flight.remove(&key) else {
-            return false;
-        };
-        task.abort.abort();
-        tracing::warn!(task_id = %terminate.task_id, "terminated a running task");
-        let shared = self.shared.clone();
-        self.shared.runtime.spawn(async move {
-            let (Ok(task_id), Ok(name)) = (
-                celerity_proto::TaskId::new(terminate.task_id),
-                celerity_proto::TaskName::new("celerity.terminated"),
-            ) else {
-                return;
-            };
-            let mut envelope = celerity_proto::Envelope::new(task_id, name);
-            envelope.reply_to = task.reply_to;
-            let record = shared
-                .store
-                .record(&envelope, celerity_proto::TaskState::Revoked)
-                .with_meta(serde_json::json!({"reason": "terminated"}));
-            // Stored and notified like any final record, so its producer's wait ends at once.
-            crate::worker::execute::store_final(&shared, &envelope, &record).await;
-            if let Some(subject) = task.ack_subject {
-                let _ = shared
-                    .nats
-                    .publish(subject, bytes::Bytes::from_static(b"+ACK"))
-                    .await;
-            }
-        });
+        tracing::warn!(task_id = %terminate.task_id, "terminating a running task");
+        task.terminate.cancel();
         true
     }
 }

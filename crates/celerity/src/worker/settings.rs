@@ -6,6 +6,11 @@ use std::sync::{Mutex, PoisonError, RwLock};
 
 use celerity_proto::{PriorityWeightsSetting, SettingScope, priority_weights_key};
 
+/// The most keys of one kind of setting a worker keeps: a setting's key names a task or a worker,
+/// so a real cluster stays far below it, while a bucket flooded with made-up keys cannot grow a
+/// worker's memory without bound.
+const MAX_KEYS: usize = 10_000;
+
 /// The latest value of each key of one kind of setting, with its revision (`None`: deleted).
 pub(crate) struct Stored<T> {
     values: Mutex<HashMap<String, (u64, Option<T>)>>,
@@ -28,7 +33,16 @@ impl<T: Clone> Stored<T> {
             return None;
         }
         let previous = previous.and_then(|(_, value)| value.clone());
-        values.insert(key.to_owned(), (revision, value));
+        if values.len() >= MAX_KEYS && !values.contains_key(key) {
+            tracing::warn!(
+                key,
+                max_keys = MAX_KEYS,
+                "ignoring a stored setting: this worker keeps this many keys of its kind already"
+            );
+            return None;
+        } else {
+            values.insert(key.to_owned(), (revision, value));
+        }
         Some(previous)
     }
 
@@ -121,5 +135,17 @@ mod tests {
         );
         weights.apply("priority_weights.workers", 8, None);
         assert_eq!(weights.current(), None, "the worker's own flags");
+    }
+
+    #[test]
+    fn keys_beyond_the_cap_are_ignored_but_known_keys_still_change() {
+        let stored = Stored::new();
+        for n in 0..MAX_KEYS {
+            assert!(stored.apply(&format!("k{n}"), 1, Some(n)).is_some());
+        }
+        assert!(stored.apply("one.too.many", 1, Some(0)).is_none());
+        assert_eq!(stored.get("one.too.many"), None);
+        assert_eq!(stored.apply("k7", 2, Some(70)), Some(Some(7)));
+        assert_eq!(stored.get("k7"), Some(70));
     }
 }
