@@ -9,6 +9,7 @@ mod compose;
 mod control;
 mod dead_letters;
 mod delays;
+mod examples;
 mod limits;
 mod priority;
 mod protocol;
