@@ -1,7 +1,8 @@
 //! The reference's ETL pipeline: `extract -> transform -> load` as one chain, and the final result's
 //! parents walked back to show every step.
 //!
-//! Start a server (`nats-server -js`; `scripts/ensure-nats-server` installs it), then
+//! Start a server (`nats-server -js -a 127.0.0.1`, which `scripts/ensure-nats-server` installs, or
+//! `docker compose up -d nats`), then
 //! `cargo run -p etl_pipeline -- run` (`--nats-url` or `CELERITY_NATS_URL` names another server).
 //! It starts a worker in this process and sends two chains. For each one it prints the final
 //! result, then walks back from it through `result.parent()` and prints every step, last to first,

@@ -1,7 +1,8 @@
 //! The reference's fan-in: a chord over chunks. A large list is cut into chunks, the chord's header
 //! processes the chunks in parallel, and its body aggregates their results once every chunk is done.
 //!
-//! Start a server (`nats-server -js`; `scripts/ensure-nats-server` installs it), then
+//! Start a server (`nats-server -js -a 127.0.0.1`, which `scripts/ensure-nats-server` installs, or
+//! `docker compose up -d nats`), then
 //! `cargo run -p fan_in -- run` (`--nats-url` or `CELERITY_NATS_URL` names another server).
 //! It starts a worker in this process, sends a chord of `process_chunk` over the chunks of the
 //! numbers 1 to 100,000 (each chunk's sum of squares) with `aggregate_results` as its body, and

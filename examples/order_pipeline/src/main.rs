@@ -2,7 +2,8 @@
 //! `verify_inventory -> process_payment -> notify_customer`, and where each step runs depends on
 //! the task's name and on the order itself.
 //!
-//! Start a server (`nats-server -js`; `scripts/ensure-nats-server` installs it), then
+//! Start a server (`nats-server -js -a 127.0.0.1`, which `scripts/ensure-nats-server` installs, or
+//! `docker compose up -d nats`), then
 //! `cargo run -p order_pipeline -- run` (`--nats-url` or `CELERITY_NATS_URL` names another server).
 //! It starts one worker per queue in this process (`high`, `default`, `notifications`,
 //! `analytics`, each named after its queue), sends three orders and then a sales summary, and

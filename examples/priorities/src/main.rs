@@ -2,7 +2,8 @@
 //! worker, at a higher priority, so a backlog of standard work never holds it up; within a queue,
 //! higher priorities start first.
 //!
-//! Start a server (`nats-server -js`; `scripts/ensure-nats-server` installs it), then
+//! Start a server (`nats-server -js -a 127.0.0.1`, which `scripts/ensure-nats-server` installs, or
+//! `docker compose up -d nats`), then
 //! `cargo run -p priorities -- run` (`--nats-url` or `CELERITY_NATS_URL` names another server).
 //! It queues a backlog of standard jobs, then premium jobs (priority 8 from their route) and last a
 //! critical premium job (priority 9 at the call), before any worker runs. Then it starts a worker
@@ -18,7 +19,7 @@ use clap::Parser;
 /// How long each job takes.
 const JOB_TIME: Duration = Duration::from_millis(100);
 /// How many standard jobs are queued before the premium ones.
-const N_STANDARD: u32 = 10;
+const N_STANDARD: u32 = 12;
 /// How many premium jobs follow them (besides the critical one).
 const N_PREMIUM: u32 = 3;
 /// How long the jobs may take in all.
@@ -129,19 +130,27 @@ async fn queue_jobs(client: &Client) -> anyhow::Result<Vec<Job>> {
 }
 
 /// One worker of one slot per queue, as the reference's `celery worker -Q high -c ...
-/// --prefetch-multiplier=1`; the standard one starts first, so premium work gets no head start.
+/// --prefetch-multiplier=1`, both started at once, so neither queue gets a head start.
 fn start_workers(app: &App, nats: &NatsConfig) -> anyhow::Result<Vec<WorkerHandle>> {
-    ["standard", "premium"]
-        .iter()
-        .map(|queue| {
-            let config = WorkerConfig::new()
-                .queues([*queue])
-                .concurrency(1)
-                .prefetch_multiplier(1)
-                .hostname(format!("{queue}-worker"));
-            Ok(celerity::worker::spawn(app.clone(), nats.clone(), config)?)
-        })
-        .collect()
+    std::thread::scope(|scope| {
+        let starting: Vec<_> = ["standard", "premium"]
+            .map(|queue| {
+                let config = WorkerConfig::new()
+                    .queues([queue])
+                    .concurrency(1)
+                    .prefetch_multiplier(1)
+                    .hostname(format!("{queue}-worker"));
+                scope.spawn(|| celerity::worker::spawn(app.clone(), nats.clone(), config))
+            })
+            .into();
+        starting
+            .into_iter()
+            .map(|start| match start.join() {
+                Ok(worker) => Ok(worker?),
+                Err(_) => Err(anyhow::anyhow!("a worker's start panicked")),
+            })
+            .collect()
+    })
 }
 
 async fn report(jobs: &[Job]) -> anyhow::Result<()> {

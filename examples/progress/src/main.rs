@@ -2,7 +2,8 @@
 //! with `{"step", "total"}` as it goes, and another process reads them while it runs, knowing only
 //! the task's id (Celery's `AsyncResult(task_id).state` and `.info`).
 //!
-//! Start a server (`nats-server -js`; `scripts/ensure-nats-server` installs it), then
+//! Start a server (`nats-server -js -a 127.0.0.1`, which `scripts/ensure-nats-server` installs, or
+//! `docker compose up -d nats`), then
 //! `cargo run -p progress -- run` (`--nats-url` or `CELERITY_NATS_URL` names another server).
 //! It starts a worker in this process and a watcher process (this program's `watch <task id>`),
 //! sends `long_running_task` under that id, and prints what the watcher printed: each state as it
@@ -104,7 +105,8 @@ fn main() -> anyhow::Result<()> {
 }
 
 /// The reference's `AsyncResult(task_id)` read in a loop: prints the state and its step each time
-/// they change, then the result.
+/// they change, then the result. Reading again and again is the reference's way to follow
+/// progress; waiting for the end alone needs none (`get` waits on the result itself).
 async fn watch(client: &Client, task_id: &str) -> anyhow::Result<()> {
     let result = client.async_result::<Upload>(task_id)?;
     let deadline = Instant::now() + WAIT;

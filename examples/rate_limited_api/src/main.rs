@@ -1,7 +1,8 @@
 //! The reference's rate-limited external API call, with the limit changed at runtime: Celery's
 //! `@task(rate_limit=...)` and `control.rate_limit(..., destination=[...])`.
 //!
-//! Start a server (`nats-server -js`; `scripts/ensure-nats-server` installs it), then
+//! Start a server (`nats-server -js -a 127.0.0.1`, which `scripts/ensure-nats-server` installs, or
+//! `docker compose up -d nats`), then
 //! `cargo run -p rate_limited_api -- run` (`--nats-url` or `CELERITY_NATS_URL` names another
 //! server). It starts a worker named `api-worker` in this process and sends a burst of calls to a
 //! simulated API that says when it served each one. The task's own limit is 10 calls a second;
