@@ -9,6 +9,7 @@ mod compose;
 mod control;
 mod dead_letters;
 mod delays;
+mod examples;
 mod hardening;
 mod limits;
 mod priority;
