@@ -474,16 +474,22 @@ async fn a_canvas_nested_too_deep_is_dead_lettered_before_the_task_runs() {
     )
     .await;
     let deep = client.async_result::<Vec<i64>>("deep").unwrap();
-    match deep.get(WAIT).await {
+    dead_lettered(deep.get(WAIT).await, "invalid_canvas");
+}
+
+/// The error of a task that failed because it was dead-lettered with reason `code`.
+pub(crate) fn dead_lettered<T: std::fmt::Debug>(
+    outcome: Result<T, ResultError>,
+    code: &str,
+) -> celerity::ErrorRecord {
+    match outcome {
         Err(ResultError::Failed { error, .. }) => {
             assert_eq!(error.kind, "celerity::DeadLettered");
-            assert!(
-                error.message.starts_with("invalid_canvas: "),
-                "{}",
-                error.message
-            );
+            let prefix = format!("{code}: ");
+            assert!(error.message.starts_with(&prefix), "{}", error.message);
+            error
         }
-        other => panic!("expected a dead-lettered canvas, got {other:?}"),
+        other => panic!("expected a task dead-lettered with {code}, got {other:?}"),
     }
 }
 

@@ -371,7 +371,8 @@ pub fn app() -> Result<celerity::App, celerity::ConfigError> {
         .task(limited)
         .task(global_limited)
         .task(scarce)
-        .task(metered);
+        .task(metered)
+        .task(join);
     if let Some(seconds) = std::env::var("IT_RESULT_EXPIRES_SECS")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -386,4 +387,10 @@ pub fn app() -> Result<celerity::App, celerity::ConfigError> {
         builder = builder.track_received(true);
     }
     builder.build()
+}
+
+/// A chord body over string results (such as `hold`'s): them, joined with commas, in order.
+#[celerity::task(name = "it.join")]
+pub async fn join(items: Vec<String>) -> String {
+    items.join(",")
 }
