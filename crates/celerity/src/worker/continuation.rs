@@ -122,7 +122,7 @@ impl Continuation {
         }
         match &record.error {
             Some(error) => {
-                self.on_failure(shared, envelope, &origin, error).await;
+                self.on_failure(shared, envelope, &origin, error).await?;
                 // A chord member's chain stopped: the chord must learn now, not wait forever.
                 if let Some(member) = &self.chord {
                     report_to_chord(shared, envelope, member, record).await?;
@@ -175,14 +175,20 @@ impl Continuation {
 
     /// Sends the errbacks with the failed task's id, and records every later step of the chain as
     /// failed with the same error, so the chain's result is this failure and no later step runs.
+    ///
+    /// # Errors
+    /// The first errback that could not be sent, once every errback was tried and the later steps
+    /// were recorded: as for a success callback, the message is then left for redelivery and this
+    /// runs again (errbacks are sent under their ids, so the server drops the copies it has).
     async fn on_failure(
         &self,
         shared: &WorkerShared,
         envelope: &Envelope,
         origin: &Origin,
         error: &ErrorRecord,
-    ) {
+    ) -> Result<(), EnqueueError> {
         let failed_id = Value::String(envelope.id.to_string());
+        let mut unsent = None;
         for errback in &self.link_error {
             let sent = shared
                 .dispatcher
@@ -195,7 +201,8 @@ impl Continuation {
                 )
                 .await;
             if let Err(send_error) = sent {
-                tracing::error!(task_id = %envelope.id, error = %crate::error_chain(&send_error), "cannot send an errback");
+                tracing::warn!(task_id = %envelope.id, error = %crate::error_chain(&send_error), "cannot send an errback; the task will be redelivered to send it again");
+                unsent.get_or_insert(send_error);
             }
         }
         let mut later = Vec::new();
@@ -204,6 +211,7 @@ impl Continuation {
         }
         let meta = failed_by(&envelope.id, "an earlier step of the chain failed");
         fail_steps(shared, envelope, later, error, &meta).await;
+        unsent.map_or(Ok(()), Err)
     }
 }
 
