@@ -474,16 +474,22 @@ async fn a_canvas_nested_too_deep_is_dead_lettered_before_the_task_runs() {
     )
     .await;
     let deep = client.async_result::<Vec<i64>>("deep").unwrap();
-    match deep.get(WAIT).await {
+    dead_lettered(deep.get(WAIT).await, "invalid_canvas");
+}
+
+/// The error of a task that failed because it was dead-lettered with reason `code`.
+pub(crate) fn dead_lettered<T: std::fmt::Debug>(
+    outcome: Result<T, ResultError>,
+    code: &str,
+) -> celerity::ErrorRecord {
+    match outcome {
         Err(ResultError::Failed { error, .. }) => {
             assert_eq!(error.kind, "celerity::DeadLettered");
-            assert!(
-                error.message.starts_with("invalid_canvas: "),
-                "{}",
-                error.message
-            );
+            let prefix = format!("{code}: ");
+            assert!(error.message.starts_with(&prefix), "{}", error.message);
+            error
         }
-        other => panic!("expected a dead-lettered canvas, got {other:?}"),
+        other => panic!("expected a task dead-lettered with {code}, got {other:?}"),
     }
 }
 
@@ -588,4 +594,68 @@ async fn revoking_a_running_chain_stops_it_and_a_revoked_group_never_runs() {
         Err(ResultError::Revoked { meta, .. }) => assert_eq!(meta.unwrap()["reason"], "revoked"),
         other => panic!("expected the rest of the chain to be revoked, got {other:?}"),
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_errback_whose_publish_failed_is_sent_when_the_task_comes_back() {
+    let server = server();
+    let url = server.url();
+    let runs = runs_stream(&url).await;
+    let _worker = WorkerProcess::start(&url, "w1", &["--ack-wait", "2"]);
+    let client = client(&url).await;
+    let js = async_nats::jetstream::new(client.nats().clone());
+    // Another stream holds the errback queue's subjects, so the server refuses to make the
+    // queue's stream and the errback cannot be published.
+    let blocker = async_nats::jetstream::stream::Config {
+        name: "BLOCKER".into(),
+        subjects: vec!["celerity.q.errbacks.>".into()],
+        ..Default::default()
+    };
+    js.create_stream(blocker)
+        .await
+        .expect("the blocking stream");
+
+    let failed = explode
+        .s((vec![1_i64],))
+        .link_error(record_failure.s(()).queue("errbacks"))
+        .apply_async(&client)
+        .await
+        .expect("the task is sent");
+    assert!(matches!(
+        failed.get(WAIT).await,
+        Err(ResultError::Failed { .. })
+    ));
+    // Not acknowledged, as when a success callback cannot be sent: the server delivers it again.
+    let queue = js.get_stream("CELERITY_Q_default").await.unwrap();
+    eventually("the task's message is delivered again", WAIT, || async {
+        let info = queue.consumer_info("p0").await;
+        info.is_ok_and(|info| info.num_redelivered >= 1)
+    })
+    .await;
+
+    js.delete_stream("BLOCKER")
+        .await
+        .expect("remove the blocker");
+    eventually("the errback reaches its queue", WAIT, || async {
+        match js.get_stream("CELERITY_Q_errbacks").await {
+            Ok(mut errbacks) => errbacks
+                .info()
+                .await
+                .is_ok_and(|info| info.state.messages == 1),
+            Err(_) => false,
+        }
+    })
+    .await;
+    let _errback_worker = WorkerProcess::start(&url, "w2", &["-Q", "errbacks"]);
+    eventually("the errback runs with the failed task's id", WAIT, || {
+        let runs = runs.clone();
+        let failed = failed.id().to_string();
+        async move {
+            runs.get_last_raw_message_by_subject("it.runs.errback")
+                .await
+                .is_ok_and(|message| message.payload == failed.as_bytes())
+        }
+    })
+    .await;
+    wait_until_queue_is_empty(&client, WAIT).await;
 }

@@ -392,7 +392,8 @@ pub fn app() -> Result<celerity::App, celerity::ConfigError> {
         .task(metered)
         .task(abort_worker)
         .task(abort_worker_once)
-        .task(sized);
+        .task(sized)
+        .task(join);
     if let Some(seconds) = std::env::var("IT_RESULT_EXPIRES_SECS")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -407,4 +408,10 @@ pub fn app() -> Result<celerity::App, celerity::ConfigError> {
         builder = builder.track_received(true);
     }
     builder.build()
+}
+
+/// A chord body over string results (such as `hold`'s): them, joined with commas, in order.
+#[celerity::task(name = "it.join")]
+pub async fn join(items: Vec<String>) -> String {
+    items.join(",")
 }

@@ -8,7 +8,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::PROTOCOL_VERSION;
-use crate::canvas::CanvasNode;
+use crate::canvas::{CanvasNode, SignatureRecord};
 use crate::codec::ContentType;
 use crate::names::{InvalidName, TaskId, TaskName};
 use crate::result::{ErrorRecord, TaskState};
@@ -16,6 +16,13 @@ use crate::result::{ErrorRecord, TaskState};
 /// How many partitions the chord completion stream has. Fixed by the protocol: every producer and
 /// worker must place a chord in the same partition.
 pub const CHORD_PARTITIONS: u32 = 16;
+
+/// The most header members a chord may have.
+///
+/// A worker refuses a larger chord (its aggregator fails the chord, and its body's worker
+/// dead-letters the body), so a number in a message or a definition never decides how much a
+/// worker allocates or reads: the body holds every member's result in memory at once.
+pub const MAX_CHORD_SIZE: u32 = 100_000;
 
 /// The partition of `chord_id`: FNV-1a (32-bit) of its UTF-8 bytes, modulo [`CHORD_PARTITIONS`].
 ///
@@ -82,6 +89,15 @@ impl ChordPolicy {
     pub fn is_fail_fast(&self) -> bool {
         *self == ChordPolicy::FailFast
     }
+
+    /// The policy's wire name: `fail_fast`, `collect` or `at_least`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            ChordPolicy::FailFast => "fail_fast",
+            ChordPolicy::Collect => "collect",
+            ChordPolicy::AtLeast { .. } => "at_least",
+        }
+    }
 }
 
 /// What a producer stores under the chord id in the chords bucket before sending the header.
@@ -133,6 +149,163 @@ impl ChordDefinition {
             expires_ms: None,
         }
     }
+
+    /// Checks the definition itself: 1 to [`MAX_CHORD_SIZE`] members, and an `at_least` policy
+    /// that asks for 1 to `size` successes.
+    ///
+    /// # Errors
+    /// [`ChordMismatch`] saying which rule the definition breaks.
+    ///
+    /// ```
+    /// # use celerity_proto::{CanvasNode, ChordDefinition, ChordPolicy, SignatureRecord, TaskId, TaskName};
+    /// let body = CanvasNode::Signature(SignatureRecord::new(TaskId::new("b")?, TaskName::new("sum")?, vec![]));
+    /// let mut definition = ChordDefinition::new(TaskId::new("c")?, 3, body);
+    /// assert!(definition.check().is_ok());
+    /// definition.policy = ChordPolicy::AtLeast { successes: 4 };
+    /// assert!(definition.check().is_err());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn check(&self) -> Result<(), ChordMismatch> {
+        let chord_id = self.id.to_string();
+        if self.size == 0 || self.size > MAX_CHORD_SIZE {
+            return Err(ChordMismatch::Size {
+                chord_id,
+                size: self.size,
+            });
+        }
+        if let ChordPolicy::AtLeast { successes } = self.policy
+            && (successes == 0 || successes > self.size)
+        {
+            return Err(ChordMismatch::Quorum {
+                chord_id,
+                successes,
+                size: self.size,
+            });
+        }
+        Ok(())
+    }
+
+    /// Checks the `chord_results` of task `task_id` against this definition: the task is one the
+    /// body starts with, and the size, the `collect` flag and the `indices` are what this chord's
+    /// aggregator sends (`indices`: exactly `successes` distinct members in ascending order).
+    ///
+    /// # Errors
+    /// [`ChordMismatch`] saying what does not match.
+    pub fn check_results(
+        &self,
+        task_id: &TaskId,
+        results: &ChordResults,
+    ) -> Result<(), ChordMismatch> {
+        self.check()?;
+        let chord_id = self.id.to_string();
+        let mismatch = |detail: String| ChordMismatch::Results {
+            chord_id: chord_id.clone(),
+            detail,
+        };
+        if results.id != self.id {
+            return Err(mismatch(format!("they name chord {}", results.id)));
+        }
+        if results.size != self.size {
+            return Err(mismatch(format!(
+                "they say {} header members, the definition {}",
+                results.size, self.size
+            )));
+        }
+        let receives = self
+            .body_first_steps()
+            .iter()
+            .any(|step| !step.immutable && step.id == *task_id);
+        if !receives {
+            return Err(mismatch(format!(
+                "task {task_id} is not a step the chord's body starts with"
+            )));
+        }
+        match (self.policy, results.collect, &results.indices) {
+            (ChordPolicy::FailFast, false, None) | (ChordPolicy::Collect, true, None) => Ok(()),
+            (ChordPolicy::AtLeast { successes }, false, Some(indices)) => {
+                let ascending = indices.windows(2).all(|pair| pair[0] < pair[1]);
+                let in_range = indices.last().is_none_or(|last| *last < self.size);
+                if indices.len() == successes as usize && ascending && in_range {
+                    Ok(())
+                } else {
+                    Err(mismatch(format!(
+                        "their indices are not {successes} distinct members below {} in ascending order",
+                        self.size
+                    )))
+                }
+            }
+            _ => Err(mismatch(format!(
+                "their collect flag or indices do not fit the chord's {} policy",
+                self.policy.name()
+            ))),
+        }
+    }
+
+    /// The steps the body starts with, which the chord's aggregator sends first and which carry
+    /// `chord_results` (unless immutable): a signature itself, a chain's first node's, a group's
+    /// members', and a chord's header members'.
+    pub fn body_first_steps(&self) -> Vec<&SignatureRecord> {
+        let mut steps = Vec::new();
+        first_steps(&self.body, &mut steps);
+        steps
+    }
+}
+
+fn first_steps<'a>(node: &'a CanvasNode, steps: &mut Vec<&'a SignatureRecord>) {
+    match node {
+        CanvasNode::Signature(signature) => steps.push(signature),
+        CanvasNode::Chain { tasks } => {
+            if let Some(first) = tasks.first() {
+                first_steps(first, steps);
+            }
+        }
+        CanvasNode::Group { tasks, .. } => tasks.iter().for_each(|task| first_steps(task, steps)),
+        CanvasNode::Chord { header, .. } => header.iter().for_each(|task| first_steps(task, steps)),
+    }
+}
+
+/// Why a chord record does not fit its chord, or a definition breaks a rule.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ChordMismatch {
+    /// The definition's size is 0 or over [`MAX_CHORD_SIZE`].
+    #[error(
+        "chord {chord_id} has {size} header members; a chord has 1 to {MAX_CHORD_SIZE}, so split a larger one"
+    )]
+    Size {
+        /// The chord id.
+        chord_id: String,
+        /// Its size.
+        size: u32,
+    },
+    /// An `at_least` policy asks for no success or more successes than there are members.
+    #[error(
+        "chord {chord_id} asks for at least {successes} successes of {size} members; ask for 1 to {size}"
+    )]
+    Quorum {
+        /// The chord id.
+        chord_id: String,
+        /// The successes asked for.
+        successes: u32,
+        /// The chord's size.
+        size: u32,
+    },
+    /// A body's `chord_results` do not match the definition.
+    #[error("the chord_results of chord {chord_id} do not match its stored definition: {detail}")]
+    Results {
+        /// The chord id.
+        chord_id: String,
+        /// What does not match.
+        detail: String,
+    },
+    /// A completion does not match the definition.
+    #[error("a completion of chord {chord_id} does not match its stored definition: {detail}")]
+    Completion {
+        /// The chord id.
+        chord_id: String,
+        /// What does not match.
+        detail: String,
+    },
 }
 
 mod content_type_name {
@@ -174,7 +347,8 @@ pub struct ChordCompletion {
     /// The task that finished.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub task: Option<TaskName>,
-    /// The chord's policy, as the member knew it.
+    /// The chord's policy, as the member knew it. Informational: the aggregator decides by the
+    /// definition's.
     #[serde(default, skip_serializing_if = "ChordPolicy::is_fail_fast")]
     pub policy: ChordPolicy,
 }
@@ -192,10 +366,62 @@ impl ChordCompletion {
             policy: ChordPolicy::FailFast,
         }
     }
+
+    /// Checks the completion against its chord's definition: the size is the definition's, the
+    /// index is below it, and the state is final (SUCCESS, FAILURE or REVOKED). The completion's
+    /// own `policy` is not read: the definition's decides.
+    ///
+    /// # Errors
+    /// [`ChordMismatch::Completion`] saying what does not match.
+    ///
+    /// ```
+    /// # use celerity_proto::{CanvasNode, ChordCompletion, ChordDefinition, SignatureRecord, TaskId, TaskName, TaskState};
+    /// let body = CanvasNode::Signature(SignatureRecord::new(TaskId::new("b")?, TaskName::new("sum")?, vec![]));
+    /// let definition = ChordDefinition::new(TaskId::new("c")?, 3, body);
+    /// assert!(ChordCompletion::new(2, 3, TaskState::Revoked).check(&definition).is_ok());
+    /// assert!(ChordCompletion::new(3, 3, TaskState::Success).check(&definition).is_err());
+    /// assert!(ChordCompletion::new(0, 1, TaskState::Success).check(&definition).is_err());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn check(&self, definition: &ChordDefinition) -> Result<(), ChordMismatch> {
+        self.check_size(&definition.id, definition.size)
+    }
+
+    /// [`ChordCompletion::check`] against a definition known only by its id and size.
+    ///
+    /// # Errors
+    /// As [`ChordCompletion::check`].
+    pub fn check_size(&self, chord_id: &TaskId, size: u32) -> Result<(), ChordMismatch> {
+        let detail = if self.size != size {
+            format!(
+                "it says {} header members, the definition {size}",
+                self.size
+            )
+        } else if self.index >= size {
+            format!(
+                "its index {} is not below the chord's {size} members",
+                self.index
+            )
+        } else if !self.state.is_ready() {
+            format!(
+                "its state {} is not SUCCESS, FAILURE or REVOKED",
+                self.state
+            )
+        } else {
+            return Ok(());
+        };
+        Err(ChordMismatch::Completion {
+            chord_id: chord_id.to_string(),
+            detail,
+        })
+    }
 }
 
 /// Set on a chord body's task body: its first argument is the list of the header results, read
 /// from the results bucket under `<chord id>-<index>` for every index below `size`.
+///
+/// A worker checks it against the chord's stored definition before reading anything
+/// ([`ChordDefinition::check_results`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct ChordResults {
@@ -239,6 +465,149 @@ mod tests {
             .map(|i| chord_partition(&TaskId::new(format!("chord-{i}")).unwrap()))
             .collect();
         assert_eq!(used.len() as u32, CHORD_PARTITIONS);
+    }
+
+    fn signature(id: &str, immutable: bool) -> CanvasNode {
+        let mut step = SignatureRecord::new(
+            TaskId::new(id).unwrap(),
+            TaskName::new("t").unwrap(),
+            vec![],
+        );
+        step.immutable = immutable;
+        CanvasNode::Signature(step)
+    }
+
+    fn id(value: &str) -> TaskId {
+        TaskId::new(value).unwrap()
+    }
+
+    #[test]
+    fn a_definition_needs_one_to_max_members_and_a_reachable_quorum() {
+        let mut definition = ChordDefinition::new(id("c"), 0, signature("b", false));
+        assert!(matches!(
+            definition.check(),
+            Err(ChordMismatch::Size { size: 0, .. })
+        ));
+        definition.size = MAX_CHORD_SIZE + 1;
+        assert!(matches!(
+            definition.check(),
+            Err(ChordMismatch::Size { .. })
+        ));
+        definition.size = MAX_CHORD_SIZE;
+        assert_eq!(definition.check(), Ok(()));
+        definition.size = 3;
+        for (successes, fits) in [(0, false), (1, true), (3, true), (4, false)] {
+            definition.policy = ChordPolicy::AtLeast { successes };
+            assert_eq!(
+                definition.check().is_ok(),
+                fits,
+                "at_least {successes} of 3"
+            );
+        }
+    }
+
+    #[test]
+    fn chord_results_must_match_the_definition() {
+        let body = CanvasNode::Chain {
+            tasks: vec![
+                CanvasNode::Group {
+                    id: id("g"),
+                    tasks: vec![signature("first", false), signature("fixed", true)],
+                },
+                signature("later", false),
+            ],
+        };
+        let mut definition = ChordDefinition::new(id("c"), 4, body);
+        let fail_fast = ChordResults::new(id("c"), 4);
+        assert_eq!(definition.check_results(&id("first"), &fail_fast), Ok(()));
+        let size = ChordResults::new(id("c"), 4_294_967_295);
+        let other = ChordResults::new(id("x"), 4);
+        for (task, results, what) in [
+            ("first", &size, "a size the definition does not have"),
+            ("first", &other, "another chord"),
+            ("later", &fail_fast, "a later step of the body"),
+            ("fixed", &fail_fast, "an immutable step"),
+            ("stranger", &fail_fast, "a task outside the body"),
+        ] {
+            assert!(
+                matches!(
+                    definition.check_results(&id(task), results),
+                    Err(ChordMismatch::Results { .. })
+                ),
+                "{what}"
+            );
+        }
+        let mut collect = fail_fast.clone();
+        collect.collect = true;
+        assert!(definition.check_results(&id("first"), &collect).is_err());
+        definition.policy = ChordPolicy::Collect;
+        assert_eq!(definition.check_results(&id("first"), &collect), Ok(()));
+        assert!(definition.check_results(&id("first"), &fail_fast).is_err());
+
+        definition.policy = ChordPolicy::AtLeast { successes: 2 };
+        for (indices, fits) in [
+            (vec![0, 3], true),
+            (vec![3, 0], false),
+            (vec![1, 1], false),
+            (vec![0, 4], false),
+            (vec![0], false),
+            (vec![0, 1, 2], false),
+        ] {
+            let mut results = fail_fast.clone();
+            results.indices = Some(indices.clone());
+            assert_eq!(
+                definition.check_results(&id("first"), &results).is_ok(),
+                fits,
+                "indices {indices:?}"
+            );
+        }
+        assert!(definition.check_results(&id("first"), &fail_fast).is_err());
+    }
+
+    #[test]
+    fn a_body_starts_with_the_first_steps_of_its_first_node() {
+        let body = CanvasNode::Chord {
+            id: id("inner"),
+            header: vec![
+                CanvasNode::Chain {
+                    tasks: vec![signature("h0", false), signature("h0b", false)],
+                },
+                signature("h1", false),
+            ],
+            body: Box::new(signature("inner-body", false)),
+            policy: ChordPolicy::FailFast,
+        };
+        let definition = ChordDefinition::new(id("c"), 2, body);
+        let ids: Vec<&str> = definition
+            .body_first_steps()
+            .iter()
+            .map(|step| step.id.as_str())
+            .collect();
+        assert_eq!(ids, ["h0", "h1"]);
+    }
+
+    #[test]
+    fn completions_must_fit_the_definition() {
+        let chord = id("c");
+        let fits = |completion: ChordCompletion| completion.check_size(&chord, 3).is_ok();
+        assert!(fits(ChordCompletion::new(0, 3, TaskState::Success)));
+        assert!(fits(ChordCompletion::new(2, 3, TaskState::Failure)));
+        assert!(fits(ChordCompletion::new(1, 3, TaskState::Revoked)));
+        assert!(
+            !fits(ChordCompletion::new(0, 1, TaskState::Success)),
+            "another size"
+        );
+        assert!(
+            !fits(ChordCompletion::new(3, 3, TaskState::Success)),
+            "index past the size"
+        );
+        assert!(
+            !fits(ChordCompletion::new(0, 3, TaskState::Started)),
+            "not final"
+        );
+        let mut other_policy = ChordCompletion::new(0, 3, TaskState::Success);
+        other_policy.policy = ChordPolicy::Collect;
+        assert!(fits(other_policy), "the completion's policy is not read");
     }
 
     #[test]

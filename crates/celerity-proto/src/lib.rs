@@ -37,8 +37,8 @@ pub use beat::{BEAT_LEADER_KEY, BeatEntryState, BeatLease, beat_entry_key, beat_
 pub use body::{ChordMember, TaskBody};
 pub use canvas::{CanvasError, CanvasNode, SignatureRecord};
 pub use chord::{
-    CHORD_PARTITIONS, ChordCompletion, ChordDefinition, ChordPolicy, ChordResults, chord_partition,
-    header_result_id,
+    CHORD_PARTITIONS, ChordCompletion, ChordDefinition, ChordMismatch, ChordPolicy, ChordResults,
+    MAX_CHORD_SIZE, chord_partition, header_result_id,
 };
 pub use codec::{ContentType, DecodeError, EncodeError};
 pub use control::{ControlCommand, ControlReply, ControlRequest, worker_token};

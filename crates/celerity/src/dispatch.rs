@@ -118,6 +118,11 @@ impl Dispatcher {
         &self.publisher
     }
 
+    /// The chords bucket, where chord definitions are stored.
+    pub(crate) fn chords(&self) -> &kv::Store {
+        &self.chords
+    }
+
     /// Sends `node` with `rest` to run after it, writing the PENDING records of its first task and
     /// of the plain steps of `rest` up to its first group or chord (whose members get theirs when
     /// they are sent).
@@ -344,6 +349,11 @@ impl Dispatcher {
         definition.member = membership.chord;
         definition.policy = policy;
         definition.expires_ms = origin.expires_ms;
+        // Refused before anything is sent: a worker would fail it (over MAX_CHORD_SIZE members, or
+        // an `at_least` quorum the header cannot give).
+        definition
+            .check()
+            .map_err(|error| invalid(error.to_string()))?;
         let bytes = serde_json::to_vec(&definition).map_err(|error| invalid(error.to_string()))?;
         self.chords
             .put(id.as_str(), bytes.into())

@@ -8,55 +8,130 @@
 //! and a crash loses nothing. A chord fires once: a create-only marker in the chords bucket, a body
 //! published under its own id (de-duplicated by the server), and a body worker that runs a chord
 //! body only if it has no final record. The chord's completions are then purged.
+//!
+//! Nothing a completion or a body's `chord_results` says about the chord's shape is trusted: the
+//! size and policy come from the chord's stored definition (read once per chord by the aggregator,
+//! which keeps only the size and policy while it counts), and a record that does not fit it is
+//! ignored (a completion, deleted from the stream) or dead-lettered (a body).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::time::Duration;
 
 use actix::prelude::*;
 use async_nats::jetstream::{self, consumer, kv, stream};
 use celerity_proto::{
-    CHORD_PARTITIONS, ChordCompletion, ChordDefinition, ChordPolicy, ChordResults, ErrorRecord,
-    TaskId, TaskName, TaskState, header_result_id,
+    CHORD_PARTITIONS, ChordCompletion, ChordDefinition, ChordMismatch, ChordPolicy, ChordResults,
+    ErrorRecord, TaskId, TaskName, TaskState, header_result_id,
 };
 use futures_util::StreamExt;
 use serde_json::Value;
 
-use crate::result_store::{ResultStore, StoreError};
-use crate::worker::SharedHandle;
-use crate::worker::continuation::{fail_chord_body, publish_chord_body};
+use crate::result_store::StoreError;
+use crate::worker::continuation::{ChordFailure, fail_chord_body, publish_chord_body};
+use crate::worker::{SharedHandle, WorkerShared};
+
+/// How many settled chords (fired, or found to need nothing more) an owner remembers per
+/// partition, so their late completions are purged without a read. Older ones are forgotten: a
+/// late completion of a forgotten chord costs one read of its definition and fired marker.
+const SETTLED_PER_PARTITION: usize = 1024;
+
+/// How many chord definitions an aggregator reads at once; past this, it reads the next one before
+/// it handles any other completion, so a flood of new chords slows the replay instead of
+/// buffering it in memory.
+const LOADS_IN_FLIGHT: usize = 64;
 
 /// Why a chord body's header results cannot be had.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub(crate) enum HeaderResultsError {
-    /// The bucket could not be read (retry later).
-    Store(StoreError),
+    /// The chords or results bucket could not be read (retry later).
+    #[error("cannot read chord {chord_id}'s definition or header results")]
+    Unavailable {
+        chord_id: TaskId,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The body's `chord_results` name a chord that has no stored definition.
+    #[error("chord {chord_id} has no stored definition (it expired, or was never sent)")]
+    NoChord { chord_id: TaskId },
+    /// The stored definition is not a chord definition.
+    #[error("the stored definition of chord {chord_id} is unreadable")]
+    UnreadableDefinition {
+        chord_id: TaskId,
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The body's `chord_results` do not match the stored definition.
+    #[error(transparent)]
+    Mismatch(#[from] ChordMismatch),
     /// A member has no successful result (it can never have one for this body).
+    #[error("header member {index} is {state}, not SUCCESS")]
     NotSucceeded { index: u32, state: TaskState },
 }
 
-/// Reads the results of a chord's header members, in member order, a few at a time: every
-/// member's result, only the listed members' (`at_least`), or every member's outcome (`collect`).
+impl HeaderResultsError {
+    /// True when the message can never run as sent: it names no stored chord, or does not match
+    /// it.
+    pub(crate) fn is_bad_message(&self) -> bool {
+        matches!(
+            self,
+            HeaderResultsError::NoChord { .. }
+                | HeaderResultsError::UnreadableDefinition { .. }
+                | HeaderResultsError::Mismatch(_)
+        )
+    }
+}
+
+/// Reads the results of the header members of the chord that task `task_id` is the body of, in
+/// member order, a few at a time: every member's result, only the listed members' (`at_least`),
+/// or every member's outcome (`collect`).
+///
+/// The size, the policy and the task's place in the body come from the chord's stored definition,
+/// never from `results` alone (which must match it), and the reads stop at the first member
+/// without a usable record.
 pub(crate) async fn gather_header_results(
-    store: &ResultStore,
+    shared: &WorkerShared,
+    task_id: &TaskId,
     results: &ChordResults,
 ) -> Result<Value, HeaderResultsError> {
-    let indices: Vec<u32> = match &results.indices {
-        Some(indices) => indices.clone(),
-        None => (0..results.size).collect(),
-    };
-    let reads = futures_util::stream::iter(indices)
-        .map(|index| async move {
-            let Ok(id) = header_result_id(&results.id, index) else {
-                return (index, Ok(None));
-            };
-            (index, store.get(&id).await)
+    let chord_id = &results.id;
+    let unavailable =
+        |source: Box<dyn std::error::Error + Send + Sync>| HeaderResultsError::Unavailable {
+            chord_id: chord_id.clone(),
+            source,
+        };
+    let bytes = shared
+        .dispatcher
+        .chords()
+        .get(chord_id.as_str())
+        .await
+        .map_err(|error| unavailable(error.into()))?
+        .ok_or_else(|| HeaderResultsError::NoChord {
+            chord_id: chord_id.clone(),
+        })?;
+    let definition: ChordDefinition = serde_json::from_slice(&bytes).map_err(|source| {
+        HeaderResultsError::UnreadableDefinition {
+            chord_id: chord_id.clone(),
+            source,
+        }
+    })?;
+    definition.check_results(task_id, results)?;
+    let listed = results.indices.as_deref();
+    let count = listed.map_or(definition.size as usize, <[u32]>::len);
+    let store = &shared.store;
+    let mut reads = futures_util::stream::iter(0..count)
+        .map(|position| {
+            let index = listed.map_or(position as u32, |listed| listed[position]);
+            async move {
+                let Ok(id) = header_result_id(chord_id, index) else {
+                    return (index, Ok(None));
+                };
+                (index, store.get(&id).await)
+            }
         })
-        .buffered(64)
-        .collect::<Vec<_>>()
-        .await;
-    let mut values = Vec::with_capacity(reads.len());
-    for (index, read) in reads {
-        let record = read.map_err(HeaderResultsError::Store)?;
+        .buffered(64);
+    let mut values = Vec::new();
+    while let Some((index, read)) = reads.next().await {
+        let record = read.map_err(|error: StoreError| unavailable(error.into()))?;
         match record {
             Some(record) if record.state == TaskState::Success => {
                 let value = record.result.unwrap_or(Value::Null);
@@ -72,6 +147,7 @@ pub(crate) async fn gather_header_results(
                 });
                 values.push(serde_json::json!({ "error": error }));
             }
+            // The first member without a usable record ends the reads: the rest are not read.
             Some(record) => {
                 return Err(HeaderResultsError::NotSucceeded {
                     index,
@@ -109,15 +185,68 @@ pub(crate) struct ChordAggregator {
     backend: ChordBackend,
     owned: HashMap<u32, Owned>,
     ticking: bool,
+    /// Told apart the successive ownerships of one partition, so work started under a lease that
+    /// was lost since does not touch the state of the next one.
+    next_epoch: u64,
+    /// Definition reads in flight.
+    loads: usize,
 }
 
 struct Owned {
+    epoch: u64,
     revision: u64,
     replay: SpawnHandle,
-    chords: HashMap<TaskId, Progress>,
-    /// Chords fired by this owner: their late completions (members still running when an
-    /// `at_least` chord fired) are purged at once.
-    fired: HashSet<TaskId>,
+    chords: HashMap<TaskId, Tracked>,
+    /// Chords settled by this owner: their late completions (members still running when an
+    /// `at_least` or failed chord fired) are purged at once.
+    settled: Settled,
+}
+
+/// A chord being aggregated.
+enum Tracked {
+    /// Its definition is being read; its completions wait here, in stream order.
+    Loading(Vec<Arrived>),
+    /// Counted under its definition's size and policy.
+    Counting {
+        size: u32,
+        policy: ChordPolicy,
+        progress: Progress,
+    },
+    /// Its definition breaks a rule; the chord is being failed, and its completions wait in the
+    /// stream until it is.
+    Invalid,
+}
+
+/// One completion as it came out of the stream.
+struct Arrived {
+    completion: ChordCompletion,
+    /// Its sequence in the chord stream (to delete it if it does not fit its chord).
+    sequence: Option<u64>,
+}
+
+/// The most recently settled chords, oldest forgotten first.
+#[derive(Default)]
+struct Settled {
+    ids: HashSet<TaskId>,
+    order: VecDeque<TaskId>,
+}
+
+impl Settled {
+    fn contains(&self, chord_id: &TaskId) -> bool {
+        self.ids.contains(chord_id)
+    }
+
+    fn insert(&mut self, chord_id: TaskId) {
+        if !self.ids.insert(chord_id.clone()) {
+            return;
+        }
+        self.order.push_back(chord_id);
+        if self.order.len() > SETTLED_PER_PARTITION
+            && let Some(oldest) = self.order.pop_front()
+        {
+            self.ids.remove(&oldest);
+        }
+    }
 }
 
 #[derive(Default)]
@@ -128,15 +257,41 @@ struct Progress {
 }
 
 enum Outcome {
-    Complete { size: u32, results: ChordResults },
-    Failed { index: u32, error: ErrorRecord },
+    Complete(ChordResults),
+    /// Member `index` failed, so the chord did.
+    Failed {
+        index: u32,
+        error: ErrorRecord,
+    },
+    /// The definition breaks a rule, so the chord cannot run.
+    Invalid(ChordMismatch),
 }
 
 impl Progress {
+    /// Counts member `index`'s outcome; a member's first report wins (a later one for the same
+    /// index is a duplicate, or a stray).
+    fn record(&mut self, completion: &ChordCompletion) {
+        let index = completion.index;
+        if self.succeeded.contains(&index) || self.failed.contains_key(&index) {
+            return;
+        }
+        if completion.state == TaskState::Success {
+            self.succeeded.insert(index);
+        } else {
+            let error = completion.error.clone().unwrap_or_else(|| {
+                ErrorRecord::new(
+                    "celerity::ChordHeaderFailed",
+                    format!("header member {index} ended {}", completion.state),
+                )
+            });
+            self.failed.insert(index, error);
+        }
+    }
+
     /// What the chord does now under `policy`, if anything.
     fn decide(&self, chord_id: &TaskId, size: u32, policy: ChordPolicy) -> Option<Outcome> {
         let n_succeeded = self.succeeded.len() as u64;
-        let n_ended = n_succeeded + self.failed.len() as u64;
+        let n_failed = self.failed.len() as u64;
         let first_failure = || {
             self.failed
                 .iter()
@@ -144,10 +299,10 @@ impl Progress {
                 .map(|(index, error)| (*index, error.clone()))
         };
         match policy {
-            ChordPolicy::Collect => (n_ended >= u64::from(size)).then(|| {
+            ChordPolicy::Collect => (n_succeeded + n_failed >= u64::from(size)).then(|| {
                 let mut results = ChordResults::new(chord_id.clone(), size);
                 results.collect = true;
-                Outcome::Complete { size, results }
+                Outcome::Complete(results)
             }),
             ChordPolicy::AtLeast { successes } => {
                 if n_succeeded >= u64::from(successes) {
@@ -159,16 +314,13 @@ impl Progress {
                             .take(successes as usize)
                             .collect(),
                     );
-                    Some(Outcome::Complete { size, results })
-                } else if u64::from(size) - (self.failed.len() as u64).min(u64::from(size))
-                    < u64::from(successes)
-                {
-                    let (index, last) = first_failure()?;
+                    Some(Outcome::Complete(results))
+                } else if u64::from(size).saturating_sub(n_failed) < u64::from(successes) {
+                    let (index, first) = first_failure()?;
                     let error = ErrorRecord::new(
                         "celerity::ChordQuorumFailed",
                         format!(
-                            "{} of {size} header members failed, so {successes} successes cannot be reached; first failure (member {index}): {last}",
-                            self.failed.len()
+                            "{n_failed} of {size} header members failed, so {successes} successes cannot be reached; first failure (member {index}): {first}"
                         ),
                     );
                     Some(Outcome::Failed { index, error })
@@ -180,14 +332,57 @@ impl Progress {
                 if let Some((index, error)) = first_failure() {
                     Some(Outcome::Failed { index, error })
                 } else {
-                    (n_succeeded >= u64::from(size)).then(|| Outcome::Complete {
-                        size,
-                        results: ChordResults::new(chord_id.clone(), size),
-                    })
+                    (n_succeeded >= u64::from(size))
+                        .then(|| Outcome::Complete(ChordResults::new(chord_id.clone(), size)))
                 }
             }
         }
     }
+}
+
+/// What the stored records say about a chord whose first completion arrived.
+enum Loaded {
+    /// Count its completions under this size and policy.
+    Counting { size: u32, policy: ChordPolicy },
+    /// Its definition breaks a rule: the chord fails.
+    Invalid(ChordMismatch),
+    /// No (readable) definition: it expired, or the completion is a stray.
+    Missing,
+    /// It fired before and its body was sent: nothing is left to do.
+    Settled,
+}
+
+/// Reads chord `chord_id`'s definition and fired marker (together: one round trip).
+async fn load(
+    shared: &WorkerShared,
+    chords: &kv::Store,
+    chord_id: &TaskId,
+) -> Result<Loaded, kv::EntryError> {
+    let marker = format!("{chord_id}.fired");
+    let (definition, marker) =
+        tokio::join!(chords.get(chord_id.as_str()), chords.get(marker.as_str()));
+    let Some(bytes) = definition? else {
+        return Ok(Loaded::Missing);
+    };
+    let definition: ChordDefinition = match serde_json::from_slice(&bytes) {
+        Ok(definition) => definition,
+        Err(error) => {
+            tracing::error!(chord_id = %chord_id, error = %error, "the chord's stored definition is unreadable; dropping its completions");
+            return Ok(Loaded::Missing);
+        }
+    };
+    if let Err(error) = definition.check() {
+        return Ok(Loaded::Invalid(error));
+    }
+    // Fired before (by this worker before a restart, or by another): done if its body was sent;
+    // if not (the firing worker died in between), its completions decide it again.
+    if marker?.is_some() && body_was_sent(shared, &definition).await {
+        return Ok(Loaded::Settled);
+    }
+    Ok(Loaded::Counting {
+        size: definition.size,
+        policy: definition.policy,
+    })
 }
 
 impl ChordAggregator {
@@ -197,6 +392,8 @@ impl ChordAggregator {
             backend,
             owned: HashMap::new(),
             ticking: false,
+            next_epoch: 0,
+            loads: 0,
         }
     }
 
@@ -270,6 +467,8 @@ impl ChordAggregator {
         let stream = self.backend.stream.clone();
         let filter = self.shared.layout.chord_partition_subjects(partition);
         let inbox = self.shared.nats.new_inbox();
+        let epoch = self.next_epoch;
+        self.next_epoch += 1;
         let replay = async move {
             let config = consumer::push::OrderedConfig {
                 deliver_subject: inbox,
@@ -286,33 +485,58 @@ impl ChordAggregator {
                     let handle = ctx.add_stream(messages.map(move |message| {
                         Completion(partition, message.map_err(|e| e.to_string()))
                     }));
-                    if let Some(owned) = actor.owned.get_mut(&partition) {
-                        owned.replay = handle;
+                    match actor.owned_at(partition, epoch) {
+                        Some(owned) => owned.replay = handle,
+                        None => {
+                            ctx.cancel_future(handle);
+                        }
                     }
                 }
                 Err(error) => {
-                    // Give the partition up; the next tick takes it again if it is still free.
                     tracing::warn!(partition, error = %error, "cannot replay a chord partition");
-                    if actor.owned.remove(&partition).is_some() {
-                        let leases = actor.backend.leases.clone();
-                        ctx.spawn(
-                            async move {
-                                let _ = leases.delete(lease_key(partition)).await;
-                            }
-                            .into_actor(actor),
-                        );
-                    }
+                    actor.give_up(ctx, partition, epoch);
                 }
             }
         }));
         self.owned.insert(
             partition,
             Owned {
+                epoch,
                 revision,
                 replay,
                 chords: HashMap::new(),
-                fired: HashSet::new(),
+                settled: Settled::default(),
             },
+        );
+    }
+
+    /// The state of `partition` if it is still owned under `epoch`.
+    fn owned_at(&mut self, partition: u32, epoch: u64) -> Option<&mut Owned> {
+        self.owned
+            .get_mut(&partition)
+            .filter(|owned| owned.epoch == epoch)
+    }
+
+    /// Gives `partition` up (its state is rebuilt by a later replay); the next tick takes it again
+    /// if it is still free.
+    fn give_up(&mut self, ctx: &mut Context<Self>, partition: u32, epoch: u64) {
+        let Some(owned) = self.owned.remove(&partition) else {
+            return;
+        };
+        if owned.epoch != epoch {
+            self.owned.insert(partition, owned);
+            return;
+        }
+        ctx.cancel_future(owned.replay);
+        let leases = self.backend.leases.clone();
+        let revision = owned.revision;
+        ctx.spawn(
+            async move {
+                let _ = leases
+                    .delete_expect_revision(lease_key(partition), Some(revision))
+                    .await;
+            }
+            .into_actor(self),
         );
     }
 
@@ -320,69 +544,217 @@ impl ChordAggregator {
         let Some(owned) = self.owned.get_mut(&partition) else {
             return;
         };
+        let epoch = owned.epoch;
         let chord_id = message
             .subject
             .rsplit('.')
             .next()
             .and_then(|token| TaskId::new(token).ok());
         let completion: Option<ChordCompletion> = serde_json::from_slice(&message.payload).ok();
+        let sequence = message.info().ok().map(|info| info.stream_sequence);
         let (Some(chord_id), Some(completion)) = (chord_id, completion) else {
-            tracing::warn!(subject = %message.subject, "ignoring an unreadable chord completion");
+            tracing::warn!(subject = %message.subject, "ignoring an unreadable chord completion; deleting it");
+            self.delete(sequence);
             return;
         };
-        if owned.fired.contains(&chord_id) {
-            let stream = self.backend.stream.clone();
-            let subject = message.subject.to_string();
-            self.shared
-                .runtime
-                .spawn(async move { stream.purge().filter(subject).await });
+        if owned.settled.contains(&chord_id) {
+            self.purge(partition, &chord_id);
             return;
         }
-        let progress = owned.chords.entry(chord_id.clone()).or_default();
+        let arrived = Arrived {
+            completion,
+            sequence,
+        };
+        match owned.chords.get_mut(&chord_id) {
+            Some(Tracked::Loading(waiting)) => waiting.push(arrived),
+            Some(_) => self.count(ctx, partition, &chord_id, arrived),
+            None => {
+                owned
+                    .chords
+                    .insert(chord_id.clone(), Tracked::Loading(vec![arrived]));
+                self.start_load(ctx, partition, epoch, chord_id);
+            }
+        }
+    }
+
+    /// Reads the definition of a chord whose first completion arrived, then counts what waited.
+    fn start_load(
+        &mut self,
+        ctx: &mut Context<Self>,
+        partition: u32,
+        epoch: u64,
+        chord_id: TaskId,
+    ) {
+        let shared = self.shared.clone();
+        let chords = self.backend.chords.clone();
+        let read = async move {
+            let loaded = load(&shared, &chords, &chord_id).await;
+            (chord_id, loaded)
+        };
+        let then = read
+            .into_actor(self)
+            .map(move |(chord_id, loaded), actor, ctx| {
+                actor.loads -= 1;
+                actor.loaded(ctx, partition, epoch, chord_id, loaded);
+            });
+        self.loads += 1;
+        if self.loads > LOADS_IN_FLIGHT {
+            ctx.wait(then);
+        } else {
+            ctx.spawn(then);
+        }
+    }
+
+    fn loaded(
+        &mut self,
+        ctx: &mut Context<Self>,
+        partition: u32,
+        epoch: u64,
+        chord_id: TaskId,
+        loaded: Result<Loaded, kv::EntryError>,
+    ) {
+        let Some(owned) = self.owned_at(partition, epoch) else {
+            return;
+        };
+        let Some(Tracked::Loading(waiting)) = owned.chords.remove(&chord_id) else {
+            return;
+        };
+        let tracked = match loaded {
+            Ok(Loaded::Counting { size, policy }) => Tracked::Counting {
+                size,
+                policy,
+                progress: Progress::default(),
+            },
+            Ok(Loaded::Invalid(error)) => {
+                tracing::error!(chord_id = %chord_id, error = %error, "a chord's definition breaks a rule; failing the chord");
+                owned.chords.insert(chord_id.clone(), Tracked::Invalid);
+                return self.start_fire(ctx, partition, epoch, chord_id, Outcome::Invalid(error));
+            }
+            Ok(Loaded::Missing) => {
+                tracing::warn!(chord_id = %chord_id, "completions name a chord with no stored definition (expired, or never sent); dropping them");
+                owned.settled.insert(chord_id.clone());
+                return self.purge(partition, &chord_id);
+            }
+            Ok(Loaded::Settled) => {
+                tracing::debug!(chord_id = %chord_id, "completions of a chord whose body was sent; dropping them");
+                owned.settled.insert(chord_id.clone());
+                return self.purge(partition, &chord_id);
+            }
+            Err(error) => {
+                // Its completions are in the stream: a later replay counts them.
+                tracing::warn!(partition, chord_id = %chord_id, error = %error, "cannot read a chord's definition; giving the partition up to replay it later");
+                return self.give_up(ctx, partition, epoch);
+            }
+        };
+        owned.chords.insert(chord_id.clone(), tracked);
+        for arrived in waiting {
+            self.count(ctx, partition, &chord_id, arrived);
+        }
+    }
+
+    /// Counts one completion of a chord whose definition is known, and fires the chord when its
+    /// policy says so.
+    fn count(
+        &mut self,
+        ctx: &mut Context<Self>,
+        partition: u32,
+        chord_id: &TaskId,
+        arrived: Arrived,
+    ) {
+        let Some(owned) = self.owned.get_mut(&partition) else {
+            return;
+        };
+        let epoch = owned.epoch;
+        let Some(Tracked::Counting {
+            size,
+            policy,
+            progress,
+        }) = owned.chords.get_mut(chord_id)
+        else {
+            return;
+        };
+        // Completions that arrive while the chord fires are purged with it.
         if progress.firing {
             return;
         }
-        if completion.state == TaskState::Success {
-            progress.succeeded.insert(completion.index);
-        } else {
-            let error = completion.error.clone().unwrap_or_else(|| {
-                ErrorRecord::new(
-                    "celerity::ChordHeaderFailed",
-                    format!("header member ended {}", completion.state),
-                )
-            });
-            progress.failed.entry(completion.index).or_insert(error);
+        if let Err(mismatch) = arrived.completion.check_size(chord_id, *size) {
+            tracing::warn!(chord_id = %chord_id, error = %mismatch, "ignoring a chord completion that does not fit its chord; deleting it");
+            self.delete(arrived.sequence);
+            return;
         }
-        let outcome = progress.decide(&chord_id, completion.size, completion.policy);
-        if let Some(outcome) = outcome {
+        progress.record(&arrived.completion);
+        if let Some(outcome) = progress.decide(chord_id, *size, *policy) {
             progress.firing = true;
-            let shared = self.shared.clone();
-            let chords = self.backend.chords.clone();
-            let stream = self.backend.stream.clone();
-            let subject = message.subject.to_string();
-            let fire = async move {
-                fire(&shared, &chords, &stream, &chord_id, &subject, outcome)
-                    .await
-                    .map(|()| chord_id)
-            };
-            ctx.spawn(fire.into_actor(self).map(move |fired, actor, _| {
-                let Some(owned) = actor.owned.get_mut(&partition) else { return };
-                match fired {
-                    Ok(chord_id) => {
-                        owned.chords.remove(&chord_id);
-                        owned.fired.insert(chord_id);
-                    }
-                    Err((chord_id, error)) => {
-                        // Left in the stream: a later replay (this owner's next lease, or another's)
-                        // fires it again, and the marker and ids keep that from running it twice.
-                        tracing::error!(chord_id = %chord_id, error = %error, "cannot fire a chord; it stays pending");
-                        if let Some(progress) = owned.chords.get_mut(&chord_id) {
-                            progress.firing = false;
+            self.start_fire(ctx, partition, epoch, chord_id.clone(), outcome);
+        }
+    }
+
+    fn start_fire(
+        &mut self,
+        ctx: &mut Context<Self>,
+        partition: u32,
+        epoch: u64,
+        chord_id: TaskId,
+        outcome: Outcome,
+    ) {
+        let shared = self.shared.clone();
+        let chords = self.backend.chords.clone();
+        let stream = self.backend.stream.clone();
+        let subject = self.shared.layout.chord_subject(partition, &chord_id);
+        let fire = async move {
+            let fired = fire(&shared, &chords, &stream, &chord_id, &subject, outcome).await;
+            (chord_id, fired)
+        };
+        ctx.spawn(
+            fire.into_actor(self)
+                .map(move |(chord_id, fired), actor, _| {
+                    let Some(owned) = actor.owned_at(partition, epoch) else {
+                        return;
+                    };
+                    match fired {
+                        Ok(()) => {
+                            owned.chords.remove(&chord_id);
+                            owned.settled.insert(chord_id);
+                        }
+                        Err(error) => {
+                            // Left in the stream: a later replay (this owner's next lease, or
+                            // another's) fires it again, and the marker and ids keep that from
+                            // running it twice.
+                            tracing::error!(chord_id = %chord_id, error = %error, "cannot fire a chord; it stays pending");
+                            match owned.chords.get_mut(&chord_id) {
+                                Some(Tracked::Counting { progress, .. }) => progress.firing = false,
+                                // Read again at its next completion, and failed again.
+                                Some(Tracked::Invalid) => {
+                                    owned.chords.remove(&chord_id);
+                                }
+                                _ => {}
+                            }
                         }
                     }
-                }
-            }));
-        }
+                }),
+        );
+    }
+
+    /// Purges every completion of a settled chord.
+    fn purge(&self, partition: u32, chord_id: &TaskId) {
+        let stream = self.backend.stream.clone();
+        let subject = self.shared.layout.chord_subject(partition, chord_id);
+        self.shared.runtime.spawn(async move {
+            if let Err(error) = stream.purge().filter(subject).await {
+                tracing::debug!(error = %error, "cannot purge a settled chord's completions; the next replay drops them");
+            }
+        });
+    }
+
+    /// Deletes one completion that fits no chord, so no replay reads it again.
+    fn delete(&self, sequence: Option<u64>) {
+        let Some(sequence) = sequence else { return };
+        let stream = self.backend.stream.clone();
+        self.shared.runtime.spawn(async move {
+            if let Err(error) = stream.delete_message(sequence).await {
+                tracing::debug!(sequence, error = %error, "cannot delete a chord completion that fits no chord");
+            }
+        });
     }
 }
 
@@ -392,23 +764,22 @@ fn lease_key(partition: u32) -> String {
 
 /// Fires one chord: marks it fired, sends (or fails) its body, purges its completions.
 async fn fire(
-    shared: &crate::worker::WorkerShared,
+    shared: &WorkerShared,
     chords: &kv::Store,
     stream: &stream::Stream,
     chord_id: &TaskId,
     subject: &str,
     outcome: Outcome,
-) -> Result<(), (TaskId, String)> {
-    let failed = |error: String| (chord_id.clone(), error);
+) -> Result<(), String> {
     let definition: ChordDefinition = match chords
         .get(chord_id.as_str())
         .await
-        .map_err(|e| failed(e.to_string()))?
+        .map_err(|e| e.to_string())?
     {
         Some(bytes) => serde_json::from_slice(&bytes)
-            .map_err(|e| failed(format!("unreadable chord definition: {e}")))?,
+            .map_err(|e| format!("unreadable chord definition: {e}"))?,
         None => {
-            tracing::error!(chord_id = %chord_id, "a chord completed but has no definition (expired or never stored); dropping its completions");
+            tracing::error!(chord_id = %chord_id, "a chord completed but has no definition (expired); dropping its completions");
             let _ = stream.purge().filter(subject).await;
             return Ok(());
         }
@@ -416,46 +787,48 @@ async fn fire(
     let first_time = match chords.create(format!("{chord_id}.fired"), "1".into()).await {
         Ok(_) => true,
         Err(error) if error.kind() == kv::CreateErrorKind::AlreadyExists => false,
-        Err(error) => return Err(failed(error.to_string())),
+        Err(error) => return Err(error.to_string()),
     };
-    let body_started = if first_time {
-        false
-    } else {
-        body_was_sent(shared, &definition).await
-    };
+    let body_started = !first_time && body_was_sent(shared, &definition).await;
     if !body_started {
-        match outcome {
-            Outcome::Complete { size, results } => {
-                if size != definition.size {
-                    tracing::warn!(chord_id = %chord_id, completions = size, defined = definition.size, "header size differs from the definition");
-                }
+        let failure = match outcome {
+            Outcome::Complete(results) => {
                 publish_chord_body(shared, &definition, &results)
                     .await
-                    .map_err(|e| failed(crate::error_chain(&e)))?;
+                    .map_err(|e| crate::error_chain(&e))?;
                 tracing::debug!(chord_id = %chord_id, "chord body sent");
+                None
             }
             Outcome::Failed { index, error } => {
                 tracing::info!(chord_id = %chord_id, member = index, "a chord header member failed; the body will not run");
-                fail_chord_body(shared, &definition, chord_task(), &error)
-                    .await
-                    .map_err(|e| failed(crate::error_chain(&e)))?;
+                let member = header_result_id(chord_id, index).map_err(|e| e.to_string())?;
+                Some(ChordFailure::member(member, error))
             }
+            Outcome::Invalid(mismatch) => Some(ChordFailure::invalid(chord_id, &mismatch)),
+        };
+        if let Some(failure) = failure {
+            fail_chord_body(shared, &definition, chord_task(), &failure)
+                .await
+                .map_err(|e| crate::error_chain(&e))?;
         }
     }
     stream
         .purge()
         .filter(subject)
         .await
-        .map_err(|e| failed(e.to_string()))?;
+        .map_err(|e| e.to_string())?;
     Ok(())
 }
 
 /// True when the chord's body already has a record beyond PENDING: it was sent before a crash.
-async fn body_was_sent(shared: &crate::worker::WorkerShared, definition: &ChordDefinition) -> bool {
-    let Some(body_id) = definition.body.result_id() else {
+///
+/// The step read is the one the body starts with (a chain's first, not its last, which stays
+/// PENDING while the earlier steps run).
+async fn body_was_sent(shared: &WorkerShared, definition: &ChordDefinition) -> bool {
+    let Some(first) = definition.body_first_steps().first().map(|step| &step.id) else {
         return false;
     };
-    matches!(shared.store.get(body_id).await, Ok(Some(record)) if record.state != TaskState::Pending)
+    matches!(shared.store.get(first).await, Ok(Some(record)) if record.state != TaskState::Pending)
 }
 
 impl Actor for ChordAggregator {
@@ -503,5 +876,73 @@ impl StreamHandler<Completion> for ChordAggregator {
 
     fn finished(&mut self, _ctx: &mut Self::Context) {
         // One partition's replay ended (the connection closed for good); the others go on.
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn completion(index: u32, state: TaskState) -> ChordCompletion {
+        ChordCompletion::new(index, 3, state)
+    }
+
+    #[test]
+    fn a_members_first_report_wins_and_revoked_is_a_failure() {
+        let chord = TaskId::new("c").unwrap();
+        let mut progress = Progress::default();
+        progress.record(&completion(0, TaskState::Success));
+        progress.record(&completion(0, TaskState::Failure));
+        progress.record(&completion(1, TaskState::Success));
+        assert!(progress.decide(&chord, 3, ChordPolicy::FailFast).is_none());
+        progress.record(&completion(2, TaskState::Revoked));
+        match progress.decide(&chord, 3, ChordPolicy::FailFast) {
+            Some(Outcome::Failed { index: 2, error }) => {
+                assert_eq!(error.message, "header member 2 ended REVOKED")
+            }
+            _ => panic!("a revoked member fails a fail-fast chord"),
+        }
+        match progress.decide(&chord, 3, ChordPolicy::Collect) {
+            Some(Outcome::Complete(results)) => assert!(results.collect && results.size == 3),
+            _ => panic!("a revoked member has ended, for collect"),
+        }
+    }
+
+    #[test]
+    fn at_least_fires_with_the_first_successes_or_fails_once_out_of_reach() {
+        let chord = TaskId::new("c").unwrap();
+        let quorum = ChordPolicy::AtLeast { successes: 2 };
+        let mut progress = Progress::default();
+        progress.record(&completion(2, TaskState::Success));
+        assert!(progress.decide(&chord, 3, quorum).is_none());
+        progress.record(&completion(0, TaskState::Success));
+        match progress.decide(&chord, 3, quorum) {
+            Some(Outcome::Complete(results)) => assert_eq!(results.indices, Some(vec![0, 2])),
+            _ => panic!("two successes reach the quorum"),
+        }
+        let mut failing = Progress::default();
+        failing.record(&completion(1, TaskState::Failure));
+        assert!(failing.decide(&chord, 3, quorum).is_none());
+        failing.record(&completion(2, TaskState::Revoked));
+        assert!(matches!(
+            failing.decide(&chord, 3, quorum),
+            Some(Outcome::Failed { index: 1, .. })
+        ));
+    }
+
+    #[test]
+    fn settled_chords_are_bounded_oldest_first() {
+        let mut settled = Settled::default();
+        let ids: Vec<TaskId> = (0..=SETTLED_PER_PARTITION)
+            .map(|i| TaskId::new(format!("c{i}")).unwrap())
+            .collect();
+        for id in &ids {
+            settled.insert(id.clone());
+            settled.insert(id.clone());
+        }
+        assert_eq!(settled.ids.len(), SETTLED_PER_PARTITION);
+        assert_eq!(settled.order.len(), SETTLED_PER_PARTITION);
+        assert!(!settled.contains(&ids[0]), "the oldest is forgotten");
+        assert!(settled.contains(&ids[1]) && settled.contains(&ids[SETTLED_PER_PARTITION]));
     }
 }

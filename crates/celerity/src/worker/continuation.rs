@@ -79,14 +79,8 @@ impl Continuation {
                 for node in self.chain.iter().chain(&self.link) {
                     collect_result_ids(node, &mut never);
                 }
-                fail_steps(
-                    shared,
-                    envelope,
-                    never,
-                    &failure,
-                    "the canvas after this task is invalid",
-                )
-                .await;
+                let meta = failed_by(&envelope.id, "the canvas after this task is invalid");
+                fail_steps(shared, envelope, never, &failure, &meta).await;
                 if let Some(member) = &self.chord {
                     let failed = shared
                         .store
@@ -128,7 +122,7 @@ impl Continuation {
         }
         match &record.error {
             Some(error) => {
-                self.on_failure(shared, envelope, &origin, error).await;
+                self.on_failure(shared, envelope, &origin, error).await?;
                 // A chord member's chain stopped: the chord must learn now, not wait forever.
                 if let Some(member) = &self.chord {
                     report_to_chord(shared, envelope, member, record).await?;
@@ -181,14 +175,20 @@ impl Continuation {
 
     /// Sends the errbacks with the failed task's id, and records every later step of the chain as
     /// failed with the same error, so the chain's result is this failure and no later step runs.
+    ///
+    /// # Errors
+    /// The first errback that could not be sent, once every errback was tried and the later steps
+    /// were recorded: as for a success callback, the message is then left for redelivery and this
+    /// runs again (errbacks are sent under their ids, so the server drops the copies it has).
     async fn on_failure(
         &self,
         shared: &WorkerShared,
         envelope: &Envelope,
         origin: &Origin,
         error: &ErrorRecord,
-    ) {
+    ) -> Result<(), EnqueueError> {
         let failed_id = Value::String(envelope.id.to_string());
+        let mut unsent = None;
         for errback in &self.link_error {
             let sent = shared
                 .dispatcher
@@ -201,21 +201,17 @@ impl Continuation {
                 )
                 .await;
             if let Err(send_error) = sent {
-                tracing::error!(task_id = %envelope.id, error = %crate::error_chain(&send_error), "cannot send an errback");
+                tracing::warn!(task_id = %envelope.id, error = %crate::error_chain(&send_error), "cannot send an errback; the task will be redelivered to send it again");
+                unsent.get_or_insert(send_error);
             }
         }
         let mut later = Vec::new();
         for node in &self.chain {
             collect_result_ids(node, &mut later);
         }
-        fail_steps(
-            shared,
-            envelope,
-            later,
-            error,
-            "an earlier step of the chain failed",
-        )
-        .await;
+        let meta = failed_by(&envelope.id, "an earlier step of the chain failed");
+        fail_steps(shared, envelope, later, error, &meta).await;
+        unsent.map_or(Ok(()), Err)
     }
 }
 
@@ -254,13 +250,19 @@ async fn report_to_chord(
     Ok(())
 }
 
-/// Records steps that will never run as failed with `error`, naming the task that failed.
+/// The `meta` of a step that will never run because `failed_task` failed.
+fn failed_by(failed_task: &TaskId, reason: &str) -> Value {
+    json!({"failed_task": failed_task.as_str(), "reason": reason})
+}
+
+/// Records steps that will never run as failed with `error` and `meta` (which names the task that
+/// failed).
 async fn fail_steps(
     shared: &WorkerShared,
     envelope: &Envelope,
     ids: Vec<TaskId>,
     error: &ErrorRecord,
-    reason: &str,
+    meta: &Value,
 ) {
     for id in ids {
         let mut step = Envelope::new(id, envelope.task.clone());
@@ -270,7 +272,7 @@ async fn fail_steps(
             .store
             .record(&step, TaskState::Failure)
             .with_error(error.clone())
-            .with_meta(json!({"failed_task": envelope.id.as_str(), "reason": reason}));
+            .with_meta(meta.clone());
         // The step never ran: its record names no task of its own.
         record.task = None;
         super::execute::store_final(shared, &step, &record).await;
@@ -333,7 +335,39 @@ pub(crate) async fn publish_chord_body(
         .await
 }
 
-/// Records every step of a chord's body as failed with a header member's error; a chord that is
+/// Why a chord's body will never run: the error its steps are recorded with, and what their
+/// `meta` names.
+#[derive(Debug)]
+pub(crate) struct ChordFailure {
+    /// The failing header member's id (`<chord id>-<index>`), or the chord's id when the chord
+    /// itself is at fault.
+    failed_task: TaskId,
+    reason: &'static str,
+    error: ErrorRecord,
+}
+
+impl ChordFailure {
+    /// Header member `member` (its result id) failed with `error`.
+    pub(crate) fn member(member: TaskId, error: ErrorRecord) -> Self {
+        Self {
+            failed_task: member,
+            reason: "a header member of the chord failed",
+            error,
+        }
+    }
+
+    /// Chord `chord_id`'s stored definition breaks a rule.
+    pub(crate) fn invalid(chord_id: &TaskId, mismatch: &celerity_proto::ChordMismatch) -> Self {
+        Self {
+            failed_task: chord_id.clone(),
+            reason: "the chord's definition breaks a rule of the protocol",
+            error: ErrorRecord::new("celerity::InvalidChord", mismatch.to_string()),
+        }
+    }
+}
+
+/// Records every step of a chord's body as failed with `failure`'s error, with
+/// `meta = {"failed_task": <member id>, "reason": ..., "chord_id": <chord id>}`; a chord that is
 /// itself a member of another chord reports the failure there.
 ///
 /// # Errors
@@ -342,26 +376,23 @@ pub(crate) async fn fail_chord_body(
     shared: &WorkerShared,
     definition: &ChordDefinition,
     chord_task: TaskName,
-    error: &ErrorRecord,
+    failure: &ChordFailure,
 ) -> Result<(), EnqueueError> {
     let mut parent = Envelope::new(definition.id.clone(), chord_task);
     parent.content_type = definition.content_type;
     parent.reply_to = definition.reply_to.clone();
     let mut ids = Vec::new();
     collect_result_ids(&definition.body, &mut ids);
-    fail_steps(
-        shared,
-        &parent,
-        ids,
-        error,
-        "a header member of the chord failed",
-    )
-    .await;
+    let mut meta = failed_by(&failure.failed_task, failure.reason);
+    if let Some(fields) = meta.as_object_mut() {
+        fields.insert("chord_id".to_owned(), json!(definition.id.as_str()));
+    }
+    fail_steps(shared, &parent, ids, &failure.error, &meta).await;
     if let Some(member) = &definition.member {
         let record = shared
             .store
             .record(&parent, TaskState::Failure)
-            .with_error(error.clone());
+            .with_error(failure.error.clone());
         report_to_chord(shared, &parent, member, &record).await?;
     }
     Ok(())

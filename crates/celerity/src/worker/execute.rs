@@ -182,11 +182,12 @@ async fn run_message(
         .await;
     }
     if let Some(results) = body.chord_results.take() {
-        match gather_header_results(&shared.store, &results).await {
+        match gather_header_results(&shared, &envelope.id, &results).await {
             Ok(list) => body.args.insert(0, list),
-            Err(HeaderResultsError::Store(error)) => {
-                tracing::warn!(task_id = %envelope.id, error = %crate::error_chain(&error), "cannot read the chord's header results; the body will be redelivered");
-                return;
+            // Names no stored chord or does not match it: it can never run as sent.
+            Err(error) if error.is_bad_message() => {
+                let (reason, error) = (DeadLetterReason::InvalidCanvas, crate::error_chain(&error));
+                return reject(&shared, &queue, &message, &envelope, reason, error).await;
             }
             Err(HeaderResultsError::NotSucceeded { index, state }) => {
                 let error = ErrorRecord::new(
@@ -202,6 +203,10 @@ async fn run_message(
                     .record(&envelope, TaskState::Failure)
                     .with_error(error);
                 return finish_with(&shared, &envelope, &message, continuation, record).await;
+            }
+            Err(error) => {
+                tracing::warn!(task_id = %envelope.id, error = %crate::error_chain(&error), "cannot read the chord's header results; the body will be redelivered");
+                return;
             }
         }
     }
