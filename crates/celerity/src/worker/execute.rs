@@ -23,7 +23,7 @@ use crate::task::{ArgumentsError, Registered, TaskContext, TaskFuture};
 use crate::worker::WorkerShared;
 use crate::worker::chord::{HeaderResultsError, gather_header_results};
 use crate::worker::continuation::Continuation;
-use crate::worker::dead_letter::dead_letter;
+use crate::worker::dead_letter::{dead_letter, dead_letter_task};
 use crate::worker::limits::{Credit, Passage};
 
 /// Runs the task in `message` to completion (or dead-letters it), telling the server every half
@@ -472,8 +472,8 @@ async fn finish_without_running(
 }
 
 /// Dead-letters a task whose envelope is valid, and tells its producer: the task fails with
-/// `celerity::DeadLettered`, recorded before the message leaves the queue, so nobody waits on a
-/// task that will never run.
+/// `celerity::DeadLettered` (unless it already has a final record), recorded once the copy is
+/// stored and before the message leaves the queue, so nobody waits on a task that will never run.
 async fn reject(
     shared: &WorkerShared,
     queue: &QueueName,
@@ -482,13 +482,7 @@ async fn reject(
     reason: DeadLetterReason,
     error: String,
 ) {
-    let failure = ErrorRecord::new("celerity::DeadLettered", format!("{reason}: {error}"));
-    let record = shared
-        .store
-        .record(envelope, TaskState::Failure)
-        .with_error(failure);
-    store_final(shared, envelope, &record).await;
-    dead_letter(shared, queue, message, reason, error).await;
+    dead_letter_task(shared, queue, message, envelope, reason, error).await;
 }
 
 async fn run_bound(
