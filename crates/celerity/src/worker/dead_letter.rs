@@ -40,7 +40,7 @@ use crate::worker::execute::store_final;
 
 /// The delivery at which a dead letter that still cannot be stored is given up (terminated,
 /// with an error-level log), counting every delivery of the message.
-pub(crate) const GIVE_UP_AT_DELIVERY: u64 = 10;
+const GIVE_UP_AT_DELIVERY: u64 = 10;
 
 /// The longest wait before a message whose copy could not be stored is delivered again.
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(60);
