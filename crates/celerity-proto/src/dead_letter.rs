@@ -1,8 +1,10 @@
 //! Dead letters: a message no worker can run, kept with the reason instead of being dropped.
 //!
-//! A dead letter is the original message (its headers and body, byte for byte) plus the
-//! `Celerity-Dlq-*` headers defined here, stored in the dead-letter stream.
+//! A dead letter is the original message (its body byte for byte, its headers except those the
+//! server acts on, see [`DeadLetter::copied_header_name`]) plus the `Celerity-Dlq-*` headers
+//! defined here, stored in the dead-letter stream.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use crate::envelope::HeaderSource;
@@ -23,6 +25,12 @@ pub mod dlq_header {
     pub const STREAM_SEQUENCE: &str = "Celerity-Dlq-Stream-Sequence";
     /// When it was dead-lettered, Unix milliseconds.
     pub const TIME: &str = "Celerity-Dlq-Time";
+    /// Present when the copy was stored without its body (it did not fit the server's
+    /// `max_payload`, or the dead-letter stream refused it): the original body's size in bytes.
+    pub const BODY_DROPPED: &str = "Celerity-Dlq-Body-Dropped";
+    /// Prefix under which the copy keeps an original `Nats-*` header:
+    /// `Nats-Expected-Stream` travels as `Celerity-Dlq-Original-Nats-Expected-Stream`.
+    pub const ORIGINAL_PREFIX: &str = "Celerity-Dlq-Original-";
 }
 
 /// Why a message was dead-lettered.
@@ -129,14 +137,78 @@ pub struct DeadLetter {
 }
 
 impl DeadLetter {
+    /// The longest error text a dead letter carries, in bytes, in `Celerity-Dlq-Error` and in
+    /// the message of the task's FAILURE record (after its `<reason code>: `).
+    pub const MAX_ERROR_BYTES: usize = 512;
+
+    /// `text` cut to at most [`DeadLetter::MAX_ERROR_BYTES`] bytes, on a character boundary,
+    /// ending with a marker that gives its full length.
+    ///
+    /// Error texts repeat bad input (an unknown argument name, a header value), which can be as
+    /// large as a message.
+    ///
+    /// ```
+    /// # use celerity_proto::DeadLetter;
+    /// assert_eq!(DeadLetter::bounded_error("short"), "short");
+    /// let long = "x".repeat(2_000);
+    /// let bounded = DeadLetter::bounded_error(&long);
+    /// assert!(bounded.len() <= DeadLetter::MAX_ERROR_BYTES);
+    /// assert!(bounded.ends_with(" [cut, 2000 bytes in all]"));
+    /// ```
+    pub fn bounded_error(text: &str) -> Cow<'_, str> {
+        if text.len() <= Self::MAX_ERROR_BYTES {
+            return Cow::Borrowed(text);
+        }
+        let marker = format!(" [cut, {} bytes in all]", text.len());
+        let mut end = Self::MAX_ERROR_BYTES - marker.len();
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        Cow::Owned(format!("{}{marker}", &text[..end]))
+    }
+
+    /// The name under which the copy carries the original header `name`, or `None` when the copy
+    /// leaves it out.
+    ///
+    /// The server acts on `Nats-*` headers when the copy is published (`Nats-Expected-Stream`
+    /// would make it refuse the copy, `Nats-TTL` expire it, `Nats-Rollup` purge other letters),
+    /// so every header whose name starts with `Nats-`, in any letter case, is renamed with
+    /// [`dlq_header::ORIGINAL_PREFIX`].
+    /// `Nats-Msg-Id` is left out: the copy has its own, and the task id is in `Celerity-Id`.
+    ///
+    /// ```
+    /// # use celerity_proto::DeadLetter;
+    /// assert_eq!(DeadLetter::copied_header_name("Celerity-Id").as_deref(), Some("Celerity-Id"));
+    /// assert_eq!(
+    ///     DeadLetter::copied_header_name("Nats-Expected-Stream").as_deref(),
+    ///     Some("Celerity-Dlq-Original-Nats-Expected-Stream")
+    /// );
+    /// assert_eq!(DeadLetter::copied_header_name("Nats-Msg-Id"), None);
+    /// ```
+    pub fn copied_header_name(name: &str) -> Option<Cow<'_, str>> {
+        // NOTE(protocol): a whole prefix rather than a list of names, because each server release
+        // adds some (Nats-TTL, Nats-Incr, Nats-Batch-*, Nats-Schedule-* since 2.11).
+        let server_header = name
+            .get(..5)
+            .is_some_and(|prefix| prefix.eq_ignore_ascii_case("Nats-"));
+        if !server_header {
+            Some(Cow::Borrowed(name))
+        } else if name == crate::header::NATS_MSG_ID {
+            None
+        } else {
+            Some(Cow::Owned(format!("{}{name}", dlq_header::ORIGINAL_PREFIX)))
+        }
+    }
+
     /// The headers to add to the original message's headers.
     ///
-    /// Header values cannot hold line breaks, so they are replaced with spaces in every text value.
+    /// Header values cannot hold line breaks, so they are replaced with spaces in every text value;
+    /// the error text is bounded ([`DeadLetter::bounded_error`]).
     pub fn to_headers(&self) -> Vec<(&'static str, String)> {
         let clean = |text: &str| text.replace(['\r', '\n'], " ");
         vec![
             (dlq_header::REASON, self.reason.code().to_owned()),
-            (dlq_header::ERROR, clean(&self.error)),
+            (dlq_header::ERROR, clean(&Self::bounded_error(&self.error))),
             (dlq_header::WORKER, clean(&self.worker)),
             (dlq_header::DELIVERIES, self.deliveries.to_string()),
             (dlq_header::SUBJECT, clean(&self.subject)),
@@ -159,5 +231,94 @@ impl DeadLetter {
             stream_sequence: headers.get(dlq_header::STREAM_SEQUENCE)?.parse().ok()?,
             time_ms: headers.get(dlq_header::TIME)?.parse().ok()?,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bounded_error_is_cut_on_a_character_boundary_and_says_how_long_it_was() {
+        let long = "é".repeat(1_000);
+        let bounded = DeadLetter::bounded_error(&long);
+        assert!(
+            bounded.len() <= DeadLetter::MAX_ERROR_BYTES,
+            "{}",
+            bounded.len()
+        );
+        assert!(bounded.starts_with("éé"));
+        assert!(bounded.ends_with(" [cut, 2000 bytes in all]"), "{bounded}");
+        // Bounding twice changes nothing, so the record and the header may both bound.
+        assert_eq!(DeadLetter::bounded_error(&bounded), bounded);
+    }
+
+    #[test]
+    fn an_error_at_the_limit_is_kept_whole() {
+        let text = "x".repeat(DeadLetter::MAX_ERROR_BYTES);
+        assert!(matches!(DeadLetter::bounded_error(&text), Cow::Borrowed(_)));
+        let text = "x".repeat(DeadLetter::MAX_ERROR_BYTES + 1);
+        assert!(DeadLetter::bounded_error(&text).ends_with(" [cut, 513 bytes in all]"));
+    }
+
+    #[test]
+    fn the_error_header_is_bounded() {
+        let letter = DeadLetter {
+            reason: DeadLetterReason::BadArguments,
+            error: format!("unexpected named argument {:?}", "k".repeat(900_000)),
+            worker: "w1".into(),
+            deliveries: 1,
+            subject: "celerity.q.default.0".into(),
+            stream_sequence: 1,
+            time_ms: 1,
+        };
+        let headers = letter.to_headers();
+        let error = HeaderSource::get(headers.as_slice(), dlq_header::ERROR).unwrap_or_default();
+        assert!(
+            error.len() <= DeadLetter::MAX_ERROR_BYTES,
+            "{}",
+            error.len()
+        );
+    }
+
+    #[test]
+    fn every_header_the_server_acts_on_is_renamed() {
+        for name in [
+            "Nats-Expected-Stream",
+            "Nats-Expected-Last-Sequence",
+            "Nats-Expected-Last-Subject-Sequence",
+            "Nats-Expected-Last-Subject-Sequence-Subject",
+            "Nats-Expected-Last-Msg-Id",
+            "Nats-Rollup",
+            "Nats-TTL",
+            "Nats-Incr",
+            "Nats-Batch-Id",
+            "Nats-Schedule",
+            "Nats-Schedule-Target",
+            "Nats-Scheduler",
+            "Nats-Marker-Reason",
+            "Nats-Stream-Source",
+            "Nats-Trace-Dest",
+            "Nats-Required-Api-Level",
+            "nats-ttl",
+            "NATS-ROLLUP",
+        ] {
+            assert_eq!(
+                DeadLetter::copied_header_name(name).as_deref(),
+                Some(format!("Celerity-Dlq-Original-{name}").as_str()),
+                "{name}"
+            );
+        }
+        for name in [
+            "Celerity-Task",
+            "traceparent",
+            "X-Tenant",
+            "Nats",
+            "NATS",
+            "Natsy-X",
+        ] {
+            assert_eq!(DeadLetter::copied_header_name(name).as_deref(), Some(name));
+        }
+        assert_eq!(DeadLetter::copied_header_name("Nats-Msg-Id"), None);
     }
 }

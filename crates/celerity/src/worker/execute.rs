@@ -23,7 +23,7 @@ use crate::task::{ArgumentsError, Registered, TaskContext, TaskFuture};
 use crate::worker::WorkerShared;
 use crate::worker::chord::{HeaderResultsError, gather_header_results};
 use crate::worker::continuation::Continuation;
-use crate::worker::dead_letter::dead_letter;
+use crate::worker::dead_letter::{DeadTask, dead_letter, dead_letter_task};
 use crate::worker::limits::{Credit, Passage};
 
 /// Runs the task in `message` to completion (or dead-letters it), telling the server every half
@@ -574,10 +574,11 @@ async fn finish_with(
     ack(message).await;
 }
 
-/// Dead-letters a task whose envelope is valid, and tells its producer and its canvas: the task
-/// fails with `celerity::DeadLettered` (`meta.reason` the dead-letter reason), recorded before the
-/// message leaves the queue, so nobody waits on a task that will never run; what follows a failure
-/// runs (errbacks, the chain's later steps fail, its chord hears of it).
+/// Dead-letters a task whose envelope is valid, and tells its producer and its canvas: once the
+/// copy is stored, the task fails with `celerity::DeadLettered` (`meta.reason` the dead-letter
+/// reason; unless it already has a final record), what follows a failure runs (errbacks, the
+/// chain's later steps fail, its chord hears of it), and then the message leaves the queue, so
+/// nobody waits on a task that will never run.
 async fn reject(
     shared: &WorkerShared,
     queue: &QueueName,
@@ -586,21 +587,12 @@ async fn reject(
     reason: DeadLetterReason,
     error: String,
 ) {
-    let failure = ErrorRecord::new("celerity::DeadLettered", format!("{reason}: {error}"));
-    let record = shared
-        .store
-        .record(envelope, TaskState::Failure)
-        .with_error(failure)
-        .with_meta(serde_json::json!({ "reason": reason.code() }));
-    store_final(shared, envelope, &record).await;
     let continuation = continuation_of(envelope, message);
-    if let Err(send_error) = continuation.after(shared, envelope, &record).await {
-        // Left for redelivery: the next delivery finds the record and dead-letters the message
-        // once what follows is sent.
-        tracing::error!(task_id = %envelope.id, error = %crate::error_chain(&send_error), "cannot send what follows a dead-lettered task; it will be redelivered");
-        return;
-    }
-    dead_letter(shared, queue, message, reason, error).await;
+    let dead = DeadTask {
+        envelope,
+        continuation: &continuation,
+    };
+    dead_letter_task(shared, queue, message, dead, reason, error).await;
 }
 
 /// The dead-letter reason of a record that [`reject`] wrote.
