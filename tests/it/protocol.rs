@@ -971,3 +971,53 @@ async fn python_producer_written_from_protocol_md_gets_results_from_a_rust_worke
         parked_worker.log()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_msgpack_body_nested_deeper_than_json_allows_is_dead_lettered_as_undecodable() {
+    let server = server();
+    let _worker = WorkerProcess::start(&server.url(), "deep-worker", &[]);
+    let nats = async_nats::connect(server.url()).await.expect("connect");
+    let js = jetstream::new(nats);
+
+    // `{"args": [[[...[0]...]]]}` with 1,000 arrays: within rmp-serde's own limit, far beyond
+    // serde_json's.
+    let mut body = vec![0x81, 0xa4];
+    body.extend_from_slice(b"args");
+    body.extend(std::iter::repeat_n(0x91, 1000));
+    body.push(0x00);
+    let headers = [
+        ("Celerity-Version", "1"),
+        ("Celerity-Task", "it.add"),
+        ("Celerity-Id", "deep-msgpack"),
+        ("Content-Type", "application/msgpack"),
+    ]
+    .map(|(name, value)| (name.to_owned(), value.to_owned()));
+    js.publish_with_headers("celerity.q.default.0", header_map(&headers), body.into())
+        .await
+        .expect("publish the deep task")
+        .await
+        .expect("JetStream stores the deep task");
+
+    let dlq = js
+        .get_stream("CELERITY_DLQ")
+        .await
+        .expect("the dead-letter stream");
+    let letter = tokio::time::timeout(WAIT, async {
+        loop {
+            if let Ok(letter) = dlq
+                .get_last_raw_message_by_subject("celerity.dlq.default")
+                .await
+            {
+                return letter;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    })
+    .await
+    .expect("the deep task was never dead-lettered");
+    let reason = letter
+        .headers
+        .get("Celerity-Dlq-Reason")
+        .map(|value| value.to_string());
+    assert_eq!(reason.as_deref(), Some("undecodable_body"));
+}
