@@ -1021,3 +1021,24 @@ async fn a_msgpack_body_nested_deeper_than_json_allows_is_dead_lettered_as_undec
         .map(|value| value.to_string());
     assert_eq!(reason.as_deref(), Some("undecodable_body"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_control_request_to_one_hostname_never_reaches_a_worker_whose_hostname_differs() {
+    let server = server();
+    let _worker = WorkerProcess::start(&server.url(), "host_1", &[]);
+    let client = client(&server.url()).await;
+    let control = client.control();
+
+    let own = control
+        .ping(Some("host_1"), Duration::from_secs(5))
+        .await
+        .expect("worker host_1 answers on its own subject");
+    assert_eq!(own.len(), 1);
+    assert_eq!(own[0].worker, "host_1");
+    // `host.1` and `host_1` once mapped to one token, so host_1 answered for host.1.
+    let other = control.ping(Some("host.1"), Duration::from_secs(2)).await;
+    assert!(
+        matches!(other, Err(celerity::ControlError::UnknownDestination(_))),
+        "a request for host.1 got {other:?}"
+    );
+}

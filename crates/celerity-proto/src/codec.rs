@@ -4,8 +4,8 @@
 //! MessagePack records are maps with field names (`rmp_serde::to_vec_named`), so any MessagePack
 //! library reads them as the same objects as the JSON form.
 
-use serde::de::DeserializeOwned;
 use serde::Serialize;
+use serde::de::DeserializeOwned;
 
 /// How deeply arrays and maps may nest in a MessagePack body or record: serde_json's own limit, so
 /// both encodings refuse the same values (rmp-serde's default, 1,024, lets a small hostile body
