@@ -873,7 +873,8 @@ pub(crate) async fn run_python_script(python: &Path, script: &str, args: &[&str]
 async fn python_producer_written_from_protocol_md_gets_results_from_a_rust_worker() {
     let python = python_interpreter();
     let server = server();
-    let worker = WorkerProcess::start(&server.url(), "py-worker", &["-c", "2"]);
+    // A hostname with bytes outside the token alphabet, so Python computes an escaped token.
+    let worker = WorkerProcess::start(&server.url(), "py-worker@host.1", &["-c", "2"]);
 
     let summary = run_python_client(&python, &server.url(), &worker.hostname).await;
 
@@ -897,6 +898,20 @@ async fn python_producer_written_from_protocol_md_gets_results_from_a_rust_worke
     assert_eq!(
         summary["golden_files_checked"],
         reference_cases().len(),
+        "{summary}"
+    );
+    assert_eq!(
+        summary["control"]["direct"], "py-worker@host.1",
+        "{summary}"
+    );
+    assert_eq!(
+        summary["control"]["broadcast"],
+        json!(["py-worker@host.1"]),
+        "{summary}"
+    );
+    assert_eq!(
+        summary["no_stream"],
+        "no stream for queue \"py_no_stream\": start a worker of the queue once, or create its stream",
         "{summary}"
     );
     let msgpack = &summary["msgpack"];

@@ -177,6 +177,8 @@ mod tests {
         let json_limit = (1..400)
             .find(|depth| refused(ContentType::Json, *depth))
             .expect("serde_json has a nesting limit");
+        // NOTE(protocol): docs/protocol.md 4.2 states this limit.
+        assert_eq!(json_limit, MAX_DEPTH, "127 levels are read, 128 refused");
         assert!(!refused(ContentType::MsgPack, json_limit - 1));
         assert!(refused(ContentType::MsgPack, json_limit));
         // Deeper than rmp-serde's own limit too: refused, not a stack overflow.
