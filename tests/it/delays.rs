@@ -196,3 +196,206 @@ async fn an_expired_task_is_revoked_not_run_and_a_chain_step_waits_its_countdown
         second_started - first_done
     );
 }
+
+/// Publishes a hand-written task message to `subject` with a JetStream publish.
+async fn publish_to(
+    client: &celerity::Client,
+    subject: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) {
+    let js = async_nats::jetstream::new(client.nats().clone());
+    let mut map = async_nats::HeaderMap::new();
+    for (name, value) in headers {
+        map.insert(*name, *value);
+    }
+    js.publish_with_headers(subject.to_owned(), map, body.to_vec().into())
+        .await
+        .expect("publish")
+        .await
+        .expect("the message is stored");
+}
+
+/// Publishes task `task_id` (`it.add` with `args`) to `subject` with the extra `headers`, waits for
+/// the scheduler to move it to its queue (a message with `Nats-Msg-Id: <id>-eta-...`) and returns the
+/// subject it went to.
+async fn released_to(
+    client: &celerity::Client,
+    subject: &str,
+    task_id: &str,
+    headers: &[(&str, &str)],
+    args: &str,
+) -> String {
+    use futures_util::StreamExt;
+    let mut released = client
+        .nats()
+        .subscribe("celerity.q.*.*")
+        .await
+        .expect("subscribe to the task subjects");
+    client.nats().flush().await.expect("flush the subscription");
+    let mut all_headers = vec![
+        ("Celerity-Version", "1"),
+        ("Celerity-Task", "it.add"),
+        ("Celerity-Id", task_id),
+    ];
+    all_headers.extend_from_slice(headers);
+    let body = format!(r#"{{"args":{args}}}"#);
+    publish_to(client, subject, &all_headers, body.as_bytes()).await;
+    let release_id = format!("{task_id}-eta-");
+    let wait = async {
+        while let Some(message) = released.next().await {
+            let id = message
+                .headers
+                .as_ref()
+                .and_then(|headers| headers.get("Nats-Msg-Id"))
+                .map(|value| value.as_str().to_owned())
+                .unwrap_or_default();
+            if id.starts_with(&release_id) {
+                return message.subject.to_string();
+            }
+        }
+        panic!("the subscription to the task subjects ended");
+    };
+    tokio::time::timeout(WAIT, wait)
+        .await
+        .expect("the scheduler never released the delayed task")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_task_goes_back_at_the_priority_of_the_subject_it_came_on() {
+    let server = server();
+    let _worker = WorkerProcess::start(&server.url(), "w1", &[]);
+    let client = client(&server.url()).await;
+
+    // Priority 9 by its subject only: `Celerity-Priority` is optional on a queue subject.
+    let eta = (now_ms() + 1000).to_string();
+    let headers = [("Celerity-Eta", eta.as_str())];
+    let subject = released_to(
+        &client,
+        "celerity.q.default.9",
+        "urgent-later",
+        &headers,
+        "[4,5]",
+    );
+
+    assert_eq!(subject.await, "celerity.q.default.9");
+    let result = client.async_result::<i64>("urgent-later").unwrap();
+    assert_eq!(result.get(WAIT).await.unwrap(), 9);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delayed_task_between_priority_steps_is_released_at_the_step_below() {
+    let server = server();
+    let worker = WorkerProcess::spawn(&server.url(), "w1", &[], &[("IT_PRIORITY_STEPS", "0,5,9")]);
+    worker.wait_for_log("consuming", WAIT);
+    let client = client(&server.url()).await;
+
+    // Priority 7 is no step of this deployment: its stream has only `.0`, `.5` and `.9`.
+    let headers = [("Celerity-Priority", "7")];
+    let subject = released_to(
+        &client,
+        "celerity.delayed.default",
+        "between-steps",
+        &headers,
+        "[3,4]",
+    );
+
+    assert_eq!(subject.await, "celerity.q.default.5");
+    let result = client.async_result::<i64>("between-steps").unwrap();
+    assert_eq!(result.get(WAIT).await.unwrap(), 7);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_due_task_for_a_queue_without_a_stream_gets_the_stream_and_waits_there() {
+    let server = server();
+    let _worker = WorkerProcess::start(&server.url(), "w1", &[]);
+    let client = client(&server.url()).await;
+
+    // No worker consumes `unstarted` yet, so nothing has made its stream.
+    let headers = [("Celerity-Priority", "2")];
+    let id = "for-a-queue-to-come";
+    let subject = released_to(&client, "celerity.delayed.unstarted", id, &headers, "[1,1]");
+
+    assert_eq!(subject.await, "celerity.q.unstarted.2");
+    let js = async_nats::jetstream::new(client.nats().clone());
+    crate::support::eventually("the task waits in its new queue stream", WAIT, || {
+        let js = js.clone();
+        async move {
+            match js.get_stream("CELERITY_Q_unstarted").await {
+                Ok(stream) => stream
+                    .get_last_raw_message_by_subject("celerity.q.unstarted.2")
+                    .await
+                    .is_ok(),
+                Err(_) => false,
+            }
+        }
+    })
+    .await;
+    let _consumer = WorkerProcess::start(&server.url(), "w2", &["-Q", "unstarted"]);
+    let result = client.async_result::<i64>(id).unwrap();
+    assert_eq!(result.get(WAIT).await.unwrap(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delayed_message_whose_subject_names_no_queue_is_dead_lettered() {
+    let server = server();
+    let _worker = WorkerProcess::start(&server.url(), "w1", &[]);
+    let client = client(&server.url()).await;
+
+    let subject = "celerity.delayed.no:such:queue";
+    publish_to(
+        &client,
+        subject,
+        &[
+            ("Celerity-Version", "1"),
+            ("Celerity-Task", "it.add"),
+            ("Celerity-Id", "nowhere"),
+        ],
+        br#"{"args":[1,2]}"#,
+    )
+    .await;
+
+    let js = async_nats::jetstream::new(client.nats().clone());
+    let dlq = js
+        .get_stream("CELERITY_DLQ")
+        .await
+        .expect("the dead-letter stream");
+    crate::support::eventually("the message is dead-lettered", WAIT, || {
+        let dlq = dlq.clone();
+        async move {
+            dlq.get_last_raw_message_by_subject("celerity.dlq.default")
+                .await
+                .is_ok()
+        }
+    })
+    .await;
+    let letter = dlq
+        .get_last_raw_message_by_subject("celerity.dlq.default")
+        .await
+        .expect("the dead letter");
+    let header = |name: &str| {
+        letter
+            .headers
+            .get(name)
+            .map(|value| value.as_str().to_owned())
+            .unwrap_or_default()
+    };
+    assert_eq!(header("Celerity-Dlq-Reason"), "bad_envelope");
+    assert_eq!(header("Celerity-Dlq-Subject"), subject);
+    assert_eq!(header("Celerity-Id"), "nowhere");
+    assert_eq!(letter.payload.as_ref(), br#"{"args":[1,2]}"#);
+    let mut delayed = js
+        .get_stream("CELERITY_DELAYED")
+        .await
+        .expect("the delayed stream");
+    assert_eq!(
+        delayed
+            .info()
+            .await
+            .expect("delayed stream info")
+            .state
+            .messages,
+        0,
+        "the message left the delayed stream"
+    );
+}

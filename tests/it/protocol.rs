@@ -873,7 +873,8 @@ pub(crate) async fn run_python_script(python: &Path, script: &str, args: &[&str]
 async fn python_producer_written_from_protocol_md_gets_results_from_a_rust_worker() {
     let python = python_interpreter();
     let server = server();
-    let worker = WorkerProcess::start(&server.url(), "py-worker", &["-c", "2"]);
+    // A hostname with bytes outside the token alphabet, so Python computes an escaped token.
+    let worker = WorkerProcess::start(&server.url(), "py-worker@host.1", &["-c", "2"]);
 
     let summary = run_python_client(&python, &server.url(), &worker.hostname).await;
 
@@ -897,6 +898,20 @@ async fn python_producer_written_from_protocol_md_gets_results_from_a_rust_worke
     assert_eq!(
         summary["golden_files_checked"],
         reference_cases().len(),
+        "{summary}"
+    );
+    assert_eq!(
+        summary["control"]["direct"], "py-worker@host.1",
+        "{summary}"
+    );
+    assert_eq!(
+        summary["control"]["broadcast"],
+        json!(["py-worker@host.1"]),
+        "{summary}"
+    );
+    assert_eq!(
+        summary["no_stream"],
+        "no stream for queue \"py_no_stream\": start a worker of the queue once, or create its stream",
         "{summary}"
     );
     let msgpack = &summary["msgpack"];
@@ -969,5 +984,76 @@ async fn python_producer_written_from_protocol_md_gets_results_from_a_rust_worke
             .contains("the queue stream does not republish doorbells"),
         "the stream Python created lacks the doorbell republish:\n{}",
         parked_worker.log()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_msgpack_body_nested_deeper_than_json_allows_is_dead_lettered_as_undecodable() {
+    let server = server();
+    let _worker = WorkerProcess::start(&server.url(), "deep-worker", &[]);
+    let nats = async_nats::connect(server.url()).await.expect("connect");
+    let js = jetstream::new(nats);
+
+    // `{"args": [[[...[0]...]]]}` with 1,000 arrays: within rmp-serde's own limit, far beyond
+    // serde_json's.
+    let mut body = vec![0x81, 0xa4];
+    body.extend_from_slice(b"args");
+    body.extend(std::iter::repeat_n(0x91, 1000));
+    body.push(0x00);
+    let headers = [
+        ("Celerity-Version", "1"),
+        ("Celerity-Task", "it.add"),
+        ("Celerity-Id", "deep-msgpack"),
+        ("Content-Type", "application/msgpack"),
+    ]
+    .map(|(name, value)| (name.to_owned(), value.to_owned()));
+    js.publish_with_headers("celerity.q.default.0", header_map(&headers), body.into())
+        .await
+        .expect("publish the deep task")
+        .await
+        .expect("JetStream stores the deep task");
+
+    let dlq = js
+        .get_stream("CELERITY_DLQ")
+        .await
+        .expect("the dead-letter stream");
+    let letter = tokio::time::timeout(WAIT, async {
+        loop {
+            if let Ok(letter) = dlq
+                .get_last_raw_message_by_subject("celerity.dlq.default")
+                .await
+            {
+                return letter;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    })
+    .await
+    .expect("the deep task was never dead-lettered");
+    let reason = letter
+        .headers
+        .get("Celerity-Dlq-Reason")
+        .map(|value| value.to_string());
+    assert_eq!(reason.as_deref(), Some("undecodable_body"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_control_request_to_one_hostname_never_reaches_a_worker_whose_hostname_differs() {
+    let server = server();
+    let _worker = WorkerProcess::start(&server.url(), "host_1", &[]);
+    let client = client(&server.url()).await;
+    let control = client.control();
+
+    let own = control
+        .ping(Some("host_1"), Duration::from_secs(5))
+        .await
+        .expect("worker host_1 answers on its own subject");
+    assert_eq!(own.len(), 1);
+    assert_eq!(own[0].worker, "host_1");
+    // `host.1` and `host_1` once mapped to one token, so host_1 answered for host.1.
+    let other = control.ping(Some("host.1"), Duration::from_secs(2)).await;
+    assert!(
+        matches!(other, Err(celerity::ControlError::UnknownDestination(_))),
+        "a request for host.1 got {other:?}"
     );
 }

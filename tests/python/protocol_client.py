@@ -5,6 +5,8 @@ It checks that the streams, consumers and bucket a worker provisioned match the 
 `it.add` and `it.fail` (and a MessagePack `it.add` when the `msgpack` package is importable),
 writes their PENDING records create-only, waits for the final records on its own reply subject,
 and reads them back from the results bucket in two ways.
+It pings the worker on its own control subject (the hostname's token) and on the broadcast
+subject, and checks that a publish to a queue without a stream is reported as such.
 With --golden-dir it decodes the golden files and re-encodes them byte for byte.
 With --park-queue it also creates that queue's stream itself and leaves one task in it for a
 worker started later.
@@ -21,6 +23,7 @@ On failure it prints what went wrong on stderr and exits 1 (2 when nats-py is mi
 import argparse
 import asyncio
 import json
+import os
 import pathlib
 import secrets
 import sys
@@ -60,6 +63,14 @@ FINAL_STATES = ("SUCCESS", "FAILURE", "REVOKED")
 
 class ProtocolError(Exception):
     """The server or the worker did something protocol.md does not allow."""
+
+
+class NoStream(Exception):
+    """A task was published to a queue whose stream does not exist (protocol.md 3.7)."""
+
+    def __init__(self, queue):
+        super().__init__(f'no stream for queue "{queue}": start a worker of the queue once, or create its stream')
+        self.queue = queue
 
 
 def check(condition, what):
@@ -108,12 +119,28 @@ class Layout:
     def reply_subject(self):
         return f"{self.ns}.reply.{secrets.token_hex(16)}"
 
+    def control_subject(self, hostname):
+        return f"{self.ns}.control.{worker_token(hostname)}"
+
+    def control_broadcast_subject(self):
+        return f"{self.ns}.control.all"
+
+
+def worker_token(hostname):
+    """A hostname as one subject token (protocol.md 7a): bytes of A-Z a-z 0-9 - _ kept, every
+    other byte of its UTF-8 written =XX in upper-case hex."""
+    kept = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    return "".join(chr(byte) if byte in kept else f"={byte:02X}" for byte in hostname.encode())
+
 
 def rings_doorbells(nc):
     """Whether queue streams republish doorbells on the connected server (protocol.md 3.1, 3.3):
-    before nats-server 2.10.16 they do; from it on, workers send bell requests instead."""
+    before nats-server 2.10.16 they do, and always with CELERITY_NEW_TASK_SIGNAL=doorbells; from
+    2.10.16 on, workers send bell requests instead."""
+    if os.environ.get("CELERITY_NEW_TASK_SIGNAL", "").strip() == "doorbells":
+        return True
     version = nc.connected_server_version
-    return (version.major, version.minor, version.patch) < (2, 10, 18)
+    return (version.major, version.minor, version.patch) < (2, 10, 16)
 
 
 def queue_stream_config(layout, queue, doorbells):
@@ -239,8 +266,35 @@ async def create_pending(js, layout, task_id, task_name, content_type):
         raise
 
 
+# The priority levels of each queue stream read so far: a stream's subjects do not change.
+QUEUE_LEVELS = {}
+
+
+async def queue_levels(js, layout, queue):
+    """The priority levels the queue's stream lists (protocol.md 3.1), or None without a stream."""
+    stream = layout.queue_stream(queue)
+    if stream not in QUEUE_LEVELS:
+        try:
+            subjects = (await js.stream_info(stream)).config.subjects
+        except nats.js.errors.NotFoundError:
+            return None
+        prefix = layout.task_subject(queue, "")
+        QUEUE_LEVELS[stream] = sorted(int(subject[len(prefix):]) for subject in subjects if subject.startswith(prefix))
+    return QUEUE_LEVELS[stream]
+
+
+def round_priority(priority, levels):
+    """Rounds a priority as protocol.md 3.1 says: down to the nearest level in use, and up to the
+    lowest level when it is below every level."""
+    if not levels:
+        return priority
+    below = [level for level in levels if level <= priority]
+    return max(below) if below else min(levels)
+
+
 async def publish_task(js, layout, queue, priority, task_id, task_name, args, kwargs, reply_to, content_type):
     """Publishes one task message and returns JetStream's PubAck."""
+    priority = round_priority(priority, await queue_levels(js, layout, queue))
     headers = {
         "Celerity-Version": PROTOCOL_VERSION,
         "Celerity-Task": task_name,
@@ -255,12 +309,16 @@ async def publish_task(js, layout, queue, priority, task_id, task_name, args, kw
     if reply_to is not None:
         headers["Celerity-Reply-To"] = reply_to
     body = encode({"args": args, "kwargs": kwargs}, content_type)
-    ack = await js.publish(
-        layout.task_subject(queue, priority),
-        body,
-        headers=headers,
-        stream=layout.queue_stream(queue),
-    )
+    try:
+        ack = await js.publish(
+            layout.task_subject(queue, priority),
+            body,
+            headers=headers,
+            stream=layout.queue_stream(queue),
+        )
+    except nats.js.errors.NoStreamResponseError as missing:
+        # protocol.md 3.7: the server answers "no responders" when no stream has the subject.
+        raise NoStream(queue) from missing
     check(ack.stream == layout.queue_stream(queue), f"task {task_id} was stored in {ack.stream}")
     return ack
 
@@ -268,8 +326,14 @@ async def publish_task(js, layout, queue, priority, task_id, task_name, args, kw
 async def send(js, layout, queue, task_name, args, kwargs, reply_to, content_type="application/json", task_id=None, priority=0):
     """The producer's steps from protocol.md: PENDING create, then the task publish."""
     task_id = task_id or str(uuid.uuid4())
-    await create_pending(js, layout, task_id, task_name, content_type)
-    ack = await publish_task(js, layout, queue, priority, task_id, task_name, args, kwargs, reply_to, content_type)
+    created = await create_pending(js, layout, task_id, task_name, content_type)
+    try:
+        ack = await publish_task(js, layout, queue, priority, task_id, task_name, args, kwargs, reply_to, content_type)
+    except Exception:
+        # protocol.md 5.5: a task that was not sent must not look queued.
+        if created:
+            await js.publish(layout.result_subject(task_id), b"", headers={"KV-Operation": "PURGE", "Nats-Rollup": "sub"})
+        raise
     check(not ack.duplicate, f"the first publish of task {task_id} was reported as a duplicate")
     return task_id
 
@@ -354,6 +418,35 @@ def check_golden_files(directory):
         n_files += 1
     check(n_files > 0, f"no golden files in {directory}")
     return n_files
+
+
+async def control(nc, subject, command, deadline_s):
+    """Sends a control request (protocol.md 7a) and gathers every reply until the deadline."""
+    inbox = nc.new_inbox()
+    sub = await nc.subscribe(inbox)
+    await nc.publish(subject, json.dumps({"v": 1, "command": command}).encode(), reply=inbox)
+    replies = []
+    deadline = time.monotonic() + deadline_s
+    while (remaining := deadline - time.monotonic()) > 0:
+        try:
+            message = await sub.next_msg(timeout=remaining)
+        except nats.errors.TimeoutError:
+            break
+        replies.append(json.loads(message.data))
+    await sub.unsubscribe()
+    return replies
+
+
+async def check_control(nc, layout, hostname):
+    """Pings one worker on its own subject, then every worker on the broadcast subject."""
+    direct = await nc.request(layout.control_subject(hostname), json.dumps({"v": 1, "command": "ping"}).encode(), timeout=5)
+    reply = json.loads(direct.data)
+    check(reply.get("worker") == hostname, f"the ping to {hostname} was answered by {reply.get('worker')!r}")
+    check(reply.get("ok") is True and reply["result"].get("pong") is True, f"ping reply {reply}")
+    replies = await control(nc, layout.control_broadcast_subject(), "ping", 1.0)
+    workers = sorted(reply["worker"] for reply in replies)
+    check(hostname in workers, f"the broadcast ping got replies from {workers}, not from {hostname}")
+    return {"direct": reply["worker"], "broadcast": workers}
 
 
 def check_common(record, task_id, task_name, expect_worker):
@@ -442,6 +535,17 @@ async def run(args):
 
         if args.golden_dir:
             summary["golden_files_checked"] = check_golden_files(args.golden_dir)
+
+        if args.expect_worker:
+            summary["control"] = await check_control(nc, layout, args.expect_worker)
+
+        unsent_id = str(uuid.uuid4())
+        try:
+            await send(js, layout, "py_no_stream", "it.add", [1], {"y": 1}, None, task_id=unsent_id)
+            summary["no_stream"] = "published"
+        except NoStream as missing:
+            summary["no_stream"] = str(missing)
+        check(await kv_get(kv, unsent_id) is None, "a task that was not sent keeps its PENDING record")
 
         if args.park_queue:
             stream = await ensure_queue_stream(js, layout, args.park_queue, doorbells)

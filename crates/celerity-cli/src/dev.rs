@@ -117,7 +117,7 @@ pub(crate) async fn run(args: DevArgs) -> anyhow::Result<bool> {
             server.url(),
             server.store_dir().display()
         ))?,
-        None => console.line(format_args!("using NATS at {}", args.nats.url))?,
+        None => console.line(format_args!("using NATS at {}", nats.url()))?,
     }
 
     // The producer connects first: it fails fast on a bad URL, where the worker would retry forever.

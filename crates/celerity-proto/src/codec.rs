@@ -7,6 +7,11 @@
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+/// How deeply arrays and maps may nest in a MessagePack body or record: serde_json's own limit, so
+/// both encodings refuse the same values (rmp-serde's default, 1,024, lets a small hostile body
+/// recurse that deep on a worker's stack).
+const MAX_DEPTH: usize = 128;
+
 /// How a body or record is encoded.
 ///
 /// ```
@@ -103,7 +108,11 @@ impl ContentType {
     pub fn decode<T: DeserializeOwned>(self, bytes: &[u8]) -> Result<T, DecodeError> {
         let result = match self {
             ContentType::Json => serde_json::from_slice(bytes).map_err(|e| e.to_string()),
-            ContentType::MsgPack => rmp_serde::from_slice(bytes).map_err(|e| e.to_string()),
+            ContentType::MsgPack => {
+                let mut decoder = rmp_serde::Deserializer::from_read_ref(bytes);
+                decoder.set_max_depth(MAX_DEPTH);
+                T::deserialize(&mut decoder).map_err(|e| e.to_string())
+            }
         };
         result.map_err(|detail| DecodeError {
             content_type: self.as_str(),
@@ -147,6 +156,33 @@ mod tests {
             Some(ContentType::MsgPack)
         );
         assert_eq!(ContentType::sniff(b""), None);
+    }
+
+    /// `depth` arrays, one inside the other, around `0`, in `content_type`, written byte by byte
+    /// (building the value would recurse as deep as the decoder).
+    fn nested(content_type: ContentType, depth: usize) -> Vec<u8> {
+        match content_type {
+            ContentType::Json => format!("{}0{}", "[".repeat(depth), "]".repeat(depth)).into(),
+            ContentType::MsgPack => [vec![0x91; depth], vec![0x00]].concat(),
+        }
+    }
+
+    #[test]
+    fn msgpack_refuses_the_nesting_json_refuses_without_overflowing_the_stack() {
+        let refused = |content_type: ContentType, depth: usize| {
+            content_type
+                .decode::<serde_json::Value>(&nested(content_type, depth))
+                .is_err()
+        };
+        let json_limit = (1..400)
+            .find(|depth| refused(ContentType::Json, *depth))
+            .expect("serde_json has a nesting limit");
+        // NOTE(protocol): docs/protocol.md 4.2 states this limit.
+        assert_eq!(json_limit, MAX_DEPTH, "127 levels are read, 128 refused");
+        assert!(!refused(ContentType::MsgPack, json_limit - 1));
+        assert!(refused(ContentType::MsgPack, json_limit));
+        // Deeper than rmp-serde's own limit too: refused, not a stack overflow.
+        assert!(refused(ContentType::MsgPack, 100_000));
     }
 
     proptest::proptest! {

@@ -159,7 +159,7 @@ mod tests {
         };
         assert_eq!(
             rate_limit_key("app::add", &worker),
-            "rate_limit.worker.celerity_host_1.app=3A=3Aadd"
+            "rate_limit.worker.celerity=40host=2E1.app=3A=3Aadd"
         );
         assert_eq!(
             rate_limit_key("é", &SettingScope::Cluster),

@@ -23,14 +23,37 @@ use crate::app::App;
 use crate::nats::NatsConfig;
 use crate::worker::WorkerConfig;
 
-/// How to reach NATS, as flags and environment variables.
-#[derive(Debug, Clone, Args)]
+/// How to reach NATS, as flags and environment variables: the `--nats-*` flags of a worker, for a
+/// producer's own clap app too.
+///
+/// A binary with its own clap tree flattens it (`#[command(flatten)] nats: NatsArgs`) to take the
+/// same flags and `CELERITY_NATS_*` variables as its workers; one without flags reads the
+/// variables alone with [`NatsArgs::from_env`]. `Debug` prints no password, token or user-info.
+///
+/// ```
+/// use clap::Parser;
+///
+/// #[derive(Parser)]
+/// struct Producer {
+///     /// How many tasks to send.
+///     #[arg(long, default_value_t = 1)]
+///     count: u32,
+///     #[command(flatten)]
+///     nats: celerity::cli::NatsArgs,
+/// }
+///
+/// let args = Producer::parse_from(["producer", "--nats-url", "nats://app:s3cret@nats:4222"]);
+/// assert_eq!(args.nats.config().url(), "nats://nats:4222");
+/// assert!(!format!("{:?}", args.nats).contains("s3cret"));
+/// ```
+#[derive(Clone, Args)]
 pub struct NatsArgs {
     /// NATS server URL(s), comma-separated; `nats://user:pass@host:port` works too.
     #[arg(
         long = "nats-url",
         env = "CELERITY_NATS_URL",
-        default_value = "nats://127.0.0.1:4222"
+        default_value = "nats://127.0.0.1:4222",
+        hide_env_values = true
     )]
     pub url: String,
     /// User name (with --nats-password).
@@ -76,7 +99,48 @@ pub struct NatsArgs {
     pub tls_key: Option<PathBuf>,
 }
 
+impl std::fmt::Debug for NatsArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Secrets are never printed: the URL without user-info, the password and token redacted.
+        let redacted = self.password.as_ref().map(|_| crate::nats::REDACTED);
+        f.debug_struct("NatsArgs")
+            .field("url", &crate::nats::without_user_info(&self.url))
+            .field("user", &self.user)
+            .field("password", &redacted)
+            .field("token", &self.token.as_ref().map(|_| crate::nats::REDACTED))
+            .field("nkey", &self.nkey)
+            .field("creds", &self.creds)
+            .field("tls_ca", &self.tls_ca)
+            .field("tls_cert", &self.tls_cert)
+            .field("tls_key", &self.tls_key)
+            .finish()
+    }
+}
+
 impl NatsArgs {
+    /// The connection settings of the `CELERITY_NATS_*` environment variables alone (the defaults
+    /// where they are unset): what a producer without flags of its own uses to reach the NATS its
+    /// workers reach.
+    ///
+    /// ```no_run
+    /// # async fn demo(app: celerity::App) -> Result<(), Box<dyn std::error::Error>> {
+    /// let nats = celerity::cli::NatsArgs::from_env()?.config();
+    /// let client = app.client(&nats).await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// A `clap::Error` when the variables do not go together (a user without a password, a TLS
+    /// certificate without its key); it prints as clap's usage error.
+    pub fn from_env() -> Result<Self, clap::Error> {
+        #[derive(Parser)]
+        struct FromEnv {
+            #[command(flatten)]
+            nats: NatsArgs,
+        }
+        FromEnv::try_parse_from(["celerity"]).map(|parsed| parsed.nats)
+    }
+
     /// The connection config these flags describe.
     pub fn config(&self) -> NatsConfig {
         let mut config = NatsConfig::new(self.url.clone());
@@ -264,6 +328,85 @@ pub fn init_logging(default_filter: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[derive(Debug, Parser)]
+    struct Flags {
+        #[command(flatten)]
+        nats: NatsArgs,
+    }
+
+    #[test]
+    fn nats_args_debug_prints_no_secret() {
+        let flags = Flags::try_parse_from([
+            "producer",
+            "--nats-url",
+            "nats://app:url-secret@nats:4222",
+            "--nats-user",
+            "app",
+            "--nats-password",
+            "password-secret",
+            "--nats-token",
+            "token-secret",
+        ])
+        .unwrap();
+        let printed = format!("{flags:?}");
+        assert!(!printed.contains("secret"), "{printed}");
+        assert!(printed.contains("nats://nats:4222"), "{printed}");
+        assert!(printed.contains("app"), "{printed}");
+    }
+
+    /// Set in the child processes of [`from_env_reads_the_variables_a_worker_reads`]: what the
+    /// child expects of [`NatsArgs::from_env`] (`read` or `refused`).
+    const FROM_ENV_CHILD: &str = "CELERITY_TEST_FROM_ENV_CHILD";
+
+    #[test]
+    fn from_env_reads_the_variables_a_worker_reads() {
+        match std::env::var(FROM_ENV_CHILD).as_deref() {
+            Ok("read") => {
+                let args = NatsArgs::from_env().unwrap();
+                assert_eq!(args.config().url(), "nats://nats.example:4222");
+                assert_eq!(args.user.as_deref(), Some("app"));
+                assert_eq!(args.password.as_deref(), Some("s3cret"));
+                return;
+            }
+            Ok(_) => {
+                let refused = NatsArgs::from_env().unwrap_err();
+                assert!(refused.to_string().contains("--nats-password"), "{refused}");
+                return;
+            }
+            Err(_) => {}
+        }
+        // The variables are set in child processes running only this test: setting them here
+        // would race with every other test reading the environment.
+        let child = |expect: &str, variables: &[(&str, &str)]| {
+            let mut command = std::process::Command::new(std::env::current_exe().unwrap());
+            command
+                .args([
+                    "--exact",
+                    "cli::tests::from_env_reads_the_variables_a_worker_reads",
+                ])
+                .env(FROM_ENV_CHILD, expect);
+            for name in ["URL", "USER", "PASSWORD", "TOKEN"] {
+                command.env_remove(format!("CELERITY_NATS_{name}"));
+            }
+            let output = command.envs(variables.iter().copied()).output().unwrap();
+            let stdout = String::from_utf8_lossy(&output.stdout);
+            assert!(
+                output.status.success() && stdout.contains("1 passed"),
+                "the child test expecting {expect} failed:\n{stdout}\n{}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        };
+        child(
+            "read",
+            &[
+                ("CELERITY_NATS_URL", "nats://nats.example:4222"),
+                ("CELERITY_NATS_USER", "app"),
+                ("CELERITY_NATS_PASSWORD", "s3cret"),
+            ],
+        );
+        child("refused", &[("CELERITY_NATS_USER", "app")]);
+    }
 
     #[test]
     fn priority_weights_name_the_bad_value() {

@@ -2,6 +2,10 @@
 //!
 //! [`NatsConfig`] is plain data (from flags, environment or code); [`NatsConfig::connect`] turns it
 //! into an `async_nats::Client`.
+//!
+//! Secrets never leave this module in text: credentials in a URL are taken out of it when the
+//! config is made ([`without_user_info`] is the one function that strips them), so the URL that is
+//! logged, carried in errors and handed to async-nats (whose own debug logs print it) holds none.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -9,13 +13,26 @@ use std::time::Duration;
 /// How to reach and authenticate to the NATS server.
 ///
 /// Every method the server may use is supported: user and password (also as `nats://user:pass@host`
-/// in the URL), token, NKey seed file, credentials file (JWT), and TLS with a CA and client
-/// certificates.
+/// in the URL), token (also as `nats://token@host`), NKey seed file, credentials file (JWT), and TLS
+/// with a CA and client certificates.
+///
+/// Credentials in the URL are moved out of it (percent-decoded; from the first server of a list
+/// that has them), so [`NatsConfig::url`], logs and errors never show them; a later
+/// [`NatsConfig::user_password`] or [`NatsConfig::token`] replaces them. `Debug` prints no password
+/// or token.
+///
+/// A password or token sent without TLS to a server that is not on this machine can be read on
+/// the network: connecting logs a warning then, once per connection. Servers on loopback
+/// (`127.0.0.0/8`, `::1`, `localhost`) are exempt, because the secret never leaves the machine, and
+/// whoever can read loopback traffic can read the process's environment and memory as well.
 ///
 /// ```
 /// use celerity::NatsConfig;
 /// let config = NatsConfig::new("nats://127.0.0.1:4222").user_password("app", "s3cret");
 /// assert_eq!(config.url(), "nats://127.0.0.1:4222");
+/// let from_url = NatsConfig::new("nats://app:s3cret@127.0.0.1:4222");
+/// assert_eq!(from_url.url(), "nats://127.0.0.1:4222");
+/// assert!(!format!("{from_url:?}").contains("s3cret"));
 /// ```
 #[derive(Clone, Default)]
 pub struct NatsConfig {
@@ -36,15 +53,20 @@ impl std::fmt::Debug for NatsConfig {
         f.debug_struct("NatsConfig")
             .field("url", &self.url)
             .field("user", &self.user_password.as_ref().map(|(user, _)| user))
-            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("password", &self.user_password.as_ref().map(|_| REDACTED))
+            .field("token", &self.token.as_ref().map(|_| REDACTED))
             .field("nkey_seed_file", &self.nkey_seed_file)
             .field("credentials_file", &self.credentials_file)
             .field("tls_ca", &self.tls_ca)
             .field("tls_client", &self.tls_client)
             .field("require_tls", &self.require_tls)
+            .field("name", &self.name)
             .finish()
     }
 }
+
+/// What `Debug` prints instead of a secret.
+pub(crate) const REDACTED: &str = "<redacted>";
 
 /// The NATS server could not be reached or refused us.
 #[derive(Debug, thiserror::Error)]
@@ -74,11 +96,26 @@ pub enum ConnectError {
 
 impl NatsConfig {
     /// A config for `url` (`nats://host:port`, `tls://host:port`, or a comma-separated list).
+    ///
+    /// User-info in the URL (`nats://user:password@host`, `nats://token@host`) becomes the
+    /// config's user and password or token, and is removed from the URL.
     pub fn new(url: impl Into<String>) -> Self {
-        Self {
-            url: url.into(),
+        let url = url.into();
+        let user_info = url.split(',').find_map(|server| split_user_info(server).1);
+        let mut config = Self {
+            url: without_user_info(&url),
             ..Self::default()
+        };
+        match user_info.map(|user_info| user_info.split_once(':')) {
+            Some(Some((user, password))) => {
+                config.user_password = Some((percent_decode(user), percent_decode(password)));
+            }
+            Some(None) => {
+                config.token = user_info.map(percent_decode);
+            }
+            None => {}
         }
+        config
     }
 
     /// The server URL.
@@ -193,19 +230,118 @@ impl NatsConfig {
         self.connect_with(|options| options).await
     }
 
+    /// The secret (`password` or `token`) this config sends in clear text to a server off this
+    /// machine: without TLS (neither asked for here nor `server_tls_required` by the server), to a
+    /// list with a server that is neither on loopback nor named with a TLS scheme.
+    fn secret_in_clear(&self, server_tls_required: bool) -> Option<&'static str> {
+        let secret = match (&self.user_password, &self.token) {
+            (Some(_), _) => "password",
+            (None, Some(_)) => "token",
+            (None, None) => return None,
+        };
+        let encrypted = self.require_tls || server_tls_required;
+        (!encrypted && !every_server_private(&self.url)).then_some(secret)
+    }
+
     pub(crate) async fn connect_with(
         &self,
         customize: impl FnOnce(async_nats::ConnectOptions) -> async_nats::ConnectOptions,
     ) -> Result<async_nats::Client, ConnectError> {
         let options = customize(self.options().await?);
-        options
-            .connect(self.url.as_str())
-            .await
-            .map_err(|source| ConnectError::Connect {
-                url: self.url.clone(),
-                source,
-            })
+        let client =
+            options
+                .connect(self.url.as_str())
+                .await
+                .map_err(|source| ConnectError::Connect {
+                    url: self.url.clone(),
+                    source,
+                })?;
+        if let Some(secret) = self.secret_in_clear(client.server_info().tls_required) {
+            tracing::warn!(
+                url = %self.url,
+                "the NATS {secret} went to the server without TLS, readable by anyone on the network path: use a tls:// URL or --nats-tls-ca, or authenticate with an NKey or a credentials file"
+            );
+        }
+        Ok(client)
     }
+}
+
+/// `url` (one server or a comma-separated list) with the user-info of every server removed:
+/// `nats://user:secret@host:4222` becomes `nats://host:4222`. Anything that prints a URL given by
+/// a user prints this.
+///
+/// It works on text, so a URL that does not parse is stripped too.
+pub(crate) fn without_user_info(url: &str) -> String {
+    url.split(',')
+        .map(|server| split_user_info(server).0)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// One server URL without its user-info, and the user-info (still percent-encoded), if any.
+fn split_user_info(server: &str) -> (String, Option<&str>) {
+    let authority_start = server.find("://").map_or(0, |scheme_end| scheme_end + 3);
+    let authority_end = server[authority_start..]
+        .find(['/', '?', '#'])
+        .map_or(server.len(), |end| authority_start + end);
+    match server[authority_start..authority_end].rfind('@') {
+        Some(at) => {
+            let user_info = &server[authority_start..authority_start + at];
+            let stripped = format!(
+                "{}{}",
+                &server[..authority_start],
+                &server[authority_start + at + 1..]
+            );
+            (stripped, Some(user_info))
+        }
+        None => (server.to_owned(), None),
+    }
+}
+
+/// Decodes `%XX` escapes (a password may hold `@` or `:` only escaped); other text is kept.
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut index = 0;
+    while index < bytes.len() {
+        let escaped = bytes
+            .get(index + 1..index + 3)
+            .filter(|_| bytes[index] == b'%')
+            .and_then(|hex| std::str::from_utf8(hex).ok())
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+        match escaped {
+            Some(byte) => {
+                decoded.push(byte);
+                index += 3;
+            }
+            None => {
+                decoded.push(bytes[index]);
+                index += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&decoded).into_owned()
+}
+
+/// True when no server of `url` is reached in clear text off this machine: each is either on
+/// loopback (`127.0.0.0/8`, `::1`, `localhost`) or named with a TLS scheme (`tls://`, `wss://`).
+fn every_server_private(url: &str) -> bool {
+    url.split(',').all(|server| {
+        let server = split_user_info(server.trim()).0;
+        let (scheme, authority) = server.split_once("://").unwrap_or(("nats", &server));
+        let authority = authority.split(['/', '?', '#']).next().unwrap_or_default();
+        let host = match authority.strip_prefix('[') {
+            // `[::1]:4222`
+            Some(bracketed) => bracketed.split(']').next().unwrap_or_default(),
+            None if authority.matches(':').count() > 1 => authority,
+            None => authority.split(':').next().unwrap_or_default(),
+        };
+        ["tls", "wss"].contains(&scheme.to_ascii_lowercase().as_str())
+            || host.eq_ignore_ascii_case("localhost")
+            || host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|address| address.is_loopback())
+    })
 }
 
 /// Connects, retrying with exponential backoff (100 ms up to 5 s) until it succeeds, and logs every
@@ -239,6 +375,109 @@ pub(crate) async fn connect_with_retry(
                 delay = (delay * 2).min(Duration::from_secs(5));
                 attempt += 1;
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_info_is_stripped_from_every_server_of_a_list() {
+        for (url, stripped) in [
+            ("nats://app:s3cret@127.0.0.1:4222", "nats://127.0.0.1:4222"),
+            ("tls://t0ken@nats.example.com", "tls://nats.example.com"),
+            ("app:s3cret@host:4222", "host:4222"),
+            (
+                "nats://a:s3cret@h1:4222,nats://h2:4222,nats://b:s3cret@[::1]:4222/x",
+                "nats://h1:4222,nats://h2:4222,nats://[::1]:4222/x",
+            ),
+            // Does not parse as a URL: stripped all the same.
+            ("nats://us er:s3cr@t@host", "nats://host"),
+            ("nats://host:4222", "nats://host:4222"),
+        ] {
+            assert_eq!(without_user_info(url), stripped, "{url}");
+        }
+    }
+
+    #[test]
+    fn credentials_in_the_url_become_the_configs_and_never_print() {
+        let config = NatsConfig::new("nats://h1,nats://app:s%40cret%3A1@h2:4222");
+        assert_eq!(config.url(), "nats://h1,nats://h2:4222");
+        assert_eq!(
+            config.user_password,
+            Some(("app".to_owned(), "s@cret:1".to_owned()))
+        );
+        let token = NatsConfig::new("nats://t0ken@h1");
+        assert_eq!(token.token.as_deref(), Some("t0ken"));
+        for config in [
+            config,
+            token,
+            NatsConfig::new("nats://h")
+                .user_password("app", "s@cret:1")
+                .token("t0ken"),
+        ] {
+            let printed = format!("{config:?}");
+            assert!(
+                !printed.contains("s@cret") && !printed.contains("t0ken"),
+                "{printed}"
+            );
+            assert!(printed.contains(REDACTED), "{printed}");
+        }
+        let explicit = NatsConfig::new("nats://app:old@h").user_password("app", "new");
+        assert_eq!(explicit.user_password.unwrap().1, "new");
+    }
+
+    #[test]
+    fn a_password_or_token_without_tls_off_this_machine_is_sent_in_clear() {
+        let remote = || NatsConfig::new("nats://nats.example.com:4222");
+        let password = remote().user_password("app", "s3cret");
+        assert_eq!(password.secret_in_clear(false), Some("password"));
+        assert_eq!(
+            password.secret_in_clear(true),
+            None,
+            "the server asks for TLS"
+        );
+        assert_eq!(
+            password.clone().require_tls(true).secret_in_clear(false),
+            None
+        );
+        assert_eq!(
+            remote().token("t0ken").secret_in_clear(false),
+            Some("token")
+        );
+        assert_eq!(
+            NatsConfig::new("nats://t0ken@nats.example.com").secret_in_clear(false),
+            Some("token")
+        );
+        assert_eq!(remote().secret_in_clear(false), None, "no secret");
+        let local = NatsConfig::new("nats://app:s3cret@127.0.0.1:4222");
+        assert_eq!(local.secret_in_clear(false), None, "loopback");
+    }
+
+    #[test]
+    fn servers_in_clear_are_those_off_loopback_without_a_tls_scheme() {
+        for url in [
+            "nats://127.0.0.1:4222",
+            "127.0.0.2:4222",
+            "nats://localhost",
+            "nats://[::1]:4222",
+            "nats://a:b@127.0.0.1:1,nats://LOCALHOST:2",
+            "tls://nats.example.com,nats://127.0.0.1",
+            "wss://nats.example.com",
+        ] {
+            assert!(every_server_private(url), "{url}");
+        }
+        for url in [
+            "nats://10.0.0.1:4222",
+            "nats.example.com:4222",
+            "nats://127.0.0.1:4222,nats://nats:4222",
+            "nats://[2001:db8::1]:4222",
+            "nats://127.0.0.1.example.com",
+            "ws://nats.example.com",
+        ] {
+            assert!(!every_server_private(url), "{url}");
         }
     }
 }

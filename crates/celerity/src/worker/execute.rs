@@ -519,6 +519,14 @@ async fn hold_until_due(
         envelope.eta_ms.unwrap_or(0)
     );
     headers.insert(celerity_proto::header::NATS_MSG_ID, hold_id.as_str());
+    // NOTE(protocol): a delayed subject has no priority token, so the priority of the subject the
+    // task came on goes into `Celerity-Priority`, where the scheduler reads it.
+    if let Some((_, priority)) = shared.layout.parse_task_subject(&message.subject) {
+        headers.insert(
+            celerity_proto::header::PRIORITY,
+            priority.to_string().as_str(),
+        );
+    }
     let subject = shared.layout.delayed_subject(queue);
     let moved = async {
         shared

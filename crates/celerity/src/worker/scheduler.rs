@@ -10,17 +10,24 @@
 use std::time::Duration;
 
 use actix::prelude::*;
+use async_nats::jetstream::context::PublishErrorKind;
 use async_nats::jetstream::{self, AckKind, consumer::PullConsumer, kv};
-use celerity_proto::{Envelope, header};
+use celerity_proto::{DeadLetterReason, Envelope, QueueName, header};
 use futures_util::StreamExt;
 
 use crate::clock::now_ms;
 use crate::nats::headers::HeaderView;
+use crate::nats::provision;
 use crate::publisher::ETA_SLACK_MS;
 use crate::worker::SharedHandle;
+use crate::worker::dead_letter::dead_letter;
 
 /// The longest a not-yet-due task is held back before the scheduler looks at it again.
 const MAX_HOLD: Duration = Duration::from_secs(3600);
+/// How long after a failed release it is tried again, times the deliveries so far.
+const RETRY_RELEASE: Duration = Duration::from_millis(500);
+/// The longest wait between two tries of a release that keeps failing.
+const MAX_RETRY_RELEASE: Duration = Duration::from_secs(30);
 /// The lease key of the active scheduler.
 const LEASE_KEY: &str = "scheduler";
 
@@ -127,23 +134,28 @@ impl Scheduler {
 /// Publishes a due task to its queue (then acknowledges it), or holds it back until its ETA.
 async fn release_or_hold(shared: &crate::worker::WorkerShared, message: jetstream::Message) {
     let Some(queue) = shared.layout.parse_delayed_subject(&message.subject) else {
-        tracing::warn!(subject = %message.subject, "a delayed message on an unknown subject; dropping it");
-        let _ = message.ack_with(AckKind::Term).await;
-        return;
+        // NOTE(protocol): the subject names no queue whose dead letters it could join, so it goes
+        // with the default queue's; `Celerity-Dlq-Subject` keeps the subject it came on.
+        let error = format!(
+            "the delayed subject {:?} does not end in a valid queue name",
+            message.subject.as_str()
+        );
+        let queue = &shared.app.settings().default_queue;
+        return dead_letter(
+            shared,
+            queue,
+            &message,
+            DeadLetterReason::BadEnvelope,
+            error,
+        )
+        .await;
     };
     let envelope = match Envelope::from_headers(&HeaderView(message.headers.as_ref())) {
         Ok(envelope) => envelope,
         Err(error) => {
             // Not a task: the queue's worker would dead-letter it; do the same here.
-            let reason = celerity_proto::DeadLetterReason::BadEnvelope;
-            return super::dead_letter::dead_letter(
-                shared,
-                &queue,
-                &message,
-                reason,
-                error.to_string(),
-            )
-            .await;
+            let reason = DeadLetterReason::BadEnvelope;
+            return dead_letter(shared, &queue, &message, reason, error.to_string()).await;
         }
     };
     let now = now_ms();
@@ -152,33 +164,64 @@ async fn release_or_hold(shared: &crate::worker::WorkerShared, message: jetstrea
             let wait = Duration::from_millis(eta - now).min(MAX_HOLD);
             let _ = message.ack_with(AckKind::Nak(Some(wait))).await;
         }
-        eta => {
-            let mut headers = message.headers.clone().unwrap_or_default();
-            let release_id = format!("{}-eta-{}", envelope.message_id(), eta.unwrap_or(0));
-            headers.insert(header::NATS_MSG_ID, release_id.as_str());
-            let subject = shared.layout.task_subject(&queue, envelope.priority);
-            let released = async {
-                shared
-                    .js
-                    .publish_with_headers(subject, headers, message.payload.clone())
-                    .await?
-                    .await
-            };
-            match released.await {
-                Ok(_) => {
-                    if let Err(error) = message.ack().await {
-                        tracing::warn!(task_id = %envelope.id, error = %error, "cannot acknowledge a released delayed task; the release is de-duplicated if it is sent again");
-                    }
-                }
-                Err(error) => {
-                    tracing::warn!(task_id = %envelope.id, error = %error, "cannot move a due task to its queue; retrying");
-                    let _ = message
-                        .ack_with(AckKind::Nak(Some(Duration::from_millis(500))))
-                        .await;
-                }
+        eta => release(shared, &queue, &message, &envelope, eta.unwrap_or(0)).await,
+    }
+}
+
+/// Publishes a due task to `queue` at its priority, rounded to a level the queue has, then
+/// acknowledges it; a queue without a stream gets one, as a Rust producer makes it before its first
+/// publish, and the release is tried again later.
+async fn release(
+    shared: &crate::worker::WorkerShared,
+    queue: &QueueName,
+    message: &jetstream::Message,
+    envelope: &Envelope,
+    eta: u64,
+) {
+    // NOTE(protocol): on the delayed stream the priority travels in `Celerity-Priority` (the
+    // subject has no priority token); a level outside the priority steps is rounded as producers
+    // round it (protocol.md 3.1), and the header is rewritten to match the subject it goes to.
+    let settings = shared.app.settings();
+    let priority = settings.routes.to_step(envelope.priority);
+    let mut headers = message.headers.clone().unwrap_or_default();
+    let release_id = format!("{}-eta-{eta}", envelope.message_id());
+    headers.insert(header::NATS_MSG_ID, release_id.as_str());
+    headers.insert(header::PRIORITY, priority.to_string().as_str());
+    let subject = shared.layout.task_subject(queue, priority);
+    let released = async {
+        shared
+            .js
+            .publish_with_headers(subject, headers, message.payload.clone())
+            .await?
+            .await
+    };
+    let error = match released.await {
+        Ok(_) => {
+            if let Err(error) = message.ack().await {
+                tracing::warn!(task_id = %envelope.id, error = %error, "cannot acknowledge a released delayed task; the release is de-duplicated if it is sent again");
             }
+            return;
+        }
+        Err(error) => error,
+    };
+    if error.kind() == PublishErrorKind::StreamNotFound {
+        tracing::info!(task_id = %envelope.id, queue = %queue, "a due task's queue has no stream; creating it");
+        let levels = &settings.priority_steps;
+        if let Err(error) = provision::queue_stream(&shared.js, &shared.layout, queue, levels).await
+        {
+            tracing::warn!(queue = %queue, error = %crate::error_chain(&error), "cannot create the queue stream of a due task");
         }
     }
+    // Later each time, so a release that keeps failing costs a request (and a log line) at most
+    // every 30 s.
+    let delivered = message
+        .info()
+        .map_or(1, |info| info.delivered.max(1) as u32);
+    let delay = RETRY_RELEASE
+        .saturating_mul(delivered)
+        .min(MAX_RETRY_RELEASE);
+    tracing::warn!(task_id = %envelope.id, queue = %queue, priority = %priority, error = %error, retry_in_ms = delay.as_millis() as u64, "cannot move a due task to its queue; retrying");
+    let _ = message.ack_with(AckKind::Nak(Some(delay))).await;
 }
 
 impl Actor for Scheduler {
