@@ -4,8 +4,9 @@
 //! Generated code names only `::celerity::…` paths and reaches runtime internals through `::celerity::__private`.
 
 use proc_macro2::{Span, TokenStream};
-use quote::{format_ident, quote};
+use quote::{format_ident, quote, quote_spanned};
 use syn::ext::IdentExt;
+use syn::spanned::Spanned;
 use syn::{Attribute, Ident, Item, ItemFn};
 
 use crate::options::TaskAttributes;
@@ -275,21 +276,30 @@ fn generate_task_impl(
             })
         }
     });
-    let autoretry_types = &attributes.autoretry_for;
-    let autoretry = (!autoretry_types.is_empty()).then(|| {
+    let autoretry = (!attributes.autoretry_for.is_empty()).then(|| {
+        // Spanned, so that a type that is no error is reported where the user wrote it.
+        let error_types = attributes.autoretry_for.iter().map(|error_type| {
+            quote_spanned!(error_type.span()=> ::celerity::ErrorType::of::<#error_type>())
+        });
         quote! {
             .autoretry_for({
-                const AUTORETRY_FOR: &[fn() -> &'static str] = &[#(::core::any::type_name::<#autoretry_types>),*];
+                const AUTORETRY_FOR: &[::celerity::ErrorType] = &[#(#error_types),*];
                 AUTORETRY_FOR
             })
         }
     });
+    let defaults = match &attributes.preset {
+        Some(preset) => quote!(::celerity::__private::preset(#preset, Self::NAME)),
+        None => quote!(::celerity::TaskOptions::new(Self::NAME)),
+    };
 
     let args = mixed_site("args");
     let kwargs = mixed_site("kwargs");
     let bound = mixed_site("bound");
-    // The context is only used when the function takes it; an underscore keeps `unused_variables` quiet otherwise.
-    let ctx = mixed_site(if signature.has_context { "ctx" } else { "_ctx" });
+    // The context is used when the function takes it or may fail (an automatic retry is asked for
+    // on it); an underscore keeps `unused_variables` quiet otherwise.
+    let uses_context = signature.has_context || matches!(signature.output, TaskOutput::Result(_));
+    let ctx = mixed_site(if uses_context { "ctx" } else { "_ctx" });
 
     let (encode_args_param, encode_args_body) = if signature.params.is_empty() {
         (
@@ -334,7 +344,7 @@ fn generate_task_impl(
             const PARAMS: &'static [&'static str] = &[#(#param_names),*];
 
             fn options() -> ::celerity::TaskOptions {
-                ::celerity::TaskOptions::new(Self::NAME)
+                #defaults
                     #(.queue(#queue))*
                     #(.ignore_result(#ignore_result))*
                     #(.acks_late(#acks_late))*
@@ -394,10 +404,26 @@ fn generate_body(signature: &TaskSignature, ctx: &Ident, locals: &[Ident]) -> To
             let #output = #call;
             ::celerity::__private::from_value(#output)
         },
-        TaskOutput::Result(_) => quote! {
-            let #output = #call;
-            ::celerity::__private::from_result(#output)
-        },
+        TaskOutput::Result(_) => {
+            let error = mixed_site("error");
+            quote! {
+                let #output = #call;
+                if let ::core::result::Result::Err(#error) = &#output {
+                    // The first of these traits that applies to the error's type finds the
+                    // `std::error::Error` that `autoretry_for` types are matched against.
+                    #[allow(unused_imports)]
+                    use ::celerity::__private::{
+                        IsStdError as _, HoldsStdError as _, NoStdError as _,
+                    };
+                    ::celerity::__private::note_failure(
+                        &#ctx,
+                        &<Self as ::celerity::Task>::options(),
+                        (&&::celerity::__private::ErrorView(#error)).std_error(),
+                    );
+                }
+                ::celerity::__private::from_result(#output)
+            }
+        }
     };
 
     if signature.is_async {

@@ -54,11 +54,13 @@ pub use celerity_proto::{
 };
 pub use client::{ApplyOptions, Client, ClientError, ETA_PAST_TOLERANCE, EnqueueError};
 pub use control::{Control, ControlError, PriorityWeightsChange, RateLimitChange};
+pub use futures_util::StreamExt;
 pub use nats::server::{NEW_TASK_SIGNAL_ENV, NewTaskSignal};
 pub use nats::{ConnectError, NatsConfig};
 pub use result_store::StoreError;
 pub use task::{
-    ArgumentsError, HookFuture, Retry, Task, TaskContext, TaskFuture, TaskHooks, TaskOptions,
+    ArgumentsError, DeliveryInfo, ErrorType, HookFuture, Retry, Task, TaskContext, TaskFuture,
+    TaskHooks, TaskOptions,
 };
 pub use worker::{WorkerConfig, WorkerError, WorkerHandle};
 

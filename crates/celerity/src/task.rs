@@ -8,7 +8,9 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use celerity_proto::{Envelope, ErrorRecord, Rate, TaskId, TaskName, TaskState};
+use celerity_proto::{
+    Envelope, ErrorRecord, Priority, QueueName, Rate, TaskId, TaskName, TaskState,
+};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
@@ -87,7 +89,7 @@ pub struct TaskOptions {
     retry_backoff_max_ms: u64,
     retry_jitter: bool,
     default_retry_delay_ms: u64,
-    autoretry_for: &'static [fn() -> &'static str],
+    autoretry_for: &'static [ErrorType],
     hooks: Option<&'static dyn TaskHooks>,
     rate_limit: Option<Rate>,
     global_rate_limit: Option<Rate>,
@@ -106,10 +108,70 @@ impl std::fmt::Debug for TaskOptions {
             .field("max_retries", &self.max_retries)
             .field("max_deliveries", &self.max_deliveries)
             .field("retry_backoff_ms", &self.retry_backoff_ms)
+            .field("autoretry_for", &self.autoretry_for)
             .field("hooks", &self.hooks.is_some())
             .field("rate_limit", &self.rate_limit)
             .field("global_rate_limit", &self.global_rate_limit)
             .finish_non_exhaustive()
+    }
+}
+
+/// An error type a task retries on automatically (`#[celerity::task(autoretry_for = [T])]`).
+///
+/// A failure matches when the task's error is a `T`, or holds one: as a source anywhere in its
+/// chain (a `thiserror` `#[from]` or `#[source]` field), or inside an `anyhow::Error` (with or
+/// without `.context(...)`) or a `Box<dyn Error + Send + Sync>`.
+///
+/// ```
+/// use celerity::ErrorType;
+///
+/// #[derive(Debug, thiserror::Error)]
+/// #[error("cannot fetch the page")]
+/// struct FetchError(#[source] std::io::Error);
+///
+/// let io = ErrorType::of::<std::io::Error>();
+/// assert!(io.matches(&std::io::Error::other("reset")));
+/// assert!(io.matches(&FetchError(std::io::Error::other("reset"))));
+/// let held = anyhow::Error::new(std::io::Error::other("reset")).context("fetching");
+/// assert!(io.matches(&*held));
+/// assert!(!io.matches(&std::fmt::Error));
+/// ```
+#[derive(Clone, Copy)]
+pub struct ErrorType {
+    name: fn() -> &'static str,
+    is: fn(&(dyn std::error::Error + 'static)) -> bool,
+}
+
+impl ErrorType {
+    /// The error type `E`.
+    pub const fn of<E: std::error::Error + 'static>() -> Self {
+        Self {
+            name: std::any::type_name::<E>,
+            is: <dyn std::error::Error>::is::<E>,
+        }
+    }
+
+    /// The type's name, as `std::any::type_name` spells it (`std::io::error::Error`).
+    pub fn name(&self) -> &'static str {
+        (self.name)()
+    }
+
+    /// True when `error`, or an error in its source chain, is of this type.
+    pub fn matches(&self, error: &(dyn std::error::Error + 'static)) -> bool {
+        let mut next = Some(error);
+        while let Some(error) = next {
+            if (self.is)(error) {
+                return true;
+            }
+            next = error.source();
+        }
+        false
+    }
+}
+
+impl std::fmt::Debug for ErrorType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
     }
 }
 
@@ -195,6 +257,39 @@ impl TaskOptions {
         }
     }
 
+    /// Default options with no task name: a preset that a family of tasks shares, as a Celery
+    /// base class shares its attributes (`#[celerity::task(preset = RETRYING)]`). A task's own
+    /// options override its preset's.
+    ///
+    /// ```
+    /// use celerity::{ErrorType, Rate, TaskOptions};
+    ///
+    /// const RETRYING: TaskOptions = TaskOptions::preset()
+    ///     .autoretry_for(&[ErrorType::of::<std::io::Error>()])
+    ///     .max_retries(5)
+    ///     .retry_backoff_ms(1_000)
+    ///     .rate_limit(Rate::per(100, 60).expect("100 per minute is a rate"));
+    ///
+    /// #[celerity::task(preset = RETRYING, max_retries = 2)]
+    /// async fn fetch(url: String) -> std::io::Result<String> {
+    ///     Ok(url)
+    /// }
+    ///
+    /// use celerity::Task;
+    /// assert_eq!(fetch::options().max_retries_value(), 2);
+    /// assert!(fetch::options().retries_automatically(ErrorType::of::<std::io::Error>().name()));
+    /// assert_eq!(fetch::options().rate_limit_value(), Rate::per(100, 60));
+    /// ```
+    pub const fn preset() -> Self {
+        Self::new("")
+    }
+
+    /// These options for the task registered as `name`.
+    pub(crate) const fn named(mut self, name: &'static str) -> Self {
+        self.name = name;
+        self
+    }
+
     /// Runs at most `rate` of this task type on each worker (`#[celerity::task(rate_limit =
     /// "100/m")]`). Tasks over the rate wait on the worker without holding an execution slot.
     pub const fn rate_limit(mut self, rate: Rate) -> Self {
@@ -263,12 +358,19 @@ impl TaskOptions {
         self
     }
 
-    /// Retries automatically when the task fails with one of these error types (given as
-    /// `std::any::type_name::<T>` functions, which `#[celerity::task(autoretry_for = [T, U])]`
-    /// writes).
-    pub const fn autoretry_for(mut self, types: &'static [fn() -> &'static str]) -> Self {
+    /// Retries automatically when the task fails with an error of one of these types, or with an
+    /// error that holds one (in its source chain, or inside an `anyhow::Error`):
+    /// `#[celerity::task(autoretry_for = [T, U])]` writes
+    /// `.autoretry_for(&[ErrorType::of::<T>(), ErrorType::of::<U>()])`. A later call replaces
+    /// the list (a task's own `autoretry_for` replaces its preset's).
+    pub const fn autoretry_for(mut self, types: &'static [ErrorType]) -> Self {
         self.autoretry_for = types;
         self
+    }
+
+    /// The error types the task retries on automatically.
+    pub fn autoretry_types(&self) -> &'static [ErrorType] {
+        self.autoretry_for
     }
 
     /// The retry limit.
@@ -292,11 +394,20 @@ impl TaskOptions {
         self.max_deliveries
     }
 
-    /// True when a failure of error type `kind` is retried automatically.
+    /// True when a failure recorded with error type `kind` (an [`ErrorRecord`]'s `kind`) is
+    /// retried automatically: `kind` is the name of one of the `autoretry_for` types.
     pub fn retries_automatically(&self, kind: &str) -> bool {
         self.autoretry_for
             .iter()
-            .any(|type_name| type_name() == kind)
+            .any(|error_type| error_type.name() == kind)
+    }
+
+    /// True when a task failing with `error` is retried automatically: `error`, or an error in its
+    /// source chain, is one of the `autoretry_for` types.
+    pub fn retries_automatically_on(&self, error: &(dyn std::error::Error + 'static)) -> bool {
+        self.autoretry_for
+            .iter()
+            .any(|error_type| error_type.matches(error))
     }
 
     /// How long to wait before retry number `retry` (1 for the first), with `jitter` in
@@ -457,10 +568,96 @@ pub struct TaskContext {
 
 struct ContextInner {
     envelope: Envelope,
-    delivered: u64,
+    /// Set when the task runs on a worker.
+    running: Option<Running>,
     store: Option<ResultStore>,
     cancel: tokio_util::sync::CancellationToken,
     retry: std::sync::Mutex<Option<RetryRequest>>,
+}
+
+/// Where a running task came from: Celery's `request.delivery_info`, from
+/// [`TaskContext::delivery_info`].
+///
+/// ```no_run
+/// use celerity::TaskContext;
+///
+/// #[celerity::task]
+/// async fn report(ctx: &TaskContext) -> String {
+///     match ctx.delivery_info() {
+///         Some(delivery) => format!(
+///             "queue {} at priority {}, delivery {} (redelivered: {}), on {}",
+///             delivery.queue(),
+///             delivery.priority(),
+///             delivery.delivered(),
+///             delivery.redelivered(),
+///             ctx.hostname().unwrap_or("?"),
+///         ),
+///         None => "called directly, not on a worker".to_owned(),
+///     }
+/// }
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryInfo {
+    queue: QueueName,
+    priority: Priority,
+    delivered: u64,
+    subject: String,
+}
+
+impl DeliveryInfo {
+    /// The delivery of `message`, taken from `queue`'s consumers, for the `delivered`th time.
+    pub(crate) fn new(
+        message: &async_nats::jetstream::Message,
+        queue: &QueueName,
+        delivered: u64,
+    ) -> Self {
+        // The level is the subject's last token (`<ns>.q.<queue>.<priority>`); a message on another
+        // subject keeps the priority its envelope names.
+        let priority = message
+            .subject
+            .rsplit('.')
+            .next()
+            .and_then(|level| level.parse::<Priority>().ok());
+        Self {
+            queue: queue.clone(),
+            priority: priority.unwrap_or_default(),
+            delivered,
+            subject: message.subject.to_string(),
+        }
+    }
+
+    /// The queue the task was taken from (Celery's `delivery_info["routing_key"]`).
+    pub fn queue(&self) -> &str {
+        self.queue.as_str()
+    }
+
+    /// The priority level the task was taken from, 0 to 9, 9 the highest.
+    pub fn priority(&self) -> u8 {
+        self.priority.get()
+    }
+
+    /// How many times this message has been delivered, this delivery included (1 the first time;
+    /// more after a worker died running it or a delivery was handed back). Retries are new
+    /// messages and start again at 1.
+    pub fn delivered(&self) -> u64 {
+        self.delivered
+    }
+
+    /// True when the message was delivered before (Celery's `delivery_info["redelivered"]`).
+    pub fn redelivered(&self) -> bool {
+        self.delivered > 1
+    }
+
+    /// The NATS subject the message was stored on: `<ns>.q.<queue>.<priority>`.
+    pub fn subject(&self) -> &str {
+        &self.subject
+    }
+}
+
+/// Where a task runs: set for runs on a worker.
+struct Running {
+    delivery: DeliveryInfo,
+    hostname: Arc<str>,
 }
 
 /// What a task asked for with [`TaskContext::retry`].
@@ -482,17 +679,32 @@ impl std::fmt::Debug for TaskContext {
             .field("id", &self.inner.envelope.id)
             .field("task", &self.inner.envelope.task)
             .field("retries", &self.inner.envelope.retries)
-            .field("delivered", &self.inner.delivered)
+            .field("delivery_info", &self.delivery_info())
+            .field("hostname", &self.hostname())
             .finish()
     }
 }
 
 impl TaskContext {
-    pub(crate) fn new(envelope: Envelope, delivered: u64, store: Option<ResultStore>) -> Self {
+    /// The context of a run on worker `hostname`, of a message delivered as `delivery` says.
+    pub(crate) fn on_worker(
+        envelope: Envelope,
+        delivery: DeliveryInfo,
+        hostname: &Arc<str>,
+        store: ResultStore,
+    ) -> Self {
+        let running = Running {
+            delivery,
+            hostname: hostname.clone(),
+        };
+        Self::new(envelope, Some(running), Some(store))
+    }
+
+    fn new(envelope: Envelope, running: Option<Running>, store: Option<ResultStore>) -> Self {
         Self {
             inner: Arc::new(ContextInner {
                 envelope,
-                delivered,
+                running,
                 store,
                 cancel: tokio_util::sync::CancellationToken::new(),
                 retry: std::sync::Mutex::new(None),
@@ -503,7 +715,7 @@ impl TaskContext {
     /// A context for calling a task body directly (tests, local runs): `update_state` is accepted
     /// and discarded.
     pub fn detached(id: TaskId, task: TaskName) -> Self {
-        Self::new(Envelope::new(id, task), 1, None)
+        Self::new(Envelope::new(id, task), None, None)
     }
 
     /// Completes when the task should stop: its soft time limit passed. Select on it in long loops
@@ -529,6 +741,13 @@ impl TaskContext {
             *request = Some(RetryRequest { countdown });
         }
         Retry
+    }
+
+    /// Asks for a retry with the task's backoff, unless the task asked for one itself.
+    pub(crate) fn request_autoretry(&self) {
+        if let Ok(mut request) = self.inner.retry.lock() {
+            request.get_or_insert(RetryRequest { countdown: None });
+        }
     }
 
     /// The retry the task asked for, if any.
@@ -559,9 +778,25 @@ impl TaskContext {
         self.inner.envelope.retries
     }
 
-    /// How many times this message has been delivered (more than 1 after a worker crash).
+    /// How many times this message has been delivered (more than 1 after a worker crash); 1 for a
+    /// context made with [`TaskContext::detached`]. See [`TaskContext::delivery_info`].
     pub fn delivered(&self) -> u64 {
-        self.inner.delivered
+        self.delivery_info().map_or(1, DeliveryInfo::delivered)
+    }
+
+    /// Where the task's message came from (queue, priority, delivery count, subject), as Celery's
+    /// `request.delivery_info`; `None` for a context made with [`TaskContext::detached`].
+    pub fn delivery_info(&self) -> Option<&DeliveryInfo> {
+        self.inner.running.as_ref().map(|running| &running.delivery)
+    }
+
+    /// The hostname of the worker running the task (`--hostname`), as Celery's
+    /// `request.hostname`; `None` for a context made with [`TaskContext::detached`].
+    pub fn hostname(&self) -> Option<&str> {
+        self.inner
+            .running
+            .as_ref()
+            .map(|running| &*running.hostname)
     }
 
     /// The whole envelope the task was sent with.
