@@ -373,7 +373,7 @@ fn unknown_option(path: &Path) -> syn::Error {
 
 #[cfg(test)]
 mod tests {
-    use quote::quote;
+    use quote::{ToTokens, quote};
 
     use super::*;
 
@@ -524,6 +524,35 @@ mod tests {
         assert!(
             error_message(quote!(soft_time_limit = 5, time_limit = 5))
                 .contains("shorter than `time_limit`")
+        );
+    }
+
+    #[test]
+    fn a_preset_takes_an_expression_but_no_literal() {
+        let attributes = TaskAttributes::parse(quote!(preset = RETRYING)).unwrap();
+        assert_eq!(
+            attributes
+                .preset
+                .map(|preset| preset.to_token_stream().to_string()),
+            Some("RETRYING".to_owned())
+        );
+        let attributes = TaskAttributes::parse(quote!(preset = presets::retrying())).unwrap();
+        assert!(attributes.preset.is_some());
+        assert!(
+            error_message(quote!(preset = "RETRYING"))
+                .contains("`preset` takes a `celerity::TaskOptions` value")
+        );
+        assert!(error_message(quote!(preset)).contains("expected `preset = RETRYING`"));
+    }
+
+    #[test]
+    fn autoretry_types_are_paths() {
+        let attributes =
+            TaskAttributes::parse(quote!(autoretry_for = [std::io::Error, MyError])).unwrap();
+        assert_eq!(attributes.autoretry_for.len(), 2);
+        assert!(
+            error_message(quote!(autoretry_for = std::io::Error))
+                .contains("takes a list of error types")
         );
     }
 

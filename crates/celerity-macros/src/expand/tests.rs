@@ -473,6 +473,98 @@ fn given_options_become_task_options_setters() {
 }
 
 #[test]
+fn a_preset_is_where_the_options_start_and_the_tasks_own_follow() {
+    let expansion = expand_ok(
+        quote!(preset = RETRYING, max_retries = 2, rate_limit = "10/s"),
+        quote!(
+            fn f() {}
+        ),
+    );
+    assert_eq!(
+        tokens(&expansion.task_fn("options").block),
+        tokens(quote!({
+            ::celerity::__private::preset(RETRYING, Self::NAME)
+                .max_retries(2u32)
+                .rate_limit(::celerity::__private::rate(10u32, 1u64))
+        }))
+    );
+    let expansion = expand_ok(
+        quote!(preset = presets::retrying(5)),
+        quote!(
+            fn f() {}
+        ),
+    );
+    assert_eq!(
+        tokens(&expansion.task_fn("options").block),
+        "{ :: celerity :: __private :: preset (presets :: retrying (5) , Self :: NAME) }"
+    );
+}
+
+#[test]
+fn autoretry_types_become_error_types_in_a_constant() {
+    let expansion = expand_ok(
+        quote!(autoretry_for = [std::io::Error, MyError]),
+        quote!(
+            async fn f() -> anyhow::Result<()> {
+                Ok(())
+            }
+        ),
+    );
+    let options = tokens(&expansion.task_fn("options").block);
+    assert!(
+        options.contains(
+            "const AUTORETRY_FOR : & [:: celerity :: ErrorType] = & [:: celerity :: ErrorType :: of :: < std :: io :: Error > () , :: celerity :: ErrorType :: of :: < MyError > ()] ;"
+        ),
+        "{options}"
+    );
+}
+
+#[test]
+fn a_failing_task_is_checked_against_its_autoretry_types() {
+    // Without a context parameter too: the retry is asked for on the context.
+    let expansion = expand_ok(
+        TokenStream::new(),
+        quote!(
+            async fn fetch(url: String) -> anyhow::Result<String> {
+                Ok(url)
+            }
+        ),
+    );
+    let run = expansion.task_fn("run");
+    assert_eq!(
+        tokens(&run.sig.inputs[0]),
+        "ctx : :: celerity :: TaskContext"
+    );
+    let body = tokens(&run.block);
+    assert!(
+        body.contains("if let :: core :: result :: Result :: Err (error) = & output {"),
+        "{body}"
+    );
+    assert!(
+        body.contains(
+            "use :: celerity :: __private :: { IsStdError as _ , HoldsStdError as _ , NoStdError as _ , } ;"
+        ),
+        "{body}"
+    );
+    assert!(
+        body.contains(
+            ":: celerity :: __private :: note_failure (& ctx , & < Self as :: celerity :: Task > :: options () , (& & :: celerity :: __private :: ErrorView (error)) . std_error () ,) ;"
+        ),
+        "{body}"
+    );
+    // A task that cannot fail has nothing to check.
+    let expansion = expand_ok(
+        TokenStream::new(),
+        quote!(
+            async fn double(x: i64) -> i64 {
+                x * 2
+            }
+        ),
+    );
+    assert!(!tokens(&expansion.task_fn("run").block).contains("note_failure"));
+}
+
+#[test]
 fn parameter_names_are_kept_exactly_for_params() {
     let expansion = expand_ok(
         TokenStream::new(),
