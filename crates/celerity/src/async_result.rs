@@ -274,6 +274,8 @@ impl<T> AsyncResult<T> {
     /// from `update_state`, RETRY, and so on, one item per write, from any process. Built on a KV
     /// watch of the task's one key: nothing polls.
     ///
+    /// The bucket keeps one record per task, so a state replaced before the watch delivered it
+    /// (two writes in quick succession) is skipped; the final record is always delivered.
     /// The stream does not end while the task has no final state (nor when its record expires or
     /// is forgotten): bound the wait with a timeout. A read error is the last item.
     /// Iterate with `StreamExt::next` (re-exported as [`celerity::StreamExt`](crate::StreamExt)).
