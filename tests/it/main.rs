@@ -4,6 +4,7 @@ mod auth;
 mod beat;
 mod bells;
 mod canvas;
+mod celery_user;
 mod chords;
 mod compose;
 mod control;

@@ -83,15 +83,7 @@ pub async fn progress(ctx: &TaskContext) -> anyhow::Result<u32> {
 /// id), then waits for the release.
 #[celerity::task(name = "it.hold", track_started)]
 pub async fn hold(ctx: &TaskContext) -> anyhow::Result<String> {
-    let client = nats().await?;
-    let mut release = client.subscribe(format!("it.release.{}", ctx.id())).await?;
-    client.flush().await?;
-    // Now listening: say so (the test creates IT_RUNS) so the release cannot be missed.
-    let js = async_nats::jetstream::new(client.clone());
-    js.publish("it.runs.held", ctx.id().to_string().into())
-        .await?
-        .await?;
-    release.next().await;
+    hold_until_released(ctx).await?;
     Ok(ctx.id().to_string())
 }
 
@@ -394,6 +386,7 @@ pub fn app() -> Result<celerity::App, celerity::ConfigError> {
         .task(abort_worker_once)
         .task(sized)
         .task(join);
+    builder = with_celery_user_tasks(builder);
     if let Some(seconds) = std::env::var("IT_RESULT_EXPIRES_SECS")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -414,4 +407,97 @@ pub fn app() -> Result<celerity::App, celerity::ConfigError> {
 #[celerity::task(name = "it.join")]
 pub async fn join(items: Vec<String>) -> String {
     items.join(",")
+}
+
+/// Fails through `anyhow` until it has been retried `needed` times, with an I/O error (`how` is
+/// `"io"`), an I/O error under a context (`"io_in_context"`) or a plain message (anything else);
+/// retried automatically on I/O errors, as `retries.md` shows.
+#[celerity::task(name = "it.autoretry_anyhow", autoretry_for = [std::io::Error], retry_backoff = 0.05, retry_jitter = false)]
+pub async fn autoretry_anyhow(ctx: &TaskContext, needed: u32, how: String) -> anyhow::Result<u32> {
+    if ctx.retries() < needed {
+        let error = std::io::Error::other(format!("attempt {} failed", ctx.retries() + 1));
+        return Err(match how.as_str() {
+            "io" => error.into(),
+            "io_in_context" => anyhow::Error::new(error).context("fetching the page"),
+            _ => anyhow::anyhow!("attempt {} failed, not on I/O", ctx.retries() + 1),
+        });
+    }
+    Ok(ctx.retries())
+}
+
+/// Reports where it runs: its queue, priority, delivery count and subject, and the worker's
+/// hostname. On a first delivery with `wait_for_release` set, it reports `it.runs.held` (with its id) and
+/// waits for `it.release.<task id>`, so a test can take the delivery away.
+#[celerity::task(name = "it.where_am_i")]
+pub async fn where_am_i(
+    ctx: &TaskContext,
+    wait_for_release: bool,
+) -> anyhow::Result<serde_json::Value> {
+    let delivery = ctx
+        .delivery_info()
+        .ok_or_else(|| anyhow::anyhow!("a task on a worker has delivery info"))?;
+    if wait_for_release && !delivery.redelivered() {
+        hold_until_released(ctx).await?;
+    }
+    Ok(json!({
+        "queue": delivery.queue(),
+        "priority": delivery.priority(),
+        "delivered": delivery.delivered(),
+        "redelivered": delivery.redelivered(),
+        "subject": delivery.subject(),
+        "hostname": ctx.hostname(),
+    }))
+}
+
+/// A preset for flaky I/O, shared by the tasks below as a Celery base class shares its
+/// attributes: retried automatically on I/O errors, up to 4 times, 50 ms apart, without jitter.
+pub const FLAKY_IO: celerity::TaskOptions = celerity::TaskOptions::preset()
+    .autoretry_for(&[celerity::ErrorType::of::<std::io::Error>()])
+    .max_retries(4)
+    .retry_backoff_ms(50)
+    .retry_backoff_max_ms(50)
+    .retry_jitter(false);
+
+/// Fails with an I/O error until it has been retried `needed` times; its preset retries it.
+#[celerity::task(name = "it.preset_retried", preset = FLAKY_IO)]
+pub async fn preset_retried(ctx: &TaskContext, needed: u32) -> std::io::Result<u32> {
+    fail_on_io_until_retried(ctx, needed)
+}
+
+/// [`preset_retried`] with its own `max_retries = 1`, which overrides the preset's 4.
+#[celerity::task(name = "it.preset_overridden", preset = FLAKY_IO, max_retries = 1)]
+pub async fn preset_overridden(ctx: &TaskContext, needed: u32) -> std::io::Result<u32> {
+    fail_on_io_until_retried(ctx, needed)
+}
+
+/// An I/O error "not yet" until the task has been retried `needed` times, then the retry count.
+fn fail_on_io_until_retried(ctx: &TaskContext, needed: u32) -> std::io::Result<u32> {
+    if ctx.retries() < needed {
+        return Err(std::io::Error::other("not yet"));
+    }
+    Ok(ctx.retries())
+}
+
+/// Subscribes to `it.release.<task id>`, reports that on `it.runs.held` (with the task id), then
+/// waits for the release.
+async fn hold_until_released(ctx: &TaskContext) -> anyhow::Result<()> {
+    let client = nats().await?;
+    let mut release = client.subscribe(format!("it.release.{}", ctx.id())).await?;
+    client.flush().await?;
+    // Now listening: say so (the test creates IT_RUNS) so the release cannot be missed.
+    let js = async_nats::jetstream::new(client.clone());
+    js.publish("it.runs.held", ctx.id().to_string().into())
+        .await?
+        .await?;
+    release.next().await;
+    Ok(())
+}
+
+/// The tasks of `it/celery_user.rs`.
+fn with_celery_user_tasks(builder: celerity::AppBuilder) -> celerity::AppBuilder {
+    builder
+        .task(autoretry_anyhow)
+        .task(where_am_i)
+        .task(preset_retried)
+        .task(preset_overridden)
 }

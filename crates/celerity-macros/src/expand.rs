@@ -4,8 +4,9 @@
 //! Generated code names only `::celerity::…` paths and reaches runtime internals through `::celerity::__private`.
 
 use proc_macro2::{Span, TokenStream};
-use quote::{format_ident, quote};
+use quote::{format_ident, quote, quote_spanned};
 use syn::ext::IdentExt;
+use syn::spanned::Spanned;
 use syn::{Attribute, Ident, Item, ItemFn};
 
 use crate::options::TaskAttributes;
@@ -275,25 +276,38 @@ fn generate_task_impl(
             })
         }
     });
-    let autoretry_types = &attributes.autoretry_for;
-    let autoretry = (!autoretry_types.is_empty()).then(|| {
+    let autoretry = (!attributes.autoretry_for.is_empty()).then(|| {
+        // Spanned, so that a type that is no error is reported where the user wrote it.
+        let error_types = attributes.autoretry_for.iter().map(|error_type| {
+            quote_spanned!(error_type.span()=> ::celerity::ErrorType::of::<#error_type>())
+        });
         quote! {
             .autoretry_for({
-                const AUTORETRY_FOR: &[fn() -> &'static str] = &[#(::core::any::type_name::<#autoretry_types>),*];
+                const AUTORETRY_FOR: &[::celerity::ErrorType] = &[#(#error_types),*];
                 AUTORETRY_FOR
             })
         }
     });
+    let defaults = match &attributes.preset {
+        Some(preset) => quote!(::celerity::__private::preset(#preset, Self::NAME)),
+        None => quote!(::celerity::TaskOptions::new(Self::NAME)),
+    };
 
-    let args = mixed_site("args");
-    let kwargs = mixed_site("kwargs");
-    let bound = mixed_site("bound");
-    // The context is only used when the function takes it; an underscore keeps `unused_variables` quiet otherwise.
-    let ctx = mixed_site(if signature.has_context { "ctx" } else { "_ctx" });
+    let args = mixed_site("celerity_args");
+    let kwargs = mixed_site("celerity_kwargs");
+    let bound = mixed_site("celerity_bound");
+    // The context is used when the function takes it or may fail (an automatic retry is asked for
+    // on it); an underscore keeps `unused_variables` quiet otherwise.
+    let uses_context = signature.has_context || matches!(signature.output, TaskOutput::Result(_));
+    let ctx = mixed_site(if uses_context {
+        "celerity_ctx"
+    } else {
+        "_celerity_ctx"
+    });
 
     let (encode_args_param, encode_args_body) = if signature.params.is_empty() {
         (
-            mixed_site("_args"),
+            mixed_site("_celerity_args"),
             quote!(::core::result::Result::Ok(::std::vec::Vec::new())),
         )
     } else {
@@ -310,7 +324,7 @@ fn generate_task_impl(
 
     let bind_and_decode = if signature.params.is_empty() {
         // Binding still runs so that unexpected arguments are rejected.
-        let unused_bound = mixed_site("_bound");
+        let unused_bound = mixed_site("_celerity_bound");
         quote! {
             let #unused_bound = ::celerity::__private::bind_args(Self::PARAMS, #args, #kwargs)?;
         }
@@ -334,7 +348,7 @@ fn generate_task_impl(
             const PARAMS: &'static [&'static str] = &[#(#param_names),*];
 
             fn options() -> ::celerity::TaskOptions {
-                ::celerity::TaskOptions::new(Self::NAME)
+                #defaults
                     #(.queue(#queue))*
                     #(.ignore_result(#ignore_result))*
                     #(.acks_late(#acks_late))*
@@ -383,7 +397,7 @@ fn generate_body(signature: &TaskSignature, ctx: &Ident, locals: &[Ident]) -> To
     let await_call = signature.is_async.then(|| quote!(.await));
     let call = quote!(Self::call(#context_arg #(#locals),*) #await_call);
 
-    let output = mixed_site("output");
+    let output = mixed_site("celerity_output");
     let convert = match &signature.output {
         // Binding a `()` would trip `clippy::let_unit_value`, so a unit call is a statement.
         TaskOutput::Unit => quote! {
@@ -394,10 +408,26 @@ fn generate_body(signature: &TaskSignature, ctx: &Ident, locals: &[Ident]) -> To
             let #output = #call;
             ::celerity::__private::from_value(#output)
         },
-        TaskOutput::Result(_) => quote! {
-            let #output = #call;
-            ::celerity::__private::from_result(#output)
-        },
+        TaskOutput::Result(_) => {
+            let error = mixed_site("celerity_error");
+            quote! {
+                let #output = #call;
+                if let ::core::result::Result::Err(#error) = &#output {
+                    // The first of these traits that applies to the error's type finds the
+                    // `std::error::Error` that `autoretry_for` types are matched against.
+                    #[allow(unused_imports)]
+                    use ::celerity::__private::{
+                        IsStdError as _, HoldsStdError as _, NoStdError as _,
+                    };
+                    ::celerity::__private::note_failure(
+                        &#ctx,
+                        &<Self as ::celerity::Task>::options(),
+                        (&&::celerity::__private::ErrorView(#error)).std_error(),
+                    );
+                }
+                ::celerity::__private::from_result(#output)
+            }
+        }
     };
 
     if signature.is_async {
@@ -418,13 +448,17 @@ fn output_type(output: &TaskOutput) -> TokenStream {
 /// One generated local per task argument, in order: `arg_0`, `arg_1`, ...
 fn argument_locals(signature: &TaskSignature) -> Vec<Ident> {
     (0..signature.params.len())
-        .map(|index| mixed_site(&format!("arg_{index}")))
+        .map(|index| mixed_site(&format!("celerity_arg_{index}")))
         .collect()
 }
 
 /// An identifier for a generated local or parameter that user parameter names cannot clash with.
 ///
-/// Mixed-site hygiene makes `bound` here a different variable from a user parameter also called `bound`.
+/// Mixed-site hygiene makes `bound` here a different variable from a user parameter also called
+/// `bound`, but not from a unit struct in scope: a task called `output` would be matched as a
+/// pattern where `let output` binds. So the bodies of `encode_args` and `run` name their locals and
+/// parameters `celerity_*`, which no task is expected to be called; the parameters of the
+/// documented methods (`client`, `args`, `options`) keep their plain names.
 fn mixed_site(name: &str) -> Ident {
     format_ident!("{}", name, span = Span::mixed_site())
 }

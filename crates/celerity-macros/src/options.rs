@@ -27,6 +27,7 @@ const VALID_OPTIONS: &[&str] = &[
     "default_retry_delay",
     "autoretry_for",
     "base",
+    "preset",
     "rate_limit",
     "global_rate_limit",
 ];
@@ -70,6 +71,8 @@ pub(crate) struct TaskAttributes {
     pub(crate) autoretry_for: Vec<syn::Type>,
     /// `base = Hooks`: a constant (usually a unit struct) implementing `celerity::TaskHooks`.
     pub(crate) base: Option<syn::Path>,
+    /// `preset = PRESET`: a `celerity::TaskOptions` expression whose options the task starts from.
+    pub(crate) preset: Option<Expr>,
     /// `rate_limit = "100/m"`: per worker, as (count, period in seconds).
     pub(crate) rate_limit: Option<(u32, u64)>,
     /// `global_rate_limit = "100/m"`: for the whole cluster, as (count, period in seconds).
@@ -198,6 +201,18 @@ impl TaskAttributes {
                     Meta::NameValue(name_value) => {
                         return Err(syn::Error::new_spanned(&name_value.value, expected));
                     }
+                    _ => return Err(syn::Error::new(key.span(), expected)),
+                }
+            }
+            "preset" => {
+                let expected =
+                    "`preset` takes a `celerity::TaskOptions` value: expected `preset = RETRYING`";
+                match meta {
+                    Meta::NameValue(syn::MetaNameValue {
+                        value: Expr::Lit(literal),
+                        ..
+                    }) => return Err(syn::Error::new_spanned(literal, expected)),
+                    Meta::NameValue(name_value) => self.preset = Some(name_value.value.clone()),
                     _ => return Err(syn::Error::new(key.span(), expected)),
                 }
             }
@@ -358,7 +373,7 @@ fn unknown_option(path: &Path) -> syn::Error {
 
 #[cfg(test)]
 mod tests {
-    use quote::quote;
+    use quote::{ToTokens, quote};
 
     use super::*;
 
@@ -509,6 +524,35 @@ mod tests {
         assert!(
             error_message(quote!(soft_time_limit = 5, time_limit = 5))
                 .contains("shorter than `time_limit`")
+        );
+    }
+
+    #[test]
+    fn a_preset_takes_an_expression_but_no_literal() {
+        let attributes = TaskAttributes::parse(quote!(preset = RETRYING)).unwrap();
+        assert_eq!(
+            attributes
+                .preset
+                .map(|preset| preset.to_token_stream().to_string()),
+            Some("RETRYING".to_owned())
+        );
+        let attributes = TaskAttributes::parse(quote!(preset = presets::retrying())).unwrap();
+        assert!(attributes.preset.is_some());
+        assert!(
+            error_message(quote!(preset = "RETRYING"))
+                .contains("`preset` takes a `celerity::TaskOptions` value")
+        );
+        assert!(error_message(quote!(preset)).contains("expected `preset = RETRYING`"));
+    }
+
+    #[test]
+    fn autoretry_types_are_paths() {
+        let attributes =
+            TaskAttributes::parse(quote!(autoretry_for = [std::io::Error, MyError])).unwrap();
+        assert_eq!(attributes.autoretry_for.len(), 2);
+        assert!(
+            error_message(quote!(autoretry_for = std::io::Error))
+                .contains("takes a list of error types")
         );
     }
 

@@ -27,6 +27,11 @@ pub const fn rate(count: u32, period_secs: u64) -> celerity_proto::Rate {
     }
 }
 
+/// The options of task `name`: its preset's, to which the task's own are then applied.
+pub const fn preset(preset: crate::TaskOptions, name: &'static str) -> crate::TaskOptions {
+    preset.named(name)
+}
+
 /// Binds positional and named arguments to `params`, as Python binds a call.
 ///
 /// # Errors
@@ -143,6 +148,75 @@ where
     }
 }
 
+/// The error of a failed task, to be seen as a `std::error::Error` (see [`IsStdError`]).
+#[derive(Debug)]
+pub struct ErrorView<'a, E>(pub &'a E);
+
+impl<E> Clone for ErrorView<'_, E> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<E> Copy for ErrorView<'_, E> {}
+
+/// A task's error seen as a `std::error::Error`, for `autoretry_for`: generated code calls
+/// `(&&ErrorView(&error)).std_error()` with [`IsStdError`], [`HoldsStdError`] and
+/// [`NoStdError`] in scope, and method resolution picks the first that applies to the error's
+/// concrete type: the error itself when it is one, what it holds when it derefs to one
+/// (`anyhow::Error`, `Box<dyn Error + Send + Sync>`), else nothing (a `String` holds no typed
+/// error).
+pub trait IsStdError<'a> {
+    /// The error as a `std::error::Error`.
+    fn std_error(self) -> Option<&'a (dyn std::error::Error + 'static)>;
+}
+
+impl<'a, E: std::error::Error + 'static> IsStdError<'a> for &&ErrorView<'a, E> {
+    fn std_error(self) -> Option<&'a (dyn std::error::Error + 'static)> {
+        Some(self.0)
+    }
+}
+
+/// See [`IsStdError`]: the error an `anyhow::Error` or a boxed error holds.
+pub trait HoldsStdError<'a> {
+    /// The error held, as a `std::error::Error`.
+    fn std_error(self) -> Option<&'a (dyn std::error::Error + 'static)>;
+}
+
+impl<'a, E> HoldsStdError<'a> for &ErrorView<'a, E>
+where
+    E: std::ops::Deref<Target = dyn std::error::Error + Send + Sync + 'static>,
+{
+    fn std_error(self) -> Option<&'a (dyn std::error::Error + 'static)> {
+        let held: &'a (dyn std::error::Error + Send + Sync + 'static) = &**self.0;
+        Some(held)
+    }
+}
+
+/// See [`IsStdError`]: an error that is no `std::error::Error` and holds none.
+pub trait NoStdError<'a> {
+    /// Nothing.
+    fn std_error(self) -> Option<&'a (dyn std::error::Error + 'static)>;
+}
+
+impl<'a, E> NoStdError<'a> for ErrorView<'a, E> {
+    fn std_error(self) -> Option<&'a (dyn std::error::Error + 'static)> {
+        None
+    }
+}
+
+/// Asks for an automatic retry when the task's `options` list the type of `error` (or of an error
+/// it holds) in `autoretry_for`. A retry the task asked for itself (`ctx.retry(..)`) is kept.
+pub fn note_failure(
+    ctx: &crate::TaskContext,
+    options: &crate::TaskOptions,
+    error: Option<&(dyn std::error::Error + 'static)>,
+) {
+    if error.is_some_and(|error| options.retries_automatically_on(error)) {
+        ctx.request_autoretry();
+    }
+}
+
 /// A failure record for `error` of type `kind`, with its cause chain.
 pub fn error_record(kind: &str, error: Box<dyn std::error::Error + Send + Sync>) -> ErrorRecord {
     let mut record = ErrorRecord::new(kind, error.to_string());
@@ -232,6 +306,63 @@ mod tests {
         assert!(record.kind.ends_with("Outer"), "{}", record.kind);
         assert_eq!(record.message, "outer");
         assert_eq!(record.causes, vec!["disk full".to_owned()]);
+    }
+
+    /// The view generated code takes of a task's error.
+    macro_rules! std_error_of {
+        ($error:expr) => {{
+            #[allow(unused_imports)]
+            use super::{HoldsStdError as _, IsStdError as _, NoStdError as _};
+            (&&ErrorView($error)).std_error()
+        }};
+    }
+
+    #[test]
+    fn a_failed_tasks_error_is_seen_through_what_holds_it() {
+        let io = crate::ErrorType::of::<std::io::Error>();
+        let plain = std::io::Error::other("reset");
+        assert!(std_error_of!(&plain).is_some_and(|error| io.matches(error)));
+        let wrapped = Outer(std::io::Error::other("reset"));
+        assert!(std_error_of!(&wrapped).is_some_and(|error| io.matches(error)));
+        let held = anyhow::Error::new(std::io::Error::other("reset"));
+        assert!(std_error_of!(&held).is_some_and(|error| io.matches(error)));
+        let in_context = anyhow::Error::new(std::io::Error::other("reset")).context("fetching");
+        assert!(std_error_of!(&in_context).is_some_and(|error| io.matches(error)));
+        let boxed: Box<dyn std::error::Error + Send + Sync> =
+            Box::new(std::io::Error::other("reset"));
+        assert!(std_error_of!(&boxed).is_some_and(|error| io.matches(error)));
+        let message = anyhow::anyhow!("no I/O here");
+        assert!(std_error_of!(&message).is_some_and(|error| !io.matches(error)));
+        let text = String::from("a message");
+        assert!(std_error_of!(&text).is_none());
+    }
+
+    #[test]
+    fn a_failure_asks_for_a_retry_only_when_its_type_is_listed() {
+        const IO: &[crate::ErrorType] = &[crate::ErrorType::of::<std::io::Error>()];
+        let options = crate::TaskOptions::new("tasks.fetch").autoretry_for(IO);
+        let ctx = || {
+            crate::TaskContext::detached(
+                crate::TaskId::new("t1").unwrap(),
+                celerity_proto::TaskName::new("tasks.fetch").unwrap(),
+            )
+        };
+        let listed = ctx();
+        note_failure(&listed, &options, Some(&std::io::Error::other("reset")));
+        assert!(listed.take_retry_request().is_some());
+        let unlisted = ctx();
+        note_failure(&unlisted, &options, Some(&std::fmt::Error));
+        assert!(unlisted.take_retry_request().is_none());
+        let asked = ctx();
+        let _ = asked.retry(Some(std::time::Duration::from_secs(7)));
+        note_failure(&asked, &options, Some(&std::io::Error::other("reset")));
+        assert_eq!(
+            asked
+                .take_retry_request()
+                .and_then(|request| request.countdown),
+            Some(std::time::Duration::from_secs(7)),
+            "the task's own countdown is kept"
+        );
     }
 
     #[test]

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use celerity_proto::{ErrorRecord, ResultRecord, TaskId, TaskState};
+use futures_util::StreamExt;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
@@ -245,12 +246,76 @@ impl<T> AsyncResult<T> {
             .map_or(TaskState::Unknown, |record| record.state))
     }
 
-    /// The metadata of the current state: what the task passed to `update_state`.
+    /// What the current state carries, as Celery's `AsyncResult.info`: on SUCCESS the result (as
+    /// JSON; [`AsyncResult::get`] decodes it as `T`), on FAILURE the error record
+    /// (`{"type", "message", "causes"}`), and in every other state its metadata: what the task
+    /// passed to `update_state` for a custom state, `{"retries", "eta_ms"}` on RETRY, the reason on
+    /// REVOKED. `None` when there is no record, or the state carries nothing.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: celerity::Client) -> Result<(), Box<dyn std::error::Error>> {
+    /// let result = client.async_result::<serde_json::Value>("0190a5b2-7c1e-7f00-8000-000000000001")?;
+    /// if result.state().await? == celerity::TaskState::Custom("PROCESSING".into()) {
+    ///     if let Some(info) = result.info().await? {
+    ///         println!("step {}/{}", info["step"], info["total"]);
+    ///     }
+    /// }
+    /// # Ok(()) }
+    /// ```
     ///
     /// # Errors
     /// [`ResultError::Store`] when the bucket cannot be read.
     pub async fn info(&self) -> Result<Option<Value>, ResultError> {
-        Ok(self.record().await?.and_then(|record| record.meta))
+        Ok(self.record().await?.and_then(record_info))
+    }
+
+    /// The task's records as they are written, starting with the current one (if any) and ending
+    /// after the first final one (SUCCESS, FAILURE or REVOKED): PENDING, STARTED, custom states
+    /// from `update_state`, RETRY, and so on, one item per write, from any process. Built on a KV
+    /// watch of the task's one key: nothing polls.
+    ///
+    /// The bucket keeps one record per task, so a state replaced before the watch delivered it
+    /// (two writes in quick succession) is skipped; the final record is always delivered.
+    /// The stream does not end while the task has no final state (nor when its record expires or
+    /// is forgotten): bound the wait with a timeout. A read error is the last item.
+    /// Iterate with `StreamExt::next` (re-exported as [`celerity::StreamExt`](crate::StreamExt)).
+    ///
+    /// ```no_run
+    /// # async fn demo(client: celerity::Client) -> Result<(), Box<dyn std::error::Error>> {
+    /// use celerity::StreamExt;
+    /// use std::time::Duration;
+    ///
+    /// let result = client.async_result::<u32>("0190a5b2-7c1e-7f00-8000-000000000001")?;
+    /// let mut states = std::pin::pin!(result.states());
+    /// while let Some(record) = tokio::time::timeout(Duration::from_secs(60), states.next()).await? {
+    ///     let record = record?;
+    ///     println!("{}: {:?}", record.state, record.meta);
+    /// }
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Cancel safety
+    /// Dropping the stream drops the watch.
+    pub fn states(
+        &self,
+    ) -> impl futures_util::Stream<Item = Result<ResultRecord, ResultError>> + Send + use<T> {
+        let store = self.client.store().clone();
+        let id = self.id.clone();
+        let records = Box::pin(futures_util::TryFutureExt::try_flatten_stream(async move {
+            store.watch(&id).await
+        }));
+        // The watch itself never ends: the stream does, right after the final record or an error.
+        futures_util::stream::unfold(Some(records), |records| async move {
+            let mut records = records?;
+            let record = records.next().await?;
+            let ended = record
+                .as_ref()
+                .map_or(true, |record| record.state.is_ready());
+            Some((
+                record.map_err(ResultError::from),
+                (!ended).then_some(records),
+            ))
+        })
     }
 
     /// True once the task has a final state (SUCCESS, FAILURE or REVOKED).
@@ -349,6 +414,18 @@ impl<T> AsyncResult<T> {
                 .map_err(|_| timed_out())?
                 .map_err(Into::into)
         }
+    }
+}
+
+/// What a record's state carries; see [`AsyncResult::info`].
+fn record_info(record: ResultRecord) -> Option<Value> {
+    match record.state {
+        TaskState::Success => record.result,
+        TaskState::Failure => record
+            .error
+            .and_then(|error| serde_json::to_value(error).ok())
+            .or(record.meta),
+        _ => record.meta,
     }
 }
 

@@ -45,6 +45,11 @@ pub const STARMAP_TASK: &str = "celerity.starmap";
 pub const MAX_DEPTH: usize = 32;
 
 /// Arguments given to a signature: a tuple of serializable values, `()` for none.
+#[diagnostic::on_unimplemented(
+    message = "task arguments must be a tuple of up to 8 values, not `{Self}`",
+    label = "wrap the arguments in a tuple: `(x,)` for one, `(x, y)` for two, `()` for none",
+    note = "write `task.s((5,))`, not `task.s(5)`"
+)]
 pub trait ArgsTuple {
     /// The arguments as positional JSON values.
     ///

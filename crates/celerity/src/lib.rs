@@ -25,6 +25,50 @@
 //!
 //! A worker binary hands its app to [`cli::main`], which parses Celery-like flags
 //! (`myapp worker -Q high,default -c 8 --prefetch-multiplier 1 --hostname w1`).
+//!
+//! [`task`] lists every option of `#[celerity::task]` and every method it generates (`delay`,
+//! `apply_async`, `s`, `si`, `map`, `starmap`, `chunks`).
+//!
+//! # Coming from Celery
+//!
+//! `docs/coming-from-celery.md` puts each Celery call beside its Celerity form. What differs most
+//! often:
+//!
+//! - **Arguments are tuples** in `apply_async` and in signatures: `add.s((5,))`, not `add.s(5)`;
+//!   `()` for none. `delay` takes them one by one: `add.delay(&client, 2, 3)`.
+//! - **Reading a result is async and can fail**: [`AsyncResult`]'s `state`, `info`, `ready`,
+//!   `successful`, `failed` and [`GroupResult`]'s `ready`, `successful`, `failed`,
+//!   `completed_count` read the results bucket, so each is `.await`ed and returns a `Result`
+//!   (`result.ready().await?`, not `result.ready()`); `get` and `wait` take a timeout.
+//! - **Streams** ([`GroupResult::as_completed`], [`AsyncResult::states`]) are read with
+//!   `StreamExt::next`, re-exported here as [`StreamExt`] so no other dependency is needed.
+//! - **States:** a task nobody sent (or whose record expired) is [`TaskState::Unknown`], not
+//!   PENDING; [`AsyncResult::info`] is the result on SUCCESS, the error on FAILURE and the
+//!   metadata otherwise, as Celery's `.info`.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//!
+//! use celerity::StreamExt;
+//!
+//! #[celerity::task]
+//! async fn square(x: i64) -> i64 {
+//!     x * x
+//! }
+//!
+//! # async fn demo(client: celerity::Client) -> Result<(), Box<dyn std::error::Error>> {
+//! let one = square.delay(&client, 7).await?;
+//! if one.ready().await? {
+//!     println!("done: {:?}", one.info().await?);
+//! }
+//! let group = celerity::Group::new((1..=10).map(|x| square.s((x,)))).apply_async(&client).await?;
+//! let mut finished = std::pin::pin!(group.as_completed(Duration::from_secs(30)));
+//! while let Some((index, outcome)) = finished.next().await {
+//!     println!("member {index}: {}", outcome?);
+//! }
+//! println!("all succeeded: {}", group.successful().await?);
+//! # Ok(()) }
+//! ```
 
 mod app;
 mod async_result;
@@ -54,11 +98,13 @@ pub use celerity_proto::{
 };
 pub use client::{ApplyOptions, Client, ClientError, ETA_PAST_TOLERANCE, EnqueueError};
 pub use control::{Control, ControlError, PriorityWeightsChange, RateLimitChange};
+pub use futures_util::StreamExt;
 pub use nats::server::{NEW_TASK_SIGNAL_ENV, NewTaskSignal};
 pub use nats::{ConnectError, NatsConfig};
 pub use result_store::StoreError;
 pub use task::{
-    ArgumentsError, HookFuture, Retry, Task, TaskContext, TaskFuture, TaskHooks, TaskOptions,
+    ArgumentsError, DeliveryInfo, ErrorType, HookFuture, Retry, Task, TaskContext, TaskFuture,
+    TaskHooks, TaskOptions,
 };
 pub use worker::{WorkerConfig, WorkerError, WorkerHandle};
 

@@ -215,17 +215,9 @@ impl ResultStore {
         task_id: &TaskId,
         done: impl Fn(&ResultRecord) -> bool,
     ) -> Result<ResultRecord, StoreError> {
-        let mut watch = self
-            .kv
-            .watch_with_history(task_id.as_str())
-            .await
-            .map_err(|error| StoreError::bucket("watch", task_id, error))?;
-        while let Some(entry) = watch.next().await {
-            let entry = entry.map_err(|error| StoreError::bucket("watch", task_id, error))?;
-            if entry.operation != kv::Operation::Put {
-                continue;
-            }
-            let record = Self::decode(task_id, &entry.value)?;
+        let mut records = std::pin::pin!(self.watch(task_id).await?);
+        while let Some(record) = records.next().await {
+            let record = record?;
             if done(&record) {
                 return Ok(record);
             }
@@ -235,5 +227,33 @@ impl ResultStore {
             task_id,
             "the watch ended before the task finished",
         ))
+    }
+
+    /// Every record of `task_id` as it is written, from the current one on, through a KV watch of
+    /// this one key (deletions and purges are skipped).
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: dropping the stream drops the watch.
+    pub(crate) async fn watch(
+        &self,
+        task_id: &TaskId,
+    ) -> Result<
+        impl futures_util::Stream<Item = Result<ResultRecord, StoreError>> + Send + use<>,
+        StoreError,
+    > {
+        let watch = self
+            .kv
+            .watch_with_history(task_id.as_str())
+            .await
+            .map_err(|error| StoreError::bucket("watch", task_id, error))?;
+        let task_id = task_id.clone();
+        Ok(watch.filter_map(move |entry| {
+            let record = match entry {
+                Ok(entry) if entry.operation != kv::Operation::Put => None,
+                Ok(entry) => Some(Self::decode(&task_id, &entry.value)),
+                Err(error) => Some(Err(StoreError::bucket("watch", &task_id, error))),
+            };
+            std::future::ready(record)
+        }))
     }
 }

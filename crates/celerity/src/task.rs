@@ -2,18 +2,19 @@
 //! running task sees.
 //!
 //! This module describes tasks; running them is the worker's job (`worker::execute`) and sending
-//! them the client's (`client`).
+//! them the client's (`client`). The context is in `task/context.rs`.
+
+mod context;
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 
-use celerity_proto::{Envelope, ErrorRecord, Rate, TaskId, TaskName, TaskState};
+use celerity_proto::{ErrorRecord, Rate, TaskName, TaskState};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
-use crate::result_store::{ResultStore, StoreError};
+pub use context::{DeliveryInfo, Retry, TaskContext};
 
 /// The future of one task run: the return value as JSON, or the task's failure.
 pub type TaskFuture = Pin<Box<dyn Future<Output = Result<Value, ErrorRecord>> + Send + 'static>>;
@@ -87,7 +88,7 @@ pub struct TaskOptions {
     retry_backoff_max_ms: u64,
     retry_jitter: bool,
     default_retry_delay_ms: u64,
-    autoretry_for: &'static [fn() -> &'static str],
+    autoretry_for: &'static [ErrorType],
     hooks: Option<&'static dyn TaskHooks>,
     rate_limit: Option<Rate>,
     global_rate_limit: Option<Rate>,
@@ -106,10 +107,70 @@ impl std::fmt::Debug for TaskOptions {
             .field("max_retries", &self.max_retries)
             .field("max_deliveries", &self.max_deliveries)
             .field("retry_backoff_ms", &self.retry_backoff_ms)
+            .field("autoretry_for", &self.autoretry_for)
             .field("hooks", &self.hooks.is_some())
             .field("rate_limit", &self.rate_limit)
             .field("global_rate_limit", &self.global_rate_limit)
             .finish_non_exhaustive()
+    }
+}
+
+/// An error type a task retries on automatically (`#[celerity::task(autoretry_for = [T])]`).
+///
+/// A failure matches when the task's error is a `T`, or holds one: as a source anywhere in its
+/// chain (a `thiserror` `#[from]` or `#[source]` field), or inside an `anyhow::Error` (with or
+/// without `.context(...)`) or a `Box<dyn Error + Send + Sync>`.
+///
+/// ```
+/// use celerity::ErrorType;
+///
+/// #[derive(Debug, thiserror::Error)]
+/// #[error("cannot fetch the page")]
+/// struct FetchError(#[source] std::io::Error);
+///
+/// let io = ErrorType::of::<std::io::Error>();
+/// assert!(io.matches(&std::io::Error::other("reset")));
+/// assert!(io.matches(&FetchError(std::io::Error::other("reset"))));
+/// let held = anyhow::Error::new(std::io::Error::other("reset")).context("fetching");
+/// assert!(io.matches(&*held));
+/// assert!(!io.matches(&std::fmt::Error));
+/// ```
+#[derive(Clone, Copy)]
+pub struct ErrorType {
+    name: fn() -> &'static str,
+    is: fn(&(dyn std::error::Error + 'static)) -> bool,
+}
+
+impl ErrorType {
+    /// The error type `E`.
+    pub const fn of<E: std::error::Error + 'static>() -> Self {
+        Self {
+            name: std::any::type_name::<E>,
+            is: <dyn std::error::Error>::is::<E>,
+        }
+    }
+
+    /// The type's name, as `std::any::type_name` spells it (`std::io::error::Error`).
+    pub fn name(&self) -> &'static str {
+        (self.name)()
+    }
+
+    /// True when `error`, or an error in its source chain, is of this type.
+    pub fn matches(&self, error: &(dyn std::error::Error + 'static)) -> bool {
+        let mut next = Some(error);
+        while let Some(error) = next {
+            if (self.is)(error) {
+                return true;
+            }
+            next = error.source();
+        }
+        false
+    }
+}
+
+impl std::fmt::Debug for ErrorType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
     }
 }
 
@@ -195,6 +256,39 @@ impl TaskOptions {
         }
     }
 
+    /// Default options with no task name: a preset that a family of tasks shares, as a Celery
+    /// base class shares its attributes (`#[celerity::task(preset = RETRYING)]`). A task's own
+    /// options override its preset's.
+    ///
+    /// ```
+    /// use celerity::{ErrorType, Rate, TaskOptions};
+    ///
+    /// const RETRYING: TaskOptions = TaskOptions::preset()
+    ///     .autoretry_for(&[ErrorType::of::<std::io::Error>()])
+    ///     .max_retries(5)
+    ///     .retry_backoff_ms(1_000)
+    ///     .rate_limit(Rate::per(100, 60).expect("100 per minute is a rate"));
+    ///
+    /// #[celerity::task(preset = RETRYING, max_retries = 2)]
+    /// async fn fetch(url: String) -> std::io::Result<String> {
+    ///     Ok(url)
+    /// }
+    ///
+    /// use celerity::Task;
+    /// assert_eq!(fetch::options().max_retries_value(), 2);
+    /// assert!(fetch::options().retries_automatically(ErrorType::of::<std::io::Error>().name()));
+    /// assert_eq!(fetch::options().rate_limit_value(), Rate::per(100, 60));
+    /// ```
+    pub const fn preset() -> Self {
+        Self::new("")
+    }
+
+    /// These options for the task registered as `name`.
+    pub(crate) const fn named(mut self, name: &'static str) -> Self {
+        self.name = name;
+        self
+    }
+
     /// Runs at most `rate` of this task type on each worker (`#[celerity::task(rate_limit =
     /// "100/m")]`). Tasks over the rate wait on the worker without holding an execution slot.
     pub const fn rate_limit(mut self, rate: Rate) -> Self {
@@ -263,10 +357,12 @@ impl TaskOptions {
         self
     }
 
-    /// Retries automatically when the task fails with one of these error types (given as
-    /// `std::any::type_name::<T>` functions, which `#[celerity::task(autoretry_for = [T, U])]`
-    /// writes).
-    pub const fn autoretry_for(mut self, types: &'static [fn() -> &'static str]) -> Self {
+    /// Retries automatically when the task fails with an error of one of these types, or with an
+    /// error that holds one (in its source chain, or inside an `anyhow::Error`):
+    /// `#[celerity::task(autoretry_for = [T, U])]` writes
+    /// `.autoretry_for(&[ErrorType::of::<T>(), ErrorType::of::<U>()])`. A later call replaces
+    /// the list (a task's own `autoretry_for` replaces its preset's).
+    pub const fn autoretry_for(mut self, types: &'static [ErrorType]) -> Self {
         self.autoretry_for = types;
         self
     }
@@ -292,11 +388,20 @@ impl TaskOptions {
         self.max_deliveries
     }
 
-    /// True when a failure of error type `kind` is retried automatically.
+    /// True when a failure recorded with error type `kind` (an [`ErrorRecord`]'s `kind`) is
+    /// retried automatically: `kind` is the name of one of the `autoretry_for` types.
     pub fn retries_automatically(&self, kind: &str) -> bool {
         self.autoretry_for
             .iter()
-            .any(|type_name| type_name() == kind)
+            .any(|error_type| error_type.name() == kind)
+    }
+
+    /// True when a task failing with `error` is retried automatically: `error`, or an error in its
+    /// source chain, is one of the `autoretry_for` types.
+    pub fn retries_automatically_on(&self, error: &(dyn std::error::Error + 'static)) -> bool {
+        self.autoretry_for
+            .iter()
+            .any(|error_type| error_type.matches(error))
     }
 
     /// How long to wait before retry number `retry` (1 for the first), with `jitter` in
@@ -432,192 +537,6 @@ pub enum ArgumentsError {
         /// What the encoder said.
         detail: String,
     },
-}
-
-/// What a running task knows about itself: its id, retries and headers, and a way to report
-/// progress.
-///
-/// Cheap to clone.
-///
-/// ```no_run
-/// use celerity::TaskContext;
-///
-/// #[celerity::task]
-/// async fn import(ctx: &TaskContext, rows: Vec<String>) -> Result<usize, celerity::StoreError> {
-///     for (step, _row) in rows.iter().enumerate() {
-///         ctx.update_state("PROCESSING", serde_json::json!({"step": step + 1, "total": rows.len()})).await?;
-///     }
-///     Ok(rows.len())
-/// }
-/// ```
-#[derive(Clone)]
-pub struct TaskContext {
-    inner: Arc<ContextInner>,
-}
-
-struct ContextInner {
-    envelope: Envelope,
-    delivered: u64,
-    store: Option<ResultStore>,
-    cancel: tokio_util::sync::CancellationToken,
-    retry: std::sync::Mutex<Option<RetryRequest>>,
-}
-
-/// What a task asked for with [`TaskContext::retry`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct RetryRequest {
-    /// The wait before the retry; `None` means the task's backoff or default delay.
-    pub(crate) countdown: Option<std::time::Duration>,
-}
-
-/// The error a task returns to be retried: made by [`TaskContext::retry`], it carries no
-/// information of its own (the request is recorded on the context).
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("retry requested")]
-pub struct Retry;
-
-impl std::fmt::Debug for TaskContext {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TaskContext")
-            .field("id", &self.inner.envelope.id)
-            .field("task", &self.inner.envelope.task)
-            .field("retries", &self.inner.envelope.retries)
-            .field("delivered", &self.inner.delivered)
-            .finish()
-    }
-}
-
-impl TaskContext {
-    pub(crate) fn new(envelope: Envelope, delivered: u64, store: Option<ResultStore>) -> Self {
-        Self {
-            inner: Arc::new(ContextInner {
-                envelope,
-                delivered,
-                store,
-                cancel: tokio_util::sync::CancellationToken::new(),
-                retry: std::sync::Mutex::new(None),
-            }),
-        }
-    }
-
-    /// A context for calling a task body directly (tests, local runs): `update_state` is accepted
-    /// and discarded.
-    pub fn detached(id: TaskId, task: TaskName) -> Self {
-        Self::new(Envelope::new(id, task), 1, None)
-    }
-
-    /// Completes when the task should stop: its soft time limit passed. Select on it in long loops
-    /// to clean up and return early, before the hard limit aborts the task.
-    ///
-    /// # Cancel safety
-    /// Cancel-safe.
-    pub async fn cancelled(&self) {
-        self.inner.cancel.cancelled().await;
-    }
-
-    /// True once the task should stop (see [`TaskContext::cancelled`]); for blocking bodies.
-    pub fn is_cancelled(&self) -> bool {
-        self.inner.cancel.is_cancelled()
-    }
-
-    /// Asks for this task to run again after `countdown` (or its backoff when `None`), as Celery's
-    /// `raise self.retry(countdown=...)`: return the error this gives (`return Err(ctx.retry(None).into())`).
-    /// The retry is recorded here, so any error type may carry it. After `max_retries` retries the
-    /// task fails instead, with the error it returned.
-    pub fn retry(&self, countdown: Option<std::time::Duration>) -> Retry {
-        if let Ok(mut request) = self.inner.retry.lock() {
-            *request = Some(RetryRequest { countdown });
-        }
-        Retry
-    }
-
-    /// The retry the task asked for, if any.
-    pub(crate) fn take_retry_request(&self) -> Option<RetryRequest> {
-        self.inner
-            .retry
-            .lock()
-            .ok()
-            .and_then(|mut request| request.take())
-    }
-
-    pub(crate) fn cancel_token(&self) -> tokio_util::sync::CancellationToken {
-        self.inner.cancel.clone()
-    }
-
-    /// The task id.
-    pub fn id(&self) -> &TaskId {
-        &self.inner.envelope.id
-    }
-
-    /// The registered task name.
-    pub fn task_name(&self) -> &TaskName {
-        &self.inner.envelope.task
-    }
-
-    /// How many times the task has been retried.
-    pub fn retries(&self) -> u32 {
-        self.inner.envelope.retries
-    }
-
-    /// How many times this message has been delivered (more than 1 after a worker crash).
-    pub fn delivered(&self) -> u64 {
-        self.inner.delivered
-    }
-
-    /// The whole envelope the task was sent with.
-    pub fn envelope(&self) -> &Envelope {
-        &self.inner.envelope
-    }
-
-    /// The user headers the producer set.
-    pub fn headers(&self) -> &[(String, String)] {
-        &self.inner.envelope.extra
-    }
-
-    /// The value of user header `name`.
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers()
-            .iter()
-            .find(|(key, _)| key == name)
-            .map(|(_, value)| value.as_str())
-    }
-
-    /// Records a custom state with metadata, readable from any process with
-    /// `AsyncResult::state()` and `info()` while the task runs.
-    ///
-    /// # Errors
-    /// [`StoreError`] when the state is a reserved one or the record cannot be written.
-    ///
-    /// # Cancel safety
-    /// Dropping the future may or may not leave the record written.
-    pub async fn update_state(&self, state: &str, meta: Value) -> Result<(), StoreError> {
-        let state = TaskState::parse(state);
-        if !matches!(
-            state,
-            TaskState::Custom(_) | TaskState::Started | TaskState::Received
-        ) {
-            return Err(StoreError::ReservedState(state.to_string()));
-        }
-        match &self.inner.store {
-            None => Ok(()),
-            Some(store) => {
-                store
-                    .write_progress(&self.inner.envelope, state, meta)
-                    .await
-            }
-        }
-    }
-
-    /// [`TaskContext::update_state`] for blocking task bodies (plain `fn` tasks).
-    ///
-    /// # Errors
-    /// As `update_state`.
-    ///
-    /// # Panics
-    /// When called from async code instead of a blocking task body.
-    pub fn update_state_blocking(&self, state: &str, meta: Value) -> Result<(), StoreError> {
-        tokio::runtime::Handle::current().block_on(self.update_state(state, meta))
-    }
 }
 
 tokio::task_local! {

@@ -16,6 +16,7 @@ async fn add(x: i64, y: i64) -> i64 {
 
 /// A worker and a producer in one binary.
 #[derive(Parser)]
+#[allow(clippy::large_enum_variant)] // Parsed once per process: its size does not matter.
 enum Command {
     /// Run a worker: `quickstart worker -Q default -c 4 --hostname w1`.
     Worker(celerity::cli::WorkerArgs),

@@ -239,15 +239,17 @@ fn encode_args_encodes_each_argument_by_name() {
     let expansion = add_task();
     let encode_args = tokens(&expansion.task_fn("encode_args").block);
     assert!(
-        encode_args.contains("let (arg_0 , arg_1 ,) = args ;"),
+        encode_args.contains("let (celerity_arg_0 , celerity_arg_1 ,) = celerity_args ;"),
         "{encode_args}"
     );
     assert!(
-        encode_args.contains(r#":: celerity :: __private :: encode_arg ("x" , & arg_0) ?"#),
+        encode_args
+            .contains(r#":: celerity :: __private :: encode_arg ("x" , & celerity_arg_0) ?"#),
         "{encode_args}"
     );
     assert!(
-        encode_args.contains(r#":: celerity :: __private :: encode_arg ("y" , & arg_1) ?"#),
+        encode_args
+            .contains(r#":: celerity :: __private :: encode_arg ("y" , & celerity_arg_1) ?"#),
         "{encode_args}"
     );
 }
@@ -260,24 +262,24 @@ fn run_binds_decodes_and_awaits_call_with_the_context() {
     assert_eq!(
         params,
         [
-            "ctx : :: celerity :: TaskContext",
-            "args : :: std :: vec :: Vec < :: celerity :: __private :: Value >",
-            "kwargs : :: celerity :: __private :: Map"
+            "celerity_ctx : :: celerity :: TaskContext",
+            "celerity_args : :: std :: vec :: Vec < :: celerity :: __private :: Value >",
+            "celerity_kwargs : :: celerity :: __private :: Map"
         ]
     );
     let body = tokens(&run.block);
     assert!(body.contains(
-        "let mut bound = :: celerity :: __private :: bind_args (Self :: PARAMS , args , kwargs) ? ;"
+        "let mut celerity_bound = :: celerity :: __private :: bind_args (Self :: PARAMS , celerity_args , celerity_kwargs) ? ;"
     ));
     assert!(body.contains(
-        r#"let arg_0 : i64 = :: celerity :: __private :: decode_arg (& mut bound , "x") ? ;"#
+        r#"let celerity_arg_0 : i64 = :: celerity :: __private :: decode_arg (& mut celerity_bound , "x") ? ;"#
     ));
     assert!(body.contains(
-        r#"let arg_1 : i64 = :: celerity :: __private :: decode_arg (& mut bound , "y") ? ;"#
+        r#"let celerity_arg_1 : i64 = :: celerity :: __private :: decode_arg (& mut celerity_bound , "y") ? ;"#
     ));
     assert!(body.contains(":: celerity :: __private :: async_body (async move {"));
-    assert!(body.contains("let output = Self :: call (& ctx , arg_0 , arg_1) . await ;"));
-    assert!(body.contains(":: celerity :: __private :: from_result (output)"));
+    assert!(body.contains("let celerity_output = Self :: call (& celerity_ctx , celerity_arg_0 , celerity_arg_1) . await ;"));
+    assert!(body.contains(":: celerity :: __private :: from_result (celerity_output)"));
     assert!(!body.contains("blocking_body"));
 }
 
@@ -305,12 +307,14 @@ fn sync_task_without_context_runs_on_the_blocking_pool() {
     let run = expansion.task_fn("run");
     assert_eq!(
         tokens(&run.sig.inputs[0]),
-        "_ctx : :: celerity :: TaskContext"
+        "_celerity_ctx : :: celerity :: TaskContext"
     );
     let body = tokens(&run.block);
     assert!(body.contains(":: celerity :: __private :: blocking_body (move | | {"));
-    assert!(body.contains("let output = Self :: call (arg_0 , arg_1) ;"));
-    assert!(body.contains(":: celerity :: __private :: from_value (output)"));
+    assert!(
+        body.contains("let celerity_output = Self :: call (celerity_arg_0 , celerity_arg_1) ;")
+    );
+    assert!(body.contains(":: celerity :: __private :: from_value (celerity_output)"));
     assert!(!body.contains("await"));
 }
 
@@ -328,7 +332,10 @@ fn task_without_params_has_unit_args_and_still_binds() {
     assert_eq!(tokens(&expansion.task_struct().vis), "");
 
     let encode_args = expansion.task_fn("encode_args");
-    assert_eq!(tokens(&encode_args.sig.inputs[0]), "_args : Self :: Args");
+    assert_eq!(
+        tokens(&encode_args.sig.inputs[0]),
+        "_celerity_args : Self :: Args"
+    );
     assert_eq!(
         tokens(&encode_args.block),
         "{ :: core :: result :: Result :: Ok (:: std :: vec :: Vec :: new ()) }"
@@ -336,7 +343,7 @@ fn task_without_params_has_unit_args_and_still_binds() {
 
     let run = tokens(&expansion.task_fn("run").block);
     assert!(run.contains(
-        "let _bound = :: celerity :: __private :: bind_args (Self :: PARAMS , args , kwargs) ? ;"
+        "let _celerity_bound = :: celerity :: __private :: bind_args (Self :: PARAMS , celerity_args , celerity_kwargs) ? ;"
     ));
     assert!(run.contains("Self :: call () . await ;"));
     assert!(run.contains(":: celerity :: __private :: from_value (())"));
@@ -368,7 +375,10 @@ fn task_with_one_param_uses_a_one_tuple() {
     );
     assert_eq!(expansion.task_type("Args"), "(String ,)");
     assert_eq!(expansion.task_const("PARAMS"), r#"& ["text"]"#);
-    assert!(tokens(&expansion.task_fn("encode_args").block).contains("let (arg_0 ,) = args ;"));
+    assert!(
+        tokens(&expansion.task_fn("encode_args").block)
+            .contains("let (celerity_arg_0 ,) = celerity_args ;")
+    );
     assert!(tokens(&expansion.inherent_fn("delay").block).contains("apply (self , (text ,) ,"));
 }
 
@@ -384,14 +394,14 @@ fn explicit_unit_return_calls_as_a_statement() {
     assert_eq!(expansion.task_type("Args"), "(String ,)");
     let run = tokens(&expansion.task_fn("run").block);
     assert!(
-        run.contains("Self :: call (& ctx , arg_0) . await ;"),
+        run.contains("Self :: call (& celerity_ctx , celerity_arg_0) . await ;"),
         "{run}"
     );
     assert!(
         run.contains(":: celerity :: __private :: from_value (())"),
         "{run}"
     );
-    assert!(!run.contains("let output"), "{run}");
+    assert!(!run.contains("let celerity_output"), "{run}");
     assert_eq!(
         tokens(&expansion.inherent_fn("call").sig.inputs[0]),
         "ctx : & celerity :: TaskContext"
@@ -411,7 +421,7 @@ fn result_like_returns_use_from_result_and_their_success_type() {
         );
         assert_eq!(expansion.task_type("Output"), output);
         let run = tokens(&expansion.task_fn("run").block);
-        assert!(run.contains("from_result (output)"), "{run}");
+        assert!(run.contains("from_result (celerity_output)"), "{run}");
         let delay = &expansion.inherent_fn("delay").sig.output;
         assert!(tokens(delay).contains(&format!("AsyncResult < {output} >")));
     }
@@ -470,6 +480,100 @@ fn given_options_become_task_options_setters() {
                 .track_started(true)
         }))
     );
+}
+
+#[test]
+fn a_preset_is_where_the_options_start_and_the_tasks_own_follow() {
+    let expansion = expand_ok(
+        quote!(preset = RETRYING, max_retries = 2, rate_limit = "10/s"),
+        quote!(
+            fn f() {}
+        ),
+    );
+    assert_eq!(
+        tokens(&expansion.task_fn("options").block),
+        tokens(quote!({
+            ::celerity::__private::preset(RETRYING, Self::NAME)
+                .max_retries(2u32)
+                .rate_limit(::celerity::__private::rate(10u32, 1u64))
+        }))
+    );
+    let expansion = expand_ok(
+        quote!(preset = presets::retrying(5)),
+        quote!(
+            fn f() {}
+        ),
+    );
+    assert_eq!(
+        tokens(&expansion.task_fn("options").block),
+        "{ :: celerity :: __private :: preset (presets :: retrying (5) , Self :: NAME) }"
+    );
+}
+
+#[test]
+fn autoretry_types_become_error_types_in_a_constant() {
+    let expansion = expand_ok(
+        quote!(autoretry_for = [std::io::Error, MyError]),
+        quote!(
+            async fn f() -> anyhow::Result<()> {
+                Ok(())
+            }
+        ),
+    );
+    let options = tokens(&expansion.task_fn("options").block);
+    assert!(
+        options.contains(
+            "const AUTORETRY_FOR : & [:: celerity :: ErrorType] = & [:: celerity :: ErrorType :: of :: < std :: io :: Error > () , :: celerity :: ErrorType :: of :: < MyError > ()] ;"
+        ),
+        "{options}"
+    );
+}
+
+#[test]
+fn a_failing_task_is_checked_against_its_autoretry_types() {
+    // Without a context parameter too: the retry is asked for on the context.
+    let expansion = expand_ok(
+        TokenStream::new(),
+        quote!(
+            async fn fetch(url: String) -> anyhow::Result<String> {
+                Ok(url)
+            }
+        ),
+    );
+    let run = expansion.task_fn("run");
+    assert_eq!(
+        tokens(&run.sig.inputs[0]),
+        "celerity_ctx : :: celerity :: TaskContext"
+    );
+    let body = tokens(&run.block);
+    assert!(
+        body.contains(
+            "if let :: core :: result :: Result :: Err (celerity_error) = & celerity_output {"
+        ),
+        "{body}"
+    );
+    assert!(
+        body.contains(
+            "use :: celerity :: __private :: { IsStdError as _ , HoldsStdError as _ , NoStdError as _ , } ;"
+        ),
+        "{body}"
+    );
+    assert!(
+        body.contains(
+            ":: celerity :: __private :: note_failure (& celerity_ctx , & < Self as :: celerity :: Task > :: options () , (& & :: celerity :: __private :: ErrorView (celerity_error)) . std_error () ,) ;"
+        ),
+        "{body}"
+    );
+    // A task that cannot fail has nothing to check.
+    let expansion = expand_ok(
+        TokenStream::new(),
+        quote!(
+            async fn double(x: i64) -> i64 {
+                x * 2
+            }
+        ),
+    );
+    assert!(!tokens(&expansion.task_fn("run").block).contains("note_failure"));
 }
 
 #[test]

@@ -211,7 +211,12 @@ async fn run_message(
         }
     }
     let continuation = Continuation::take(&mut body);
-    let context = TaskContext::new(envelope.clone(), delivered, Some(shared.store.clone()));
+    let context = TaskContext::on_worker(
+        envelope.clone(),
+        crate::task::DeliveryInfo::new(&message, &queue, delivered),
+        &shared.hostname,
+        shared.store.clone(),
+    );
     let handle = context.clone();
     let bound = if builtin {
         run_over_items(&task, &envelope, context, body.kwargs)
