@@ -1,8 +1,12 @@
-//! One task run, from a fetched message to its ack: envelope and body checks (dead letters),
-//! idempotency on redelivery, the body on the multi-thread runtime with progress acks, the result
-//! record, the reply notification, then the ack.
+//! One task run, from a fetched message to its ack: envelope checks, idempotency on redelivery,
+//! the delivery limit, revocation, ETA and expiry, the rate-limit gate, body checks (dead
+//! letters), the body (`execute/body.rs`), the result record and the reply notification
+//! (`execute/records.rs`), what follows the task, then the ack.
 //!
 //! Runs on the multi-thread runtime, never on an actor thread.
+
+mod body;
+mod records;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,12 +23,15 @@ use crate::__private::panic_record;
 use crate::clock::now_ms;
 use crate::nats::headers::HeaderView;
 use crate::result_store::ResultStore;
-use crate::task::{ArgumentsError, Registered, TaskContext, TaskFuture};
+use crate::task::{Registered, TaskContext, TaskFuture};
 use crate::worker::WorkerShared;
 use crate::worker::chord::{HeaderResultsError, gather_header_results};
 use crate::worker::continuation::Continuation;
 use crate::worker::dead_letter::{DeadTask, dead_letter, dead_letter_task};
 use crate::worker::limits::{Credit, Passage};
+use body::{Ran, keep_in_progress, run_body, run_over_items};
+pub(crate) use records::store_final;
+use records::{encode_within_limit, final_record, notify, store_encoded, write_state};
 
 /// Runs the task in `message` to completion (or dead-letters it), telling the server every half
 /// AckWait that it is still being worked on.
@@ -387,47 +394,6 @@ fn resolve_task(
     })
 }
 
-/// The run of a built-in map: the target task over every item, one after the other, in this
-/// worker; the result is the list of results, and the first failing item fails the whole run.
-fn run_over_items(
-    target: &Registered,
-    envelope: &Envelope,
-    context: TaskContext,
-    mut kwargs: serde_json::Map<String, Value>,
-) -> Result<TaskFuture, ArgumentsError> {
-    let spread = envelope.task.as_str() == crate::canvas::STARMAP_TASK;
-    let items = match kwargs.remove("items") {
-        Some(Value::Array(items)) => items,
-        _ => return Err(ArgumentsError::Missing("items".to_owned())),
-    };
-    let run = target.run;
-    let mut runs = Vec::with_capacity(items.len());
-    for (index, item) in items.into_iter().enumerate() {
-        let args = match (spread, item) {
-            (true, Value::Array(args)) => args,
-            (_, item) => vec![item],
-        };
-        let bound = run(context.clone(), args, serde_json::Map::new()).map_err(|error| {
-            ArgumentsError::WrongType {
-                name: format!("items[{index}]"),
-                detail: error.to_string(),
-            }
-        })?;
-        runs.push(bound);
-    }
-    Ok(Box::pin(async move {
-        let mut results = Vec::with_capacity(runs.len());
-        for (index, run) in runs.into_iter().enumerate() {
-            let value = run.await.map_err(|mut error| {
-                error.message = format!("item {index}: {}", error.message);
-                error
-            })?;
-            results.push(value);
-        }
-        Ok(Value::Array(results))
-    }))
-}
-
 /// Records RETRY with the count, the next ETA and the error, then sends the task again after
 /// `delay` (its message's bytes, with one more retry and a new ETA, through the delayed stream, at
 /// the priority it came in on), then acknowledges this delivery.
@@ -783,219 +749,6 @@ async fn end_run(
     if task.options.is_acks_late() {
         ack(message).await;
     }
-}
-
-/// The record encoded, or, when that is larger than a message may be, the record turned into a
-/// `celerity::ResultTooLarge` failure, encoded. `None` when even that cannot be encoded (logged).
-fn encode_within_limit(
-    shared: &WorkerShared,
-    envelope: &Envelope,
-    record: &mut ResultRecord,
-) -> Option<bytes::Bytes> {
-    let encode = |record: &ResultRecord| match ResultStore::encode(record, envelope.content_type) {
-        Ok(bytes) => Some(bytes),
-        Err(error) => {
-            tracing::error!(task_id = %envelope.id, error = %crate::error_chain(&error), "cannot encode the result record");
-            None
-        }
-    };
-    let bytes = encode(record)?;
-    let max_payload = shared.nats.server_info().max_payload;
-    if max_payload == 0 || bytes.len() <= max_payload {
-        return Some(bytes);
-    }
-    let error = ErrorRecord::new(
-        "celerity::ResultTooLarge",
-        format!(
-            "the task's result record is {} bytes encoded, more than the {max_payload} a message may hold (the server's max_payload): return less, or keep large data elsewhere and return a reference to it",
-            bytes.len()
-        ),
-    );
-    tracing::warn!(task = %envelope.task, task_id = %envelope.id, error = %error, "task failed");
-    let started_at_ms = record.started_at_ms;
-    *record = shared
-        .store
-        .record(envelope, TaskState::Failure)
-        .with_error(error);
-    record.started_at_ms = started_at_ms;
-    encode(record)
-}
-
-/// Runs the body as its own tokio task, so a panic is caught at the join; the body is aborted
-/// if this future is dropped (a cold shutdown aborts the whole run).
-///
-/// At the soft limit the task's cancellation token is cancelled (it may clean up and return); at
-/// the hard limit the body is aborted and the run fails with `celerity::TimeLimitExceeded`. A
-/// blocking body cannot be stopped mid-call: its slot is freed, its thread finishes on its own.
-async fn run_body(
-    future: TaskFuture,
-    (soft_limit, hard_limit): (Option<Duration>, Option<Duration>),
-    cancel: CancellationToken,
-    terminate: &CancellationToken,
-) -> Ran {
-    if terminate.is_cancelled() {
-        return Ran::Terminated;
-    }
-    let started = tokio::time::Instant::now();
-    // Spawned, so a body that blocks its thread stops neither the hard limit nor in-progress acks.
-    let mut body = crate::AbortOnDrop(tokio::spawn(crate::task::mark_task_body(future)));
-    let far = Duration::from_secs(100 * 365 * 24 * 3600);
-    let soft = tokio::time::sleep_until(started + soft_limit.unwrap_or(far));
-    let hard = tokio::time::sleep_until(started + hard_limit.unwrap_or(far));
-    tokio::pin!(soft, hard);
-    let mut soft_passed = false;
-    loop {
-        tokio::select! {
-            joined = &mut body.0 => {
-                return Ran::Finished(match joined {
-                    Ok(outcome) => outcome,
-                    Err(error) if error.is_panic() => Err(panic_record(error.into_panic())),
-                    Err(_) => Err(ErrorRecord::new("celerity::Cancelled", "the task was cancelled")),
-                });
-            }
-            () = terminate.cancelled() => {
-                body.0.abort();
-                return Ran::Terminated;
-            }
-            () = &mut soft, if soft_limit.is_some() && !soft_passed => {
-                soft_passed = true;
-                cancel.cancel();
-            }
-            () = &mut hard, if hard_limit.is_some() => {
-                body.0.abort();
-                let limit = hard_limit.unwrap_or(far);
-                return Ran::Finished(Err(ErrorRecord::new("celerity::TimeLimitExceeded", format!("the task ran past its hard time limit of {limit:?} and was stopped"))));
-            }
-        }
-    }
-}
-
-/// How a task's body ended.
-enum Ran {
-    /// It returned, panicked or ran out of time.
-    Finished(Result<Value, ErrorRecord>),
-    /// `revoke --terminate` stopped it.
-    Terminated,
-}
-
-/// Tells the server every half AckWait that the message acknowledged on `reply` is still being
-/// worked on; polled beside the run, from dispatch to the final ack (while the task waits for a
-/// slot, runs, and while its result is being stored), so it costs no task of its own.
-async fn keep_in_progress(
-    nats: async_nats::Client,
-    reply: Option<async_nats::Subject>,
-    ack_wait: Duration,
-) -> std::convert::Infallible {
-    let Some(reply) = reply else {
-        return std::future::pending().await;
-    };
-    let period = (ack_wait / 2).max(Duration::from_millis(100));
-    loop {
-        tokio::time::sleep(period).await;
-        if let Err(error) = nats
-            .publish(reply.clone(), bytes::Bytes::from_static(b"+WPI"))
-            .await
-        {
-            tracing::debug!(error = %error, "cannot send an in-progress ack");
-        }
-    }
-}
-
-/// The task's final record, if it has one.
-async fn final_record(store: &ResultStore, envelope: &Envelope) -> Option<ResultRecord> {
-    match store.get(&envelope.id).await {
-        Ok(Some(record)) if record.state.is_ready() => Some(record),
-        Ok(_) => None,
-        Err(error) => {
-            tracing::warn!(task_id = %envelope.id, error = %crate::error_chain(&error), "cannot read the result of a redelivered task; running it again");
-            None
-        }
-    }
-}
-
-/// Publishes a final record to the producer's reply subject, if it asked for one.
-async fn notify(shared: &WorkerShared, envelope: &Envelope, record: &ResultRecord) {
-    let Some(reply_to) = &envelope.reply_to else {
-        return;
-    };
-    match ResultStore::encode(record, envelope.content_type) {
-        Ok(bytes) => publish_reply(shared, envelope, reply_to, bytes).await,
-        Err(error) => {
-            tracing::warn!(task_id = %envelope.id, error = %crate::error_chain(&error), "cannot encode the result notification")
-        }
-    }
-}
-
-async fn publish_reply(
-    shared: &WorkerShared,
-    envelope: &Envelope,
-    reply_to: &str,
-    bytes: bytes::Bytes,
-) {
-    // NOTE(protocol): only `<ns>.reply.<token>` is accepted, so a producer cannot make a worker
-    // publish into streams, buckets or the JetStream API.
-    if !shared.layout.is_reply_subject(reply_to) {
-        tracing::warn!(task_id = %envelope.id, reply_to, "Celerity-Reply-To is not a reply subject of this namespace; not notifying");
-        return;
-    }
-    let mut headers = async_nats::HeaderMap::new();
-    headers.insert(celerity_proto::header::ID, envelope.id.as_str());
-    if let Err(error) = shared
-        .nats
-        .publish_with_headers(reply_to.to_owned(), headers, bytes)
-        .await
-    {
-        tracing::debug!(error = %error, "cannot notify the producer; it reads the bucket before giving up");
-    }
-}
-
-async fn write_state(shared: &WorkerShared, envelope: &Envelope, state: TaskState) {
-    let state_name = state.to_string();
-    if let Err(error) = shared
-        .store
-        .write_progress(envelope, state, Value::Null)
-        .await
-    {
-        tracing::warn!(task_id = %envelope.id, state = %state_name, error = %crate::error_chain(&error), "cannot record the task's state");
-    }
-}
-
-/// Stores the final record (retrying for a while if the server is away), then notifies the
-/// producer. Returns false when the record could not be stored.
-pub(crate) async fn store_final(
-    shared: &WorkerShared,
-    envelope: &Envelope,
-    record: &celerity_proto::ResultRecord,
-) -> bool {
-    match ResultStore::encode(record, envelope.content_type) {
-        Ok(bytes) => store_encoded(shared, envelope, bytes).await,
-        Err(error) => {
-            tracing::error!(task_id = %envelope.id, error = %crate::error_chain(&error), "cannot encode the result record");
-            false
-        }
-    }
-}
-
-/// [`store_final`] of a record already encoded.
-async fn store_encoded(shared: &WorkerShared, envelope: &Envelope, bytes: bytes::Bytes) -> bool {
-    let mut delay = Duration::from_millis(50);
-    for attempt in 1..=10 {
-        match shared.store.put_encoded(&envelope.id, bytes.clone()).await {
-            Ok(()) => {
-                if let Some(reply_to) = &envelope.reply_to {
-                    publish_reply(shared, envelope, reply_to, bytes).await;
-                }
-                return true;
-            }
-            Err(error) => {
-                tracing::warn!(task_id = %envelope.id, attempt, error = %crate::error_chain(&error), "cannot store the result; retrying");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(2));
-            }
-        }
-    }
-    tracing::error!(task_id = %envelope.id, "giving up storing the result; the task will be redelivered");
-    false
 }
 
 /// Hands a task back to its queue, to be delivered again now or after `delay`.

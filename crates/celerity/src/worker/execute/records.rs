@@ -1,0 +1,148 @@
+//! A run's records: reading the final record of a redelivered task, storing states and final
+//! records (retried while the server is away; a record larger than a message may be becomes a
+//! `celerity::ResultTooLarge` failure), and notifying the producer's reply subject.
+
+use std::time::Duration;
+
+use celerity_proto::{Envelope, ErrorRecord, ResultRecord, TaskState};
+use serde_json::Value;
+
+use crate::result_store::ResultStore;
+use crate::worker::WorkerShared;
+
+/// The task's final record, if it has one.
+pub(super) async fn final_record(store: &ResultStore, envelope: &Envelope) -> Option<ResultRecord> {
+    match store.get(&envelope.id).await {
+        Ok(Some(record)) if record.state.is_ready() => Some(record),
+        Ok(_) => None,
+        Err(error) => {
+            tracing::warn!(task_id = %envelope.id, error = %crate::error_chain(&error), "cannot read the result of a redelivered task; running it again");
+            None
+        }
+    }
+}
+
+/// Publishes a final record to the producer's reply subject, if it asked for one.
+pub(super) async fn notify(shared: &WorkerShared, envelope: &Envelope, record: &ResultRecord) {
+    let Some(reply_to) = &envelope.reply_to else {
+        return;
+    };
+    match ResultStore::encode(record, envelope.content_type) {
+        Ok(bytes) => publish_reply(shared, envelope, reply_to, bytes).await,
+        Err(error) => {
+            tracing::warn!(task_id = %envelope.id, error = %crate::error_chain(&error), "cannot encode the result notification")
+        }
+    }
+}
+
+async fn publish_reply(
+    shared: &WorkerShared,
+    envelope: &Envelope,
+    reply_to: &str,
+    bytes: bytes::Bytes,
+) {
+    // NOTE(protocol): only `<ns>.reply.<token>` is accepted, so a producer cannot make a worker
+    // publish into streams, buckets or the JetStream API.
+    if !shared.layout.is_reply_subject(reply_to) {
+        tracing::warn!(task_id = %envelope.id, reply_to, "Celerity-Reply-To is not a reply subject of this namespace; not notifying");
+        return;
+    }
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert(celerity_proto::header::ID, envelope.id.as_str());
+    if let Err(error) = shared
+        .nats
+        .publish_with_headers(reply_to.to_owned(), headers, bytes)
+        .await
+    {
+        tracing::debug!(error = %error, "cannot notify the producer; it reads the bucket before giving up");
+    }
+}
+
+pub(super) async fn write_state(shared: &WorkerShared, envelope: &Envelope, state: TaskState) {
+    let state_name = state.to_string();
+    if let Err(error) = shared
+        .store
+        .write_progress(envelope, state, Value::Null)
+        .await
+    {
+        tracing::warn!(task_id = %envelope.id, state = %state_name, error = %crate::error_chain(&error), "cannot record the task's state");
+    }
+}
+
+/// Stores the final record (retrying for a while if the server is away), then notifies the
+/// producer. Returns false when the record could not be stored.
+pub(crate) async fn store_final(
+    shared: &WorkerShared,
+    envelope: &Envelope,
+    record: &celerity_proto::ResultRecord,
+) -> bool {
+    match ResultStore::encode(record, envelope.content_type) {
+        Ok(bytes) => store_encoded(shared, envelope, bytes).await,
+        Err(error) => {
+            tracing::error!(task_id = %envelope.id, error = %crate::error_chain(&error), "cannot encode the result record");
+            false
+        }
+    }
+}
+
+/// [`store_final`] of a record already encoded.
+pub(super) async fn store_encoded(
+    shared: &WorkerShared,
+    envelope: &Envelope,
+    bytes: bytes::Bytes,
+) -> bool {
+    let mut delay = Duration::from_millis(50);
+    for attempt in 1..=10 {
+        match shared.store.put_encoded(&envelope.id, bytes.clone()).await {
+            Ok(()) => {
+                if let Some(reply_to) = &envelope.reply_to {
+                    publish_reply(shared, envelope, reply_to, bytes).await;
+                }
+                return true;
+            }
+            Err(error) => {
+                tracing::warn!(task_id = %envelope.id, attempt, error = %crate::error_chain(&error), "cannot store the result; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(2));
+            }
+        }
+    }
+    tracing::error!(task_id = %envelope.id, "giving up storing the result; the task will be redelivered");
+    false
+}
+
+/// The record encoded, or, when that is larger than a message may be, the record turned into a
+/// `celerity::ResultTooLarge` failure, encoded. `None` when even that cannot be encoded (logged).
+pub(super) fn encode_within_limit(
+    shared: &WorkerShared,
+    envelope: &Envelope,
+    record: &mut ResultRecord,
+) -> Option<bytes::Bytes> {
+    let encode = |record: &ResultRecord| match ResultStore::encode(record, envelope.content_type) {
+        Ok(bytes) => Some(bytes),
+        Err(error) => {
+            tracing::error!(task_id = %envelope.id, error = %crate::error_chain(&error), "cannot encode the result record");
+            None
+        }
+    };
+    let bytes = encode(record)?;
+    let max_payload = shared.nats.server_info().max_payload;
+    if max_payload == 0 || bytes.len() <= max_payload {
+        return Some(bytes);
+    }
+    let error = ErrorRecord::new(
+        "celerity::ResultTooLarge",
+        format!(
+            "the task's result record is {} bytes encoded, more than the {max_payload} a message may hold (the server's max_payload): return less, or keep large data elsewhere and return a reference to it",
+            bytes.len()
+        ),
+    );
+    tracing::warn!(task = %envelope.task, task_id = %envelope.id, error = %error, "task failed");
+    let started_at_ms = record.started_at_ms;
+    *record = shared
+        .store
+        .record(envelope, TaskState::Failure)
+        .with_error(error);
+    record.started_at_ms = started_at_ms;
+    encode(record)
+}
