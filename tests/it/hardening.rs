@@ -384,3 +384,49 @@ async fn rate_limited_tasks_wait_within_a_byte_budget_and_are_not_handed_back() 
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_with_the_producers_expected_stream_header_still_waits_for_its_eta_and_runs() {
+    let server = server();
+    let url = server.url();
+    let client = client(&url).await;
+    let _worker = WorkerProcess::start(&url, "w1", &[]);
+    let js = async_nats::jetstream::new(client.nats().clone());
+    let due = (std::time::SystemTime::now() + Duration::from_millis(1500))
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis()
+        .to_string();
+    // Straight to its queue with a future ETA (the worker moves it to the delayed stream), and
+    // straight to the delayed stream (the scheduler moves it to its queue): each with the
+    // `Nats-Expected-Stream` its producer's own publish asked for (protocol.md 4.3).
+    for (subject, id, stream) in [
+        (
+            "celerity.q.default.0",
+            "eta-via-queue",
+            "CELERITY_Q_default",
+        ),
+        (
+            "celerity.delayed.default",
+            "eta-via-delayed",
+            "CELERITY_DELAYED",
+        ),
+    ] {
+        let mut headers = HeaderMap::new();
+        headers.insert("Celerity-Version", "1");
+        headers.insert("Celerity-Task", "it.add");
+        headers.insert("Celerity-Id", id);
+        headers.insert("Celerity-Eta", due.as_str());
+        headers.insert("Nats-Msg-Id", id);
+        headers.insert("Nats-Expected-Stream", stream);
+        js.publish_with_headers(subject, headers, r#"{"args":[1,2]}"#.into())
+            .await
+            .unwrap()
+            .await
+            .expect("the producer's publish is stored");
+    }
+    for id in ["eta-via-queue", "eta-via-delayed"] {
+        let result = client.async_result::<i64>(id).unwrap();
+        assert_eq!(result.get(WAIT).await.unwrap(), 3, "{id} runs at its ETA");
+    }
+}

@@ -188,10 +188,7 @@ impl DeadLetter {
     pub fn copied_header_name(name: &str) -> Option<Cow<'_, str>> {
         // NOTE(protocol): a whole prefix rather than a list of names, because each server release
         // adds some (Nats-TTL, Nats-Incr, Nats-Batch-*, Nats-Schedule-* since 2.11).
-        let server_header = name
-            .get(..5)
-            .is_some_and(|prefix| prefix.eq_ignore_ascii_case("Nats-"));
-        if !server_header {
+        if !crate::header::is_server_header(name) {
             Some(Cow::Borrowed(name))
         } else if name == crate::header::NATS_MSG_ID {
             None

@@ -45,6 +45,22 @@ pub mod header {
     /// W3C trace state.
     pub const TRACESTATE: &str = "tracestate";
 
+    /// True for the headers the NATS server acts on when a message is published (`Nats-` in any
+    /// letter case: `Nats-Expected-Stream`, `Nats-Rollup`, `Nats-TTL`, ...). A message a worker
+    /// publishes again elsewhere (to the delayed stream, back to a queue, to the dead-letter
+    /// stream) must not carry the producer's, or the server refuses or alters the publish.
+    ///
+    /// ```
+    /// use celerity_proto::header;
+    /// assert!(header::is_server_header("Nats-Expected-Stream"));
+    /// assert!(header::is_server_header("nats-rollup"));
+    /// assert!(!header::is_server_header("Celerity-Id"));
+    /// ```
+    pub fn is_server_header(name: &str) -> bool {
+        name.get(..5)
+            .is_some_and(|prefix| prefix.eq_ignore_ascii_case("Nats-"))
+    }
+
     /// True for names the protocol reserves; every other header is a user header that is passed
     /// through to the task unchanged.
     pub fn is_reserved(name: &str) -> bool {

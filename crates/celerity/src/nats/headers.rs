@@ -2,7 +2,7 @@
 
 use async_nats::HeaderMap;
 use async_nats::header::{HeaderName, HeaderValue};
-use celerity_proto::{Envelope, HeaderSource};
+use celerity_proto::{Envelope, HeaderSource, header};
 
 /// A read view of a NATS header map for the protocol decoders.
 pub(crate) struct HeaderView<'a>(pub(crate) Option<&'a HeaderMap>);
@@ -60,6 +60,23 @@ pub(crate) fn check_user_header(name: &str, value: &str) -> Result<(), &'static 
 }
 
 /// Appends protocol pairs (dead-letter headers) to an existing map.
+/// A message's headers without those the server acts on ([`header::is_server_header`]), for a
+/// message a worker publishes again elsewhere: the producer's `Nats-Expected-Stream` named the
+/// stream it published to, not the one the message moves to.
+pub(crate) fn republished_headers(original: Option<&HeaderMap>) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    for (name, values) in original.into_iter().flat_map(HeaderMap::iter) {
+        let name: &str = name.as_ref();
+        if header::is_server_header(name) {
+            continue;
+        }
+        for value in values {
+            headers.append(name, value.as_str());
+        }
+    }
+    headers
+}
+
 pub(crate) fn append_pairs(map: &mut HeaderMap, pairs: Vec<(&'static str, String)>) {
     for (name, value) in pairs {
         map.insert(name, value.as_str());

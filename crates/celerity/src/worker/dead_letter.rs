@@ -216,12 +216,21 @@ async fn dead_letter_failing(
                 body_dropped,
                 "dead-lettered a message"
             );
-            if let Some(failing) = &failing
-                && let Some(record) = failing.record(shared, reason, &letter.error).await
-                && !failing.follow(shared, &record).await
-            {
-                // Not terminated: the redelivery sends what follows and dead-letters it again.
-                return;
+            if let Some(failing) = &failing {
+                let followed = match failing.record(shared, reason, &letter.error).await {
+                    Some(record) => failing.follow(shared, &record).await,
+                    None => false,
+                };
+                // The record or what follows it could not be stored or sent: not terminated, so
+                // the redelivery tries again (the copy is de-duplicated), with a growing delay,
+                // until the worker gives the message up.
+                if !followed {
+                    if let Some(delay) = retry_delay(letter.deliveries) {
+                        hand_back(message, delay).await;
+                        return;
+                    }
+                    tracing::error!(queue = %queue, task_id = %failing.envelope.id, deliveries = letter.deliveries, "giving up the record of a dead-lettered task (or what follows it): the message is terminated");
+                }
             }
             terminate(message).await;
             return;
@@ -237,9 +246,7 @@ async fn dead_letter_failing(
                         retry_in_ms = delay.as_millis() as u64,
                         "cannot store a dead letter now; the message stays in its queue and is tried again"
                     );
-                    if let Err(error) = message.ack_with(AckKind::Nak(Some(delay))).await {
-                        tracing::warn!(error = %error, "cannot hand back a message to dead-letter; it will be redelivered after AckWait");
-                    }
+                    hand_back(message, delay).await;
                     return;
                 }
                 None => error,
@@ -268,6 +275,13 @@ async fn dead_letter_failing(
         "giving up a dead letter that cannot be stored: the message is terminated and kept nowhere"
     );
     terminate(message).await;
+}
+
+/// Hands a message back to its queue, to be delivered again after `delay`.
+async fn hand_back(message: &jetstream::Message, delay: Duration) {
+    if let Err(error) = message.ack_with(AckKind::Nak(Some(delay))).await {
+        tracing::warn!(error = %error, "cannot hand back a message to dead-letter; it will be redelivered after AckWait");
+    }
 }
 
 async fn terminate(message: &jetstream::Message) {

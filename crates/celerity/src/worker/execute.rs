@@ -483,7 +483,7 @@ async fn hold_until_due(
     message: &jetstream::Message,
     envelope: &Envelope,
 ) {
-    let mut headers = message.headers.clone().unwrap_or_default();
+    let mut headers = crate::nats::headers::republished_headers(message.headers.as_ref());
     let hold_id = format!(
         "{}-hold-{}",
         envelope.message_id(),
@@ -720,7 +720,11 @@ async fn end_run(
                 delivery.delivered
             );
             let reason = DeadLetterReason::ResultNotStored;
-            return dead_letter(shared, delivery.queue, message, reason, error).await;
+            let dead = DeadTask {
+                envelope,
+                continuation: &continuation,
+            };
+            return dead_letter_task(shared, delivery.queue, message, dead, reason, error).await;
         }
         // Not acknowledged: the message is redelivered after AckWait and the task runs again
         // (what follows, if it was sent, is sent again under the same ids and de-duplicated).

@@ -183,7 +183,7 @@ async fn release(
     // round it (protocol.md 3.1), and the header is rewritten to match the subject it goes to.
     let settings = shared.app.settings();
     let priority = settings.routes.to_step(envelope.priority);
-    let mut headers = message.headers.clone().unwrap_or_default();
+    let mut headers = crate::nats::headers::republished_headers(message.headers.as_ref());
     let release_id = format!("{}-eta-{eta}", envelope.message_id());
     headers.insert(header::NATS_MSG_ID, release_id.as_str());
     headers.insert(header::PRIORITY, priority.to_string().as_str());
