@@ -436,8 +436,21 @@ async fn retry_later(
         .publish_bytes(&next, message.payload.clone(), &queue, false)
         .await;
     if let Err(send_error) = sent {
-        // Not acknowledged: the delivery comes back and the retry is tried again.
         tracing::error!(task_id = %envelope.id, error = %crate::error_chain(&send_error), "cannot send the retry");
+        if acks_late {
+            // Not acknowledged: the delivery comes back and the retry is tried again.
+            return;
+        }
+        // Acknowledged before it ran: nothing comes back, so the task ends here, failed.
+        let error = record
+            .error
+            .take()
+            .unwrap_or_else(|| ErrorRecord::new("celerity::Retry", "retry"));
+        let failed = shared
+            .store
+            .record(envelope, TaskState::Failure)
+            .with_error(error);
+        store_final(shared, envelope, &failed).await;
         return;
     }
     let error = record
