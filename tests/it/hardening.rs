@@ -446,3 +446,32 @@ async fn a_task_with_the_producers_expected_stream_header_still_waits_for_its_et
         assert_eq!(result.get(WAIT).await.unwrap(), 3, "{id} runs at its ETA");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_handed_back_at_shutdown_is_not_counted_as_a_crash() {
+    let server = server();
+    let url = server.url();
+    let client = client(&url).await;
+    // One delivery allowed: a hand-back that counted would dead-letter the task on the next.
+    let flags = ["-c", "1", "--max-deliveries", "1"];
+    let mut first = WorkerProcess::start(&url, "w1", &flags);
+    // `it.scarce` runs once an hour per worker: the first task runs, the second waits on w1.
+    let ran = celerity_it::scarce.delay(&client, 1).await.unwrap();
+    let waiting = celerity_it::scarce.delay(&client, 2).await.unwrap();
+    assert_eq!(ran.get(WAIT).await.unwrap(), 1);
+    let js = async_nats::jetstream::new(client.nats().clone());
+    let consumer: async_nats::jetstream::consumer::PullConsumer = js
+        .get_consumer_from_stream("p0", "CELERITY_Q_default")
+        .await
+        .expect("the priority-0 consumer");
+    eventually("the second task waits on w1", WAIT, || {
+        let mut consumer = consumer.clone();
+        async move { consumer.info().await.unwrap().num_ack_pending == 1 }
+    })
+    .await;
+    // A warm shutdown hands the waiting task back to its queue (a delivery, at the server).
+    first.signal(libc::SIGTERM);
+    assert!(first.wait_exit(WAIT).success());
+    let _second = WorkerProcess::start(&url, "w2", &flags);
+    assert_eq!(waiting.get(WAIT).await.unwrap(), 2, "it runs on w2");
+}

@@ -220,6 +220,23 @@ impl Layout {
         format!("{}_revoked", self.namespace)
     }
 
+    /// The KV bucket of hand-backs: `<ns>_handbacks`, one key per queue message a worker handed
+    /// back to its queue without running it ([`Layout::handback_key`]), holding how many times.
+    pub fn handbacks_bucket(&self) -> String {
+        format!("{}_handbacks", self.namespace)
+    }
+
+    /// The hand-backs key of the message at `sequence` in stream `stream`: `<stream>.<sequence>`.
+    ///
+    /// ```
+    /// # use celerity_proto::{Layout, Namespace};
+    /// let layout = Layout::new(Namespace::default());
+    /// assert_eq!(layout.handback_key("CELERITY_Q_default", 42), "CELERITY_Q_default.42");
+    /// ```
+    pub fn handback_key(&self, stream: &str, sequence: u64) -> String {
+        format!("{stream}.{sequence}")
+    }
+
     /// The KV bucket of aggregator leases, one key per chord partition: `<ns>_leases`.
     pub fn leases_bucket(&self) -> String {
         format!("{}_leases", self.namespace)

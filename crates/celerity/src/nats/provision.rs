@@ -144,6 +144,16 @@ pub(crate) async fn revoked_bucket(
     kv_bucket(js, &layout.revoked_bucket(), expiry).await
 }
 
+/// The hand-backs bucket: how many times a worker handed each queue message back without running
+/// it, kept as long as results are (a message waits in its queue no longer than that matters).
+pub(crate) async fn handbacks_bucket(
+    js: &jetstream::Context,
+    layout: &Layout,
+    expiry: Duration,
+) -> Result<kv::Store, ProvisionError> {
+    kv_bucket(js, &layout.handbacks_bucket(), expiry).await
+}
+
 /// The leases bucket: one key per chord partition, held by the worker aggregating it. A lease is
 /// kept by rewriting it; when its holder dies the key expires after `ttl` and another takes it.
 pub(crate) async fn leases_bucket(

@@ -226,7 +226,7 @@ async fn dead_letter_failing(
                 // until the worker gives the message up.
                 if !followed {
                     if let Some(delay) = retry_delay(letter.deliveries) {
-                        hand_back(message, delay).await;
+                        shared.handbacks.hand_back(message, Some(delay)).await;
                         return;
                     }
                     tracing::error!(queue = %queue, task_id = %failing.envelope.id, deliveries = letter.deliveries, "giving up the record of a dead-lettered task (or what follows it): the message is terminated");
@@ -246,7 +246,7 @@ async fn dead_letter_failing(
                         retry_in_ms = delay.as_millis() as u64,
                         "cannot store a dead letter now; the message stays in its queue and is tried again"
                     );
-                    hand_back(message, delay).await;
+                    shared.handbacks.hand_back(message, Some(delay)).await;
                     return;
                 }
                 None => error,
@@ -275,13 +275,6 @@ async fn dead_letter_failing(
         "giving up a dead letter that cannot be stored: the message is terminated and kept nowhere"
     );
     terminate(message).await;
-}
-
-/// Hands a message back to its queue, to be delivered again after `delay`.
-async fn hand_back(message: &jetstream::Message, delay: Duration) {
-    if let Err(error) = message.ack_with(AckKind::Nak(Some(delay))).await {
-        tracing::warn!(error = %error, "cannot hand back a message to dead-letter; it will be redelivered after AckWait");
-    }
 }
 
 async fn terminate(message: &jetstream::Message) {

@@ -11,7 +11,7 @@ mod records;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::jetstream::{self, AckKind};
+use async_nats::jetstream;
 use celerity_proto::{
     DeadLetterReason, Envelope, EnvelopeError, ErrorRecord, QueueName, ResultRecord, TaskBody,
     TaskState,
@@ -82,9 +82,14 @@ async fn run_message(
     // A message that came back more often than its task allows most likely took its worker down
     // each time: it is not run again (Celery's `task_reject_on_worker_lost`, bounded).
     let max_deliveries = max_deliveries(&shared, &envelope);
-    if delivered > u64::from(max_deliveries) {
+    let ran = match delivered > u64::from(max_deliveries) {
+        // Deliveries a worker handed back without running the task do not count.
+        true => shared.handbacks.deliveries_that_ran(&message).await,
+        false => delivered,
+    };
+    if ran > u64::from(max_deliveries) {
         let error = format!(
-            "delivered {delivered} times, more than the {max_deliveries} allowed: every earlier delivery ended without an acknowledgement, as when the task crashes or is killed with its worker"
+            "delivered {ran} times that could have run it, more than the {max_deliveries} allowed: every earlier delivery ended without an acknowledgement, as when the task crashes or is killed with its worker"
         );
         return reject(
             &shared,
@@ -120,7 +125,7 @@ async fn run_message(
             .await
         {
             Passage::Go => {}
-            Passage::Stopped => return nak(&message, None).await,
+            Passage::Stopped => return shared.handbacks.hand_back(&message, None).await,
         }
         // It may have been revoked or have expired while it waited.
         if let Some(record) =
@@ -523,9 +528,8 @@ async fn hold_until_due(
         Ok(_) => ack(message).await,
         Err(error) => {
             tracing::warn!(task_id = %envelope.id, error = %error, "cannot move a task that is not due yet; retrying in 1 s");
-            let _ = message
-                .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
-                .await;
+            let delay = Some(Duration::from_secs(1));
+            shared.handbacks.hand_back(message, delay).await;
         }
     }
 }
@@ -765,13 +769,6 @@ async fn end_run(
     }
     if task.options.is_acks_late() {
         ack(message).await;
-    }
-}
-
-/// Hands a task back to its queue, to be delivered again now or after `delay`.
-async fn nak(message: &jetstream::Message, delay: Option<Duration>) {
-    if let Err(error) = message.ack_with(AckKind::Nak(delay)).await {
-        tracing::warn!(error = %error, "cannot hand a task back; it will be redelivered after AckWait");
     }
 }
 

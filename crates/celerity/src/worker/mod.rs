@@ -11,6 +11,7 @@ mod continuation;
 mod control;
 mod dead_letter;
 mod execute;
+mod handbacks;
 mod limits;
 mod queue;
 mod revocations;
@@ -263,6 +264,8 @@ pub(crate) struct WorkerShared {
     pub(crate) revoked: Revocations,
     /// The revoked bucket, written by `revoke` control commands.
     pub(crate) revoked_bucket: async_nats::jetstream::kv::Store,
+    /// Counts the messages this worker hands back without running them.
+    pub(crate) handbacks: handbacks::Handbacks,
     pub(crate) runtime: tokio::runtime::Handle,
     /// Fetch credit: concurrency × prefetch multiplier.
     pub(crate) credit: Arc<Semaphore>,
@@ -450,6 +453,7 @@ fn run_on_this_thread(
         chords,
         delayed,
         revoked,
+        handbacks,
         settings,
         beat: beat_bucket,
     } = provisioned;
@@ -491,6 +495,7 @@ fn run_on_this_thread(
         priority_weights: settings.weights,
         revoked: revoked.ids.clone(),
         revoked_bucket: revoked.bucket.clone(),
+        handbacks,
         limits: settings.limits,
         settings_bucket: settings.bucket.clone(),
         stopping: tokio_util::sync::CancellationToken::new(),
@@ -570,6 +575,7 @@ struct Provisioned {
     chords: chord::ChordBackend,
     delayed: async_nats::jetstream::consumer::PullConsumer,
     revoked: RevokedIds,
+    handbacks: handbacks::Handbacks,
     settings: Settings,
     /// The beat bucket, when this worker runs the scheduler.
     beat: Option<async_nats::jetstream::kv::Store>,
@@ -801,6 +807,9 @@ impl Setup<'_> {
             let key = key.map_err(|error| SetupError::Revocations(error.to_string()))?;
             revoked.insert(key, loaded_at);
         }
+        let handbacks_kv =
+            provision::handbacks_bucket(js, layout, app.settings().result_expires).await?;
+        let handbacks = handbacks::Handbacks::new(handbacks_kv, layout.clone());
         let settings = self.settings().await?;
         let beat = match beat {
             true => Some(provision::beat_bucket(js, layout).await?),
@@ -813,6 +822,7 @@ impl Setup<'_> {
             queues: setups,
             chords,
             delayed,
+            handbacks,
             revoked: RevokedIds {
                 bucket: revoked_kv,
                 ids: revoked,

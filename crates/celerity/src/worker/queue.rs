@@ -131,6 +131,8 @@ struct InFlight {
     task_id: Option<String>,
     /// Cancelled by `revoke --terminate`: the run aborts the body and ends the task REVOKED.
     terminate: CancellationToken,
+    /// The message's stream and sequence, to count its hand-back at a cold shutdown.
+    position: Option<(String, u64)>,
 }
 
 /// A pull request sent and not yet ended.
@@ -508,11 +510,10 @@ impl QueueActor {
         match permit {
             Some(permit) => self.dispatch(ctx, message, permit),
             None => {
-                drop(
-                    self.shared.runtime.spawn(async move {
-                        message.ack_with(jetstream::AckKind::Nak(None)).await
-                    }),
-                );
+                let shared = self.shared.clone();
+                drop(self.shared.runtime.spawn(async move {
+                    shared.handbacks.hand_back(&message, None).await;
+                }));
             }
         }
     }
@@ -542,6 +543,10 @@ impl QueueActor {
                 .map(|value| value.as_str().to_owned())
         };
         let task_id = header(celerity_proto::header::ID);
+        let position = message
+            .info()
+            .ok()
+            .map(|info| (info.stream.to_owned(), info.stream_sequence));
         let terminate = CancellationToken::new();
         let terminated = terminate.clone();
         let shared = self.shared.clone();
@@ -564,6 +569,7 @@ impl QueueActor {
                 abort: handle.abort_handle(),
                 task_id,
                 terminate,
+                position,
             },
         );
     }
@@ -815,19 +821,26 @@ impl Handler<StopConsuming> for QueueActor {
             for (_, task) in self.in_flight.drain() {
                 task.abort.abort();
                 if let Some(subject) = task.ack_subject {
-                    naks.push(subject);
+                    naks.push((subject, task.position));
                 }
             }
             tracing::warn!(queue = %self.queue, n_tasks = naks.len(), "cold shutdown: returning in-flight tasks to the queue");
             let root = self.root.clone();
             let queue = self.queue.clone();
+            let handbacks = self.shared.handbacks.clone();
             self.mode = Mode::Stopped;
             self.shared.runtime.spawn(async move {
                 // Delayed past this worker's idle wait, which is still at the server until the
                 // connection closes: redelivered at once, the task could go straight back to it.
                 let nak =
                     bytes::Bytes::from(format!("-NAK {{\"delay\": {}}}", WAIT_EXPIRES.as_nanos()));
-                for subject in naks {
+                for (subject, position) in naks {
+                    // Handed back, not crashed: it does not count against max_deliveries. The
+                    // count is bounded in time, since the connection is about to close.
+                    if let Some((stream, sequence)) = position {
+                        let counted = handbacks.count_handback(&stream, sequence);
+                        let _ = tokio::time::timeout(Duration::from_secs(1), counted).await;
+                    }
                     let _ = nats.publish(subject, nak.clone()).await;
                 }
                 // With the server gone the naks cannot arrive anyway; AckWait returns the tasks.
