@@ -475,3 +475,33 @@ async fn a_task_handed_back_at_shutdown_is_not_counted_as_a_crash() {
     let _second = WorkerProcess::start(&url, "w2", &flags);
     assert_eq!(waiting.get(WAIT).await.unwrap(), 2, "it runs on w2");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_lettered_chord_member_fails_the_chord_instead_of_hanging_it() {
+    let server = server();
+    let url = server.url();
+    let client = client(&url).await;
+    let _worker = WorkerProcess::start(&url, "w1", &["-c", "2"]);
+    // The second member's arguments do not bind (an argument the task does not have).
+    let members = [
+        celerity_it::add.s((1, 2)),
+        celerity_it::add.s((3, 4)).kwarg("bogus", 1),
+    ];
+    let body = celerity::Chord::new(members, celerity_it::sum_all.s(()))
+        .apply_async(&client)
+        .await
+        .unwrap();
+    match body.get(WAIT).await {
+        Err(ResultError::Failed { error, .. }) => {
+            assert_eq!(error.kind, "celerity::DeadLettered", "{error:?}");
+            assert!(error.message.starts_with("bad_arguments"), "{error:?}");
+        }
+        other => panic!("expected the chord to fail with its member, got {other:?}"),
+    }
+    let record = body.record().await.unwrap().expect("the body's record");
+    let failed_task = record.meta.expect("meta")["failed_task"].clone();
+    assert!(
+        failed_task.as_str().unwrap().ends_with("-1"),
+        "{failed_task}"
+    );
+}

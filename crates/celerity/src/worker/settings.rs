@@ -34,6 +34,17 @@ impl<T: Clone> Stored<T> {
         }
         let previous = previous.and_then(|(_, value)| value.clone());
         if values.len() >= MAX_KEYS && !values.contains_key(key) {
+            // A deleted key's revision is kept so a late copy of an older value is ignored; when
+            // the map is full one of those goes first, so deletions cannot crowd out real keys.
+            let deleted = values
+                .iter()
+                .find(|(_, (_, value))| value.is_none())
+                .map(|(deleted, _)| deleted.clone());
+            if let Some(deleted) = deleted {
+                values.remove(&deleted);
+            }
+        }
+        if values.len() >= MAX_KEYS && !values.contains_key(key) {
             tracing::warn!(
                 key,
                 max_keys = MAX_KEYS,
@@ -147,5 +158,9 @@ mod tests {
         assert_eq!(stored.get("one.too.many"), None);
         assert_eq!(stored.apply("k7", 2, Some(70)), Some(Some(7)));
         assert_eq!(stored.get("k7"), Some(70));
+        // A deleted key makes room for a new one.
+        assert!(stored.apply("k8", 2, None).is_some());
+        assert!(stored.apply("new.after.a.delete", 1, Some(1)).is_some());
+        assert_eq!(stored.get("new.after.a.delete"), Some(1));
     }
 }

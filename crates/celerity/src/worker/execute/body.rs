@@ -46,6 +46,8 @@ pub(super) async fn run_body(
                 });
             }
             () = terminate.cancelled() => {
+                // A blocking body cannot be aborted: its token tells it to stop.
+                cancel.cancel();
                 body.0.abort();
                 return Ran::Terminated;
             }
@@ -54,6 +56,7 @@ pub(super) async fn run_body(
                 cancel.cancel();
             }
             () = &mut hard, if hard_limit.is_some() => {
+                cancel.cancel();
                 body.0.abort();
                 let limit = hard_limit.unwrap_or(far);
                 return Ran::Finished(Err(ErrorRecord::new("celerity::TimeLimitExceeded", format!("the task ran past its hard time limit of {limit:?} and was stopped"))));
