@@ -505,3 +505,38 @@ async fn a_dead_lettered_chord_member_fails_the_chord_instead_of_hanging_it() {
         "{failed_task}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_result_the_bucket_refuses_on_the_last_delivery_is_dead_lettered_not_run_again() {
+    let server = server();
+    let url = server.url();
+    let client = client(&url).await;
+    let _worker = WorkerProcess::start(&url, "w1", &["--max-deliveries", "1"]);
+    // The results bucket takes small records (PENDING, the FAILURE below) but not this result.
+    let js = async_nats::jetstream::new(client.nats().clone());
+    let mut results = js.get_stream("KV_celerity_results").await.unwrap();
+    let mut config = results.info().await.unwrap().config.clone();
+    config.max_message_size = 700;
+    js.update_stream(config)
+        .await
+        .expect("the bucket takes a size limit");
+    let result = celerity_it::sized.delay(&client, 2000).await.unwrap();
+    let letter = dead_letter_of(client.nats(), result.id().as_str()).await;
+    assert_eq!(letter.reason, DeadLetterReason::ResultNotStored);
+    match result.get(WAIT).await {
+        Err(ResultError::Failed { error, .. }) => {
+            assert_eq!(error.kind, "celerity::DeadLettered", "{error:?}");
+        }
+        other => panic!("expected a dead-lettered failure, got {other:?}"),
+    }
+    crate::support::wait_until_queue_is_empty(&client, WAIT).await;
+    let mut p0: async_nats::jetstream::consumer::PullConsumer = js
+        .get_consumer_from_stream("p0", "CELERITY_Q_default")
+        .await
+        .unwrap();
+    assert_eq!(
+        p0.info().await.unwrap().delivered.consumer_sequence,
+        1,
+        "it ran once, and was not delivered again"
+    );
+}

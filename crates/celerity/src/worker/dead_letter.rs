@@ -226,7 +226,7 @@ async fn dead_letter_failing(
                 // until the worker gives the message up.
                 if !followed {
                     if let Some(delay) = retry_delay(letter.deliveries) {
-                        shared.handbacks.hand_back(message, Some(delay)).await;
+                        hand_back(shared, message, reason, delay).await;
                         return;
                     }
                     tracing::error!(queue = %queue, task_id = %failing.envelope.id, deliveries = letter.deliveries, "giving up the record of a dead-lettered task (or what follows it): the message is terminated");
@@ -246,7 +246,7 @@ async fn dead_letter_failing(
                         retry_in_ms = delay.as_millis() as u64,
                         "cannot store a dead letter now; the message stays in its queue and is tried again"
                     );
-                    shared.handbacks.hand_back(message, Some(delay)).await;
+                    hand_back(shared, message, reason, delay).await;
                     return;
                 }
                 None => error,
@@ -275,6 +275,26 @@ async fn dead_letter_failing(
         "giving up a dead letter that cannot be stored: the message is terminated and kept nowhere"
     );
     terminate(message).await;
+}
+
+/// Hands a message back to be dead-lettered again after `delay`. For a task that ran
+/// (`result_not_stored`) or must not run again (`too_many_deliveries`) the hand-back counts as a
+/// delivery, so its next delivery is refused by the delivery limit instead of running the task;
+/// for the others, which cannot run anyway, it is counted as a hand-back and keeps its reason.
+async fn hand_back(
+    shared: &WorkerShared,
+    message: &jetstream::Message,
+    reason: DeadLetterReason,
+    delay: Duration,
+) {
+    match reason {
+        DeadLetterReason::ResultNotStored | DeadLetterReason::TooManyDeliveries => {
+            if let Err(error) = message.ack_with(AckKind::Nak(Some(delay))).await {
+                tracing::warn!(error = %error, "cannot hand back a message to dead-letter; it will be redelivered after AckWait");
+            }
+        }
+        _ => shared.handbacks.hand_back(message, Some(delay)).await,
+    }
 }
 
 async fn terminate(message: &jetstream::Message) {
