@@ -540,3 +540,22 @@ async fn a_result_the_bucket_refuses_on_the_last_delivery_is_dead_lettered_not_r
         "it ran once, and was not delivered again"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blocking_body_past_its_hard_limit_cannot_replace_its_final_record() {
+    let server = server();
+    let url = server.url();
+    let client = client(&url).await;
+    let _worker = WorkerProcess::start(&url, "w1", &[]);
+    // Stopped at 300 ms, the body goes on writing WORKING until 1.5 s.
+    let result = celerity_it::heedless.delay(&client, 1500).await.unwrap();
+    match result.get(WAIT).await {
+        Err(ResultError::Failed { error, .. }) => {
+            assert_eq!(error.kind, "celerity::TimeLimitExceeded");
+        }
+        other => panic!("expected the hard limit, got {other:?}"),
+    }
+    // No event marks the body's last write: watch past its end that the record stays final.
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    assert_eq!(result.state().await.unwrap(), TaskState::Failure);
+}

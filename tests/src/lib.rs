@@ -343,6 +343,17 @@ pub async fn abort_worker_once() -> u8 {
     std::process::abort()
 }
 
+/// A blocking body that ignores every signal: it reports WORKING every 100 ms for `ms`.
+#[celerity::task(name = "it.heedless", time_limit = 0.3)]
+pub fn heedless(ctx: &TaskContext, ms: u64) -> u64 {
+    let started = std::time::Instant::now();
+    while started.elapsed() < Duration::from_millis(ms) {
+        let _ = ctx.update_state_blocking("WORKING", json!({}));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    ms
+}
+
 /// Returns a string of `n` bytes.
 #[celerity::task(name = "it.sized")]
 pub async fn sized(n: usize) -> String {
@@ -385,6 +396,7 @@ pub fn app() -> Result<celerity::App, celerity::ConfigError> {
         .task(abort_worker)
         .task(abort_worker_once)
         .task(sized)
+        .task(heedless)
         .task(join);
     builder = with_celery_user_tasks(builder);
     if let Some(seconds) = std::env::var("IT_RESULT_EXPIRES_SECS")

@@ -50,6 +50,15 @@ pub enum StoreError {
     /// A task tried to set a state only the runtime may set.
     #[error("state {0:?} is reserved: tasks may set custom states only (or STARTED, RECEIVED)")]
     ReservedState(String),
+    /// A task body that went on after its run ended (a blocking body past its termination or
+    /// hard time limit) tried to set a state.
+    #[error(
+        "task {task_id} has ended (terminated, or past its hard time limit): its state can no longer change"
+    )]
+    RunEnded {
+        /// The task.
+        task_id: TaskId,
+    },
 }
 
 impl StoreError {

@@ -38,6 +38,9 @@ struct ContextInner {
     store: Option<ResultStore>,
     cancel: tokio_util::sync::CancellationToken,
     retry: std::sync::Mutex<Option<RetryRequest>>,
+    /// Set when the worker has ended the run (its final record is being written): a body that
+    /// goes on (a blocking one, past its termination or hard limit) can no longer write a state.
+    ended: std::sync::atomic::AtomicBool,
 }
 
 /// Where a running task came from: Celery's `request.delivery_info`, from
@@ -172,6 +175,7 @@ impl TaskContext {
                 running,
                 store,
                 cancel: tokio_util::sync::CancellationToken::new(),
+                ended: std::sync::atomic::AtomicBool::new(false),
                 retry: std::sync::Mutex::new(None),
             }),
         }
@@ -222,6 +226,13 @@ impl TaskContext {
             .lock()
             .ok()
             .and_then(|mut request| request.take())
+    }
+
+    /// Marks the run as ended: later state updates are refused ([`StoreError::RunEnded`]).
+    pub(crate) fn end(&self) {
+        self.inner
+            .ended
+            .store(true, std::sync::atomic::Ordering::Release);
     }
 
     pub(crate) fn cancel_token(&self) -> tokio_util::sync::CancellationToken {
@@ -297,6 +308,11 @@ impl TaskContext {
             TaskState::Custom(_) | TaskState::Started | TaskState::Received
         ) {
             return Err(StoreError::ReservedState(state.to_string()));
+        }
+        if self.inner.ended.load(std::sync::atomic::Ordering::Acquire) {
+            return Err(StoreError::RunEnded {
+                task_id: self.inner.envelope.id.clone(),
+            });
         }
         match &self.inner.store {
             None => Ok(()),

@@ -145,7 +145,10 @@ impl Failing<'_> {
             Ok(Some(record)) if record.state.is_ready() => return Some(record),
             Ok(_) => {}
             Err(error) => {
-                tracing::warn!(task_id = %envelope.id, error = %crate::error_chain(&error), "cannot read the record of a dead-lettered task; writing its FAILURE anyway");
+                // Unread, it might be final (a SUCCESS whose ack was lost): not overwritten, the
+                // message is handed back and tried again.
+                tracing::warn!(task_id = %envelope.id, error = %crate::error_chain(&error), "cannot read the record of a dead-lettered task; trying again later");
+                return None;
             }
         }
         let message = format!("{reason}: {}", DeadLetter::bounded_error(error));

@@ -696,6 +696,8 @@ async fn end_run(
     context: &TaskContext,
     mut record: ResultRecord,
 ) {
+    // Whatever the body still does (a blocking one cannot be stopped), its state is final now.
+    context.end();
     let message = delivery.message;
     let keep_result = !task.options.is_ignore_result() || continuation.reports_to_chord();
     let encoded = match keep_result {
