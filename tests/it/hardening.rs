@@ -559,3 +559,48 @@ async fn a_blocking_body_past_its_hard_limit_cannot_replace_its_final_record() {
     tokio::time::sleep(Duration::from_millis(1600)).await;
     assert_eq!(result.state().await.unwrap(), TaskState::Failure);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_due_task_goes_to_a_level_its_queue_stream_lists_whatever_the_schedulers_steps() {
+    let server = server();
+    let url = server.url();
+    // A deployment with priority steps 0 and 5 made queue `coarse`'s stream with those levels.
+    let steps = [("IT_PRIORITY_STEPS", "0,5")];
+    let mut coarse = WorkerProcess::spawn(&url, "coarse", &["-Q", "coarse"], &steps);
+    coarse.wait_for_log("answering control requests", WAIT);
+    coarse.signal(libc::SIGTERM);
+    assert!(coarse.wait_exit(WAIT).success());
+    // The scheduler that releases the task runs in a worker with all ten levels.
+    let _fine = WorkerProcess::start(&url, "fine", &[]);
+    let client = client(&url).await;
+    let js = async_nats::jetstream::new(client.nats().clone());
+    let due = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis()
+        .to_string();
+    let mut headers = HeaderMap::new();
+    headers.insert("Celerity-Version", "1");
+    headers.insert("Celerity-Task", "it.add");
+    headers.insert("Celerity-Id", "due-at-9");
+    headers.insert("Celerity-Priority", "9");
+    headers.insert("Celerity-Eta", due.as_str());
+    headers.insert("Nats-Msg-Id", "due-at-9");
+    js.publish_with_headers(
+        "celerity.delayed.coarse",
+        headers,
+        r#"{"args":[1,2]}"#.into(),
+    )
+    .await
+    .unwrap()
+    .await
+    .unwrap();
+    let stream = js.get_stream("CELERITY_Q_coarse").await.unwrap();
+    eventually("the task is released to level 5", WAIT, || async {
+        stream
+            .get_last_raw_message_by_subject("celerity.q.coarse.5")
+            .await
+            .is_ok()
+    })
+    .await;
+}

@@ -12,7 +12,7 @@ use std::time::Duration;
 use actix::prelude::*;
 use async_nats::jetstream::context::PublishErrorKind;
 use async_nats::jetstream::{self, AckKind, consumer::PullConsumer, kv};
-use celerity_proto::{DeadLetterReason, Envelope, QueueName, header};
+use celerity_proto::{DeadLetterReason, Envelope, Priority, QueueName, header};
 use futures_util::StreamExt;
 
 use crate::clock::now_ms;
@@ -182,20 +182,43 @@ async fn release(
     // subject has no priority token); a level outside the priority steps is rounded as producers
     // round it (protocol.md 3.1), and the header is rewritten to match the subject it goes to.
     let settings = shared.app.settings();
-    let priority = settings.routes.to_step(envelope.priority);
-    let mut headers = crate::nats::headers::republished_headers(message.headers.as_ref());
-    let release_id = format!("{}-eta-{eta}", envelope.message_id());
-    headers.insert(header::NATS_MSG_ID, release_id.as_str());
-    headers.insert(header::PRIORITY, priority.to_string().as_str());
-    let subject = shared.layout.task_subject(queue, priority);
-    let released = async {
-        shared
-            .js
-            .publish_with_headers(subject, headers, message.payload.clone())
-            .await?
-            .await
+    let mut priority = settings.routes.to_step(envelope.priority);
+    let publish = |priority: Priority| {
+        let mut headers = crate::nats::headers::republished_headers(message.headers.as_ref());
+        let release_id = format!("{}-eta-{eta}", envelope.message_id());
+        headers.insert(header::NATS_MSG_ID, release_id.as_str());
+        headers.insert(header::PRIORITY, priority.to_string().as_str());
+        let subject = shared.layout.task_subject(queue, priority);
+        async move {
+            shared
+                .js
+                .publish_with_headers(subject, headers, message.payload.clone())
+                .await?
+                .await
+        }
     };
-    let error = match released.await {
+    let mut released = publish(priority).await;
+    if let Err(error) = &released
+        && error.kind() == PublishErrorKind::StreamNotFound
+    {
+        // No stream takes the subject: the queue has none (it is made now), or its stream lists
+        // other levels than this app's steps (an app with other steps made it): the task goes to
+        // the level that stream has, rounded as 3.1 says.
+        let levels = &settings.priority_steps;
+        match provision::queue_stream(&shared.js, &shared.layout, queue, levels).await {
+            Ok(stream) => {
+                let listed = listed_levels(&stream.cached_info().config.subjects);
+                let rounded = round_to(&listed, envelope.priority).unwrap_or(priority);
+                tracing::info!(task_id = %envelope.id, queue = %queue, priority = %rounded, "a due task's queue had no stream for its level; releasing it to the stream's");
+                priority = rounded;
+                released = publish(priority).await;
+            }
+            Err(error) => {
+                tracing::warn!(queue = %queue, error = %crate::error_chain(&error), "cannot create the queue stream of a due task");
+            }
+        }
+    }
+    let error = match released {
         Ok(_) => {
             if let Err(error) = message.ack().await {
                 tracing::warn!(task_id = %envelope.id, error = %error, "cannot acknowledge a released delayed task; the release is de-duplicated if it is sent again");
@@ -204,14 +227,6 @@ async fn release(
         }
         Err(error) => error,
     };
-    if error.kind() == PublishErrorKind::StreamNotFound {
-        tracing::info!(task_id = %envelope.id, queue = %queue, "a due task's queue has no stream; creating it");
-        let levels = &settings.priority_steps;
-        if let Err(error) = provision::queue_stream(&shared.js, &shared.layout, queue, levels).await
-        {
-            tracing::warn!(queue = %queue, error = %crate::error_chain(&error), "cannot create the queue stream of a due task");
-        }
-    }
     // Later each time, so a release that keeps failing costs a request (and a log line) at most
     // every 30 s.
     let delivered = message
@@ -222,6 +237,28 @@ async fn release(
         .min(MAX_RETRY_RELEASE);
     tracing::warn!(task_id = %envelope.id, queue = %queue, priority = %priority, error = %error, retry_in_ms = delay.as_millis() as u64, "cannot move a due task to its queue; retrying");
     let _ = message.ack_with(AckKind::Nak(Some(delay))).await;
+}
+
+/// The priority levels a queue stream's subjects list (their last tokens), lowest first.
+fn listed_levels(subjects: &[String]) -> Vec<Priority> {
+    let mut levels: Vec<Priority> = subjects
+        .iter()
+        .filter_map(|subject| subject.rsplit('.').next()?.parse().ok())
+        .collect();
+    levels.sort();
+    levels.dedup();
+    levels
+}
+
+/// `priority` rounded to one of `levels` (lowest first) as protocol.md 3.1 says: down to the
+/// nearest level, or up to the lowest when it is below them all. `None` without levels.
+fn round_to(levels: &[Priority], priority: Priority) -> Option<Priority> {
+    levels
+        .iter()
+        .rev()
+        .find(|level| **level <= priority)
+        .or_else(|| levels.first())
+        .copied()
 }
 
 impl Actor for Scheduler {
@@ -243,5 +280,33 @@ impl Actor for Scheduler {
             });
         }
         Running::Stop
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn levels(values: &[u8]) -> Vec<Priority> {
+        values
+            .iter()
+            .map(|value| Priority::new(*value).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn a_level_is_rounded_to_those_the_stream_lists() {
+        let subjects: Vec<String> = ["celerity.q.a.9", "celerity.q.a.3", "celerity.q.a.6"]
+            .iter()
+            .map(|subject| subject.to_string())
+            .collect();
+        let listed = listed_levels(&subjects);
+        assert_eq!(listed, levels(&[3, 6, 9]));
+        let round = |p| round_to(&listed, Priority::new(p).unwrap()).unwrap();
+        assert_eq!(round(7), Priority::new(6).unwrap());
+        assert_eq!(round(9), Priority::new(9).unwrap());
+        assert_eq!(round(1), Priority::new(3).unwrap(), "up to the lowest");
+        assert_eq!(round_to(&[], Priority::new(5).unwrap()), None);
+        assert!(listed_levels(&["celerity.q.a.*".to_string()]).is_empty());
     }
 }
