@@ -668,9 +668,7 @@ impl Client {
                 Some(now_ms().saturating_add(countdown.as_millis() as u64))
             }
             Some(EtaSpec::At(eta)) => {
-                let eta_ms = eta
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |since| since.as_millis() as u64);
+                let eta_ms = crate::clock::unix_ms(eta);
                 if eta_ms + (ETA_PAST_TOLERANCE.as_millis() as u64) < now_ms() {
                     return Err(EnqueueError::InvalidOption {
                         option: "eta",
@@ -686,9 +684,7 @@ impl Client {
         };
         envelope.expires_ms = options.expires.map(|expires| match expires {
             EtaSpec::Countdown(after) => now_ms().saturating_add(after.as_millis() as u64),
-            EtaSpec::At(at) => at
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |since| since.as_millis() as u64),
+            EtaSpec::At(at) => crate::clock::unix_ms(at),
         });
         envelope.extra = options.headers;
         // INVARIANT: tracked before it is sent, so the notification finds its entry.
@@ -760,7 +756,7 @@ async fn listen_for_results(
     store: ResultStore,
     reconnected: Arc<Notify>,
 ) {
-    let _rereads = crate::AbortOnDrop(tokio::spawn({
+    let _rereads = tokio_util::task::AbortOnDropHandle::new(tokio::spawn({
         let waiters = waiters.clone();
         async move {
             loop {

@@ -108,15 +108,6 @@ pub use task::{
 };
 pub use worker::{WorkerConfig, WorkerError, WorkerHandle};
 
-/// A spawned task aborted when its handle is dropped, so it lives no longer than its owner.
-pub(crate) struct AbortOnDrop<T>(pub(crate) tokio::task::JoinHandle<T>);
-
-impl<T> Drop for AbortOnDrop<T> {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
 /// Formats an error and its causes on one line: `outer: inner: root`.
 ///
 /// A cause whose text the previous message already ends with is left out (some errors, such as

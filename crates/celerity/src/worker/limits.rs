@@ -339,7 +339,7 @@ impl Gate {
                 Some(entry) => (0, Some(entry.revision)),
                 None => (0, None),
             };
-            let now = now_us();
+            let now = crate::clock::now_us();
             let start = plausible_start(next_free, now, interval).unwrap_or_else(|| {
                 tracing::warn!(key = %self.key, next_free_us = next_free, "the rates bucket holds a start no worker could have reserved; replacing it");
                 now
@@ -420,12 +420,6 @@ where
     fn from(error: async_nats::error::Error<E>) -> Self {
         Self(error.to_string())
     }
-}
-
-fn now_us() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |elapsed| elapsed.as_micros() as u64)
 }
 
 /// The fetch credit a dispatched task holds. A task waiting for a rate limit gives it back (taking

@@ -72,7 +72,7 @@ impl Revocations {
     /// Keeps this set equal to the bucket's live keys, for as long as the worker runs.
     pub(crate) async fn watch(self, bucket: kv::Store) {
         let sweeper = self.clone();
-        let _sweeping = crate::AbortOnDrop(tokio::spawn(async move {
+        let _sweeping = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(async move {
             let mut ticks = tokio::time::interval(sweeper.sweep_period());
             loop {
                 ticks.tick().await;

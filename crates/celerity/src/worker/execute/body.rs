@@ -30,7 +30,8 @@ pub(super) async fn run_body(
     }
     let started = tokio::time::Instant::now();
     // Spawned, so a body that blocks its thread stops neither the hard limit nor in-progress acks.
-    let mut body = crate::AbortOnDrop(tokio::spawn(crate::task::mark_task_body(future)));
+    let mut body =
+        tokio_util::task::AbortOnDropHandle::new(tokio::spawn(crate::task::mark_task_body(future)));
     let far = Duration::from_secs(100 * 365 * 24 * 3600);
     let soft = tokio::time::sleep_until(started + soft_limit.unwrap_or(far));
     let hard = tokio::time::sleep_until(started + hard_limit.unwrap_or(far));
@@ -38,7 +39,7 @@ pub(super) async fn run_body(
     let mut soft_passed = false;
     loop {
         tokio::select! {
-            joined = &mut body.0 => {
+            joined = &mut body => {
                 return Ran::Finished(match joined {
                     Ok(outcome) => outcome,
                     Err(error) if error.is_panic() => Err(panic_record(error.into_panic())),
@@ -48,7 +49,7 @@ pub(super) async fn run_body(
             () = terminate.cancelled() => {
                 // A blocking body cannot be aborted: its token tells it to stop.
                 cancel.cancel();
-                body.0.abort();
+                body.abort();
                 return Ran::Terminated;
             }
             () = &mut soft, if soft_limit.is_some() && !soft_passed => {
@@ -57,7 +58,7 @@ pub(super) async fn run_body(
             }
             () = &mut hard, if hard_limit.is_some() => {
                 cancel.cancel();
-                body.0.abort();
+                body.abort();
                 let limit = hard_limit.unwrap_or(far);
                 return Ran::Finished(Err(ErrorRecord::new("celerity::TimeLimitExceeded", format!("the task ran past its hard time limit of {limit:?} and was stopped"))));
             }
