@@ -137,6 +137,50 @@ pub enum CanvasError {
 }
 
 impl CanvasNode {
+    /// The id the node's result is known by when it is the root of a canvas: a signature's id, a
+    /// chain's first node's, a group's or chord's own id.
+    ///
+    /// ```
+    /// # use celerity_proto::{CanvasNode, SignatureRecord, TaskId, TaskName};
+    /// let step = |id: &str| CanvasNode::Signature(SignatureRecord::new(
+    ///     TaskId::new(id).unwrap(),
+    ///     TaskName::new("tasks.add").unwrap(),
+    ///     Vec::new(),
+    /// ));
+    /// let chain = CanvasNode::Chain { tasks: vec![step("a"), step("b")] };
+    /// assert_eq!(chain.root_id().map(TaskId::as_str), Some("a"));
+    /// let mut ids = Vec::new();
+    /// chain.result_ids(&mut ids);
+    /// assert_eq!(ids.iter().map(TaskId::as_str).collect::<Vec<_>>(), ["a", "b"]);
+    /// ```
+    pub fn root_id(&self) -> Option<&TaskId> {
+        match self {
+            CanvasNode::Signature(signature) => Some(&signature.id),
+            CanvasNode::Chain { tasks } => tasks.first().and_then(CanvasNode::root_id),
+            CanvasNode::Group { id, .. } | CanvasNode::Chord { id, .. } => Some(id),
+        }
+    }
+
+    /// Pushes every id in the node that gets a record when it runs or fails (each signature's, and
+    /// each group's and chord's own), in canvas order.
+    pub fn result_ids(&self, ids: &mut Vec<TaskId>) {
+        match self {
+            CanvasNode::Signature(signature) => ids.push(signature.id.clone()),
+            CanvasNode::Chain { tasks } => tasks.iter().for_each(|task| task.result_ids(ids)),
+            CanvasNode::Group { id, tasks } => {
+                ids.push(id.clone());
+                tasks.iter().for_each(|task| task.result_ids(ids));
+            }
+            CanvasNode::Chord {
+                id, header, body, ..
+            } => {
+                ids.push(id.clone());
+                header.iter().for_each(|task| task.result_ids(ids));
+                body.result_ids(ids);
+            }
+        }
+    }
+
     /// How deep the canvas nests: 1 for a signature.
     pub fn depth(&self) -> usize {
         let children =

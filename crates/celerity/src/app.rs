@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use celerity_proto::{ContentType, InvalidName, Layout, Namespace, Priority, QueueName, TaskName};
 
-use crate::client::{Client, ClientError};
+use crate::client::Client;
+use crate::error::ClientError;
 use crate::nats::NatsConfig;
 use crate::routing::{NameRule, Route, RouterFn, Routes};
 use crate::task::{Registered, Task};

@@ -32,7 +32,8 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
 use crate::async_result::{AsyncResult, ResultError};
-use crate::client::{Client, EnqueueError};
+use crate::client::Client;
+use crate::error::EnqueueError;
 use crate::routing::Routes;
 use crate::task::Task;
 
@@ -577,9 +578,7 @@ impl<T> Chain<T> {
             result = Some(AsyncResult::with_parent(id.clone(), client.clone(), result));
         }
         match result {
-            Some(result) => Ok(result
-                .retype()
-                .with_root(crate::client::canvas_root(&node).cloned())),
+            Some(result) => Ok(result.retype().with_root(node.root_id().cloned())),
             None => Err(EnqueueError::InvalidCanvas(
                 celerity_proto::CanvasError::Empty("chain"),
             )),
@@ -846,7 +845,7 @@ impl<U> Chord<U> {
         send(client, &node, self.deadline).await?;
         match node.result_id() {
             Some(id) => Ok(AsyncResult::new(id.clone(), client.clone(), true)
-                .with_root(crate::client::canvas_root(&node).cloned())),
+                .with_root(node.root_id().cloned())),
             None => Err(EnqueueError::InvalidCanvas(
                 celerity_proto::CanvasError::Empty("chord body"),
             )),

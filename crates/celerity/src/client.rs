@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use async_nats::jetstream;
 use celerity_proto::{
-    CanvasNode, ContentType, Envelope, InvalidName, Layout, Priority, QueueName, ResultRecord,
-    TaskBody, TaskId, TaskName,
+    CanvasNode, ContentType, Envelope, Layout, Priority, QueueName, ResultRecord, TaskBody, TaskId,
+    TaskName,
 };
 use dashmap::DashMap;
 use futures_util::StreamExt;
@@ -19,114 +19,13 @@ use crate::app::Settings;
 use crate::async_result::AsyncResult;
 use crate::clock::now_ms;
 use crate::dispatch::{Dispatcher, Membership, Origin, Previous};
+use crate::error::{ClientError, EnqueueError};
+use crate::nats::NatsConfig;
 use crate::nats::headers::check_user_header;
-use crate::nats::provision::{self, ProvisionError};
-use crate::nats::{ConnectError, NatsConfig};
+use crate::nats::provision;
 use crate::publisher::Publisher;
 use crate::result_store::ResultStore;
-use crate::task::{ArgumentsError, Task};
-
-/// A producer could not be connected.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum ClientError {
-    /// NATS is unreachable or refused us.
-    #[error(transparent)]
-    Connect(#[from] ConnectError),
-    /// The results bucket could not be opened.
-    #[error(transparent)]
-    Provision(#[from] ProvisionError),
-    /// The reply subscription could not be made.
-    #[error("cannot subscribe to the reply subject {subject}")]
-    Subscribe {
-        /// The subject.
-        subject: String,
-        /// The client's error.
-        #[source]
-        source: async_nats::SubscribeError,
-    },
-}
-
-/// A task could not be sent. Nothing was enqueued unless the variant says so.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum EnqueueError {
-    /// An option has a value out of range.
-    #[error("invalid {option} {value:?}: {reason}")]
-    InvalidOption {
-        /// The option.
-        option: &'static str,
-        /// The value given.
-        value: String,
-        /// Why it is rejected.
-        reason: String,
-    },
-    /// The arguments could not be serialized or have the wrong shape.
-    #[error("invalid arguments for task {task}")]
-    Arguments {
-        /// The task name.
-        task: String,
-        /// What is wrong.
-        #[source]
-        source: ArgumentsError,
-    },
-    /// The encoded message is larger than the server accepts.
-    #[error("task {task_id} is {size} bytes, over the server's max_payload of {max_payload} bytes")]
-    PayloadTooLarge {
-        /// The task id.
-        task_id: TaskId,
-        /// Headers and body, in bytes.
-        size: usize,
-        /// The server's limit.
-        max_payload: usize,
-    },
-    /// The queue's stream could not be created.
-    #[error(transparent)]
-    Provision(#[from] ProvisionError),
-    /// The server did not acknowledge the publish (unreachable, timeout, no stream).
-    #[error("task {task_id} was not acknowledged by JetStream")]
-    Publish {
-        /// The task id.
-        task_id: TaskId,
-        /// The client's error.
-        #[source]
-        source: Box<dyn std::error::Error + Send + Sync>,
-    },
-    /// The canvas breaks a rule (empty, an id used twice, nested too deep).
-    #[error("invalid canvas")]
-    InvalidCanvas(#[source] celerity_proto::CanvasError),
-    /// The PENDING record could not be written; the task was not published.
-    #[error("cannot record task {task_id} as pending")]
-    Pending {
-        /// The task id.
-        task_id: TaskId,
-        /// The store's error.
-        #[source]
-        source: crate::result_store::StoreError,
-    },
-}
-
-impl EnqueueError {
-    /// True for errors that sending again cannot fix (invalid options, arguments or canvas, an
-    /// oversized message), as opposed to a server that did not answer.
-    pub fn is_permanent(&self) -> bool {
-        matches!(
-            self,
-            EnqueueError::InvalidOption { .. }
-                | EnqueueError::Arguments { .. }
-                | EnqueueError::PayloadTooLarge { .. }
-                | EnqueueError::InvalidCanvas(_)
-        )
-    }
-
-    fn invalid(option: &'static str, error: InvalidName) -> Self {
-        EnqueueError::InvalidOption {
-            option,
-            value: error.value,
-            reason: error.rule.to_owned(),
-        }
-    }
-}
+use crate::task::Task;
 
 /// Options of one call, as in Celery's `apply_async`.
 ///
@@ -522,7 +421,7 @@ impl Client {
     ) -> Result<(), EnqueueError> {
         let origin = Origin {
             parent_id: None,
-            root_id: canvas_root(node).cloned(),
+            root_id: node.root_id().cloned(),
             reply_to: Some(self.inner.reply_subject.clone()),
             content_type: self.inner.settings.content_type,
             expires_ms,
@@ -698,37 +597,6 @@ impl Client {
             .publish(&envelope, &body, &queue, !ignore_result)
             .await?;
         Ok((id, tracking))
-    }
-}
-
-/// The id every task of a canvas carries as its root: the first task's for a chain, the group's
-/// or chord's own; revoking it revokes the whole canvas.
-pub(crate) fn canvas_root(node: &CanvasNode) -> Option<&TaskId> {
-    match node {
-        CanvasNode::Signature(signature) => Some(&signature.id),
-        CanvasNode::Chain { tasks } => tasks.first().and_then(canvas_root),
-        CanvasNode::Group { id, .. } | CanvasNode::Chord { id, .. } => Some(id),
-        _ => None,
-    }
-}
-
-/// Every signature id in `node`: the steps that get a record when it runs or fails.
-pub(crate) fn collect_result_ids(node: &CanvasNode, ids: &mut Vec<TaskId>) {
-    match node {
-        CanvasNode::Signature(signature) => ids.push(signature.id.clone()),
-        CanvasNode::Chain { tasks } => tasks.iter().for_each(|task| collect_result_ids(task, ids)),
-        CanvasNode::Group { id, tasks } => {
-            ids.push(id.clone());
-            tasks.iter().for_each(|task| collect_result_ids(task, ids));
-        }
-        CanvasNode::Chord {
-            id, header, body, ..
-        } => {
-            ids.push(id.clone());
-            header.iter().for_each(|task| collect_result_ids(task, ids));
-            collect_result_ids(body, ids);
-        }
-        _ => {}
     }
 }
 

@@ -17,8 +17,8 @@ use celerity_proto::{
 };
 use serde_json::Value;
 
-use crate::client::{EnqueueError, collect_result_ids};
 use crate::clock::now_ms;
+use crate::error::EnqueueError;
 use crate::publisher::Publisher;
 use crate::result_store::ResultStore;
 use crate::routing::Routes;
@@ -339,7 +339,7 @@ impl Dispatcher {
             }
         }
         let mut body_ids = Vec::new();
-        collect_result_ids(&body, &mut body_ids);
+        body.result_ids(&mut body_ids);
         let mut definition = ChordDefinition::new(id.clone(), size, body);
         definition.reply_to = origin.reply_to.clone();
         definition.content_type = origin.content_type;

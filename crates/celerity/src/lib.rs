@@ -78,6 +78,7 @@ mod client;
 mod clock;
 pub mod control;
 mod dispatch;
+mod error;
 mod nats;
 mod publisher;
 mod result_store;
@@ -96,8 +97,9 @@ pub use celerity_macros::task;
 pub use celerity_proto::{
     ContentType, ErrorRecord, InvalidRate, Rate, ResultRecord, TaskId, TaskState,
 };
-pub use client::{ApplyOptions, Client, ClientError, ETA_PAST_TOLERANCE, EnqueueError};
+pub use client::{ApplyOptions, Client, ETA_PAST_TOLERANCE};
 pub use control::{Control, ControlError, PriorityWeightsChange, RateLimitChange};
+pub use error::{ClientError, EnqueueError};
 pub use futures_util::StreamExt;
 pub use nats::server::{NEW_TASK_SIGNAL_ENV, NewTaskSignal};
 pub use nats::{ConnectError, NatsConfig};

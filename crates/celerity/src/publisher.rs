@@ -8,8 +8,8 @@ use async_nats::jetstream::{self, message::PublishMessage};
 use celerity_proto::{Envelope, Layout, Priority, QueueName, TaskBody};
 use dashmap::DashMap;
 
-use crate::client::EnqueueError;
 use crate::clock::now_ms;
+use crate::error::EnqueueError;
 use crate::nats::headers::envelope_headers;
 use crate::nats::provision;
 use crate::result_store::ResultStore;

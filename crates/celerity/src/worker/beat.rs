@@ -329,7 +329,7 @@ async fn send(
     shared: &crate::worker::WorkerShared,
     entry: &Entry,
     task_id: TaskId,
-) -> Result<(), crate::client::EnqueueError> {
+) -> Result<(), crate::error::EnqueueError> {
     let task = &entry.task;
     let registered_queue = shared
         .app

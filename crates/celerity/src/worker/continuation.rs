@@ -13,8 +13,8 @@ use celerity_proto::{
 };
 use serde_json::{Value, json};
 
-use crate::client::{EnqueueError, collect_result_ids};
 use crate::dispatch::{Announced, Membership, Origin, Previous};
+use crate::error::EnqueueError;
 use crate::worker::WorkerShared;
 
 /// The canvas fields of a task body.
@@ -77,7 +77,7 @@ impl Continuation {
                 tracing::error!(task_id = %envelope.id, error = %failure.message, "cannot send what follows the task");
                 let mut never = Vec::new();
                 for node in self.chain.iter().chain(&self.link) {
-                    collect_result_ids(node, &mut never);
+                    node.result_ids(&mut never);
                 }
                 let meta = failed_by(&envelope.id, "the canvas after this task is invalid");
                 fail_steps(shared, envelope, never, &failure, &meta).await;
@@ -112,7 +112,7 @@ impl Continuation {
             // Not run (expired): nothing after it runs either, and says why.
             let mut later = Vec::new();
             for node in &self.chain {
-                collect_result_ids(node, &mut later);
+                node.result_ids(&mut later);
             }
             revoke_steps(shared, envelope, later, meta).await;
             if let Some(member) = &self.chord {
@@ -207,7 +207,7 @@ impl Continuation {
         }
         let mut later = Vec::new();
         for node in &self.chain {
-            collect_result_ids(node, &mut later);
+            node.result_ids(&mut later);
         }
         let meta = failed_by(&envelope.id, "an earlier step of the chain failed");
         fail_steps(shared, envelope, later, error, &meta).await;
@@ -382,7 +382,7 @@ pub(crate) async fn fail_chord_body(
     parent.content_type = definition.content_type;
     parent.reply_to = definition.reply_to.clone();
     let mut ids = Vec::new();
-    collect_result_ids(&definition.body, &mut ids);
+    definition.body.result_ids(&mut ids);
     let mut meta = failed_by(&failure.failed_task, failure.reason);
     if let Some(fields) = meta.as_object_mut() {
         fields.insert("chord_id".to_owned(), json!(definition.id.as_str()));

@@ -1,0 +1,111 @@
+//! The errors of sending: connecting a producer ([`ClientError`]) and sending a task or a canvas
+//! ([`EnqueueError`]). They live apart from the client, because the publisher, the dispatcher and
+//! the worker's continuations produce them too.
+
+use celerity_proto::{InvalidName, TaskId};
+
+use crate::nats::ConnectError;
+use crate::nats::provision::ProvisionError;
+use crate::task::ArgumentsError;
+
+/// A producer could not be connected.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// NATS is unreachable or refused us.
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    /// The results bucket could not be opened.
+    #[error(transparent)]
+    Provision(#[from] ProvisionError),
+    /// The reply subscription could not be made.
+    #[error("cannot subscribe to the reply subject {subject}")]
+    Subscribe {
+        /// The subject.
+        subject: String,
+        /// The client's error.
+        #[source]
+        source: async_nats::SubscribeError,
+    },
+}
+
+/// A task could not be sent. Nothing was enqueued unless the variant says so.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EnqueueError {
+    /// An option has a value out of range.
+    #[error("invalid {option} {value:?}: {reason}")]
+    InvalidOption {
+        /// The option.
+        option: &'static str,
+        /// The value given.
+        value: String,
+        /// Why it is rejected.
+        reason: String,
+    },
+    /// The arguments could not be serialized or have the wrong shape.
+    #[error("invalid arguments for task {task}")]
+    Arguments {
+        /// The task name.
+        task: String,
+        /// What is wrong.
+        #[source]
+        source: ArgumentsError,
+    },
+    /// The encoded message is larger than the server accepts.
+    #[error("task {task_id} is {size} bytes, over the server's max_payload of {max_payload} bytes")]
+    PayloadTooLarge {
+        /// The task id.
+        task_id: TaskId,
+        /// Headers and body, in bytes.
+        size: usize,
+        /// The server's limit.
+        max_payload: usize,
+    },
+    /// The queue's stream could not be created.
+    #[error(transparent)]
+    Provision(#[from] ProvisionError),
+    /// The server did not acknowledge the publish (unreachable, timeout, no stream).
+    #[error("task {task_id} was not acknowledged by JetStream")]
+    Publish {
+        /// The task id.
+        task_id: TaskId,
+        /// The client's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The canvas breaks a rule (empty, an id used twice, nested too deep).
+    #[error("invalid canvas")]
+    InvalidCanvas(#[source] celerity_proto::CanvasError),
+    /// The PENDING record could not be written; the task was not published.
+    #[error("cannot record task {task_id} as pending")]
+    Pending {
+        /// The task id.
+        task_id: TaskId,
+        /// The store's error.
+        #[source]
+        source: crate::result_store::StoreError,
+    },
+}
+
+impl EnqueueError {
+    /// True for errors that sending again cannot fix (invalid options, arguments or canvas, an
+    /// oversized message), as opposed to a server that did not answer.
+    pub fn is_permanent(&self) -> bool {
+        matches!(
+            self,
+            EnqueueError::InvalidOption { .. }
+                | EnqueueError::Arguments { .. }
+                | EnqueueError::PayloadTooLarge { .. }
+                | EnqueueError::InvalidCanvas(_)
+        )
+    }
+
+    pub(crate) fn invalid(option: &'static str, error: InvalidName) -> Self {
+        EnqueueError::InvalidOption {
+            option,
+            value: error.value,
+            reason: error.rule.to_owned(),
+        }
+    }
+}
