@@ -21,6 +21,7 @@
 
 mod beat;
 mod body;
+pub mod builtin;
 mod canvas;
 mod chord;
 mod codec;

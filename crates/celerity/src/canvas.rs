@@ -37,13 +37,11 @@ use crate::error::EnqueueError;
 use crate::routing::Routes;
 use crate::task::Task;
 
-/// The built-in task that runs a task over many items (`task.map(items)`).
-pub const MAP_TASK: &str = "celerity.map";
-/// The built-in task that runs a task over many argument tuples (`task.starmap(tuples)`).
-pub const STARMAP_TASK: &str = "celerity.starmap";
+pub use celerity_proto::builtin::{MAP_TASK, STARMAP_TASK};
 
-/// How deep a canvas may nest before it is refused.
-pub const MAX_DEPTH: usize = 32;
+/// How deep a canvas may nest before it is refused (the protocol's
+/// [`celerity_proto::builtin::MAX_CANVAS_DEPTH`]).
+pub const MAX_DEPTH: usize = celerity_proto::builtin::MAX_CANVAS_DEPTH;
 
 /// Arguments given to a signature: a tuple of serializable values, `()` for none.
 #[diagnostic::on_unimplemented(

@@ -362,8 +362,8 @@ impl Dispatcher {
                 task_id: id.clone(),
                 source: error.into(),
             })?;
-        let chord_name =
-            TaskName::new("celerity.chord").map_err(|error| invalid(error.to_string()))?;
+        let chord_name = TaskName::new(celerity_proto::builtin::CHORD_TASK)
+            .map_err(|error| invalid(error.to_string()))?;
         for body_id in body_ids {
             let mut pending = Envelope::new(body_id, chord_name.clone());
             pending.content_type = origin.content_type;

@@ -14,8 +14,7 @@ use crate::nats::headers::envelope_headers;
 use crate::nats::provision;
 use crate::result_store::ResultStore;
 
-/// An ETA less than this far in the future is treated as now (clock granularity, network time).
-pub(crate) const ETA_SLACK_MS: u64 = 10;
+pub(crate) use celerity_proto::builtin::ETA_SLACK_MS;
 
 /// Publishes task messages.
 pub(crate) struct Publisher {

@@ -45,7 +45,7 @@ pub(crate) use header_results::{HeaderResultsError, gather_header_results};
 /// The name chord records carry as their task (a chord is not a registered task).
 fn chord_task() -> TaskName {
     // INVARIANT: a constant that satisfies the task name rule.
-    TaskName::new("celerity.chord").expect("a valid task name")
+    TaskName::new(celerity_proto::builtin::CHORD_TASK).expect("a valid task name")
 }
 
 /// What an aggregator needs from NATS.
