@@ -3,7 +3,8 @@
 //! Use it through the `celerity` crate (`#[celerity::task]`), not by depending on this crate:
 //! the generated code names `::celerity::…` paths and reaches runtime internals through `celerity::__private`.
 //! This crate only parses and generates code; it depends on no Celerity crate but `celerity-proto`
-//! (to check rate limits with the runtime's own parser).
+//! (to check rate limits with the runtime's own parser), and on `celerity` only as a
+//! dev-dependency, so that the examples of the reference compile as doc tests.
 //!
 //! The complete reference (options, what it generates, automatic retries, presets, hooks, the
 //! rules for parameters and return types) is the documentation of [`task`], which `celerity`

@@ -1,4 +1,5 @@
-//! End-to-end throughput of no-op tasks with results, until `celerity bench` exists.
+//! End-to-end throughput of no-op tasks with results, for a user's own machine and server (the
+//! project's figures, beside raw JetStream in the same run, come from `celerity bench`).
 //!
 //! `throughput worker -c 2` runs a worker (another process, so its memory can be read);
 //! `throughput send 10000 <worker pid>` sends the tasks, waits for every result, and prints the
