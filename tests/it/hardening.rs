@@ -13,6 +13,37 @@ use crate::support::{WorkerProcess, client, eventually, run_counts, runs_stream,
 
 const WAIT: Duration = Duration::from_secs(30);
 
+/// The headers of a hand-written task message (as a producer in another language sends it):
+/// version 1, task `task`, id `id`, then `extra`.
+fn task_headers(task: &str, id: &str, extra: &[(&str, &str)]) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    headers.insert("Celerity-Version", "1");
+    headers.insert("Celerity-Task", task);
+    headers.insert("Celerity-Id", id);
+    for (name, value) in extra {
+        headers.insert(*name, *value);
+    }
+    headers
+}
+
+/// `ahead` from now, in Unix milliseconds, as a `Celerity-Eta` value.
+fn eta_in(ahead: Duration) -> String {
+    (std::time::SystemTime::now() + ahead)
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("a clock after 1970")
+        .as_millis()
+        .to_string()
+}
+
+/// The default queue's priority-0 consumer.
+async fn default_p0(
+    js: &async_nats::jetstream::Context,
+) -> async_nats::jetstream::consumer::PullConsumer {
+    js.get_consumer_from_stream("p0", "CELERITY_Q_default")
+        .await
+        .expect("the priority-0 consumer")
+}
+
 /// Every dead letter stored so far, read back.
 async fn dead_letters(nats: &async_nats::Client) -> Vec<(DeadLetter, HeaderMap)> {
     let js = async_nats::jetstream::new(nats.clone());
@@ -270,10 +301,7 @@ async fn a_retry_keeps_the_priority_its_task_came_in_on_and_records_retry_first(
     // The retry goes to the delayed stream (a 1.5 s countdown): seen here as it is published.
     let mut delayed = client.nats().subscribe("celerity.delayed.>").await.unwrap();
     client.nats().flush().await.unwrap();
-    let mut headers = HeaderMap::new();
-    headers.insert("Celerity-Version", "1");
-    headers.insert("Celerity-Task", "it.retry_once_later");
-    headers.insert("Celerity-Id", "retry-at-9");
+    let headers = task_headers("it.retry_once_later", "retry-at-9", &[]);
     js.publish_with_headers("celerity.q.default.9", headers, "{}".into())
         .await
         .unwrap()
@@ -379,10 +407,7 @@ async fn rate_limited_tasks_wait_within_a_byte_budget_and_are_not_handed_back() 
         crate::support::publish_raw(&client, &headers, body.as_bytes()).await;
     }
     let js = async_nats::jetstream::new(client.nats().clone());
-    let mut consumer: async_nats::jetstream::consumer::PullConsumer = js
-        .get_consumer_from_stream("p0", "CELERITY_Q_default")
-        .await
-        .expect("the priority-0 consumer");
+    let mut consumer = default_p0(&js).await;
     eventually("the room and the credit fill up", WAIT, || {
         let mut consumer = consumer.clone();
         async move {
@@ -408,11 +433,7 @@ async fn a_task_with_the_producers_expected_stream_header_still_waits_for_its_et
     let client = client(&url).await;
     let _worker = WorkerProcess::start(&url, "w1", &[]);
     let js = async_nats::jetstream::new(client.nats().clone());
-    let due = (std::time::SystemTime::now() + Duration::from_millis(1500))
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis()
-        .to_string();
+    let due = eta_in(Duration::from_millis(1500));
     // Straight to its queue with a future ETA (the worker moves it to the delayed stream), and
     // straight to the delayed stream (the scheduler moves it to its queue): each with the
     // `Nats-Expected-Stream` its producer's own publish asked for (protocol.md 4.3).
@@ -428,13 +449,12 @@ async fn a_task_with_the_producers_expected_stream_header_still_waits_for_its_et
             "CELERITY_DELAYED",
         ),
     ] {
-        let mut headers = HeaderMap::new();
-        headers.insert("Celerity-Version", "1");
-        headers.insert("Celerity-Task", "it.add");
-        headers.insert("Celerity-Id", id);
-        headers.insert("Celerity-Eta", due.as_str());
-        headers.insert("Nats-Msg-Id", id);
-        headers.insert("Nats-Expected-Stream", stream);
+        let extra = [
+            ("Celerity-Eta", due.as_str()),
+            ("Nats-Msg-Id", id),
+            ("Nats-Expected-Stream", stream),
+        ];
+        let headers = task_headers("it.add", id, &extra);
         js.publish_with_headers(subject, headers, r#"{"args":[1,2]}"#.into())
             .await
             .unwrap()
@@ -460,10 +480,7 @@ async fn a_task_handed_back_at_shutdown_is_not_counted_as_a_crash() {
     let waiting = celerity_it::scarce.delay(&client, 2).await.unwrap();
     assert_eq!(ran.get(WAIT).await.unwrap(), 1);
     let js = async_nats::jetstream::new(client.nats().clone());
-    let consumer: async_nats::jetstream::consumer::PullConsumer = js
-        .get_consumer_from_stream("p0", "CELERITY_Q_default")
-        .await
-        .expect("the priority-0 consumer");
+    let consumer = default_p0(&js).await;
     eventually("the second task waits on w1", WAIT, || {
         let mut consumer = consumer.clone();
         async move { consumer.info().await.unwrap().num_ack_pending == 1 }
@@ -530,10 +547,7 @@ async fn a_result_the_bucket_refuses_on_the_last_delivery_is_dead_lettered_not_r
         other => panic!("expected a dead-lettered failure, got {other:?}"),
     }
     crate::support::wait_until_queue_is_empty(&client, WAIT).await;
-    let mut p0: async_nats::jetstream::consumer::PullConsumer = js
-        .get_consumer_from_stream("p0", "CELERITY_Q_default")
-        .await
-        .unwrap();
+    let mut p0 = default_p0(&js).await;
     assert_eq!(
         p0.info().await.unwrap().delivered.consumer_sequence,
         1,
@@ -574,18 +588,13 @@ async fn a_due_task_goes_to_a_level_its_queue_stream_lists_whatever_the_schedule
     let _fine = WorkerProcess::start(&url, "fine", &[]);
     let client = client(&url).await;
     let js = async_nats::jetstream::new(client.nats().clone());
-    let due = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis()
-        .to_string();
-    let mut headers = HeaderMap::new();
-    headers.insert("Celerity-Version", "1");
-    headers.insert("Celerity-Task", "it.add");
-    headers.insert("Celerity-Id", "due-at-9");
-    headers.insert("Celerity-Priority", "9");
-    headers.insert("Celerity-Eta", due.as_str());
-    headers.insert("Nats-Msg-Id", "due-at-9");
+    let due = eta_in(Duration::ZERO);
+    let extra = [
+        ("Celerity-Priority", "9"),
+        ("Celerity-Eta", due.as_str()),
+        ("Nats-Msg-Id", "due-at-9"),
+    ];
+    let headers = task_headers("it.add", "due-at-9", &extra);
     js.publish_with_headers(
         "celerity.delayed.coarse",
         headers,
