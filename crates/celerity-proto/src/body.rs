@@ -7,8 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::canvas::CanvasNode;
-use crate::chord::{ChordPolicy, ChordResults};
-use crate::names::TaskId;
+use crate::chord::{ChordMember, ChordResults};
 
 /// The arguments of a task message, in the encoding named by `Content-Type`.
 ///
@@ -49,33 +48,6 @@ pub struct TaskBody {
     /// Set on a chord body: the header results are its first argument.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub chord_results: Option<ChordResults>,
-}
-
-/// A chord header member's place in its chord.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[non_exhaustive]
-pub struct ChordMember {
-    /// The chord id.
-    pub id: TaskId,
-    /// The member's index in the header, from 0.
-    pub index: u32,
-    /// The number of header members.
-    pub size: u32,
-    /// The chord's policy.
-    #[serde(default, skip_serializing_if = "ChordPolicy::is_fail_fast")]
-    pub policy: ChordPolicy,
-}
-
-impl ChordMember {
-    /// Member `index` of the `size` members of chord `id`, under the default policy.
-    pub fn new(id: TaskId, index: u32, size: u32) -> Self {
-        Self {
-            id,
-            index,
-            size,
-            policy: ChordPolicy::FailFast,
-        }
-    }
 }
 
 impl TaskBody {

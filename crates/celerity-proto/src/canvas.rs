@@ -52,11 +52,8 @@ pub enum CanvasNode {
         /// What runs with the header's results.
         body: Box<CanvasNode>,
         /// When the body runs (default: Celery's fail-fast).
-        #[serde(
-            default,
-            skip_serializing_if = "crate::chord::ChordPolicy::is_fail_fast"
-        )]
-        policy: crate::chord::ChordPolicy,
+        #[serde(default, skip_serializing_if = "ChordPolicy::is_fail_fast")]
+        policy: ChordPolicy,
     },
 }
 
@@ -134,6 +131,49 @@ pub enum CanvasError {
     /// Two nodes share an id.
     #[error("id {0} is used by two nodes of the canvas")]
     DuplicateId(String),
+}
+
+/// When a chord's body runs, and what it receives.
+///
+/// ```
+/// # use celerity_proto::ChordPolicy;
+/// assert_eq!(serde_json::to_value(ChordPolicy::AtLeast { successes: 3 })?, serde_json::json!({"kind": "at_least", "successes": 3}));
+/// assert!(ChordPolicy::default().is_fail_fast());
+/// # Ok::<(), serde_json::Error>(())
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ChordPolicy {
+    /// Celery's: the body runs when every member succeeded, with their results; the first failure
+    /// fails the chord and the body never runs.
+    #[default]
+    FailFast,
+    /// The body runs when every member has ended, with one `{"ok": result}` or `{"error": error}`
+    /// per member, in member order.
+    Collect,
+    /// The body runs as soon as `successes` members have succeeded, with their results in member
+    /// order; the chord fails as soon as that can no longer happen.
+    AtLeast {
+        /// How many successes the body needs.
+        successes: u32,
+    },
+}
+
+impl ChordPolicy {
+    /// True for the default policy.
+    pub fn is_fail_fast(&self) -> bool {
+        *self == ChordPolicy::FailFast
+    }
+
+    /// The policy's wire name: `fail_fast`, `collect` or `at_least`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            ChordPolicy::FailFast => "fail_fast",
+            ChordPolicy::Collect => "collect",
+            ChordPolicy::AtLeast { .. } => "at_least",
+        }
+    }
 }
 
 impl CanvasNode {

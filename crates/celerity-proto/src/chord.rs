@@ -8,7 +8,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::PROTOCOL_VERSION;
-use crate::canvas::{CanvasNode, SignatureRecord};
+use crate::canvas::{CanvasNode, ChordPolicy, SignatureRecord};
 use crate::codec::ContentType;
 use crate::names::{InvalidName, TaskId, TaskName};
 use crate::result::{ErrorRecord, TaskState};
@@ -57,45 +57,29 @@ pub fn header_result_id(chord_id: &TaskId, index: u32) -> Result<TaskId, Invalid
     TaskId::new(format!("{chord_id}-{index}"))
 }
 
-/// When a chord's body runs, and what it receives.
-///
-/// ```
-/// # use celerity_proto::ChordPolicy;
-/// assert_eq!(serde_json::to_value(ChordPolicy::AtLeast { successes: 3 })?, serde_json::json!({"kind": "at_least", "successes": 3}));
-/// assert!(ChordPolicy::default().is_fail_fast());
-/// # Ok::<(), serde_json::Error>(())
-/// ```
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
+/// A chord header member's place in its chord.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
-pub enum ChordPolicy {
-    /// Celery's: the body runs when every member succeeded, with their results; the first failure
-    /// fails the chord and the body never runs.
-    #[default]
-    FailFast,
-    /// The body runs when every member has ended, with one `{"ok": result}` or `{"error": error}`
-    /// per member, in member order.
-    Collect,
-    /// The body runs as soon as `successes` members have succeeded, with their results in member
-    /// order; the chord fails as soon as that can no longer happen.
-    AtLeast {
-        /// How many successes the body needs.
-        successes: u32,
-    },
+pub struct ChordMember {
+    /// The chord id.
+    pub id: TaskId,
+    /// The member's index in the header, from 0.
+    pub index: u32,
+    /// The number of header members.
+    pub size: u32,
+    /// The chord's policy.
+    #[serde(default, skip_serializing_if = "ChordPolicy::is_fail_fast")]
+    pub policy: ChordPolicy,
 }
 
-impl ChordPolicy {
-    /// True for the default policy.
-    pub fn is_fail_fast(&self) -> bool {
-        *self == ChordPolicy::FailFast
-    }
-
-    /// The policy's wire name: `fail_fast`, `collect` or `at_least`.
-    pub fn name(&self) -> &'static str {
-        match self {
-            ChordPolicy::FailFast => "fail_fast",
-            ChordPolicy::Collect => "collect",
-            ChordPolicy::AtLeast { .. } => "at_least",
+impl ChordMember {
+    /// Member `index` of the `size` members of chord `id`, under the default policy.
+    pub fn new(id: TaskId, index: u32, size: u32) -> Self {
+        Self {
+            id,
+            index,
+            size,
+            policy: ChordPolicy::FailFast,
         }
     }
 }
@@ -124,7 +108,7 @@ pub struct ChordDefinition {
     /// Set when this chord is itself a member of another chord's header: the body's last task
     /// reports to that chord.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub member: Option<crate::body::ChordMember>,
+    pub member: Option<ChordMember>,
     /// When the body runs.
     #[serde(default, skip_serializing_if = "ChordPolicy::is_fail_fast")]
     pub policy: ChordPolicy,

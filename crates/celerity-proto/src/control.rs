@@ -116,21 +116,6 @@ impl ControlReply {
     }
 }
 
-/// The subject token of a worker's hostname, written as task names are in keys
-/// ([`crate::kv_key_token`]): `A-Z a-z 0-9 - _` are kept and every other byte becomes `=XX`, so
-/// `celerity@host.1` is `celerity=40host=2E1`.
-///
-/// No two hostnames share a token (`=` itself is escaped), so no two workers share a control
-/// subject or a per-worker setting; and the token is both a subject token and a KV key token.
-///
-/// ```
-/// assert_eq!(celerity_proto::worker_token("celerity@host.1"), "celerity=40host=2E1");
-/// assert_ne!(celerity_proto::worker_token("a.b"), celerity_proto::worker_token("a_b"));
-/// ```
-pub fn worker_token(hostname: &str) -> String {
-    crate::kv_key_token(hostname)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -148,25 +133,5 @@ mod tests {
         );
         assert!(serde_json::from_str::<ControlRequest>(r#"{"v":1,"command":"reboot"}"#).is_err());
         assert!(serde_json::from_str::<ControlRequest>(r#"{"v":1,"command":"revoke"}"#).is_err());
-    }
-
-    #[test]
-    fn worker_tokens_of_different_hostnames_differ_and_are_single_tokens() {
-        let hostnames = [
-            "a.b", "a_b", "a=2Eb", "a=b", "a b", "a*b", "a>b", "é", "=C3=A9",
-        ];
-        let tokens: std::collections::HashSet<String> = hostnames
-            .iter()
-            .map(|hostname| worker_token(hostname))
-            .collect();
-        assert_eq!(tokens.len(), hostnames.len(), "{tokens:?}");
-        for token in &tokens {
-            assert!(
-                token
-                    .bytes()
-                    .all(|byte| byte.is_ascii_alphanumeric() || b"-_=".contains(&byte)),
-                "{token} is not one subject token of KV key characters"
-            );
-        }
     }
 }

@@ -35,14 +35,14 @@ mod settings;
 mod subjects;
 
 pub use beat::{BEAT_LEADER_KEY, BeatEntryState, BeatLease, beat_entry_key, beat_task_id};
-pub use body::{ChordMember, TaskBody};
-pub use canvas::{CanvasError, CanvasNode, SignatureRecord};
+pub use body::TaskBody;
+pub use canvas::{CanvasError, CanvasNode, ChordPolicy, SignatureRecord};
 pub use chord::{
-    CHORD_PARTITIONS, ChordCompletion, ChordDefinition, ChordMismatch, ChordPolicy, ChordResults,
+    CHORD_PARTITIONS, ChordCompletion, ChordDefinition, ChordMember, ChordMismatch, ChordResults,
     MAX_CHORD_SIZE, chord_partition, header_result_id,
 };
 pub use codec::{ContentType, DecodeError, EncodeError};
-pub use control::{ControlCommand, ControlReply, ControlRequest, worker_token};
+pub use control::{ControlCommand, ControlReply, ControlRequest};
 pub use dead_letter::{DeadLetter, DeadLetterReason, dlq_header};
 pub use envelope::{Envelope, EnvelopeError, HeaderSource, header};
 pub use names::{InvalidName, Namespace, Priority, QueueName, TaskId, TaskName};
@@ -50,7 +50,7 @@ pub use rate::{InvalidRate, Rate};
 pub use result::{ErrorRecord, ResultRecord, TaskState};
 pub use settings::{
     PriorityWeightsSetting, RateLimitSetting, SettingScope, kv_key_token, priority_weights_key,
-    rate_limit_key,
+    rate_limit_key, worker_token,
 };
 pub use subjects::Layout;
 

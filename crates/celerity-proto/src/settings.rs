@@ -13,7 +13,7 @@ pub enum SettingScope {
     Workers,
     /// One worker; the others keep theirs. It wins over a `Workers` value.
     Worker {
-        /// The worker's token ([`crate::worker_token`] of its hostname).
+        /// The worker's token ([`worker_token`] of its hostname).
         worker: String,
     },
     /// All workers together (rate limits only: the state is kept in NATS).
@@ -71,7 +71,7 @@ pub fn rate_limit_key(task: &str, scope: &SettingScope) -> String {
     match scope {
         SettingScope::Workers => format!("rate_limit.workers.{task}"),
         SettingScope::Worker { worker } => {
-            format!("rate_limit.worker.{}.{task}", crate::worker_token(worker))
+            format!("rate_limit.worker.{}.{task}", worker_token(worker))
         }
         SettingScope::Cluster => format!("rate_limit.cluster.{task}"),
     }
@@ -122,7 +122,7 @@ pub fn priority_weights_key(scope: &SettingScope) -> String {
     match scope {
         SettingScope::Workers => "priority_weights.workers".to_owned(),
         SettingScope::Worker { worker } => {
-            format!("priority_weights.worker.{}", crate::worker_token(worker))
+            format!("priority_weights.worker.{}", worker_token(worker))
         }
         SettingScope::Cluster => "priority_weights.cluster".to_owned(),
     }
@@ -148,9 +148,44 @@ pub fn kv_key_token(name: &str) -> String {
     token
 }
 
+/// The subject token of a worker's hostname, written as task names are in keys
+/// ([`kv_key_token`]): `A-Z a-z 0-9 - _` are kept and every other byte becomes `=XX`, so
+/// `celerity@host.1` is `celerity=40host=2E1`.
+///
+/// No two hostnames share a token (`=` itself is escaped), so no two workers share a control
+/// subject or a per-worker setting; and the token is both a subject token and a KV key token.
+///
+/// ```
+/// assert_eq!(celerity_proto::worker_token("celerity@host.1"), "celerity=40host=2E1");
+/// assert_ne!(celerity_proto::worker_token("a.b"), celerity_proto::worker_token("a_b"));
+/// ```
+pub fn worker_token(hostname: &str) -> String {
+    kv_key_token(hostname)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn worker_tokens_of_different_hostnames_differ_and_are_single_tokens() {
+        let hostnames = [
+            "a.b", "a_b", "a=2Eb", "a=b", "a b", "a*b", "a>b", "é", "=C3=A9",
+        ];
+        let tokens: std::collections::HashSet<String> = hostnames
+            .iter()
+            .map(|hostname| worker_token(hostname))
+            .collect();
+        assert_eq!(tokens.len(), hostnames.len(), "{tokens:?}");
+        for token in &tokens {
+            assert!(
+                token
+                    .bytes()
+                    .all(|byte| byte.is_ascii_alphanumeric() || b"-_=".contains(&byte)),
+                "{token} is not one subject token of KV key characters"
+            );
+        }
+    }
 
     #[test]
     fn keys_name_scope_and_escaped_task() {
