@@ -228,6 +228,9 @@ impl NatsConfig {
     ///
     /// # Errors
     /// [`ConnectError`] when the server cannot be reached or refuses the credentials.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: dropping the future before it completes leaves no connection behind.
     pub async fn connect(&self) -> Result<async_nats::Client, ConnectError> {
         self.connect_with(|options| options).await
     }
@@ -360,6 +363,9 @@ pub(crate) const SERVER_BACKOFF: ExponentialBuilder = ExponentialBuilder::new()
 /// an operator sees why a worker is not consuming yet.
 ///
 /// Errors reading auth files are not retried: they will not fix themselves.
+///
+/// # Cancel safety
+/// Cancel safe: dropping the future stops the retries and leaves no connection behind.
 pub(crate) async fn connect_with_retry(
     config: &NatsConfig,
     customize: impl Fn(async_nats::ConnectOptions) -> async_nats::ConnectOptions,
