@@ -86,21 +86,8 @@ pub(crate) async fn run(args: BeatArgs) -> anyhow::Result<bool> {
             ]
         })
         .collect();
-    let header = ["NAME", "TASK", "SCHEDULE", "LAST RUN", "NEXT RUN", "RUNS"].map(String::from);
-    let mut widths = header.clone().map(|cell| cell.len());
-    for row in &rows {
-        for (width, cell) in widths.iter_mut().zip(row) {
-            *width = (*width).max(cell.len());
-        }
-    }
-    for row in std::iter::once(&header).chain(&rows) {
-        let cells: Vec<String> = row
-            .iter()
-            .zip(widths)
-            .map(|(cell, width)| format!("{cell:width$}"))
-            .collect();
-        println!("{}", cells.join("  ").trim_end());
-    }
+    let header = ["NAME", "TASK", "SCHEDULE", "LAST RUN", "NEXT RUN", "RUNS"];
+    println!("{}", crate::table::plain(header, &[], rows));
     Ok(true)
 }
 

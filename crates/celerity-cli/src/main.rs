@@ -8,6 +8,7 @@ mod bench;
 mod control;
 mod demo;
 mod dev;
+mod table;
 
 use std::process::ExitCode;
 

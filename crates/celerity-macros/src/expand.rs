@@ -7,7 +7,7 @@ use proc_macro2::{Span, TokenStream};
 use quote::{format_ident, quote, quote_spanned};
 use syn::ext::IdentExt;
 use syn::spanned::Spanned;
-use syn::{Attribute, Ident, Item, ItemFn};
+use syn::{Attribute, Ident, Item, ItemFn, Visibility};
 
 use crate::options::TaskAttributes;
 use crate::signature::{TaskOutput, TaskSignature};
@@ -151,6 +151,7 @@ fn generate_inherent_impl(
     let param_idents: Vec<_> = signature.params.iter().map(|param| &param.ident).collect();
     let param_types: Vec<_> = signature.params.iter().map(|param| &param.ty).collect();
     let output_type = output_type(&signature.output);
+    let signature_methods = generate_signature_methods(vis, &args, &output_type);
 
     quote! {
         impl #task_ident {
@@ -193,38 +194,49 @@ fn generate_inherent_impl(
                 #client.apply(self, #args, #options).await
             }
 
-            /// A signature of this task with leading arguments (a tuple: `(a, b)`, `(a,)` or `()`);
-            /// in a chain, the previous step's result is put in front of them.
-            #[allow(dead_code)]
-            #vis fn s<A: ::celerity::canvas::ArgsTuple>(&self, #args: A) -> ::celerity::canvas::Signature<#output_type> {
-                ::celerity::canvas::Signature::of(self, #args, false)
-            }
+            #signature_methods
+        }
+    }
+}
 
-            /// Runs this task once per item (each item is its only argument) in one worker, as
-            /// Celery's `task.map`; the result is the list of results.
-            #[allow(dead_code)]
-            #vis fn map<A: ::celerity::__private::Serialize>(&self, items: impl ::core::iter::IntoIterator<Item = A>) -> ::celerity::canvas::Signature<::std::vec::Vec<#output_type>> {
-                ::celerity::canvas::map_signature(self, items)
-            }
+/// The methods of `impl add` that build signatures and groups: `s`, `map`, `starmap`, `chunks`, `si`.
+fn generate_signature_methods(
+    vis: &Visibility,
+    args: &Ident,
+    output_type: &TokenStream,
+) -> TokenStream {
+    quote! {
+        /// A signature of this task with leading arguments (a tuple: `(a, b)`, `(a,)` or `()`);
+        /// in a chain, the previous step's result is put in front of them.
+        #[allow(dead_code)]
+        #vis fn s<A: ::celerity::canvas::ArgsTuple>(&self, #args: A) -> ::celerity::canvas::Signature<#output_type> {
+            ::celerity::canvas::Signature::of(self, #args, false)
+        }
 
-            /// Runs this task once per argument tuple in one worker, as Celery's `task.starmap`.
-            #[allow(dead_code)]
-            #vis fn starmap<A: ::celerity::canvas::ArgsTuple>(&self, items: impl ::core::iter::IntoIterator<Item = A>) -> ::celerity::canvas::Signature<::std::vec::Vec<#output_type>> {
-                ::celerity::canvas::starmap_signature(self, items)
-            }
+        /// Runs this task once per item (each item is its only argument) in one worker, as
+        /// Celery's `task.map`; the result is the list of results.
+        #[allow(dead_code)]
+        #vis fn map<A: ::celerity::__private::Serialize>(&self, items: impl ::core::iter::IntoIterator<Item = A>) -> ::celerity::canvas::Signature<::std::vec::Vec<#output_type>> {
+            ::celerity::canvas::map_signature(self, items)
+        }
 
-            /// Splits argument tuples into batches of `chunk_size`, as a group of `starmap` tasks
-            /// (Celery's `task.chunks`); the result is one list of results per batch.
-            #[allow(dead_code)]
-            #vis fn chunks<A: ::celerity::canvas::ArgsTuple>(&self, items: impl ::core::iter::IntoIterator<Item = A>, chunk_size: usize) -> ::celerity::canvas::Group<::std::vec::Vec<#output_type>> {
-                ::celerity::canvas::chunks_group(self, items, chunk_size)
-            }
+        /// Runs this task once per argument tuple in one worker, as Celery's `task.starmap`.
+        #[allow(dead_code)]
+        #vis fn starmap<A: ::celerity::canvas::ArgsTuple>(&self, items: impl ::core::iter::IntoIterator<Item = A>) -> ::celerity::canvas::Signature<::std::vec::Vec<#output_type>> {
+            ::celerity::canvas::starmap_signature(self, items)
+        }
 
-            /// An immutable signature: in a chain it ignores the previous step's result.
-            #[allow(dead_code)]
-            #vis fn si<A: ::celerity::canvas::ArgsTuple>(&self, #args: A) -> ::celerity::canvas::Signature<#output_type> {
-                ::celerity::canvas::Signature::of(self, #args, true)
-            }
+        /// Splits argument tuples into batches of `chunk_size`, as a group of `starmap` tasks
+        /// (Celery's `task.chunks`); the result is one list of results per batch.
+        #[allow(dead_code)]
+        #vis fn chunks<A: ::celerity::canvas::ArgsTuple>(&self, items: impl ::core::iter::IntoIterator<Item = A>, chunk_size: usize) -> ::celerity::canvas::Group<::std::vec::Vec<#output_type>> {
+            ::celerity::canvas::chunks_group(self, items, chunk_size)
+        }
+
+        /// An immutable signature: in a chain it ignores the previous step's result.
+        #[allow(dead_code)]
+        #vis fn si<A: ::celerity::canvas::ArgsTuple>(&self, #args: A) -> ::celerity::canvas::Signature<#output_type> {
+            ::celerity::canvas::Signature::of(self, #args, true)
         }
     }
 }
@@ -250,6 +262,62 @@ fn generate_task_impl(
         }
     };
 
+    let options = generate_options(attributes);
+
+    let args = mixed_site("celerity_args");
+    let kwargs = mixed_site("celerity_kwargs");
+    // The context is used when the function takes it or may fail (an automatic retry is asked for
+    // on it); an underscore keeps `unused_variables` quiet otherwise.
+    let uses_context = signature.has_context || matches!(signature.output, TaskOutput::Result(_));
+    let ctx = mixed_site(if uses_context {
+        "celerity_ctx"
+    } else {
+        "_celerity_ctx"
+    });
+
+    let (encode_args_param, encode_args_body) = generate_encode_args(signature, &args, &locals);
+    let bind_and_decode = generate_bind_and_decode(signature, &args, &kwargs, &locals);
+
+    let body = generate_body(signature, &ctx, &locals);
+
+    quote! {
+        impl ::celerity::Task for #task_ident {
+            type Args = (#(#param_types,)*);
+            type Output = #output_type;
+            const NAME: &'static str = #name;
+            const PARAMS: &'static [&'static str] = &[#(#param_names),*];
+
+            fn options() -> ::celerity::TaskOptions {
+                #options
+            }
+
+            fn encode_args(
+                #encode_args_param: Self::Args,
+            ) -> ::core::result::Result<
+                ::std::vec::Vec<::celerity::__private::Value>,
+                ::celerity::__private::ArgumentsError,
+            > {
+                #encode_args_body
+            }
+
+            fn run(
+                #ctx: ::celerity::TaskContext,
+                #args: ::std::vec::Vec<::celerity::__private::Value>,
+                #kwargs: ::celerity::__private::Map,
+            ) -> ::core::result::Result<
+                ::celerity::__private::TaskFuture,
+                ::celerity::__private::ArgumentsError,
+            > {
+                #bind_and_decode
+                ::core::result::Result::Ok(#body)
+            }
+        }
+    }
+}
+
+/// The option chain of `Task::options`: the preset's or the default options, then each option
+/// the attribute sets.
+fn generate_options(attributes: &TaskAttributes) -> TokenStream {
     let queue = attributes.queue.iter();
     let ignore_result = attributes.ignore_result.iter();
     let acks_late = attributes.acks_late.iter();
@@ -293,19 +361,35 @@ fn generate_task_impl(
         None => quote!(::celerity::TaskOptions::new(Self::NAME)),
     };
 
-    let args = mixed_site("celerity_args");
-    let kwargs = mixed_site("celerity_kwargs");
-    let bound = mixed_site("celerity_bound");
-    // The context is used when the function takes it or may fail (an automatic retry is asked for
-    // on it); an underscore keeps `unused_variables` quiet otherwise.
-    let uses_context = signature.has_context || matches!(signature.output, TaskOutput::Result(_));
-    let ctx = mixed_site(if uses_context {
-        "celerity_ctx"
-    } else {
-        "_celerity_ctx"
-    });
+    quote! {
+        #defaults
+            #(.queue(#queue))*
+            #(.ignore_result(#ignore_result))*
+            #(.acks_late(#acks_late))*
+            #(.track_started(#track_started))*
+            #(.soft_time_limit_ms(#soft_time_limit))*
+            #(.time_limit_ms(#time_limit))*
+            #(.max_retries(#max_retries))*
+            #(.max_deliveries(#max_deliveries))*
+            #(.retry_backoff_ms(#retry_backoff))*
+            #(.retry_backoff_max_ms(#retry_backoff_max))*
+            #(.retry_jitter(#retry_jitter))*
+            #(.default_retry_delay_ms(#default_retry_delay))*
+            #autoretry
+            #base
+            #rate_limit
+            #global_rate_limit
+    }
+}
 
-    let (encode_args_param, encode_args_body) = if signature.params.is_empty() {
+/// The parameter and the body of `Task::encode_args`.
+fn generate_encode_args(
+    signature: &TaskSignature,
+    args: &Ident,
+    locals: &[Ident],
+) -> (Ident, TokenStream) {
+    let param_names: Vec<_> = signature.params.iter().map(|param| &param.name).collect();
+    if signature.params.is_empty() {
         (
             mixed_site("_celerity_args"),
             quote!(::core::result::Result::Ok(::std::vec::Vec::new())),
@@ -320,9 +404,21 @@ fn generate_task_impl(
                 ])
             },
         )
-    };
+    }
+}
 
-    let bind_and_decode = if signature.params.is_empty() {
+/// The start of `Task::run`: binds the arguments to the parameters and decodes each into its
+/// local.
+fn generate_bind_and_decode(
+    signature: &TaskSignature,
+    args: &Ident,
+    kwargs: &Ident,
+    locals: &[Ident],
+) -> TokenStream {
+    let param_types: Vec<_> = signature.params.iter().map(|param| &param.ty).collect();
+    let param_names: Vec<_> = signature.params.iter().map(|param| &param.name).collect();
+    let bound = mixed_site("celerity_bound");
+    if signature.params.is_empty() {
         // Binding still runs so that unexpected arguments are rejected.
         let unused_bound = mixed_site("_celerity_bound");
         quote! {
@@ -335,58 +431,6 @@ fn generate_task_impl(
                 let #locals: #param_types =
                     ::celerity::__private::decode_arg(&mut #bound, #param_names)?;
             )*
-        }
-    };
-
-    let body = generate_body(signature, &ctx, &locals);
-
-    quote! {
-        impl ::celerity::Task for #task_ident {
-            type Args = (#(#param_types,)*);
-            type Output = #output_type;
-            const NAME: &'static str = #name;
-            const PARAMS: &'static [&'static str] = &[#(#param_names),*];
-
-            fn options() -> ::celerity::TaskOptions {
-                #defaults
-                    #(.queue(#queue))*
-                    #(.ignore_result(#ignore_result))*
-                    #(.acks_late(#acks_late))*
-                    #(.track_started(#track_started))*
-                    #(.soft_time_limit_ms(#soft_time_limit))*
-                    #(.time_limit_ms(#time_limit))*
-                    #(.max_retries(#max_retries))*
-                    #(.max_deliveries(#max_deliveries))*
-                    #(.retry_backoff_ms(#retry_backoff))*
-                    #(.retry_backoff_max_ms(#retry_backoff_max))*
-                    #(.retry_jitter(#retry_jitter))*
-                    #(.default_retry_delay_ms(#default_retry_delay))*
-                    #autoretry
-                    #base
-                    #rate_limit
-                    #global_rate_limit
-            }
-
-            fn encode_args(
-                #encode_args_param: Self::Args,
-            ) -> ::core::result::Result<
-                ::std::vec::Vec<::celerity::__private::Value>,
-                ::celerity::__private::ArgumentsError,
-            > {
-                #encode_args_body
-            }
-
-            fn run(
-                #ctx: ::celerity::TaskContext,
-                #args: ::std::vec::Vec<::celerity::__private::Value>,
-                #kwargs: ::celerity::__private::Map,
-            ) -> ::core::result::Result<
-                ::celerity::__private::TaskFuture,
-                ::celerity::__private::ArgumentsError,
-            > {
-                #bind_and_decode
-                ::core::result::Result::Ok(#body)
-            }
         }
     }
 }

@@ -125,30 +125,8 @@ impl TaskAttributes {
             return Err(unknown_option(meta.path()));
         };
         match key.to_string().as_str() {
-            "name" => {
-                let name = string_value(meta, key, "tasks.add")?;
-                if name.value().is_empty() {
-                    return Err(syn::Error::new(
-                        name.span(),
-                        "task name must not be empty; leave out `name` to use the function's path",
-                    ));
-                }
-                self.name = Some(name);
-            }
-            "queue" => {
-                let queue = string_value(meta, key, "default")?;
-                if !is_valid_queue_name(&queue.value()) {
-                    return Err(syn::Error::new(
-                        queue.span(),
-                        format!(
-                            "invalid queue name {:?}: a queue name is 1 to {MAX_QUEUE_NAME_LEN} characters, \
-                             each one of `A-Z`, `a-z`, `0-9`, `-` or `_`",
-                            queue.value()
-                        ),
-                    ));
-                }
-                self.queue = Some(queue);
-            }
+            "name" => self.name = Some(name_value(meta, key)?),
+            "queue" => self.queue = Some(queue_value(meta, key)?),
             "ignore_result" => {
                 self.ignore_result = Some(bool_value(meta, key)?);
             }
@@ -191,34 +169,65 @@ impl TaskAttributes {
             "global_rate_limit" => {
                 self.global_rate_limit = Some(rate_value(meta, key)?);
             }
-            "base" => {
-                let expected = "`base` takes the name of a hooks value: expected `base = MyHooks`";
-                match meta {
-                    Meta::NameValue(syn::MetaNameValue {
-                        value: Expr::Path(path),
-                        ..
-                    }) => self.base = Some(path.path.clone()),
-                    Meta::NameValue(name_value) => {
-                        return Err(syn::Error::new_spanned(&name_value.value, expected));
-                    }
-                    _ => return Err(syn::Error::new(key.span(), expected)),
-                }
-            }
-            "preset" => {
-                let expected =
-                    "`preset` takes a `celerity::TaskOptions` value: expected `preset = RETRYING`";
-                match meta {
-                    Meta::NameValue(syn::MetaNameValue {
-                        value: Expr::Lit(literal),
-                        ..
-                    }) => return Err(syn::Error::new_spanned(literal, expected)),
-                    Meta::NameValue(name_value) => self.preset = Some(name_value.value.clone()),
-                    _ => return Err(syn::Error::new(key.span(), expected)),
-                }
-            }
+            "base" => self.base = Some(base_value(meta, key)?),
+            "preset" => self.preset = Some(preset_value(meta, key)?),
             _ => return Err(unknown_option(meta.path())),
         }
         Ok(())
+    }
+}
+
+/// The value of `name = "..."`: a task name, not empty.
+fn name_value(meta: &Meta, key: &Ident) -> syn::Result<LitStr> {
+    let name = string_value(meta, key, "tasks.add")?;
+    if name.value().is_empty() {
+        return Err(syn::Error::new(
+            name.span(),
+            "task name must not be empty; leave out `name` to use the function's path",
+        ));
+    }
+    Ok(name)
+}
+
+/// The value of `queue = "..."`: a valid queue name.
+fn queue_value(meta: &Meta, key: &Ident) -> syn::Result<LitStr> {
+    let queue = string_value(meta, key, "default")?;
+    if !is_valid_queue_name(&queue.value()) {
+        return Err(syn::Error::new(
+            queue.span(),
+            format!(
+                "invalid queue name {:?}: a queue name is 1 to {MAX_QUEUE_NAME_LEN} characters, \
+                 each one of `A-Z`, `a-z`, `0-9`, `-` or `_`",
+                queue.value()
+            ),
+        ));
+    }
+    Ok(queue)
+}
+
+/// The value of `base = MyHooks`: the path of a hooks value.
+fn base_value(meta: &Meta, key: &Ident) -> syn::Result<syn::Path> {
+    let expected = "`base` takes the name of a hooks value: expected `base = MyHooks`";
+    match meta {
+        Meta::NameValue(syn::MetaNameValue {
+            value: Expr::Path(path),
+            ..
+        }) => Ok(path.path.clone()),
+        Meta::NameValue(name_value) => Err(syn::Error::new_spanned(&name_value.value, expected)),
+        _ => Err(syn::Error::new(key.span(), expected)),
+    }
+}
+
+/// The value of `preset = RETRYING`: an expression of a `celerity::TaskOptions`, not a literal.
+fn preset_value(meta: &Meta, key: &Ident) -> syn::Result<Expr> {
+    let expected = "`preset` takes a `celerity::TaskOptions` value: expected `preset = RETRYING`";
+    match meta {
+        Meta::NameValue(syn::MetaNameValue {
+            value: Expr::Lit(literal),
+            ..
+        }) => Err(syn::Error::new_spanned(literal, expected)),
+        Meta::NameValue(name_value) => Ok(name_value.value.clone()),
+        _ => Err(syn::Error::new(key.span(), expected)),
     }
 }
 

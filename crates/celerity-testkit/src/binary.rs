@@ -96,12 +96,14 @@ fn is_executable_file(path: &Path) -> bool {
         .unwrap_or(false)
 }
 
-/// Picks the first word that looks like a version (`v2.9.10` or `2.9.10`) out of `--version` output.
+/// Picks the first word that is a semantic version, with or without a leading `v` (`v2.9.10`,
+/// `2.11.0-RC.1`), out of `--version` output, without the `v`.
 fn parse_version(printed: &str) -> Option<String> {
     printed.split_whitespace().find_map(|word| {
         let version = word.strip_prefix('v').unwrap_or(word);
-        let starts_with_digit = version.chars().next().is_some_and(|c| c.is_ascii_digit());
-        (starts_with_digit && version.contains('.')).then(|| version.to_owned())
+        semver::Version::parse(version)
+            .is_ok()
+            .then(|| version.to_owned())
     })
 }
 
@@ -119,7 +121,12 @@ mod tests {
             parse_version("nats-server: v2.15.1").as_deref(),
             Some("2.15.1")
         );
+        assert_eq!(
+            parse_version("nats-server: v2.11.0-beta.2").as_deref(),
+            Some("2.11.0-beta.2")
+        );
         assert_eq!(parse_version("nats-server: unknown"), None);
+        assert_eq!(parse_version("nats-server: 2.x"), None);
     }
 
     #[test]

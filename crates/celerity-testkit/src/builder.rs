@@ -1,6 +1,6 @@
 //! [`NatsServerBuilder`]: the options of a server before it starts.
 //!
-//! It only collects settings and runs the first start (with port retries);
+//! It only collects settings and runs the first start;
 //! the running process is [`NatsServer`]'s business.
 
 use std::path::PathBuf;
@@ -8,17 +8,14 @@ use std::time::Duration;
 
 use crate::binary::{check_binary, nats_server_binary};
 use crate::config::{Auth, ServerConfig, unique_server_name};
-use crate::{NatsServer, TestkitError, reserve_port, tls};
-
-/// How many ports an auto-ported server tries before giving up on "address already in use".
-const AUTO_PORT_ATTEMPTS: u32 = 5;
+use crate::{NatsServer, TestkitError, tls};
 
 /// The default for [`NatsServerBuilder::ready_timeout`].
 const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Options for a `nats-server` to start; get one from [`NatsServer::builder`].
 ///
-/// Defaults: a free loopback port, a fresh temporary store directory, JetStream on,
+/// Defaults: a free loopback port (picked by the server itself), a fresh temporary store directory, JetStream on,
 /// no authentication, no TLS, the server's default `max_payload`, and a 20 s ready timeout.
 ///
 /// ```no_run
@@ -66,7 +63,7 @@ impl NatsServerBuilder {
         self
     }
 
-    /// Listens on this port of 127.0.0.1 instead of a free one picked by [`reserve_port`].
+    /// Listens on this port of 127.0.0.1 instead of a free one that the server picks.
     ///
     /// A fixed port is not retried when it is taken: the start fails with [`TestkitError::PortInUse`].
     pub fn port(mut self, port: u16) -> Self {
@@ -128,8 +125,9 @@ impl NatsServerBuilder {
 
     /// Starts the server and waits until it accepts clients.
     ///
-    /// When the port was picked automatically and another process takes it first,
-    /// the start is retried a few times with a new port.
+    /// Without [`port`](Self::port) the server binds a free port itself (`listen: 127.0.0.1:-1`)
+    /// and the testkit reads it from the server's ports file, so no other process can take the
+    /// port between a pick and the bind; restarts keep that port.
     ///
     /// # Errors
     ///
@@ -164,33 +162,19 @@ impl NatsServerBuilder {
             true => Some(tls::generate(temp_dir.path())?),
             false => None,
         };
-        let port = match self.port {
-            Some(port) => port,
-            None => reserve_port()?,
-        };
         let config = ServerConfig {
-            port,
-            server_name: unique_server_name(port),
+            port: self.port.unwrap_or(0),
+            server_name: unique_server_name(),
             store_dir,
             log_path: temp_dir.path().join("nats-server.log"),
             jetstream: self.jetstream,
             max_payload: self.max_payload,
             auth: self.auth,
             tls,
+            ports_file_dir: temp_dir.path().join("ports"),
         };
         let mut server = NatsServer::new(binary, config, temp_dir, self.ready_timeout);
-        let mut n_attempts = 1;
-        loop {
-            match server.start_again() {
-                Ok(()) => return Ok(server),
-                Err(TestkitError::PortInUse { .. })
-                    if self.port.is_none() && n_attempts < AUTO_PORT_ATTEMPTS =>
-                {
-                    n_attempts += 1;
-                    server.move_to_port(reserve_port()?);
-                }
-                Err(error) => return Err(error),
-            }
-        }
+        server.start_again()?;
+        Ok(server)
     }
 }

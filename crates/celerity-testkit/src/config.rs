@@ -40,6 +40,7 @@ impl fmt::Debug for Auth {
 /// Everything that goes into one server's config file.
 #[derive(Debug, Clone)]
 pub(crate) struct ServerConfig {
+    /// The client port; 0 until the server has chosen one (see [`ServerConfig::ports_file_dir`]).
     pub(crate) port: u16,
     /// Unique per server, so a readiness probe never mistakes another process on the port for ours.
     pub(crate) server_name: String,
@@ -49,6 +50,9 @@ pub(crate) struct ServerConfig {
     pub(crate) max_payload: Option<u32>,
     pub(crate) auth: Auth,
     pub(crate) tls: Option<TlsFiles>,
+    /// Where the server writes the ports it listens on (`<binary>_<pid>.ports`, JSON): how the
+    /// testkit learns the port of a server started on port 0, which the server picked itself.
+    pub(crate) ports_file_dir: PathBuf,
 }
 
 impl ServerConfig {
@@ -57,7 +61,17 @@ impl ServerConfig {
         let mut text = String::new();
         // Writing to a `String` cannot fail, so the `fmt::Result`s below are ignored.
         let _ = writeln!(text, "# Written by celerity-testkit.");
-        let _ = writeln!(text, "listen: \"127.0.0.1:{}\"", self.port);
+        // Port -1 lets the server pick a free port itself, so no other process can take it between
+        // a pick and the bind.
+        match self.port {
+            0 => {
+                let _ = writeln!(text, "listen: \"127.0.0.1:-1\"");
+            }
+            port => {
+                let _ = writeln!(text, "listen: \"127.0.0.1:{port}\"");
+            }
+        }
+        let _ = writeln!(text, "ports_file_dir: {}", quote_path(&self.ports_file_dir));
         let _ = writeln!(text, "server_name: {}", quote(&self.server_name));
         let _ = writeln!(text, "log_file: {}", quote_path(&self.log_path));
         if self.jetstream {
@@ -98,10 +112,10 @@ impl ServerConfig {
 }
 
 /// A server name no other testkit server (in this or another process) uses.
-pub(crate) fn unique_server_name(port: u16) -> String {
+pub(crate) fn unique_server_name() -> String {
     static N_SERVERS: AtomicU64 = AtomicU64::new(0);
     let serial = N_SERVERS.fetch_add(1, Ordering::Relaxed);
-    format!("testkit-{port}-{}-{serial}", std::process::id())
+    format!("testkit-{}-{serial}", std::process::id())
 }
 
 /// Quotes a string for the config file; JSON string syntax is valid nats-server config syntax.
@@ -127,6 +141,7 @@ mod tests {
             max_payload: None,
             auth: Auth::None,
             tls: None,
+            ports_file_dir: PathBuf::from("/tmp/ports"),
         }
     }
 
@@ -144,6 +159,17 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains("authorization"), "{text}");
+        assert!(text.contains("ports_file_dir: \"/tmp/ports\"\n"), "{text}");
+    }
+
+    #[test]
+    fn render_lets_the_server_pick_port_0() {
+        let text = ServerConfig {
+            port: 0,
+            ..config()
+        }
+        .render();
+        assert!(text.contains("listen: \"127.0.0.1:-1\"\n"), "{text}");
     }
 
     #[test]
@@ -185,6 +211,6 @@ mod tests {
 
     #[test]
     fn server_names_are_unique() {
-        assert_ne!(unique_server_name(1), unique_server_name(1));
+        assert_ne!(unique_server_name(), unique_server_name());
     }
 }

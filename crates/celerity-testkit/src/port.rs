@@ -1,7 +1,9 @@
-//! Picking a free loopback port for a server that was not given one.
+//! Picking a free loopback port before a server starts, for a caller that must know the port
+//! first (e.g. to start a worker before the server it connects to).
 //!
-//! The port is only free at the moment it is read; the server start retries with a new one
-//! when another process takes it first.
+//! The port is only free at the moment it is read; another process may take it before the server
+//! binds it. A server started without [`NatsServerBuilder::port`](crate::NatsServerBuilder::port)
+//! does not use this: it picks its port itself.
 
 use std::net::{Ipv4Addr, TcpListener};
 

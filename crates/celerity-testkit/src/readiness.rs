@@ -1,12 +1,13 @@
 //! Waiting until a freshly spawned `nats-server` accepts clients, and reading its log when it does not.
 //!
-//! Ready means: the process still runs, a TCP connect to its port succeeds, and the first line is an
+//! Ready means: the process still runs, its port is known (read from its ports file when the server
+//! picked it), a TCP connect to the port succeeds, and the first line is an
 //! `INFO` whose JSON names our server (and says `"jetstream": true` when JetStream is on).
 //! TLS servers send that `INFO` in plaintext before the handshake, so no TLS is needed to probe them.
 
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Child;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -29,9 +30,11 @@ const LOG_TAIL_LINES: usize = 25;
 /// Polls until the server behind `child` is ready, it exits, or `timeout` passes.
 ///
 /// `log_offset` is where this start's output begins in the log file, so errors show only this start.
+/// A config on port 0 gets the port the server picked, read from `ports_file`.
 pub(crate) fn wait_until_ready(
     child: &mut Child,
-    config: &ServerConfig,
+    config: &mut ServerConfig,
+    ports_file: &Path,
     log_offset: u64,
     timeout: Duration,
 ) -> Result<(), TestkitError> {
@@ -55,9 +58,17 @@ pub(crate) fn wait_until_ready(
                 }
             });
         }
-        let last_probe = match probe(config) {
-            Ok(()) => return Ok(()),
-            Err(reason) => reason,
+        if config.port == 0
+            && let Some(port) = read_ports_file(ports_file)
+        {
+            config.port = port;
+        }
+        let last_probe = match config.port {
+            0 => format!("no port in {} yet", ports_file.display()),
+            _ => match probe(config) {
+                Ok(()) => return Ok(()),
+                Err(reason) => reason,
+            },
         };
         if Instant::now() >= deadline {
             return Err(TestkitError::NotReady {
@@ -103,6 +114,28 @@ fn probe(config: &ServerConfig) -> Result<(), String> {
     Ok(())
 }
 
+/// The path of the ports file a `nats-server` started as `binary` writes as process `pid` into
+/// `dir` (`<binary's file name>_<pid>.ports`).
+pub(crate) fn ports_file(dir: &Path, binary: &Path, pid: u32) -> PathBuf {
+    let name = binary
+        .file_name()
+        .map_or_else(|| "nats-server".into(), |name| name.to_string_lossy());
+    dir.join(format!("{name}_{pid}.ports"))
+}
+
+/// The client port in a ports file (`{"nats":["nats://127.0.0.1:4222"], ...}`), once it is
+/// written whole.
+fn read_ports_file(path: &Path) -> Option<u16> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let ports: serde_json::Value = serde_json::from_str(&text).ok()?;
+    let url = ports.get("nats")?.get(0)?.as_str()?;
+    url.rsplit(':')
+        .next()?
+        .parse()
+        .ok()
+        .filter(|port| *port != 0)
+}
+
 /// The last lines written to the log at `path` after `offset`, or a note saying why there are none.
 pub(crate) fn log_tail(path: &Path, offset: u64) -> String {
     match read_log_tail(path, offset) {
@@ -140,6 +173,22 @@ mod tests {
         assert!(!tail.contains("old run"), "{tail}");
         assert!(tail.starts_with("line 15\n"), "{tail}");
         assert!(tail.ends_with("line 39"), "{tail}");
+    }
+
+    #[test]
+    fn the_client_port_is_read_from_the_ports_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = ports_file(dir.path(), Path::new("/usr/sbin/nats-server"), 42);
+        assert_eq!(path, dir.path().join("nats-server_42.ports"));
+        assert_eq!(read_ports_file(&path), None, "not written yet");
+        std::fs::write(
+            &path,
+            r#"{"nats":["nats://127.0.0.1:33389"],"monitoring":[]}"#,
+        )
+        .unwrap();
+        assert_eq!(read_ports_file(&path), Some(33389));
+        std::fs::write(&path, r#"{"nats":["#).unwrap();
+        assert_eq!(read_ports_file(&path), None, "written in part");
     }
 
     #[test]

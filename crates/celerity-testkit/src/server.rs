@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
-use crate::config::{ServerConfig, unique_server_name};
+use crate::config::ServerConfig;
 use crate::{NatsServerBuilder, TestkitError, TlsFiles, readiness};
 
 /// How long [`NatsServer::stop`] waits after SIGTERM before it sends SIGKILL.
@@ -157,6 +157,11 @@ impl NatsServer {
         std::fs::write(&self.config_path, self.config.render()).map_err(TestkitError::io(
             format!("write config file {}", self.config_path.display()),
         ))?;
+        let ports_dir = &self.config.ports_file_dir;
+        std::fs::create_dir_all(ports_dir).map_err(TestkitError::io(format!(
+            "create ports file directory {}",
+            ports_dir.display()
+        )))?;
         let log_path = &self.config.log_path;
         let log_offset = std::fs::metadata(log_path).map_or(0, |metadata| metadata.len());
         let log_action = || format!("open log file {}", log_path.display());
@@ -177,8 +182,15 @@ impl NatsServer {
                 binary: self.binary.clone(),
                 source,
             })?;
-        match readiness::wait_until_ready(&mut child, &self.config, log_offset, self.ready_timeout)
-        {
+        let ports_file = readiness::ports_file(ports_dir, &self.binary, child.id());
+        let ready = readiness::wait_until_ready(
+            &mut child,
+            &mut self.config,
+            &ports_file,
+            log_offset,
+            self.ready_timeout,
+        );
+        match ready {
             Ok(()) => {
                 self.child = Some(child);
                 Ok(())
@@ -233,12 +245,6 @@ impl NatsServer {
             child: None,
             _temp_dir: temp_dir,
         }
-    }
-
-    /// Points a stopped server at another port, after its first port turned out to be taken.
-    pub(crate) fn move_to_port(&mut self, port: u16) {
-        self.config.port = port;
-        self.config.server_name = unique_server_name(port);
     }
 }
 

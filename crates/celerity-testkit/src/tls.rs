@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use rcgen::{
     BasicConstraints, Certificate, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa,
-    KeyPair, KeyUsagePurpose,
+    Issuer, KeyPair, KeyUsagePurpose,
 };
 
 use crate::TestkitError;
@@ -44,6 +44,7 @@ pub(crate) fn generate(dir: &Path) -> Result<TlsFiles, TestkitError> {
         KeyUsagePurpose::DigitalSignature,
     ];
     let ca_cert = ca_params.self_signed(&ca_key).map_err(cert_error("ca"))?;
+    let ca = Issuer::new(ca_params, ca_key);
 
     let server = Leaf {
         which: "server",
@@ -51,14 +52,14 @@ pub(crate) fn generate(dir: &Path) -> Result<TlsFiles, TestkitError> {
         subject_alt_names: &["127.0.0.1", "localhost"],
         usage: ExtendedKeyUsagePurpose::ServerAuth,
     }
-    .sign(&ca_cert, &ca_key)?;
+    .sign(&ca)?;
     let client = Leaf {
         which: "client",
         common_name: "celerity-testkit client",
         subject_alt_names: &[],
         usage: ExtendedKeyUsagePurpose::ClientAuth,
     }
-    .sign(&ca_cert, &ca_key)?;
+    .sign(&ca)?;
 
     let files = TlsFiles {
         ca_cert: dir.join("ca-cert.pem"),
@@ -84,11 +85,7 @@ struct Leaf<'a> {
 }
 
 impl Leaf<'_> {
-    fn sign(
-        self,
-        ca_cert: &Certificate,
-        ca_key: &KeyPair,
-    ) -> Result<(Certificate, KeyPair), TestkitError> {
+    fn sign(self, ca: &Issuer<'_, KeyPair>) -> Result<(Certificate, KeyPair), TestkitError> {
         let key = KeyPair::generate().map_err(cert_error(self.which))?;
         let names: Vec<String> = self
             .subject_alt_names
@@ -105,9 +102,7 @@ impl Leaf<'_> {
         ];
         params.extended_key_usages = vec![self.usage];
         params.use_authority_key_identifier_extension = true;
-        let cert = params
-            .signed_by(&key, ca_cert, ca_key)
-            .map_err(cert_error(self.which))?;
+        let cert = params.signed_by(&key, ca).map_err(cert_error(self.which))?;
         Ok((cert, key))
     }
 }

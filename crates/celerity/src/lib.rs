@@ -69,10 +69,17 @@
 //! println!("all succeeded: {}", group.successful().await?);
 //! # Ok(()) }
 //! ```
+//!
+//! # Features
+//!
+//! - `cli` (default): [`cli`], the worker command line (`cli::main`, `cli::run_worker`, the flag
+//!   structs), with clap and tracing-subscriber. Without it (`default-features = false`) the
+//!   library pulls in neither.
 
 mod app;
 mod async_result;
 pub mod canvas;
+#[cfg(feature = "cli")]
 pub mod cli;
 mod client;
 mod clock;

@@ -5,10 +5,9 @@
 
 use std::time::Duration;
 
+use procfs::ProcResult;
+use procfs::process::Process;
 use serde::Serialize;
-
-/// Clock ticks per second of `/proc/<pid>/stat` (Linux's `USER_HZ`: 100 on x86 and arm).
-const USER_HZ: u64 = 100;
 
 /// The processes of a run: the server (when the bench started it), the bench (this process: the
 /// producer, and the whole raw side) and the worker.
@@ -37,9 +36,13 @@ pub(crate) struct Used {
 impl Processes {
     pub(crate) fn read(&self) -> Reading {
         Reading {
-            server: self.server.and_then(|pid| cpu_time(&pid.to_string())),
-            bench: cpu_time("self"),
-            worker: self.worker.and_then(|pid| cpu_time(&pid.to_string())),
+            server: self
+                .server
+                .and_then(|pid| cpu_time(Process::new(pid.try_into().ok()?))),
+            bench: cpu_time(Process::myself()),
+            worker: self
+                .worker
+                .and_then(|pid| cpu_time(Process::new(pid.try_into().ok()?))),
         }
     }
 }
@@ -113,20 +116,18 @@ impl PerTask {
     }
 }
 
-/// User plus system CPU time of process `pid` (a number, or `self`), all its threads together.
-fn cpu_time(pid: &str) -> Option<Duration> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    parse_stat(&stat)
+/// User plus system CPU time of `process` (from its `/proc/<pid>/stat`), all its threads together.
+fn cpu_time(process: ProcResult<Process>) -> Option<Duration> {
+    let stat = process.ok()?.stat().ok()?;
+    Some(ticks_to_time(
+        stat.utime + stat.stime,
+        procfs::ticks_per_second(),
+    ))
 }
 
-/// `utime` and `stime`, fields 14 and 15 of `/proc/<pid>/stat`; the command name (field 2) is in
-/// parentheses and may hold spaces, so fields are counted after its closing parenthesis.
-fn parse_stat(stat: &str) -> Option<Duration> {
-    let (_, rest) = stat.rsplit_once(')')?;
-    let mut fields = rest.split_ascii_whitespace().skip(11);
-    let user: u64 = fields.next()?.parse().ok()?;
-    let system: u64 = fields.next()?.parse().ok()?;
-    Some(Duration::from_millis((user + system) * 1000 / USER_HZ))
+/// `ticks` of a clock that ticks `ticks_per_second` times a second (Linux's `USER_HZ`).
+fn ticks_to_time(ticks: u64, ticks_per_second: u64) -> Duration {
+    Duration::from_micros(ticks.saturating_mul(1_000_000) / ticks_per_second.max(1))
 }
 
 #[cfg(test)]
@@ -134,16 +135,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn stat_fields_are_counted_after_the_command_name() {
-        let stat = "4242 (celerity (w) x) S 1 4242 4242 0 -1 4194560 100 0 0 0 250 75 0 0 20 0 9 0 \
-                    12345 1000000 500 18446744073709551615";
-        assert_eq!(parse_stat(stat), Some(Duration::from_millis(3250)));
-        assert_eq!(parse_stat("garbage"), None);
+    fn ticks_become_time_at_the_clocks_rate() {
+        assert_eq!(ticks_to_time(325, 100), Duration::from_millis(3250));
+        assert_eq!(ticks_to_time(3, 1000), Duration::from_millis(3));
+        assert_eq!(ticks_to_time(7, 0), Duration::from_secs(7));
     }
 
     #[test]
     fn this_process_has_a_cpu_time() {
-        assert!(cpu_time("self").is_some());
+        assert!(cpu_time(Process::myself()).is_some());
+        assert!(cpu_time(Process::new(i32::MAX)).is_none());
     }
 
     #[test]

@@ -7,7 +7,7 @@ mod raw;
 mod report;
 pub(crate) mod tasks;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, anyhow, bail};
@@ -130,101 +130,12 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<bool> {
     if cfg!(debug_assertions) && !sizes.quick {
         eprintln!("warning: this is a debug build; build with --release for meaningful figures");
     }
-    let server = match &args.nats_url {
-        Some(_) => None,
-        None => Some(
-            tokio::task::spawn_blocking(celerity_testkit::NatsServer::start)
-                .await
-                .context("the nats-server start was cancelled")?
-                .context("cannot start a local nats-server (or pass --nats-url)")?,
-        ),
-    };
-    let url = match (&server, &args.nats_url) {
-        (Some(server), _) => server.url(),
-        (None, Some(url)) => url.clone(),
-        (None, None) => unreachable!("a URL or a local server"),
-    };
+    let (server, url) = server(&args).await?;
     let dir = tempfile::tempdir().context("cannot create a temp dir")?;
-    let app = tasks::app()?;
-    let client = app
-        .client(&NatsConfig::new(url.clone()))
-        .await
-        .context("the bench client cannot connect")?;
-    let nats = async_nats::connect(url.as_str())
-        .await
-        .context("the raw client cannot connect")?;
-    let server_version = nats.server_info().version.clone();
-    let mut report = Report::new(sizes, server_version);
-    let mut bench = Bench {
-        client,
-        raw: Raw::new(nats.clone()),
-        js: async_nats::jetstream::new(nats),
-        layout: Layout::new(app.settings().namespace.clone()),
-        sizes,
-        processes: Processes {
-            server: server.as_ref().and_then(celerity_testkit::NatsServer::pid),
-            worker: None,
-        },
-    };
+    let server_pid = server.as_ref().and_then(celerity_testkit::NatsServer::pid);
+    let (mut bench, mut report) = Bench::connect(&url, sizes, server_pid).await?;
     bench.clean_queues().await?;
-
-    let mut worker =
-        WorkerProcess::start(&url, sizes.concurrency, dir.path(), &bench.client).await?;
-    let idle = memory(worker.pid()).map(|(rss, _)| rss);
-    bench.processes.worker = Some(worker.pid());
-
-    let only = |part: Part| args.only.as_ref().is_none_or(|only| only.contains(&part));
-    if only(Part::Publish) {
-        let (figure, cpu) = bench.publish().await?;
-        report.add(figure);
-        report.add_cpu(cpu);
-        worker.check_alive()?;
-        if args.breakdown {
-            report.add_publish_costs(bench.publish_costs().await?, sizes.tasks);
-        }
-    }
-    let mut peak = None;
-    if only(Part::E2eResults) {
-        let (figure, cpu) = bench.end_to_end(true).await?;
-        report.add(figure);
-        report.add_cpu(cpu);
-        worker.check_alive()?;
-        peak = memory(worker.pid()).map(|(_, hwm)| hwm);
-    }
-    if only(Part::E2eIgnoreResult) {
-        let (figure, cpu) = bench.end_to_end(false).await?;
-        report.add(figure);
-        report.add_cpu(cpu);
-        worker.check_alive()?;
-    }
-    if only(Part::Chain) {
-        let (p50, p99) = bench.chain_steps().await?;
-        report.add(p50);
-        report.add(p99);
-        worker.check_alive()?;
-    }
-    if only(Part::Chord) {
-        report.add(bench.chord().await?);
-        worker.check_alive()?;
-    }
-    drop(worker);
-    if only(Part::Priority) {
-        report.add(bench.priority_start(dir.path(), &url).await?);
-    }
-    report.add(Figure::memory(
-        "worker_rss_idle",
-        "worker RSS, idle",
-        idle,
-        20.0,
-    ));
-    if peak.is_some() {
-        report.add(Figure::memory(
-            "worker_rss_peak",
-            "worker RSS, peak over the runs with results",
-            peak,
-            64.0,
-        ));
-    }
+    bench.measure(&args, &mut report, dir.path(), &url).await?;
     bench.clean_queues().await?;
 
     print!("{}", report.table());
@@ -235,6 +146,22 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<bool> {
     }
     drop(server);
     Ok(true)
+}
+
+/// The server to measure against and its URL: `--nats-url`, or a local nats-server started here
+/// (stopped when the returned server is dropped).
+async fn server(
+    args: &BenchArgs,
+) -> anyhow::Result<(Option<celerity_testkit::NatsServer>, String)> {
+    if let Some(url) = &args.nats_url {
+        return Ok((None, url.clone()));
+    }
+    let server = tokio::task::spawn_blocking(celerity_testkit::NatsServer::start)
+        .await
+        .context("the nats-server start was cancelled")?
+        .context("cannot start a local nats-server (or pass --nats-url)")?;
+    let url = server.url();
+    Ok((Some(server), url))
 }
 
 /// What every figure needs.
@@ -249,6 +176,103 @@ struct Bench {
 }
 
 impl Bench {
+    /// Connects the bench's Celerity client and its raw client to `url`; the report starts with
+    /// the server's version.
+    async fn connect(
+        url: &str,
+        sizes: Sizes,
+        server_pid: Option<u32>,
+    ) -> anyhow::Result<(Self, Report)> {
+        let app = tasks::app()?;
+        let client = app
+            .client(&NatsConfig::new(url))
+            .await
+            .context("the bench client cannot connect")?;
+        let nats = async_nats::connect(url)
+            .await
+            .context("the raw client cannot connect")?;
+        let report = Report::new(sizes, nats.server_info().version.clone());
+        let bench = Bench {
+            client,
+            raw: Raw::new(nats.clone()),
+            js: async_nats::jetstream::new(nats),
+            layout: Layout::new(app.settings().namespace.clone()),
+            sizes,
+            processes: Processes {
+                server: server_pid,
+                worker: None,
+            },
+        };
+        Ok((bench, report))
+    }
+
+    /// Measures every part `--only` asks for (all by default) into `report`, with a worker
+    /// process of its own, and the worker's memory.
+    async fn measure(
+        &mut self,
+        args: &BenchArgs,
+        report: &mut Report,
+        dir: &Path,
+        url: &str,
+    ) -> anyhow::Result<()> {
+        let sizes = self.sizes;
+        let mut worker = WorkerProcess::start(url, sizes.concurrency, dir, &self.client).await?;
+        let idle = memory(worker.pid()).map(|(rss, _)| rss);
+        self.processes.worker = Some(worker.pid());
+
+        let only = |part: Part| args.only.as_ref().is_none_or(|only| only.contains(&part));
+        if only(Part::Publish) {
+            let (figure, cpu) = self.publish().await?;
+            report.add(figure);
+            report.add_cpu(cpu);
+            worker.check_alive()?;
+            if args.breakdown {
+                report.add_publish_costs(self.publish_costs().await?, sizes.tasks);
+            }
+        }
+        let mut peak = None;
+        for (part, store_results) in [(Part::E2eResults, true), (Part::E2eIgnoreResult, false)] {
+            if only(part) {
+                let (figure, cpu) = self.end_to_end(store_results).await?;
+                report.add(figure);
+                report.add_cpu(cpu);
+                worker.check_alive()?;
+                if store_results {
+                    peak = memory(worker.pid()).map(|(_, hwm)| hwm);
+                }
+            }
+        }
+        if only(Part::Chain) {
+            let (p50, p99) = self.chain_steps().await?;
+            report.add(p50);
+            report.add(p99);
+            worker.check_alive()?;
+        }
+        if only(Part::Chord) {
+            report.add(self.chord().await?);
+            worker.check_alive()?;
+        }
+        drop(worker);
+        if only(Part::Priority) {
+            report.add(self.priority_start(dir, url).await?);
+        }
+        report.add(Figure::memory(
+            "worker_rss_idle",
+            "worker RSS, idle",
+            idle,
+            20.0,
+        ));
+        if peak.is_some() {
+            report.add(Figure::memory(
+                "worker_rss_peak",
+                "worker RSS, peak over the runs with results",
+                peak,
+                64.0,
+            ));
+        }
+        Ok(())
+    }
+
     /// A progress bar of `len` steps for `what` (drawn only on a terminal).
     fn bar(what: &str, len: usize) -> ProgressBar {
         let bar = ProgressBar::new(len as u64);

@@ -170,8 +170,6 @@ impl Raw {
         ];
         let doorbells = celerity::NewTaskSignal::for_client(&self.js.client())
             == celerity::NewTaskSignal::Doorbells;
-        let payload = bytes::Bytes::from(vec![b'x'; 100]);
-        let record = bytes::Bytes::from(vec![b'p'; 120]);
         let mut rates = Vec::new();
         for (id, label) in STEPS {
             let label = match id {
@@ -181,66 +179,13 @@ impl Raw {
             };
             bar.set_position(0);
             bar.set_message(format!("publish costs: {id}"));
-            let _ = self.js.delete_stream(STREAM).await;
-            self.js
-                .create_stream(stream::Config {
-                    name: STREAM.to_owned(),
-                    subjects: vec![format!("{SUBJECT}.*")],
-                    retention: stream::RetentionPolicy::WorkQueue,
-                    duplicate_window: Duration::from_secs(120),
-                    republish: (id == "doorbell" || (id == "delay" && doorbells)).then(|| {
-                        stream::Republish {
-                            source: format!("{SUBJECT}.*"),
-                            destination: "bench.raw.bell.{{wildcard(1)}}".to_owned(),
-                            headers_only: true,
-                        }
-                    }),
-                    ..Default::default()
-                })
-                .await
-                .context("cannot create the raw stream")?;
+            self.fresh_cost_stream(id == "doorbell" || (id == "delay" && doorbells))
+                .await?;
             let bucket = self.fresh_bucket().await?;
             let before = processes.read();
             let started = Instant::now();
-            futures_util::stream::iter(0..n)
-                .map(|_| {
-                    let (payload, record, bucket) = (payload.clone(), record.clone(), &bucket);
-                    let task_id = uuid::Uuid::now_v7().to_string();
-                    let mut headers = headers.clone();
-                    async move {
-                        let publish = async {
-                            if id == "pending" {
-                                return Ok(());
-                            }
-                            let mut message =
-                                jetstream::message::PublishMessage::build().payload(payload);
-                            if id != "plain" {
-                                headers.insert("Celerity-Id", task_id.as_str());
-                                headers.insert("Nats-Msg-Id", task_id.as_str());
-                                message = message.headers(headers);
-                            }
-                            self.js
-                                .send_publish(format!("{SUBJECT}.5"), message)
-                                .await?
-                                .await
-                                .map(drop)
-                                .map_err(anyhow::Error::from)
-                        };
-                        let create = async {
-                            if matches!(id, "pending" | "delay") {
-                                bucket.create(&task_id, record).await?;
-                            }
-                            Ok::<_, anyhow::Error>(())
-                        };
-                        let done = tokio::try_join!(publish, create).map(drop);
-                        bar.inc(1);
-                        done
-                    }
-                })
-                .buffer_unordered(window)
-                .try_collect::<()>()
-                .await
-                .with_context(|| format!("a raw publish ({id}) failed"))?;
+            self.publish_cost_step(id, n, window, headers, &bucket, bar)
+                .await?;
             let elapsed = started.elapsed();
             rates.push((
                 id,
@@ -252,6 +197,83 @@ impl Raw {
         self.js.delete_stream(STREAM).await.ok();
         self.js.delete_stream(format!("KV_{BUCKET}")).await.ok();
         Ok(rates)
+    }
+
+    /// A fresh stream for one step of [`Raw::publish_costs`], de-duplicating, with the doorbell
+    /// (a headers-only republish) when `republish`.
+    async fn fresh_cost_stream(&self, republish: bool) -> anyhow::Result<()> {
+        let _ = self.js.delete_stream(STREAM).await;
+        self.js
+            .create_stream(stream::Config {
+                name: STREAM.to_owned(),
+                subjects: vec![format!("{SUBJECT}.*")],
+                retention: stream::RetentionPolicy::WorkQueue,
+                duplicate_window: Duration::from_secs(120),
+                republish: republish.then(|| stream::Republish {
+                    source: format!("{SUBJECT}.*"),
+                    destination: "bench.raw.bell.{{wildcard(1)}}".to_owned(),
+                    headers_only: true,
+                }),
+                ..Default::default()
+            })
+            .await
+            .context("cannot create the raw stream")?;
+        Ok(())
+    }
+
+    /// The `n` publishes of step `id` of [`Raw::publish_costs`], `window` in flight: 100 B (with
+    /// the task's `headers` but for `plain`), each with a PENDING create in `bucket` for `pending`
+    /// (alone) and `delay`.
+    async fn publish_cost_step(
+        &self,
+        id: &'static str,
+        n: usize,
+        window: usize,
+        headers: &async_nats::HeaderMap,
+        bucket: &kv::Store,
+        bar: &ProgressBar,
+    ) -> anyhow::Result<()> {
+        let payload = bytes::Bytes::from(vec![b'x'; 100]);
+        let record = bytes::Bytes::from(vec![b'p'; 120]);
+        futures_util::stream::iter(0..n)
+            .map(|_| {
+                let (payload, record) = (payload.clone(), record.clone());
+                let task_id = uuid::Uuid::now_v7().to_string();
+                let mut headers = headers.clone();
+                async move {
+                    let publish = async {
+                        if id == "pending" {
+                            return Ok(());
+                        }
+                        let mut message =
+                            jetstream::message::PublishMessage::build().payload(payload);
+                        if id != "plain" {
+                            headers.insert("Celerity-Id", task_id.as_str());
+                            headers.insert("Nats-Msg-Id", task_id.as_str());
+                            message = message.headers(headers);
+                        }
+                        self.js
+                            .send_publish(format!("{SUBJECT}.5"), message)
+                            .await?
+                            .await
+                            .map(drop)
+                            .map_err(anyhow::Error::from)
+                    };
+                    let create = async {
+                        if matches!(id, "pending" | "delay") {
+                            bucket.create(&task_id, record).await?;
+                        }
+                        Ok::<_, anyhow::Error>(())
+                    };
+                    let done = tokio::try_join!(publish, create).map(drop);
+                    bar.inc(1);
+                    done
+                }
+            })
+            .buffer_unordered(window)
+            .try_collect::<()>()
+            .await
+            .with_context(|| format!("a raw publish ({id}) failed"))
     }
 
     /// `n` messages published and consumed with `in_flight` at once: pull, (with `results`) a KV put

@@ -4,10 +4,12 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
+use procfs::Current as _;
 use serde::Serialize;
 
 use super::Sizes;
 use super::cpu::{PerTask, Used};
+use crate::table;
 
 /// What a figure should reach.
 #[derive(Debug, Clone, Copy, Serialize)]
@@ -171,26 +173,15 @@ struct Machine {
 
 impl Machine {
     fn read() -> Self {
-        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-        let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
         let os_release = std::fs::read_to_string("/etc/os-release").unwrap_or_default();
         Self {
             cores: std::thread::available_parallelism().map_or(1, usize::from),
-            cpu: cpuinfo
-                .lines()
-                .find_map(|line| line.strip_prefix("model name"))
-                .map(|rest| rest.trim_start_matches([' ', '\t', ':']).trim().to_owned()),
-            memory_bytes: meminfo
-                .lines()
-                .find_map(|line| line.strip_prefix("MemTotal:"))
-                .and_then(|rest| {
-                    rest.trim()
-                        .trim_end_matches("kB")
-                        .trim()
-                        .parse::<u64>()
-                        .ok()
-                })
-                .map(|kib| kib * 1024),
+            cpu: procfs::CpuInfo::current()
+                .ok()
+                .and_then(|cpuinfo| cpuinfo.model_name(0).map(str::to_owned)),
+            memory_bytes: procfs::Meminfo::current()
+                .ok()
+                .map(|meminfo| meminfo.mem_total),
             os: os_release
                 .lines()
                 .find_map(|line| line.strip_prefix("PRETTY_NAME="))
@@ -292,68 +283,62 @@ impl Report {
             machine.cpu.as_deref().unwrap_or("unknown CPU"),
             machine.os.as_deref().unwrap_or("unknown OS"),
         );
-        let _ = writeln!(
-            out,
-            "{:<58} {:>12} {:>12} {:>7} {:>8}  {:<8} met",
-            "figure", "celerity", "raw", "ratio", "target", "unit"
-        );
-        for figure in &self.figures {
-            let _ = writeln!(
-                out,
-                "{:<58} {:>12} {:>12} {:>7} {:>8}  {:<8} {}",
-                figure.label,
+        let figures = self.figures.iter().map(|figure| {
+            [
+                figure.label.clone(),
                 value(figure.celerity),
                 value(figure.raw),
                 figure
                     .ratio
                     .map_or_else(|| "-".to_owned(), |ratio| format!("{ratio:.2}")),
                 figure.target.describe(),
-                figure.unit,
+                figure.unit.to_owned(),
                 match figure.met {
                     Some(true) => "yes",
                     Some(false) => "NO",
                     None => "-",
                 }
-            );
-        }
+                .to_owned(),
+            ]
+        });
+        let header = [
+            "figure", "celerity", "raw", "ratio", "target", "unit", "met",
+        ];
+        let _ = writeln!(out, "{}", table::plain(header, &[1, 2, 3, 4], figures));
         if !self.publish_costs.is_empty() {
-            let _ = writeln!(
-                out,
-                "\nwhat one delay() costs the server (raw async-nats, same run)    publishes/s   server µs  bench µs"
-            );
-            for cost in &self.publish_costs {
-                let _ = writeln!(
-                    out,
-                    "{:<58} {:>14} {:>11} {:>9}",
-                    cost.label,
+            let costs = self.publish_costs.iter().map(|cost| {
+                [
+                    cost.label.to_owned(),
                     format_value(cost.rate),
                     value(cost.server_us),
                     value(cost.bench_us),
-                );
-            }
+                ]
+            });
+            let header = [
+                "what one delay() costs the server (raw async-nats, same run)",
+                "publishes/s",
+                "server µs",
+                "bench µs",
+            ];
+            let _ = writeln!(out, "\n{}", table::plain(header, &[1, 2, 3], costs));
         }
         if !self.cpu_per_task.is_empty() {
             let _ = writeln!(
                 out,
                 "\nCPU per task, microseconds (/proc; the bench process is the producer, and all of the raw side)"
             );
-            let _ = writeln!(
-                out,
-                "{:<28} {:<9} {:>8} {:>8} {:>8} {:>8}",
-                "figure", "side", "server", "bench", "worker", "total"
-            );
-            for split in &self.cpu_per_task {
-                let _ = writeln!(
-                    out,
-                    "{:<28} {:<9} {:>8} {:>8} {:>8} {:>8}",
-                    split.figure,
-                    split.side,
+            let splits = self.cpu_per_task.iter().map(|split| {
+                [
+                    split.figure.to_owned(),
+                    split.side.to_owned(),
                     value(split.server_us),
                     value(split.bench_us),
                     value(split.worker_us),
                     value(split.total_us),
-                );
-            }
+                ]
+            });
+            let header = ["figure", "side", "server", "bench", "worker", "total"];
+            let _ = writeln!(out, "{}", table::plain(header, &[2, 3, 4, 5], splits));
         }
         out
     }

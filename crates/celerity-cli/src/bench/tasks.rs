@@ -154,19 +154,9 @@ impl Drop for WorkerProcess {
 
 /// A process's resident memory in bytes: now (`VmRSS`) and its peak (`VmHWM`), from `/proc`.
 pub(crate) fn memory(pid: u32) -> Option<(u64, u64)> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|line| line.strip_prefix(name))
-            .and_then(|rest| {
-                rest.trim()
-                    .trim_end_matches("kB")
-                    .trim()
-                    .parse::<u64>()
-                    .ok()
-            })
-            .map(|kib| kib * 1024)
-    };
-    Some((field("VmRSS:")?, field("VmHWM:")?))
+    let status = procfs::process::Process::new(pid.try_into().ok()?)
+        .ok()?
+        .status()
+        .ok()?;
+    Some((status.vmrss? * 1024, status.vmhwm? * 1024))
 }

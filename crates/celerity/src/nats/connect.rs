@@ -10,6 +10,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use backon::{ExponentialBuilder, Retryable};
+
 /// How to reach and authenticate to the NATS server.
 ///
 /// Every method the server may use is supported: user and password (also as `nats://user:pass@host`
@@ -226,6 +228,9 @@ impl NatsConfig {
     ///
     /// # Errors
     /// [`ConnectError`] when the server cannot be reached or refuses the credentials.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: dropping the future before it completes leaves no connection behind.
     pub async fn connect(&self) -> Result<async_nats::Client, ConnectError> {
         self.connect_with(|options| options).await
     }
@@ -344,44 +349,88 @@ fn every_server_private(url: &str) -> bool {
     })
 }
 
-/// Connects, retrying with exponential backoff (100 ms up to 5 s) until it succeeds, and logs every
-/// failed attempt so an operator sees why a worker is not consuming yet.
+/// How long to wait between attempts to reach a server that is not up yet: 100 ms, doubling up
+/// to 5 s, without end.
+///
+/// Every wait of the runtime for the server (connecting, provisioning) backs off this way; retry
+/// with it through [`backon::Retryable`].
+pub(crate) const SERVER_BACKOFF: ExponentialBuilder = ExponentialBuilder::new()
+    .with_min_delay(Duration::from_millis(100))
+    .with_max_delay(Duration::from_secs(5))
+    .without_max_times();
+
+/// Connects, retrying with [`SERVER_BACKOFF`] until it succeeds, and logs every failed attempt so
+/// an operator sees why a worker is not consuming yet.
 ///
 /// Errors reading auth files are not retried: they will not fix themselves.
+///
+/// # Cancel safety
+/// Cancel safe: dropping the future stops the retries and leaves no connection behind.
 pub(crate) async fn connect_with_retry(
     config: &NatsConfig,
     customize: impl Fn(async_nats::ConnectOptions) -> async_nats::ConnectOptions,
 ) -> Result<async_nats::Client, ConnectError> {
-    let mut delay = Duration::from_millis(100);
     let mut attempt = 1u32;
-    loop {
-        match config.connect_with(&customize).await {
-            Ok(client) => {
-                if attempt > 1 {
-                    tracing::info!(url = %config.url, attempt, "connected to NATS");
-                }
-                return Ok(client);
-            }
-            Err(error @ ConnectError::AuthFile { .. }) => return Err(error),
-            Err(error) => {
-                tracing::warn!(
-                    url = %config.url,
-                    attempt,
-                    retry_in_ms = delay.as_millis() as u64,
-                    error = %crate::error_chain(&error),
-                    "NATS is not reachable yet; retrying"
-                );
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(5));
-                attempt += 1;
-            }
-        }
+    let client = (|| config.connect_with(&customize))
+        .retry(SERVER_BACKOFF)
+        .when(|error| !matches!(error, ConnectError::AuthFile { .. }))
+        .notify(|error, delay| {
+            tracing::warn!(
+                url = %config.url,
+                attempt,
+                retry_in_ms = delay.as_millis() as u64,
+                error = %crate::error_chain(error),
+                "NATS is not reachable yet; retrying"
+            );
+            attempt += 1;
+        })
+        .await?;
+    if attempt > 1 {
+        tracing::info!(url = %config.url, attempt, "connected to NATS");
     }
+    Ok(client)
 }
 
 #[cfg(test)]
 mod tests {
+    use backon::BackoffBuilder;
+
     use super::*;
+
+    #[test]
+    fn the_server_backoff_doubles_from_100_ms_to_5_s_and_never_ends() {
+        let millis: Vec<u128> = SERVER_BACKOFF
+            .build()
+            .take(9)
+            .map(|delay| delay.as_millis())
+            .collect();
+        assert_eq!(millis, [100, 200, 400, 800, 1600, 3200, 5000, 5000, 5000]);
+        assert_eq!(
+            SERVER_BACKOFF.build().nth(10_000),
+            Some(Duration::from_secs(5))
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn connecting_retries_an_unreachable_server_until_cancelled() {
+        // Port 1 on loopback refuses at once; the paused clock runs the backoff's sleeps at once.
+        let config = NatsConfig::new("nats://127.0.0.1:1");
+        let started = tokio::time::Instant::now();
+        let connecting = connect_with_retry(&config, |options| options);
+        let outcome = tokio::time::timeout(Duration::from_secs(60), connecting).await;
+        assert!(outcome.is_err(), "still retrying after a minute");
+        assert!(started.elapsed() >= Duration::from_secs(60));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_unreadable_auth_file_is_not_retried() {
+        let config = NatsConfig::new("nats://127.0.0.1:1").nkey_seed_file("/nonexistent/seed");
+        let outcome = connect_with_retry(&config, |options| options).await;
+        assert!(
+            matches!(outcome, Err(ConnectError::AuthFile { .. })),
+            "{outcome:?}"
+        );
+    }
 
     #[test]
     fn user_info_is_stripped_from_every_server_of_a_list() {

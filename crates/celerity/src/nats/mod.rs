@@ -9,5 +9,7 @@ pub(crate) mod headers;
 pub(crate) mod provision;
 pub(crate) mod server;
 
+pub(crate) use connect::connect_with_retry;
 pub use connect::{ConnectError, NatsConfig};
-pub(crate) use connect::{REDACTED, connect_with_retry, without_user_info};
+#[cfg(feature = "cli")]
+pub(crate) use connect::{REDACTED, without_user_info};

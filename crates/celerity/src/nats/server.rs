@@ -64,18 +64,13 @@ impl NewTaskSignal {
     }
 }
 
-/// `major.minor.patch` of a server version; a pre-release or build suffix of the patch is
-/// ignored (`2.11.0-RC.1` is 2.11.0).
+/// `major.minor.patch` of a server version (semver, with or without a leading `v`); a pre-release
+/// or build suffix is ignored (`2.11.0-RC.1` is 2.11.0).
 fn parse_version(version: &str) -> Option<(u64, u64, u64)> {
-    let version = version.trim().trim_start_matches('v');
-    let mut parts = version.splitn(3, '.');
-    let major = parts.next()?.parse().ok()?;
-    let minor = parts.next()?.parse().ok()?;
-    let patch = parts.next()?;
-    let digits = patch
-        .find(|c: char| !c.is_ascii_digit())
-        .map_or(patch, |end| &patch[..end]);
-    Some((major, minor, digits.parse().ok()?))
+    let version = version.trim();
+    let version = version.strip_prefix('v').unwrap_or(version);
+    let parsed = semver::Version::parse(version).ok()?;
+    Some((parsed.major, parsed.minor, parsed.patch))
 }
 
 #[cfg(test)]
@@ -98,6 +93,9 @@ mod tests {
             ("", NewTaskSignal::Doorbells),
             ("2.x.1", NewTaskSignal::Doorbells),
             ("2.10", NewTaskSignal::Doorbells),
+            ("2.10.16-beta.2", NewTaskSignal::BellRequests),
+            ("2.10.15+build.7", NewTaskSignal::Doorbells),
+            (" v2.10.16\n", NewTaskSignal::BellRequests),
         ] {
             assert_eq!(NewTaskSignal::for_server(version), signal, "{version}");
         }
