@@ -12,6 +12,9 @@ use futures_util::StreamExt;
 use crate::worker::{SharedHandle, limits, settings};
 
 /// Applies every change of the settings bucket, for as long as the worker runs.
+///
+/// # Cancel safety
+/// Cancel safe: it only reads the bucket, and a setting is applied whole or not at all.
 pub(super) async fn watch_settings(shared: SharedHandle) {
     loop {
         match shared.settings_bucket.watch_with_history(">").await {
