@@ -101,10 +101,10 @@ pub enum PriorityWeightsChange {
 }
 
 impl std::str::FromStr for PriorityWeightsChange {
-    type Err = String;
+    type Err = InvalidWeights;
 
     /// Ten comma-separated weights (`1,1,1,1,1,1,1,1,1,1`), `strict` or `reset`.
-    fn from_str(value: &str) -> Result<Self, String> {
+    fn from_str(value: &str) -> Result<Self, InvalidWeights> {
         match value.trim() {
             "strict" => Ok(Self::Strict),
             "reset" => Ok(Self::Reset),
@@ -113,22 +113,56 @@ impl std::str::FromStr for PriorityWeightsChange {
     }
 }
 
+/// Priority weights that cannot be read.
+///
+/// ```
+/// let error = "1,2,3".parse::<celerity::PriorityWeightsChange>().unwrap_err();
+/// assert!(error.to_string().contains("3 weights"));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum InvalidWeights {
+    /// A weight is not a whole number (from 0 to 4294967295).
+    #[error("{part:?} in {value:?} is not a whole number")]
+    NotANumber {
+        /// The whole value.
+        value: String,
+        /// The weight that is not a number.
+        part: String,
+        /// Why it does not parse.
+        #[source]
+        source: std::num::ParseIntError,
+    },
+    /// There are not ten weights.
+    #[error("{value:?} has {count} weights; give one per priority, 0 to 9 (10 in all)")]
+    WrongCount {
+        /// The whole value.
+        value: String,
+        /// How many weights it has.
+        count: usize,
+    },
+}
+
 /// Ten comma-separated weights, for priorities 0 to 9.
-pub(crate) fn parse_weights(value: &str) -> Result<[u32; 10], String> {
+pub(crate) fn parse_weights(value: &str) -> Result<[u32; 10], InvalidWeights> {
     let weights: Vec<u32> = value
         .split(',')
         .map(|part| {
             part.trim()
                 .parse::<u32>()
-                .map_err(|_| format!("{part:?} in {value:?} is not a whole number"))
+                .map_err(|source| InvalidWeights::NotANumber {
+                    value: value.to_owned(),
+                    part: part.to_owned(),
+                    source,
+                })
         })
         .collect::<Result<_, _>>()?;
-    weights.try_into().map_err(|weights: Vec<u32>| {
-        format!(
-            "{value:?} has {} weights; give one per priority, 0 to 9 (10 in all)",
-            weights.len()
-        )
-    })
+    weights
+        .try_into()
+        .map_err(|weights: Vec<u32>| InvalidWeights::WrongCount {
+            value: value.to_owned(),
+            count: weights.len(),
+        })
 }
 
 impl std::str::FromStr for RateLimitChange {

@@ -99,7 +99,8 @@ pub use celerity_proto::{
 };
 pub use client::{ApplyOptions, Client, ETA_PAST_TOLERANCE};
 pub use control::{
-    Control, ControlError, PriorityWeightsChange, RateLimitChange, RateLimitScope, RevokeMode,
+    Control, ControlError, InvalidWeights, PriorityWeightsChange, RateLimitChange, RateLimitScope,
+    RevokeMode,
 };
 pub use error::{ClientError, EnqueueError};
 pub use futures_util::StreamExt;
