@@ -139,7 +139,7 @@ impl Setup<'_> {
             lease_ttl: CHORD_LEASE_TTL,
         };
         let delayed = provision::delayed_stream(js, layout).await?;
-        let queues = self.queues().await?;
+        let queues = self.queue_setups().await?;
         let revoked = self.revoked_ids().await?;
         let handbacks_kv = provision::handbacks_bucket(js, layout, expiry).await?;
         let handbacks = handbacks::Handbacks::new(handbacks_kv, layout.clone());
@@ -162,7 +162,7 @@ impl Setup<'_> {
 
     /// Every queue's stream, consumers and subscriptions, with the new-task signal the server
     /// supports.
-    async fn queues(&self) -> Result<Vec<queue::QueueSetup>, SetupError> {
+    async fn queue_setups(&self) -> Result<Vec<queue::QueueSetup>, SetupError> {
         let signal = NewTaskSignal::for_client(self.client);
         tracing::info!(
             server = %self.client.server_info().version,
@@ -174,13 +174,13 @@ impl Setup<'_> {
         );
         let mut setups = Vec::with_capacity(self.queues.len());
         for queue in self.queues {
-            setups.push(self.queue(queue, signal).await?);
+            setups.push(self.queue_setup(queue, signal).await?);
         }
         Ok(setups)
     }
 
     /// One queue's stream, its level consumers and the subscriptions its actor reads.
-    async fn queue(
+    async fn queue_setup(
         &self,
         queue: &QueueName,
         signal: NewTaskSignal,
