@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use celerity::{ControlError, ResultError, TaskState};
+use celerity::{ControlError, ResultError, RevokeMode, TaskState};
 
 use crate::support::{WorkerProcess, client, eventually, runs_stream, server};
 
@@ -59,7 +59,7 @@ async fn revoke_skips_a_queued_task_even_on_a_worker_started_later_and_terminate
         .control()
         .revoke(
             queued.id().as_str(),
-            false,
+            RevokeMode::Skip,
             None,
             Duration::from_millis(200),
         )
@@ -81,10 +81,16 @@ async fn revoke_skips_a_queued_task_even_on_a_worker_started_later_and_terminate
     .await;
     let replies = client
         .control()
-        .revoke(running.id().as_str(), true, Some("w1"), WAIT)
+        .revoke(
+            running.id().as_str(),
+            RevokeMode::Terminate,
+            Some("w1"),
+            WAIT,
+        )
         .await
         .unwrap();
-    assert_eq!(replies[0].result.as_ref().unwrap()["terminated"], true);
+    let result = replies[0].result_as::<celerity_proto::RevokeResult>();
+    assert!(result.unwrap().unwrap().terminated, "{replies:?}");
     eventually("the task is revoked", WAIT, || async {
         running.state().await.unwrap() == TaskState::Revoked
     })

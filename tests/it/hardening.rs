@@ -362,7 +362,7 @@ async fn a_revocation_that_expired_from_its_bucket_no_longer_stops_the_task() {
         .control()
         .revoke(
             "revoked-then-expired",
-            false,
+            celerity::RevokeMode::Skip,
             None,
             Duration::from_millis(300),
         )

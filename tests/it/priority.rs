@@ -254,5 +254,5 @@ async fn priority_weights_set_at_runtime_hold_for_a_worker_started_later() {
     let bad = "1,2,3"
         .parse::<celerity::PriorityWeightsChange>()
         .unwrap_err();
-    assert!(bad.contains("3 weights"), "{bad}");
+    assert!(bad.to_string().contains("3 weights"), "{bad}");
 }

@@ -25,6 +25,8 @@ use serde_json::{Value, json};
 
 use crate::support::{WorkerProcess, client, server};
 
+mod control;
+
 const WAIT: Duration = Duration::from_secs(20);
 const PYTHON_DEADLINE: Duration = Duration::from_secs(90);
 
@@ -202,7 +204,7 @@ fn dead_letter_wire() -> Wire {
 }
 
 fn reference_cases() -> Vec<GoldenCase> {
-    vec![
+    let mut cases = vec![
         GoldenCase {
             file: "task_v1_json.json",
             comment: "Task message, JSON body: it.add(2, y=40) on queue default at priority 5, with a reply subject, a send time, a W3C traceparent and one user header.",
@@ -271,7 +273,9 @@ fn reference_cases() -> Vec<GoldenCase> {
             comment: "Dead letter of a task no worker knows (it.nope, no arguments): the original headers and body, then the Celerity-Dlq-* headers, stored on <ns>.dlq.<queue>.",
             wire: dead_letter_wire(),
         },
-    ]
+    ];
+    cases.extend(control::cases());
+    cases
 }
 
 // Golden files: reading, comparing and (on request) rewriting.

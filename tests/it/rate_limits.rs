@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use celerity::{AsyncResult, Client, ControlError, RateLimitChange, TaskState};
+use celerity::{AsyncResult, Client, ControlError, RateLimitChange, RateLimitScope, TaskState};
 
 use crate::support::{WorkerProcess, client, server};
 
@@ -58,14 +58,19 @@ where
 }
 
 /// Sets the limit of `it.metered` and checks that every answering worker took it.
-async fn set_metered(client: &Client, change: &str, global: bool, destination: Option<&str>) {
+async fn set_metered(
+    client: &Client,
+    change: &str,
+    scope: RateLimitScope,
+    destination: Option<&str>,
+) {
     let change: RateLimitChange = change.parse().expect("a valid change");
     let replies = client
         .control()
         .rate_limit(
             "it.metered",
             change,
-            global,
+            scope,
             destination,
             Duration::from_secs(1),
         )
@@ -169,7 +174,7 @@ async fn a_runtime_change_applies_to_running_workers_and_to_one_started_later() 
     assert!(shortest_gap(times) < 400, "no limit yet: {times:?}");
 
     // 2/s for every worker, sent to the running one; a worker started afterwards reads it.
-    set_metered(&client, "2/s", false, None).await;
+    set_metered(&client, "2/s", RateLimitScope::PerWorker, None).await;
     let _w2 = WorkerProcess::start(&url, "w2", &["-c", "4"]);
     let limited = send(16, |n| celerity_it::metered.delay(&client, n)).await;
     let by_worker = starts(&limited, WAIT).await;
@@ -179,7 +184,7 @@ async fn a_runtime_change_applies_to_running_workers_and_to_one_started_later() 
     }
 
     // One worker alone: w1 goes back to no limit, w2 keeps 2/s.
-    set_metered(&client, "none", false, Some("w1")).await;
+    set_metered(&client, "none", RateLimitScope::PerWorker, Some("w1")).await;
     let mixed = send(24, |n| celerity_it::metered.delay(&client, n)).await;
     let by_worker = starts(&mixed, WAIT).await;
     assert!(
@@ -191,7 +196,7 @@ async fn a_runtime_change_applies_to_running_workers_and_to_one_started_later() 
     }
 
     // Cluster-wide 2/s: both workers together start one task every 500 ms.
-    set_metered(&client, "2/s", true, None).await;
+    set_metered(&client, "2/s", RateLimitScope::Global, None).await;
     let global = send(10, |n| celerity_it::metered.delay(&client, n)).await;
     let mut all: Vec<u64> = starts(&global, WAIT)
         .await
@@ -218,7 +223,13 @@ async fn bad_rate_limit_requests_are_refused_with_the_reason() {
 
     let change = RateLimitChange::Set("5/s".parse().unwrap());
     let global_to_one = control
-        .rate_limit("it.metered", change, true, Some("w1"), WAIT)
+        .rate_limit(
+            "it.metered",
+            change,
+            RateLimitScope::Global,
+            Some("w1"),
+            WAIT,
+        )
         .await
         .unwrap_err();
     assert!(
@@ -226,7 +237,13 @@ async fn bad_rate_limit_requests_are_refused_with_the_reason() {
         "{global_to_one}"
     );
     let unknown_task = control
-        .rate_limit("it.nope", change, false, Some("w1"), WAIT)
+        .rate_limit(
+            "it.nope",
+            change,
+            RateLimitScope::PerWorker,
+            Some("w1"),
+            WAIT,
+        )
         .await
         .unwrap();
     assert!(!unknown_task[0].ok);
@@ -242,7 +259,7 @@ async fn bad_rate_limit_requests_are_refused_with_the_reason() {
         .rate_limit(
             "it.metered",
             change,
-            false,
+            RateLimitScope::PerWorker,
             Some("nobody"),
             Duration::from_millis(300),
         )

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use anyhow::Context as _;
+use celerity::{RateLimitScope, RevokeMode};
 use clap::{Args, Subcommand};
 
 /// `celerity control ...`
@@ -87,13 +88,19 @@ pub(crate) async fn run(args: ControlArgs) -> anyhow::Result<bool> {
     let replies = match &args.command {
         ControlSubcommand::Ping => control.ping(destination, timeout).await?,
         ControlSubcommand::Revoke { task_id, terminate } => {
-            control
-                .revoke(task_id, *terminate, destination, timeout)
-                .await?
+            let mode = match terminate {
+                true => RevokeMode::Terminate,
+                false => RevokeMode::Skip,
+            };
+            control.revoke(task_id, mode, destination, timeout).await?
         }
         ControlSubcommand::RateLimit { task, rate, global } => {
+            let scope = match global {
+                true => RateLimitScope::Global,
+                false => RateLimitScope::PerWorker,
+            };
             control
-                .rate_limit(task, *rate, *global, destination, timeout)
+                .rate_limit(task, *rate, scope, destination, timeout)
                 .await?
         }
         ControlSubcommand::PriorityWeights { weights } => {

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, anyhow};
 use celerity::cli::NatsArgs;
-use celerity::{AsyncResult, Client, NatsConfig, TaskState, WorkerConfig, WorkerHandle};
+use celerity::{AsyncResult, Client, NatsConfig, Shutdown, TaskState, WorkerConfig, WorkerHandle};
 use celerity_testkit::NatsServer;
 use clap::parser::ValueSource;
 use clap::{ArgMatches, Args};
@@ -146,8 +146,8 @@ pub(crate) async fn run(args: DevArgs) -> anyhow::Result<bool> {
         Ok(()) = tokio::signal::ctrl_c() => Err(anyhow!("interrupted")),
     };
     let stopped = match &outcome {
-        Ok(_) => stop_worker(worker, false, SHUTDOWN_TIMEOUT).await,
-        Err(_) => stop_worker(worker, true, ABORTED_SHUTDOWN_TIMEOUT).await,
+        Ok(_) => stop_worker(worker, Shutdown::Warm, SHUTDOWN_TIMEOUT).await,
+        Err(_) => stop_worker(worker, Shutdown::Cold, ABORTED_SHUTDOWN_TIMEOUT).await,
     };
     drop(client);
     if let Some(mut server) = server {
@@ -167,9 +167,13 @@ async fn start_local_server() -> anyhow::Result<NatsServer> {
         .context("cannot start a local nats-server (or pass --nats-url to use a running one)")
 }
 
-/// Stops the worker, warm unless `cold`, waiting for it up to `timeout`.
-async fn stop_worker(worker: WorkerHandle, cold: bool, timeout: Duration) -> anyhow::Result<()> {
-    worker.shutdown(cold);
+/// Stops the worker in `mode`, waiting for it up to `timeout`.
+async fn stop_worker(
+    worker: WorkerHandle,
+    mode: Shutdown,
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    worker.shutdown(mode);
     let join = tokio::task::spawn_blocking(move || worker.join());
     tokio::time::timeout(timeout, join)
         .await

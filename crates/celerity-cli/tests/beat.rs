@@ -65,6 +65,6 @@ fn beat_list_shows_the_scheduler_and_each_entry_with_its_last_run() {
         "last and next runs are shown: {listed}"
     );
 
-    worker.shutdown(false);
+    worker.shutdown(celerity::Shutdown::Warm);
     worker.join().expect("the worker stops");
 }

@@ -51,7 +51,7 @@ fn control_ping_lists_workers_and_names_a_missing_destination() {
     assert_eq!(missing.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&missing.stderr).contains("no worker named \"nobody\""));
 
-    worker.shutdown(false);
+    worker.shutdown(celerity::Shutdown::Warm);
     worker.join().expect("the worker stops");
 }
 
@@ -102,6 +102,6 @@ fn control_rate_limit_changes_a_worker_and_names_a_bad_rate() {
     assert_eq!(unknown.status.code(), Some(1), "a refusal is a failure");
     assert!(String::from_utf8_lossy(&unknown.stdout).contains("not registered"));
 
-    worker.shutdown(false);
+    worker.shutdown(celerity::Shutdown::Warm);
     worker.join().expect("the worker stops");
 }

@@ -2,7 +2,12 @@
 //!
 //! A request goes to one worker (`<ns>.control.<worker token>`) or to all (`<ns>.control.all`,
 //! replies gathered until a deadline). Bodies are JSON.
+//! Each command's reply carries one result record ([`PingResult`], [`RevokeResult`],
+//! [`RateLimitResult`], [`PriorityWeightsResult`]); a revocation is stored as a
+//! [`RevocationRecord`]. The golden files `tests/golden/control_v1_*.json` and
+//! `tests/golden/revocation_v1.json` pin their bytes.
 
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -105,6 +110,24 @@ impl ControlReply {
         }
     }
 
+    /// A successful reply whose `result` is the record `result` (one of the `*Result` records).
+    ///
+    /// ```
+    /// # use celerity_proto::{ControlReply, RevokeResult};
+    /// let reply = ControlReply::with_result("w1", &RevokeResult::new("t1", true))?;
+    /// assert_eq!(reply.result, Some(serde_json::json!({"revoked": "t1", "terminated": true})));
+    /// # Ok::<(), serde_json::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// The record's serialization error (the records of this module serialize without one).
+    pub fn with_result<T: Serialize>(
+        worker: impl Into<String>,
+        result: &T,
+    ) -> Result<Self, serde_json::Error> {
+        Ok(Self::ok(worker, serde_json::to_value(result)?))
+    }
+
     /// A refusal, with the reason.
     pub fn refused(worker: impl Into<String>, error: impl Into<String>) -> Self {
         Self {
@@ -112,6 +135,174 @@ impl ControlReply {
             ok: false,
             result: None,
             error: Some(error.into()),
+        }
+    }
+
+    /// The `result` read as the record `T` (`None` for a refusal or a reply without a result).
+    ///
+    /// ```
+    /// # use celerity_proto::{ControlReply, RevokeResult};
+    /// let reply: ControlReply = serde_json::from_str(
+    ///     r#"{"worker":"w1","ok":true,"result":{"revoked":"t1","terminated":false}}"#,
+    /// )?;
+    /// let result = reply.result_as::<RevokeResult>().transpose()?;
+    /// assert_eq!(result.map(|result| result.terminated), Some(false));
+    /// # Ok::<(), serde_json::Error>(())
+    /// ```
+    pub fn result_as<T: DeserializeOwned>(&self) -> Option<Result<T, serde_json::Error>> {
+        self.result.clone().map(serde_json::from_value)
+    }
+}
+
+/// The `result` of a `ping` reply: the worker's queues and execution slots.
+///
+/// ```
+/// # use celerity_proto::PingResult;
+/// let json = serde_json::to_value(PingResult::new(vec!["default".into()], 8))?;
+/// assert_eq!(json, serde_json::json!({"pong": true, "queues": ["default"], "concurrency": 8}));
+/// # Ok::<(), serde_json::Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct PingResult {
+    /// Always `true`.
+    pub pong: bool,
+    /// The queues the worker consumes.
+    pub queues: Vec<String>,
+    /// The worker's execution slots.
+    pub concurrency: usize,
+}
+
+impl PingResult {
+    /// The answer of a worker that consumes `queues` with `concurrency` slots.
+    pub fn new(queues: Vec<String>, concurrency: usize) -> Self {
+        Self {
+            pong: true,
+            queues,
+            concurrency,
+        }
+    }
+}
+
+/// The `result` of a `revoke` reply.
+///
+/// ```
+/// # use celerity_proto::RevokeResult;
+/// let json = serde_json::to_value(RevokeResult::new("t1", false))?;
+/// assert_eq!(json, serde_json::json!({"revoked": "t1", "terminated": false}));
+/// # Ok::<(), serde_json::Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct RevokeResult {
+    /// The revoked task id.
+    pub revoked: String,
+    /// Whether this worker was running the task and aborted it.
+    pub terminated: bool,
+}
+
+impl RevokeResult {
+    /// Task `revoked` was revoked; `terminated` when this worker aborted it.
+    pub fn new(revoked: impl Into<String>, terminated: bool) -> Self {
+        Self {
+            revoked: revoked.into(),
+            terminated,
+        }
+    }
+}
+
+/// The `result` of a `rate_limit` reply: the task's limits now in force on the replying worker.
+///
+/// ```
+/// # use celerity_proto::{Rate, RateLimitResult};
+/// let result = RateLimitResult::new("tasks.call_api", Some("50/m".parse::<Rate>()?), None);
+/// let json = serde_json::to_value(result)?;
+/// assert_eq!(json, serde_json::json!({"task": "tasks.call_api", "rate_limit": "50/m", "global_rate_limit": null}));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct RateLimitResult {
+    /// The task name.
+    pub task: String,
+    /// The per-worker rate in force (`null`: none).
+    pub rate_limit: Option<crate::Rate>,
+    /// The cluster-wide rate in force (`null`: none).
+    pub global_rate_limit: Option<crate::Rate>,
+}
+
+impl RateLimitResult {
+    /// Task `task` runs at `rate_limit` per worker and `global_rate_limit` in the cluster.
+    pub fn new(
+        task: impl Into<String>,
+        rate_limit: Option<crate::Rate>,
+        global_rate_limit: Option<crate::Rate>,
+    ) -> Self {
+        Self {
+            task: task.into(),
+            rate_limit,
+            global_rate_limit,
+        }
+    }
+}
+
+/// The `result` of a `priority_weights` reply: the weights now in force on the replying worker.
+///
+/// ```
+/// # use celerity_proto::PriorityWeightsResult;
+/// let json = serde_json::to_value(PriorityWeightsResult::new(None))?;
+/// assert_eq!(json, serde_json::json!({"priority_weights": null}));
+/// # Ok::<(), serde_json::Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct PriorityWeightsResult {
+    /// The weights of priorities 0 to 9 (`null`: strict priorities).
+    pub priority_weights: Option<[u32; 10]>,
+}
+
+impl PriorityWeightsResult {
+    /// The worker picks levels by `priority_weights` (`None`: strictly).
+    pub fn new(priority_weights: Option<[u32; 10]>) -> Self {
+        Self { priority_weights }
+    }
+}
+
+/// Why an id is in the revoked bucket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum RevocationReason {
+    /// A `revoke` (control command or client call) named it.
+    Revoked,
+}
+
+/// The value stored under a revoked task id (or canvas root id) in the revoked bucket.
+///
+/// Workers read only the key: any value revokes. The fields are in the order the first writers
+/// wrote them (sorted), so the stored bytes are unchanged.
+///
+/// ```
+/// # use celerity_proto::RevocationRecord;
+/// let bytes = serde_json::to_vec(&RevocationRecord::new(1_700_000_000_000))?;
+/// assert_eq!(bytes, br#"{"at_ms":1700000000000,"reason":"revoked"}"#);
+/// # Ok::<(), serde_json::Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct RevocationRecord {
+    /// When it was revoked (Unix ms).
+    pub at_ms: u64,
+    /// Why.
+    pub reason: RevocationReason,
+}
+
+impl RevocationRecord {
+    /// A revocation made at `at_ms` (Unix ms).
+    pub fn new(at_ms: u64) -> Self {
+        Self {
+            at_ms,
+            reason: RevocationReason::Revoked,
         }
     }
 }
@@ -133,5 +324,21 @@ mod tests {
         );
         assert!(serde_json::from_str::<ControlRequest>(r#"{"v":1,"command":"reboot"}"#).is_err());
         assert!(serde_json::from_str::<ControlRequest>(r#"{"v":1,"command":"revoke"}"#).is_err());
+    }
+
+    #[test]
+    fn reply_records_round_trip_through_a_reply() {
+        let rate: crate::Rate = "10/s".parse().unwrap();
+        let reply =
+            ControlReply::with_result("w1", &RateLimitResult::new("t", None, Some(rate))).unwrap();
+        let json = serde_json::to_string(&reply).unwrap();
+        let back: ControlReply = serde_json::from_str(&json).unwrap();
+        let result = back.result_as::<RateLimitResult>().unwrap().unwrap();
+        assert_eq!(result.global_rate_limit, Some(rate));
+        assert!(
+            ControlReply::refused("w1", "no")
+                .result_as::<PingResult>()
+                .is_none()
+        );
     }
 }

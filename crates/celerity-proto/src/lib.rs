@@ -42,7 +42,10 @@ pub use chord::{
     MAX_CHORD_SIZE, chord_partition, header_result_id,
 };
 pub use codec::{ContentType, DecodeError, EncodeError};
-pub use control::{ControlCommand, ControlReply, ControlRequest};
+pub use control::{
+    ControlCommand, ControlReply, ControlRequest, PingResult, PriorityWeightsResult,
+    RateLimitResult, RevocationReason, RevocationRecord, RevokeResult,
+};
 pub use dead_letter::{DeadLetter, DeadLetterReason, dlq_header};
 pub use envelope::{Envelope, EnvelopeError, HeaderSource, header};
 pub use names::{InvalidName, Namespace, Priority, QueueName, TaskId, TaskName};

@@ -201,13 +201,17 @@ impl<T> AsyncResult<T> {
         let replies = self
             .client
             .control()
-            .revoke(self.id.as_str(), true, None, timeout)
+            .revoke(
+                self.id.as_str(),
+                crate::RevokeMode::Terminate,
+                None,
+                timeout,
+            )
             .await?;
         Ok(replies.iter().any(|reply| {
             reply
-                .result
-                .as_ref()
-                .is_some_and(|result| result["terminated"] == true)
+                .result_as::<celerity_proto::RevokeResult>()
+                .is_some_and(|result| result.is_ok_and(|result| result.terminated))
         }))
     }
 

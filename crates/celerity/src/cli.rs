@@ -273,7 +273,9 @@ impl WorkerArgs {
 pub struct PriorityWeights(pub [u32; 10]);
 
 fn parse_weights(value: &str) -> Result<PriorityWeights, String> {
-    crate::control::parse_weights(value).map(PriorityWeights)
+    crate::control::parse_weights(value)
+        .map(PriorityWeights)
+        .map_err(|error| error.to_string())
 }
 
 #[derive(Debug, Parser)]

@@ -13,7 +13,9 @@
 
 use std::time::Duration;
 
-use celerity_proto::{ControlCommand, ControlReply, ControlRequest, Layout};
+use celerity_proto::{
+    ControlCommand, ControlReply, ControlRequest, InvalidName, Layout, RevocationRecord,
+};
 use futures_util::StreamExt;
 
 /// A control request failed.
@@ -27,19 +29,53 @@ pub enum ControlError {
     #[error("the control request failed")]
     Nats(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// The task id is not valid.
-    #[error("invalid task id: {0}")]
-    InvalidTaskId(String),
+    #[error(transparent)]
+    InvalidTaskId(InvalidName),
     /// A worker's reply is not a valid control reply.
-    #[error("worker reply is not a control reply: {0}")]
-    BadReply(String),
+    #[error("worker reply is not a control reply")]
+    BadReply(#[source] serde_json::Error),
     /// The task name is not valid.
-    #[error("invalid task name: {0}")]
-    InvalidTaskName(String),
+    #[error(transparent)]
+    InvalidTaskName(InvalidName),
+    /// The request, or the revocation record, could not be encoded.
+    #[error("cannot encode the control request")]
+    Encode(#[source] serde_json::Error),
     /// A cluster-wide rate limit was addressed to one worker.
     #[error(
         "a global rate limit is shared by every worker and cannot go to worker {0:?} alone: drop the destination"
     )]
     GlobalWithDestination(String),
+}
+
+/// What a `revoke` control command does to a copy of the task that is already running.
+///
+/// ```
+/// assert_eq!(celerity::RevokeMode::default(), celerity::RevokeMode::Skip);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum RevokeMode {
+    /// Never run the task; a copy already running finishes.
+    #[default]
+    Skip,
+    /// Never run the task, and abort it where it runs (Celery's `terminate=True`): it ends
+    /// REVOKED with reason `terminated`.
+    Terminate,
+}
+
+/// Which limit a `rate_limit` control command changes.
+///
+/// ```
+/// assert_eq!(celerity::RateLimitScope::default(), celerity::RateLimitScope::PerWorker);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum RateLimitScope {
+    /// Each worker's own limit: every worker addressed runs the task at most at the rate.
+    #[default]
+    PerWorker,
+    /// The one limit all workers share: the cluster runs the task at most at the rate.
+    Global,
 }
 
 /// What a `rate_limit` control command does to a task's limit.
@@ -65,10 +101,10 @@ pub enum PriorityWeightsChange {
 }
 
 impl std::str::FromStr for PriorityWeightsChange {
-    type Err = String;
+    type Err = InvalidWeights;
 
     /// Ten comma-separated weights (`1,1,1,1,1,1,1,1,1,1`), `strict` or `reset`.
-    fn from_str(value: &str) -> Result<Self, String> {
+    fn from_str(value: &str) -> Result<Self, InvalidWeights> {
         match value.trim() {
             "strict" => Ok(Self::Strict),
             "reset" => Ok(Self::Reset),
@@ -77,22 +113,56 @@ impl std::str::FromStr for PriorityWeightsChange {
     }
 }
 
+/// Priority weights that cannot be read.
+///
+/// ```
+/// let error = "1,2,3".parse::<celerity::PriorityWeightsChange>().unwrap_err();
+/// assert!(error.to_string().contains("3 weights"));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum InvalidWeights {
+    /// A weight is not a whole number (from 0 to 4294967295).
+    #[error("{part:?} in {value:?} is not a whole number")]
+    NotANumber {
+        /// The whole value.
+        value: String,
+        /// The weight that is not a number.
+        part: String,
+        /// Why it does not parse.
+        #[source]
+        source: std::num::ParseIntError,
+    },
+    /// There are not ten weights.
+    #[error("{value:?} has {count} weights; give one per priority, 0 to 9 (10 in all)")]
+    WrongCount {
+        /// The whole value.
+        value: String,
+        /// How many weights it has.
+        count: usize,
+    },
+}
+
 /// Ten comma-separated weights, for priorities 0 to 9.
-pub(crate) fn parse_weights(value: &str) -> Result<[u32; 10], String> {
+pub(crate) fn parse_weights(value: &str) -> Result<[u32; 10], InvalidWeights> {
     let weights: Vec<u32> = value
         .split(',')
         .map(|part| {
             part.trim()
                 .parse::<u32>()
-                .map_err(|_| format!("{part:?} in {value:?} is not a whole number"))
+                .map_err(|source| InvalidWeights::NotANumber {
+                    value: value.to_owned(),
+                    part: part.to_owned(),
+                    source,
+                })
         })
         .collect::<Result<_, _>>()?;
-    weights.try_into().map_err(|weights: Vec<u32>| {
-        format!(
-            "{value:?} has {} weights; give one per priority, 0 to 9 (10 in all)",
-            weights.len()
-        )
-    })
+    weights
+        .try_into()
+        .map_err(|weights: Vec<u32>| InvalidWeights::WrongCount {
+            value: value.to_owned(),
+            count: weights.len(),
+        })
 }
 
 impl std::str::FromStr for RateLimitChange {
@@ -121,10 +191,13 @@ impl Control {
     }
 
     /// Pings `destination` (a worker hostname), or every worker when `None`, gathering replies
-    /// until `timeout`.
+    /// until `timeout`. Each reply's `result` is a [`celerity_proto::PingResult`].
     ///
     /// # Errors
     /// [`ControlError::UnknownDestination`] when the named worker does not answer.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: a dropped call has sent at most the request, which changes nothing.
     pub async fn ping(
         &self,
         destination: Option<&str>,
@@ -133,67 +206,83 @@ impl Control {
         self.send(ControlCommand::Ping, destination, timeout).await
     }
 
-    /// Revokes task `task_id` on every worker (or only `destination`), and with `terminate` aborts
-    /// it where it runs. The revocation is stored, so workers started later honour it too.
+    /// Revokes task `task_id` on every worker (or only `destination`), and with
+    /// [`RevokeMode::Terminate`] aborts it where it runs. The revocation is stored, so workers
+    /// started later honour it too. Each reply's `result` is a [`celerity_proto::RevokeResult`].
+    ///
+    /// ```no_run
+    /// # async fn demo(client: celerity::Client) -> Result<(), Box<dyn std::error::Error>> {
+    /// use std::time::Duration;
+    /// use celerity::RevokeMode;
+    /// let replies = client.control().revoke("0190a5b2-7c1e-7f00-8000-000000000001", RevokeMode::Terminate, None, Duration::from_secs(1)).await?;
+    /// # Ok(()) }
+    /// ```
     ///
     /// # Errors
-    /// As [`Control::ping`].
+    /// [`ControlError::InvalidTaskId`], or as [`Control::ping`].
+    ///
+    /// # Cancel safety
+    /// Not cancel safe: a dropped call may have stored the revocation without telling the workers
+    /// (those honour it from the store, but none terminates a running task).
     pub async fn revoke(
         &self,
         task_id: &str,
-        terminate: bool,
+        mode: RevokeMode,
         destination: Option<&str>,
         timeout: Duration,
     ) -> Result<Vec<ControlReply>, ControlError> {
         // Stored first, by the caller: workers not running now honour it when they start.
-        let id = celerity_proto::TaskId::new(task_id)
-            .map_err(|error| ControlError::InvalidTaskId(error.to_string()))?;
+        let id = celerity_proto::TaskId::new(task_id).map_err(ControlError::InvalidTaskId)?;
         let js = async_nats::jetstream::new(self.nats.clone());
         let bucket = js
             .get_key_value(self.layout.revoked_bucket())
             .await
             .map_err(|error| ControlError::Nats(error.into()))?;
-        let record = serde_json::json!({"reason": "revoked", "at_ms": crate::clock::now_ms()});
+        let record = serde_json::to_vec(&RevocationRecord::new(crate::clock::now_ms()))
+            .map_err(ControlError::Encode)?;
         bucket
-            .put(
-                id.as_str(),
-                serde_json::to_vec(&record).unwrap_or_default().into(),
-            )
+            .put(id.as_str(), record.into())
             .await
             .map_err(|error| ControlError::Nats(error.into()))?;
         let command = ControlCommand::Revoke {
             task_id: task_id.to_owned(),
-            terminate,
+            terminate: mode == RevokeMode::Terminate,
         };
         self.send(command, destination, timeout).await
     }
 
     /// Changes the rate limit of task type `task` at runtime, on `destination` only or on every
-    /// worker (`None`), per worker or, with `global`, for the whole cluster. The change is stored
-    /// in the settings bucket by the workers that apply it, so it also holds for workers started
-    /// later and survives restarts. A worker that does not know the task refuses.
+    /// worker (`None`), per worker or, with [`RateLimitScope::Global`], for the whole cluster.
+    /// The change is stored in the settings bucket by the workers that apply it, so it also holds
+    /// for workers started later and survives restarts. A worker that does not know the task
+    /// refuses. Each reply's `result` is a [`celerity_proto::RateLimitResult`].
     ///
     /// ```no_run
     /// # async fn demo(client: celerity::Client) -> Result<(), Box<dyn std::error::Error>> {
     /// use std::time::Duration;
+    /// use celerity::RateLimitScope;
     /// let change = "50/m".parse()?;
-    /// let replies = client.control().rate_limit("tasks.call_api", change, false, Some("w1"), Duration::from_secs(1)).await?;
+    /// let replies = client.control().rate_limit("tasks.call_api", change, RateLimitScope::PerWorker, Some("w1"), Duration::from_secs(1)).await?;
     /// # Ok(()) }
     /// ```
     ///
     /// # Errors
     /// [`ControlError::InvalidTaskName`], [`ControlError::GlobalWithDestination`], or as
     /// [`Control::ping`].
+    ///
+    /// # Cancel safety
+    /// Not cancel safe: a dropped call may have sent the change, which workers then store and
+    /// apply without the caller seeing their replies.
     pub async fn rate_limit(
         &self,
         task: &str,
         change: RateLimitChange,
-        global: bool,
+        scope: RateLimitScope,
         destination: Option<&str>,
         timeout: Duration,
     ) -> Result<Vec<ControlReply>, ControlError> {
-        celerity_proto::TaskName::new(task)
-            .map_err(|error| ControlError::InvalidTaskName(error.to_string()))?;
+        celerity_proto::TaskName::new(task).map_err(ControlError::InvalidTaskName)?;
+        let global = scope == RateLimitScope::Global;
         if let (true, Some(worker)) = (global, destination) {
             return Err(ControlError::GlobalWithDestination(worker.to_owned()));
         }
@@ -213,10 +302,15 @@ impl Control {
 
     /// Changes how `destination` (or every worker, with `None`) picks among priority levels:
     /// weighted with ten weights, strict, or back to the worker's own flags. Stored like rate
-    /// limits, so it also holds for workers started later.
+    /// limits, so it also holds for workers started later. Each reply's `result` is a
+    /// [`celerity_proto::PriorityWeightsResult`].
     ///
     /// # Errors
     /// As [`Control::ping`].
+    ///
+    /// # Cancel safety
+    /// Not cancel safe: a dropped call may have sent the change, which workers then store and
+    /// apply without the caller seeing their replies.
     pub async fn priority_weights(
         &self,
         change: PriorityWeightsChange,
@@ -236,14 +330,18 @@ impl Control {
     ///
     /// # Errors
     /// As [`Control::ping`].
+    ///
+    /// # Cancel safety
+    /// Not cancel safe: a dropped call may have sent the command, which workers carry out without
+    /// the caller seeing their replies (a `ping` changes nothing, so dropping it is harmless).
     pub async fn send(
         &self,
         command: ControlCommand,
         destination: Option<&str>,
         timeout: Duration,
     ) -> Result<Vec<ControlReply>, ControlError> {
-        let request = serde_json::to_vec(&ControlRequest::new(command))
-            .map_err(|error| ControlError::Nats(error.into()))?;
+        let request =
+            serde_json::to_vec(&ControlRequest::new(command)).map_err(ControlError::Encode)?;
         match destination {
             Some(worker) => {
                 let subject = self.layout.control_subject(worker);
@@ -259,8 +357,8 @@ impl Control {
                     Ok(Err(error)) => return Err(ControlError::Nats(error.into())),
                     Ok(Ok(message)) => message,
                 };
-                let reply = serde_json::from_slice(&message.payload)
-                    .map_err(|error| ControlError::BadReply(error.to_string()))?;
+                let reply =
+                    serde_json::from_slice(&message.payload).map_err(ControlError::BadReply)?;
                 Ok(vec![reply])
             }
             None => {

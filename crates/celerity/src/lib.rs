@@ -19,7 +19,7 @@
 //! let client = app.client(&nats).await?;
 //! let result = add.delay(&client, 2, 3).await?;
 //! assert_eq!(result.get(Duration::from_secs(10)).await?, 5);
-//! worker.shutdown(false);
+//! worker.shutdown(celerity::Shutdown::Warm);
 //! # Ok(()) }
 //! ```
 //!
@@ -105,7 +105,10 @@ pub use celerity_proto::{
     ContentType, ErrorRecord, InvalidRate, Rate, ResultRecord, TaskId, TaskState,
 };
 pub use client::{ApplyOptions, Client, ETA_PAST_TOLERANCE};
-pub use control::{Control, ControlError, PriorityWeightsChange, RateLimitChange};
+pub use control::{
+    Control, ControlError, InvalidWeights, PriorityWeightsChange, RateLimitChange, RateLimitScope,
+    RevokeMode,
+};
 pub use error::{ClientError, EnqueueError};
 pub use futures_util::StreamExt;
 pub use nats::server::{NEW_TASK_SIGNAL_ENV, NewTaskSignal};
@@ -115,7 +118,7 @@ pub use task::{
     ArgumentsError, DeliveryInfo, ErrorType, HookFuture, Retry, Task, TaskContext, TaskFuture,
     TaskHooks, TaskOptions,
 };
-pub use worker::{WorkerConfig, WorkerError, WorkerHandle};
+pub use worker::{Shutdown, WorkerConfig, WorkerError, WorkerHandle};
 
 /// Formats an error and its causes on one line: `outer: inner: root`.
 ///

@@ -13,7 +13,7 @@
 
 use std::time::Duration;
 
-use celerity::{App, AsyncResult, Client, ResultError, TaskContext, WorkerConfig};
+use celerity::{App, AsyncResult, Client, ResultError, Shutdown, TaskContext, WorkerConfig};
 use clap::Parser;
 use serde::{Deserialize, Serialize};
 
@@ -128,7 +128,10 @@ fn main() -> anyhow::Result<()> {
     let client = runtime.block_on(app.client(&nats))?;
     let worker = celerity::worker::spawn(app, nats, WorkerConfig::new().hostname("etl-worker"))?;
     let outcome = runtime.block_on(send_chains(&client));
-    worker.shutdown(outcome.is_err());
+    worker.shutdown(match outcome {
+        Ok(_) => Shutdown::Warm,
+        Err(_) => Shutdown::Cold,
+    });
     worker.join()?;
     outcome
 }

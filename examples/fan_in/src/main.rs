@@ -10,7 +10,7 @@
 
 use std::time::{Duration, Instant};
 
-use celerity::{App, Chord, Client, WorkerConfig};
+use celerity::{App, Chord, Client, Shutdown, WorkerConfig};
 use clap::Parser;
 
 /// How many numbers the list holds.
@@ -54,7 +54,10 @@ fn main() -> anyhow::Result<()> {
     let config = WorkerConfig::new().hostname("fan-in-worker").concurrency(4);
     let worker = celerity::worker::spawn(app, nats, config)?;
     let outcome = runtime.block_on(fan_in(&client));
-    worker.shutdown(outcome.is_err());
+    worker.shutdown(match outcome {
+        Ok(_) => Shutdown::Warm,
+        Err(_) => Shutdown::Cold,
+    });
     worker.join()?;
     outcome
 }

@@ -14,7 +14,7 @@
 use std::time::Duration;
 
 use celerity::routing::Route;
-use celerity::{App, AsyncResult, Chain, Client, NatsConfig, WorkerConfig, WorkerHandle};
+use celerity::{App, AsyncResult, Chain, Client, NatsConfig, Shutdown, WorkerConfig, WorkerHandle};
 use clap::Parser;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -164,7 +164,10 @@ fn main() -> anyhow::Result<()> {
     let workers = start_workers(&app, &nats)?;
     let outcome = runtime.block_on(send_orders(&client));
     for worker in &workers {
-        worker.shutdown(outcome.is_err());
+        worker.shutdown(match outcome {
+            Ok(_) => Shutdown::Warm,
+            Err(_) => Shutdown::Cold,
+        });
     }
     for worker in workers {
         worker.join()?;

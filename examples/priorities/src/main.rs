@@ -13,7 +13,9 @@
 
 use std::time::Duration;
 
-use celerity::{App, ApplyOptions, AsyncResult, Client, NatsConfig, WorkerConfig, WorkerHandle};
+use celerity::{
+    App, ApplyOptions, AsyncResult, Client, NatsConfig, Shutdown, WorkerConfig, WorkerHandle,
+};
 use clap::Parser;
 
 /// How long each job takes.
@@ -86,7 +88,10 @@ fn main() -> anyhow::Result<()> {
     let workers = start_workers(&app, &nats)?;
     let outcome = runtime.block_on(report(&jobs));
     for worker in &workers {
-        worker.shutdown(outcome.is_err());
+        worker.shutdown(match outcome {
+            Ok(_) => Shutdown::Warm,
+            Err(_) => Shutdown::Cold,
+        });
     }
     for worker in workers {
         worker.join()?;

@@ -13,7 +13,7 @@
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use celerity::{App, ApplyOptions, Client, TaskContext, TaskState, WorkerConfig};
+use celerity::{App, ApplyOptions, Client, Shutdown, TaskContext, TaskState, WorkerConfig};
 use clap::Parser;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -97,7 +97,10 @@ fn main() -> anyhow::Result<()> {
             let config = WorkerConfig::new().hostname("progress-worker");
             let worker = celerity::worker::spawn(app, nats, config)?;
             let outcome = runtime.block_on(run_with_watcher(&client));
-            worker.shutdown(outcome.is_err());
+            worker.shutdown(match outcome {
+                Ok(_) => Shutdown::Warm,
+                Err(_) => Shutdown::Cold,
+            });
             worker.join()?;
             outcome
         }

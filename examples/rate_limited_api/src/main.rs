@@ -13,7 +13,9 @@
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use celerity::{App, Client, ControlError, RateLimitChange, WorkerConfig};
+use celerity::{
+    App, Client, ControlError, RateLimitChange, RateLimitScope, Shutdown, WorkerConfig,
+};
 use clap::Parser;
 use serde::{Deserialize, Serialize};
 
@@ -84,7 +86,10 @@ fn main() -> anyhow::Result<()> {
     let config = WorkerConfig::new().hostname(WORKER).concurrency(4);
     let worker = celerity::worker::spawn(app, nats, config)?;
     let outcome = runtime.block_on(change_the_limit(&client));
-    worker.shutdown(outcome.is_err());
+    worker.shutdown(match outcome {
+        Ok(_) => Shutdown::Warm,
+        Err(_) => Shutdown::Cold,
+    });
     worker.join()?;
     outcome
 }
@@ -130,7 +135,13 @@ async fn wait_until_answering(client: &Client) -> anyhow::Result<()> {
 async fn set_limit(client: &Client, change: RateLimitChange) -> anyhow::Result<()> {
     let replies = client
         .control()
-        .rate_limit(TASK, change, false, Some(WORKER), CONTROL_TIMEOUT)
+        .rate_limit(
+            TASK,
+            change,
+            RateLimitScope::PerWorker,
+            Some(WORKER),
+            CONTROL_TIMEOUT,
+        )
         .await?;
     for reply in replies {
         anyhow::ensure!(

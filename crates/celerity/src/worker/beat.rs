@@ -119,14 +119,19 @@ impl Actor for Beat {
 }
 
 impl BeatState {
-    fn lease_value(&self, shared: &crate::worker::WorkerShared, now: u64) -> bytes::Bytes {
+    /// The lease record this worker writes at `now`, encoded.
+    fn lease_value(
+        &self,
+        shared: &crate::worker::WorkerShared,
+        now: u64,
+    ) -> Result<bytes::Bytes, serde_json::Error> {
         let names = self.entries.iter().map(|entry| entry.name().to_owned());
         let lease = BeatLease::new(
             shared.hostname.to_string(),
             now + self.lease.as_millis() as u64,
             names.collect(),
         );
-        serde_json::to_vec(&lease).unwrap_or_default().into()
+        Ok(serde_json::to_vec(&lease)?.into())
     }
 
     /// Renews the lease when a third of it has passed, or takes it when it has lapsed.
@@ -138,8 +143,15 @@ impl BeatState {
                 if now < written + renew_every {
                     return;
                 }
-                let value = self.lease_value(shared, now);
-                match self.bucket.update(BEAT_LEADER_KEY, value, revision).await {
+                let renewed = match self.lease_value(shared, now) {
+                    Ok(value) => self.bucket.update(BEAT_LEADER_KEY, value, revision).await,
+                    Err(error) => {
+                        tracing::error!(error = %error, "cannot encode the beat lease");
+                        self.lose();
+                        return;
+                    }
+                };
+                match renewed {
                     Ok(revision) => self.held = Some((revision, now)),
                     Err(error) if error.kind() == kv::UpdateErrorKind::WrongLastRevision => {
                         tracing::warn!(worker = %shared.hostname, "lost the beat lease; another worker schedules periodic tasks now");
@@ -174,7 +186,13 @@ impl BeatState {
 
     /// Takes the lease if nobody holds it (or this worker did, before a restart).
     async fn take_lease(&self, shared: &crate::worker::WorkerShared, now: u64) -> Option<u64> {
-        let value = self.lease_value(shared, now);
+        let value = match self.lease_value(shared, now) {
+            Ok(value) => value,
+            Err(error) => {
+                tracing::error!(error = %error, "cannot encode the beat lease; not taking it");
+                return None;
+            }
+        };
         let current = match self.bucket.entry(BEAT_LEADER_KEY).await {
             Ok(current) => current,
             Err(error) => {

@@ -2,29 +2,33 @@
 //! sent to this worker or to all.
 //!
 //! Requests arrive on core NATS (`<ns>.control.<worker token>` and `<ns>.control.all`); a malformed
-//! request gets a refusal naming what is wrong, never silence.
+//! request gets a refusal naming what is wrong, never silence. Replies are `celerity_proto` records
+//! ([`PingResult`], [`RevokeResult`], [`RateLimitResult`], [`PriorityWeightsResult`]). The actor
+//! reaches the queues only through [`Recipient`]s of [`Terminate`], so it knows no queue actor.
 
 use actix::prelude::*;
+use async_nats::jetstream::kv;
 use celerity_proto::{
-    ControlCommand, ControlReply, ControlRequest, PriorityWeightsSetting, RateLimitSetting,
+    ControlCommand, ControlReply, ControlRequest, PingResult, PriorityWeightsResult,
+    PriorityWeightsSetting, RateLimitResult, RateLimitSetting, RevocationRecord, RevokeResult,
     SettingScope, TaskId, TaskName,
 };
-use serde_json::json;
 
-use crate::worker::SharedHandle;
-use crate::worker::queue::{QueueActor, Terminate};
+use crate::worker::queue::Terminate;
+use crate::worker::{SharedHandle, WorkerShared};
 
 /// Answers control requests for one worker.
 pub(crate) struct ControlActor {
     shared: SharedHandle,
-    queues: Vec<Addr<QueueActor>>,
+    /// Every queue of this worker, asked to abort a task that a `revoke` terminates.
+    queues: Vec<Recipient<Terminate>>,
     queue_names: Vec<String>,
 }
 
 impl ControlActor {
     pub(crate) fn new(
         shared: SharedHandle,
-        queues: Vec<Addr<QueueActor>>,
+        queues: Vec<Recipient<Terminate>>,
         queue_names: Vec<String>,
     ) -> Self {
         Self {
@@ -68,34 +72,23 @@ impl StreamHandler<async_nats::Message> for ControlActor {
             return;
         };
         let direct = message.subject.as_str() != self.shared.layout.control_broadcast_subject();
-        let hostname = self.shared.hostname.to_string();
-        let request: Result<ControlRequest, _> = serde_json::from_slice(&message.payload);
-        let shared = self.shared.clone();
-        let queues = self.queues.clone();
-        let queue_names = self.queue_names.clone();
+        let target = Target {
+            shared: self.shared.clone(),
+            queues: self.queues.clone(),
+            queue_names: self.queue_names.clone(),
+            direct,
+        };
         let answer = async move {
-            let reply = match request {
+            let reply = target.answer(&message.payload).await;
+            match encode_reply(&target.shared.hostname, &reply) {
+                Ok(bytes) => {
+                    if let Err(error) = target.shared.nats.publish(reply_to, bytes).await {
+                        tracing::debug!(error = %error, "cannot answer a control request");
+                    }
+                }
                 Err(error) => {
-                    ControlReply::refused(&hostname, format!("malformed control request: {error}"))
+                    tracing::error!(error = %error, "cannot encode a control reply; the requester gets none")
                 }
-                Ok(request) if request.v != celerity_proto::PROTOCOL_VERSION => {
-                    ControlReply::refused(
-                        &hostname,
-                        format!("unsupported control protocol version {}", request.v),
-                    )
-                }
-                Ok(request) => {
-                    let target = Target {
-                        queues: &queues,
-                        queue_names: &queue_names,
-                        direct,
-                    };
-                    run(&shared, target, request.command).await
-                }
-            };
-            let bytes = serde_json::to_vec(&reply).unwrap_or_default();
-            if let Err(error) = shared.nats.publish(reply_to, bytes.into()).await {
-                tracing::debug!(error = %error, "cannot answer a control request");
             }
         };
         ctx.spawn(answer.into_actor(self));
@@ -106,130 +99,161 @@ impl StreamHandler<async_nats::Message> for ControlActor {
     }
 }
 
-/// What a control command acts on in this worker.
-struct Target<'a> {
-    queues: &'a [Addr<QueueActor>],
-    queue_names: &'a [String],
+/// Why a control command was refused; its error chain is the refusal's `error`.
+#[derive(Debug, thiserror::Error)]
+enum Refusal {
+    #[error("malformed control request")]
+    Malformed(#[source] serde_json::Error),
+    #[error("unsupported control protocol version {0}")]
+    UnsupportedVersion(u32),
+    #[error("unknown control command")]
+    UnknownCommand,
+    #[error(transparent)]
+    InvalidTaskId(celerity_proto::InvalidName),
+    #[error("cannot encode the revocation")]
+    EncodeRevocation(#[source] serde_json::Error),
+    #[error("cannot store the revocation")]
+    StoreRevocation(#[source] kv::PutError),
+    #[error("task {0:?} is not registered on this worker")]
+    NotRegistered(String),
+    #[error("cannot encode the setting")]
+    EncodeSetting(#[source] serde_json::Error),
+    #[error("cannot store the setting")]
+    StoreSetting(#[source] kv::PutError),
+    #[error("cannot delete the stored setting")]
+    DeleteSetting(#[source] kv::DeleteError),
+    #[error("cannot read the stored setting")]
+    ReadSetting(#[source] kv::EntryError),
+    #[error("cannot encode the reply")]
+    EncodeReply(#[source] serde_json::Error),
+}
+
+/// The reply's bytes; a reply that cannot be encoded becomes a refusal that says so.
+fn encode_reply(hostname: &str, reply: &ControlReply) -> Result<bytes::Bytes, serde_json::Error> {
+    let bytes = serde_json::to_vec(reply).or_else(|error| {
+        let refusal =
+            ControlReply::refused(hostname, crate::error_chain(&Refusal::EncodeReply(error)));
+        serde_json::to_vec(&refusal)
+    })?;
+    Ok(bytes.into())
+}
+
+/// What a control request acts on in this worker.
+struct Target {
+    shared: SharedHandle,
+    queues: Vec<Recipient<Terminate>>,
+    queue_names: Vec<String>,
     /// The request was addressed to this worker alone (not broadcast).
     direct: bool,
 }
 
-async fn run(
-    shared: &crate::worker::WorkerShared,
-    Target {
-        queues,
-        queue_names,
-        direct,
-    }: Target<'_>,
-    command: ControlCommand,
-) -> ControlReply {
-    let hostname = shared.hostname.to_string();
-    match command {
-        ControlCommand::Ping => ControlReply::ok(
-            &hostname,
-            json!({"pong": true, "queues": queue_names, "concurrency": shared.concurrency}),
-        ),
-        ControlCommand::Revoke { task_id, terminate } => {
-            let Ok(id) = TaskId::new(task_id.clone()) else {
-                return ControlReply::refused(&hostname, format!("invalid task id {task_id:?}"));
-            };
-            // Stored, so every worker (also those started later) skips the task until results expire.
-            let record = json!({"reason": "revoked", "at_ms": crate::clock::now_ms()});
-            if let Err(error) = shared
-                .revoked_bucket
-                .put(
-                    id.as_str(),
-                    serde_json::to_vec(&record).unwrap_or_default().into(),
+impl Target {
+    /// The reply to the request `payload`: the command's result, or a refusal that says why.
+    async fn answer(&self, payload: &[u8]) -> ControlReply {
+        let hostname = self.shared.hostname.as_ref();
+        let replied = match serde_json::from_slice::<ControlRequest>(payload) {
+            Err(error) => Err(Refusal::Malformed(error)),
+            Ok(request) if request.v != celerity_proto::PROTOCOL_VERSION => {
+                Err(Refusal::UnsupportedVersion(request.v))
+            }
+            Ok(request) => self.run(request.command).await,
+        };
+        replied
+            .unwrap_or_else(|refusal| ControlReply::refused(hostname, crate::error_chain(&refusal)))
+    }
+
+    async fn run(&self, command: ControlCommand) -> Result<ControlReply, Refusal> {
+        let hostname = self.shared.hostname.as_ref();
+        let reply = match command {
+            ControlCommand::Ping => ControlReply::with_result(
+                hostname,
+                &PingResult::new(self.queue_names.clone(), self.shared.concurrency),
+            ),
+            ControlCommand::Revoke { task_id, terminate } => {
+                let result = self.revoke(task_id, terminate).await?;
+                ControlReply::with_result(hostname, &result)
+            }
+            ControlCommand::RateLimit {
+                task,
+                rate,
+                global,
+                reset,
+            } => {
+                let scope = match global {
+                    true => SettingScope::Cluster,
+                    false => self.scope(),
+                };
+                set_rate_limit(&self.shared, &task, scope, (!reset).then_some(rate)).await?;
+                let (per_worker, cluster) = self.shared.limits.limits_of(&task);
+                ControlReply::with_result(
+                    hostname,
+                    &RateLimitResult::new(task, per_worker, cluster),
                 )
-                .await
-            {
-                return ControlReply::refused(
-                    &hostname,
-                    format!("cannot store the revocation: {error}"),
-                );
             }
-            let mut terminated = false;
-            if terminate {
-                for queue in queues {
-                    if let Ok(true) = queue
-                        .send(Terminate {
-                            task_id: task_id.clone(),
-                        })
-                        .await
-                    {
-                        terminated = true;
-                    }
+            ControlCommand::PriorityWeights { weights, reset } => {
+                let scope = self.scope();
+                let key = celerity_proto::priority_weights_key(&scope);
+                let setting = (!reset).then(|| PriorityWeightsSetting::new(scope, weights));
+                if let Some(revision) = store_setting(&self.shared, &key, setting.as_ref()).await? {
+                    self.shared.priority_weights.apply(&key, revision, setting);
                 }
+                let weights = self.shared.priority_weights.current();
+                ControlReply::with_result(hostname, &PriorityWeightsResult::new(weights))
             }
-            ControlReply::ok(
-                &hostname,
-                json!({"revoked": task_id, "terminated": terminated}),
-            )
+            _ => return Err(Refusal::UnknownCommand),
+        };
+        reply.map_err(Refusal::EncodeReply)
+    }
+
+    /// The scope of a setting this request stores: this worker's own, or every worker's.
+    fn scope(&self) -> SettingScope {
+        match self.direct {
+            true => SettingScope::Worker {
+                worker: self.shared.hostname.to_string(),
+            },
+            false => SettingScope::Workers,
         }
-        ControlCommand::RateLimit {
-            task,
-            rate,
-            global,
-            reset,
-        } => {
-            let scope = if global {
-                SettingScope::Cluster
-            } else if direct {
-                SettingScope::Worker {
-                    worker: hostname.clone(),
+    }
+
+    /// Stores the revocation of `task_id` and, with `terminate`, asks every queue to abort it.
+    async fn revoke(&self, task_id: String, terminate: bool) -> Result<RevokeResult, Refusal> {
+        let id = TaskId::new(task_id.clone()).map_err(Refusal::InvalidTaskId)?;
+        // Stored, so every worker (also those started later) skips the task until results expire.
+        let record = RevocationRecord::new(crate::clock::now_ms());
+        let value = serde_json::to_vec(&record).map_err(Refusal::EncodeRevocation)?;
+        self.shared
+            .revoked_bucket
+            .put(id.as_str(), value.into())
+            .await
+            .map_err(Refusal::StoreRevocation)?;
+        let mut terminated = false;
+        if terminate {
+            for queue in &self.queues {
+                let asked = queue.send(Terminate {
+                    task_id: task_id.clone(),
+                });
+                if let Ok(true) = asked.await {
+                    terminated = true;
                 }
-            } else {
-                SettingScope::Workers
-            };
-            match set_rate_limit(shared, &task, scope, (!reset).then_some(rate)).await {
-                Ok(()) => {
-                    let (per_worker, cluster) = shared.limits.limits_of(&task);
-                    ControlReply::ok(
-                        &hostname,
-                        json!({"task": task, "rate_limit": per_worker, "global_rate_limit": cluster}),
-                    )
-                }
-                Err(error) => ControlReply::refused(&hostname, error),
             }
         }
-        ControlCommand::PriorityWeights { weights, reset } => {
-            let scope = if direct {
-                SettingScope::Worker {
-                    worker: hostname.clone(),
-                }
-            } else {
-                SettingScope::Workers
-            };
-            let key = celerity_proto::priority_weights_key(&scope);
-            let setting = (!reset).then(|| PriorityWeightsSetting::new(scope, weights));
-            match store_setting(shared, &key, setting.as_ref()).await {
-                Ok(revision) => {
-                    if let Some(revision) = revision {
-                        shared.priority_weights.apply(&key, revision, setting);
-                    }
-                    let weights = shared.priority_weights.current();
-                    ControlReply::ok(&hostname, json!({"priority_weights": weights}))
-                }
-                Err(error) => ControlReply::refused(&hostname, error),
-            }
-        }
-        _ => ControlReply::refused(&hostname, "unknown control command"),
+        Ok(RevokeResult::new(task_id, terminated))
     }
 }
 
 /// Stores a rate limit for `scope` (or, with `None`, deletes the stored one so the task's option
 /// applies again) and applies it here at once; other workers apply it through their watch.
 async fn set_rate_limit(
-    shared: &crate::worker::WorkerShared,
+    shared: &WorkerShared,
     task: &str,
     scope: SettingScope,
     rate: Option<Option<celerity_proto::Rate>>,
-) -> Result<(), String> {
+) -> Result<(), Refusal> {
     let registered = TaskName::new(task)
         .ok()
         .and_then(|name| shared.app.task(&name));
     if registered.is_none() {
-        return Err(format!("task {task:?} is not registered on this worker"));
+        return Err(Refusal::NotRegistered(task.to_owned()));
     }
     let key = celerity_proto::rate_limit_key(task, &scope);
     let setting = rate.map(|rate| RateLimitSetting::new(task, scope, rate));
@@ -243,34 +267,50 @@ async fn set_rate_limit(
 /// the revision written, for applying it here before the watch delivers it (`None`: leave it to
 /// the watch).
 async fn store_setting<T: serde::Serialize>(
-    shared: &crate::worker::WorkerShared,
+    shared: &WorkerShared,
     key: &str,
     setting: Option<&T>,
-) -> Result<Option<u64>, String> {
+) -> Result<Option<u64>, Refusal> {
     let bucket = &shared.settings_bucket;
     match setting {
         Some(setting) => {
-            let value = serde_json::to_vec(setting).map_err(|error| error.to_string())?;
+            let value = serde_json::to_vec(setting).map_err(Refusal::EncodeSetting)?;
             let revision = bucket
                 .put(key, value.into())
                 .await
-                .map_err(|error| format!("cannot store the setting: {error}"))?;
+                .map_err(Refusal::StoreSetting)?;
             Ok(Some(revision))
         }
         None => {
-            bucket
-                .delete(key)
-                .await
-                .map_err(|error| format!("cannot delete the stored setting: {error}"))?;
+            bucket.delete(key).await.map_err(Refusal::DeleteSetting)?;
             // The delete marker's revision, so the watch does not apply an older value after it.
             // A value stored since by someone else is left to the watch.
-            let marker = bucket
-                .entry(key)
-                .await
-                .map_err(|error| format!("cannot read the stored setting: {error}"))?;
+            let marker = bucket.entry(key).await.map_err(Refusal::ReadSetting)?;
             Ok(marker
-                .filter(|entry| entry.operation != async_nats::jetstream::kv::Operation::Put)
+                .filter(|entry| entry.operation != kv::Operation::Put)
                 .map(|entry| entry.revision))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refusal_names_the_layer_and_its_cause_once() {
+        let cause = serde_json::from_slice::<ControlRequest>(b"{").unwrap_err();
+        let text = crate::error_chain(&Refusal::Malformed(cause));
+        assert!(text.starts_with("malformed control request: "), "{text}");
+        let invalid = TaskId::new("").unwrap_err();
+        let text = crate::error_chain(&Refusal::InvalidTaskId(invalid));
+        assert_eq!(text.matches("invalid task id").count(), 1, "{text}");
+    }
+
+    #[test]
+    fn a_reply_encodes_to_its_json() {
+        let reply = ControlReply::refused("w1", "no");
+        let bytes = encode_reply("w1", &reply).unwrap();
+        assert_eq!(&bytes[..], br#"{"worker":"w1","ok":false,"error":"no"}"#);
     }
 }

@@ -243,6 +243,11 @@ impl Gate {
     /// Waits until the task, whose message has `size` bytes, may run under both limits. While it
     /// waits, `credit` is given back for a place in the waiting room if there is one (and taken
     /// again before this returns [`Passage::Go`]).
+    ///
+    /// # Cancel safety
+    /// Cancel safe in that nothing leaks, but a dropped call may leave `credit` without its fetch
+    /// credit (holding a waiting-room place instead, freed when `credit` drops) and waste a
+    /// reserved cluster-wide slot (at most [`RESERVE_AHEAD`] of the limit's time).
     pub(crate) async fn pass(
         &self,
         credit: &mut Credit,
@@ -302,7 +307,7 @@ impl Gate {
                     reserved = self.reserve(rate) => match reserved {
                         Ok(start) => break start,
                         Err(error) => {
-                            tracing::warn!(key = %self.key, error = %error, "cannot reserve a cluster-wide rate slot; retrying");
+                            tracing::warn!(key = %self.key, error = %crate::error_chain(&error), "cannot reserve a cluster-wide rate slot; retrying");
                             tokio::select! {
                                 () = tokio::time::sleep(BUCKET_RETRY) => {}
                                 _ = changes.changed() => continue 'limits,
@@ -410,16 +415,16 @@ fn plausible_start(next_free: u64, now: u64, interval: u64) -> Option<u64> {
 
 /// The rates bucket could not be read or written.
 #[derive(Debug, thiserror::Error)]
-#[error("the rates bucket failed: {0}")]
-pub(crate) struct RateBucketError(String);
-
-impl<E: std::fmt::Display> From<async_nats::error::Error<E>> for RateBucketError
-where
-    E: std::fmt::Debug + Clone + PartialEq,
-{
-    fn from(error: async_nats::error::Error<E>) -> Self {
-        Self(error.to_string())
-    }
+pub(crate) enum RateBucketError {
+    /// The key of the limit could not be read.
+    #[error("cannot read the rates bucket")]
+    Read(#[from] kv::EntryError),
+    /// The next slot could not be written over the last.
+    #[error("cannot update the rates bucket")]
+    Update(#[from] kv::UpdateError),
+    /// The key of the limit could not be created.
+    #[error("cannot create the key in the rates bucket")]
+    Create(#[from] kv::CreateError),
 }
 
 /// The fetch credit a dispatched task holds. A task waiting for a rate limit gives it back (taking

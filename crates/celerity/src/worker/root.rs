@@ -67,8 +67,9 @@ impl Actor for Worker {
             self.queues.push(actor.start());
         }
         let names = self.running.iter().map(ToString::to_string).collect();
+        let terminators = self.queues.iter().map(|queue| queue.clone().recipient());
         self.control =
-            Some(ControlActor::new(self.shared.clone(), self.queues.clone(), names).start());
+            Some(ControlActor::new(self.shared.clone(), terminators.collect(), names).start());
         if let Some((consumer, leases)) = self.delayed.take() {
             let lease_ttl = chords_lease_ttl(self.chords.as_ref());
             self.scheduler =
