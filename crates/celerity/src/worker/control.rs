@@ -12,19 +12,19 @@ use celerity_proto::{
 use serde_json::json;
 
 use crate::worker::SharedHandle;
-use crate::worker::queue::{QueueActor, Terminate};
+use crate::worker::queue::Terminate;
 
 /// Answers control requests for one worker.
 pub(crate) struct ControlActor {
     shared: SharedHandle,
-    queues: Vec<Addr<QueueActor>>,
+    queues: Vec<Recipient<Terminate>>,
     queue_names: Vec<String>,
 }
 
 impl ControlActor {
     pub(crate) fn new(
         shared: SharedHandle,
-        queues: Vec<Addr<QueueActor>>,
+        queues: Vec<Recipient<Terminate>>,
         queue_names: Vec<String>,
     ) -> Self {
         Self {
@@ -108,7 +108,7 @@ impl StreamHandler<async_nats::Message> for ControlActor {
 
 /// What a control command acts on in this worker.
 struct Target<'a> {
-    queues: &'a [Addr<QueueActor>],
+    queues: &'a [Recipient<Terminate>],
     queue_names: &'a [String],
     /// The request was addressed to this worker alone (not broadcast).
     direct: bool,

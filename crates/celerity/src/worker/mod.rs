@@ -18,6 +18,9 @@ mod revocations;
 mod root;
 mod scheduler;
 mod settings;
+mod shutdown;
+
+pub use shutdown::Shutdown;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -310,7 +313,8 @@ pub struct WorkerHandle {
 impl WorkerHandle {
     /// Asks the worker to stop: warm (finish in-flight tasks) or cold (return them to the queue).
     pub fn shutdown(&self, cold: bool) {
-        self.root.do_send(root::Shutdown { cold });
+        let shutdown = if cold { Shutdown::Cold } else { Shutdown::Warm };
+        self.root.do_send(root::StopWorker(shutdown));
     }
 
     /// Waits for the worker thread to end.
@@ -759,12 +763,12 @@ impl Setup<'_> {
                             subject,
                         });
                     }
-                    queue::SignalSetup::Doorbells(bells)
+                    queue::SignalSetup::RepublishedDoorbells(bells)
                 }
                 NewTaskSignal::BellRequests => {
                     // One inbox for the answers to every level's bell requests.
                     let inbox = client.new_inbox();
-                    queue::SignalSetup::BellRequests {
+                    queue::SignalSetup::MaxBytesProbes {
                         replies: subscribe(format!("{inbox}.>")).await?,
                         inbox,
                     }
@@ -849,6 +853,6 @@ async fn forward_signals(root: Addr<root::Worker>, (mut terminate, mut interrupt
             _ = terminate.recv() => {}
             _ = interrupt.recv() => {}
         }
-        root.do_send(root::Shutdown { cold: false });
+        root.do_send(root::StopWorker(Shutdown::Warm));
     }
 }
