@@ -169,7 +169,7 @@ impl Raw {
             ("delay", ""),
         ];
         let doorbells = celerity::NewTaskSignal::for_client(&self.js.client())
-            == celerity::NewTaskSignal::Doorbells;
+            == celerity::NewTaskSignal::Republish;
         let payload = bytes::Bytes::from(vec![b'x'; 100]);
         let record = bytes::Bytes::from(vec![b'p'; 120]);
         let mut rates = Vec::new();

@@ -189,7 +189,7 @@ impl WorkerConfig {
     }
 
     /// How often every priority level is checked for work that no signal told of (a redelivery
-    /// rings no doorbell; a doorbell or bell request can be lost in a reconnect).
+    /// rings no doorbell; a doorbell or a max-bytes probe can be lost in a reconnect).
     pub fn recheck_interval(mut self, interval: Duration) -> Self {
         self.recheck_interval = interval.max(Duration::from_millis(50));
         self
@@ -730,8 +730,8 @@ impl Setup<'_> {
             server = %client.server_info().version,
             "learning of new tasks from {}",
             match signal {
-                NewTaskSignal::BellRequests => "bell requests",
-                NewTaskSignal::Doorbells => "doorbells",
+                NewTaskSignal::MaxBytesProbe => "max-bytes probes",
+                NewTaskSignal::Republish => "republished doorbells",
             }
         );
         for queue in queues {
@@ -751,7 +751,7 @@ impl Setup<'_> {
                     .map_err(|error| SetupError::Subscribe(queue.clone(), error))
             };
             let signal = match signal {
-                NewTaskSignal::Doorbells => {
+                NewTaskSignal::Republish => {
                     // One doorbell subscription per level, so that a level known to have work
                     // can stop hearing its doorbells (the queue actor unsubscribes it while it
                     // has a backlog).
@@ -765,8 +765,8 @@ impl Setup<'_> {
                     }
                     queue::SignalSetup::RepublishedDoorbells(bells)
                 }
-                NewTaskSignal::BellRequests => {
-                    // One inbox for the answers to every level's bell requests.
+                NewTaskSignal::MaxBytesProbe => {
+                    // One inbox for the answers to every level's max-bytes probes.
                     let inbox = client.new_inbox();
                     queue::SignalSetup::MaxBytesProbes {
                         replies: subscribe(format!("{inbox}.>")).await?,
