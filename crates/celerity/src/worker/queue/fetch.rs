@@ -2,13 +2,12 @@
 //! work, with a batch equal to the credit it holds, and what its answers tell about the level.
 
 use actix::prelude::*;
-use async_nats::StatusCode;
 use async_nats::jetstream::consumer::pull::BatchConfig;
 
 use super::in_flight::CreditFrom;
 use super::levels::FetchTally;
 use super::requests::{
-    RequestEnd, RequestError, is_task, level_of, numbered_reply, request_of, undelivered,
+    RequestEnd, is_task, level_of, numbered_reply, request_of, status_end, undelivered,
 };
 use super::signal::Signal;
 use super::{FETCH_RETRY, Mode, QueueActor};
@@ -103,27 +102,16 @@ impl<S: Signal> QueueActor<S> {
             }
             return;
         }
-        let request = request_of(&message.subject);
-        let current = self
-            .pull
-            .as_ref()
-            .filter(|pull| Some(pull.request) == request);
-        match message.status {
-            Some(StatusCode::IDLE_HEARTBEAT) => {}
-            // No messages (404), or fewer than asked for (408): the request is over.
-            Some(StatusCode::NOT_FOUND | StatusCode::TIMEOUT) if current.is_some() => {
-                if let Some(request) = request {
-                    self.pull_ended(ctx, request, Ok(()));
-                }
-            }
-            Some(status) if current.is_some() => {
-                if let Some(request) = request {
-                    let error = RequestError::status(message, status);
-                    self.pull_ended(ctx, request, Err(error));
-                }
-            }
-            // The late status of a request already given up.
-            _ => {}
+        // The late status of a request already given up is ignored.
+        let Some(request) = request_of(&message.subject).filter(|request| {
+            self.pull
+                .as_ref()
+                .is_some_and(|pull| pull.request == *request)
+        }) else {
+            return;
+        };
+        if let Some(end) = status_end(message) {
+            self.pull_ended(ctx, request, end);
         }
     }
 

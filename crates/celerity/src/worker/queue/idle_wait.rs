@@ -5,12 +5,11 @@
 //! task it brings takes free credit, or goes straight back if there is none.
 
 use actix::prelude::*;
-use async_nats::StatusCode;
 use async_nats::jetstream::consumer::pull::BatchConfig;
 
 use super::in_flight::CreditFrom;
 use super::requests::{
-    RequestEnd, RequestError, is_task, level_of, numbered_reply, request_of, undelivered,
+    RequestEnd, is_task, level_of, numbered_reply, request_of, status_end, undelivered,
 };
 use super::signal::Signal;
 use super::{FETCH_RETRY, Mode, QueueActor, WAIT_EXPIRES};
@@ -88,17 +87,9 @@ impl<S: Signal> QueueActor<S> {
             // A heartbeat, or the late status of a wait already given up.
             return;
         };
-        match message.status {
-            Some(StatusCode::IDLE_HEARTBEAT) => {}
-            // Expired (408) or nothing to wait for (404): renewed by the pump if still idle.
-            Some(StatusCode::NOT_FOUND | StatusCode::TIMEOUT) => {
-                self.wait_ended(ctx, request, Ok(()));
-            }
-            Some(status) => {
-                let error = RequestError::status(message, status);
-                self.wait_ended(ctx, request, Err(error));
-            }
-            None => {}
+        // Expired (408) or nothing to wait for (404): renewed by the pump if still idle.
+        if let Some(end) = status_end(message) {
+            self.wait_ended(ctx, request, end);
         }
     }
 

@@ -43,6 +43,17 @@ impl RequestError {
     }
 }
 
+/// How a status on a fetch's or the idle wait's inbox ends its request: not at all (a heartbeat,
+/// or no status: a task), answered (404: no messages; 408: expired, or fewer than asked for), or
+/// with an error.
+pub(super) fn status_end(message: async_nats::Message) -> Option<RequestEnd> {
+    match message.status {
+        None | Some(StatusCode::IDLE_HEARTBEAT) => None,
+        Some(StatusCode::NOT_FOUND | StatusCode::TIMEOUT) => Some(Ok(())),
+        Some(status) => Some(Err(RequestError::status(message, status))),
+    }
+}
+
 /// How a pull request ended: answered (with tasks, or a status saying there are none), or not.
 pub(super) type RequestEnd = Result<(), RequestError>;
 
@@ -140,6 +151,48 @@ mod tests {
         assert_eq!(request_of("_INBOX.abc"), None);
         assert_eq!(level_and_request_of("_INBOX.abc.x.1"), None);
         assert_eq!(level_and_request_of("1"), None);
+    }
+
+    fn status(status: Option<StatusCode>, description: &str) -> async_nats::Message {
+        async_nats::Message {
+            subject: Subject::from("_INBOX.abc.3.7"),
+            reply: None,
+            payload: bytes::Bytes::new(),
+            headers: None,
+            status,
+            description: Some(description.to_owned()),
+            length: 0,
+        }
+    }
+
+    #[test]
+    fn a_status_ends_a_request_answered_or_failed_and_a_heartbeat_does_not() {
+        assert!(status_end(status(Some(StatusCode::IDLE_HEARTBEAT), "Idle Heartbeat")).is_none());
+        assert!(
+            status_end(status(None, "")).is_none(),
+            "a task ends nothing here"
+        );
+        assert!(matches!(
+            status_end(status(Some(StatusCode::NOT_FOUND), "No Messages")),
+            Some(Ok(()))
+        ));
+        assert!(matches!(
+            status_end(status(Some(StatusCode::TIMEOUT), "Request Timeout")),
+            Some(Ok(()))
+        ));
+        let failed = status_end(status(
+            Some(StatusCode::REQUEST_TERMINATED),
+            "Consumer Deleted",
+        ));
+        let Some(Err(RequestError::Status {
+            status,
+            description,
+        })) = failed
+        else {
+            panic!("a 409 is an error: {failed:?}");
+        };
+        assert_eq!(status, StatusCode::REQUEST_TERMINATED);
+        assert_eq!(description, "Consumer Deleted");
     }
 
     #[test]
