@@ -1,4 +1,4 @@
-//! How workers learn of new tasks: bell requests on nats-server 2.10.16 and later, doorbells on
+//! How workers learn of new tasks: max-bytes probes on nats-server 2.10.16 and later, doorbells on
 //! earlier servers (`celerity::NewTaskSignal`). Each test runs in both suites, on 2.9.10 and on a
 //! current server; a test of one signal returns at once, saying so, on a server that uses the other.
 
@@ -62,13 +62,13 @@ fn uses(nats: &async_nats::Client, wanted: NewTaskSignal) -> bool {
     used == wanted
 }
 
-/// The version gate is the server's behaviour: on this server, a bell request that meets a
-/// redelivery leaves the consumer as it was exactly when `NewTaskSignal` says bell requests are
+/// The version gate is the server's behaviour: on this server, a max-bytes probe that meets a
+/// redelivery leaves the consumer as it was exactly when `NewTaskSignal` says max-bytes probes are
 /// used. On nats-server before 2.10.16 the bell's 409 steps the delivery sequence back, and the
 /// next pull gets the message after the redelivered one as a first delivery while it is still
 /// unacknowledged (the bug that makes those servers use doorbells).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bell_requests_are_used_exactly_where_the_server_answers_them_safely() {
+async fn max_bytes_probes_are_used_exactly_where_the_server_answers_them_safely() {
     let server = server();
     let nats = async_nats::connect(server.url())
         .await
@@ -133,7 +133,7 @@ async fn bell_requests_are_used_exactly_where_the_server_answers_them_safely() {
     let m2 = next().await;
     assert_eq!(&m1.payload[..], b"m1");
     assert_eq!(&m2.payload[..], b"m2");
-    // A bell request waits; m1 handed back is due for redelivery at once, and rings it.
+    // A max-bytes probe waits; m1 handed back is due for redelivery at once, and rings it.
     request(
         "bell",
         json!({"batch": 1, "max_bytes": 1, "expires": 5_000_000_000u64}),
@@ -178,9 +178,9 @@ async fn bell_requests_are_used_exactly_where_the_server_answers_them_safely() {
         }
     };
     assert_eq!(
-        signal(&nats) == NewTaskSignal::BellRequests,
+        signal(&nats) == NewTaskSignal::MaxBytesProbe,
         safe,
-        "nats-server {} answered a bell request for a redelivery {}, but NewTaskSignal says {:?}",
+        "nats-server {} answered a max-bytes probe for a redelivery {}, but NewTaskSignal says {:?}",
         nats.server_info().version,
         if safe { "safely" } else { "by losing it" },
         signal(&nats)
@@ -196,7 +196,7 @@ async fn a_queue_stream_republishes_doorbells_only_where_workers_use_them() {
     let config = stream_config(&js, &layout.queue_stream(&queue)).await;
     assert_eq!(
         config.republish.is_some(),
-        signal(&nats) == NewTaskSignal::Doorbells,
+        signal(&nats) == NewTaskSignal::Republish,
         "on nats-server {}: {:?}",
         nats.server_info().version,
         config.republish
@@ -206,9 +206,9 @@ async fn a_queue_stream_republishes_doorbells_only_where_workers_use_them() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_worker_gets_the_next_task_from_its_idle_wait_without_a_signal() {
     let (_server, url, client, nats, js, layout, queue) = setup().await;
-    // On a bell-request server a level without the idle wait has a bell request, which would
+    // On a max-bytes-probe server a level without the idle wait has a max-bytes probe, which would
     // bring the task as well: only doorbells can be taken away from a worker.
-    if !uses(&nats, NewTaskSignal::Doorbells) {
+    if !uses(&nats, NewTaskSignal::Republish) {
         return;
     }
 
@@ -310,7 +310,7 @@ async fn an_urgent_task_overtakes_the_backlog(client: &celerity::Client, js: &je
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_level_with_a_backlog_stops_hearing_its_doorbells_until_it_is_empty() {
     let (_server, url, client, nats, js, layout, queue) = setup().await;
-    if !uses(&nats, NewTaskSignal::Doorbells) {
+    if !uses(&nats, NewTaskSignal::Republish) {
         return;
     }
     let bell = |priority: u8| {
@@ -341,7 +341,7 @@ async fn a_level_with_a_backlog_stops_hearing_its_doorbells_until_it_is_empty() 
     );
 }
 
-/// How many pull requests wait at level `priority`'s consumer: an idle worker's bell request, or
+/// How many pull requests wait at level `priority`'s consumer: an idle worker's max-bytes probe, or
 /// its idle wait.
 async fn waiting_at(js: &jetstream::Context, priority: u8) -> usize {
     let mut consumer: PullConsumer = js
@@ -352,16 +352,16 @@ async fn waiting_at(js: &jetstream::Context, priority: u8) -> usize {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_level_without_known_work_keeps_a_bell_request_and_one_with_a_backlog_none() {
+async fn a_level_without_known_work_keeps_a_max_bytes_probe_and_one_with_a_backlog_none() {
     let (_server, url, client, nats, js, _, _) = setup().await;
-    if !uses(&nats, NewTaskSignal::BellRequests) {
+    if !uses(&nats, NewTaskSignal::MaxBytesProbe) {
         return;
     }
     let _worker = backlog_behind_a_quick_level(&url, &client).await;
 
     // Priority 5 runs first and drains; then priority 0's backlog runs. Every level but 0 (known
-    // to have work) has a bell request out, and no task was delivered to one.
-    eventually("a bell request waits on every level but 0", WAIT, || {
+    // to have work) has a max-bytes probe out, and no task was delivered to one.
+    eventually("a max-bytes probe waits on every level but 0", WAIT, || {
         let js = js.clone();
         async move {
             let mut waiting = Vec::new();
@@ -375,7 +375,7 @@ async fn a_level_without_known_work_keeps_a_bell_request_and_one_with_a_backlog_
 
     // A new priority-5 task rings its level's bell and overtakes what is left of the backlog.
     an_urgent_task_overtakes_the_backlog(&client, &js).await;
-    eventually("level 5's bell request is out again", WAIT, || {
+    eventually("level 5's max-bytes probe is out again", WAIT, || {
         let js = js.clone();
         async move { waiting_at(&js, 5).await == 1 }
     })
@@ -386,13 +386,13 @@ async fn a_level_without_known_work_keeps_a_bell_request_and_one_with_a_backlog_
             .await
             .unwrap();
         let info = consumer.info().await.unwrap();
-        assert_eq!(info.num_redelivered, 0, "no task went to a bell request");
+        assert_eq!(info.num_redelivered, 0, "no task went to a max-bytes probe");
     }
 }
 
-/// An idle worker waits on the lowest level and keeps bell requests on the others: a task
+/// An idle worker waits on the lowest level and keeps max-bytes probes on the others: a task
 /// redelivered on one of those rings its bell. With no periodic re-check within the test, only a
-/// bell request or the idle wait finds it. (A redelivery rings no doorbell: with doorbells, the
+/// max-bytes probe or the idle wait finds it. (A redelivery rings no doorbell: with doorbells, the
 /// periodic re-check finds it, which `workers.rs` tests.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_task_redelivered_on_a_level_an_idle_worker_does_not_wait_on_rings_its_bell() {
@@ -400,7 +400,7 @@ async fn a_task_redelivered_on_a_level_an_idle_worker_does_not_wait_on_rings_its
     let nats = async_nats::connect(probe.url())
         .await
         .expect("a raw connection");
-    if !uses(&nats, NewTaskSignal::BellRequests) {
+    if !uses(&nats, NewTaskSignal::MaxBytesProbe) {
         return;
     }
     drop(probe);
@@ -434,7 +434,7 @@ async fn doorbells_can_be_forced_on_any_server() {
     assert!(
         worker
             .log()
-            .contains("learning of new tasks from doorbells"),
+            .contains("learning of new tasks from republished doorbells"),
         "{}",
         worker.log()
     );
@@ -442,7 +442,7 @@ async fn doorbells_can_be_forced_on_any_server() {
     assert!(config.republish.is_some(), "the stream rings doorbells");
     let doorbell = layout.doorbell_subject(&queue, celerity_proto::Priority::new(7).unwrap());
     assert!(heard(&nats, &doorbell).await, "the worker hears doorbells");
-    assert_eq!(waiting_at(&js, 7).await, 0, "and sends no bell request");
+    assert_eq!(waiting_at(&js, 7).await, 0, "and sends no max-bytes probe");
     // A task on a level without the idle wait comes by its doorbell.
     let result = celerity_it::add
         .apply_async(&client, (3, 4), ApplyOptions::new().priority(7))

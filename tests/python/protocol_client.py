@@ -135,9 +135,9 @@ def worker_token(hostname):
 
 def rings_doorbells(nc):
     """Whether queue streams republish doorbells on the connected server (protocol.md 3.1, 3.3):
-    before nats-server 2.10.16 they do, and always with CELERITY_NEW_TASK_SIGNAL=doorbells; from
-    2.10.16 on, workers send bell requests instead."""
-    if os.environ.get("CELERITY_NEW_TASK_SIGNAL", "").strip() == "doorbells":
+    before nats-server 2.10.16 they do, and always with CELERITY_NEW_TASK_SIGNAL=republish (or its
+    older spelling doorbells); from 2.10.16 on, workers send max-bytes probes instead."""
+    if os.environ.get("CELERITY_NEW_TASK_SIGNAL", "").strip() in ("republish", "doorbells"):
         return True
     version = nc.connected_server_version
     return (version.major, version.minor, version.patch) < (2, 10, 16)
@@ -200,7 +200,7 @@ async def check_layout(js, layout, queue, doorbells):
         check(republish.dest == layout.doorbell_pattern(queue), f"republish destination is {republish.dest}")
         check(republish.headers_only is True, "republish is not headers-only")
     else:
-        check(republish is None, f"the queue stream republishes on a server with bell requests: {republish}")
+        check(republish is None, f"the queue stream republishes on a server with max-bytes probes: {republish}")
 
     for priority in range(10):
         name = f"p{priority}"

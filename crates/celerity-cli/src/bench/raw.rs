@@ -169,7 +169,7 @@ impl Raw {
             ("delay", ""),
         ];
         let doorbells = celerity::NewTaskSignal::for_client(&self.js.client())
-            == celerity::NewTaskSignal::Doorbells;
+            == celerity::NewTaskSignal::Republish;
         let mut rates = Vec::new();
         for (id, label) in STEPS {
             let label = match id {

@@ -40,7 +40,7 @@ impl ProvisionError {
 /// The stream of a queue: work-queue retention (a task is removed once acknowledged), file storage,
 /// de-duplication on `Nats-Msg-Id` for two minutes, and, on a server where workers learn of new
 /// tasks from doorbells (before 2.10.16, see [`NewTaskSignal`]), a headers-only republish of every
-/// stored task to the queue's doorbell subjects. On a later server workers send bell requests,
+/// stored task to the queue's doorbell subjects. On a later server workers send max-bytes probes,
 /// which cost the server nothing per task, and the stream does not republish (a republished
 /// doorbell cost the server more than the task's own store). A stream that exists is opened as
 /// it is: one made on an earlier server keeps its republish, which costs time but is harmless.
@@ -58,7 +58,7 @@ pub(crate) async fn queue_stream(
         retention: stream::RetentionPolicy::WorkQueue,
         storage: stream::StorageType::File,
         duplicate_window: Duration::from_secs(120),
-        republish: (signal == NewTaskSignal::Doorbells).then(|| stream::Republish {
+        republish: (signal == NewTaskSignal::Republish).then(|| stream::Republish {
             source: layout.queue_wildcard(queue),
             destination: layout.doorbell_subject_pattern(queue),
             headers_only: true,
@@ -73,7 +73,7 @@ pub(crate) async fn queue_stream(
         .info()
         .await
         .map_err(|error| ProvisionError::new("stream", &name, error))?;
-    if signal == NewTaskSignal::Doorbells && info.config.republish.is_none() {
+    if signal == NewTaskSignal::Republish && info.config.republish.is_none() {
         tracing::warn!(
             stream = %name,
             "the queue stream does not republish doorbells (made on nats-server 2.10.16 or later, or without them), and this server needs them: workers here find new tasks only by their idle wait and periodic check; remake the stream to restore them"

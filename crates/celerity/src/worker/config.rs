@@ -153,7 +153,7 @@ impl WorkerConfig {
     }
 
     /// How often every priority level is checked for work that no signal told of (a redelivery
-    /// rings no doorbell; a doorbell or bell request can be lost in a reconnect).
+    /// rings no doorbell; a doorbell or a max-bytes probe can be lost in a reconnect).
     pub fn recheck_interval(mut self, interval: Duration) -> Self {
         self.recheck_interval = interval.max(Duration::from_millis(50));
         self

@@ -11,8 +11,9 @@ use crate::worker::SharedHandle;
 use crate::worker::beat::Beat;
 use crate::worker::chord::{ChordAggregator, ChordBackend};
 use crate::worker::control::ControlActor;
-use crate::worker::queue::{QueueActor, QueueSetup, StopConsuming};
+use crate::worker::queue::{self, QueueDrained, QueueSetup, StopConsuming};
 use crate::worker::scheduler::Scheduler;
+use crate::worker::shutdown::Shutdown;
 
 /// The root actor.
 pub(crate) struct Worker {
@@ -25,7 +26,8 @@ pub(crate) struct Worker {
     /// The periodic-task scheduler, before and after it starts.
     beat: Option<Beat>,
     beat_addr: Option<Addr<Beat>>,
-    queues: Vec<Addr<QueueActor>>,
+    /// How to stop each queue actor.
+    queues: Vec<Recipient<StopConsuming>>,
     control: Option<Addr<ControlActor>>,
     running: HashSet<QueueName>,
     shutdowns: u32,
@@ -60,16 +62,16 @@ impl Actor for Worker {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        let root = ctx.address();
+        let drained = ctx.address().recipient();
+        let mut terminates = Vec::with_capacity(self.pending_queues.len());
         for setup in self.pending_queues.drain(..) {
             self.running.insert(setup.queue.clone());
-            let actor = QueueActor::new(setup, self.shared.clone(), root.clone());
-            self.queues.push(actor.start());
+            let actor = queue::start(setup, self.shared.clone(), drained.clone());
+            self.queues.push(actor.stop);
+            terminates.push(actor.terminate);
         }
         let names = self.running.iter().map(ToString::to_string).collect();
-        let terminators = self.queues.iter().map(|queue| queue.clone().recipient());
-        self.control =
-            Some(ControlActor::new(self.shared.clone(), terminators.collect(), names).start());
+        self.control = Some(ControlActor::new(self.shared.clone(), terminates, names).start());
         if let Some((consumer, leases)) = self.delayed.take() {
             let lease_ttl = chords_lease_ttl(self.chords.as_ref());
             self.scheduler =
@@ -89,37 +91,32 @@ impl Actor for Worker {
     }
 }
 
-/// A shutdown request (a signal, or `WorkerHandle::shutdown`).
+/// Stop the worker (a signal, or `WorkerHandle::shutdown`); a second request is always cold.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub(crate) struct Shutdown {
-    /// Skip the warm phase.
-    pub(crate) cold: bool,
-}
+pub(crate) struct StopWorker(pub(crate) Shutdown);
 
-impl Handler<Shutdown> for Worker {
+impl Handler<StopWorker> for Worker {
     type Result = ();
 
-    fn handle(&mut self, shutdown: Shutdown, _ctx: &mut Self::Context) {
+    fn handle(&mut self, StopWorker(requested): StopWorker, _ctx: &mut Self::Context) {
         self.shutdowns += 1;
-        let cold = shutdown.cold || self.shutdowns > 1;
-        if cold {
-            tracing::warn!(worker = %self.shared.hostname, "cold shutdown");
+        let shutdown = if self.shutdowns > 1 {
+            Shutdown::Cold
         } else {
-            tracing::info!(worker = %self.shared.hostname, "warm shutdown: no new tasks; send the signal again for a cold shutdown");
+            requested
+        };
+        match shutdown {
+            Shutdown::Cold => tracing::warn!(worker = %self.shared.hostname, "cold shutdown"),
+            Shutdown::Warm => {
+                tracing::info!(worker = %self.shared.hostname, "warm shutdown: no new tasks; send the signal again for a cold shutdown");
+            }
         }
         self.shared.stopping.cancel();
         for queue in &self.queues {
-            queue.do_send(StopConsuming { cold });
+            queue.do_send(StopConsuming(shutdown));
         }
     }
-}
-
-/// A queue actor has no task left in flight and has stopped.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub(crate) struct QueueDrained {
-    pub(crate) queue: QueueName,
 }
 
 impl Handler<QueueDrained> for Worker {

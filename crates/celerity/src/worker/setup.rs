@@ -168,8 +168,8 @@ impl Setup<'_> {
             server = %self.client.server_info().version,
             "learning of new tasks from {}",
             match signal {
-                NewTaskSignal::BellRequests => "bell requests",
-                NewTaskSignal::Doorbells => "doorbells",
+                NewTaskSignal::MaxBytesProbe => "max-bytes probes",
+                NewTaskSignal::Republish => "republished doorbells",
             }
         );
         let mut setups = Vec::with_capacity(self.queues.len());
@@ -222,7 +222,7 @@ impl Setup<'_> {
         signal: NewTaskSignal,
     ) -> Result<queue::SignalSetup, SetupError> {
         match signal {
-            NewTaskSignal::Doorbells => {
+            NewTaskSignal::Republish => {
                 // One doorbell subscription per level, so that a level known to have work can
                 // stop hearing its doorbells (the queue actor unsubscribes it while it has a
                 // backlog).
@@ -234,12 +234,12 @@ impl Setup<'_> {
                         subject,
                     });
                 }
-                Ok(queue::SignalSetup::Doorbells(bells))
+                Ok(queue::SignalSetup::RepublishedDoorbells(bells))
             }
-            NewTaskSignal::BellRequests => {
-                // One inbox for the answers to every level's bell requests.
+            NewTaskSignal::MaxBytesProbe => {
+                // One inbox for the answers to every level's max-bytes probes.
                 let inbox = self.client.new_inbox();
-                Ok(queue::SignalSetup::BellRequests {
+                Ok(queue::SignalSetup::MaxBytesProbes {
                     replies: self.subscribe(queue, format!("{inbox}.>")).await?,
                     inbox,
                 })

@@ -1,4 +1,5 @@
-//! How a worker is asked to stop: [`Shutdown`] (warm or cold), and the signal handlers that turn
+//! How a worker is asked to stop: [`Shutdown`] (warm or cold, shared by the worker's handle, its
+//! root actor and its queue actors), and the signal handlers that turn
 //! SIGTERM and SIGINT into shutdown requests (the first warm, the next cold).
 //!
 //! The shutdown protocol itself (stop fetching, drain or hand back in-flight tasks) is the root and
@@ -27,9 +28,7 @@ pub enum Shutdown {
 
 /// Asks the root actor to stop in `mode`.
 pub(super) fn request(root: &Addr<root::Worker>, mode: Shutdown) {
-    root.do_send(root::Shutdown {
-        cold: mode == Shutdown::Cold,
-    });
+    root.do_send(root::StopWorker(mode));
 }
 
 type Signals = (tokio::signal::unix::Signal, tokio::signal::unix::Signal);
