@@ -181,6 +181,15 @@ impl Failing<'_> {
             .then_some(record)
     }
 
+    /// Fails the task ([`Failing::record`]) and runs what follows ([`Failing::follow`]); false
+    /// when either could not be done.
+    async fn fail(&self, shared: &WorkerShared, reason: DeadLetterReason, error: &str) -> bool {
+        match self.record(shared, reason, error).await {
+            Some(record) => self.follow(shared, &record).await,
+            None => false,
+        }
+    }
+
     /// Runs what follows the task's failure; false when it could not be sent.
     async fn follow(&self, shared: &WorkerShared, record: &ResultRecord) -> bool {
         let Some(continuation) = self.continuation else {
@@ -226,31 +235,7 @@ async fn dead_letter_failing(
     let stored = store_copy(shared, &subject, headers, message.payload.clone()).await;
     let given_up = match stored {
         Ok(body_dropped) => {
-            tracing::warn!(
-                queue = %queue,
-                reason = %letter.reason,
-                error = %letter.error,
-                stream_sequence = letter.stream_sequence,
-                deliveries = letter.deliveries,
-                body_dropped,
-                "dead-lettered a message"
-            );
-            if let Some(failing) = &failing {
-                let followed = match failing.record(shared, reason, &letter.error).await {
-                    Some(record) => failing.follow(shared, &record).await,
-                    None => false,
-                };
-                // The record or what follows it could not be stored or sent: not terminated, so
-                // the redelivery tries again (the copy is de-duplicated), with a growing delay,
-                // until the worker gives the message up.
-                if !followed {
-                    if let Some(delay) = retry_delay(letter.deliveries) {
-                        return hand_back(reason, delay);
-                    }
-                    tracing::error!(queue = %queue, task_id = %failing.envelope.id, deliveries = letter.deliveries, "giving up the record of a dead-lettered task (or what follows it): the message is terminated");
-                }
-            }
-            return Ending::Terminate;
+            return after_copy(shared, queue, failing.as_ref(), &letter, body_dropped).await;
         }
         Err(error @ (CopyError::Unavailable(_) | CopyError::Recreate(_))) => {
             match retry_delay(letter.deliveries) {
@@ -271,10 +256,7 @@ async fn dead_letter_failing(
         Err(error) => error,
     };
     let recorded = match &failing {
-        Some(failing) => match failing.record(shared, reason, &letter.error).await {
-            Some(record) => failing.follow(shared, &record).await,
-            None => false,
-        },
+        Some(failing) => failing.fail(shared, reason, &letter.error).await,
         None => false,
     };
     tracing::error!(
@@ -290,6 +272,37 @@ async fn dead_letter_failing(
         body_bytes = message.payload.len(),
         "giving up a dead letter that cannot be stored: the message is terminated and kept nowhere"
     );
+    Ending::Terminate
+}
+
+/// How a delivery whose copy is stored ends: terminated once its task's FAILURE record is stored
+/// and what follows it was sent; handed back when either could not be done (the redelivery tries
+/// again, the copy de-duplicated, with a growing delay, until the worker gives the message up).
+async fn after_copy(
+    shared: &WorkerShared,
+    queue: &QueueName,
+    failing: Option<&Failing<'_>>,
+    letter: &DeadLetter,
+    body_dropped: Option<usize>,
+) -> Ending {
+    tracing::warn!(
+        queue = %queue,
+        reason = %letter.reason,
+        error = %letter.error,
+        stream_sequence = letter.stream_sequence,
+        deliveries = letter.deliveries,
+        body_dropped,
+        "dead-lettered a message"
+    );
+    let Some(failing) = failing else {
+        return Ending::Terminate;
+    };
+    if !failing.fail(shared, letter.reason, &letter.error).await {
+        if let Some(delay) = retry_delay(letter.deliveries) {
+            return hand_back(letter.reason, delay);
+        }
+        tracing::error!(queue = %queue, task_id = %failing.envelope.id, deliveries = letter.deliveries, "giving up the record of a dead-lettered task (or what follows it): the message is terminated");
+    }
     Ending::Terminate
 }
 
