@@ -416,3 +416,32 @@ fn chord_origin(definition: &ChordDefinition) -> Origin {
         expires_ms: definition.expires_ms,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use celerity_proto::ContentType;
+
+    use super::*;
+
+    fn envelope() -> Envelope {
+        let mut envelope =
+            Envelope::new(TaskId::new("t1").unwrap(), TaskName::new("it.add").unwrap());
+        envelope.content_type = ContentType::Json;
+        envelope
+    }
+
+    #[test]
+    fn what_follows_is_read_from_the_body_and_is_nothing_when_it_is_unreadable() {
+        assert!(Continuation::of_message(&envelope(), b"not a body").is_empty());
+        let mut body = TaskBody::default();
+        body.link_error = vec![CanvasNode::Signature(celerity_proto::SignatureRecord::new(
+            TaskId::new("e1").unwrap(),
+            TaskName::new("it.log").unwrap(),
+            Vec::new(),
+        ))];
+        let payload = ContentType::Json.encode(&body).unwrap();
+        let continuation = Continuation::of_message(&envelope(), &payload);
+        assert!(!continuation.is_empty());
+        assert!(continuation.reads_no_record() && !continuation.reports_to_chord());
+    }
+}

@@ -483,6 +483,27 @@ mod tests {
     }
 
     #[test]
+    fn a_task_that_ran_or_must_not_run_is_nakd_and_the_others_are_handed_back() {
+        let delay = Duration::from_secs(2);
+        assert_eq!(
+            hand_back(DeadLetterReason::ResultNotStored, delay),
+            Ending::Nak(delay)
+        );
+        assert_eq!(
+            hand_back(DeadLetterReason::TooManyDeliveries, delay),
+            Ending::Nak(delay)
+        );
+        assert_eq!(
+            hand_back(DeadLetterReason::UnknownTask, delay),
+            Ending::HandBack(delay)
+        );
+        assert_eq!(
+            hand_back(DeadLetterReason::BadEnvelope, delay),
+            Ending::HandBack(delay)
+        );
+    }
+
+    #[test]
     fn the_wire_length_counts_every_value() {
         let mut headers = HeaderMap::new();
         headers.insert("A", "1");

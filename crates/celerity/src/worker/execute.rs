@@ -410,3 +410,62 @@ fn resolve_task(
         run: registered.run,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn task(name: &str) -> TaskName {
+        TaskName::new(name).unwrap()
+    }
+
+    #[test]
+    fn a_refusal_names_its_reason_and_says_what_the_letter_said_before() {
+        let too_many = Refusal::TooManyDeliveries {
+            ran: 6,
+            max_deliveries: 5,
+        };
+        assert_eq!(too_many.reason(), DeadLetterReason::TooManyDeliveries);
+        assert!(
+            crate::error_chain(&too_many)
+                .starts_with("delivered 6 times that could have run it, more than the 5 allowed: ")
+        );
+        let unknown = Refusal::UnknownTask(UnknownTask::NotRegistered {
+            target: "it.nope".to_owned(),
+            worker: Arc::from("worker-1"),
+        });
+        assert_eq!(unknown.reason(), DeadLetterReason::UnknownTask);
+        assert_eq!(
+            crate::error_chain(&unknown),
+            "no task named \"it.nope\" is registered on worker worker-1"
+        );
+        let no_target = UnknownTask::NoTarget {
+            map: task("celerity.map"),
+        };
+        assert_eq!(
+            no_target.to_string(),
+            "celerity.map needs a \"task\" named argument"
+        );
+        let bad_arguments = Refusal::BadArguments {
+            task: task("it.add"),
+            source: ArgumentsError::Missing("y".to_owned()),
+        };
+        assert_eq!(bad_arguments.reason(), DeadLetterReason::BadArguments);
+        assert_eq!(
+            crate::error_chain(&bad_arguments),
+            "task it.add: missing argument \"y\""
+        );
+        let too_deep = Refusal::InvalidCanvas {
+            task: task("it.add"),
+            source: CanvasError::TooDeep {
+                depth: 70,
+                limit: 64,
+            },
+        };
+        assert_eq!(too_deep.reason(), DeadLetterReason::InvalidCanvas);
+        assert_eq!(
+            crate::error_chain(&too_deep),
+            "task it.add: canvas nests 70 levels deep, over the limit of 64"
+        );
+    }
+}
