@@ -65,6 +65,10 @@ pub(crate) enum Ending {
 /// Copies `message` to the dead-letter stream with `reason` and fails its task if its id can be
 /// read (even from an invalid envelope); the message is then to be terminated, or handed back
 /// when the copy or the record cannot be stored now.
+///
+/// # Cancel safety
+/// Not cancel safe: dropped mid-way, the copy may be stored while the task is not failed; the
+/// message, not terminated, comes back and the copy is de-duplicated.
 pub(crate) async fn dead_letter(
     shared: &WorkerShared,
     queue: &QueueName,
@@ -86,6 +90,9 @@ pub(crate) struct DeadTask<'a> {
 /// after its record is stored and before the message is terminated; if it cannot be sent, the
 /// message is handed back (its redelivery finds the record, sends what follows and dead-letters
 /// it again, the copy de-duplicated).
+///
+/// # Cancel safety
+/// As [`dead_letter`].
 pub(crate) async fn dead_letter_task(
     shared: &WorkerShared,
     queue: &QueueName,

@@ -43,6 +43,10 @@ use run::{Delivery, TaskRun};
 /// `credit` is the fetch credit the task holds until it ends; it gives it back while it waits for a
 /// rate limit. `terminate` is cancelled by `revoke --terminate`: the body is aborted and the task
 /// ends REVOKED, with what follows it told so.
+///
+/// # Cancel safety
+/// Dropped (a cold shutdown), the run is aborted with its body; its message, not acknowledged, is
+/// handed back by the shutdown or comes back after AckWait.
 pub(crate) async fn execute(
     shared: Arc<WorkerShared>,
     queue: QueueName,

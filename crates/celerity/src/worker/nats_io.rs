@@ -18,6 +18,10 @@ use bytes::Bytes;
 ///
 /// # Errors
 /// The acknowledgement could not be sent (the message is then delivered again after AckWait).
+///
+/// # Cancel safety
+/// Dropped, it has sent the acknowledgement or not; either way the server delivers the message
+/// again after AckWait unless it was sent.
 pub(crate) async fn ack(message: &jetstream::Message) -> Result<(), async_nats::Error> {
     message.ack().await
 }
@@ -26,6 +30,10 @@ pub(crate) async fn ack(message: &jetstream::Message) -> Result<(), async_nats::
 ///
 /// # Errors
 /// The nak could not be sent (the message is then delivered again after AckWait).
+///
+/// # Cancel safety
+/// Dropped, it has sent the acknowledgement or not; either way the server delivers the message
+/// again after AckWait unless it was sent.
 pub(crate) async fn nak(
     message: &jetstream::Message,
     delay: Option<Duration>,
@@ -37,6 +45,10 @@ pub(crate) async fn nak(
 ///
 /// # Errors
 /// The term could not be sent (the message is then delivered again after AckWait).
+///
+/// # Cancel safety
+/// Dropped, it has sent the acknowledgement or not; either way the server delivers the message
+/// again after AckWait unless it was sent.
 pub(crate) async fn term(message: &jetstream::Message) -> Result<(), async_nats::Error> {
     message.ack_with(AckKind::Term).await
 }
@@ -46,6 +58,9 @@ pub(crate) async fn term(message: &jetstream::Message) -> Result<(), async_nats:
 ///
 /// # Errors
 /// The in-progress ack could not be sent.
+///
+/// # Cancel safety
+/// Dropped, it has sent the in-progress ack or not; the next one (half an AckWait later) follows.
 pub(crate) async fn in_progress(
     nats: &async_nats::Client,
     reply: Subject,
@@ -57,6 +72,10 @@ pub(crate) async fn in_progress(
 ///
 /// # Errors
 /// The publish failed, or the stream did not acknowledge it (`PublishError::kind` says why).
+///
+/// # Cancel safety
+/// Not cancel safe: dropped after the publish went out, the message may be stored without the caller
+/// learning it. Callers set `Nats-Msg-Id`, so publishing it again is de-duplicated.
 pub(crate) async fn publish_stored(
     js: &jetstream::Context,
     subject: impl Into<Subject>,
@@ -73,6 +92,9 @@ pub(crate) async fn publish_stored(
 ///
 /// # Errors
 /// The publish could not be sent.
+///
+/// # Cancel safety
+/// Dropped, it has sent the notification or not; a producer that misses it reads the bucket.
 pub(crate) async fn notify(
     nats: &async_nats::Client,
     reply_to: Subject,

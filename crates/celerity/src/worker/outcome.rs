@@ -86,6 +86,11 @@ impl<'a> Rejection<'a> {
 /// NOTE(observability): this is where the events, metrics and spans of a message's end attach:
 /// one call per delivery, after the task's records are stored and what follows it was sent,
 /// before its slot and its fetch credit are given back.
+///
+/// # Cancel safety
+/// Not cancel safe: dropped mid-way, the message may be left unacknowledged, or its dead letter
+/// copied while its task is not failed yet; the redelivery after AckWait completes either (copies
+/// are de-duplicated).
 pub(crate) async fn apply_outcome(
     shared: &WorkerShared,
     queue: &QueueName,
@@ -123,6 +128,9 @@ pub(crate) async fn apply_outcome(
 
 /// Acknowledges the message of a task that asks to be acknowledged before it runs
 /// (`acks_late = false`); its outcome is then [`Outcome::Acknowledged`], which sends nothing more.
+///
+/// # Cancel safety
+/// As [`nats_io::ack`]: dropped, the ack has been sent or not.
 pub(crate) async fn ack_before_run(message: &jetstream::Message) {
     ack(message).await;
 }

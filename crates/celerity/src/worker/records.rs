@@ -74,6 +74,10 @@ pub(crate) async fn write_state(shared: &WorkerShared, envelope: &Envelope, stat
 
 /// Stores the final record (retrying for a while if the server is away), then notifies the
 /// producer. Returns false when the record could not be stored.
+///
+/// # Cancel safety
+/// Not cancel safe: dropped mid-way, the record may be stored while the producer was not notified
+/// (it reads the bucket), or not stored at all (the caller has not acknowledged the message yet).
 pub(crate) async fn store_final(
     shared: &WorkerShared,
     envelope: &Envelope,
