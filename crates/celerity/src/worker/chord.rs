@@ -14,26 +14,21 @@
 //! which keeps only the size and policy while it counts), and a record that does not fit it is
 //! ignored (a completion, deleted from the stream) or dead-lettered (a body).
 
+mod fire;
 mod header_results;
+mod progress;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::HashMap;
 use std::time::Duration;
 
 use actix::prelude::*;
 use async_nats::jetstream::{self, consumer, kv, stream};
-use celerity_proto::{
-    CHORD_PARTITIONS, ChordCompletion, ChordDefinition, ChordMismatch, ChordPolicy, ChordResults,
-    ErrorRecord, TaskId, TaskName, TaskState, header_result_id,
-};
+use celerity_proto::{CHORD_PARTITIONS, ChordCompletion, ChordPolicy, TaskId};
 use futures_util::StreamExt;
 
-use crate::worker::continuation::{ChordFailure, fail_chord_body, publish_chord_body};
-use crate::worker::{SharedHandle, WorkerShared};
-
-/// How many settled chords (fired, or found to need nothing more) an owner remembers per
-/// partition, so their late completions are purged without a read. Older ones are forgotten: a
-/// late completion of a forgotten chord costs one read of its definition and fired marker.
-const SETTLED_PER_PARTITION: usize = 1024;
+use crate::worker::SharedHandle;
+use fire::{Loaded, fire, load};
+use progress::{Decision, Progress, Settled};
 
 /// How many chord definitions an aggregator reads at once; past this, it reads the next one before
 /// it handles any other completion, so a flood of new chords slows the replay instead of
@@ -41,12 +36,6 @@ const SETTLED_PER_PARTITION: usize = 1024;
 const LOADS_IN_FLIGHT: usize = 64;
 
 pub(crate) use header_results::{HeaderResultsError, gather_header_results};
-
-/// The name chord records carry as their task (a chord is not a registered task).
-fn chord_task() -> TaskName {
-    // INVARIANT: a constant that satisfies the task name rule.
-    TaskName::new(celerity_proto::builtin::CHORD_TASK).expect("a valid task name")
-}
 
 /// What an aggregator needs from NATS.
 pub(crate) struct ChordBackend {
@@ -99,167 +88,6 @@ struct Arrived {
     completion: ChordCompletion,
     /// Its sequence in the chord stream (to delete it if it does not fit its chord).
     sequence: Option<u64>,
-}
-
-/// The most recently settled chords, oldest forgotten first.
-#[derive(Default)]
-struct Settled {
-    ids: HashSet<TaskId>,
-    order: VecDeque<TaskId>,
-}
-
-impl Settled {
-    fn contains(&self, chord_id: &TaskId) -> bool {
-        self.ids.contains(chord_id)
-    }
-
-    fn insert(&mut self, chord_id: TaskId) {
-        if !self.ids.insert(chord_id.clone()) {
-            return;
-        }
-        self.order.push_back(chord_id);
-        if self.order.len() > SETTLED_PER_PARTITION
-            && let Some(oldest) = self.order.pop_front()
-        {
-            self.ids.remove(&oldest);
-        }
-    }
-}
-
-#[derive(Default)]
-struct Progress {
-    succeeded: BTreeSet<u32>,
-    failed: BTreeMap<u32, ErrorRecord>,
-    firing: bool,
-}
-
-enum Outcome {
-    Complete(ChordResults),
-    /// Member `index` failed, so the chord did.
-    Failed {
-        index: u32,
-        error: ErrorRecord,
-    },
-    /// The definition breaks a rule, so the chord cannot run.
-    Invalid(ChordMismatch),
-}
-
-impl Progress {
-    /// Counts member `index`'s outcome; a member's first report wins (a later one for the same
-    /// index is a duplicate, or a stray).
-    fn record(&mut self, completion: &ChordCompletion) {
-        let index = completion.index;
-        if self.succeeded.contains(&index) || self.failed.contains_key(&index) {
-            return;
-        }
-        if completion.state == TaskState::Success {
-            self.succeeded.insert(index);
-        } else {
-            let error = completion.error.clone().unwrap_or_else(|| {
-                ErrorRecord::new(
-                    "celerity::ChordHeaderFailed",
-                    format!("header member {index} ended {}", completion.state),
-                )
-            });
-            self.failed.insert(index, error);
-        }
-    }
-
-    /// What the chord does now under `policy`, if anything.
-    fn decide(&self, chord_id: &TaskId, size: u32, policy: ChordPolicy) -> Option<Outcome> {
-        let n_succeeded = self.succeeded.len() as u64;
-        let n_failed = self.failed.len() as u64;
-        let first_failure = || {
-            self.failed
-                .iter()
-                .next()
-                .map(|(index, error)| (*index, error.clone()))
-        };
-        match policy {
-            ChordPolicy::Collect => (n_succeeded + n_failed >= u64::from(size)).then(|| {
-                let mut results = ChordResults::new(chord_id.clone(), size);
-                results.collect = true;
-                Outcome::Complete(results)
-            }),
-            ChordPolicy::AtLeast { successes } => {
-                if n_succeeded >= u64::from(successes) {
-                    let mut results = ChordResults::new(chord_id.clone(), size);
-                    results.indices = Some(
-                        self.succeeded
-                            .iter()
-                            .copied()
-                            .take(successes as usize)
-                            .collect(),
-                    );
-                    Some(Outcome::Complete(results))
-                } else if u64::from(size).saturating_sub(n_failed) < u64::from(successes) {
-                    let (index, first) = first_failure()?;
-                    let error = ErrorRecord::new(
-                        "celerity::ChordQuorumFailed",
-                        format!(
-                            "{n_failed} of {size} header members failed, so {successes} successes cannot be reached; first failure (member {index}): {first}"
-                        ),
-                    );
-                    Some(Outcome::Failed { index, error })
-                } else {
-                    None
-                }
-            }
-            _ => {
-                if let Some((index, error)) = first_failure() {
-                    Some(Outcome::Failed { index, error })
-                } else {
-                    (n_succeeded >= u64::from(size))
-                        .then(|| Outcome::Complete(ChordResults::new(chord_id.clone(), size)))
-                }
-            }
-        }
-    }
-}
-
-/// What the stored records say about a chord whose first completion arrived.
-enum Loaded {
-    /// Count its completions under this size and policy.
-    Counting { size: u32, policy: ChordPolicy },
-    /// Its definition breaks a rule: the chord fails.
-    Invalid(ChordMismatch),
-    /// No (readable) definition: it expired, or the completion is a stray.
-    Missing,
-    /// It fired before and its body was sent: nothing is left to do.
-    Settled,
-}
-
-/// Reads chord `chord_id`'s definition and fired marker (together: one round trip).
-async fn load(
-    shared: &WorkerShared,
-    chords: &kv::Store,
-    chord_id: &TaskId,
-) -> Result<Loaded, kv::EntryError> {
-    let marker = format!("{chord_id}.fired");
-    let (definition, marker) =
-        tokio::join!(chords.get(chord_id.as_str()), chords.get(marker.as_str()));
-    let Some(bytes) = definition? else {
-        return Ok(Loaded::Missing);
-    };
-    let definition: ChordDefinition = match serde_json::from_slice(&bytes) {
-        Ok(definition) => definition,
-        Err(error) => {
-            tracing::error!(chord_id = %chord_id, error = %error, "the chord's stored definition is unreadable; dropping its completions");
-            return Ok(Loaded::Missing);
-        }
-    };
-    if let Err(error) = definition.check() {
-        return Ok(Loaded::Invalid(error));
-    }
-    // Fired before (by this worker before a restart, or by another): done if its body was sent;
-    // if not (the firing worker died in between), its completions decide it again.
-    if marker?.is_some() && body_was_sent(shared, &definition).await {
-        return Ok(Loaded::Settled);
-    }
-    Ok(Loaded::Counting {
-        size: definition.size,
-        policy: definition.policy,
-    })
 }
 
 impl ChordAggregator {
@@ -359,9 +187,8 @@ impl ChordAggregator {
         let replay = ctx.spawn(replay.into_actor(self).map(move |messages, actor, ctx| {
             match messages {
                 Ok(messages) => {
-                    let handle = ctx.add_stream(messages.map(move |message| {
-                        Completion(partition, message.map_err(|e| e.to_string()))
-                    }));
+                    let handle =
+                        ctx.add_stream(messages.map(move |message| Completion(partition, message)));
                     match actor.owned_at(partition, epoch) {
                         Some(owned) => owned.replay = handle,
                         None => {
@@ -505,7 +332,7 @@ impl ChordAggregator {
             Ok(Loaded::Invalid(error)) => {
                 tracing::error!(chord_id = %chord_id, error = %error, "a chord's definition breaks a rule; failing the chord");
                 owned.chords.insert(chord_id.clone(), Tracked::Invalid);
-                return self.start_fire(ctx, partition, epoch, chord_id, Outcome::Invalid(error));
+                return self.start_fire(ctx, partition, epoch, chord_id, Decision::Invalid(error));
             }
             Ok(Loaded::Missing) => {
                 tracing::warn!(chord_id = %chord_id, "completions name a chord with no stored definition (expired, or never sent); dropping them");
@@ -560,9 +387,9 @@ impl ChordAggregator {
             return;
         }
         progress.record(&arrived.completion);
-        if let Some(outcome) = progress.decide(chord_id, *size, *policy) {
+        if let Some(decision) = progress.decide(chord_id, *size, *policy) {
             progress.firing = true;
-            self.start_fire(ctx, partition, epoch, chord_id.clone(), outcome);
+            self.start_fire(ctx, partition, epoch, chord_id.clone(), decision);
         }
     }
 
@@ -572,14 +399,14 @@ impl ChordAggregator {
         partition: u32,
         epoch: u64,
         chord_id: TaskId,
-        outcome: Outcome,
+        decision: Decision,
     ) {
         let shared = self.shared.clone();
         let chords = self.backend.chords.clone();
         let stream = self.backend.stream.clone();
         let subject = self.shared.layout.chord_subject(partition, &chord_id);
         let fire = async move {
-            let fired = fire(&shared, &chords, &stream, &chord_id, &subject, outcome).await;
+            let fired = fire(&shared, &chords, &stream, &chord_id, &subject, decision).await;
             (chord_id, fired)
         };
         ctx.spawn(
@@ -597,7 +424,7 @@ impl ChordAggregator {
                             // Left in the stream: a later replay (this owner's next lease, or
                             // another's) fires it again, and the marker and ids keep that from
                             // running it twice.
-                            tracing::error!(chord_id = %chord_id, error = %error, "cannot fire a chord; it stays pending");
+                            tracing::error!(chord_id = %chord_id, error = %crate::error_chain(&error), "cannot fire a chord; it stays pending");
                             match owned.chords.get_mut(&chord_id) {
                                 Some(Tracked::Counting { progress, .. }) => progress.firing = false,
                                 // Read again at its next completion, and failed again.
@@ -639,75 +466,6 @@ fn lease_key(partition: u32) -> String {
     format!("p{partition}")
 }
 
-/// Fires one chord: marks it fired, sends (or fails) its body, purges its completions.
-async fn fire(
-    shared: &WorkerShared,
-    chords: &kv::Store,
-    stream: &stream::Stream,
-    chord_id: &TaskId,
-    subject: &str,
-    outcome: Outcome,
-) -> Result<(), String> {
-    let definition: ChordDefinition = match chords
-        .get(chord_id.as_str())
-        .await
-        .map_err(|e| e.to_string())?
-    {
-        Some(bytes) => serde_json::from_slice(&bytes)
-            .map_err(|e| format!("unreadable chord definition: {e}"))?,
-        None => {
-            tracing::error!(chord_id = %chord_id, "a chord completed but has no definition (expired); dropping its completions");
-            let _ = stream.purge().filter(subject).await;
-            return Ok(());
-        }
-    };
-    let first_time = match chords.create(format!("{chord_id}.fired"), "1".into()).await {
-        Ok(_) => true,
-        Err(error) if error.kind() == kv::CreateErrorKind::AlreadyExists => false,
-        Err(error) => return Err(error.to_string()),
-    };
-    let body_started = !first_time && body_was_sent(shared, &definition).await;
-    if !body_started {
-        let failure = match outcome {
-            Outcome::Complete(results) => {
-                publish_chord_body(shared, &definition, &results)
-                    .await
-                    .map_err(|e| crate::error_chain(&e))?;
-                tracing::debug!(chord_id = %chord_id, "chord body sent");
-                None
-            }
-            Outcome::Failed { index, error } => {
-                tracing::info!(chord_id = %chord_id, member = index, "a chord header member failed; the body will not run");
-                let member = header_result_id(chord_id, index).map_err(|e| e.to_string())?;
-                Some(ChordFailure::member(member, error))
-            }
-            Outcome::Invalid(mismatch) => Some(ChordFailure::invalid(chord_id, &mismatch)),
-        };
-        if let Some(failure) = failure {
-            fail_chord_body(shared, &definition, chord_task(), &failure)
-                .await
-                .map_err(|e| crate::error_chain(&e))?;
-        }
-    }
-    stream
-        .purge()
-        .filter(subject)
-        .await
-        .map_err(|e| e.to_string())?;
-    Ok(())
-}
-
-/// True when the chord's body already has a record beyond PENDING: it was sent before a crash.
-///
-/// The step read is the one the body starts with (a chain's first, not its last, which stays
-/// PENDING while the earlier steps run).
-async fn body_was_sent(shared: &WorkerShared, definition: &ChordDefinition) -> bool {
-    let Some(first) = definition.body_first_steps().first().map(|step| &step.id) else {
-        return false;
-    };
-    matches!(shared.store.get(first).await, Ok(Some(record)) if record.state != TaskState::Pending)
-}
-
 impl Actor for ChordAggregator {
     type Context = Context<Self>;
 
@@ -739,7 +497,10 @@ impl Actor for ChordAggregator {
 /// One completion (or replay error) of a partition's ordered consumer.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub(crate) struct Completion(u32, Result<jetstream::Message, String>);
+pub(crate) struct Completion(
+    u32,
+    Result<jetstream::Message, consumer::push::OrderedError>,
+);
 
 impl StreamHandler<Completion> for ChordAggregator {
     fn handle(&mut self, Completion(partition, message): Completion, ctx: &mut Self::Context) {
@@ -753,73 +514,5 @@ impl StreamHandler<Completion> for ChordAggregator {
 
     fn finished(&mut self, _ctx: &mut Self::Context) {
         // One partition's replay ended (the connection closed for good); the others go on.
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn completion(index: u32, state: TaskState) -> ChordCompletion {
-        ChordCompletion::new(index, 3, state)
-    }
-
-    #[test]
-    fn a_members_first_report_wins_and_revoked_is_a_failure() {
-        let chord = TaskId::new("c").unwrap();
-        let mut progress = Progress::default();
-        progress.record(&completion(0, TaskState::Success));
-        progress.record(&completion(0, TaskState::Failure));
-        progress.record(&completion(1, TaskState::Success));
-        assert!(progress.decide(&chord, 3, ChordPolicy::FailFast).is_none());
-        progress.record(&completion(2, TaskState::Revoked));
-        match progress.decide(&chord, 3, ChordPolicy::FailFast) {
-            Some(Outcome::Failed { index: 2, error }) => {
-                assert_eq!(error.message, "header member 2 ended REVOKED")
-            }
-            _ => panic!("a revoked member fails a fail-fast chord"),
-        }
-        match progress.decide(&chord, 3, ChordPolicy::Collect) {
-            Some(Outcome::Complete(results)) => assert!(results.collect && results.size == 3),
-            _ => panic!("a revoked member has ended, for collect"),
-        }
-    }
-
-    #[test]
-    fn at_least_fires_with_the_first_successes_or_fails_once_out_of_reach() {
-        let chord = TaskId::new("c").unwrap();
-        let quorum = ChordPolicy::AtLeast { successes: 2 };
-        let mut progress = Progress::default();
-        progress.record(&completion(2, TaskState::Success));
-        assert!(progress.decide(&chord, 3, quorum).is_none());
-        progress.record(&completion(0, TaskState::Success));
-        match progress.decide(&chord, 3, quorum) {
-            Some(Outcome::Complete(results)) => assert_eq!(results.indices, Some(vec![0, 2])),
-            _ => panic!("two successes reach the quorum"),
-        }
-        let mut failing = Progress::default();
-        failing.record(&completion(1, TaskState::Failure));
-        assert!(failing.decide(&chord, 3, quorum).is_none());
-        failing.record(&completion(2, TaskState::Revoked));
-        assert!(matches!(
-            failing.decide(&chord, 3, quorum),
-            Some(Outcome::Failed { index: 1, .. })
-        ));
-    }
-
-    #[test]
-    fn settled_chords_are_bounded_oldest_first() {
-        let mut settled = Settled::default();
-        let ids: Vec<TaskId> = (0..=SETTLED_PER_PARTITION)
-            .map(|i| TaskId::new(format!("c{i}")).unwrap())
-            .collect();
-        for id in &ids {
-            settled.insert(id.clone());
-            settled.insert(id.clone());
-        }
-        assert_eq!(settled.ids.len(), SETTLED_PER_PARTITION);
-        assert_eq!(settled.order.len(), SETTLED_PER_PARTITION);
-        assert!(!settled.contains(&ids[0]), "the oldest is forgotten");
-        assert!(settled.contains(&ids[1]) && settled.contains(&ids[SETTLED_PER_PARTITION]));
     }
 }

@@ -16,6 +16,8 @@ use serde_json::{Value, json};
 use crate::dispatch::{Announced, Membership, Origin, Previous};
 use crate::error::EnqueueError;
 use crate::worker::WorkerShared;
+use crate::worker::nats_io;
+use crate::worker::records::store_final;
 
 /// The canvas fields of a task body.
 #[derive(Debug, Default)]
@@ -35,6 +37,16 @@ impl Continuation {
             link_error: std::mem::take(&mut body.link_error),
             chord: body.chord.take(),
         }
+    }
+
+    /// What follows the task in `payload`, the body of a message with `envelope`; nothing when
+    /// the body cannot be read.
+    pub(crate) fn of_message(envelope: &Envelope, payload: &[u8]) -> Self {
+        envelope
+            .content_type
+            .decode::<TaskBody>(payload)
+            .map(|mut body| Self::take(&mut body))
+            .unwrap_or_default()
     }
 
     pub(crate) fn is_empty(&self) -> bool {
@@ -240,11 +252,7 @@ async fn report_to_chord(
         celerity_proto::header::NATS_MSG_ID,
         format!("{}-{}", member.id, member.index).as_str(),
     );
-    shared
-        .js
-        .publish_with_headers(subject, headers, payload.into())
-        .await
-        .map_err(|error| publish_error(error.into()))?
+    nats_io::publish_stored(&shared.js, subject, headers, payload.into())
         .await
         .map_err(|error| publish_error(error.into()))?;
     Ok(())
@@ -275,7 +283,7 @@ async fn fail_steps(
             .with_meta(meta.clone());
         // The step never ran: its record names no task of its own.
         record.task = None;
-        super::execute::store_final(shared, &step, &record).await;
+        store_final(shared, &step, &record).await;
     }
 }
 
@@ -302,7 +310,7 @@ async fn revoke_steps(
             .record(&step, TaskState::Revoked)
             .with_meta(meta);
         record.task = None;
-        super::execute::store_final(shared, &step, &record).await;
+        store_final(shared, &step, &record).await;
     }
 }
 
@@ -406,5 +414,34 @@ fn chord_origin(definition: &ChordDefinition) -> Origin {
         reply_to: definition.reply_to.clone(),
         content_type: definition.content_type,
         expires_ms: definition.expires_ms,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use celerity_proto::ContentType;
+
+    use super::*;
+
+    fn envelope() -> Envelope {
+        let mut envelope =
+            Envelope::new(TaskId::new("t1").unwrap(), TaskName::new("it.add").unwrap());
+        envelope.content_type = ContentType::Json;
+        envelope
+    }
+
+    #[test]
+    fn what_follows_is_read_from_the_body_and_is_nothing_when_it_is_unreadable() {
+        assert!(Continuation::of_message(&envelope(), b"not a body").is_empty());
+        let mut body = TaskBody::default();
+        body.link_error = vec![CanvasNode::Signature(celerity_proto::SignatureRecord::new(
+            TaskId::new("e1").unwrap(),
+            TaskName::new("it.log").unwrap(),
+            Vec::new(),
+        ))];
+        let payload = ContentType::Json.encode(&body).unwrap();
+        let continuation = Continuation::of_message(&envelope(), &payload);
+        assert!(!continuation.is_empty());
+        assert!(continuation.reads_no_record() && !continuation.reports_to_chord());
     }
 }

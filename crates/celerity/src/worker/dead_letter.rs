@@ -20,13 +20,15 @@
 //! - refused even without its body, or still not stored at delivery [`GIVE_UP_AT_DELIVERY`]: the
 //!   worker gives up. It fails the task (when its id can be read), logs the message at error
 //!   level and terminates it.
+//!
+//! The dead-lettering returns how the delivery ends ([`Ending`]); `outcome.rs` sends that.
 
 use std::borrow::Cow;
 use std::time::Duration;
 
 use async_nats::HeaderMap;
+use async_nats::jetstream;
 use async_nats::jetstream::context::{PublishError, PublishErrorKind};
-use async_nats::jetstream::{self, AckKind};
 use bytes::Bytes;
 use celerity_proto::{
     ContentType, DeadLetter, DeadLetterReason, Envelope, ErrorRecord, QueueName, ResultRecord,
@@ -38,7 +40,8 @@ use crate::nats::headers::{HeaderView, append_pairs};
 use crate::nats::provision::{self, ProvisionError};
 use crate::worker::WorkerShared;
 use crate::worker::continuation::Continuation;
-use crate::worker::execute::store_final;
+use crate::worker::nats_io;
+use crate::worker::records::store_final;
 
 /// The delivery at which a dead letter that still cannot be stored is given up (terminated,
 /// with an error-level log), counting every delivery of the message.
@@ -47,17 +50,34 @@ const GIVE_UP_AT_DELIVERY: u64 = 10;
 /// The longest wait before a message whose copy could not be stored is delivered again.
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(60);
 
-/// Copies `message` to the dead-letter stream with `reason`, fails its task if its id can be read
-/// (even from an invalid envelope), then terminates it.
+/// How a dead-lettered delivery ends; `outcome.rs` sends it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Ending {
+    /// Terminate the message: its copy is stored (or given up).
+    Terminate,
+    /// Hand it back, counted as a hand-back, to be dead-lettered again after the delay.
+    HandBack(Duration),
+    /// Nak it with the delay, counted as a delivery (for a task that ran, or must not run again,
+    /// so its next delivery is refused by the delivery limit instead of running the task).
+    Nak(Duration),
+}
+
+/// Copies `message` to the dead-letter stream with `reason` and fails its task if its id can be
+/// read (even from an invalid envelope); the message is then to be terminated, or handed back
+/// when the copy or the record cannot be stored now.
+///
+/// # Cancel safety
+/// Not cancel safe: dropped mid-way, the copy may be stored while the task is not failed; the
+/// message, not terminated, comes back and the copy is de-duplicated.
 pub(crate) async fn dead_letter(
     shared: &WorkerShared,
     queue: &QueueName,
     message: &jetstream::Message,
     reason: DeadLetterReason,
     error: String,
-) {
+) -> Ending {
     let failing = Failing::read(message.headers.as_ref());
-    dead_letter_failing(shared, queue, message, failing, reason, error).await;
+    dead_letter_failing(shared, queue, message, failing, reason, error).await
 }
 
 /// A task with a valid envelope being dead-lettered, and what follows its failure.
@@ -70,6 +90,9 @@ pub(crate) struct DeadTask<'a> {
 /// after its record is stored and before the message is terminated; if it cannot be sent, the
 /// message is handed back (its redelivery finds the record, sends what follows and dead-letters
 /// it again, the copy de-duplicated).
+///
+/// # Cancel safety
+/// As [`dead_letter`].
 pub(crate) async fn dead_letter_task(
     shared: &WorkerShared,
     queue: &QueueName,
@@ -77,13 +100,13 @@ pub(crate) async fn dead_letter_task(
     task: DeadTask<'_>,
     reason: DeadLetterReason,
     error: String,
-) {
+) -> Ending {
     let failing = Failing {
         envelope: Cow::Borrowed(task.envelope),
         named: true,
         continuation: Some(task.continuation),
     };
-    dead_letter_failing(shared, queue, message, Some(failing), reason, error).await;
+    dead_letter_failing(shared, queue, message, Some(failing), reason, error).await
 }
 
 /// The task a dead letter fails: its envelope, or as much of an invalid one as a record needs.
@@ -165,6 +188,15 @@ impl Failing<'_> {
             .then_some(record)
     }
 
+    /// Fails the task ([`Failing::record`]) and runs what follows ([`Failing::follow`]); false
+    /// when either could not be done.
+    async fn fail(&self, shared: &WorkerShared, reason: DeadLetterReason, error: &str) -> bool {
+        match self.record(shared, reason, error).await {
+            Some(record) => self.follow(shared, &record).await,
+            None => false,
+        }
+    }
+
     /// Runs what follows the task's failure; false when it could not be sent.
     async fn follow(&self, shared: &WorkerShared, record: &ResultRecord) -> bool {
         let Some(continuation) = self.continuation else {
@@ -193,7 +225,7 @@ async fn dead_letter_failing(
     failing: Option<Failing<'_>>,
     reason: DeadLetterReason,
     error: String,
-) {
+) -> Ending {
     let info = message.info().ok();
     let letter = DeadLetter {
         reason,
@@ -210,33 +242,7 @@ async fn dead_letter_failing(
     let stored = store_copy(shared, &subject, headers, message.payload.clone()).await;
     let given_up = match stored {
         Ok(body_dropped) => {
-            tracing::warn!(
-                queue = %queue,
-                reason = %letter.reason,
-                error = %letter.error,
-                stream_sequence = letter.stream_sequence,
-                deliveries = letter.deliveries,
-                body_dropped,
-                "dead-lettered a message"
-            );
-            if let Some(failing) = &failing {
-                let followed = match failing.record(shared, reason, &letter.error).await {
-                    Some(record) => failing.follow(shared, &record).await,
-                    None => false,
-                };
-                // The record or what follows it could not be stored or sent: not terminated, so
-                // the redelivery tries again (the copy is de-duplicated), with a growing delay,
-                // until the worker gives the message up.
-                if !followed {
-                    if let Some(delay) = retry_delay(letter.deliveries) {
-                        hand_back(shared, message, reason, delay).await;
-                        return;
-                    }
-                    tracing::error!(queue = %queue, task_id = %failing.envelope.id, deliveries = letter.deliveries, "giving up the record of a dead-lettered task (or what follows it): the message is terminated");
-                }
-            }
-            terminate(message).await;
-            return;
+            return after_copy(shared, queue, failing.as_ref(), &letter, body_dropped).await;
         }
         Err(error @ (CopyError::Unavailable(_) | CopyError::Recreate(_))) => {
             match retry_delay(letter.deliveries) {
@@ -249,8 +255,7 @@ async fn dead_letter_failing(
                         retry_in_ms = delay.as_millis() as u64,
                         "cannot store a dead letter now; the message stays in its queue and is tried again"
                     );
-                    hand_back(shared, message, reason, delay).await;
-                    return;
+                    return hand_back(reason, delay);
                 }
                 None => error,
             }
@@ -258,10 +263,7 @@ async fn dead_letter_failing(
         Err(error) => error,
     };
     let recorded = match &failing {
-        Some(failing) => match failing.record(shared, reason, &letter.error).await {
-            Some(record) => failing.follow(shared, &record).await,
-            None => false,
-        },
+        Some(failing) => failing.fail(shared, reason, &letter.error).await,
         None => false,
     };
     tracing::error!(
@@ -277,32 +279,50 @@ async fn dead_letter_failing(
         body_bytes = message.payload.len(),
         "giving up a dead letter that cannot be stored: the message is terminated and kept nowhere"
     );
-    terminate(message).await;
+    Ending::Terminate
 }
 
-/// Hands a message back to be dead-lettered again after `delay`. For a task that ran
+/// How a delivery whose copy is stored ends: terminated once its task's FAILURE record is stored
+/// and what follows it was sent; handed back when either could not be done (the redelivery tries
+/// again, the copy de-duplicated, with a growing delay, until the worker gives the message up).
+async fn after_copy(
+    shared: &WorkerShared,
+    queue: &QueueName,
+    failing: Option<&Failing<'_>>,
+    letter: &DeadLetter,
+    body_dropped: Option<usize>,
+) -> Ending {
+    tracing::warn!(
+        queue = %queue,
+        reason = %letter.reason,
+        error = %letter.error,
+        stream_sequence = letter.stream_sequence,
+        deliveries = letter.deliveries,
+        body_dropped,
+        "dead-lettered a message"
+    );
+    let Some(failing) = failing else {
+        return Ending::Terminate;
+    };
+    if !failing.fail(shared, letter.reason, &letter.error).await {
+        if let Some(delay) = retry_delay(letter.deliveries) {
+            return hand_back(letter.reason, delay);
+        }
+        tracing::error!(queue = %queue, task_id = %failing.envelope.id, deliveries = letter.deliveries, "giving up the record of a dead-lettered task (or what follows it): the message is terminated");
+    }
+    Ending::Terminate
+}
+
+/// How a message to be dead-lettered again after `delay` is handed back. For a task that ran
 /// (`result_not_stored`) or must not run again (`too_many_deliveries`) the hand-back counts as a
 /// delivery, so its next delivery is refused by the delivery limit instead of running the task;
 /// for the others, which cannot run anyway, it is counted as a hand-back and keeps its reason.
-async fn hand_back(
-    shared: &WorkerShared,
-    message: &jetstream::Message,
-    reason: DeadLetterReason,
-    delay: Duration,
-) {
+fn hand_back(reason: DeadLetterReason, delay: Duration) -> Ending {
     match reason {
         DeadLetterReason::ResultNotStored | DeadLetterReason::TooManyDeliveries => {
-            if let Err(error) = message.ack_with(AckKind::Nak(Some(delay))).await {
-                tracing::warn!(error = %error, "cannot hand back a message to dead-letter; it will be redelivered after AckWait");
-            }
+            Ending::Nak(delay)
         }
-        _ => shared.handbacks.hand_back(message, Some(delay)).await,
-    }
-}
-
-async fn terminate(message: &jetstream::Message) {
-    if let Err(error) = message.ack_with(AckKind::Term).await {
-        tracing::warn!(error = %error, "cannot terminate a dead-lettered message; it will be redelivered and dead-lettered again (a stored copy is de-duplicated)");
+        _ => Ending::HandBack(delay),
     }
 }
 
@@ -395,14 +415,10 @@ async fn publish(
     payload: Bytes,
 ) -> Result<(), CopyError> {
     let once = |headers, payload| async move {
-        let acked = async {
-            shared
-                .js
-                .publish_with_headers(subject.to_owned(), headers, payload)
-                .await?
-                .await
-        };
-        acked.await.map(drop).map_err(CopyError::of)
+        nats_io::publish_stored(&shared.js, subject.to_owned(), headers, payload)
+            .await
+            .map(drop)
+            .map_err(CopyError::of)
     };
     match once(headers.clone(), payload.clone()).await {
         Err(CopyError::NoStream(error)) => {
@@ -471,6 +487,27 @@ mod tests {
         );
         assert_eq!(retry_delay(0), Some(Duration::from_secs(1)));
         assert_eq!(retry_delay(u64::MAX), None);
+    }
+
+    #[test]
+    fn a_task_that_ran_or_must_not_run_is_nakd_and_the_others_are_handed_back() {
+        let delay = Duration::from_secs(2);
+        assert_eq!(
+            hand_back(DeadLetterReason::ResultNotStored, delay),
+            Ending::Nak(delay)
+        );
+        assert_eq!(
+            hand_back(DeadLetterReason::TooManyDeliveries, delay),
+            Ending::Nak(delay)
+        );
+        assert_eq!(
+            hand_back(DeadLetterReason::UnknownTask, delay),
+            Ending::HandBack(delay)
+        );
+        assert_eq!(
+            hand_back(DeadLetterReason::BadEnvelope, delay),
+            Ending::HandBack(delay)
+        );
     }
 
     #[test]

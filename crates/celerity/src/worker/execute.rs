@@ -1,37 +1,41 @@
-//! One task run, from a fetched message to its ack: envelope checks, idempotency on redelivery,
-//! the delivery limit, revocation, ETA and expiry, the rate-limit gate, body checks (dead
-//! letters), the body (`execute/body.rs`), the result record and the reply notification
-//! (`execute/records.rs`), what follows the task, then the ack.
+//! One task run, from a fetched message to its [`Outcome`]: envelope checks, idempotency on
+//! redelivery, the delivery limit, revocation, ETA and expiry, the rate-limit gate, body checks
+//! (dead letters), then the run (`execute/run.rs`: the body, `execute/body.rs`, its record, what
+//! follows it, a retry). A task that ends without running is `execute/finish.rs`.
 //!
-//! Runs on the multi-thread runtime, never on an actor thread.
+//! Every path returns an `Outcome`, and [`execute`] applies it once (`outcome.rs`), in the order
+//! the checks are made here. Runs on the multi-thread runtime, never on an actor thread.
 
 mod body;
-mod records;
+mod finish;
+mod run;
 
+use std::ops::ControlFlow;
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_nats::jetstream;
 use celerity_proto::{
-    DeadLetterReason, Envelope, EnvelopeError, ErrorRecord, QueueName, ResultRecord, TaskBody,
-    TaskState,
+    CanvasError, DeadLetterReason, Envelope, EnvelopeError, ErrorRecord, QueueName, TaskBody,
+    TaskId, TaskName, TaskState,
 };
 use serde_json::Value;
+use tokio::sync::SemaphorePermit;
 use tokio_util::sync::CancellationToken;
 
-use crate::__private::panic_record;
 use crate::clock::now_ms;
 use crate::nats::headers::HeaderView;
-use crate::result_store::ResultStore;
-use crate::task::{Registered, TaskContext, TaskFuture};
+use crate::task::{ArgumentsError, Registered, TaskContext};
 use crate::worker::WorkerShared;
 use crate::worker::chord::{HeaderResultsError, gather_header_results};
 use crate::worker::continuation::Continuation;
-use crate::worker::dead_letter::{DeadTask, dead_letter, dead_letter_task};
 use crate::worker::limits::{Credit, Passage};
-use body::{Ran, keep_in_progress, run_body, run_over_items};
-pub(crate) use records::store_final;
-use records::{encode_within_limit, final_record, notify, store_encoded, write_state};
+use crate::worker::outcome::{Outcome, Rejection, apply_outcome};
+use crate::worker::records::final_record;
+use body::{keep_in_progress, run_over_items};
+use finish::{
+    acknowledge_done, expired_record, finish_with, finish_without_running, revoked_record,
+};
+use run::{Delivery, TaskRun};
 
 /// Runs the task in `message` to completion (or dead-letters it), telling the server every half
 /// AckWait that it is still being worked on.
@@ -39,6 +43,10 @@ use records::{encode_within_limit, final_record, notify, store_encoded, write_st
 /// `credit` is the fetch credit the task holds until it ends; it gives it back while it waits for a
 /// rate limit. `terminate` is cancelled by `revoke --terminate`: the body is aborted and the task
 /// ends REVOKED, with what follows it told so.
+///
+/// # Cancel safety
+/// Dropped (a cold shutdown), the run is aborted with its body; its message, not acknowledged, is
+/// handed back by the shutdown or comes back after AckWait.
 pub(crate) async fn execute(
     shared: Arc<WorkerShared>,
     queue: QueueName,
@@ -54,7 +62,8 @@ pub(crate) async fn execute(
     }
 }
 
-/// [`execute`] without the in-progress acks.
+/// [`execute`] without the in-progress acks: decides the message's outcome, applies it, then
+/// gives back the execution slot and the fetch credit.
 async fn run_message(
     shared: Arc<WorkerShared>,
     queue: QueueName,
@@ -62,48 +71,120 @@ async fn run_message(
     mut credit: Credit,
     terminate: CancellationToken,
 ) {
-    let delivered = message.info().map_or(1, |info| info.delivered as u64);
-    let envelope = match Envelope::from_headers(&HeaderView(message.headers.as_ref())) {
-        Ok(envelope) => envelope,
+    let envelope = Envelope::from_headers(&HeaderView(message.headers.as_ref()));
+    let mut slot = None;
+    let outcome = match &envelope {
+        Ok(envelope) => {
+            let delivery = Delivery {
+                message: &message,
+                queue: &queue,
+                delivered: message.info().map_or(1, |info| info.delivered as u64),
+                max_deliveries: max_deliveries(&shared, envelope),
+                terminate: &terminate,
+            };
+            run_task(&shared, envelope, delivery, &mut credit, &mut slot).await
+        }
         Err(error) => {
             let reason = match error {
                 EnvelopeError::UnsupportedVersion(_) => DeadLetterReason::UnsupportedVersion,
                 _ => DeadLetterReason::BadEnvelope,
             };
-            return dead_letter(&shared, &queue, &message, reason, error.to_string()).await;
+            Outcome::DeadLetter(Rejection::message(reason, error.to_string()))
         }
     };
+    apply_outcome(&shared, &queue, &message, outcome).await;
+    drop(slot);
+    drop(credit);
+}
+
+/// The outcome of a message with a valid envelope: checks, then the run.
+async fn run_task<'a>(
+    shared: &'a WorkerShared,
+    envelope: &'a Envelope,
+    delivery: Delivery<'_>,
+    credit: &mut Credit,
+    slot: &mut Option<SemaphorePermit<'a>>,
+) -> Outcome<'a> {
+    if let ControlFlow::Break(outcome) = admit(shared, envelope, &delivery, credit).await {
+        return outcome;
+    }
+    let (task, mut body) = match checked_body(shared, envelope, &delivery).await {
+        ControlFlow::Continue(checked) => checked,
+        ControlFlow::Break(outcome) => return outcome,
+    };
+    if let Some(results) = body.chord_results.take() {
+        match gather_header_results(shared, &envelope.id, &results).await {
+            Ok(list) => body.args.insert(0, list),
+            Err(error) => {
+                let chord_id = &results.id;
+                let failed = HeaderFailure { body, error };
+                return header_results_failed(shared, envelope, chord_id, failed).await;
+            }
+        }
+    }
+    let continuation = Continuation::take(&mut body);
+    let context = TaskContext::on_worker(
+        envelope.clone(),
+        crate::task::DeliveryInfo::new(delivery.message, delivery.queue, delivery.delivered),
+        &shared.hostname,
+        shared.store.clone(),
+    );
+    let handle = context.clone();
+    let bound = if is_builtin(envelope) {
+        run_over_items(&task, envelope, context, body.kwargs)
+    } else {
+        (task.run)(context, body.args, body.kwargs)
+    };
+    let future = match bound {
+        Ok(future) => future,
+        Err(source) => {
+            let task = envelope.task.clone();
+            return refuse(envelope, Refusal::BadArguments { task, source });
+        }
+    };
+    let run = TaskRun {
+        shared,
+        task: &task,
+        envelope,
+        delivery,
+        context: handle,
+    };
+    run.run(future, continuation, slot).await
+}
+
+/// The checks made before the body is read, in this order: a final record already stored (on a
+/// redelivery), the delivery limit, revocation, the ETA, expiry, then the rate limit.
+async fn admit<'a>(
+    shared: &'a WorkerShared,
+    envelope: &'a Envelope,
+    delivery: &Delivery<'_>,
+    credit: &mut Credit,
+) -> ControlFlow<Outcome<'a>> {
+    let message = delivery.message;
     // Checked before the registry: a worker that lacks the task must not replace a stored result.
-    if delivered > 1
-        && let Some(record) = final_record(&shared.store, &envelope).await
+    if delivery.delivered > 1
+        && let Some(record) = final_record(&shared.store, envelope).await
     {
-        return acknowledge_done(&shared, &queue, &envelope, &message, record).await;
+        return ControlFlow::Break(acknowledge_done(shared, envelope, message, record).await);
     }
     // A message that came back more often than its task allows most likely took its worker down
     // each time: it is not run again (Celery's `task_reject_on_worker_lost`, bounded).
-    let max_deliveries = max_deliveries(&shared, &envelope);
-    let ran = match delivered > u64::from(max_deliveries) {
+    let max_deliveries = delivery.max_deliveries;
+    let ran = match delivery.delivered > u64::from(max_deliveries) {
         // Deliveries a worker handed back without running the task do not count.
-        true => shared.handbacks.deliveries_that_ran(&message).await,
-        false => delivered,
+        true => shared.handbacks.deliveries_that_ran(message).await,
+        false => delivery.delivered,
     };
     if ran > u64::from(max_deliveries) {
-        let error = format!(
-            "delivered {ran} times that could have run it, more than the {max_deliveries} allowed: every earlier delivery ended without an acknowledgement, as when the task crashes or is killed with its worker"
-        );
-        return reject(
-            &shared,
-            &queue,
-            &message,
-            &envelope,
-            DeadLetterReason::TooManyDeliveries,
-            error,
-        )
-        .await;
+        let refusal = Refusal::TooManyDeliveries {
+            ran,
+            max_deliveries,
+        };
+        return ControlFlow::Break(refuse(envelope, refusal));
     }
     // A revoked task, or a task of a revoked canvas, does not run: it ends REVOKED, saying why.
-    if let Some(record) = revoked_record(&shared, &envelope) {
-        return finish_without_running(&shared, &queue, &envelope, &message, record).await;
+    if let Some(record) = revoked_record(shared, envelope) {
+        return ControlFlow::Break(finish_without_running(shared, envelope, message, record).await);
     }
     // A task that is not due yet (a producer put it straight on its queue with a future ETA) waits
     // in the delayed stream rather than in this worker's slot.
@@ -111,66 +192,63 @@ async fn run_message(
         .eta_ms
         .is_some_and(|eta| eta > now_ms() + crate::publisher::ETA_SLACK_MS)
     {
-        return hold_until_due(&shared, &queue, &message, &envelope).await;
+        return ControlFlow::Break(Outcome::HoldUntilDue(envelope));
     }
     // A task picked up after its deadline does not run: it ends REVOKED, saying why.
-    if let Some(record) = expired_record(&shared, &envelope) {
-        return finish_without_running(&shared, &queue, &envelope, &message, record).await;
+    if let Some(record) = expired_record(shared, envelope) {
+        return ControlFlow::Break(finish_without_running(shared, envelope, message, record).await);
     }
     // Over its rate limit, the task waits here, before its body is decoded and before it takes an
     // execution slot: a waiting task holds its message's bytes and nothing more.
     if let Some(gate) = shared.limits.gate(&envelope.task) {
         match gate
-            .pass(&mut credit, message.payload.len(), &shared.stopping)
+            .pass(credit, message.payload.len(), &shared.stopping)
             .await
         {
             Passage::Go => {}
-            Passage::Stopped => return shared.handbacks.hand_back(&message, None).await,
+            Passage::Stopped => return ControlFlow::Break(Outcome::HandBack),
         }
         // It may have been revoked or have expired while it waited.
         if let Some(record) =
-            revoked_record(&shared, &envelope).or_else(|| expired_record(&shared, &envelope))
+            revoked_record(shared, envelope).or_else(|| expired_record(shared, envelope))
         {
-            return finish_without_running(&shared, &queue, &envelope, &message, record).await;
+            let outcome = finish_without_running(shared, envelope, message, record).await;
+            return ControlFlow::Break(outcome);
         }
     }
+    ControlFlow::Continue(())
+}
+
+/// The task that runs the message and its decoded body, once a chord body sent twice, an unknown
+/// task, an unreadable body and an invalid canvas after it are ruled out, in this order.
+async fn checked_body<'a>(
+    shared: &'a WorkerShared,
+    envelope: &'a Envelope,
+    delivery: &Delivery<'_>,
+) -> ControlFlow<Outcome<'a>, (Registered, TaskBody)> {
+    let message = delivery.message;
     let decoded = envelope.content_type.decode::<TaskBody>(&message.payload);
     // A chord body is always checked: it must run exactly once even if an aggregator sent it twice.
     let chord_body = matches!(&decoded, Ok(body) if body.chord_results.is_some());
-    if delivered == 1
+    if delivery.delivered == 1
         && chord_body
-        && let Some(record) = final_record(&shared.store, &envelope).await
+        && let Some(record) = final_record(&shared.store, envelope).await
     {
-        return acknowledge_done(&shared, &queue, &envelope, &message, record).await;
+        return ControlFlow::Break(acknowledge_done(shared, envelope, message, record).await);
     }
-    let task = match resolve_task(&shared, &envelope, &decoded) {
+    let task = match resolve_task(shared, envelope, &decoded) {
         Ok(task) => task,
-        Err(error) => {
-            return reject(
-                &shared,
-                &queue,
-                &message,
-                &envelope,
-                DeadLetterReason::UnknownTask,
-                error,
-            )
-            .await;
-        }
+        Err(error) => return ControlFlow::Break(refuse(envelope, Refusal::UnknownTask(error))),
     };
-    let builtin = is_builtin(&envelope);
-    let mut body = match decoded {
+    let body = match decoded {
         Ok(body) => body,
         Err(error) => {
-            let reason = DeadLetterReason::UndecodableBody;
-            return reject(
-                &shared,
-                &queue,
-                &message,
-                &envelope,
-                reason,
+            let rejection = Rejection::task(
+                envelope,
+                DeadLetterReason::UndecodableBody,
                 error.to_string(),
-            )
-            .await;
+            );
+            return ControlFlow::Break(Outcome::DeadLetter(rejection));
         }
     };
     // The canvas that follows this task is checked before the task runs: a malformed or
@@ -181,105 +259,56 @@ async fn run_message(
         .chain(&body.link)
         .chain(&body.link_error)
         .find_map(|node| node.validate(crate::canvas::MAX_DEPTH).err());
-    if let Some(problem) = canvas_problem {
-        let error = format!("task {}: {problem}", envelope.task);
-        return reject(
-            &shared,
-            &queue,
-            &message,
-            &envelope,
-            DeadLetterReason::InvalidCanvas,
-            error,
-        )
-        .await;
+    if let Some(source) = canvas_problem {
+        let task = envelope.task.clone();
+        return ControlFlow::Break(refuse(envelope, Refusal::InvalidCanvas { task, source }));
     }
-    if let Some(results) = body.chord_results.take() {
-        match gather_header_results(&shared, &envelope.id, &results).await {
-            Ok(list) => body.args.insert(0, list),
-            // Names no stored chord or does not match it: it can never run as sent.
-            Err(error) if error.is_bad_message() => {
-                let (reason, error) = (DeadLetterReason::InvalidCanvas, crate::error_chain(&error));
-                return reject(&shared, &queue, &message, &envelope, reason, error).await;
-            }
-            Err(HeaderResultsError::NotSucceeded { index, state }) => {
-                let error = ErrorRecord::new(
-                    "celerity::ChordHeaderFailed",
-                    format!(
-                        "header member {index} of chord {} is {state}, not SUCCESS",
-                        results.id
-                    ),
-                );
-                let continuation = Continuation::take(&mut body);
-                let record = shared
-                    .store
-                    .record(&envelope, TaskState::Failure)
-                    .with_error(error);
-                return finish_with(&shared, &envelope, &message, continuation, record).await;
-            }
-            Err(error) => {
-                tracing::warn!(task_id = %envelope.id, error = %crate::error_chain(&error), "cannot read the chord's header results; the body will be redelivered");
-                return;
-            }
-        }
-    }
-    let continuation = Continuation::take(&mut body);
-    let context = TaskContext::on_worker(
-        envelope.clone(),
-        crate::task::DeliveryInfo::new(&message, &queue, delivered),
-        &shared.hostname,
-        shared.store.clone(),
-    );
-    let handle = context.clone();
-    let bound = if builtin {
-        run_over_items(&task, &envelope, context, body.kwargs)
-    } else {
-        (task.run)(context, body.args, body.kwargs)
-    };
-    let future = match bound {
-        Ok(future) => future,
-        Err(error) => {
-            let error = format!("task {}: {error}", envelope.task);
-            return reject(
-                &shared,
-                &queue,
-                &message,
-                &envelope,
-                DeadLetterReason::BadArguments,
-                error,
-            )
-            .await;
-        }
-    };
-    let delivery = Delivery {
-        message: &message,
-        queue: &queue,
-        delivered,
-        max_deliveries,
-        terminate: &terminate,
-    };
-    run_bound(
-        &shared,
-        &task,
-        &envelope,
-        delivery,
-        future,
-        continuation,
-        handle,
-    )
-    .await;
-    drop(credit);
+    ControlFlow::Continue((task, body))
 }
 
-/// How a message came to this run: what the end of the run needs besides the task.
-struct Delivery<'a> {
-    message: &'a jetstream::Message,
-    queue: &'a QueueName,
-    /// Deliveries of the message so far, this one included.
-    delivered: u64,
-    /// Deliveries allowed (the task's own limit, or the worker's).
-    max_deliveries: u32,
-    /// Cancelled to terminate the run.
-    terminate: &'a CancellationToken,
+/// The outcome of a chord body whose header results cannot be had: dead-lettered when it can
+/// never run as sent, failed when a member did not succeed, redelivered when the buckets cannot
+/// be read now.
+async fn header_results_failed<'a>(
+    shared: &'a WorkerShared,
+    envelope: &'a Envelope,
+    chord_id: &TaskId,
+    failed: HeaderFailure,
+) -> Outcome<'a> {
+    let HeaderFailure { mut body, error } = failed;
+    match error {
+        // Names no stored chord or does not match it: it can never run as sent.
+        error if error.is_bad_message() => {
+            let error = crate::error_chain(&error);
+            Outcome::DeadLetter(Rejection::task(
+                envelope,
+                DeadLetterReason::InvalidCanvas,
+                error,
+            ))
+        }
+        HeaderResultsError::NotSucceeded { index, state } => {
+            let error = ErrorRecord::new(
+                "celerity::ChordHeaderFailed",
+                format!("header member {index} of chord {chord_id} is {state}, not SUCCESS"),
+            );
+            let continuation = Continuation::take(&mut body);
+            let record = shared
+                .store
+                .record(envelope, TaskState::Failure)
+                .with_error(error);
+            finish_with(shared, envelope, continuation, record).await
+        }
+        error => {
+            tracing::warn!(task_id = %envelope.id, error = %crate::error_chain(&error), "cannot read the chord's header results; the body will be redelivered");
+            Outcome::Redeliver
+        }
+    }
+}
+
+/// A chord body whose header results cannot be had, and why.
+struct HeaderFailure {
+    body: TaskBody,
+    error: HeaderResultsError,
 }
 
 /// The delivery limit of the message's task: its own `max_deliveries`, else the worker's.
@@ -291,79 +320,67 @@ fn max_deliveries(shared: &WorkerShared, envelope: &Envelope) -> u32 {
         .unwrap_or(shared.max_deliveries)
 }
 
-/// Acknowledges a message whose task already has a final record, after notifying its producer and
-/// sending what follows it again: the worker that stored the record may have died before doing
-/// either (those sends are de-duplicated by id). A message whose record says it was dead-lettered
-/// is dead-lettered again instead of acknowledged (the copy is de-duplicated), so a worker that
-/// stopped between the record and the copy loses no dead letter.
-async fn acknowledge_done(
-    shared: &WorkerShared,
-    queue: &QueueName,
-    envelope: &Envelope,
-    message: &jetstream::Message,
-    record: ResultRecord,
-) {
-    tracing::info!(task_id = %envelope.id, "task already has a final result; acknowledging without running it");
-    notify(shared, envelope, &record).await;
-    let continuation = continuation_of(envelope, message);
-    if let Err(error) = continuation.after(shared, envelope, &record).await {
-        tracing::error!(task_id = %envelope.id, error = %crate::error_chain(&error), "cannot send what follows the task; it will be redelivered");
-        return;
-    }
-    if let Some(reason) = dead_letter_reason(&record) {
-        let error = record
-            .error
-            .as_ref()
-            .map(|error| error.message.clone())
-            .unwrap_or_default();
-        let error = error
-            .strip_prefix(&format!("{reason}: "))
-            .map_or(error.clone(), str::to_owned);
-        return dead_letter(shared, queue, message, reason, error).await;
-    }
-    ack(message).await;
-}
-
-/// The canvas that follows the task in `message`, or none when its body cannot be read.
-fn continuation_of(envelope: &Envelope, message: &jetstream::Message) -> Continuation {
-    envelope
-        .content_type
-        .decode::<TaskBody>(&message.payload)
-        .map(|mut body| Continuation::take(&mut body))
-        .unwrap_or_default()
-}
-
-/// The REVOKED record of a task that was revoked (itself or its canvas).
-fn revoked_record(shared: &WorkerShared, envelope: &Envelope) -> Option<ResultRecord> {
-    if !shared.is_revoked(envelope) {
-        return None;
-    }
-    tracing::info!(task_id = %envelope.id, "task revoked; not running it");
-    let record = shared
-        .store
-        .record(envelope, TaskState::Revoked)
-        .with_meta(serde_json::json!({"reason": "revoked"}));
-    Some(record)
-}
-
-/// The REVOKED record of a task picked up after its deadline.
-fn expired_record(shared: &WorkerShared, envelope: &Envelope) -> Option<ResultRecord> {
-    let expires_ms = envelope
-        .expires_ms
-        .filter(|expires_ms| now_ms() > *expires_ms)?;
-    tracing::info!(task_id = %envelope.id, expires_ms, "task expired before it could start; not running it");
-    let meta = serde_json::json!({"reason": "expired", "expires_ms": expires_ms});
-    let record = shared
-        .store
-        .record(envelope, TaskState::Revoked)
-        .with_meta(meta);
-    Some(record)
-}
-
 /// True for the built-in `celerity.map` / `celerity.starmap` tasks.
 fn is_builtin(envelope: &Envelope) -> bool {
     let name = envelope.task.as_str();
     name == crate::canvas::MAP_TASK || name == crate::canvas::STARMAP_TASK
+}
+
+/// Why a task with a valid envelope is dead-lettered before it runs; the letter's error is the
+/// chain of this error.
+#[derive(Debug, thiserror::Error)]
+enum Refusal {
+    /// Delivered more often than its task allows (`too_many_deliveries`).
+    #[error(
+        "delivered {ran} times that could have run it, more than the {max_deliveries} allowed: every earlier delivery ended without an acknowledgement, as when the task crashes or is killed with its worker"
+    )]
+    TooManyDeliveries { ran: u64, max_deliveries: u32 },
+    /// No registered task runs it (`unknown_task`).
+    #[error(transparent)]
+    UnknownTask(UnknownTask),
+    /// What follows it is malformed or too deep (`invalid_canvas`).
+    #[error("task {task}")]
+    InvalidCanvas {
+        task: TaskName,
+        #[source]
+        source: CanvasError,
+    },
+    /// Its arguments do not fit its parameters (`bad_arguments`).
+    #[error("task {task}")]
+    BadArguments {
+        task: TaskName,
+        #[source]
+        source: ArgumentsError,
+    },
+}
+
+impl Refusal {
+    fn reason(&self) -> DeadLetterReason {
+        match self {
+            Refusal::TooManyDeliveries { .. } => DeadLetterReason::TooManyDeliveries,
+            Refusal::UnknownTask(_) => DeadLetterReason::UnknownTask,
+            Refusal::InvalidCanvas { .. } => DeadLetterReason::InvalidCanvas,
+            Refusal::BadArguments { .. } => DeadLetterReason::BadArguments,
+        }
+    }
+}
+
+/// The dead letter of a task refused before it runs; its failure is followed by what its body
+/// says follows it.
+fn refuse(envelope: &Envelope, refusal: Refusal) -> Outcome<'_> {
+    let error = crate::error_chain(&refusal);
+    Outcome::DeadLetter(Rejection::task(envelope, refusal.reason(), error))
+}
+
+/// No registered task runs a message.
+#[derive(Debug, thiserror::Error)]
+enum UnknownTask {
+    /// A built-in map names no target task.
+    #[error("{map} needs a \"task\" named argument")]
+    NoTarget { map: TaskName },
+    /// The task (or a map's target) is not registered on this worker.
+    #[error("no task named {target:?} is registered on worker {worker}")]
+    NotRegistered { target: String, worker: Arc<str> },
 }
 
 /// The registered task that runs this message: the task itself, or for a built-in map the task it
@@ -372,25 +389,24 @@ fn resolve_task(
     shared: &WorkerShared,
     envelope: &Envelope,
     body: &Result<TaskBody, celerity_proto::DecodeError>,
-) -> Result<Registered, String> {
-    let name = envelope.task.as_str();
+) -> Result<Registered, UnknownTask> {
     let target = if is_builtin(envelope) {
         body.as_ref()
             .ok()
             .and_then(|body| body.kwargs.get("task"))
             .and_then(Value::as_str)
-            .ok_or_else(|| format!("{name} needs a \"task\" named argument"))?
+            .ok_or_else(|| UnknownTask::NoTarget {
+                map: envelope.task.clone(),
+            })?
     } else {
-        name
+        envelope.task.as_str()
     };
-    let registered = celerity_proto::TaskName::new(target)
+    let registered = TaskName::new(target)
         .ok()
         .and_then(|target| shared.app.task(&target))
-        .ok_or_else(|| {
-            format!(
-                "no task named {target:?} is registered on worker {}",
-                shared.hostname
-            )
+        .ok_or_else(|| UnknownTask::NotRegistered {
+            target: target.to_owned(),
+            worker: shared.hostname.clone(),
         })?;
     Ok(Registered {
         name: envelope.task.clone(),
@@ -399,383 +415,61 @@ fn resolve_task(
     })
 }
 
-/// Records RETRY with the count, the next ETA and the error, then sends the task again after
-/// `delay` (its message's bytes, with one more retry and a new ETA, through the delayed stream, at
-/// the priority it came in on), then acknowledges this delivery.
-///
-/// RETRY is written before the retry is sent, so the retry's own record, however fast it comes,
-/// is never overwritten by it.
-async fn retry_later(
-    shared: &WorkerShared,
-    (envelope, context): (&Envelope, &TaskContext),
-    message: &jetstream::Message,
-    error: ErrorRecord,
-    delay: Duration,
-    (acks_late, task): (bool, &Registered),
-) {
-    let Some((queue, priority)) = shared.layout.parse_task_subject(&message.subject) else {
-        tracing::error!(task_id = %envelope.id, subject = %message.subject, "cannot retry a task from an unknown subject");
-        return;
-    };
-    let mut next = envelope.clone();
-    next.retries += 1;
-    // NOTE(protocol): the subject is authoritative for the priority, not the header (3.1).
-    next.priority = priority;
-    let eta_ms = now_ms().saturating_add(delay.as_millis() as u64);
-    next.eta_ms = Some(eta_ms);
-    let meta = serde_json::json!({"retries": next.retries, "eta_ms": eta_ms});
-    let mut record = shared
-        .store
-        .record(envelope, TaskState::Retry)
-        .with_error(error)
-        .with_meta(meta);
-    record.retries = next.retries;
-    if let Ok(bytes) = ResultStore::encode(&record, envelope.content_type)
-        && let Err(store_error) = shared.store.put_encoded(&envelope.id, bytes).await
-    {
-        tracing::warn!(task_id = %envelope.id, error = %crate::error_chain(&store_error), "cannot record the RETRY state");
-    }
-    let sent = shared
-        .dispatcher
-        .publisher()
-        .publish_bytes(&next, message.payload.clone(), &queue, false)
-        .await;
-    if let Err(send_error) = sent {
-        tracing::error!(task_id = %envelope.id, error = %crate::error_chain(&send_error), "cannot send the retry");
-        if acks_late {
-            // Not acknowledged: the delivery comes back and the retry is tried again.
-            return;
-        }
-        // Acknowledged before it ran: nothing comes back, so the task ends here, failed.
-        let error = record
-            .error
-            .take()
-            .unwrap_or_else(|| ErrorRecord::new("celerity::Retry", "retry"));
-        let failed = shared
-            .store
-            .record(envelope, TaskState::Failure)
-            .with_error(error);
-        store_final(shared, envelope, &failed).await;
-        return;
-    }
-    let error = record
-        .error
-        .take()
-        .unwrap_or_else(|| ErrorRecord::new("celerity::Retry", "retry"));
-    tracing::info!(task_id = %envelope.id, retry = next.retries, delay_ms = delay.as_millis() as u64, error = %error, "task will be retried");
-    if let Some(hooks) = task.options.hooks_value() {
-        run_hook(&envelope.id, hooks.on_retry(context, &error, next.retries)).await;
-        run_hook(&envelope.id, hooks.after_return(context, &TaskState::Retry)).await;
-    }
-    if acks_late {
-        ack(message).await;
-    }
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// Runs one hook; a panicking hook is logged and the run goes on.
-async fn run_hook(task_id: &celerity_proto::TaskId, hook: crate::task::HookFuture<'_>) {
-    use futures_util::FutureExt;
-    if let Err(panic) = std::panic::AssertUnwindSafe(hook).catch_unwind().await {
-        let message = panic_record(panic).message;
-        tracing::error!(task_id = %task_id, panic = %message, "a task hook panicked");
+    fn task(name: &str) -> TaskName {
+        TaskName::new(name).unwrap()
     }
-}
 
-/// The failure of a task that asked for a retry once its retries were used up.
-fn given_up(error: ErrorRecord, retries: u32) -> ErrorRecord {
-    if error.kind.ends_with("Retry") || error.message == crate::task::Retry.to_string() {
-        // The task returned the bare retry request: say what happened instead.
-        ErrorRecord::new(
-            "celerity::MaxRetriesExceeded",
-            format!("the task asked for a retry after {retries} retries, its maximum"),
-        )
-    } else {
-        error
-    }
-}
-
-/// Moves a task that is not due yet to the delayed stream, then acknowledges it here.
-async fn hold_until_due(
-    shared: &WorkerShared,
-    queue: &QueueName,
-    message: &jetstream::Message,
-    envelope: &Envelope,
-) {
-    let mut headers = crate::nats::headers::republished_headers(message.headers.as_ref());
-    let hold_id = format!(
-        "{}-hold-{}",
-        envelope.message_id(),
-        envelope.eta_ms.unwrap_or(0)
-    );
-    headers.insert(celerity_proto::header::NATS_MSG_ID, hold_id.as_str());
-    // NOTE(protocol): a delayed subject has no priority token, so the priority of the subject the
-    // task came on goes into `Celerity-Priority`, where the scheduler reads it.
-    if let Some((_, priority)) = shared.layout.parse_task_subject(&message.subject) {
-        headers.insert(
-            celerity_proto::header::PRIORITY,
-            priority.to_string().as_str(),
+    #[test]
+    fn a_refusal_names_its_reason_and_says_what_the_letter_said_before() {
+        let too_many = Refusal::TooManyDeliveries {
+            ran: 6,
+            max_deliveries: 5,
+        };
+        assert_eq!(too_many.reason(), DeadLetterReason::TooManyDeliveries);
+        assert!(
+            crate::error_chain(&too_many)
+                .starts_with("delivered 6 times that could have run it, more than the 5 allowed: ")
         );
-    }
-    let subject = shared.layout.delayed_subject(queue);
-    let moved = async {
-        shared
-            .js
-            .publish_with_headers(subject, headers, message.payload.clone())
-            .await?
-            .await
-    };
-    match moved.await {
-        Ok(_) => ack(message).await,
-        Err(error) => {
-            tracing::warn!(task_id = %envelope.id, error = %error, "cannot move a task that is not due yet; retrying in 1 s");
-            let delay = Some(Duration::from_secs(1));
-            shared.handbacks.hand_back(message, delay).await;
-        }
-    }
-}
-
-/// Records a task that will not run because it was revoked or expired, runs what follows that,
-/// and acknowledges its message. A task that has a final record already (a chord body sent twice,
-/// which ran) keeps it.
-async fn finish_without_running(
-    shared: &WorkerShared,
-    queue: &QueueName,
-    envelope: &Envelope,
-    message: &jetstream::Message,
-    record: ResultRecord,
-) {
-    if let Some(done) = final_record(&shared.store, envelope).await {
-        return acknowledge_done(shared, queue, envelope, message, done).await;
-    }
-    let continuation = continuation_of(envelope, message);
-    finish_with(shared, envelope, message, continuation, record).await;
-}
-
-/// Records a task that will not run (failed or revoked), runs what follows that, and acknowledges
-/// its message.
-async fn finish_with(
-    shared: &WorkerShared,
-    envelope: &Envelope,
-    message: &jetstream::Message,
-    continuation: Continuation,
-    record: ResultRecord,
-) {
-    if !store_final(shared, envelope, &record).await {
-        return;
-    }
-    if let Err(error) = continuation.after(shared, envelope, &record).await {
-        tracing::error!(task_id = %envelope.id, error = %crate::error_chain(&error), "cannot send what follows the task; it will be redelivered");
-        return;
-    }
-    ack(message).await;
-}
-
-/// Dead-letters a task whose envelope is valid, and tells its producer and its canvas: once the
-/// copy is stored, the task fails with `celerity::DeadLettered` (`meta.reason` the dead-letter
-/// reason; unless it already has a final record), what follows a failure runs (errbacks, the
-/// chain's later steps fail, its chord hears of it), and then the message leaves the queue, so
-/// nobody waits on a task that will never run.
-async fn reject(
-    shared: &WorkerShared,
-    queue: &QueueName,
-    message: &jetstream::Message,
-    envelope: &Envelope,
-    reason: DeadLetterReason,
-    error: String,
-) {
-    let continuation = continuation_of(envelope, message);
-    let dead = DeadTask {
-        envelope,
-        continuation: &continuation,
-    };
-    dead_letter_task(shared, queue, message, dead, reason, error).await;
-}
-
-/// The dead-letter reason of a record that [`reject`] wrote.
-fn dead_letter_reason(record: &ResultRecord) -> Option<DeadLetterReason> {
-    let error = record.error.as_ref()?;
-    if record.state != TaskState::Failure || error.kind != "celerity::DeadLettered" {
-        return None;
-    }
-    let code = record.meta.as_ref()?.get("reason")?.as_str()?;
-    DeadLetterReason::parse(code)
-}
-
-async fn run_bound(
-    shared: &WorkerShared,
-    task: &Registered,
-    envelope: &Envelope,
-    delivery: Delivery<'_>,
-    future: TaskFuture,
-    continuation: Continuation,
-    context: TaskContext,
-) {
-    let message = delivery.message;
-    let acks_late = task.options.is_acks_late();
-    if !acks_late {
-        ack(message).await;
-    }
-    if shared.app.settings().track_received {
-        write_state(shared, envelope, TaskState::Received).await;
-    }
-    // With a prefetch multiplier above 1 a fetched task may wait here for an execution slot.
-    let _slot = shared.slots.acquire().await;
-    let started_at = now_ms();
-    if task.options.is_track_started() {
-        write_state(shared, envelope, TaskState::Started).await;
-    }
-    let limits = (task.options.soft_time_limit(), task.options.time_limit());
-    let ran = run_body(future, limits, context.cancel_token(), delivery.terminate).await;
-    let mut record = match ran {
-        Ran::Terminated => shared
-            .store
-            .record(envelope, TaskState::Revoked)
-            .with_meta(serde_json::json!({"reason": "terminated"})),
-        Ran::Finished(outcome) => {
-            let outcome = match (outcome, context.take_retry_request()) {
-                (Err(error), request)
-                    if request.is_some() || task.options.retries_automatically(&error.kind) =>
-                {
-                    if envelope.retries < task.options.max_retries_value() {
-                        let retry = envelope.retries + 1;
-                        let delay = request
-                            .and_then(|request| request.countdown)
-                            .unwrap_or_else(|| {
-                                task.options.retry_delay(retry, super::random_unit())
-                            });
-                        return retry_later(
-                            shared,
-                            (envelope, &context),
-                            message,
-                            error,
-                            delay,
-                            (acks_late, task),
-                        )
-                        .await;
-                    }
-                    Err(given_up(error, envelope.retries))
-                }
-                (outcome, _) => outcome,
-            };
-            match outcome {
-                Ok(value) => shared
-                    .store
-                    .record(envelope, TaskState::Success)
-                    .with_result(value),
-                Err(error) => {
-                    tracing::warn!(task = %envelope.task, task_id = %envelope.id, error = %error, "task failed");
-                    shared
-                        .store
-                        .record(envelope, TaskState::Failure)
-                        .with_error(error)
-                }
-            }
-        }
-    };
-    record.started_at_ms = Some(started_at);
-    end_run(
-        shared,
-        task,
-        envelope,
-        &delivery,
-        continuation,
-        &context,
-        record,
-    )
-    .await;
-}
-
-/// Ends a run that produced `record`: stores it (unless results are ignored), sends what follows,
-/// runs the hooks and acknowledges the message.
-async fn end_run(
-    shared: &WorkerShared,
-    task: &Registered,
-    envelope: &Envelope,
-    delivery: &Delivery<'_>,
-    continuation: Continuation,
-    context: &TaskContext,
-    mut record: ResultRecord,
-) {
-    // Whatever the body still does (a blocking one cannot be stopped), its state is final now.
-    context.end();
-    let message = delivery.message;
-    let keep_result = !task.options.is_ignore_result() || continuation.reports_to_chord();
-    let encoded = match keep_result {
-        true => match encode_within_limit(shared, envelope, &mut record) {
-            Some(bytes) => Some(bytes),
-            None => return,
-        },
-        false => None,
-    };
-    let store = async {
-        match &encoded {
-            Some(bytes) => store_encoded(shared, envelope, bytes.clone()).await,
-            None => true,
-        }
-    };
-    let follow = async {
-        if continuation.is_empty() {
-            return Ok(());
-        }
-        continuation.after(shared, envelope, &record).await
-    };
-    // What follows is sent while the record is stored when it does not read it (a chain's next
-    // step carries the value in its message): one round trip less per chain step.
-    let (stored, followed) = if continuation.reads_no_record() {
-        // What follows first: a chain's next step is stored (and delivered) before this record.
-        let (followed, stored) = tokio::join!(follow, store);
-        (stored, followed)
-    } else {
-        match store.await {
-            true => (true, follow.await),
-            false => (false, Ok(())),
-        }
-    };
-    if !stored {
-        if task.options.is_acks_late() && delivery.delivered >= u64::from(delivery.max_deliveries) {
-            // The last delivery allowed: dead-lettered now rather than run once more for nothing.
-            let error = format!(
-                "the task ran {} times and its result could not be stored any time (is the results bucket full?)",
-                delivery.delivered
-            );
-            let reason = DeadLetterReason::ResultNotStored;
-            let dead = DeadTask {
-                envelope,
-                continuation: &continuation,
-            };
-            return dead_letter_task(shared, delivery.queue, message, dead, reason, error).await;
-        }
-        // Not acknowledged: the message is redelivered after AckWait and the task runs again
-        // (what follows, if it was sent, is sent again under the same ids and de-duplicated).
-        return;
-    }
-    if let Err(error) = followed {
-        // Not acknowledged: the redelivered message finds the stored result and sends what
-        // follows again without running the task.
-        tracing::error!(task_id = %envelope.id, error = %crate::error_chain(&error), "cannot send what follows the task; it will be redelivered");
-        return;
-    }
-    if let Some(hooks) = task.options.hooks_value() {
-        match (&record.state, &record.result, &record.error) {
-            (TaskState::Revoked, _, _) => {}
-            (_, _, Some(error)) => run_hook(&envelope.id, hooks.on_failure(context, error)).await,
-            (_, result, None) => {
-                run_hook(
-                    &envelope.id,
-                    hooks.on_success(context, result.as_ref().unwrap_or(&Value::Null)),
-                )
-                .await
-            }
-        }
-        run_hook(&envelope.id, hooks.after_return(context, &record.state)).await;
-    }
-    if task.options.is_acks_late() {
-        ack(message).await;
-    }
-}
-
-async fn ack(message: &jetstream::Message) {
-    if let Err(error) = message.ack().await {
-        tracing::warn!(error = %error, "cannot acknowledge a message; it will be redelivered and recognised as done");
+        let unknown = Refusal::UnknownTask(UnknownTask::NotRegistered {
+            target: "it.nope".to_owned(),
+            worker: Arc::from("worker-1"),
+        });
+        assert_eq!(unknown.reason(), DeadLetterReason::UnknownTask);
+        assert_eq!(
+            crate::error_chain(&unknown),
+            "no task named \"it.nope\" is registered on worker worker-1"
+        );
+        let no_target = UnknownTask::NoTarget {
+            map: task("celerity.map"),
+        };
+        assert_eq!(
+            no_target.to_string(),
+            "celerity.map needs a \"task\" named argument"
+        );
+        let bad_arguments = Refusal::BadArguments {
+            task: task("it.add"),
+            source: ArgumentsError::Missing("y".to_owned()),
+        };
+        assert_eq!(bad_arguments.reason(), DeadLetterReason::BadArguments);
+        assert_eq!(
+            crate::error_chain(&bad_arguments),
+            "task it.add: missing argument \"y\""
+        );
+        let too_deep = Refusal::InvalidCanvas {
+            task: task("it.add"),
+            source: CanvasError::TooDeep {
+                depth: 70,
+                limit: 64,
+            },
+        };
+        assert_eq!(too_deep.reason(), DeadLetterReason::InvalidCanvas);
+        assert_eq!(
+            crate::error_chain(&too_deep),
+            "task it.add: canvas nests 70 levels deep, over the limit of 64"
+        );
     }
 }

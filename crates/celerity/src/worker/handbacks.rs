@@ -11,8 +11,10 @@
 
 use std::time::Duration;
 
-use async_nats::jetstream::{self, AckKind, kv};
+use async_nats::jetstream::{self, kv};
 use celerity_proto::Layout;
+
+use crate::worker::nats_io;
 
 /// The hand-backs bucket of a worker.
 #[derive(Clone)]
@@ -39,7 +41,7 @@ impl Handbacks {
         if let Some(key) = self.key_of(message) {
             self.count(&key).await;
         }
-        if let Err(error) = message.ack_with(AckKind::Nak(delay)).await {
+        if let Err(error) = nats_io::nak(message, delay).await {
             tracing::warn!(error = %error, "cannot hand a task back; it will be redelivered after AckWait");
         }
     }

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use async_nats::jetstream::context::PublishErrorKind;
-use async_nats::jetstream::{self, AckKind, consumer::PullConsumer, kv};
+use async_nats::jetstream::{self, consumer::PullConsumer, kv};
 use celerity_proto::{DeadLetterReason, Envelope, Priority, QueueName, header};
 use futures_util::StreamExt;
 
@@ -20,7 +20,8 @@ use crate::nats::headers::HeaderView;
 use crate::nats::provision;
 use crate::publisher::ETA_SLACK_MS;
 use crate::worker::SharedHandle;
-use crate::worker::dead_letter::dead_letter;
+use crate::worker::nats_io;
+use crate::worker::outcome::{Outcome, Rejection, apply_outcome};
 
 /// The longest a not-yet-due task is held back before the scheduler looks at it again.
 const MAX_HOLD: Duration = Duration::from_secs(3600);
@@ -141,28 +142,22 @@ async fn release_or_hold(shared: &crate::worker::WorkerShared, message: jetstrea
             message.subject.as_str()
         );
         let queue = &shared.app.settings().default_queue;
-        return dead_letter(
-            shared,
-            queue,
-            &message,
-            DeadLetterReason::BadEnvelope,
-            error,
-        )
-        .await;
+        let rejection = Rejection::message(DeadLetterReason::BadEnvelope, error);
+        return apply_outcome(shared, queue, &message, Outcome::DeadLetter(rejection)).await;
     };
     let envelope = match Envelope::from_headers(&HeaderView(message.headers.as_ref())) {
         Ok(envelope) => envelope,
         Err(error) => {
             // Not a task: the queue's worker would dead-letter it; do the same here.
-            let reason = DeadLetterReason::BadEnvelope;
-            return dead_letter(shared, &queue, &message, reason, error.to_string()).await;
+            let rejection = Rejection::message(DeadLetterReason::BadEnvelope, error.to_string());
+            return apply_outcome(shared, &queue, &message, Outcome::DeadLetter(rejection)).await;
         }
     };
     let now = now_ms();
     match envelope.eta_ms {
         Some(eta) if eta > now + ETA_SLACK_MS => {
             let wait = Duration::from_millis(eta - now).min(MAX_HOLD);
-            let _ = message.ack_with(AckKind::Nak(Some(wait))).await;
+            let _ = nats_io::nak(&message, Some(wait)).await;
         }
         eta => release(shared, &queue, &message, &envelope, eta.unwrap_or(0)).await,
     }
@@ -189,13 +184,7 @@ async fn release(
         headers.insert(header::NATS_MSG_ID, release_id.as_str());
         headers.insert(header::PRIORITY, priority.to_string().as_str());
         let subject = shared.layout.task_subject(queue, priority);
-        async move {
-            shared
-                .js
-                .publish_with_headers(subject, headers, message.payload.clone())
-                .await?
-                .await
-        }
+        nats_io::publish_stored(&shared.js, subject, headers, message.payload.clone())
     };
     let mut released = publish(priority).await;
     if let Err(error) = &released
@@ -220,7 +209,7 @@ async fn release(
     }
     let error = match released {
         Ok(_) => {
-            if let Err(error) = message.ack().await {
+            if let Err(error) = nats_io::ack(message).await {
                 tracing::warn!(task_id = %envelope.id, error = %error, "cannot acknowledge a released delayed task; the release is de-duplicated if it is sent again");
             }
             return;
@@ -236,7 +225,7 @@ async fn release(
         .saturating_mul(delivered)
         .min(MAX_RETRY_RELEASE);
     tracing::warn!(task_id = %envelope.id, queue = %queue, priority = %priority, error = %error, retry_in_ms = delay.as_millis() as u64, "cannot move a due task to its queue; retrying");
-    let _ = message.ack_with(AckKind::Nak(Some(delay))).await;
+    let _ = nats_io::nak(message, Some(delay)).await;
 }
 
 /// The priority levels a queue stream's subjects list (their last tokens), lowest first.

@@ -2,7 +2,7 @@
 //! termination token, the in-progress acks that keep its message, and the built-in map tasks' runs
 //! over their items.
 //!
-//! Nothing here reads or writes records; `execute.rs` decides what a run's end means.
+//! Nothing here reads or writes records; `execute/run.rs` decides what a run's end means.
 
 use std::time::Duration;
 
@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::__private::panic_record;
 use crate::task::{ArgumentsError, Registered, TaskContext, TaskFuture};
+use crate::worker::nats_io;
 
 /// Runs the body as its own tokio task, so a panic is caught at the join; the body is aborted
 /// if this future is dropped (a cold shutdown aborts the whole run).
@@ -21,10 +22,14 @@ use crate::task::{ArgumentsError, Registered, TaskContext, TaskFuture};
 /// blocking body cannot be stopped mid-call: its slot is freed, its thread finishes on its own.
 pub(super) async fn run_body(
     future: TaskFuture,
-    (soft_limit, hard_limit): (Option<Duration>, Option<Duration>),
+    limits: TimeLimits,
     cancel: CancellationToken,
     terminate: &CancellationToken,
 ) -> Ran {
+    let TimeLimits {
+        soft: soft_limit,
+        hard: hard_limit,
+    } = limits;
     if terminate.is_cancelled() {
         return Ran::Terminated;
     }
@@ -66,6 +71,15 @@ pub(super) async fn run_body(
     }
 }
 
+/// A task's time limits (`None`: no limit).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct TimeLimits {
+    /// When its cancellation token is cancelled.
+    pub(super) soft: Option<Duration>,
+    /// When it is aborted.
+    pub(super) hard: Option<Duration>,
+}
+
 /// How a task's body ended.
 pub(super) enum Ran {
     /// It returned, panicked or ran out of time.
@@ -88,10 +102,7 @@ pub(super) async fn keep_in_progress(
     let period = (ack_wait / 2).max(Duration::from_millis(100));
     loop {
         tokio::time::sleep(period).await;
-        if let Err(error) = nats
-            .publish(reply.clone(), bytes::Bytes::from_static(b"+WPI"))
-            .await
-        {
+        if let Err(error) = nats_io::in_progress(&nats, reply.clone()).await {
             tracing::debug!(error = %error, "cannot send an in-progress ack");
         }
     }

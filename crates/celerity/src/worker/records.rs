@@ -1,6 +1,10 @@
-//! A run's records: reading the final record of a redelivered task, storing states and final
-//! records (retried while the server is away; a record larger than a message may be becomes a
-//! `celerity::ResultTooLarge` failure), and notifying the producer's reply subject.
+//! A task's records as the worker pipeline writes them: reading the final record of a redelivered
+//! task, storing states and final records (retried while the server is away; a record larger than
+//! a message may be becomes a `celerity::ResultTooLarge` failure), and notifying the producer's
+//! reply subject.
+//!
+//! It sits below everything that ends a task (`execute`, `continuation`, `dead_letter`), so none
+//! of them calls back into another to store a record; the bucket itself is `ResultStore`'s.
 
 use std::time::Duration;
 
@@ -9,9 +13,10 @@ use serde_json::Value;
 
 use crate::result_store::ResultStore;
 use crate::worker::WorkerShared;
+use crate::worker::nats_io;
 
 /// The task's final record, if it has one.
-pub(super) async fn final_record(store: &ResultStore, envelope: &Envelope) -> Option<ResultRecord> {
+pub(crate) async fn final_record(store: &ResultStore, envelope: &Envelope) -> Option<ResultRecord> {
     match store.get(&envelope.id).await {
         Ok(Some(record)) if record.state.is_ready() => Some(record),
         Ok(_) => None,
@@ -23,7 +28,7 @@ pub(super) async fn final_record(store: &ResultStore, envelope: &Envelope) -> Op
 }
 
 /// Publishes a final record to the producer's reply subject, if it asked for one.
-pub(super) async fn notify(shared: &WorkerShared, envelope: &Envelope, record: &ResultRecord) {
+pub(crate) async fn notify(shared: &WorkerShared, envelope: &Envelope, record: &ResultRecord) {
     let Some(reply_to) = &envelope.reply_to else {
         return;
     };
@@ -49,16 +54,14 @@ async fn publish_reply(
     }
     let mut headers = async_nats::HeaderMap::new();
     headers.insert(celerity_proto::header::ID, envelope.id.as_str());
-    if let Err(error) = shared
-        .nats
-        .publish_with_headers(reply_to.to_owned(), headers, bytes)
-        .await
+    if let Err(error) =
+        nats_io::notify(&shared.nats, reply_to.to_owned().into(), headers, bytes).await
     {
         tracing::debug!(error = %error, "cannot notify the producer; it reads the bucket before giving up");
     }
 }
 
-pub(super) async fn write_state(shared: &WorkerShared, envelope: &Envelope, state: TaskState) {
+pub(crate) async fn write_state(shared: &WorkerShared, envelope: &Envelope, state: TaskState) {
     let state_name = state.to_string();
     if let Err(error) = shared
         .store
@@ -71,6 +74,10 @@ pub(super) async fn write_state(shared: &WorkerShared, envelope: &Envelope, stat
 
 /// Stores the final record (retrying for a while if the server is away), then notifies the
 /// producer. Returns false when the record could not be stored.
+///
+/// # Cancel safety
+/// Not cancel safe: dropped mid-way, the record may be stored while the producer was not notified
+/// (it reads the bucket), or not stored at all (the caller has not acknowledged the message yet).
 pub(crate) async fn store_final(
     shared: &WorkerShared,
     envelope: &Envelope,
@@ -86,20 +93,32 @@ pub(crate) async fn store_final(
 }
 
 /// [`store_final`] of a record already encoded.
-pub(super) async fn store_encoded(
+pub(crate) async fn store_encoded(
     shared: &WorkerShared,
     envelope: &Envelope,
     bytes: bytes::Bytes,
 ) -> bool {
+    if !put_with_backoff(shared, envelope, &bytes).await {
+        tracing::error!(task_id = %envelope.id, "giving up storing the result; the task will be redelivered");
+        return false;
+    }
+    if let Some(reply_to) = &envelope.reply_to {
+        publish_reply(shared, envelope, reply_to, bytes).await;
+    }
+    true
+}
+
+/// Writes an encoded record, trying again after 50 ms, then twice as long each time up to 2 s,
+/// ten tries in all (about 15 s). False when every try failed.
+async fn put_with_backoff(
+    shared: &WorkerShared,
+    envelope: &Envelope,
+    bytes: &bytes::Bytes,
+) -> bool {
     let mut delay = Duration::from_millis(50);
     for attempt in 1..=10 {
         match shared.store.put_encoded(&envelope.id, bytes.clone()).await {
-            Ok(()) => {
-                if let Some(reply_to) = &envelope.reply_to {
-                    publish_reply(shared, envelope, reply_to, bytes).await;
-                }
-                return true;
-            }
+            Ok(()) => return true,
             Err(error) => {
                 tracing::warn!(task_id = %envelope.id, attempt, error = %crate::error_chain(&error), "cannot store the result; retrying");
                 tokio::time::sleep(delay).await;
@@ -107,13 +126,12 @@ pub(super) async fn store_encoded(
             }
         }
     }
-    tracing::error!(task_id = %envelope.id, "giving up storing the result; the task will be redelivered");
     false
 }
 
 /// The record encoded, or, when that is larger than a message may be, the record turned into a
 /// `celerity::ResultTooLarge` failure, encoded. `None` when even that cannot be encoded (logged).
-pub(super) fn encode_within_limit(
+pub(crate) fn encode_within_limit(
     shared: &WorkerShared,
     envelope: &Envelope,
     record: &mut ResultRecord,
