@@ -28,7 +28,7 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use crate::canvas::Signature;
+use crate::canvas::{Signature, TaskCall};
 
 /// What the beat bucket says: the scheduler that holds the lease, and the state of every entry
 /// ever scheduled (with its last run), sorted by name.
@@ -246,20 +246,7 @@ impl Schedule {
 pub struct Entry {
     name: String,
     schedule: Schedule,
-    pub(crate) task: EntryTask,
-}
-
-/// The task an entry sends.
-#[derive(Debug, Clone)]
-pub(crate) struct EntryTask {
-    pub(crate) task: TaskName,
-    pub(crate) args: Vec<Value>,
-    pub(crate) kwargs: Map<String, Value>,
-    /// The queue named on the signature or in the file (beats every route).
-    pub(crate) queue: Option<QueueName>,
-    pub(crate) priority: Option<Priority>,
-    /// The task's own `queue` attribute, when known.
-    pub(crate) task_queue: Option<QueueName>,
+    pub(crate) task: TaskCall,
 }
 
 impl Entry {
@@ -276,7 +263,7 @@ impl Entry {
     ) -> Result<Self, ScheduleError> {
         check_name(name)?;
         let task = signature
-            .into_entry_task()
+            .into_task_call()
             .map_err(|error| ScheduleError::InvalidTask {
                 entry: name.to_owned(),
                 reason: error.to_string(),
@@ -308,7 +295,7 @@ impl Entry {
         Ok(Self {
             name: name.to_owned(),
             schedule,
-            task: EntryTask {
+            task: TaskCall {
                 task,
                 args,
                 kwargs,

@@ -184,12 +184,12 @@ impl<T> Signature<T> {
 
     /// The task of this signature, checked: name, arguments, the queue and priority named on it,
     /// the task's own queue. Callbacks and countdown are left out.
-    pub(crate) fn into_entry_task(self) -> Result<crate::beat::EntryTask, EnqueueError> {
+    pub(crate) fn into_task_call(self) -> Result<TaskCall, EnqueueError> {
         Ok(self.split()?.0)
     }
 
     /// The checked task, and what only a canvas step carries.
-    fn split(self) -> Result<(crate::beat::EntryTask, StepExtras), EnqueueError> {
+    fn split(self) -> Result<(TaskCall, StepExtras), EnqueueError> {
         let invalid = |option: &'static str, error: celerity_proto::InvalidName| {
             EnqueueError::InvalidOption {
                 option,
@@ -202,7 +202,7 @@ impl<T> Signature<T> {
             value: self.task.to_owned(),
             reason: detail,
         })?;
-        let task = crate::beat::EntryTask {
+        let task = TaskCall {
             task: TaskName::new(self.task).map_err(|e| invalid("task name", e))?,
             args,
             kwargs: self.kwargs,
@@ -261,6 +261,20 @@ impl<T> Signature<T> {
     pub async fn apply_async(self, client: &Client) -> Result<AsyncResult<T>, EnqueueError> {
         Chain::start(self).apply_async(client).await
     }
+}
+
+/// The task of a signature, checked: its name and arguments, the queue and priority named on it,
+/// and the task's own queue. What a beat entry sends, and the first part of a canvas step.
+#[derive(Debug, Clone)]
+pub(crate) struct TaskCall {
+    pub(crate) task: TaskName,
+    pub(crate) args: Vec<Value>,
+    pub(crate) kwargs: Map<String, Value>,
+    /// The queue named on the signature or in the schedule file (beats every route).
+    pub(crate) queue: Option<QueueName>,
+    pub(crate) priority: Option<Priority>,
+    /// The task's own `queue` attribute, when known.
+    pub(crate) task_queue: Option<QueueName>,
 }
 
 /// What a canvas step carries besides its task.

@@ -15,7 +15,6 @@ use futures_util::StreamExt;
 use serde_json::Value;
 use tokio::sync::{Notify, oneshot};
 
-use crate::app::Settings;
 use crate::async_result::AsyncResult;
 use crate::clock::now_ms;
 use crate::dispatch::{Dispatcher, Membership, Origin, Previous};
@@ -25,6 +24,7 @@ use crate::nats::headers::check_user_header;
 use crate::nats::provision;
 use crate::publisher::Publisher;
 use crate::result_store::ResultStore;
+use crate::settings::Settings;
 use crate::task::Task;
 
 /// Options of one call, as in Celery's `apply_async`.
@@ -646,7 +646,7 @@ async fn listen_for_results(
         match ResultStore::decode(&id, &message.payload) {
             Ok(record) => deliver(&waiters, record),
             Err(error) => {
-                tracing::warn!(task_id = %id, error = %crate::error_chain(&error), "undecodable result notification")
+                tracing::warn!(task_id = %id, error = %crate::error::error_chain(&error), "undecodable result notification")
             }
         }
     }

@@ -225,7 +225,7 @@ impl Dispatcher {
                         async move {
                             let written = self.store.create_pending(&step).await;
                             if let Err(error) = &written {
-                                tracing::warn!(task_id = %step.id, error = %crate::error_chain(error), "a chain step's PENDING record was not written");
+                                tracing::warn!(task_id = %step.id, error = %crate::error::error_chain(error), "a chain step's PENDING record was not written");
                             }
                             written.is_ok()
                         }
@@ -368,7 +368,7 @@ impl Dispatcher {
             let mut pending = Envelope::new(body_id, chord_name.clone());
             pending.content_type = origin.content_type;
             if let Err(error) = self.store.create_pending(&pending).await {
-                tracing::warn!(task_id = %pending.id, error = %crate::error_chain(&error), "chord body's PENDING record was not written");
+                tracing::warn!(task_id = %pending.id, error = %crate::error::error_chain(&error), "chord body's PENDING record was not written");
             }
         }
         use futures_util::{StreamExt, TryStreamExt};

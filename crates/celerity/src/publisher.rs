@@ -183,7 +183,7 @@ impl Publisher {
         if let Err(error) = pending {
             // The task is sent; only its PENDING record is missing, so it reads as UNKNOWN until a
             // worker records a state. Failing the call would invite a duplicate send.
-            tracing::warn!(task_id = %id, error = %crate::error_chain(&error), "task sent, but its PENDING record was not written");
+            tracing::warn!(task_id = %id, error = %crate::error::error_chain(&error), "task sent, but its PENDING record was not written");
         }
         Ok(())
     }
