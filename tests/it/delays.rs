@@ -97,7 +97,7 @@ async fn etas_in_the_past_are_refused_beyond_the_tolerance() {
         .await
         .unwrap_err();
     assert!(
-        matches!(error, EnqueueError::InvalidOption { option: "eta", .. }),
+        matches!(error, EnqueueError::EtaInPast { .. }),
         "{error}"
     );
     let just_now = SystemTime::now() - Duration::from_secs(2);

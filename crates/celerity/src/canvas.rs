@@ -21,7 +21,7 @@
 //! ```
 
 use std::marker::PhantomData;
-
+use std::sync::Arc;
 use std::time::Duration;
 
 use celerity_proto::{
@@ -84,6 +84,10 @@ args_tuple!(A, B, C, D, E, F);
 args_tuple!(A, B, C, D, E, F, G);
 args_tuple!(A, B, C, D, E, F, G, H);
 
+/// Why a signature's arguments are missing: the serializer's error, kept until the send reports it
+/// (shared, as signatures are cloned).
+type ArgsError = Arc<serde_json::Error>;
+
 /// One task call, typed by what the task returns: sent alone or as a step of a chain.
 ///
 /// Made by the `s` (partial: a chain's previous result goes in front of its arguments) and `si`
@@ -91,7 +95,7 @@ args_tuple!(A, B, C, D, E, F, G, H);
 #[derive(Debug, Clone)]
 pub struct Signature<T> {
     task: &'static str,
-    args: Result<Vec<Value>, String>,
+    args: Result<Vec<Value>, ArgsError>,
     kwargs: Map<String, Value>,
     immutable: bool,
     /// The queue named at the call (`.queue(..)`), which beats every route.
@@ -113,7 +117,7 @@ impl<T> Signature<T> {
         let mut signature = for_task(
             task,
             K::NAME,
-            args.into_args().map_err(|error| error.to_string()),
+            args.into_args().map_err(Arc::new),
             Map::new(),
         );
         signature.immutable = immutable;
@@ -148,7 +152,7 @@ impl<T> Signature<T> {
             Ok(value) => {
                 self.kwargs.insert(name.into(), value);
             }
-            Err(error) => self.args = Err(error.to_string()),
+            Err(error) => self.args = Err(Arc::new(error)),
         }
         self
     }
@@ -190,17 +194,10 @@ impl<T> Signature<T> {
 
     /// The checked task, and what only a canvas step carries.
     fn split(self) -> Result<(TaskCall, StepExtras), EnqueueError> {
-        let invalid = |option: &'static str, error: celerity_proto::InvalidName| {
-            EnqueueError::InvalidOption {
-                option,
-                value: error.value,
-                reason: error.rule.to_owned(),
-            }
-        };
-        let args = self.args.map_err(|detail| EnqueueError::InvalidOption {
-            option: "arguments",
-            value: self.task.to_owned(),
-            reason: detail,
+        let invalid = EnqueueError::invalid;
+        let args = self.args.map_err(|source| EnqueueError::Serialize {
+            task: self.task.to_owned(),
+            source,
         })?;
         let task = TaskCall {
             task: TaskName::new(self.task).map_err(|e| invalid("task name", e))?,
@@ -291,9 +288,9 @@ pub fn map_signature<K: Task, A: Serialize>(
     task: &K,
     items: impl IntoIterator<Item = A>,
 ) -> Signature<Vec<K::Output>> {
-    let items: Result<Vec<Value>, String> = items
+    let items: Result<Vec<Value>, ArgsError> = items
         .into_iter()
-        .map(|item| serde_json::to_value(item).map_err(|error| error.to_string()))
+        .map(|item| serde_json::to_value(item).map_err(Arc::new))
         .collect();
     builtin(task, MAP_TASK, items)
 }
@@ -303,13 +300,9 @@ pub fn starmap_signature<K: Task, A: ArgsTuple>(
     task: &K,
     items: impl IntoIterator<Item = A>,
 ) -> Signature<Vec<K::Output>> {
-    let items: Result<Vec<Value>, String> = items
+    let items: Result<Vec<Value>, ArgsError> = items
         .into_iter()
-        .map(|item| {
-            item.into_args()
-                .map(Value::Array)
-                .map_err(|error| error.to_string())
-        })
+        .map(|item| item.into_args().map(Value::Array).map_err(Arc::new))
         .collect();
     builtin(task, STARMAP_TASK, items)
 }
@@ -334,7 +327,7 @@ pub fn chunks_group<K: Task, A: ArgsTuple>(
 fn builtin<K: Task, U>(
     _task: &K,
     name: &'static str,
-    items: Result<Vec<Value>, String>,
+    items: Result<Vec<Value>, ArgsError>,
 ) -> Signature<U> {
     let mut kwargs = Map::new();
     kwargs.insert("task".to_owned(), Value::String(K::NAME.to_owned()));
@@ -349,7 +342,7 @@ fn builtin<K: Task, U>(
 fn for_task<K: Task, U>(
     _task: &K,
     name: &'static str,
-    args: Result<Vec<Value>, String>,
+    args: Result<Vec<Value>, ArgsError>,
     kwargs: Map<String, Value>,
 ) -> Signature<U> {
     Signature {
@@ -486,11 +479,8 @@ impl Untyped {
 
 /// The result id of member `index` of chord (or chained group) `id`.
 fn chord_member_id(id: &TaskId, index: u32) -> Result<TaskId, EnqueueError> {
-    celerity_proto::header_result_id(id, index).map_err(|error| EnqueueError::InvalidOption {
-        option: "chord id",
-        value: error.value,
-        reason: error.rule.to_owned(),
-    })
+    celerity_proto::header_result_id(id, index)
+        .map_err(|error| EnqueueError::invalid("chord member id", error))
 }
 
 /// Makes `id` the id under which `node`'s result is stored.
@@ -502,14 +492,16 @@ fn set_result_id(node: &mut CanvasNode, id: TaskId) -> Result<(), EnqueueError> 
         }
         CanvasNode::Chain { tasks } => match tasks.last_mut() {
             Some(last) => set_result_id(last, id),
-            None => Err(EnqueueError::InvalidCanvas(celerity_proto::CanvasError::Empty("chain"))),
+            None => Err(EnqueueError::InvalidCanvas(
+                celerity_proto::CanvasError::Empty("chain"),
+            )),
         },
         CanvasNode::Chord { body, .. } => set_result_id(body, id),
-        _ => Err(EnqueueError::InvalidOption {
-            option: "chord",
-            value: id.to_string(),
-            reason: "a chord header member cannot be a group (its result is not one record): use a chord instead".to_owned(),
-        }),
+        _ => Err(EnqueueError::InvalidCanvas(
+            celerity_proto::CanvasError::GroupInChordHeader {
+                chord: id.to_string(),
+            },
+        )),
     }
 }
 
@@ -572,11 +564,9 @@ impl<T> Chain<T> {
     /// or a failed publish; nothing is enqueued then.
     pub async fn apply_async(self, client: &Client) -> Result<AsyncResult<T>, EnqueueError> {
         if matches!(self.steps.last(), Some(Untyped::Group(_))) {
-            return Err(EnqueueError::InvalidOption {
-                option: "chain",
-                value: "group".to_owned(),
-                reason: "a chain cannot end with a group, whose results have no single record: end it with a chord".to_owned(),
-            });
+            return Err(EnqueueError::InvalidCanvas(
+                celerity_proto::CanvasError::ChainEndsWithGroup,
+            ));
         }
         let node = Untyped::Chain(self.steps).into_node(&client.settings().routes)?;
         send(client, &node, self.deadline).await?;
@@ -587,7 +577,11 @@ impl<T> Chain<T> {
         };
         let mut result: Option<AsyncResult<Value>> = None;
         for id in tasks.iter().filter_map(CanvasNode::result_id) {
-            result = Some(AsyncResult::with_parent(id.clone(), client.clone(), result));
+            result = Some(AsyncResult::with_parent(
+                id.clone(),
+                client.results(),
+                result,
+            ));
         }
         match result {
             Some(result) => Ok(result.retype().with_root(node.root_id().cloned())),
@@ -652,7 +646,7 @@ impl<T> Group<T> {
         let results = tasks
             .iter()
             .filter_map(CanvasNode::result_id)
-            .map(|member| AsyncResult::new(member.clone(), client.clone(), true))
+            .map(|member| AsyncResult::new(member.clone(), client.results(), true))
             .collect();
         Ok(GroupResult { id, results })
     }
@@ -856,7 +850,7 @@ impl<U> Chord<U> {
             .into_node(&client.settings().routes)?;
         send(client, &node, self.deadline).await?;
         match node.result_id() {
-            Some(id) => Ok(AsyncResult::new(id.clone(), client.clone(), true)
+            Some(id) => Ok(AsyncResult::new(id.clone(), client.results(), true)
                 .with_root(node.root_id().cloned())),
             None => Err(EnqueueError::InvalidCanvas(
                 celerity_proto::CanvasError::Empty("chord body"),

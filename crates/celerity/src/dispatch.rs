@@ -12,8 +12,8 @@ use std::pin::Pin;
 
 use async_nats::jetstream::kv;
 use celerity_proto::{
-    CanvasNode, ChordDefinition, ChordMember, ChordPolicy, ChordResults, ContentType, Envelope,
-    TaskBody, TaskId, TaskName, header_result_id,
+    CanvasError, CanvasNode, ChordDefinition, ChordMember, ChordPolicy, ChordResults, ContentType,
+    Envelope, TaskBody, TaskId, TaskName, header_result_id,
 };
 use serde_json::Value;
 
@@ -296,14 +296,7 @@ impl Dispatcher {
                     };
                     self.send_chord(chord, origin, previous, membership).await
                 }
-                other => Err(EnqueueError::InvalidOption {
-                    option: "canvas",
-                    value: other
-                        .result_id()
-                        .map(ToString::to_string)
-                        .unwrap_or_default(),
-                    reason: "this kind of canvas node is not known to this version".to_owned(),
-                }),
+                _ => Err(EnqueueError::InvalidCanvas(CanvasError::UnknownNode)),
             }
         })
     }
@@ -322,20 +315,21 @@ impl Dispatcher {
             body,
             policy,
         } = chord;
-        let invalid = |reason: String| EnqueueError::InvalidOption {
-            option: "chord",
-            value: id.to_string(),
-            reason,
-        };
-        let size = u32::try_from(header.len())
-            .map_err(|_| invalid("too many header members".to_owned()))?;
+        let size = u32::try_from(header.len()).map_err(|_| {
+            EnqueueError::InvalidCanvas(CanvasError::TooManyMembers {
+                chord: id.to_string(),
+                members: header.len(),
+            })
+        })?;
         for (index, member) in (0..).zip(header) {
-            let expected =
-                header_result_id(id, index).map_err(|error| invalid(error.to_string()))?;
+            let expected = header_result_id(id, index)
+                .map_err(|error| EnqueueError::invalid("chord member id", error))?;
             if member.result_id() != Some(&expected) {
-                return Err(invalid(format!(
-                    "header member {index}'s result id must be {expected}"
-                )));
+                return Err(EnqueueError::InvalidCanvas(CanvasError::MemberId {
+                    chord: id.to_string(),
+                    index,
+                    expected: expected.to_string(),
+                }));
             }
         }
         let mut body_ids = Vec::new();
@@ -353,8 +347,15 @@ impl Dispatcher {
         // an `at_least` quorum the header cannot give).
         definition
             .check()
-            .map_err(|error| invalid(error.to_string()))?;
-        let bytes = serde_json::to_vec(&definition).map_err(|error| invalid(error.to_string()))?;
+            .map_err(|source| EnqueueError::InvalidChord {
+                chord: id.clone(),
+                source,
+            })?;
+        let bytes =
+            serde_json::to_vec(&definition).map_err(|source| EnqueueError::EncodeChord {
+                chord: id.clone(),
+                source,
+            })?;
         self.chords
             .put(id.as_str(), bytes.into())
             .await
@@ -363,7 +364,7 @@ impl Dispatcher {
                 source: error.into(),
             })?;
         let chord_name = TaskName::new(celerity_proto::builtin::CHORD_TASK)
-            .map_err(|error| invalid(error.to_string()))?;
+            .expect("the built-in chord task's name is a valid task name");
         for body_id in body_ids {
             let mut pending = Envelope::new(body_id, chord_name.clone());
             pending.content_type = origin.content_type;

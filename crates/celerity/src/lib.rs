@@ -85,6 +85,7 @@ mod result_store;
 pub mod routing;
 mod settings;
 mod task;
+mod waiters;
 pub mod worker;
 
 #[doc(hidden)]
@@ -92,7 +93,7 @@ pub mod __private;
 pub mod beat;
 
 pub use app::{App, AppBuilder, ConfigError};
-pub use async_result::{AsyncResult, ResultError};
+pub use async_result::{AsyncResult, ResultError, RevokeError};
 pub use canvas::{Chain, Chord, Group, GroupResult, Signature};
 pub use celerity_macros::task;
 pub use celerity_proto::{

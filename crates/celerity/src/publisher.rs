@@ -90,10 +90,9 @@ impl Publisher {
             envelope
                 .content_type
                 .encode(body)
-                .map_err(|error| EnqueueError::InvalidOption {
-                    option: "arguments",
-                    value: envelope.task.to_string(),
-                    reason: error.to_string(),
+                .map_err(|source| EnqueueError::Encode {
+                    task: envelope.task.clone(),
+                    source,
                 })?;
         self.publish_bytes(envelope, payload.into(), queue, pending)
             .await
