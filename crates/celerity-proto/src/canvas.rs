@@ -139,13 +139,13 @@ pub enum CanvasError {
         "a chain cannot end with a group, whose results have no single record: end it with a chord"
     )]
     ChainEndsWithGroup,
-    /// A chord's header has a group as a member, whose result is not one record.
+    /// A chord's header member is a group, whose result is not one record.
     #[error(
-        "a member of chord {chord}'s header is a group, whose result is not one record: use a chord instead"
+        "chord header member {member} is a group, whose result is not one record: use a chord instead"
     )]
     GroupInChordHeader {
-        /// The chord's id.
-        chord: String,
+        /// The result id the member was to have.
+        member: String,
     },
     /// A chord's header has more members than a member index can number.
     #[error("chord {chord} has {members} header members, more than can be numbered")]

@@ -106,6 +106,10 @@ impl App {
     ///
     /// # Errors
     /// [`ClientError`] when NATS is unreachable or the results bucket cannot be opened.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: a dropped call leaves at most a connection and buckets that are closed or
+    /// already exist.
     pub async fn client(&self, nats: &NatsConfig) -> Result<Client, ClientError> {
         Client::connect(nats, self.inner.settings.clone()).await
     }

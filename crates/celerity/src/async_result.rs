@@ -90,6 +90,15 @@ pub enum RevokeError {
     Put(#[source] async_nats::jetstream::kv::PutError),
 }
 
+/// How a handle waits for its task's final record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum WaitVia {
+    /// Through the reply listener of the client that sent the task, which workers notify.
+    Replies,
+    /// Through a KV watch of the task's key: its notifications go to another process, or none.
+    Watch,
+}
+
 /// What result handles read, wait and revoke through: the results and revocations buckets, the
 /// reply listener's waits and the control plane. A client makes one and shares it with every
 /// handle, so a handle's waits go on after its client is dropped.
@@ -141,7 +150,7 @@ impl ResultBackend {
 pub struct AsyncResult<T> {
     id: TaskId,
     backend: Arc<ResultBackend>,
-    notified: bool,
+    wait_via: WaitVia,
     allow_wait_in_task: bool,
     parent: Option<Box<AsyncResult<Value>>>,
     root: Option<TaskId>,
@@ -155,7 +164,7 @@ impl<T> Clone for AsyncResult<T> {
         Self {
             id: self.id.clone(),
             backend: self.backend.clone(),
-            notified: self.notified,
+            wait_via: self.wait_via,
             allow_wait_in_task: self.allow_wait_in_task,
             parent: self.parent.clone(),
             root: self.root.clone(),
@@ -174,11 +183,11 @@ impl<T> std::fmt::Debug for AsyncResult<T> {
 }
 
 impl<T> AsyncResult<T> {
-    pub(crate) fn new(id: TaskId, backend: Arc<ResultBackend>, notified: bool) -> Self {
+    pub(crate) fn new(id: TaskId, backend: Arc<ResultBackend>, wait_via: WaitVia) -> Self {
         Self {
             id,
             backend,
-            notified,
+            wait_via,
             allow_wait_in_task: false,
             parent: None,
             root: None,
@@ -195,7 +204,7 @@ impl<T> AsyncResult<T> {
     ) -> Self {
         Self {
             parent: parent.map(Box::new),
-            ..Self::new(id, backend, true)
+            ..Self::new(id, backend, WaitVia::Replies)
         }
     }
 
@@ -210,7 +219,7 @@ impl<T> AsyncResult<T> {
         AsyncResult {
             id: self.id,
             backend: self.backend,
-            notified: self.notified,
+            wait_via: self.wait_via,
             allow_wait_in_task: self.allow_wait_in_task,
             parent: self.parent,
             root: self.root,
@@ -296,6 +305,9 @@ impl<T> AsyncResult<T> {
     ///
     /// # Errors
     /// [`ResultError::Store`] when the bucket cannot be read.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: it only reads.
     pub async fn record(&self) -> Result<Option<ResultRecord>, ResultError> {
         Ok(self.backend.store.get(&self.id).await?)
     }
@@ -305,6 +317,9 @@ impl<T> AsyncResult<T> {
     ///
     /// # Errors
     /// [`ResultError::Store`] when the bucket cannot be read.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: it only reads.
     pub async fn state(&self) -> Result<TaskState, ResultError> {
         Ok(self
             .record()
@@ -331,6 +346,9 @@ impl<T> AsyncResult<T> {
     ///
     /// # Errors
     /// [`ResultError::Store`] when the bucket cannot be read.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: it only reads.
     pub async fn info(&self) -> Result<Option<Value>, ResultError> {
         Ok(self.record().await?.and_then(record_info))
     }
@@ -388,6 +406,9 @@ impl<T> AsyncResult<T> {
     ///
     /// # Errors
     /// [`ResultError::Store`] when the bucket cannot be read.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: it only reads.
     pub async fn ready(&self) -> Result<bool, ResultError> {
         Ok(self.state().await?.is_ready())
     }
@@ -396,6 +417,9 @@ impl<T> AsyncResult<T> {
     ///
     /// # Errors
     /// [`ResultError::Store`] when the bucket cannot be read.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: it only reads.
     pub async fn successful(&self) -> Result<bool, ResultError> {
         Ok(self.state().await? == TaskState::Success)
     }
@@ -404,6 +428,9 @@ impl<T> AsyncResult<T> {
     ///
     /// # Errors
     /// [`ResultError::Store`] when the bucket cannot be read.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: it only reads.
     pub async fn failed(&self) -> Result<bool, ResultError> {
         Ok(self.state().await? == TaskState::Failure)
     }
@@ -412,6 +439,9 @@ impl<T> AsyncResult<T> {
     ///
     /// # Errors
     /// [`ResultError::Store`] when the bucket cannot be written.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: a dropped call has purged the record or not; forgetting again is harmless.
     pub async fn forget(&self) -> Result<(), ResultError> {
         self.backend.store.purge(&self.id).await?;
         if let Some(tracking) = &self.tracking {
@@ -439,7 +469,7 @@ impl<T> AsyncResult<T> {
             task_id: self.id.clone(),
             waited: timeout,
         };
-        if self.notified {
+        if self.wait_via == WaitVia::Replies {
             // INVARIANT: the waiter is registered before the bucket is read, so a notification that
             // arrives in between is not missed. Workers notify every final record they store; a
             // tracked id keeps its notification from its send on, so its wait reads no bucket

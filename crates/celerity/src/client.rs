@@ -13,14 +13,14 @@ use celerity_proto::{CanvasNode, Envelope, Layout, TaskBody, TaskId, TaskName};
 use serde_json::Value;
 use tokio::sync::Notify;
 
-use crate::async_result::{AsyncResult, ResultBackend};
+use crate::async_result::{AsyncResult, ResultBackend, WaitVia};
 use crate::clock::now_ms;
 use crate::control::Control;
 use crate::dispatch::{Dispatcher, Membership, Origin, Previous};
 use crate::error::{ClientError, EnqueueError};
 use crate::nats::NatsConfig;
 use crate::nats::provision;
-use crate::publisher::Publisher;
+use crate::publisher::{Pending, Publisher};
 use crate::result_store::ResultStore;
 use crate::settings::Settings;
 use crate::task::Task;
@@ -249,7 +249,7 @@ impl Client {
     /// [`EnqueueError::InvalidOption`] when `id` is not a valid task id.
     pub fn async_result<T>(&self, id: &str) -> Result<AsyncResult<T>, EnqueueError> {
         let id = TaskId::new(id).map_err(|error| EnqueueError::invalid("task id", error))?;
-        Ok(AsyncResult::new(id, self.results(), false))
+        Ok(AsyncResult::new(id, self.results(), WaitVia::Watch))
     }
 
     /// Flushes buffered messages to the server.
@@ -279,15 +279,22 @@ impl Client {
     ) -> Result<AsyncResult<T>, EnqueueError> {
         let (mut envelope, queue) = self.envelope(&outgoing, options)?;
         let id = envelope.id.clone();
-        let notified = !outgoing.ignore_result;
-        // INVARIANT: tracked before it is sent, so the notification finds its entry.
-        let tracking = notified.then(|| self.track(&mut envelope));
+        let (pending, wait_via, tracking) = if outgoing.ignore_result {
+            (Pending::Skip, WaitVia::Watch, None)
+        } else {
+            // INVARIANT: tracked before it is sent, so the notification finds its entry.
+            (
+                Pending::Write,
+                WaitVia::Replies,
+                Some(self.track(&mut envelope)),
+            )
+        };
         self.inner
             .dispatcher
             .publisher()
-            .publish(&envelope, &outgoing.body, &queue, notified)
+            .publish(&envelope, &outgoing.body, &queue, pending)
             .await?;
-        Ok(AsyncResult::new(id, self.results(), notified).with_tracking(tracking))
+        Ok(AsyncResult::new(id, self.results(), wait_via).with_tracking(tracking))
     }
 
     /// The envelope of `outgoing` and the queue it goes to, from the checked `options` and the

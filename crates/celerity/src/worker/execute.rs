@@ -438,7 +438,12 @@ async fn retry_later(
     let sent = shared
         .dispatcher
         .publisher()
-        .publish_bytes(&next, message.payload.clone(), &queue, false)
+        .publish_bytes(
+            &next,
+            message.payload.clone(),
+            &queue,
+            crate::publisher::Pending::Skip,
+        )
         .await;
     if let Err(send_error) = sent {
         tracing::error!(task_id = %envelope.id, error = %crate::error_chain(&send_error), "cannot send the retry");
