@@ -41,6 +41,15 @@ pub enum ConfigError {
         /// The declared queues.
         declared: String,
     },
+    /// A route's pattern is not a valid glob.
+    #[error("route pattern {pattern:?} is not a valid glob")]
+    InvalidPattern {
+        /// The pattern.
+        pattern: String,
+        /// The glob parser's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// A setting is out of range.
     #[error("setting {setting} has invalid value {value}: {reason}")]
     InvalidSetting {
@@ -170,10 +179,13 @@ impl AppBuilder {
         let queue = QueueName::new(queue);
         let priority = priority.map(Priority::new).transpose();
         match (queue, priority) {
-            (Ok(queue), Ok(priority)) => {
-                self.rules
-                    .push(NameRule::new(pattern.to_owned(), queue, priority))
-            }
+            (Ok(queue), Ok(priority)) => match NameRule::new(pattern.to_owned(), queue, priority) {
+                Ok(rule) => self.rules.push(rule),
+                Err(error) => self.errors.push(ConfigError::InvalidPattern {
+                    pattern: pattern.to_owned(),
+                    source: Box::new(error),
+                }),
+            },
             (Err(error), _) | (_, Err(error)) => self.errors.push(error.into()),
         }
         self

@@ -309,14 +309,19 @@ impl Client {
         let task_queue = outgoing
             .task_queue
             .and_then(|queue| celerity_proto::QueueName::new(queue).ok());
-        let (queue, priority) = self.inner.settings.routes.resolve(
-            outgoing.name.as_str(),
-            &outgoing.body.args,
-            &outgoing.body.kwargs,
-            options.queue,
-            options.priority,
-            task_queue,
-        );
+        let (queue, priority) = self
+            .inner
+            .settings
+            .routes
+            .resolve(
+                outgoing.name.as_str(),
+                &outgoing.body.args,
+                &outgoing.body.kwargs,
+                options.queue,
+                options.priority,
+                task_queue,
+            )
+            .map_err(|error| EnqueueError::invalid_route(outgoing.name.as_str(), error))?;
         let mut envelope = Envelope::new(options.task_id, outgoing.name.clone());
         envelope.content_type = options
             .content_type

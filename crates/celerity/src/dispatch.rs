@@ -159,7 +159,8 @@ impl Dispatcher {
         Box::pin(async move {
             match node {
                 CanvasNode::Signature(signature) => {
-                    let message = self.task_message(signature, origin, previous, rest, membership);
+                    let message =
+                        self.task_message(signature, origin, previous, rest, membership)?;
                     self.publish_step(&message, announced).await
                 }
                 CanvasNode::Chain { tasks } => match tasks.split_first() {
@@ -213,6 +214,9 @@ impl Dispatcher {
 
     /// The task message of `signature`: `previous` goes in front of its arguments (unless it is
     /// immutable), `rest` becomes its continuation, and a signature that names no queue is routed.
+    ///
+    /// # Errors
+    /// [`EnqueueError::InvalidRoute`] when a router function returns an invalid route.
     fn task_message(
         &self,
         signature: &SignatureRecord,
@@ -220,7 +224,7 @@ impl Dispatcher {
         previous: Previous<'_>,
         rest: Vec<CanvasNode>,
         membership: Membership,
-    ) -> TaskMessage {
+    ) -> Result<TaskMessage, EnqueueError> {
         let mut envelope = step_envelope(signature, origin, &membership, now_ms());
         let mut body = TaskBody::new(signature.args.clone(), signature.kwargs.clone());
         match (previous, signature.immutable) {
@@ -237,23 +241,26 @@ impl Dispatcher {
         let queue = match &signature.queue {
             Some(queue) => queue.clone(),
             None => {
-                let (queue, priority) = self.routes.resolve(
-                    signature.task.as_str(),
-                    &body.args,
-                    &body.kwargs,
-                    None,
-                    signature.priority,
-                    None,
-                );
+                let (queue, priority) = self
+                    .routes
+                    .resolve(
+                        signature.task.as_str(),
+                        &body.args,
+                        &body.kwargs,
+                        None,
+                        signature.priority,
+                        None,
+                    )
+                    .map_err(|error| EnqueueError::invalid_route(signature.task.as_str(), error))?;
                 envelope.priority = priority;
                 queue
             }
         };
-        TaskMessage {
+        Ok(TaskMessage {
             envelope,
             body,
             queue,
-        }
+        })
     }
 
     /// Publishes one task message; unless `announced`, with its PENDING record and those of the

@@ -48,6 +48,15 @@ pub enum EnqueueError {
         #[source]
         source: InvalidName,
     },
+    /// A router function returned a route with an invalid queue name or priority.
+    #[error("a router function routed task {task} with an invalid queue or priority")]
+    InvalidRoute {
+        /// The task name.
+        task: String,
+        /// The rule the route breaks.
+        #[source]
+        source: InvalidName,
+    },
     /// A user header is reserved or malformed.
     #[error("invalid header {name:?}: {reason}")]
     InvalidHeader {
@@ -170,6 +179,7 @@ impl EnqueueError {
         matches!(
             self,
             EnqueueError::InvalidOption { .. }
+                | EnqueueError::InvalidRoute { .. }
                 | EnqueueError::InvalidHeader { .. }
                 | EnqueueError::EtaInPast { .. }
                 | EnqueueError::ArgumentShape { .. }
@@ -181,6 +191,13 @@ impl EnqueueError {
                 | EnqueueError::InvalidChord { .. }
                 | EnqueueError::EncodeChord { .. }
         )
+    }
+
+    pub(crate) fn invalid_route(task: &str, source: InvalidName) -> Self {
+        EnqueueError::InvalidRoute {
+            task: task.to_owned(),
+            source,
+        }
     }
 
     pub(crate) fn invalid(option: &'static str, source: InvalidName) -> Self {

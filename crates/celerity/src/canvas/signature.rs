@@ -207,14 +207,16 @@ impl<T> Signature<T> {
         record.immutable = extras.immutable;
         // NOTE: routing is decided here, by the producer, for every step: workers that send the
         // later steps keep these choices.
-        let (queue, priority) = routes.resolve(
-            extras.route_name,
-            &record.args,
-            &record.kwargs,
-            task.queue,
-            task.priority,
-            task.task_queue,
-        );
+        let (queue, priority) = routes
+            .resolve(
+                extras.route_name,
+                &record.args,
+                &record.kwargs,
+                task.queue,
+                task.priority,
+                task.task_queue,
+            )
+            .map_err(|error| EnqueueError::invalid_route(extras.route_name, error))?;
         record.queue = Some(queue);
         record.countdown_ms = extras
             .countdown
