@@ -18,7 +18,8 @@ use celerity_proto::{
 use serde_json::Value;
 
 use crate::clock::now_ms;
-use crate::error::{EnqueueError, error_chain};
+use crate::error::EnqueueError;
+use crate::error_text::error_chain;
 use crate::publisher::{Pending, Publisher};
 use crate::result_store::ResultStore;
 use crate::routing::Routes;

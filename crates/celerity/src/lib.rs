@@ -79,6 +79,7 @@ mod clock;
 pub mod control;
 mod dispatch;
 mod error;
+mod error_text;
 mod nats;
 mod publisher;
 mod result_store;
@@ -91,6 +92,9 @@ pub mod worker;
 #[doc(hidden)]
 pub mod __private;
 pub mod beat;
+
+#[cfg(test)]
+mod layers;
 
 pub use app::{App, AppBuilder, ConfigError};
 pub use async_result::{AsyncResult, ResultError, RevokeError};
@@ -113,4 +117,4 @@ pub use task::{
 };
 pub use worker::{WorkerConfig, WorkerError, WorkerHandle};
 
-pub(crate) use error::error_chain;
+pub(crate) use error_text::error_chain;

@@ -9,7 +9,8 @@ use celerity_proto::{Envelope, Layout, Priority, QueueName, TaskBody};
 use dashmap::DashMap;
 
 use crate::clock::now_ms;
-use crate::error::{EnqueueError, error_chain};
+use crate::error::EnqueueError;
+use crate::error_text::error_chain;
 use crate::nats::headers::envelope_headers;
 use crate::nats::provision;
 use crate::result_store::ResultStore;

@@ -12,7 +12,7 @@ use dashmap::DashMap;
 use futures_util::StreamExt;
 use tokio::sync::{Notify, oneshot};
 
-use crate::error::error_chain;
+use crate::error_text::error_chain;
 use crate::result_store::ResultStore;
 
 /// The reply listener of one client: its subject, its task, and the waits it serves.

@@ -86,16 +86,24 @@ pub struct Signature<T> {
 }
 
 impl<T> Signature<T> {
+    /// A partial call (`task.s(..)`): a chain's previous result goes in front of `args`.
     #[doc(hidden)]
-    pub fn of<K: Task, A: ArgsTuple>(task: &K, args: A, immutable: bool) -> Self {
-        let mut signature = for_task(
+    pub fn partial<K: Task, A: ArgsTuple>(task: &K, args: A) -> Self {
+        for_task(
             task,
             K::NAME,
             args.into_args().map_err(Arc::new),
             Map::new(),
-        );
-        signature.immutable = immutable;
-        signature
+        )
+    }
+
+    /// An immutable call (`task.si(..)`): it receives only `args`.
+    #[doc(hidden)]
+    pub fn immutable<K: Task, A: ArgsTuple>(task: &K, args: A) -> Self {
+        Self {
+            immutable: true,
+            ..Self::partial(task, args)
+        }
     }
 
     /// Sends this step to `queue`.
