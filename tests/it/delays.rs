@@ -96,10 +96,7 @@ async fn etas_in_the_past_are_refused_beyond_the_tolerance() {
         .apply_async(&client, (1, 1), ApplyOptions::new().eta(long_ago))
         .await
         .unwrap_err();
-    assert!(
-        matches!(error, EnqueueError::InvalidOption { option: "eta", .. }),
-        "{error}"
-    );
+    assert!(matches!(error, EnqueueError::EtaInPast { .. }), "{error}");
     let just_now = SystemTime::now() - Duration::from_secs(2);
     let result = celerity_it::add
         .apply_async(&client, (1, 1), ApplyOptions::new().eta(just_now))

@@ -194,10 +194,7 @@ async fn bad_options_are_typed_errors_before_anything_is_sent() {
     assert!(
         matches!(
             error,
-            EnqueueError::InvalidOption {
-                option: "header",
-                ..
-            }
+            EnqueueError::InvalidHeader { ref name, .. } if name == "Celerity-Id"
         ),
         "{error}"
     );
@@ -223,7 +220,7 @@ async fn bad_options_are_typed_errors_before_anything_is_sent() {
         .await
         .unwrap_err();
     assert!(
-        matches!(error, EnqueueError::InvalidOption { option: "args", .. }),
+        matches!(error, EnqueueError::ArgumentShape { what: "args", .. }),
         "{error}"
     );
 }

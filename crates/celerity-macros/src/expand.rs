@@ -210,7 +210,7 @@ fn generate_signature_methods(
         /// in a chain, the previous step's result is put in front of them.
         #[allow(dead_code)]
         #vis fn s<A: ::celerity::canvas::ArgsTuple>(&self, #args: A) -> ::celerity::canvas::Signature<#output_type> {
-            ::celerity::canvas::Signature::of(self, #args, false)
+            ::celerity::canvas::Signature::partial(self, #args)
         }
 
         /// Runs this task once per item (each item is its only argument) in one worker, as
@@ -236,7 +236,7 @@ fn generate_signature_methods(
         /// An immutable signature: in a chain it ignores the previous step's result.
         #[allow(dead_code)]
         #vis fn si<A: ::celerity::canvas::ArgsTuple>(&self, #args: A) -> ::celerity::canvas::Signature<#output_type> {
-            ::celerity::canvas::Signature::of(self, #args, true)
+            ::celerity::canvas::Signature::immutable(self, #args)
         }
     }
 }

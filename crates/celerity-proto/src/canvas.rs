@@ -131,6 +131,40 @@ pub enum CanvasError {
     /// Two nodes share an id.
     #[error("id {0} is used by two nodes of the canvas")]
     DuplicateId(String),
+    /// A chain ends with a group, whose results have no single record.
+    #[error(
+        "a chain cannot end with a group, whose results have no single record: end it with a chord"
+    )]
+    ChainEndsWithGroup,
+    /// A chord's header member is a group, whose result is not one record.
+    #[error(
+        "chord header member {member} is a group, whose result is not one record: use a chord instead"
+    )]
+    GroupInChordHeader {
+        /// The result id the member was to have.
+        member: String,
+    },
+    /// A chord's header has more members than a member index can number.
+    #[error("chord {chord} has {members} header members, more than can be numbered")]
+    TooManyMembers {
+        /// The chord's id.
+        chord: String,
+        /// How many members it has.
+        members: usize,
+    },
+    /// A chord's header member does not store its result under the id its position gives it.
+    #[error("header member {index} of chord {chord} must have the result id {expected}")]
+    MemberId {
+        /// The chord's id.
+        chord: String,
+        /// The member's position.
+        index: u32,
+        /// The id it must have.
+        expected: String,
+    },
+    /// A kind of node this version does not know.
+    #[error("this kind of canvas node is not known to this version")]
+    UnknownNode,
 }
 
 /// When a chord's body runs, and what it receives.

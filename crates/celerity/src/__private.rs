@@ -10,6 +10,8 @@ pub use serde_json::{Map as JsonMap, Value};
 
 pub use crate::task::{ArgumentsError, TaskFuture};
 
+use crate::task::{TaskContext, TaskOptions};
+
 /// Named arguments, as generated code spells them.
 pub type Map = JsonMap<String, Value>;
 
@@ -28,7 +30,7 @@ pub const fn rate(count: u32, period_secs: u64) -> celerity_proto::Rate {
 }
 
 /// The options of task `name`: its preset's, to which the task's own are then applied.
-pub const fn preset(preset: crate::TaskOptions, name: &'static str) -> crate::TaskOptions {
+pub const fn preset(preset: TaskOptions, name: &'static str) -> TaskOptions {
     preset.named(name)
 }
 
@@ -208,8 +210,8 @@ impl<'a, E> NoStdError<'a> for ErrorView<'a, E> {
 /// Asks for an automatic retry when the task's `options` list the type of `error` (or of an error
 /// it holds) in `autoretry_for`. A retry the task asked for itself (`ctx.retry(..)`) is kept.
 pub fn note_failure(
-    ctx: &crate::TaskContext,
-    options: &crate::TaskOptions,
+    ctx: &TaskContext,
+    options: &TaskOptions,
     error: Option<&(dyn std::error::Error + 'static)>,
 ) {
     if error.is_some_and(|error| options.retries_automatically_on(error)) {

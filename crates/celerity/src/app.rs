@@ -1,5 +1,5 @@
-//! The application: the registry of task types and the settings that producers and workers of one
-//! deployment share (namespace, default queue, result expiry, body encoding).
+//! The application: the registry of task types, the routes and the beat entries, and the builder
+//! that checks them into [`crate::Settings`].
 //!
 //! An [`App`] does no I/O; [`App::client`] connects a producer and `celerity::cli` / the worker
 //! module run workers from it.
@@ -8,12 +8,14 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use celerity_proto::{ContentType, InvalidName, Layout, Namespace, Priority, QueueName, TaskName};
+use celerity_proto::{ContentType, InvalidName, Namespace, Priority, QueueName, TaskName};
 
+use crate::beat::{Entry, ScheduleError, check_unique};
 use crate::client::Client;
 use crate::error::ClientError;
 use crate::nats::NatsConfig;
 use crate::routing::{NameRule, Route, RouterFn, Routes};
+use crate::settings::Settings;
 use crate::task::{Registered, Task};
 
 /// The app could not be built.
@@ -25,7 +27,7 @@ pub enum ConfigError {
     InvalidName(#[from] InvalidName),
     /// Two periodic entries share a name.
     #[error(transparent)]
-    Schedule(#[from] crate::beat::ScheduleError),
+    Schedule(#[from] ScheduleError),
     /// Two task types were registered under one name.
     #[error("task name {0:?} is registered twice")]
     DuplicateTask(String),
@@ -39,6 +41,15 @@ pub enum ConfigError {
         /// The declared queues.
         declared: String,
     },
+    /// A route's pattern is not a valid glob.
+    #[error("route pattern {pattern:?} is not a valid glob")]
+    InvalidPattern {
+        /// The pattern.
+        pattern: String,
+        /// The glob parser's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// A setting is out of range.
     #[error("setting {setting} has invalid value {value}: {reason}")]
     InvalidSetting {
@@ -49,54 +60,6 @@ pub enum ConfigError {
         /// Why it is rejected.
         reason: &'static str,
     },
-}
-
-/// Settings shared by producers and workers of one deployment.
-#[derive(Debug, Clone)]
-#[non_exhaustive]
-pub struct Settings {
-    /// Prefix of every subject, stream and bucket.
-    pub namespace: Namespace,
-    /// Where tasks go when neither the call nor the task names a queue.
-    pub default_queue: QueueName,
-    /// How long result records live.
-    pub result_expires: Duration,
-    /// Whether workers record RECEIVED when they take a task (one more write per task).
-    pub track_received: bool,
-    /// How task bodies and result records are encoded.
-    pub content_type: ContentType,
-    /// The priority levels in use, lowest first (Celery's `priority_steps`; default all of 0 to 9).
-    /// A priority is rounded down to the nearest step (up to the lowest step when below it).
-    pub priority_steps: Vec<Priority>,
-    /// How tasks are routed to queues (built by [`AppBuilder::build`]).
-    pub(crate) routes: Routes,
-}
-
-impl Default for Settings {
-    fn default() -> Self {
-        Self {
-            namespace: Namespace::default(),
-            default_queue: QueueName::default(),
-            result_expires: Duration::from_secs(24 * 3600),
-            track_received: false,
-            content_type: ContentType::Json,
-            priority_steps: all_levels(),
-            routes: Routes::default_only(QueueName::default()),
-        }
-    }
-}
-
-/// Every priority level, lowest first.
-pub(crate) fn all_levels() -> Vec<Priority> {
-    let mut levels: Vec<Priority> = Priority::all_descending().collect();
-    levels.reverse();
-    levels
-}
-
-impl Settings {
-    pub(crate) fn layout(&self) -> Layout {
-        Layout::new(self.namespace.clone())
-    }
 }
 
 /// A Celerity application: its task types and settings.
@@ -120,7 +83,7 @@ pub struct App {
 struct AppInner {
     tasks: HashMap<TaskName, Registered>,
     settings: Settings,
-    beat: Vec<crate::beat::Entry>,
+    beat: Vec<Entry>,
 }
 
 impl App {
@@ -140,7 +103,7 @@ impl App {
     }
 
     /// The periodic entries declared in code ([`AppBuilder::beat`]).
-    pub fn beat_entries(&self) -> &[crate::beat::Entry] {
+    pub fn beat_entries(&self) -> &[Entry] {
         &self.inner.beat
     }
 
@@ -152,6 +115,10 @@ impl App {
     ///
     /// # Errors
     /// [`ClientError`] when NATS is unreachable or the results bucket cannot be opened.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: a dropped call leaves at most a connection and buckets that are closed or
+    /// already exist.
     pub async fn client(&self, nats: &NatsConfig) -> Result<Client, ClientError> {
         Client::connect(nats, self.inner.settings.clone()).await
     }
@@ -166,7 +133,7 @@ pub struct AppBuilder {
     routers: Vec<Arc<RouterFn>>,
     rules: Vec<NameRule>,
     declared_queues: Option<Vec<QueueName>>,
-    beat: Vec<crate::beat::Entry>,
+    beat: Vec<Entry>,
 }
 
 impl std::fmt::Debug for AppBuilder {
@@ -212,10 +179,13 @@ impl AppBuilder {
         let queue = QueueName::new(queue);
         let priority = priority.map(Priority::new).transpose();
         match (queue, priority) {
-            (Ok(queue), Ok(priority)) => {
-                self.rules
-                    .push(NameRule::new(pattern.to_owned(), queue, priority))
-            }
+            (Ok(queue), Ok(priority)) => match NameRule::new(pattern.to_owned(), queue, priority) {
+                Ok(rule) => self.rules.push(rule),
+                Err(error) => self.errors.push(ConfigError::InvalidPattern {
+                    pattern: pattern.to_owned(),
+                    source: Box::new(error),
+                }),
+            },
             (Err(error), _) | (_, Err(error)) => self.errors.push(error.into()),
         }
         self
@@ -336,7 +306,7 @@ impl AppBuilder {
     }
 
     /// Adds a periodic entry, sent by the workers started with `--beat` (one at a time).
-    pub fn beat(mut self, entry: crate::beat::Entry) -> Self {
+    pub fn beat(mut self, entry: Entry) -> Self {
         self.beat.push(entry);
         self
     }
@@ -401,7 +371,7 @@ impl AppBuilder {
                 return Err(ConfigError::DuplicateTask(name.to_string()));
             }
         }
-        crate::beat::check_unique(&self.beat)?;
+        check_unique(&self.beat)?;
         Ok(App {
             inner: Arc::new(AppInner {
                 tasks,

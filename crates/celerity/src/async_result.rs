@@ -9,8 +9,11 @@ use futures_util::StreamExt;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use crate::client::{Client, Registered, Tracking};
-use crate::result_store::StoreError;
+use crate::clock::now_ms;
+use crate::control::{Control, ControlError};
+use crate::result_store::{ResultStore, StoreError};
+use crate::task::inside_task_body;
+use crate::waiters::{Registered, Replies, Tracking};
 
 /// Why a result could not be had.
 #[derive(Debug, thiserror::Error)]
@@ -50,19 +53,83 @@ pub enum ResultError {
         task_id: TaskId,
     },
     /// The result does not decode as the expected type.
-    #[error("the result of task {task_id} does not decode as the expected type: {detail}")]
+    #[error("the result of task {task_id} does not decode as the expected type")]
     Decode {
         /// The task.
         task_id: TaskId,
         /// The decoder's error.
-        detail: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The revocation could not be written.
+    #[error("cannot revoke task {task_id}")]
+    Revoke {
+        /// The task (or canvas root) being revoked.
+        task_id: TaskId,
+        /// Why.
+        #[source]
+        source: RevokeError,
     },
     /// The record could not be read.
     #[error(transparent)]
     Store(#[from] StoreError),
     /// A control request (terminate) failed.
     #[error(transparent)]
-    Control(#[from] crate::control::ControlError),
+    Control(#[from] ControlError),
+}
+
+/// Why a revocation could not be written.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RevokeError {
+    /// The revocation record could not be encoded.
+    #[error("cannot encode the revocation record")]
+    Encode(#[source] serde_json::Error),
+    /// The revocations bucket refused the write.
+    #[error("cannot write to the revocations bucket")]
+    Put(#[source] async_nats::jetstream::kv::PutError),
+}
+
+/// How a handle waits for its task's final record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum WaitVia {
+    /// Through the reply listener of the client that sent the task, which workers notify.
+    Replies,
+    /// Through a KV watch of the task's key: its notifications go to another process, or none.
+    Watch,
+}
+
+/// What result handles read, wait and revoke through: the results and revocations buckets, the
+/// reply listener's waits and the control plane. A client makes one and shares it with every
+/// handle, so a handle's waits go on after its client is dropped.
+pub(crate) struct ResultBackend {
+    pub(crate) store: ResultStore,
+    pub(crate) revoked: async_nats::jetstream::kv::Store,
+    pub(crate) replies: Replies,
+    pub(crate) control: Control,
+}
+
+impl ResultBackend {
+    /// Revokes `id` (a task, or a canvas's root): workers do not run a task whose id or root is
+    /// revoked (it ends REVOKED with reason `revoked`), and do not send what follows a task of a
+    /// revoked canvas. Lasts as long as results do.
+    ///
+    /// # Errors
+    /// [`ResultError::Revoke`] when the revocation cannot be written.
+    pub(crate) async fn revoke(&self, id: &TaskId) -> Result<(), ResultError> {
+        let failed = |source| ResultError::Revoke {
+            task_id: id.clone(),
+            source,
+        };
+        let record = serde_json::json!({"reason": "revoked", "at_ms": now_ms()});
+        let bytes =
+            serde_json::to_vec(&record).map_err(|error| failed(RevokeError::Encode(error)))?;
+        self.revoked
+            .put(id.as_str(), bytes.into())
+            .await
+            .map(drop)
+            .map_err(|error| failed(RevokeError::Put(error)))
+    }
 }
 
 /// A handle on the result of one task, typed by what the task returns.
@@ -82,8 +149,8 @@ pub enum ResultError {
 /// ```
 pub struct AsyncResult<T> {
     id: TaskId,
-    client: Client,
-    notified: bool,
+    backend: Arc<ResultBackend>,
+    wait_via: WaitVia,
     allow_wait_in_task: bool,
     parent: Option<Box<AsyncResult<Value>>>,
     root: Option<TaskId>,
@@ -96,8 +163,8 @@ impl<T> Clone for AsyncResult<T> {
     fn clone(&self) -> Self {
         Self {
             id: self.id.clone(),
-            client: self.client.clone(),
-            notified: self.notified,
+            backend: self.backend.clone(),
+            wait_via: self.wait_via,
             allow_wait_in_task: self.allow_wait_in_task,
             parent: self.parent.clone(),
             root: self.root.clone(),
@@ -116,11 +183,11 @@ impl<T> std::fmt::Debug for AsyncResult<T> {
 }
 
 impl<T> AsyncResult<T> {
-    pub(crate) fn new(id: TaskId, client: Client, notified: bool) -> Self {
+    pub(crate) fn new(id: TaskId, backend: Arc<ResultBackend>, wait_via: WaitVia) -> Self {
         Self {
             id,
-            client,
-            notified,
+            backend,
+            wait_via,
             allow_wait_in_task: false,
             parent: None,
             root: None,
@@ -132,12 +199,12 @@ impl<T> AsyncResult<T> {
     /// A handle on a canvas step sent by this client, linked to the step before it.
     pub(crate) fn with_parent(
         id: TaskId,
-        client: Client,
+        backend: Arc<ResultBackend>,
         parent: Option<AsyncResult<Value>>,
     ) -> Self {
         Self {
             parent: parent.map(Box::new),
-            ..Self::new(id, client, true)
+            ..Self::new(id, backend, WaitVia::Replies)
         }
     }
 
@@ -151,8 +218,8 @@ impl<T> AsyncResult<T> {
     pub(crate) fn retype<U>(self) -> AsyncResult<U> {
         AsyncResult {
             id: self.id,
-            client: self.client,
-            notified: self.notified,
+            backend: self.backend,
+            wait_via: self.wait_via,
             allow_wait_in_task: self.allow_wait_in_task,
             parent: self.parent,
             root: self.root,
@@ -181,11 +248,15 @@ impl<T> AsyncResult<T> {
     /// already running finishes; [`AsyncResult::terminate`] aborts it.
     ///
     /// # Errors
-    /// [`ResultError::Store`] when the revocation cannot be written.
+    /// [`ResultError::Revoke`] when the revocation cannot be written.
+    ///
+    /// # Cancel safety
+    /// Not cancel-safe: a dropped call may have revoked the task but not the canvas's root.
+    /// Revoking again is harmless.
     pub async fn revoke(&self) -> Result<(), ResultError> {
-        self.client.revoke(&self.id).await?;
+        self.backend.revoke(&self.id).await?;
         if let Some(root) = &self.root {
-            self.client.revoke(root).await?;
+            self.backend.revoke(root).await?;
         }
         Ok(())
     }
@@ -195,12 +266,16 @@ impl<T> AsyncResult<T> {
     /// gathering answers for `timeout`; returns whether one of them was running it.
     ///
     /// # Errors
-    /// [`ResultError::Store`] or [`ResultError::Control`] when the revocation cannot be sent.
+    /// [`ResultError::Revoke`] or [`ResultError::Control`] when the revocation cannot be sent.
+    ///
+    /// # Cancel safety
+    /// Not cancel-safe: a dropped call may have revoked the task without asking the workers to
+    /// abort it. Calling it again is harmless.
     pub async fn terminate(&self, timeout: Duration) -> Result<bool, ResultError> {
         self.revoke().await?;
         let replies = self
-            .client
-            .control()
+            .backend
+            .control
             .revoke(
                 self.id.as_str(),
                 crate::RevokeMode::Terminate,
@@ -217,7 +292,7 @@ impl<T> AsyncResult<T> {
 
     /// Revokes `id` through this handle's client.
     pub(crate) async fn revoke_id(&self, id: &TaskId) -> Result<(), ResultError> {
-        self.client.revoke(id).await
+        self.backend.revoke(id).await
     }
 
     /// The result of the step before this one in its chain, as Celery's `result.parent`.
@@ -234,8 +309,11 @@ impl<T> AsyncResult<T> {
     ///
     /// # Errors
     /// [`ResultError::Store`] when the bucket cannot be read.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: it only reads.
     pub async fn record(&self) -> Result<Option<ResultRecord>, ResultError> {
-        Ok(self.client.store().get(&self.id).await?)
+        Ok(self.backend.store.get(&self.id).await?)
     }
 
     /// The task's state. [`TaskState::Unknown`] means no record exists: the id was never sent
@@ -243,6 +321,9 @@ impl<T> AsyncResult<T> {
     ///
     /// # Errors
     /// [`ResultError::Store`] when the bucket cannot be read.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: it only reads.
     pub async fn state(&self) -> Result<TaskState, ResultError> {
         Ok(self
             .record()
@@ -269,6 +350,9 @@ impl<T> AsyncResult<T> {
     ///
     /// # Errors
     /// [`ResultError::Store`] when the bucket cannot be read.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: it only reads.
     pub async fn info(&self) -> Result<Option<Value>, ResultError> {
         Ok(self.record().await?.and_then(record_info))
     }
@@ -303,7 +387,7 @@ impl<T> AsyncResult<T> {
     pub fn states(
         &self,
     ) -> impl futures_util::Stream<Item = Result<ResultRecord, ResultError>> + Send + use<T> {
-        let store = self.client.store().clone();
+        let store = self.backend.store.clone();
         let id = self.id.clone();
         let records = Box::pin(futures_util::TryFutureExt::try_flatten_stream(async move {
             store.watch(&id).await
@@ -326,6 +410,9 @@ impl<T> AsyncResult<T> {
     ///
     /// # Errors
     /// [`ResultError::Store`] when the bucket cannot be read.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: it only reads.
     pub async fn ready(&self) -> Result<bool, ResultError> {
         Ok(self.state().await?.is_ready())
     }
@@ -334,6 +421,9 @@ impl<T> AsyncResult<T> {
     ///
     /// # Errors
     /// [`ResultError::Store`] when the bucket cannot be read.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: it only reads.
     pub async fn successful(&self) -> Result<bool, ResultError> {
         Ok(self.state().await? == TaskState::Success)
     }
@@ -342,6 +432,9 @@ impl<T> AsyncResult<T> {
     ///
     /// # Errors
     /// [`ResultError::Store`] when the bucket cannot be read.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: it only reads.
     pub async fn failed(&self) -> Result<bool, ResultError> {
         Ok(self.state().await? == TaskState::Failure)
     }
@@ -350,8 +443,11 @@ impl<T> AsyncResult<T> {
     ///
     /// # Errors
     /// [`ResultError::Store`] when the bucket cannot be written.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: a dropped call has purged the record or not; forgetting again is harmless.
     pub async fn forget(&self) -> Result<(), ResultError> {
-        self.client.store().purge(&self.id).await?;
+        self.backend.store.purge(&self.id).await?;
         if let Some(tracking) = &self.tracking {
             tracking.clear();
         }
@@ -368,7 +464,7 @@ impl<T> AsyncResult<T> {
     /// # Cancel safety
     /// Cancel-safe.
     pub async fn wait(&self, timeout: Duration) -> Result<ResultRecord, ResultError> {
-        if !self.allow_wait_in_task && crate::task::inside_task_body() {
+        if !self.allow_wait_in_task && inside_task_body() {
             return Err(ResultError::WaitInTask {
                 task_id: self.id.clone(),
             });
@@ -377,14 +473,14 @@ impl<T> AsyncResult<T> {
             task_id: self.id.clone(),
             waited: timeout,
         };
-        if self.notified {
+        if self.wait_via == WaitVia::Replies {
             // INVARIANT: the waiter is registered before the bucket is read, so a notification that
             // arrives in between is not missed. Workers notify every final record they store; a
             // tracked id keeps its notification from its send on, so its wait reads no bucket
             // (waiting on many results would otherwise read the bucket once for each). An
             // untracked id (a canvas step) is read once first: its notification may have come
             // before this wait.
-            let mut waiter = match self.client.register_waiter(&self.id) {
+            let mut waiter = match self.backend.replies.register_waiter(&self.id) {
                 Registered::Arrived(record) => return Ok(*record),
                 Registered::Waiting(waiter) => waiter,
             };
@@ -409,8 +505,8 @@ impl<T> AsyncResult<T> {
         } else {
             // Boxed, as the reads above.
             let watch = Box::pin(
-                self.client
-                    .store()
+                self.backend
+                    .store
                     .watch_until(&self.id, |record| record.state.is_ready()),
             );
             tokio::time::timeout(timeout, watch)
@@ -446,9 +542,9 @@ impl<T: DeserializeOwned> AsyncResult<T> {
         let record = self.wait(timeout).await?;
         match record.state {
             TaskState::Success => serde_json::from_value(record.result.unwrap_or(Value::Null))
-                .map_err(|error| ResultError::Decode {
+                .map_err(|source| ResultError::Decode {
                     task_id: self.id.clone(),
-                    detail: error.to_string(),
+                    source,
                 }),
             TaskState::Revoked => Err(ResultError::Revoked {
                 task_id: self.id.clone(),

@@ -23,12 +23,14 @@
 use std::path::Path;
 use std::time::Duration;
 
+use async_nats::jetstream::kv;
 use celerity_proto::{Priority, QueueName, TaskName};
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use crate::canvas::Signature;
+use crate::canvas::{Signature, TaskCall};
+use crate::client::Client;
 
 /// What the beat bucket says: the scheduler that holds the lease, and the state of every entry
 /// ever scheduled (with its last run), sorted by name.
@@ -41,19 +43,37 @@ pub struct BeatStatus {
     pub entries: Vec<celerity_proto::BeatEntryState>,
 }
 
-/// The beat bucket could not be read.
+/// The beat bucket exists but could not be read.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot read the beat bucket: {0}")]
-pub struct StatusError(String);
+#[non_exhaustive]
+pub enum StatusError {
+    /// Its keys could not be listed.
+    #[error("cannot list the keys of the beat bucket")]
+    Keys(#[source] kv::HistoryError),
+    /// The listing of its keys broke off.
+    #[error("the listing of the beat bucket's keys broke off")]
+    Listing(#[source] kv::WatcherError),
+    /// A key could not be read.
+    #[error("cannot read key {key:?} of the beat bucket")]
+    Read {
+        /// The key.
+        key: String,
+        /// The bucket's error.
+        #[source]
+        source: kv::EntryError,
+    },
+}
 
 /// Reads the scheduler's lease and every entry's state (`celerity beat list`). A deployment where
 /// no worker ever ran `--beat` has an empty status.
 ///
 /// # Errors
 /// [`StatusError`] when the bucket exists but cannot be read.
-pub async fn status(client: &crate::Client) -> Result<BeatStatus, StatusError> {
+///
+/// # Cancel safety
+/// Cancel-safe: it only reads.
+pub async fn status(client: &Client) -> Result<BeatStatus, StatusError> {
     use futures_util::StreamExt as _;
-    let failed = |error: &dyn std::fmt::Display| StatusError(error.to_string());
     let js = async_nats::jetstream::new(client.nats().clone());
     let Ok(bucket) = js
         .get_key_value(client.settings().layout().beat_bucket())
@@ -62,10 +82,14 @@ pub async fn status(client: &crate::Client) -> Result<BeatStatus, StatusError> {
         return Ok(BeatStatus::default());
     };
     let mut status = BeatStatus::default();
-    let mut keys = bucket.keys().await.map_err(|error| failed(&error))?;
+    let mut keys = bucket.keys().await.map_err(StatusError::Keys)?;
     while let Some(key) = keys.next().await {
-        let key = key.map_err(|error| failed(&error))?;
-        let Some(value) = bucket.get(&key).await.map_err(|error| failed(&error))? else {
+        let key = key.map_err(StatusError::Listing)?;
+        let value = bucket.get(&key).await.map_err(|source| StatusError::Read {
+            key: key.clone(),
+            source,
+        })?;
+        let Some(value) = value else {
             continue;
         };
         if key == celerity_proto::BEAT_LEADER_KEY {
@@ -246,20 +270,7 @@ impl Schedule {
 pub struct Entry {
     name: String,
     schedule: Schedule,
-    pub(crate) task: EntryTask,
-}
-
-/// The task an entry sends.
-#[derive(Debug, Clone)]
-pub(crate) struct EntryTask {
-    pub(crate) task: TaskName,
-    pub(crate) args: Vec<Value>,
-    pub(crate) kwargs: Map<String, Value>,
-    /// The queue named on the signature or in the file (beats every route).
-    pub(crate) queue: Option<QueueName>,
-    pub(crate) priority: Option<Priority>,
-    /// The task's own `queue` attribute, when known.
-    pub(crate) task_queue: Option<QueueName>,
+    pub(crate) task: TaskCall,
 }
 
 impl Entry {
@@ -276,7 +287,7 @@ impl Entry {
     ) -> Result<Self, ScheduleError> {
         check_name(name)?;
         let task = signature
-            .into_entry_task()
+            .into_task_call()
             .map_err(|error| ScheduleError::InvalidTask {
                 entry: name.to_owned(),
                 reason: error.to_string(),
@@ -308,7 +319,7 @@ impl Entry {
         Ok(Self {
             name: name.to_owned(),
             schedule,
-            task: EntryTask {
+            task: TaskCall {
                 task,
                 args,
                 kwargs,

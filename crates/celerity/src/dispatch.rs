@@ -12,14 +12,15 @@ use std::pin::Pin;
 
 use async_nats::jetstream::kv;
 use celerity_proto::{
-    CanvasNode, ChordDefinition, ChordMember, ChordPolicy, ChordResults, ContentType, Envelope,
-    TaskBody, TaskId, TaskName, header_result_id,
+    CanvasError, CanvasNode, ChordDefinition, ChordMember, ChordPolicy, ChordResults, ContentType,
+    Envelope, QueueName, SignatureRecord, TaskBody, TaskId, TaskName, header_result_id,
 };
 use serde_json::Value;
 
 use crate::clock::now_ms;
 use crate::error::EnqueueError;
-use crate::publisher::Publisher;
+use crate::error_text::error_chain;
+use crate::publisher::{Pending, Publisher};
 use crate::result_store::ResultStore;
 use crate::routing::Routes;
 
@@ -159,90 +160,9 @@ impl Dispatcher {
         Box::pin(async move {
             match node {
                 CanvasNode::Signature(signature) => {
-                    let mut envelope = Envelope::new(signature.id.clone(), signature.task.clone());
-                    envelope.content_type = origin.content_type;
-                    envelope.priority = signature.priority.unwrap_or_default();
-                    envelope.reply_to = origin.reply_to.clone();
-                    envelope.parent_id = origin.parent_id.clone();
-                    envelope.root_id = Some(
-                        origin
-                            .root_id
-                            .clone()
-                            .unwrap_or_else(|| signature.id.clone()),
-                    );
-                    envelope.group_id = membership.group_id.clone();
-                    envelope.chord_id = membership.chord.as_ref().map(|member| member.id.clone());
-                    envelope.sent_at_ms = Some(now_ms());
-                    envelope.expires_ms = origin.expires_ms;
-                    envelope.eta_ms = signature
-                        .countdown_ms
-                        .map(|countdown| now_ms().saturating_add(countdown));
-                    let mut body = TaskBody::new(signature.args.clone(), signature.kwargs.clone());
-                    match (previous, signature.immutable) {
-                        (Previous::Value(value), false) => body.args.insert(0, value.clone()),
-                        (Previous::ChordResults(results), false) => {
-                            body.chord_results = Some(results.clone())
-                        }
-                        _ => {}
-                    }
-                    body.chain = rest;
-                    body.link = signature.link.clone();
-                    body.link_error = signature.link_error.clone();
-                    body.chord = membership.chord;
-                    // A step that names no queue (sent by a producer in another language) is routed
-                    // here, by this process's routes, seeing its actual arguments.
-                    let queue = match &signature.queue {
-                        Some(queue) => queue.clone(),
-                        None => {
-                            let (queue, priority) = self.routes.resolve(
-                                signature.task.as_str(),
-                                &body.args,
-                                &body.kwargs,
-                                None,
-                                signature.priority,
-                                None,
-                            );
-                            envelope.priority = priority;
-                            queue
-                        }
-                    };
-                    if announced == Announced::Yes {
-                        return self
-                            .publisher
-                            .publish(&envelope, &body, &queue, false)
-                            .await;
-                    }
-                    let mut later = Vec::new();
-                    plain_steps(&body.chain, &mut later);
-                    if later.is_empty() {
-                        return self.publisher.publish(&envelope, &body, &queue, true).await;
-                    }
-                    // NOTE(protocol): the steps that follow read PENDING from now on, as in
-                    // Celery, and the workers that send them write no PENDING of their own.
-                    let announce = futures_util::future::join_all(later.iter().map(|(id, task)| {
-                        let mut step = Envelope::new(id.clone(), task.clone());
-                        step.content_type = envelope.content_type;
-                        async move {
-                            let written = self.store.create_pending(&step).await;
-                            if let Err(error) = &written {
-                                tracing::warn!(task_id = %step.id, error = %crate::error_chain(error), "a chain step's PENDING record was not written");
-                            }
-                            written.is_ok()
-                        }
-                    }));
-                    let (sent, written) = tokio::join!(
-                        self.publisher.publish(&envelope, &body, &queue, true),
-                        announce
-                    );
-                    if sent.is_err() {
-                        // Not sent: steps that will not run must not look queued.
-                        for ((id, _), _) in
-                            later.iter().zip(written).filter(|(_, written)| *written)
-                        {
-                            let _ = self.store.purge(id).await;
-                        }
-                    }
-                    sent
+                    let message =
+                        self.task_message(signature, origin, previous, rest, membership)?;
+                    self.publish_step(&message, announced).await
                 }
                 CanvasNode::Chain { tasks } => match tasks.split_first() {
                     Some((first, inner)) => {
@@ -266,11 +186,10 @@ impl Dispatcher {
                 }
                 CanvasNode::Group { id, tasks } => {
                     // A group followed by more steps is a chord: the next step gets the list.
-                    let body = chain_of(rest);
                     let chord = ChordParts {
                         id,
                         header: tasks,
-                        body,
+                        body: chain_of(rest),
                         policy: ChordPolicy::FailFast,
                     };
                     self.send_chord(chord, origin, previous, membership).await
@@ -281,31 +200,136 @@ impl Dispatcher {
                     body,
                     policy,
                 } => {
-                    let body = if rest.is_empty() {
-                        (**body).clone()
-                    } else {
-                        let mut steps = vec![(**body).clone()];
-                        steps.extend(rest);
-                        CanvasNode::Chain { tasks: steps }
-                    };
                     let chord = ChordParts {
                         id,
                         header,
-                        body,
+                        body: followed_by(body, rest),
                         policy: *policy,
                     };
                     self.send_chord(chord, origin, previous, membership).await
                 }
-                other => Err(EnqueueError::InvalidOption {
-                    option: "canvas",
-                    value: other
-                        .result_id()
-                        .map(ToString::to_string)
-                        .unwrap_or_default(),
-                    reason: "this kind of canvas node is not known to this version".to_owned(),
-                }),
+                _ => Err(EnqueueError::InvalidCanvas(CanvasError::UnknownNode)),
             }
         })
+    }
+
+    /// The task message of `signature`: `previous` goes in front of its arguments (unless it is
+    /// immutable), `rest` becomes its continuation, and a signature that names no queue is routed.
+    ///
+    /// # Errors
+    /// [`EnqueueError::InvalidRoute`] when a router function returns an invalid route.
+    fn task_message(
+        &self,
+        signature: &SignatureRecord,
+        origin: &Origin,
+        previous: Previous<'_>,
+        rest: Vec<CanvasNode>,
+        membership: Membership,
+    ) -> Result<TaskMessage, EnqueueError> {
+        let mut envelope = step_envelope(signature, origin, &membership, now_ms());
+        let mut body = TaskBody::new(signature.args.clone(), signature.kwargs.clone());
+        match (previous, signature.immutable) {
+            (Previous::Value(value), false) => body.args.insert(0, value.clone()),
+            (Previous::ChordResults(results), false) => body.chord_results = Some(results.clone()),
+            _ => {}
+        }
+        body.chain = rest;
+        body.link = signature.link.clone();
+        body.link_error = signature.link_error.clone();
+        body.chord = membership.chord;
+        // A step that names no queue (sent by a producer in another language) is routed here, by
+        // this process's routes, seeing its actual arguments.
+        let queue = match &signature.queue {
+            Some(queue) => queue.clone(),
+            None => {
+                let (queue, priority) = self
+                    .routes
+                    .resolve(
+                        signature.task.as_str(),
+                        &body.args,
+                        &body.kwargs,
+                        None,
+                        signature.priority,
+                        None,
+                    )
+                    .map_err(|error| EnqueueError::invalid_route(signature.task.as_str(), error))?;
+                envelope.priority = priority;
+                queue
+            }
+        };
+        Ok(TaskMessage {
+            envelope,
+            body,
+            queue,
+        })
+    }
+
+    /// Publishes one task message; unless `announced`, with its PENDING record and those of the
+    /// plain steps that follow it.
+    async fn publish_step(
+        &self,
+        message: &TaskMessage,
+        announced: Announced,
+    ) -> Result<(), EnqueueError> {
+        let TaskMessage {
+            envelope,
+            body,
+            queue,
+        } = message;
+        if announced == Announced::Yes {
+            return self
+                .publisher
+                .publish(envelope, body, queue, Pending::Skip)
+                .await;
+        }
+        let mut later = Vec::new();
+        plain_steps(&body.chain, &mut later);
+        if later.is_empty() {
+            return self
+                .publisher
+                .publish(envelope, body, queue, Pending::Write)
+                .await;
+        }
+        self.publish_announcing(message, &later).await
+    }
+
+    /// Publishes `message` while writing the PENDING records of the `later` steps; when the
+    /// publish fails, removes the records that were written.
+    async fn publish_announcing(
+        &self,
+        message: &TaskMessage,
+        later: &[(TaskId, TaskName)],
+    ) -> Result<(), EnqueueError> {
+        let TaskMessage {
+            envelope,
+            body,
+            queue,
+        } = message;
+        // NOTE(protocol): the steps that follow read PENDING from now on, as in Celery, and the
+        // workers that send them write no PENDING of their own.
+        let announce = futures_util::future::join_all(later.iter().map(|(id, task)| {
+            let mut step = Envelope::new(id.clone(), task.clone());
+            step.content_type = envelope.content_type;
+            async move {
+                let written = self.store.create_pending(&step).await;
+                if let Err(error) = &written {
+                    tracing::warn!(task_id = %step.id, error = %error_chain(error), "a chain step's PENDING record was not written");
+                }
+                written.is_ok()
+            }
+        }));
+        let (sent, written) = tokio::join!(
+            self.publisher
+                .publish(envelope, body, queue, Pending::Write),
+            announce
+        );
+        if sent.is_err() {
+            // Not sent: steps that will not run must not look queued.
+            for ((id, _), _) in later.iter().zip(written).filter(|(_, written)| *written) {
+                let _ = self.store.purge(id).await;
+            }
+        }
+        sent
     }
 
     /// Stores a chord's definition, records its body's steps as PENDING, then sends its header.
@@ -322,22 +346,7 @@ impl Dispatcher {
             body,
             policy,
         } = chord;
-        let invalid = |reason: String| EnqueueError::InvalidOption {
-            option: "chord",
-            value: id.to_string(),
-            reason,
-        };
-        let size = u32::try_from(header.len())
-            .map_err(|_| invalid("too many header members".to_owned()))?;
-        for (index, member) in (0..).zip(header) {
-            let expected =
-                header_result_id(id, index).map_err(|error| invalid(error.to_string()))?;
-            if member.result_id() != Some(&expected) {
-                return Err(invalid(format!(
-                    "header member {index}'s result id must be {expected}"
-                )));
-            }
-        }
+        let size = check_header(id, header)?;
         let mut body_ids = Vec::new();
         body.result_ids(&mut body_ids);
         let mut definition = ChordDefinition::new(id.clone(), size, body);
@@ -349,38 +358,16 @@ impl Dispatcher {
         definition.member = membership.chord;
         definition.policy = policy;
         definition.expires_ms = origin.expires_ms;
-        // Refused before anything is sent: a worker would fail it (over MAX_CHORD_SIZE members, or
-        // an `at_least` quorum the header cannot give).
-        definition
-            .check()
-            .map_err(|error| invalid(error.to_string()))?;
-        let bytes = serde_json::to_vec(&definition).map_err(|error| invalid(error.to_string()))?;
-        self.chords
-            .put(id.as_str(), bytes.into())
-            .await
-            .map_err(|error| EnqueueError::Publish {
-                task_id: id.clone(),
-                source: error.into(),
-            })?;
-        let chord_name = TaskName::new(celerity_proto::builtin::CHORD_TASK)
-            .map_err(|error| invalid(error.to_string()))?;
-        for body_id in body_ids {
-            let mut pending = Envelope::new(body_id, chord_name.clone());
-            pending.content_type = origin.content_type;
-            if let Err(error) = self.store.create_pending(&pending).await {
-                tracing::warn!(task_id = %pending.id, error = %crate::error_chain(&error), "chord body's PENDING record was not written");
-            }
-        }
+        self.store_definition(&definition).await?;
+        self.announce_body(body_ids, origin).await;
         use futures_util::{StreamExt, TryStreamExt};
         let mut sends = Vec::with_capacity(header.len());
         for (index, member) in (0..).zip(header) {
+            let mut chord_member = ChordMember::new(id.clone(), index, size);
+            chord_member.policy = policy;
             let tags = Membership {
                 group_id: Some(id.clone()),
-                chord: Some({
-                    let mut member = ChordMember::new(id.clone(), index, size);
-                    member.policy = policy;
-                    member
-                }),
+                chord: Some(chord_member),
             };
             sends.push(self.send(member, origin, previous, Vec::new(), tags));
         }
@@ -388,9 +375,114 @@ impl Dispatcher {
             .buffer_unordered(256)
             .try_collect::<Vec<()>>()
             .await?;
-        let _ = membership.group_id;
         Ok(())
     }
+
+    /// Checks a chord's definition and stores it in the chords bucket.
+    async fn store_definition(&self, definition: &ChordDefinition) -> Result<(), EnqueueError> {
+        let id = &definition.id;
+        // Refused before anything is sent: a worker would fail it (over MAX_CHORD_SIZE members, or
+        // an `at_least` quorum the header cannot give).
+        definition
+            .check()
+            .map_err(|source| EnqueueError::InvalidChord {
+                chord: id.clone(),
+                source,
+            })?;
+        let bytes = serde_json::to_vec(definition).map_err(|source| EnqueueError::EncodeChord {
+            chord: id.clone(),
+            source,
+        })?;
+        self.chords
+            .put(id.as_str(), bytes.into())
+            .await
+            .map_err(|error| EnqueueError::Publish {
+                task_id: id.clone(),
+                source: error.into(),
+            })?;
+        Ok(())
+    }
+
+    /// Records the steps of a chord's body as PENDING: they run only when the header is done.
+    async fn announce_body(&self, body_ids: Vec<TaskId>, origin: &Origin) {
+        let chord_name = TaskName::new(celerity_proto::builtin::CHORD_TASK)
+            .expect("the built-in chord task's name is a valid task name");
+        for body_id in body_ids {
+            let mut pending = Envelope::new(body_id, chord_name.clone());
+            pending.content_type = origin.content_type;
+            if let Err(error) = self.store.create_pending(&pending).await {
+                tracing::warn!(task_id = %pending.id, error = %error_chain(&error), "chord body's PENDING record was not written");
+            }
+        }
+    }
+}
+
+/// Checks that chord `id`'s header members store their results under `<id>-<index>`, and returns
+/// their number.
+fn check_header(id: &TaskId, header: &[CanvasNode]) -> Result<u32, EnqueueError> {
+    let size = u32::try_from(header.len()).map_err(|_| {
+        EnqueueError::InvalidCanvas(CanvasError::TooManyMembers {
+            chord: id.to_string(),
+            members: header.len(),
+        })
+    })?;
+    for (index, member) in (0..).zip(header) {
+        let expected = header_result_id(id, index)
+            .map_err(|error| EnqueueError::invalid("chord member id", error))?;
+        if member.result_id() != Some(&expected) {
+            return Err(EnqueueError::InvalidCanvas(CanvasError::MemberId {
+                chord: id.to_string(),
+                index,
+                expected: expected.to_string(),
+            }));
+        }
+    }
+    Ok(size)
+}
+
+/// One task message to publish.
+struct TaskMessage {
+    envelope: Envelope,
+    body: TaskBody,
+    queue: QueueName,
+}
+
+/// The envelope of `signature`'s task, sent at `now_ms` from `origin` with `membership`.
+fn step_envelope(
+    signature: &SignatureRecord,
+    origin: &Origin,
+    membership: &Membership,
+    now_ms: u64,
+) -> Envelope {
+    let mut envelope = Envelope::new(signature.id.clone(), signature.task.clone());
+    envelope.content_type = origin.content_type;
+    envelope.priority = signature.priority.unwrap_or_default();
+    envelope.reply_to = origin.reply_to.clone();
+    envelope.parent_id = origin.parent_id.clone();
+    envelope.root_id = Some(
+        origin
+            .root_id
+            .clone()
+            .unwrap_or_else(|| signature.id.clone()),
+    );
+    envelope.group_id = membership.group_id.clone();
+    envelope.chord_id = membership.chord.as_ref().map(|member| member.id.clone());
+    envelope.sent_at_ms = Some(now_ms);
+    envelope.expires_ms = origin.expires_ms;
+    envelope.eta_ms = signature
+        .countdown_ms
+        .map(|countdown| now_ms.saturating_add(countdown));
+    envelope
+}
+
+/// A chord's body followed by the steps `rest`: the body itself, or a chain of both.
+fn followed_by(body: &CanvasNode, rest: Vec<CanvasNode>) -> CanvasNode {
+    if rest.is_empty() {
+        return body.clone();
+    }
+    let mut steps = vec![body.clone()];
+    steps.extend(rest);
+    CanvasNode::Chain { tasks: steps }
 }
 
 /// A chord to send: its id, header, body (already followed by the rest of its chain) and policy.
@@ -426,5 +518,44 @@ fn chain_of(mut rest: Vec<CanvasNode>) -> CanvasNode {
         rest.remove(0)
     } else {
         CanvasNode::Chain { tasks: rest }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use celerity_proto::{CanvasError, CanvasNode, SignatureRecord, TaskId, TaskName};
+
+    use super::check_header;
+    use crate::error::EnqueueError;
+
+    fn step(id: &str) -> CanvasNode {
+        CanvasNode::Signature(SignatureRecord::new(
+            TaskId::new(id).unwrap(),
+            TaskName::new("tasks.add").unwrap(),
+            Vec::new(),
+        ))
+    }
+
+    #[test]
+    fn a_header_numbered_from_the_chord_id_gives_its_size() {
+        let chord = TaskId::new("c").unwrap();
+        assert_eq!(
+            check_header(&chord, &[step("c-0"), step("c-1")]).unwrap(),
+            2
+        );
+    }
+
+    #[test]
+    fn a_header_member_with_another_result_id_is_refused() {
+        let chord = TaskId::new("c").unwrap();
+        let error = check_header(&chord, &[step("c-0"), step("x")]).unwrap_err();
+        assert!(
+            matches!(
+                error,
+                EnqueueError::InvalidCanvas(CanvasError::MemberId { index: 1, ref expected, .. })
+                    if expected == "c-1"
+            ),
+            "{error}"
+        );
     }
 }

@@ -2,7 +2,10 @@
 //! ([`EnqueueError`]). They live apart from the client, because the publisher, the dispatcher and
 //! the worker's continuations produce them too.
 
-use celerity_proto::{InvalidName, TaskId};
+use std::sync::Arc;
+use std::time::Duration;
+
+use celerity_proto::{ChordMismatch, EncodeError, InvalidName, TaskId, TaskName};
 
 use crate::nats::ConnectError;
 use crate::nats::provision::ProvisionError;
@@ -33,15 +36,76 @@ pub enum ClientError {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum EnqueueError {
-    /// An option has a value out of range.
-    #[error("invalid {option} {value:?}: {reason}")]
+    /// An option's value breaks the rule of what it names (a task name or id, a queue, a
+    /// priority, a chord member's id).
+    #[error("invalid {option}")]
     InvalidOption {
         /// The option.
         option: &'static str,
         /// The value given.
         value: String,
-        /// Why it is rejected.
-        reason: String,
+        /// The rule it breaks.
+        #[source]
+        source: InvalidName,
+    },
+    /// A router function returned a route with an invalid queue name or priority.
+    #[error("a router function routed task {task} with an invalid queue or priority")]
+    InvalidRoute {
+        /// The task name.
+        task: String,
+        /// The rule the route breaks.
+        #[source]
+        source: InvalidName,
+    },
+    /// A user header is reserved or malformed.
+    #[error("invalid header {name:?}: {reason}")]
+    InvalidHeader {
+        /// The header's name.
+        name: String,
+        /// The rule it breaks.
+        reason: &'static str,
+    },
+    /// An `eta` lies further in the past than [`crate::ETA_PAST_TOLERANCE`], which is taken for
+    /// a mistake.
+    #[error(
+        "eta {eta_ms} ms since the epoch is {late_by:?} in the past, over the tolerance of {tolerance:?}"
+    )]
+    EtaInPast {
+        /// The eta, in milliseconds since the epoch.
+        eta_ms: u64,
+        /// How far in the past it is.
+        late_by: Duration,
+        /// The tolerance.
+        tolerance: Duration,
+    },
+    /// Arguments sent by name have the wrong JSON shape (`args` must be an array, `kwargs` an
+    /// object).
+    #[error("invalid {what} {value}: use a JSON {expected}")]
+    ArgumentShape {
+        /// `args` or `kwargs`.
+        what: &'static str,
+        /// The value given, cut to 80 characters.
+        value: String,
+        /// The shape expected.
+        expected: &'static str,
+    },
+    /// A signature's argument could not be serialized to JSON.
+    #[error("cannot serialize an argument of task {task}")]
+    Serialize {
+        /// The task name.
+        task: String,
+        /// The serializer's error (shared, as signatures are cloned).
+        #[source]
+        source: Arc<serde_json::Error>,
+    },
+    /// The task body could not be encoded in its content type.
+    #[error("cannot encode the body of task {task}")]
+    Encode {
+        /// The task name.
+        task: TaskName,
+        /// The codec's error.
+        #[source]
+        source: EncodeError,
     },
     /// The arguments could not be serialized or have the wrong shape.
     #[error("invalid arguments for task {task}")]
@@ -74,9 +138,29 @@ pub enum EnqueueError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
-    /// The canvas breaks a rule (empty, an id used twice, nested too deep).
+    /// The canvas breaks a rule (empty, an id used twice, nested too deep, a group where one
+    /// record is needed, a chord whose members are not numbered from its id).
     #[error("invalid canvas")]
     InvalidCanvas(#[source] celerity_proto::CanvasError),
+    /// A chord's definition breaks a rule (its size, or an `at_least` quorum its header cannot
+    /// give).
+    #[error("invalid chord {chord}")]
+    InvalidChord {
+        /// The chord's id.
+        chord: TaskId,
+        /// The rule it breaks.
+        #[source]
+        source: ChordMismatch,
+    },
+    /// A chord's definition could not be encoded.
+    #[error("cannot encode the definition of chord {chord}")]
+    EncodeChord {
+        /// The chord's id.
+        chord: TaskId,
+        /// The serializer's error.
+        #[source]
+        source: serde_json::Error,
+    },
     /// The PENDING record could not be written; the task was not published.
     #[error("cannot record task {task_id} as pending")]
     Pending {
@@ -95,17 +179,32 @@ impl EnqueueError {
         matches!(
             self,
             EnqueueError::InvalidOption { .. }
+                | EnqueueError::InvalidRoute { .. }
+                | EnqueueError::InvalidHeader { .. }
+                | EnqueueError::EtaInPast { .. }
+                | EnqueueError::ArgumentShape { .. }
+                | EnqueueError::Serialize { .. }
+                | EnqueueError::Encode { .. }
                 | EnqueueError::Arguments { .. }
                 | EnqueueError::PayloadTooLarge { .. }
                 | EnqueueError::InvalidCanvas(_)
+                | EnqueueError::InvalidChord { .. }
+                | EnqueueError::EncodeChord { .. }
         )
     }
 
-    pub(crate) fn invalid(option: &'static str, error: InvalidName) -> Self {
+    pub(crate) fn invalid_route(task: &str, source: InvalidName) -> Self {
+        EnqueueError::InvalidRoute {
+            task: task.to_owned(),
+            source,
+        }
+    }
+
+    pub(crate) fn invalid(option: &'static str, source: InvalidName) -> Self {
         EnqueueError::InvalidOption {
             option,
-            value: error.value,
-            reason: error.rule.to_owned(),
+            value: source.value.clone(),
+            source,
         }
     }
 }

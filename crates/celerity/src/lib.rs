@@ -86,19 +86,25 @@ mod clock;
 pub mod control;
 mod dispatch;
 mod error;
+mod error_text;
 mod nats;
 mod publisher;
 mod result_store;
 pub mod routing;
+mod settings;
 mod task;
+mod waiters;
 pub mod worker;
 
 #[doc(hidden)]
 pub mod __private;
 pub mod beat;
 
-pub use app::{App, AppBuilder, ConfigError, Settings};
-pub use async_result::{AsyncResult, ResultError};
+#[cfg(test)]
+mod layers;
+
+pub use app::{App, AppBuilder, ConfigError};
+pub use async_result::{AsyncResult, ResultError, RevokeError};
 pub use canvas::{Chain, Chord, Group, GroupResult, Signature};
 pub use celerity_macros::task;
 pub use celerity_proto::{
@@ -114,43 +120,11 @@ pub use futures_util::StreamExt;
 pub use nats::server::{NEW_TASK_SIGNAL_ENV, NewTaskSignal};
 pub use nats::{ConnectError, NatsConfig};
 pub use result_store::StoreError;
+pub use settings::Settings;
 pub use task::{
     ArgumentsError, DeliveryInfo, ErrorType, HookFuture, Retry, Task, TaskContext, TaskFuture,
     TaskHooks, TaskOptions,
 };
 pub use worker::{Shutdown, WorkerConfig, WorkerError, WorkerHandle};
 
-/// Formats an error and its causes on one line: `outer: inner: root`.
-///
-/// A cause whose text the previous message already ends with is left out (some errors, such as
-/// async-nats's, repeat their source in their own message).
-pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut previous = text.clone();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !previous.ends_with(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        previous = cause_text;
-        source = cause.source();
-    }
-    text
-}
-
-#[cfg(test)]
-mod tests {
-    #[derive(Debug, thiserror::Error)]
-    #[error("outer: {0}")]
-    struct Repeats(#[source] std::io::Error);
-
-    #[test]
-    fn error_chain_does_not_repeat_a_cause() {
-        let error = Repeats(std::io::Error::other("refused"));
-        assert_eq!(super::error_chain(&error), "outer: refused");
-        let wrapped = crate::StoreError::ReservedState("SUCCESS".into());
-        assert!(super::error_chain(&wrapped).contains("SUCCESS"));
-    }
-}
+pub(crate) use error_text::error_chain;

@@ -10,6 +10,7 @@ use dashmap::DashMap;
 
 use crate::clock::now_ms;
 use crate::error::EnqueueError;
+use crate::error_text::error_chain;
 use crate::nats::headers::envelope_headers;
 use crate::nats::provision;
 use crate::result_store::ResultStore;
@@ -17,6 +18,16 @@ use crate::result_store::ResultStore;
 pub(crate) use celerity_proto::builtin::ETA_SLACK_MS;
 
 /// Publishes task messages.
+/// Whether a publish also creates the task's PENDING record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Pending {
+    /// Create it, concurrently with the publish.
+    Write,
+    /// Leave it: the task stores no result, its record was written by whoever sent its chain, or
+    /// the message is sent again.
+    Skip,
+}
+
 pub(crate) struct Publisher {
     nats: async_nats::Client,
     js: jetstream::Context,
@@ -73,8 +84,8 @@ impl Publisher {
         self.max_payload.load(Relaxed) as usize
     }
 
-    /// Publishes `body` under `envelope` to `queue` at the envelope's priority, and writes PENDING
-    /// (create-only, concurrently) when `pending` is set.
+    /// Publishes `body` under `envelope` to `queue` at the envelope's priority, and with
+    /// [`Pending::Write`] writes PENDING (create-only, concurrently).
     ///
     /// # Errors
     /// [`EnqueueError`] for an oversized or unencodable message, a queue stream that cannot be
@@ -84,16 +95,15 @@ impl Publisher {
         envelope: &Envelope,
         body: &TaskBody,
         queue: &QueueName,
-        pending: bool,
+        pending: Pending,
     ) -> Result<(), EnqueueError> {
         let payload =
             envelope
                 .content_type
                 .encode(body)
-                .map_err(|error| EnqueueError::InvalidOption {
-                    option: "arguments",
-                    value: envelope.task.to_string(),
-                    reason: error.to_string(),
+                .map_err(|source| EnqueueError::Encode {
+                    task: envelope.task.clone(),
+                    source,
                 })?;
         self.publish_bytes(envelope, payload.into(), queue, pending)
             .await
@@ -108,59 +118,88 @@ impl Publisher {
         envelope: &Envelope,
         payload: bytes::Bytes,
         queue: &QueueName,
-        pending: bool,
+        pending: Pending,
     ) -> Result<(), EnqueueError> {
-        let id = &envelope.id;
         let headers = envelope_headers(envelope);
-        let header_bytes: usize = headers
-            .iter()
-            .map(|(name, values)| {
-                AsRef::<str>::as_ref(name).len()
-                    + values
-                        .iter()
-                        .map(|value| value.as_str().len() + 4)
-                        .sum::<usize>()
-            })
-            .sum();
-        let size = payload.len() + header_bytes + 12;
+        self.check_size(envelope, &headers, &payload)?;
+        let subject = self.subject(envelope, queue).await?;
+        let publish = self.send(envelope, subject, payload, headers);
+        match pending {
+            Pending::Skip => publish.await,
+            Pending::Write => self.publish_with_pending(envelope, publish).await,
+        }
+    }
+
+    /// Refuses a message larger than the server's `max_payload`.
+    fn check_size(
+        &self,
+        envelope: &Envelope,
+        headers: &async_nats::HeaderMap,
+        payload: &[u8],
+    ) -> Result<(), EnqueueError> {
+        let size = message_size(headers, payload);
         let max_payload = self.max_payload();
         if max_payload > 0 && size > max_payload {
             return Err(EnqueueError::PayloadTooLarge {
-                task_id: id.clone(),
+                task_id: envelope.id.clone(),
                 size,
                 max_payload,
             });
         }
-        // A task due later waits in the delayed stream, not in its queue (nor in any memory): the
-        // scheduler moves it to its queue at its ETA.
+        Ok(())
+    }
+
+    /// Where the task goes, its stream made sure of: a task due later waits in the delayed stream,
+    /// not in its queue (nor in any memory), and the scheduler moves it to its queue at its ETA.
+    async fn subject(
+        &self,
+        envelope: &Envelope,
+        queue: &QueueName,
+    ) -> Result<String, EnqueueError> {
         let delayed = envelope
             .eta_ms
             .is_some_and(|eta| eta > now_ms() + ETA_SLACK_MS);
-        let subject = if delayed {
+        if delayed {
             self.ensure_delayed().await?;
-            self.layout.delayed_subject(queue)
+            Ok(self.layout.delayed_subject(queue))
         } else {
             self.ensure_queue(queue).await?;
-            self.layout.task_subject(queue, envelope.priority)
-        };
-        let publish = async {
-            let message = PublishMessage::build().payload(payload).headers(headers);
-            let ack = self
-                .js
-                .send_publish(subject, message)
-                .await
-                .map_err(|error| EnqueueError::Publish {
-                    task_id: id.clone(),
-                    source: error.into(),
-                })?;
-            ack.await.map(drop).map_err(|error| EnqueueError::Publish {
-                task_id: id.clone(),
-                source: error.into(),
-            })
-        };
-        if !pending {
-            return publish.await;
+            Ok(self.layout.task_subject(queue, envelope.priority))
         }
+    }
+
+    /// Publishes the message and waits for its ack.
+    async fn send(
+        &self,
+        envelope: &Envelope,
+        subject: String,
+        payload: bytes::Bytes,
+        headers: async_nats::HeaderMap,
+    ) -> Result<(), EnqueueError> {
+        let not_acknowledged =
+            |error: Box<dyn std::error::Error + Send + Sync>| EnqueueError::Publish {
+                task_id: envelope.id.clone(),
+                source: error,
+            };
+        let message = PublishMessage::build().payload(payload).headers(headers);
+        let ack = self
+            .js
+            .send_publish(subject, message)
+            .await
+            .map_err(|error| not_acknowledged(error.into()))?;
+        ack.await
+            .map(drop)
+            .map_err(|error| not_acknowledged(error.into()))
+    }
+
+    /// Awaits `publish` together with the create of the envelope's PENDING record; removes the
+    /// record when the publish fails.
+    async fn publish_with_pending(
+        &self,
+        envelope: &Envelope,
+        publish: impl std::future::Future<Output = Result<(), EnqueueError>>,
+    ) -> Result<(), EnqueueError> {
+        let id = &envelope.id;
         // NOTE(protocol): PENDING is create-only, so a worker that was faster than this write is
         // never overwritten.
         let pending = async {
@@ -183,7 +222,7 @@ impl Publisher {
         if let Err(error) = pending {
             // The task is sent; only its PENDING record is missing, so it reads as UNKNOWN until a
             // worker records a state. Failing the call would invite a duplicate send.
-            tracing::warn!(task_id = %id, error = %crate::error_chain(&error), "task sent, but its PENDING record was not written");
+            tracing::warn!(task_id = %id, error = %error_chain(&error), "task sent, but its PENDING record was not written");
         }
         Ok(())
     }
@@ -218,4 +257,19 @@ impl Publisher {
         self.ready_queues.insert(queue.clone(), ());
         Ok(())
     }
+}
+
+/// The size the server counts for a message: body, headers and framing.
+fn message_size(headers: &async_nats::HeaderMap, payload: &[u8]) -> usize {
+    let header_bytes: usize = headers
+        .iter()
+        .map(|(name, values)| {
+            AsRef::<str>::as_ref(name).len()
+                + values
+                    .iter()
+                    .map(|value| value.as_str().len() + 4)
+                    .sum::<usize>()
+        })
+        .sum();
+    payload.len() + header_bytes + 12
 }

@@ -9,10 +9,25 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
-use celerity_proto::{Priority, QueueName};
+use celerity_proto::{InvalidName, Priority, QueueName};
+use globset::{Glob, GlobMatcher};
 use serde_json::{Map, Value};
 
 /// What a router function decides for a task.
+///
+/// [`Route::to`] and [`Route::priority`] keep an invalid queue name or priority in the route
+/// instead of dropping it, so a router stays a one-liner: the send that the route decides fails
+/// with [`EnqueueError::InvalidRoute`](crate::EnqueueError::InvalidRoute), which names the rule
+/// broken. [`Route::try_to`] checks the queue at once.
+///
+/// ```
+/// use celerity::routing::Route;
+/// let route = Route::to("high").priority(9);
+/// assert_eq!(route.queue.as_ref().map(|queue| queue.as_str()), Some("high"));
+/// assert!(route.check().is_ok());
+/// assert!(Route::to("no.dots").check().is_err());
+/// assert!(Route::to("high").priority(10).check().is_err());
+/// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Route {
@@ -20,51 +35,87 @@ pub struct Route {
     pub queue: Option<QueueName>,
     /// The priority, if the router picks one.
     pub priority: Option<Priority>,
+    /// The first invalid queue name or priority given to the builder.
+    invalid: Option<InvalidName>,
 }
 
 impl Route {
-    /// A route to `queue`; an invalid queue name makes a route that picks no queue (use
-    /// [`Route::try_to`] to see why).
+    /// A route to `queue`. An invalid queue name is kept in the route, and fails the send it
+    /// routes (see [`Route::check`]).
     pub fn to(queue: &str) -> Self {
-        Self::try_to(queue).unwrap_or_default()
+        Self::try_to(queue).unwrap_or_else(|error| Self {
+            invalid: Some(error),
+            ..Self::default()
+        })
     }
 
     /// A route to `queue`, checked.
     ///
     /// # Errors
     /// The queue name's rule.
-    pub fn try_to(queue: &str) -> Result<Self, celerity_proto::InvalidName> {
+    pub fn try_to(queue: &str) -> Result<Self, InvalidName> {
         Ok(Self {
             queue: Some(QueueName::new(queue)?),
             priority: None,
+            invalid: None,
         })
     }
 
-    /// Also sets the priority (0 to 9; out of range leaves it unset).
+    /// Also sets the priority (0 to 9). One out of range is kept in the route, and fails the send
+    /// it routes (see [`Route::check`]).
     pub fn priority(mut self, priority: u8) -> Self {
-        self.priority = Priority::new(priority).ok();
+        match Priority::new(priority) {
+            Ok(priority) => self.priority = Some(priority),
+            Err(error) => {
+                self.invalid.get_or_insert(error);
+            }
+        }
         self
+    }
+
+    /// Whether the queue name and priority given to [`Route::to`] and [`Route::priority`] were
+    /// valid.
+    ///
+    /// # Errors
+    /// The first invalid one, with the rule it breaks.
+    pub fn check(&self) -> Result<(), InvalidName> {
+        match &self.invalid {
+            Some(error) => Err(error.clone()),
+            None => Ok(()),
+        }
     }
 }
 
 /// A router function: sees the task name, positional and named arguments, and may pick a route.
 pub type RouterFn = dyn Fn(&str, &[Value], &Map<String, Value>) -> Option<Route> + Send + Sync;
 
-/// A route by task name: an exact name, or a glob where `*` matches any run of characters.
+/// A route by task name: an exact name, or a glob where `*` matches any run of characters (with
+/// `globset`'s syntax: `?`, `[abc]` and `{a,b}` too).
 #[derive(Debug, Clone)]
 pub(crate) struct NameRule {
     pattern: String,
+    matcher: GlobMatcher,
     queue: QueueName,
     priority: Option<Priority>,
 }
 
 impl NameRule {
-    pub(crate) fn new(pattern: String, queue: QueueName, priority: Option<Priority>) -> Self {
-        Self {
+    /// A rule routing the task names that `pattern` matches to `queue`.
+    ///
+    /// # Errors
+    /// When `pattern` is not a valid glob.
+    pub(crate) fn new(
+        pattern: String,
+        queue: QueueName,
+        priority: Option<Priority>,
+    ) -> Result<Self, globset::Error> {
+        let matcher = Glob::new(&pattern)?.compile_matcher();
+        Ok(Self {
             pattern,
+            matcher,
             queue,
             priority,
-        }
+        })
     }
 
     pub(crate) fn pattern(&self) -> &str {
@@ -76,7 +127,7 @@ impl NameRule {
     }
 
     fn matches(&self, name: &str) -> bool {
-        glob_match(&self.pattern, name)
+        self.matcher.is_match(name)
     }
 }
 
@@ -143,6 +194,9 @@ impl Routes {
 
     /// The queue and priority of a task: `explicit` ones from the call win; `task_queue` is the
     /// task's own attribute when the caller knows it (else the registered one is used).
+    ///
+    /// # Errors
+    /// The invalid queue name or priority of the route a router function returned.
     pub(crate) fn resolve(
         &self,
         name: &str,
@@ -151,25 +205,25 @@ impl Routes {
         explicit_queue: Option<QueueName>,
         explicit_priority: Option<Priority>,
         task_queue: Option<QueueName>,
-    ) -> (QueueName, Priority) {
-        let routed = || -> Option<(QueueName, Option<Priority>)> {
+    ) -> Result<(QueueName, Priority), InvalidName> {
+        let routed = || -> Result<Option<(QueueName, Option<Priority>)>, InvalidName> {
             for router in &self.routers {
-                if let Some(Route {
-                    queue: Some(queue),
-                    priority,
-                }) = router(name, args, kwargs)
-                {
-                    return Some((queue, priority));
+                if let Some(route) = router(name, args, kwargs) {
+                    route.check()?;
+                    if let Some(queue) = route.queue {
+                        return Ok(Some((queue, route.priority)));
+                    }
                 }
             }
-            self.rules
+            Ok(self
+                .rules
                 .iter()
                 .find(|rule| rule.matches(name))
-                .map(|rule| (rule.queue.clone(), rule.priority))
+                .map(|rule| (rule.queue.clone(), rule.priority)))
         };
         let (queue, routed_priority) = match explicit_queue {
             Some(queue) => (queue, None),
-            None => match routed() {
+            None => match routed()? {
                 Some(found) => found,
                 None => {
                     let queue = task_queue
@@ -180,40 +234,23 @@ impl Routes {
             },
         };
         // A router may set only a priority (no queue) for a task: honour it too.
-        let router_priority = || {
-            self.routers
-                .iter()
-                .find_map(|router| router(name, args, kwargs).and_then(|route| route.priority))
+        let router_priority = || -> Result<Option<Priority>, InvalidName> {
+            for router in &self.routers {
+                if let Some(route) = router(name, args, kwargs) {
+                    route.check()?;
+                    if route.priority.is_some() {
+                        return Ok(route.priority);
+                    }
+                }
+            }
+            Ok(None)
         };
-        let priority = explicit_priority
-            .or(routed_priority)
-            .or_else(router_priority)
-            .unwrap_or_default();
-        (queue, self.to_step(priority))
+        let priority = match explicit_priority.or(routed_priority) {
+            Some(priority) => priority,
+            None => router_priority()?.unwrap_or_default(),
+        };
+        Ok((queue, self.to_step(priority)))
     }
-}
-
-/// Matches `name` against `pattern`, where `*` matches any run of characters (also none).
-pub(crate) fn glob_match(pattern: &str, name: &str) -> bool {
-    let parts: Vec<&str> = pattern.split('*').collect();
-    if parts.len() == 1 {
-        return pattern == name;
-    }
-    let (first, last) = (parts[0], parts[parts.len() - 1]);
-    if !name.starts_with(first)
-        || !name[first.len()..].ends_with(last)
-        || name.len() < first.len() + last.len()
-    {
-        return false;
-    }
-    let mut rest = &name[first.len()..name.len() - last.len()];
-    for part in &parts[1..parts.len() - 1] {
-        match rest.find(part) {
-            Some(at) => rest = &rest[at + part.len()..],
-            None => return false,
-        }
-    }
-    true
 }
 
 #[cfg(test)]
@@ -242,12 +279,13 @@ mod tests {
             (name == "orders.process" && total > 1000.0).then(|| Route::to("premium").priority(8))
         });
         let rules = vec![
-            NameRule::new("tasks.critical".into(), q("high"), None),
+            NameRule::new("tasks.critical".into(), q("high"), None).unwrap(),
             NameRule::new(
                 "tasks.bulk_*".into(),
                 q("low"),
                 Some(Priority::new(1).unwrap()),
-            ),
+            )
+            .unwrap(),
         ];
         let task_queues = HashMap::from([
             ("tasks.mailer".to_owned(), q("email")),
@@ -259,7 +297,9 @@ mod tests {
     fn resolve(name: &str, args: Value, kwargs: Value, explicit: Option<&str>) -> (String, u8) {
         let args = args.as_array().cloned().unwrap_or_default();
         let kwargs = kwargs.as_object().cloned().unwrap_or_default();
-        let (queue, priority) = routes().resolve(name, &args, &kwargs, explicit.map(q), None, None);
+        let (queue, priority) = routes()
+            .resolve(name, &args, &kwargs, explicit.map(q), None, None)
+            .unwrap();
         (queue.to_string(), priority.get())
     }
 
@@ -310,13 +350,46 @@ mod tests {
 
     #[test]
     fn globs_match_like_shell_stars() {
-        assert!(glob_match("tasks.bulk_*", "tasks.bulk_"));
-        assert!(glob_match("tasks.bulk_*", "tasks.bulk_email"));
-        assert!(glob_match("*.report", "daily.report"));
-        assert!(glob_match("a*b*c", "aXbYc"));
-        assert!(!glob_match("a*b*c", "aXcYb"));
-        assert!(!glob_match("tasks.bulk_*", "tasks.bulk"));
-        assert!(glob_match("exact", "exact") && !glob_match("exact", "exactly"));
+        let matches = |pattern: &str, name: &str| {
+            NameRule::new(pattern.to_owned(), q("low"), None)
+                .unwrap()
+                .matches(name)
+        };
+        assert!(matches("tasks.bulk_*", "tasks.bulk_"));
+        assert!(matches("tasks.bulk_*", "tasks.bulk_email"));
+        assert!(matches("*.report", "daily.report"));
+        assert!(matches("a*b*c", "aXbYc"));
+        assert!(!matches("a*b*c", "aXcYb"));
+        assert!(!matches("tasks.bulk_*", "tasks.bulk"));
+        assert!(matches("exact", "exact") && !matches("exact", "exactly"));
+    }
+
+    #[test]
+    fn an_invalid_glob_is_refused() {
+        assert!(NameRule::new("tasks.[bulk".to_owned(), q("low"), None).is_err());
+    }
+
+    #[test]
+    fn a_router_with_an_invalid_queue_or_priority_fails_the_resolution() {
+        for route in [Route::to("no.dots"), Route::to("high").priority(10)] {
+            let router: Arc<RouterFn> = Arc::new(move |_, _, _| Some(route.clone()));
+            let routes = Routes::new(vec![router], Vec::new(), HashMap::new(), q("default"));
+            let error = routes
+                .resolve("tasks.any", &[], &Map::new(), None, None, None)
+                .unwrap_err();
+            assert!(!error.rule.is_empty(), "{error}");
+        }
+    }
+
+    #[test]
+    fn a_priority_only_router_with_an_invalid_priority_fails_even_with_an_explicit_queue() {
+        let router: Arc<RouterFn> = Arc::new(|_, _, _| Some(Route::default().priority(10)));
+        let routes = Routes::new(vec![router], Vec::new(), HashMap::new(), q("default"));
+        assert!(
+            routes
+                .resolve("tasks.any", &[], &Map::new(), Some(q("adhoc")), None, None)
+                .is_err()
+        );
     }
 }
 

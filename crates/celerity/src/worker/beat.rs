@@ -354,14 +354,19 @@ async fn send(
         .task(&task.task)
         .and_then(|registered| registered.options.queue_name())
         .and_then(|queue| celerity_proto::QueueName::new(queue).ok());
-    let (queue, priority) = shared.app.settings().routes.resolve(
-        task.task.as_str(),
-        &task.args,
-        &task.kwargs,
-        task.queue.clone(),
-        task.priority,
-        task.task_queue.clone().or(registered_queue),
-    );
+    let (queue, priority) = shared
+        .app
+        .settings()
+        .routes
+        .resolve(
+            task.task.as_str(),
+            &task.args,
+            &task.kwargs,
+            task.queue.clone(),
+            task.priority,
+            task.task_queue.clone().or(registered_queue),
+        )
+        .map_err(|error| crate::error::EnqueueError::invalid_route(task.task.as_str(), error))?;
     let mut record = SignatureRecord::new(task_id, task.task.clone(), task.args.clone());
     record.kwargs = task.kwargs.clone();
     record.queue = Some(queue);

@@ -266,7 +266,12 @@ impl<'e> TaskRun<'_, 'e> {
         let sent = shared
             .dispatcher
             .publisher()
-            .publish_bytes(&next, message.payload.clone(), &queue, false)
+            .publish_bytes(
+                &next,
+                message.payload.clone(),
+                &queue,
+                crate::publisher::Pending::Skip,
+            )
             .await;
         let error = record
             .error

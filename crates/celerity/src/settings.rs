@@ -1,0 +1,59 @@
+//! [`Settings`]: what the producers and workers of one deployment share (namespace, default
+//! queue, result expiry, body encoding, priority steps, routes).
+//!
+//! Built by [`crate::AppBuilder`]; read by the client and the workers. It sits below both, so
+//! neither names the app to read it.
+
+use std::time::Duration;
+
+use celerity_proto::{ContentType, Layout, Namespace, Priority, QueueName};
+
+use crate::routing::Routes;
+
+/// Settings shared by producers and workers of one deployment.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Settings {
+    /// Prefix of every subject, stream and bucket.
+    pub namespace: Namespace,
+    /// Where tasks go when neither the call nor the task names a queue.
+    pub default_queue: QueueName,
+    /// How long result records live.
+    pub result_expires: Duration,
+    /// Whether workers record RECEIVED when they take a task (one more write per task).
+    pub track_received: bool,
+    /// How task bodies and result records are encoded.
+    pub content_type: ContentType,
+    /// The priority levels in use, lowest first (Celery's `priority_steps`; default all of 0 to 9).
+    /// A priority is rounded down to the nearest step (up to the lowest step when below it).
+    pub priority_steps: Vec<Priority>,
+    /// How tasks are routed to queues (built by [`AppBuilder::build`]).
+    pub(crate) routes: Routes,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            namespace: Namespace::default(),
+            default_queue: QueueName::default(),
+            result_expires: Duration::from_secs(24 * 3600),
+            track_received: false,
+            content_type: ContentType::Json,
+            priority_steps: all_levels(),
+            routes: Routes::default_only(QueueName::default()),
+        }
+    }
+}
+
+/// Every priority level, lowest first.
+fn all_levels() -> Vec<Priority> {
+    let mut levels: Vec<Priority> = Priority::all_descending().collect();
+    levels.reverse();
+    levels
+}
+
+impl Settings {
+    pub(crate) fn layout(&self) -> Layout {
+        Layout::new(self.namespace.clone())
+    }
+}
