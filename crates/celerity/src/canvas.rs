@@ -36,10 +36,10 @@ use crate::error::EnqueueError;
 
 pub use chain::Chain;
 pub use chord::Chord;
-pub use group::{Group, GroupResult};
+pub use group::{Group, GroupResult, chunks_group};
 pub use part::Part;
 pub(crate) use signature::TaskCall;
-pub use signature::{ArgsTuple, Signature, chunks_group, map_signature, starmap_signature};
+pub use signature::{ArgsTuple, Signature, map_signature, starmap_signature};
 
 pub use celerity_proto::builtin::{MAP_TASK, STARMAP_TASK};
 

@@ -11,7 +11,7 @@ use crate::client::Client;
 use crate::error::EnqueueError;
 
 use super::part::Untyped;
-use super::{Part, send};
+use super::{Part, Signature, send};
 
 /// Steps run one after the other, each receiving the previous result (unless immutable); typed by
 /// what the last step returns. Built with [`chain!`](crate::chain) or [`Chain::start`] and
@@ -88,5 +88,26 @@ impl<T> Chain<T> {
                 celerity_proto::CanvasError::Empty("chain"),
             )),
         }
+    }
+}
+
+impl<T> From<Chain<T>> for Part<T> {
+    fn from(chain: Chain<T>) -> Self {
+        Part::from_node(Untyped::Chain(chain.steps))
+    }
+}
+
+// A signature is sent as a chain of one step; its `apply_async` lives here, above both.
+impl<T> Signature<T> {
+    /// Sends this signature alone.
+    ///
+    /// # Errors
+    /// As [`Client::apply`].
+    ///
+    /// # Cancel safety
+    /// Not cancel-safe: a dropped call may have sent part of the canvas (some group members, or a
+    /// chord's definition without all of its header); nothing is sent twice.
+    pub async fn apply_async(self, client: &Client) -> Result<AsyncResult<T>, EnqueueError> {
+        Chain::start(self).apply_async(client).await
     }
 }

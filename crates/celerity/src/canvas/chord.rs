@@ -103,3 +103,13 @@ impl<U> Chord<U> {
         }
     }
 }
+
+impl<T> From<Chord<T>> for Part<T> {
+    fn from(chord: Chord<T>) -> Self {
+        Part::from_node(Untyped::Chord(
+            chord.header,
+            Box::new(chord.body),
+            chord.policy,
+        ))
+    }
+}

@@ -11,7 +11,9 @@ use crate::client::Client;
 use crate::error::EnqueueError;
 
 use super::part::Untyped;
+use super::signature::{ArgsTuple, starmap_signature};
 use super::{Part, send};
+use crate::task::Task;
 
 /// Canvases run in parallel; the result is the list of their results, in order.
 ///
@@ -215,4 +217,26 @@ impl<T: DeserializeOwned> GroupResult<T> {
             .into_iter()
             .collect()
     }
+}
+
+impl<T> From<Group<T>> for Part<Vec<T>> {
+    fn from(group: Group<T>) -> Self {
+        Part::from_node(Untyped::Group(group.members))
+    }
+}
+
+#[doc(hidden)]
+pub fn chunks_group<K: Task, A: ArgsTuple>(
+    task: &K,
+    items: impl IntoIterator<Item = A>,
+    chunk_size: usize,
+) -> Group<Vec<K::Output>> {
+    let items: Vec<A> = items.into_iter().collect();
+    let mut chunks = Vec::new();
+    let mut iter = items.into_iter().peekable();
+    while iter.peek().is_some() {
+        let chunk: Vec<A> = iter.by_ref().take(chunk_size.max(1)).collect();
+        chunks.push(starmap_signature(task, chunk));
+    }
+    Group::new(chunks)
 }

@@ -9,8 +9,8 @@ use serde_json::Value;
 use crate::error::EnqueueError;
 use crate::routing::Routes;
 
+use super::Signature;
 use super::signature::new_id;
-use super::{Chain, Chord, Group, Signature};
 
 /// Any canvas (a signature, chain, group or chord) typed by its result: what chains, groups and
 /// chords are built from. Every canvas type converts into it with `into()`.
@@ -28,39 +28,19 @@ pub(super) enum Untyped {
     Chord(Vec<Untyped>, Box<Untyped>, ChordPolicy),
 }
 
+impl<T> Part<T> {
+    /// The part of a canvas whose untyped form is `node`.
+    pub(super) fn from_node(node: Untyped) -> Self {
+        Part {
+            node,
+            output: PhantomData,
+        }
+    }
+}
+
 impl<T> From<Signature<T>> for Part<T> {
     fn from(signature: Signature<T>) -> Self {
-        Part {
-            node: Untyped::Signature(signature.erase()),
-            output: PhantomData,
-        }
-    }
-}
-
-impl<T> From<Chain<T>> for Part<T> {
-    fn from(chain: Chain<T>) -> Self {
-        Part {
-            node: Untyped::Chain(chain.steps),
-            output: PhantomData,
-        }
-    }
-}
-
-impl<T> From<Group<T>> for Part<Vec<T>> {
-    fn from(group: Group<T>) -> Self {
-        Part {
-            node: Untyped::Group(group.members),
-            output: PhantomData,
-        }
-    }
-}
-
-impl<T> From<Chord<T>> for Part<T> {
-    fn from(chord: Chord<T>) -> Self {
-        Part {
-            node: Untyped::Chord(chord.header, Box::new(chord.body), chord.policy),
-            output: PhantomData,
-        }
+        Part::from_node(Untyped::Signature(signature.erase()))
     }
 }
 

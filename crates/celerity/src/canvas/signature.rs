@@ -9,13 +9,11 @@ use celerity_proto::{CanvasNode, Priority, QueueName, SignatureRecord, TaskId, T
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::async_result::AsyncResult;
-use crate::client::Client;
 use crate::error::EnqueueError;
 use crate::routing::Routes;
 use crate::task::Task;
 
-use super::{Chain, Group, MAP_TASK, STARMAP_TASK};
+use super::{MAP_TASK, STARMAP_TASK};
 
 /// Arguments given to a signature: a tuple of serializable values, `()` for none.
 #[diagnostic::on_unimplemented(
@@ -234,18 +232,6 @@ impl<T> Signature<T> {
         record.link_error = callbacks(extras.link_error, routes)?;
         Ok(record)
     }
-
-    /// Sends this signature alone.
-    ///
-    /// # Errors
-    /// As [`Client::apply`].
-    ///
-    /// # Cancel safety
-    /// Not cancel-safe: a dropped call may have sent part of the canvas (some group members, or a
-    /// chord's definition without all of its header); nothing is sent twice.
-    pub async fn apply_async(self, client: &Client) -> Result<AsyncResult<T>, EnqueueError> {
-        Chain::start(self).apply_async(client).await
-    }
 }
 
 /// The task of a signature, checked: its name and arguments, the queue and priority named on it,
@@ -293,22 +279,6 @@ pub fn starmap_signature<K: Task, A: ArgsTuple>(
         .map(|item| item.into_args().map(Value::Array).map_err(Arc::new))
         .collect();
     builtin(task, STARMAP_TASK, items)
-}
-
-#[doc(hidden)]
-pub fn chunks_group<K: Task, A: ArgsTuple>(
-    task: &K,
-    items: impl IntoIterator<Item = A>,
-    chunk_size: usize,
-) -> Group<Vec<K::Output>> {
-    let items: Vec<A> = items.into_iter().collect();
-    let mut chunks = Vec::new();
-    let mut iter = items.into_iter().peekable();
-    while iter.peek().is_some() {
-        let chunk: Vec<A> = iter.by_ref().take(chunk_size.max(1)).collect();
-        chunks.push(starmap_signature(task, chunk));
-    }
-    Group::new(chunks)
 }
 
 /// A signature of a built-in task that runs `task` once per item, in one worker.
