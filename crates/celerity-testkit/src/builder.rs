@@ -178,3 +178,20 @@ impl NatsServerBuilder {
         Ok(server)
     }
 }
+
+// The entry points to a builder live with it, so the running server's file names no builder.
+impl NatsServer {
+    /// Starts a server with the default options; the same as `NatsServer::builder().start()`.
+    ///
+    /// # Errors
+    ///
+    /// See [`NatsServerBuilder::start`].
+    pub fn start() -> Result<NatsServer, TestkitError> {
+        NatsServer::builder().start()
+    }
+
+    /// Returns a builder to choose the port, store directory, authentication, TLS and more.
+    pub fn builder() -> NatsServerBuilder {
+        NatsServerBuilder::default()
+    }
+}

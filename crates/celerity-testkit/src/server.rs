@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use tempfile::TempDir;
 
 use crate::config::ServerConfig;
-use crate::{NatsServerBuilder, TestkitError, TlsFiles, readiness};
+use crate::{TestkitError, TlsFiles, readiness};
 
 /// How long [`NatsServer::stop`] waits after SIGTERM before it sends SIGKILL.
 const STOP_GRACE: Duration = Duration::from_secs(10);
@@ -23,7 +23,7 @@ const EXIT_POLL_INTERVAL: Duration = Duration::from_millis(10);
 /// A `nats-server` process on 127.0.0.1 with its own config, log and store directory.
 ///
 /// Dropping it kills the process (SIGKILL) and removes its temporary directory, even when a test
-/// panics; a store directory given to [`NatsServerBuilder::store_dir`] is kept.
+/// panics; a store directory given to [`NatsServerBuilder::store_dir`](crate::NatsServerBuilder::store_dir) is kept.
 ///
 /// ```no_run
 /// # fn main() -> Result<(), celerity_testkit::TestkitError> {
@@ -48,20 +48,6 @@ pub struct NatsServer {
 }
 
 impl NatsServer {
-    /// Starts a server with the default options; the same as `NatsServer::builder().start()`.
-    ///
-    /// # Errors
-    ///
-    /// See [`NatsServerBuilder::start`].
-    pub fn start() -> Result<NatsServer, TestkitError> {
-        NatsServer::builder().start()
-    }
-
-    /// Returns a builder to choose the port, store directory, authentication, TLS and more.
-    pub fn builder() -> NatsServerBuilder {
-        NatsServerBuilder::default()
-    }
-
     /// The URL clients connect to, `nats://127.0.0.1:<port>` (also for TLS servers).
     pub fn url(&self) -> String {
         format!("nats://127.0.0.1:{}", self.config.port)
@@ -87,7 +73,7 @@ impl NatsServer {
         &self.config.log_path
     }
 
-    /// The certificate files, when the server was built with [`NatsServerBuilder::tls`].
+    /// The certificate files, when the server was built with [`NatsServerBuilder::tls`](crate::NatsServerBuilder::tls).
     pub fn tls_files(&self) -> Option<&TlsFiles> {
         self.config.tls.as_ref()
     }

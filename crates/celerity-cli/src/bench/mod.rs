@@ -19,7 +19,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use self::cpu::{PerTask, Processes, Used};
 use self::raw::Raw;
-use self::report::{Figure, Report, Target};
+use self::report::{Figure, Report, Sizes, Target};
 use self::tasks::{WorkerProcess, memory, noop, noop_ignored, now_us, one, stamp, step, total};
 
 /// How long any one result may take.
@@ -84,17 +84,6 @@ enum Part {
     Chord,
     /// Priority-9 time to start behind a backlog.
     Priority,
-}
-
-/// The sizes of one run.
-#[derive(Debug, Clone, Copy, serde::Serialize)]
-pub(crate) struct Sizes {
-    tasks: usize,
-    chains: usize,
-    chord: usize,
-    window: usize,
-    concurrency: usize,
-    quick: bool,
 }
 
 impl BenchArgs {

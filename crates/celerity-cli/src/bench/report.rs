@@ -7,7 +7,6 @@ use std::time::Duration;
 use procfs::Current as _;
 use serde::Serialize;
 
-use super::Sizes;
 use super::cpu::{PerTask, Used};
 use crate::table;
 
@@ -368,6 +367,17 @@ fn format_value(value: f64) -> String {
     } else {
         format!("{value:.3}")
     }
+}
+
+/// The sizes of one run.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub(crate) struct Sizes {
+    pub(crate) tasks: usize,
+    pub(crate) chains: usize,
+    pub(crate) chord: usize,
+    pub(crate) window: usize,
+    pub(crate) concurrency: usize,
+    pub(crate) quick: bool,
 }
 
 #[cfg(test)]

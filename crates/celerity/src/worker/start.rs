@@ -19,8 +19,8 @@ use crate::nats::{NatsConfig, connect_with_retry};
 use crate::publisher::Publisher;
 use crate::worker::setup::{Provisioned, RevokedIds, Setup};
 use crate::worker::{
-    SharedHandle, WorkerConfig, WorkerError, WorkerShared, beat, chord, limits, queue, root,
-    shutdown, watches,
+    SharedHandle, WorkerConfig, WorkerError, WorkerShared, beat, chord, limits, queue, root, stop,
+    watches,
 };
 
 /// The most tasks one worker holds at once (a bound far above any sensible setting, and below
@@ -66,7 +66,7 @@ pub(super) fn run_on_this_thread(
     let system = System::new();
     let root = system.block_on(async move { parts.start_root(shared) });
     if signals == Signals::Handle {
-        shutdown::forward_signals_on(&runtime, &root);
+        stop::forward_signals_on(&runtime, &root);
     }
     on_ready(root);
     system.run().map_err(WorkerError::Runtime)?;
