@@ -178,7 +178,7 @@ pub struct WorkerArgs {
     /// Tasks held per slot; 1 holds no task that cannot start.
     #[arg(long = "prefetch-multiplier", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub prefetch_multiplier: u32,
-    /// Worker name in logs, results and dead letters (default: celerity@<host>.<pid>).
+    /// Worker name in logs, results and dead letters (default: `celerity@<host>.<pid>`).
     #[arg(short = 'n', long = "hostname")]
     pub hostname: Option<String>,
     /// Seconds before an unacknowledged task goes to another worker (at most 60, inside the
