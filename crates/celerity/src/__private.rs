@@ -208,7 +208,8 @@ impl<'a, E> NoStdError<'a> for ErrorView<'a, E> {
 }
 
 /// Asks for an automatic retry when the task's `options` list the type of `error` (or of an error
-/// it holds) in `autoretry_for`. A retry the task asked for itself (`ctx.retry(..)`) is kept.
+/// it holds) in `autoretry_for`. A retry the task asked for itself (`ctx.retry(..)`) is kept, and
+/// marked bare when `error` is the [`Retry`](crate::Retry) it returned.
 pub fn note_failure(
     ctx: &TaskContext,
     options: &TaskOptions,
@@ -216,6 +217,9 @@ pub fn note_failure(
 ) {
     if error.is_some_and(|error| options.retries_automatically_on(error)) {
         ctx.request_autoretry();
+    }
+    if error.is_some_and(<dyn std::error::Error>::is::<crate::Retry>) {
+        ctx.note_bare_retry();
     }
 }
 
@@ -247,6 +251,24 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn a_returned_retry_marks_the_request_bare_and_another_error_does_not() {
+        let options = crate::TaskOptions::new("it.retry");
+        let id = celerity_proto::TaskId::new("t1").unwrap();
+        let ctx =
+            crate::TaskContext::detached(id, celerity_proto::TaskName::new("it.retry").unwrap());
+        let error: anyhow::Error = ctx.retry(None).into();
+        let held: &(dyn std::error::Error + Send + Sync + 'static) = &*error;
+        note_failure(&ctx, &options, Some(held));
+        assert!(ctx.take_retry_request().is_some_and(|request| request.bare));
+        let _ = ctx.retry(None);
+        note_failure(&ctx, &options, Some(&std::fmt::Error));
+        assert!(
+            ctx.take_retry_request()
+                .is_some_and(|request| !request.bare)
+        );
+    }
 
     fn kwargs(pairs: &[(&str, Value)]) -> Map {
         pairs

@@ -133,6 +133,9 @@ struct Running {
 pub(crate) struct RetryRequest {
     /// The wait before the retry; `None` means the task's backoff or default delay.
     pub(crate) countdown: Option<std::time::Duration>,
+    /// True when the task's error is the [`Retry`] itself (it has no error of its own), as
+    /// `return Err(ctx.retry(None).into())` returns.
+    pub(crate) bare: bool,
 }
 
 /// The error a task returns to be retried: made by [`TaskContext::retry`], it carries no
@@ -207,7 +210,10 @@ impl TaskContext {
     /// task fails instead, with the error it returned.
     pub fn retry(&self, countdown: Option<std::time::Duration>) -> Retry {
         if let Ok(mut request) = self.inner.retry.lock() {
-            *request = Some(RetryRequest { countdown });
+            *request = Some(RetryRequest {
+                countdown,
+                bare: false,
+            });
         }
         Retry
     }
@@ -215,7 +221,19 @@ impl TaskContext {
     /// Asks for a retry with the task's backoff, unless the task asked for one itself.
     pub(crate) fn request_autoretry(&self) {
         if let Ok(mut request) = self.inner.retry.lock() {
-            request.get_or_insert(RetryRequest { countdown: None });
+            request.get_or_insert(RetryRequest {
+                countdown: None,
+                bare: false,
+            });
+        }
+    }
+
+    /// Marks the retry the task asked for as bare: its error is the [`Retry`] itself.
+    pub(crate) fn note_bare_retry(&self) {
+        if let Ok(mut request) = self.inner.retry.lock()
+            && let Some(request) = request.as_mut()
+        {
+            request.bare = true;
         }
     }
 

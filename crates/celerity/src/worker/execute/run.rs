@@ -113,7 +113,8 @@ impl<'e> TaskRun<'_, 'e> {
                         });
                     return Ended::Retry { error, delay };
                 }
-                Err(given_up(error, envelope.retries))
+                let bare = request.is_some_and(|request| request.bare);
+                Err(given_up(error, bare, envelope.retries))
             }
             (outcome, _) => outcome,
         };
@@ -323,15 +324,33 @@ async fn run_hook(task_id: &celerity_proto::TaskId, hook: crate::task::HookFutur
     }
 }
 
-/// The failure of a task that asked for a retry once its retries were used up.
-fn given_up(error: ErrorRecord, retries: u32) -> ErrorRecord {
-    if error.kind.ends_with("Retry") || error.message == crate::task::Retry.to_string() {
-        // The task returned the bare retry request: say what happened instead.
+/// The failure of a task that asked for a retry once its retries were used up: its error, or
+/// when that was the bare retry request (`bare`), what happened.
+fn given_up(error: ErrorRecord, bare: bool, retries: u32) -> ErrorRecord {
+    if bare {
         ErrorRecord::new(
             "celerity::MaxRetriesExceeded",
             format!("the task asked for a retry after {retries} retries, its maximum"),
         )
     } else {
         error
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bare_retry_given_up_says_so_and_an_error_of_its_own_is_kept() {
+        let retry = ErrorRecord::new("anyhow::Error", "retry requested");
+        let given = given_up(retry, true, 3);
+        assert_eq!(given.kind, "celerity::MaxRetriesExceeded");
+        assert_eq!(
+            given.message,
+            "the task asked for a retry after 3 retries, its maximum"
+        );
+        let own = ErrorRecord::new("it::Flaky", "the service is down");
+        assert_eq!(given_up(own.clone(), false, 3), own);
     }
 }
