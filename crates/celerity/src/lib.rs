@@ -100,9 +100,6 @@ pub mod worker;
 pub mod __private;
 pub mod beat;
 
-#[cfg(test)]
-mod layers;
-
 pub use app::{App, AppBuilder, ConfigError};
 pub use async_result::{AsyncResult, ResultError, RevokeError};
 pub use canvas::{Chain, Chord, Group, GroupResult, Signature};
