@@ -9,7 +9,7 @@ pub(crate) mod headers;
 pub(crate) mod provision;
 pub(crate) mod server;
 
-pub(crate) use connect::connect_with_retry;
 pub use connect::{ConnectError, NatsConfig};
 #[cfg(feature = "cli")]
 pub(crate) use connect::{REDACTED, without_user_info};
+pub(crate) use connect::{SERVER_BACKOFF, connect_with_retry};

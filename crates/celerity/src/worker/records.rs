@@ -108,25 +108,29 @@ pub(crate) async fn store_encoded(
     true
 }
 
-/// Writes an encoded record, trying again after 50 ms, then twice as long each time up to 2 s,
-/// ten tries in all (about 15 s). False when every try failed.
+/// How a record's write is retried: after 50 ms, then twice as long each time up to 2 s, ten tries
+/// in all (about 15 s).
+const STORE_BACKOFF: backon::ExponentialBuilder = backon::ExponentialBuilder::new()
+    .with_min_delay(Duration::from_millis(50))
+    .with_max_delay(Duration::from_secs(2))
+    .with_max_times(9);
+
+/// Writes an encoded record, retried with [`STORE_BACKOFF`]. False when every try failed.
 async fn put_with_backoff(
     shared: &WorkerShared,
     envelope: &Envelope,
     bytes: &bytes::Bytes,
 ) -> bool {
-    let mut delay = Duration::from_millis(50);
-    for attempt in 1..=10 {
-        match shared.store.put_encoded(&envelope.id, bytes.clone()).await {
-            Ok(()) => return true,
-            Err(error) => {
-                tracing::warn!(task_id = %envelope.id, attempt, error = %crate::error_chain(&error), "cannot store the result; retrying");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(2));
-            }
-        }
-    }
-    false
+    use backon::Retryable;
+    let mut attempt = 0_u32;
+    (|| shared.store.put_encoded(&envelope.id, bytes.clone()))
+        .retry(STORE_BACKOFF)
+        .notify(|error, _| {
+            attempt += 1;
+            tracing::warn!(task_id = %envelope.id, attempt, error = %crate::error_chain(error), "cannot store the result; retrying");
+        })
+        .await
+        .is_ok()
 }
 
 /// The record encoded, or, when that is larger than a message may be, the record turned into a

@@ -102,11 +102,6 @@ pub(super) struct RevokedIds {
     pub(super) ids: Revocations,
 }
 
-/// The wait before the next provisioning attempt: twice the last, at most 5 s.
-fn next_retry_delay(delay: Duration) -> Duration {
-    (delay * 2).min(Duration::from_secs(5))
-}
-
 impl Setup<'_> {
     /// Creates or opens everything the worker needs, retrying until the server's JetStream answers.
     ///
@@ -114,15 +109,18 @@ impl Setup<'_> {
     /// Cancel safe: a dropped call leaves at most streams, consumers and buckets created, which
     /// the next worker opens as they are.
     pub(super) async fn provision_with_retry(&self) -> Provisioned {
-        let mut delay = Duration::from_millis(100);
+        use backon::Retryable;
+        // The connect loop's backoff (100 ms doubling to 5 s) has no end, so the retry returns
+        // only with a success; the loop keeps that true without a panic should it ever end.
         loop {
-            match self.provision_once().await {
-                Ok(done) => return done,
-                Err(error) => {
-                    tracing::warn!(error = %crate::error_chain(&error), retry_in_ms = delay.as_millis() as u64, "JetStream is not ready; retrying");
-                    tokio::time::sleep(delay).await;
-                    delay = next_retry_delay(delay);
-                }
+            let provisioned = (|| self.provision_once())
+                .retry(crate::nats::SERVER_BACKOFF)
+                .notify(|error, delay| {
+                    tracing::warn!(error = %crate::error_chain(error), retry_in_ms = delay.as_millis() as u64, "JetStream is not ready; retrying");
+                })
+                .await;
+            if let Ok(done) = provisioned {
+                return done;
             }
         }
     }
@@ -302,21 +300,5 @@ impl Setup<'_> {
             limits,
             weights,
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn retries_back_off_to_five_seconds() {
-        let mut delay = Duration::from_millis(100);
-        let mut delays = Vec::new();
-        for _ in 0..8 {
-            delays.push(delay.as_millis());
-            delay = next_retry_delay(delay);
-        }
-        assert_eq!(delays, [100, 200, 400, 800, 1600, 3200, 5000, 5000]);
     }
 }
