@@ -121,7 +121,7 @@ impl ResultBackend {
             task_id: id.clone(),
             source,
         };
-        let record = serde_json::json!({"reason": "revoked", "at_ms": now_ms()});
+        let record = celerity_proto::RevocationRecord::new(now_ms());
         let bytes =
             serde_json::to_vec(&record).map_err(|error| failed(RevokeError::Encode(error)))?;
         self.revoked

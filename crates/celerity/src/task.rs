@@ -562,10 +562,17 @@ pub(crate) async fn mark_task_body<F: std::future::Future>(body: F) -> F::Output
 
 /// Runs a blocking task body marked as such.
 pub(crate) fn mark_blocking_body<T>(body: impl FnOnce() -> T) -> T {
+    /// Clears the flag however the body ends, a panic included, so the pool thread that ran it
+    /// is not taken for a blocking body's later.
+    struct Unmark;
+    impl Drop for Unmark {
+        fn drop(&mut self) {
+            IN_BLOCKING_BODY.with(|flag| flag.set(false));
+        }
+    }
     IN_BLOCKING_BODY.with(|flag| flag.set(true));
-    let output = body();
-    IN_BLOCKING_BODY.with(|flag| flag.set(false));
-    output
+    let _unmark = Unmark;
+    body()
 }
 
 /// A registered task type, with its run function erased for the worker's registry.
