@@ -24,13 +24,14 @@ use std::path::Path;
 use std::time::Duration;
 
 use async_nats::jetstream::kv;
-use celerity_proto::{Priority, QueueName, TaskName};
+use celerity_proto::{InvalidName, Priority, QueueName, TaskName};
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use crate::canvas::{Signature, TaskCall};
 use crate::client::Client;
+use crate::error::EnqueueError;
 
 /// What the beat bucket says: the scheduler that holds the lease, and the state of every entry
 /// ever scheduled (with its last run), sorted by name.
@@ -110,12 +111,13 @@ pub const MIN_INTERVAL: Duration = Duration::from_secs(1);
 #[non_exhaustive]
 pub enum ScheduleError {
     /// A cron expression does not parse.
-    #[error("invalid cron expression {expression:?}: {reason}")]
+    #[error("invalid cron expression {expression:?}: {source}")]
     InvalidCron {
         /// The expression.
         expression: String,
         /// What is wrong.
-        reason: String,
+        #[source]
+        source: CronError,
     },
     /// An interval is too short or not a duration.
     #[error(
@@ -129,12 +131,13 @@ pub enum ScheduleError {
     #[error("invalid beat entry name {0:?}: use 1 to 64 characters of A-Z a-z 0-9 - _")]
     InvalidName(String),
     /// An entry's task is invalid (name, arguments, queue or priority).
-    #[error("beat entry {entry:?}: {reason}")]
+    #[error("beat entry {entry:?}: {source}")]
     InvalidTask {
         /// The entry.
         entry: String,
         /// What is wrong.
-        reason: String,
+        #[source]
+        source: EntryError,
     },
     /// Two entries share a name.
     #[error("beat entry {0:?} is defined twice")]
@@ -149,13 +152,43 @@ pub enum ScheduleError {
         source: std::io::Error,
     },
     /// The schedule file is not a valid schedule.
-    #[error("invalid schedule file {path}: {reason}")]
+    #[error("invalid schedule file {path}: {source}")]
     Parse {
-        /// The file.
+        /// The file (empty for text parsed without one).
         path: String,
         /// What is wrong, with its line.
-        reason: String,
+        #[source]
+        source: Box<toml::de::Error>,
     },
+}
+
+/// Why a cron expression does not parse.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CronError {
+    /// The expression does not have 5 or 6 fields.
+    #[error(
+        "expected 5 fields (minute hour day-of-month month day-of-week) or 6 with seconds first, found {0}"
+    )]
+    FieldCount(usize),
+    /// A field does not parse.
+    #[error("{0}")]
+    Syntax(#[source] croner::errors::CronError),
+}
+
+/// What is wrong with a beat entry's task.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EntryError {
+    /// A schedule file entry gives both `every` and `cron`, or neither.
+    #[error("give exactly one of `every` and `cron`")]
+    ScheduleKind,
+    /// The task name, queue or priority breaks its rule.
+    #[error("{0}")]
+    Name(#[source] InvalidName),
+    /// The signature's arguments, queue or priority are invalid.
+    #[error("{0}")]
+    Signature(#[source] Box<EnqueueError>),
 }
 
 /// When an entry is due: every fixed interval, or on a crontab pattern (UTC).
@@ -199,21 +232,19 @@ impl Schedule {
     /// # Errors
     /// [`ScheduleError::InvalidCron`] naming the expression and what is wrong.
     pub fn cron(expression: &str) -> Result<Self, ScheduleError> {
-        let invalid = |reason: String| ScheduleError::InvalidCron {
+        let invalid = |source: CronError| ScheduleError::InvalidCron {
             expression: expression.to_owned(),
-            reason,
+            source,
         };
         let fields = expression.split_whitespace().count();
         if !(5..=6).contains(&fields) {
-            return Err(invalid(format!(
-                "expected 5 fields (minute hour day-of-month month day-of-week) or 6 with seconds first, found {fields}"
-            )));
+            return Err(invalid(CronError::FieldCount(fields)));
         }
         let cron = croner::parser::CronParser::builder()
             .seconds(croner::parser::Seconds::Optional)
             .build()
             .parse(expression)
-            .map_err(|error| invalid(error.to_string()))?;
+            .map_err(|error| invalid(CronError::Syntax(error)))?;
         Ok(Self(Kind::Cron {
             expression: expression.trim().to_owned(),
             cron: Box::new(cron),
@@ -290,7 +321,7 @@ impl Entry {
             .into_task_call()
             .map_err(|error| ScheduleError::InvalidTask {
                 entry: name.to_owned(),
-                reason: error.to_string(),
+                source: EntryError::Signature(Box::new(error)),
             })?;
         Ok(Self {
             name: name.to_owned(),
@@ -314,7 +345,7 @@ impl Entry {
         check_name(name)?;
         let task = TaskName::new(task).map_err(|error| ScheduleError::InvalidTask {
             entry: name.to_owned(),
-            reason: error.to_string(),
+            source: EntryError::Name(error),
         })?;
         Ok(Self {
             name: name.to_owned(),
@@ -392,9 +423,9 @@ pub fn load_schedule_file(path: &Path) -> Result<Vec<Entry>, ScheduleError> {
         source,
     })?;
     parse_schedule(&text).map_err(|error| match error {
-        ScheduleError::Parse { reason, .. } => ScheduleError::Parse {
+        ScheduleError::Parse { source, .. } => ScheduleError::Parse {
             path: shown,
-            reason,
+            source,
         },
         other => other,
     })
@@ -433,19 +464,19 @@ enum Interval {
 pub(crate) fn parse_schedule(text: &str) -> Result<Vec<Entry>, ScheduleError> {
     let file: ScheduleFile = toml::from_str(text).map_err(|error| ScheduleError::Parse {
         path: String::new(),
-        reason: error.to_string().trim().to_owned(),
+        source: Box::new(error),
     })?;
     let mut entries = Vec::with_capacity(file.entry.len());
     for item in file.entry {
-        let invalid = |reason: String| ScheduleError::InvalidTask {
+        let invalid = |source: EntryError| ScheduleError::InvalidTask {
             entry: item.name.clone(),
-            reason,
+            source,
         };
         let schedule = match (&item.every, &item.cron) {
             (Some(every), None) => Schedule::every(parse_interval(every)?)?,
             (None, Some(cron)) => Schedule::cron(cron)?,
             _ => {
-                return Err(invalid("give exactly one of `every` and `cron`".to_owned()));
+                return Err(invalid(EntryError::ScheduleKind));
             }
         };
         let mut entry = Entry::by_name(&item.name, schedule, &item.task, item.args, item.kwargs)?;
@@ -453,12 +484,12 @@ pub(crate) fn parse_schedule(text: &str) -> Result<Vec<Entry>, ScheduleError> {
             .queue
             .map(QueueName::new)
             .transpose()
-            .map_err(|error| invalid(error.to_string()))?;
+            .map_err(|error| invalid(EntryError::Name(error)))?;
         entry.task.priority = item
             .priority
             .map(Priority::new)
             .transpose()
-            .map_err(|error| invalid(error.to_string()))?;
+            .map_err(|error| invalid(EntryError::Name(error)))?;
         entries.push(entry);
     }
     check_unique(&entries)?;
@@ -543,7 +574,28 @@ mod tests {
         for bad in ["61 * * * *", "* * *", "every minute", "*/0 * * * *"] {
             let error = Schedule::cron(bad).unwrap_err();
             assert!(error.to_string().contains(&format!("{bad:?}")), "{error}");
+            assert_eq!(crate::error_chain(&error), error.to_string());
         }
+        assert!(matches!(
+            Schedule::cron("* * *"),
+            Err(ScheduleError::InvalidCron {
+                source: CronError::FieldCount(3),
+                ..
+            })
+        ));
+        assert!(matches!(
+            Entry::by_name(
+                "e",
+                Schedule::every(Duration::from_secs(1)).unwrap(),
+                "bad name",
+                vec![],
+                Map::new()
+            ),
+            Err(ScheduleError::InvalidTask {
+                source: EntryError::Name(_),
+                ..
+            })
+        ));
         assert!(Schedule::every(Duration::from_millis(500)).is_err());
         assert!(matches!(
             check_name("has space"),
