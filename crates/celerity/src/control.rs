@@ -6,17 +6,21 @@
 //! use std::time::Duration;
 //! let replies = client.control().ping(None, Duration::from_secs(1)).await?;
 //! for reply in replies {
-//!     println!("{} answered", reply.worker);
+//!     let ping = reply.result_as::<celerity::control::PingResult>().transpose()?;
+//!     println!("{} answered: {ping:?}", reply.worker);
 //! }
 //! # Ok(()) }
 //! ```
 
 use std::time::Duration;
 
-use celerity_proto::{
-    ControlCommand, ControlReply, ControlRequest, InvalidName, Layout, RevocationRecord,
-};
+use celerity_proto::{ControlCommand, ControlRequest, InvalidName, Layout, RevocationRecord};
 use futures_util::StreamExt;
+
+/// A worker's reply, and the `result` each command's reply carries ([`ControlReply::result_as`]).
+pub use celerity_proto::{
+    ControlReply, PingResult, PriorityWeightsResult, RateLimitResult, RevokeResult,
+};
 
 /// A control request failed.
 #[derive(Debug, thiserror::Error)]
@@ -191,7 +195,7 @@ impl Control {
     }
 
     /// Pings `destination` (a worker hostname), or every worker when `None`, gathering replies
-    /// until `timeout`. Each reply's `result` is a [`celerity_proto::PingResult`].
+    /// until `timeout`. Each reply's `result` is a [`PingResult`].
     ///
     /// # Errors
     /// [`ControlError::UnknownDestination`] when the named worker does not answer.
@@ -208,7 +212,7 @@ impl Control {
 
     /// Revokes task `task_id` on every worker (or only `destination`), and with
     /// [`RevokeMode::Terminate`] aborts it where it runs. The revocation is stored, so workers
-    /// started later honour it too. Each reply's `result` is a [`celerity_proto::RevokeResult`].
+    /// started later honour it too. Each reply's `result` is a [`RevokeResult`].
     ///
     /// ```no_run
     /// # async fn demo(client: celerity::Client) -> Result<(), Box<dyn std::error::Error>> {
@@ -255,7 +259,7 @@ impl Control {
     /// worker (`None`), per worker or, with [`RateLimitScope::Global`], for the whole cluster.
     /// The change is stored in the settings bucket by the workers that apply it, so it also holds
     /// for workers started later and survives restarts. A worker that does not know the task
-    /// refuses. Each reply's `result` is a [`celerity_proto::RateLimitResult`].
+    /// refuses. Each reply's `result` is a [`RateLimitResult`].
     ///
     /// ```no_run
     /// # async fn demo(client: celerity::Client) -> Result<(), Box<dyn std::error::Error>> {
@@ -303,7 +307,7 @@ impl Control {
     /// Changes how `destination` (or every worker, with `None`) picks among priority levels:
     /// weighted with ten weights, strict, or back to the worker's own flags. Stored like rate
     /// limits, so it also holds for workers started later. Each reply's `result` is a
-    /// [`celerity_proto::PriorityWeightsResult`].
+    /// [`PriorityWeightsResult`].
     ///
     /// # Errors
     /// As [`Control::ping`].

@@ -13,6 +13,8 @@
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use anyhow::Context as _;
+use celerity::control::RateLimitResult;
 use celerity::{
     App, Client, ControlError, RateLimitChange, RateLimitScope, Shutdown, WorkerConfig,
 };
@@ -150,13 +152,14 @@ async fn set_limit(client: &Client, change: RateLimitChange) -> anyhow::Result<(
             reply.worker,
             reply.error.unwrap_or_default()
         );
-        let limit = reply
-            .result
-            .as_ref()
-            .and_then(|result| result.get("rate_limit"))
-            .and_then(|limit| limit.as_str())
-            .unwrap_or("no limit");
-        println!("{} limits {TASK} to {limit}", reply.worker);
+        let result = reply
+            .result_as::<RateLimitResult>()
+            .transpose()?
+            .with_context(|| format!("{} sent no rate limit back", reply.worker))?;
+        match result.rate_limit {
+            Some(rate) => println!("{} limits {TASK} to {rate}", reply.worker),
+            None => println!("{} does not limit {TASK}", reply.worker),
+        }
     }
     Ok(())
 }
