@@ -17,7 +17,6 @@ use crate::result_store::ResultStore;
 
 pub(crate) use celerity_proto::builtin::ETA_SLACK_MS;
 
-/// Publishes task messages.
 /// Whether a publish also creates the task's PENDING record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Pending {
@@ -28,6 +27,7 @@ pub(crate) enum Pending {
     Skip,
 }
 
+/// Publishes task messages.
 pub(crate) struct Publisher {
     nats: async_nats::Client,
     js: jetstream::Context,
