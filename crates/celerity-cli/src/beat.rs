@@ -41,7 +41,7 @@ pub(crate) async fn run(args: BeatArgs) -> anyhow::Result<bool> {
         .await
         .context("cannot connect")?;
     let status = celerity::beat::status(&client).await?;
-    let now = now_ms();
+    let now = celerity::clock::now_ms();
     let scheduled: Vec<String> = match &status.leader {
         Some(lease) if lease.until_ms >= now => {
             println!(
@@ -99,10 +99,4 @@ fn time(ms: Option<u64>) -> String {
             || "-".to_owned(),
             |time| time.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
         )
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |elapsed| elapsed.as_millis() as u64)
 }

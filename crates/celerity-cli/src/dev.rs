@@ -97,7 +97,11 @@ impl DevArgs {
 pub(crate) async fn run(args: DevArgs) -> anyhow::Result<bool> {
     demo::hide_intended_panics();
     let app = demo::app().context("the demo app is invalid")?;
-    let mut console = Console::new(args.quiet);
+    let verbosity = match args.quiet {
+        true => Verbosity::Quiet,
+        false => Verbosity::Progress,
+    };
+    let mut console = Console::new(verbosity);
 
     let server = if args.uses_given_server() {
         None
@@ -444,21 +448,30 @@ impl Report {
 
 /// Standard output, where a closed pipe (`celerity dev | head`) ends printing, not the demo.
 struct Console {
-    quiet: bool,
+    verbosity: Verbosity,
     closed: bool,
 }
 
+/// What the demo prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verbosity {
+    /// Progress lines and the summary.
+    Progress,
+    /// The summary only (`--quiet`).
+    Quiet,
+}
+
 impl Console {
-    fn new(quiet: bool) -> Self {
+    fn new(verbosity: Verbosity) -> Self {
         Console {
-            quiet,
+            verbosity,
             closed: false,
         }
     }
 
     /// Prints a progress line, unless quiet.
     fn line(&mut self, text: fmt::Arguments<'_>) -> anyhow::Result<()> {
-        if self.quiet {
+        if self.verbosity == Verbosity::Quiet {
             return Ok(());
         }
         self.summary(text)

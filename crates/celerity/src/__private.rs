@@ -209,7 +209,7 @@ impl<'a, E> NoStdError<'a> for ErrorView<'a, E> {
 
 /// Asks for an automatic retry when the task's `options` list the type of `error` (or of an error
 /// it holds) in `autoretry_for`. A retry the task asked for itself (`ctx.retry(..)`) is kept, and
-/// marked bare when `error` is the [`Retry`](crate::Retry) it returned.
+/// marked bare when `error` is the [`Retry`](crate::Retry) it returned, or keeps it as a source.
 pub fn note_failure(
     ctx: &TaskContext,
     options: &TaskOptions,
@@ -218,7 +218,12 @@ pub fn note_failure(
     if error.is_some_and(|error| options.retries_automatically_on(error)) {
         ctx.request_autoretry();
     }
-    if error.is_some_and(<dyn std::error::Error>::is::<crate::Retry>) {
+    // The error itself, or a cause it keeps as its source (`#[source] Retry`).
+    let is_retry = |error: &(dyn std::error::Error + 'static)| {
+        std::iter::successors(Some(error), |error| error.source())
+            .any(<dyn std::error::Error>::is::<crate::Retry>)
+    };
+    if error.is_some_and(is_retry) {
         ctx.note_bare_retry();
     }
 }

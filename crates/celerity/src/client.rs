@@ -92,7 +92,7 @@ impl Client {
         let js = jetstream::new(nats_client.clone());
         let layout = settings.layout();
         let kv = provision::results_bucket(&js, &layout, settings.result_expires).await?;
-        let store = ResultStore::new(kv, js.clone(), None);
+        let store = ResultStore::new(kv, js.clone(), layout.clone(), None);
         let chords = provision::chords_bucket(&js, &layout, settings.result_expires).await?;
         let revoked = provision::revoked_bucket(&js, &layout, settings.result_expires).await?;
         let reply_subject = layout.reply_subject(&uuid::Uuid::now_v7().simple().to_string());

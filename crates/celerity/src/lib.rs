@@ -82,7 +82,7 @@ pub mod canvas;
 #[cfg(feature = "cli")]
 pub mod cli;
 mod client;
-mod clock;
+pub mod clock;
 pub mod control;
 mod dispatch;
 mod error;

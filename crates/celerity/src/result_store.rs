@@ -1,4 +1,5 @@
-//! The results bucket: reading and writing result records, and watching one task's record.
+//! The results bucket: reading and writing result records, and watching one task's record; a
+//! worker's final records, retried and notified to the producer (`result_store/finals.rs`).
 //!
 //! Producers write PENDING (create-only, so it never hides a later state), workers write every
 //! other state, and anyone reads.
@@ -13,6 +14,8 @@ use futures_util::StreamExt;
 use serde_json::Value;
 
 use crate::clock::now_ms;
+
+mod finals;
 
 /// A result record could not be read or written.
 #[derive(Debug, thiserror::Error)]
@@ -82,6 +85,9 @@ pub(crate) struct ResultStore {
     /// For the create-only PENDING write, which is a plain JetStream publish (see
     /// [`ResultStore::create_pending`]).
     js: jetstream::Context,
+    /// For the reply notifications of final records (`finals.rs`).
+    nats: async_nats::Client,
+    layout: celerity_proto::Layout,
     worker: Option<Arc<str>>,
 }
 
@@ -94,8 +100,20 @@ impl std::fmt::Debug for ResultStore {
 }
 
 impl ResultStore {
-    pub(crate) fn new(kv: kv::Store, js: jetstream::Context, worker: Option<Arc<str>>) -> Self {
-        Self { kv, js, worker }
+    pub(crate) fn new(
+        kv: kv::Store,
+        js: jetstream::Context,
+        layout: celerity_proto::Layout,
+        worker: Option<Arc<str>>,
+    ) -> Self {
+        let nats = js.client();
+        Self {
+            kv,
+            js,
+            nats,
+            layout,
+            worker,
+        }
     }
 
     /// Decodes a stored value, telling JSON from MessagePack by its first byte.

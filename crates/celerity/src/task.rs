@@ -14,6 +14,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
+pub(crate) use context::RetryRequest;
 pub use context::{DeliveryInfo, Retry, TaskContext};
 
 /// The future of one task run: the return value as JSON, or the task's failure.

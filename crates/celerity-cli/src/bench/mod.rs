@@ -18,7 +18,7 @@ use futures_util::{StreamExt, TryStreamExt};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use self::cpu::{PerTask, Processes, Used};
-use self::raw::Raw;
+use self::raw::{Raw, Results};
 use self::report::{Figure, Report, Sizes, Target};
 use self::tasks::{WorkerProcess, memory, noop, noop_ignored, now_us, one, stamp, step, total};
 
@@ -220,13 +220,17 @@ impl Bench {
             }
         }
         let mut peak = None;
-        for (part, store_results) in [(Part::E2eResults, true), (Part::E2eIgnoreResult, false)] {
+        let parts = [
+            (Part::E2eResults, Results::Stored),
+            (Part::E2eIgnoreResult, Results::Ignored),
+        ];
+        for (part, results) in parts {
             if only(part) {
-                let (figure, cpu) = self.end_to_end(store_results).await?;
+                let (figure, cpu) = self.end_to_end(results).await?;
                 report.add(figure);
                 report.add_cpu(cpu);
                 worker.check_alive()?;
-                if store_results {
+                if results == Results::Stored {
                     peak = memory(worker.pid()).map(|(_, hwm)| hwm);
                 }
             }
@@ -391,9 +395,12 @@ impl Bench {
 
     /// No-op tasks end to end: with results, until the client has every result; with
     /// `ignore_result`, until the queue is empty.
-    async fn end_to_end(&self, results: bool) -> anyhow::Result<(Figure, [PerTask; 2])> {
+    async fn end_to_end(&self, results: Results) -> anyhow::Result<(Figure, [PerTask; 2])> {
         let n = self.sizes.tasks;
-        let what = if results { "results" } else { "ignore_result" };
+        let what = match results {
+            Results::Stored => "results",
+            Results::Ignored => "ignore_result",
+        };
         let bar = Self::bar(&format!("end to end ({what}): raw"), n);
         let before = self.processes.read();
         let raw = self
@@ -404,7 +411,7 @@ impl Bench {
         let between = self.processes.read();
         let bar = Self::bar(&format!("end to end ({what}): celerity"), n);
         let started = Instant::now();
-        if results {
+        if results == Results::Stored {
             let sent: Vec<AsyncResult<()>> =
                 self.send_all(n, &bar, || noop.delay(&self.client)).await?;
             bar.set_position(0);
@@ -429,7 +436,7 @@ impl Bench {
         let celerity = started.elapsed();
         let after = self.processes.read();
         bar.finish_and_clear();
-        let (id, label) = if results {
+        let (id, label) = if results == Results::Stored {
             ("e2e_results", "no-op tasks end to end, with results")
         } else {
             ("e2e_ignore_result", "no-op tasks end to end, ignore_result")

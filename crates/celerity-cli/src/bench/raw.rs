@@ -15,6 +15,22 @@ const STREAM: &str = "BENCH_RAW";
 const SUBJECT: &str = "bench.raw.tasks";
 const HOP_STREAM: &str = "BENCH_RAW_HOPS";
 const BUCKET: &str = "bench_raw_results";
+
+/// Whether a raw publish-cost stream republishes a doorbell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Doorbell {
+    Republish,
+    None,
+}
+
+/// Whether an end-to-end figure stores each task's result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Results {
+    /// A result per task, waited for by the producer.
+    Stored,
+    /// None (`ignore_result`): done when the queue is empty.
+    Ignored,
+}
 /// How often completion is polled where it is read from the server.
 pub(crate) const POLL: Duration = Duration::from_millis(5);
 
@@ -179,8 +195,11 @@ impl Raw {
             };
             bar.set_position(0);
             bar.set_message(format!("publish costs: {id}"));
-            self.fresh_cost_stream(id == "doorbell" || (id == "delay" && doorbells))
-                .await?;
+            let republish = match id == "doorbell" || (id == "delay" && doorbells) {
+                true => Doorbell::Republish,
+                false => Doorbell::None,
+            };
+            self.fresh_cost_stream(republish).await?;
             let bucket = self.fresh_bucket().await?;
             let before = processes.read();
             let started = Instant::now();
@@ -200,8 +219,8 @@ impl Raw {
     }
 
     /// A fresh stream for one step of [`Raw::publish_costs`], de-duplicating, with the doorbell
-    /// (a headers-only republish) when `republish`.
-    async fn fresh_cost_stream(&self, republish: bool) -> anyhow::Result<()> {
+    /// (a headers-only republish) when asked.
+    async fn fresh_cost_stream(&self, doorbell: Doorbell) -> anyhow::Result<()> {
         let _ = self.js.delete_stream(STREAM).await;
         self.js
             .create_stream(stream::Config {
@@ -209,7 +228,7 @@ impl Raw {
                 subjects: vec![format!("{SUBJECT}.*")],
                 retention: stream::RetentionPolicy::WorkQueue,
                 duplicate_window: Duration::from_secs(120),
-                republish: republish.then(|| stream::Republish {
+                republish: (doorbell == Doorbell::Republish).then(|| stream::Republish {
                     source: format!("{SUBJECT}.*"),
                     destination: "bench.raw.bell.{{wildcard(1)}}".to_owned(),
                     headers_only: true,
@@ -284,13 +303,13 @@ impl Raw {
         n: usize,
         window: usize,
         in_flight: usize,
-        results: bool,
+        results: Results,
         bar: &ProgressBar,
     ) -> anyhow::Result<Duration> {
         let stream = self.fresh_stream(STREAM, vec![SUBJECT.to_owned()]).await?;
         let bucket = self.fresh_bucket().await?;
         let consumer = Self::consumer(&stream, "raw-worker", SUBJECT, in_flight).await?;
-        let watcher = if results {
+        let watcher = if results == Results::Stored {
             let mut watch = bucket
                 .watch_all()
                 .await
@@ -318,7 +337,7 @@ impl Raw {
                     let bucket = bucket.clone();
                     let value = value.clone();
                     async move {
-                        if results {
+                        if results == Results::Stored {
                             let key = message
                                 .info()
                                 .map_err(|error| anyhow!("{error}"))?

@@ -60,13 +60,8 @@ pub(crate) struct Figure {
 }
 
 impl Figure {
-    fn new(
-        id: &str,
-        label: &str,
-        (celerity, raw): (Option<f64>, Option<f64>),
-        unit: &'static str,
-        target: Target,
-    ) -> Self {
+    fn new(id: &str, label: &str, values: Values, unit: &'static str, target: Target) -> Self {
+        let Values { celerity, raw } = values;
         let ratio = match (celerity, raw) {
             (Some(celerity), Some(raw)) if raw > 0.0 => Some(celerity / raw),
             _ => None,
@@ -89,7 +84,7 @@ impl Figure {
         Self::new(
             id,
             label,
-            (Some(rate(celerity)), Some(rate(raw))),
+            Values::both(rate(celerity), rate(raw)),
             "tasks/s",
             Target::RatioAtLeast(0.8),
         )
@@ -106,7 +101,7 @@ impl Figure {
         Self::new(
             id,
             label,
-            (Some(millis(celerity)), Some(millis(raw))),
+            Values::both(millis(celerity), millis(raw)),
             "ms",
             target,
         )
@@ -123,7 +118,7 @@ impl Figure {
         Self::new(
             id,
             label,
-            (Some(celerity.as_secs_f64()), Some(reference.as_secs_f64())),
+            Values::both(celerity.as_secs_f64(), reference.as_secs_f64()),
             "s",
             target,
         )
@@ -134,7 +129,7 @@ impl Figure {
         Self::new(
             "priority_start",
             label,
-            (Some(millis(median)), None),
+            Values::celerity(Some(millis(median))),
             "ms",
             Target::Below(10.0),
         )
@@ -143,7 +138,36 @@ impl Figure {
     /// A resident memory, in MiB, under `limit` MiB.
     pub(crate) fn memory(id: &str, label: &str, bytes: Option<u64>, limit: f64) -> Self {
         let mib = bytes.map(|bytes| bytes as f64 / (1024.0 * 1024.0));
-        Self::new(id, label, (mib, None), "MiB", Target::Below(limit))
+        Self::new(
+            id,
+            label,
+            Values::celerity(mib),
+            "MiB",
+            Target::Below(limit),
+        )
+    }
+}
+
+/// A figure's two values, Celerity's and its reference's.
+struct Values {
+    celerity: Option<f64>,
+    raw: Option<f64>,
+}
+
+impl Values {
+    fn both(celerity: f64, raw: f64) -> Self {
+        Self {
+            celerity: Some(celerity),
+            raw: Some(raw),
+        }
+    }
+
+    /// Celerity's alone (no reference).
+    fn celerity(celerity: Option<f64>) -> Self {
+        Self {
+            celerity,
+            raw: None,
+        }
     }
 }
 

@@ -17,7 +17,6 @@ use crate::dispatch::{Announced, Membership, Origin, Previous};
 use crate::error::EnqueueError;
 use crate::worker::WorkerShared;
 use crate::worker::nats_io;
-use crate::worker::records::store_final;
 
 /// The canvas fields of a task body.
 #[derive(Debug, Default)]
@@ -283,7 +282,7 @@ async fn fail_steps(
             .with_meta(meta.clone());
         // The step never ran: its record names no task of its own.
         record.task = None;
-        store_final(shared, &step, &record).await;
+        shared.store.store_final(&step, &record).await;
     }
 }
 
@@ -310,7 +309,7 @@ async fn revoke_steps(
             .record(&step, TaskState::Revoked)
             .with_meta(meta);
         record.task = None;
-        store_final(shared, &step, &record).await;
+        shared.store.store_final(&step, &record).await;
     }
 }
 

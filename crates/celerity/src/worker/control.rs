@@ -14,6 +14,7 @@ use celerity_proto::{
     SettingScope, TaskId, TaskName,
 };
 
+use crate::control::RevokeMode;
 use crate::worker::queue::Terminate;
 use crate::worker::{SharedHandle, WorkerShared};
 
@@ -170,7 +171,11 @@ impl Target {
                 &PingResult::new(self.queue_names.clone(), self.shared.concurrency),
             ),
             ControlCommand::Revoke { task_id, terminate } => {
-                let result = self.revoke(task_id, terminate).await?;
+                let mode = match terminate {
+                    true => RevokeMode::Terminate,
+                    false => RevokeMode::Skip,
+                };
+                let result = self.revoke(task_id, mode).await?;
                 ControlReply::with_result(hostname, &result)
             }
             ControlCommand::RateLimit {
@@ -215,8 +220,9 @@ impl Target {
         }
     }
 
-    /// Stores the revocation of `task_id` and, with `terminate`, asks every queue to abort it.
-    async fn revoke(&self, task_id: String, terminate: bool) -> Result<RevokeResult, Refusal> {
+    /// Stores the revocation of `task_id` and, with [`RevokeMode::Terminate`], asks every queue to
+    /// abort it.
+    async fn revoke(&self, task_id: String, mode: RevokeMode) -> Result<RevokeResult, Refusal> {
         let id = TaskId::new(task_id.clone()).map_err(Refusal::InvalidTaskId)?;
         // Stored, so every worker (also those started later) skips the task until results expire.
         let record = RevocationRecord::new(crate::clock::now_ms());
@@ -227,7 +233,7 @@ impl Target {
             .await
             .map_err(Refusal::StoreRevocation)?;
         let mut terminated = false;
-        if terminate {
+        if mode == RevokeMode::Terminate {
             for queue in &self.queues {
                 let asked = queue.send(Terminate {
                     task_id: task_id.clone(),

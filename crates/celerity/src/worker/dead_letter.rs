@@ -41,7 +41,6 @@ use crate::nats::provision::{self, ProvisionError};
 use crate::worker::WorkerShared;
 use crate::worker::continuation::Continuation;
 use crate::worker::nats_io;
-use crate::worker::records::store_final;
 
 /// The delivery at which a dead letter that still cannot be stored is given up (terminated,
 /// with an error-level log), counting every delivery of the message.
@@ -183,7 +182,9 @@ impl Failing<'_> {
         if !self.named {
             record.task = None;
         }
-        store_final(shared, envelope, &record)
+        shared
+            .store
+            .store_final(envelope, &record)
             .await
             .then_some(record)
     }

@@ -5,9 +5,10 @@
 //! core. [`run`] blocks and handles SIGTERM/SIGINT; [`spawn`] starts a worker on its own thread
 //! and returns a [`WorkerHandle`].
 //!
-//! This file holds the entry points and what every task run shares ([`WorkerShared`]); the
-//! configuration is `config`, provisioning `setup`, the start-up steps `start`, the settings watch
-//! `watches`, and shutdown requests and signals `shutdown`.
+//! This file holds the entry points; what every task run shares is `shared` ([`WorkerShared`]),
+//! the configuration `config`, provisioning `setup`, the start-up steps `start`, the settings
+//! watch `watches`, the two kinds of shutdown `shutdown`, and shutdown requests and OS signals
+//! `stop`.
 
 mod beat;
 mod chord;

@@ -1,7 +1,7 @@
-//! The worker pipeline's NATS I/O: every acknowledgement it sends a delivered message (ack, nak,
-//! term, in-progress), every JetStream publish it awaits the stream's acknowledgement for (a task
-//! held until due, a dead letter, a released delayed task, a chord completion), and the reply
-//! notification to a producer.
+//! The worker's JetStream edge: every acknowledgement it sends a delivered message (ack, nak,
+//! term, in-progress; the queue actor's hand-backs too), and every JetStream publish the pipeline
+//! awaits the stream's acknowledgement for (a task held until due, a dead letter, a released
+//! delayed task, a chord completion). Reply notifications are `ResultStore`'s.
 //!
 //! The payloads are `async_nats`'s own ([`AckKind`]), never spelled here. This module decides
 //! nothing: `outcome.rs` decides what a task message is told, and the callers log failures in
@@ -87,19 +87,19 @@ pub(crate) async fn publish_stored(
         .await
 }
 
-/// Publishes a final record to a producer's reply subject (core NATS: nothing stores it, and
-/// the producer reads the results bucket when it misses it).
+/// Negatively acknowledges the message whose ack subject is `subject` (a task whose message the
+/// queue actor no longer holds, at a cold shutdown): delivered again after `delay`.
 ///
 /// # Errors
-/// The publish could not be sent.
+/// The nak could not be sent (the message is then delivered again after AckWait).
 ///
 /// # Cancel safety
-/// Dropped, it has sent the notification or not; a producer that misses it reads the bucket.
-pub(crate) async fn notify(
+/// Dropped, it has sent the nak or not.
+pub(crate) async fn nak_by_subject(
     nats: &async_nats::Client,
-    reply_to: Subject,
-    headers: HeaderMap,
-    payload: Bytes,
+    subject: Subject,
+    delay: Duration,
 ) -> Result<(), async_nats::PublishError> {
-    nats.publish_with_headers(reply_to, headers, payload).await
+    nats.publish(subject, Bytes::from(AckKind::Nak(Some(delay))))
+        .await
 }

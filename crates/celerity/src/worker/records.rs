@@ -1,19 +1,16 @@
-//! A task's records as the worker pipeline writes them: reading the final record of a redelivered
-//! task, storing states and final records (retried while the server is away; a record larger than
-//! a message may be becomes a `celerity::ResultTooLarge` failure), and notifying the producer's
-//! reply subject.
+//! A task's records as the worker pipeline reads and writes them: the final record of a redelivered
+//! task, states (RECEIVED, STARTED), and a result record within the server's message size (a
+//! larger one becomes a `celerity::ResultTooLarge` failure). Final records are stored and notified
+//! by `ResultStore::store_final`.
 //!
 //! It sits below everything that ends a task (`execute`, `continuation`, `dead_letter`), so none
-//! of them calls back into another to store a record; the bucket itself is `ResultStore`'s.
-
-use std::time::Duration;
+//! of them calls back into another to store a record.
 
 use celerity_proto::{Envelope, ErrorRecord, ResultRecord, TaskState};
 use serde_json::Value;
 
 use crate::result_store::ResultStore;
 use crate::worker::WorkerShared;
-use crate::worker::nats_io;
 
 /// The task's final record, if it has one.
 pub(crate) async fn final_record(store: &ResultStore, envelope: &Envelope) -> Option<ResultRecord> {
@@ -27,40 +24,6 @@ pub(crate) async fn final_record(store: &ResultStore, envelope: &Envelope) -> Op
     }
 }
 
-/// Publishes a final record to the producer's reply subject, if it asked for one.
-pub(crate) async fn notify(shared: &WorkerShared, envelope: &Envelope, record: &ResultRecord) {
-    let Some(reply_to) = &envelope.reply_to else {
-        return;
-    };
-    match ResultStore::encode(record, envelope.content_type) {
-        Ok(bytes) => publish_reply(shared, envelope, reply_to, bytes).await,
-        Err(error) => {
-            tracing::warn!(task_id = %envelope.id, error = %crate::error_chain(&error), "cannot encode the result notification")
-        }
-    }
-}
-
-async fn publish_reply(
-    shared: &WorkerShared,
-    envelope: &Envelope,
-    reply_to: &str,
-    bytes: bytes::Bytes,
-) {
-    // NOTE(protocol): only `<ns>.reply.<token>` is accepted, so a producer cannot make a worker
-    // publish into streams, buckets or the JetStream API.
-    if !shared.layout.is_reply_subject(reply_to) {
-        tracing::warn!(task_id = %envelope.id, reply_to, "Celerity-Reply-To is not a reply subject of this namespace; not notifying");
-        return;
-    }
-    let mut headers = async_nats::HeaderMap::new();
-    headers.insert(celerity_proto::header::ID, envelope.id.as_str());
-    if let Err(error) =
-        nats_io::notify(&shared.nats, reply_to.to_owned().into(), headers, bytes).await
-    {
-        tracing::debug!(error = %error, "cannot notify the producer; it reads the bucket before giving up");
-    }
-}
-
 pub(crate) async fn write_state(shared: &WorkerShared, envelope: &Envelope, state: TaskState) {
     let state_name = state.to_string();
     if let Err(error) = shared
@@ -70,67 +33,6 @@ pub(crate) async fn write_state(shared: &WorkerShared, envelope: &Envelope, stat
     {
         tracing::warn!(task_id = %envelope.id, state = %state_name, error = %crate::error_chain(&error), "cannot record the task's state");
     }
-}
-
-/// Stores the final record (retrying for a while if the server is away), then notifies the
-/// producer. Returns false when the record could not be stored.
-///
-/// # Cancel safety
-/// Not cancel safe: dropped mid-way, the record may be stored while the producer was not notified
-/// (it reads the bucket), or not stored at all (the caller has not acknowledged the message yet).
-pub(crate) async fn store_final(
-    shared: &WorkerShared,
-    envelope: &Envelope,
-    record: &celerity_proto::ResultRecord,
-) -> bool {
-    match ResultStore::encode(record, envelope.content_type) {
-        Ok(bytes) => store_encoded(shared, envelope, bytes).await,
-        Err(error) => {
-            tracing::error!(task_id = %envelope.id, error = %crate::error_chain(&error), "cannot encode the result record");
-            false
-        }
-    }
-}
-
-/// [`store_final`] of a record already encoded.
-pub(crate) async fn store_encoded(
-    shared: &WorkerShared,
-    envelope: &Envelope,
-    bytes: bytes::Bytes,
-) -> bool {
-    if !put_with_backoff(shared, envelope, &bytes).await {
-        tracing::error!(task_id = %envelope.id, "giving up storing the result; the task will be redelivered");
-        return false;
-    }
-    if let Some(reply_to) = &envelope.reply_to {
-        publish_reply(shared, envelope, reply_to, bytes).await;
-    }
-    true
-}
-
-/// How a record's write is retried: after 50 ms, then twice as long each time up to 2 s, ten tries
-/// in all (about 15 s).
-const STORE_BACKOFF: backon::ExponentialBuilder = backon::ExponentialBuilder::new()
-    .with_min_delay(Duration::from_millis(50))
-    .with_max_delay(Duration::from_secs(2))
-    .with_max_times(9);
-
-/// Writes an encoded record, retried with [`STORE_BACKOFF`]. False when every try failed.
-async fn put_with_backoff(
-    shared: &WorkerShared,
-    envelope: &Envelope,
-    bytes: &bytes::Bytes,
-) -> bool {
-    use backon::Retryable;
-    let mut attempt = 0_u32;
-    (|| shared.store.put_encoded(&envelope.id, bytes.clone()))
-        .retry(STORE_BACKOFF)
-        .notify(|error, _| {
-            attempt += 1;
-            tracing::warn!(task_id = %envelope.id, attempt, error = %crate::error_chain(error), "cannot store the result; retrying");
-        })
-        .await
-        .is_ok()
 }
 
 /// The record encoded, or, when that is larger than a message may be, the record turned into a

@@ -149,7 +149,7 @@ impl Setup<'_> {
         Ok(Provisioned {
             beat,
             settings,
-            store: ResultStore::new(kv, js.clone(), Some(self.hostname.clone())),
+            store: ResultStore::new(kv, js.clone(), layout.clone(), Some(self.hostname.clone())),
             queues,
             chords,
             delayed,
@@ -292,7 +292,7 @@ impl Setup<'_> {
                 .await
                 .map_err(|source| SetupError::SettingsEntry { key, source })?;
             if let Some(entry) = entry {
-                watches::apply_setting((&limits, &weights), &entry);
+                watches::apply_setting(&limits, &weights, &entry);
             }
         }
         Ok(Settings {

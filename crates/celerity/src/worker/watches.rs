@@ -22,7 +22,7 @@ pub(super) async fn watch_settings(shared: SharedHandle) {
                 while let Some(entry) = watch.next().await {
                     match entry {
                         Ok(entry) => {
-                            apply_setting((&shared.limits, &shared.priority_weights), &entry)
+                            apply_setting(&shared.limits, &shared.priority_weights, &entry)
                         }
                         Err(error) => {
                             tracing::warn!(error = %error, "the settings watch failed; restarting it");
@@ -39,7 +39,8 @@ pub(super) async fn watch_settings(shared: SharedHandle) {
 
 /// Applies one entry of the settings bucket; a value that is not a setting is logged and skipped.
 pub(super) fn apply_setting(
-    (limits, weights): (&limits::RateLimits, &settings::PriorityWeights),
+    limits: &limits::RateLimits,
+    weights: &settings::PriorityWeights,
     entry: &kv::Entry,
 ) {
     if entry.key.starts_with("rate_limit.") {

@@ -10,7 +10,7 @@ use crate::clock::now_ms;
 use crate::worker::WorkerShared;
 use crate::worker::continuation::Continuation;
 use crate::worker::outcome::{Outcome, Rejection};
-use crate::worker::records::{final_record, notify, store_final};
+use crate::worker::records::final_record;
 
 /// The outcome of a message whose task already has a final record, once its producer was
 /// notified and what follows it was sent again: the worker that stored the record may have died
@@ -24,7 +24,7 @@ pub(super) async fn acknowledge_done(
     record: ResultRecord,
 ) -> Outcome<'static> {
     tracing::info!(task_id = %envelope.id, "task already has a final result; acknowledging without running it");
-    notify(shared, envelope, &record).await;
+    shared.store.notify(envelope, &record).await;
     let continuation = Continuation::of_message(envelope, &message.payload);
     if let Err(error) = continuation.after(shared, envelope, &record).await {
         tracing::error!(task_id = %envelope.id, error = %crate::error_chain(&error), "cannot send what follows the task; it will be redelivered");
@@ -95,7 +95,7 @@ pub(super) async fn finish_with(
     continuation: Continuation,
     record: ResultRecord,
 ) -> Outcome<'static> {
-    if !store_final(shared, envelope, &record).await {
+    if !shared.store.store_final(envelope, &record).await {
         return Outcome::Redeliver;
     }
     if let Err(error) = continuation.after(shared, envelope, &record).await {

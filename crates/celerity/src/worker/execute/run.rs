@@ -16,11 +16,11 @@ use super::body::{Ran, TimeLimits, run_body};
 use crate::__private::panic_record;
 use crate::clock::now_ms;
 use crate::result_store::ResultStore;
-use crate::task::{Registered, TaskContext, TaskFuture};
+use crate::task::{Registered, RetryRequest, TaskContext, TaskFuture};
 use crate::worker::WorkerShared;
 use crate::worker::continuation::Continuation;
 use crate::worker::outcome::{Outcome, Rejection, ack_before_run};
-use crate::worker::records::{encode_within_limit, store_encoded, store_final, write_state};
+use crate::worker::records::{encode_within_limit, write_state};
 
 /// How a message came to this run: what the end of the run needs besides the task.
 pub(super) struct Delivery<'a> {
@@ -113,8 +113,7 @@ impl<'e> TaskRun<'_, 'e> {
                         });
                     return Ended::Retry { error, delay };
                 }
-                let bare = request.is_some_and(|request| request.bare);
-                Err(given_up(error, bare, envelope.retries))
+                Err(given_up(error, request.as_ref(), envelope.retries))
             }
             (outcome, _) => outcome,
         };
@@ -172,7 +171,7 @@ impl<'e> TaskRun<'_, 'e> {
         let (shared, envelope) = (self.shared, self.envelope);
         let store = async {
             match &encoded {
-                Some(bytes) => store_encoded(shared, envelope, bytes.clone()).await,
+                Some(bytes) => shared.store.store_encoded(envelope, bytes.clone()).await,
                 None => true,
             }
         };
@@ -302,7 +301,7 @@ impl<'e> TaskRun<'_, 'e> {
             .store
             .record(self.envelope, TaskState::Failure)
             .with_error(error);
-        store_final(self.shared, self.envelope, &failed).await;
+        self.shared.store.store_final(self.envelope, &failed).await;
         Outcome::Acknowledged
     }
 }
@@ -325,9 +324,9 @@ async fn run_hook(task_id: &celerity_proto::TaskId, hook: crate::task::HookFutur
 }
 
 /// The failure of a task that asked for a retry once its retries were used up: its error, or
-/// when that was the bare retry request (`bare`), what happened.
-fn given_up(error: ErrorRecord, bare: bool, retries: u32) -> ErrorRecord {
-    if bare {
+/// when its error was the bare retry request itself, what happened.
+fn given_up(error: ErrorRecord, request: Option<&RetryRequest>, retries: u32) -> ErrorRecord {
+    if request.is_some_and(|request| request.bare) {
         ErrorRecord::new(
             "celerity::MaxRetriesExceeded",
             format!("the task asked for a retry after {retries} retries, its maximum"),
@@ -344,13 +343,17 @@ mod tests {
     #[test]
     fn a_bare_retry_given_up_says_so_and_an_error_of_its_own_is_kept() {
         let retry = ErrorRecord::new("anyhow::Error", "retry requested");
-        let given = given_up(retry, true, 3);
+        let bare = RetryRequest {
+            countdown: None,
+            bare: true,
+        };
+        let given = given_up(retry, Some(&bare), 3);
         assert_eq!(given.kind, "celerity::MaxRetriesExceeded");
         assert_eq!(
             given.message,
             "the task asked for a retry after 3 retries, its maximum"
         );
         let own = ErrorRecord::new("it::Flaky", "the service is down");
-        assert_eq!(given_up(own.clone(), false, 3), own);
+        assert_eq!(given_up(own.clone(), None, 3), own);
     }
 }

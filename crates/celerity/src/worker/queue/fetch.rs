@@ -63,7 +63,7 @@ impl<S: Signal> QueueActor<S> {
             return;
         };
         let reply = numbered_reply(&mut self.next_request, &self.inbox, level);
-        let request = reply.0;
+        let request = reply.request;
         self.pull = Some(Pull {
             request,
             tally: FetchTally::new(&self.levels, level, requested),

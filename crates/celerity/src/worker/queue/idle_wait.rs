@@ -45,7 +45,7 @@ impl<S: Signal> QueueActor<S> {
             return;
         };
         let reply = numbered_reply(&mut self.next_request, &self.wait_inbox, level);
-        let request = reply.0;
+        let request = reply.request;
         let batch = BatchConfig {
             batch: 1,
             expires: Some(WAIT_EXPIRES),

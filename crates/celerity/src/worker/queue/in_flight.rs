@@ -5,12 +5,13 @@
 use std::time::Duration;
 
 use actix::prelude::*;
-use async_nats::jetstream::{self, AckKind};
+use async_nats::jetstream;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 
 use crate::worker::execute::execute;
 use crate::worker::limits::Credit;
+use crate::worker::nats_io;
 
 use super::signal::Signal;
 use super::{Mode, QueueActor, QueueDrained, WAIT_EXPIRES};
@@ -132,7 +133,6 @@ impl<S: Signal> QueueActor<S> {
         self.shared.runtime.spawn(async move {
             // Delayed past this worker's idle wait, which is still at the server until the
             // connection closes: redelivered at once, the task could go straight back to it.
-            let nak = bytes::Bytes::from(AckKind::Nak(Some(WAIT_EXPIRES)));
             for (subject, position) in naks {
                 // Handed back, not crashed: it does not count against max_deliveries. The
                 // count is bounded in time, since the connection is about to close.
@@ -140,7 +140,7 @@ impl<S: Signal> QueueActor<S> {
                     let counted = handbacks.count_handback(&stream, sequence);
                     let _ = tokio::time::timeout(Duration::from_secs(1), counted).await;
                 }
-                let _ = nats.publish(subject, nak.clone()).await;
+                let _ = nats_io::nak_by_subject(&nats, subject, WAIT_EXPIRES).await;
             }
             // With the server gone the naks cannot arrive anyway; AckWait returns the tasks.
             if nats.connection_state() == async_nats::connection::State::Connected {

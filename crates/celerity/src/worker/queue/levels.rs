@@ -91,7 +91,7 @@ impl LevelState {
     /// The idle wait brought a task of `level` with `behind` undelivered behind it. The level is
     /// flagged if more were behind it (or that is unknown); if none were, the next wait brings the
     /// next one (a sequential workload, such as a chain, then costs one request per task). Returns
-    /// whether the level was found empty, which the caller unflags.
+    /// whether the level may have work left (it is then flagged).
     pub(super) fn waited_task_left_work(&mut self, level: usize, behind: Option<u64>) -> bool {
         let left_work = self.in_use[level] && behind != Some(0);
         if left_work {

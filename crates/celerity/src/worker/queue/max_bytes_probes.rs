@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use async_nats::StatusCode;
-use async_nats::jetstream::{self, consumer::pull::BatchConfig};
+use async_nats::jetstream::consumer::pull::BatchConfig;
 use futures_util::StreamExt;
 use tokio::time::Instant;
 
@@ -86,7 +86,7 @@ impl Signal for MaxBytesProbes {
                 continue;
             };
             let reply = numbered_reply(&mut actor.next_request, &probes.inbox, level);
-            let request = reply.0;
+            let request = reply.request;
             // INVARIANT: no message is 1 byte or less with its headers and subject, so none is
             // ever delivered to a probe.
             let batch = BatchConfig {
@@ -175,9 +175,9 @@ impl QueueActor<MaxBytesProbes> {
             None => {
                 let message = self.task_message(message);
                 drop(
-                    self.shared.runtime.spawn(async move {
-                        message.ack_with(jetstream::AckKind::Nak(None)).await
-                    }),
+                    self.shared
+                        .runtime
+                        .spawn(async move { crate::worker::nats_io::nak(&message, None).await }),
                 );
                 self.levels.flag(level);
                 probe_ended(self, ctx, request, Ok(()));

@@ -69,9 +69,13 @@ impl<S: Signal> QueueActor<S> {
         ctx: &mut Context<Self>,
         consumer: Arc<PullConsumer>,
         batch: BatchConfig,
-        (request, reply): (u64, Subject),
+        reply: NumberedReply,
         ended: Ended<S>,
     ) -> SpawnHandle {
+        let NumberedReply {
+            request,
+            subject: reply,
+        } = reply;
         let deadline = batch.expires.unwrap_or_default() + FETCH_TIMEOUT;
         ctx.spawn(
             async move { consumer.request_batch(batch, reply).await }
@@ -88,12 +92,19 @@ impl<S: Signal> QueueActor<S> {
     }
 }
 
+/// A pull request's number and the subject its answers come to.
+pub(super) struct NumberedReply {
+    pub(super) request: u64,
+    pub(super) subject: Subject,
+}
+
 /// A new request's number, taken from `next`, and the subject its answers come to on `inbox`:
 /// `<inbox>.<level>.<request>`.
-pub(super) fn numbered_reply(next: &mut u64, inbox: &str, level: usize) -> (u64, Subject) {
+pub(super) fn numbered_reply(next: &mut u64, inbox: &str, level: usize) -> NumberedReply {
     let request = *next;
     *next += 1;
-    (request, Subject::from(format!("{inbox}.{level}.{request}")))
+    let subject = Subject::from(format!("{inbox}.{level}.{request}"));
+    NumberedReply { request, subject }
 }
 
 /// The request named by the last token of a status's reply subject, `<inbox>.<level>.<request>`.
@@ -139,7 +150,7 @@ mod tests {
     #[test]
     fn replies_are_numbered_in_order_and_name_their_level() {
         let mut next = 7;
-        let (request, subject) = numbered_reply(&mut next, "_INBOX.abc", 3);
+        let NumberedReply { request, subject } = numbered_reply(&mut next, "_INBOX.abc", 3);
         assert_eq!((request, subject.as_str()), (7, "_INBOX.abc.3.7"));
         assert_eq!(next, 8);
         assert_eq!(request_of(&subject), Some(7));
