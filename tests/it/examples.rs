@@ -21,7 +21,7 @@ use tokio::sync::OnceCell;
 use crate::support::server;
 
 /// Every example package, built together.
-const EXAMPLES: [&str; 8] = [
+const EXAMPLES: [&str; 9] = [
     "quickstart",
     "throughput",
     "etl_pipeline",
@@ -30,6 +30,7 @@ const EXAMPLES: [&str; 8] = [
     "priorities",
     "rate_limited_api",
     "progress",
+    "signals",
 ];
 /// The variables Cargo sets for the package being built or tested (by prefix).
 const PACKAGE_VARIABLES: [&str; 7] = [
@@ -279,6 +280,23 @@ async fn progress_states_are_read_by_another_process_while_the_task_runs() {
             "  watcher: UPLOADING step 3/3",
             "  watcher: SUCCESS complete: 3 rows at https://files.example.com/reports/",
             "the watcher saw every custom state in order: VALIDATING, PROCESSING, UPLOADING",
+        ],
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signals_count_every_order_and_alert_on_the_declined_one() {
+    let output = run_example("signals").await;
+    assert_prints(
+        &output,
+        &[
+            "worker signals ready on default",
+            "order 3: ",
+            "task_started{task=tasks.charge_order} 5",
+            "task_completed{task=tasks.charge_order,state=SUCCESS} 4",
+            "task_completed{task=tasks.charge_order,state=FAILURE} 1",
+            "alert (error): Task tasks.charge_order failed: card declined for order 3",
+            "the signals counted every order and alerted on the declined one",
         ],
     );
 }

@@ -25,6 +25,19 @@ pub(crate) async fn client(url: &str) -> Client {
         .expect("the client connects")
 }
 
+/// The `celerity` command, built beside the test binaries (`cargo nextest run --workspace` and
+/// `cargo build` build it).
+pub(crate) fn celerity_cli() -> PathBuf {
+    let worker = PathBuf::from(env!("CARGO_BIN_EXE_it-worker"));
+    let cli = worker.with_file_name("celerity");
+    assert!(
+        cli.exists(),
+        "{} is missing: build it with `cargo build -p celerity-cli`",
+        cli.display()
+    );
+    cli
+}
+
 /// A worker process of the test binary; killed on drop.
 pub(crate) struct WorkerProcess {
     child: Child,

@@ -412,7 +412,82 @@ pub fn app() -> Result<celerity::App, celerity::ConfigError> {
     if std::env::var("IT_TRACK_RECEIVED").is_ok_and(|value| value == "1") {
         builder = builder.track_received(true);
     }
+    if std::env::var("IT_RECORD_SIGNALS").is_ok_and(|value| value == "1") {
+        builder = builder.signals(recording_signals());
+    }
     builder.build()
+}
+
+/// Publishes `it.runs.signal.<signal>` with `payload` (a task id, or the worker's hostname) from
+/// a sync hook, on the runtime the hook runs on.
+fn record_signal(signal: &'static str, payload: String) {
+    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        drop(runtime.spawn(async move {
+            if let Ok(client) = nats().await {
+                let js = async_nats::jetstream::new(client);
+                if let Ok(ack) = js
+                    .publish(format!("it.runs.signal.{signal}"), payload.into())
+                    .await
+                {
+                    let _ = ack.await;
+                }
+            }
+        }));
+    }
+}
+
+/// Signals that record every call on `it.runs.signal.<signal>`; `task_prerun` panics for
+/// `it.add(13, _)` and `task_success` returns an error for it, which must change nothing.
+fn recording_signals() -> celerity::signals::Signals {
+    let id = |context: &TaskContext| context.id().to_string();
+    celerity::signals::Signals::new()
+        .before_task_publish(|s| record_signal("before_task_publish", s.envelope.id.to_string()))
+        .after_task_publish(|s| record_signal("after_task_publish", s.envelope.id.to_string()))
+        .task_prerun(move |s| {
+            record_signal("task_prerun", id(s.context));
+            let unlucky = s.context.task_name().as_str() == "it.add"
+                && s.context.envelope().id.as_str().starts_with("unlucky-");
+            assert!(!unlucky, "a prerun hook that panics");
+        })
+        .task_postrun(move |s| {
+            record_signal("task_postrun", format!("{} {}", id(s.context), s.state));
+        })
+        .task_success(move |s| {
+            record_signal("task_success", id(s.context));
+            match s.context.envelope().id.as_str().starts_with("unlucky-") {
+                true => Err("a success hook that fails"),
+                false => Ok(()),
+            }
+        })
+        .task_failure(move |s| record_signal("task_failure", id(s.context)))
+        .task_retry(move |s| record_signal("task_retry", id(s.context)))
+        .task_revoked(|s| {
+            record_signal("task_revoked", format!("{} {}", s.envelope.id, s.reason));
+        })
+        .task_rejected(|s| {
+            let id = s.task_id.map(ToString::to_string).unwrap_or_default();
+            record_signal("task_rejected", format!("{id} {}", s.reason.code()));
+        })
+        .worker_ready(|s| record_signal("worker_ready", s.hostname.to_owned()))
+        .worker_heartbeat(|s| record_signal("worker_heartbeat", s.heartbeat.hostname.clone()))
+        .worker_shutdown(|s| {
+            // Outside the worker's runtime: the hook may block, on a runtime of its own.
+            let url = std::env::var("IT_NATS_URL").unwrap_or_default();
+            let hostname = s.hostname.to_owned();
+            let publish = async move {
+                let client = async_nats::connect(url).await?;
+                let js = async_nats::jetstream::new(client);
+                js.publish("it.runs.signal.worker_shutdown", hostname.into())
+                    .await?
+                    .await?;
+                Ok::<_, async_nats::Error>(())
+            };
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(async_nats::Error::from)
+                .and_then(|runtime| runtime.block_on(publish))
+        })
 }
 
 /// A chord body over string results (such as `hold`'s): them, joined with commas, in order.

@@ -1,6 +1,5 @@
 //! `celerity beat list`: the periodic-task scheduler's lease and every entry with its last run.
 
-use anyhow::Context as _;
 use clap::{Args, Subcommand};
 
 /// `celerity beat ...`
@@ -32,14 +31,7 @@ enum BeatSubcommand {
 /// Runs the command; always true once the bucket was read.
 pub(crate) async fn run(args: BeatArgs) -> anyhow::Result<bool> {
     let BeatSubcommand::List = args.command;
-    let app = celerity::App::builder()
-        .namespace(&args.namespace)
-        .build()
-        .context("invalid settings")?;
-    let client = app
-        .client(&args.nats.config())
-        .await
-        .context("cannot connect")?;
+    let client = crate::connect(&args.namespace, &args.nats).await?;
     let status = celerity::beat::status(&client).await?;
     let now = celerity::clock::now_ms();
     let scheduled: Vec<String> = match &status.leader {

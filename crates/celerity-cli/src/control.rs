@@ -3,7 +3,6 @@
 
 use std::time::Duration;
 
-use anyhow::Context as _;
 use celerity::{RateLimitScope, RevokeMode};
 use clap::{Args, Subcommand};
 
@@ -75,14 +74,7 @@ pub(crate) async fn run(args: ControlArgs) -> anyhow::Result<bool> {
         );
     }
     let timeout = Duration::from_secs_f64(args.timeout);
-    let app = celerity::App::builder()
-        .namespace(&args.namespace)
-        .build()
-        .context("invalid settings")?;
-    let client = app
-        .client(&args.nats.config())
-        .await
-        .context("cannot connect")?;
+    let client = crate::connect(&args.namespace, &args.nats).await?;
     let control = client.control();
     let destination = args.destination.as_deref();
     let replies = match &args.command {

@@ -1,13 +1,14 @@
 //! The `celerity` command.
 //!
 //! This file only parses arguments, runs the chosen command, prints the error chain and picks the
-//! exit code; each command lives in its own module (`dev`, `control`, `beat`, `bench`).
+//! exit code; each command lives in its own module (`dev`, `control`, `events`, `beat`, `bench`).
 
 mod beat;
 mod bench;
 mod control;
 mod demo;
 mod dev;
+mod events;
 mod table;
 
 use std::process::ExitCode;
@@ -32,6 +33,8 @@ enum Command {
     /// Send a control command to workers: `ping`, `revoke <task id> [--terminate]`,
     /// `rate-limit <task> <rate> [--global]`.
     Control(control::ControlArgs),
+    /// Tail task and worker events, live or read back (`--since 10m`), with filters.
+    Events(events::EventsArgs),
     /// Periodic tasks: `list` the entries, their last and next runs, and the active scheduler.
     Beat(beat::BeatArgs),
     /// Measure Celerity against raw JetStream in one run (build with --release): throughput,
@@ -58,7 +61,7 @@ fn main() -> ExitCode {
     let cli = parse();
     let default_log_filter = match &cli.command {
         Command::Dev(_) => dev::DEFAULT_LOG_FILTER,
-        Command::Control(_) | Command::Beat(_) | Command::Bench(_) => "warn",
+        Command::Control(_) | Command::Events(_) | Command::Beat(_) | Command::Bench(_) => "warn",
         Command::BenchWorker { args } => {
             let worker = BenchWorkerCli::parse_from(
                 std::iter::once("celerity bench-worker".to_owned()).chain(args.iter().cloned()),
@@ -83,6 +86,7 @@ fn main() -> ExitCode {
     let outcome = match cli.command {
         Command::Dev(args) => runtime.block_on(dev::run(args)),
         Command::Control(args) => runtime.block_on(control::run(args)),
+        Command::Events(args) => runtime.block_on(events::run(args)),
         Command::Beat(args) => runtime.block_on(beat::run(args)),
         Command::Bench(args) => runtime.block_on(bench::run(args)),
         Command::BenchWorker { .. } => unreachable!("run before the runtime starts"),
@@ -98,6 +102,21 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// A client of the deployment in `namespace`, for the commands that read it or send it commands
+/// (it sends no `task-sent` events: these commands send no tasks).
+async fn connect(
+    namespace: &str,
+    nats: &celerity::cli::NatsArgs,
+) -> anyhow::Result<celerity::Client> {
+    use anyhow::Context as _;
+    let app = celerity::App::builder()
+        .namespace(namespace)
+        .send_sent_events(false)
+        .build()
+        .context("invalid settings")?;
+    app.client(&nats.config()).await.context("cannot connect")
 }
 
 /// Parses the process's arguments, keeping what clap's derive drops: where a value came from.

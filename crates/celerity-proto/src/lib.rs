@@ -28,6 +28,7 @@ mod codec;
 mod control;
 mod dead_letter;
 mod envelope;
+mod events;
 mod names;
 mod rate;
 mod result;
@@ -48,6 +49,10 @@ pub use control::{
 };
 pub use dead_letter::{DeadLetter, DeadLetterReason, dlq_header};
 pub use envelope::{Envelope, EnvelopeError, HeaderSource, header};
+pub use events::{
+    HEARTBEAT_INTERVAL_MS, HEARTBEAT_MISSED_LIMIT, TaskEvent, TaskEventBatch, TaskEventKind,
+    WorkerEvent, WorkerEventKind,
+};
 pub use names::{InvalidName, Namespace, Priority, QueueName, TaskId, TaskName};
 pub use rate::{InvalidRate, Rate};
 pub use result::{ErrorRecord, ResultRecord, TaskState};

@@ -215,6 +215,45 @@ impl Layout {
         format!("{}.control.all", self.namespace)
     }
 
+    /// The events stream: `<NS>_EVENTS`, subjects `<ns>.events.>`.
+    pub fn events_stream(&self) -> String {
+        format!("{}_EVENTS", self.upper)
+    }
+
+    /// The subjects of the events stream: `<ns>.events.>`.
+    pub fn events_subjects(&self) -> String {
+        format!("{}.events.>", self.namespace)
+    }
+
+    /// Where the emitter `source` (a worker's hostname, a producer's name) sends its task event
+    /// batches: `<ns>.events.task.<token>` (the token as in [`crate::worker_token`]).
+    pub fn task_events_subject(&self, source: &str) -> String {
+        format!(
+            "{}.events.task.{}",
+            self.namespace,
+            crate::worker_token(source)
+        )
+    }
+
+    /// Every task event subject: `<ns>.events.task.*`.
+    pub fn task_events_subjects(&self) -> String {
+        format!("{}.events.task.*", self.namespace)
+    }
+
+    /// Where the worker `hostname` sends its worker events: `<ns>.events.worker.<token>`.
+    pub fn worker_events_subject(&self, hostname: &str) -> String {
+        format!(
+            "{}.events.worker.{}",
+            self.namespace,
+            crate::worker_token(hostname)
+        )
+    }
+
+    /// Every worker event subject: `<ns>.events.worker.*`.
+    pub fn worker_events_subjects(&self) -> String {
+        format!("{}.events.worker.*", self.namespace)
+    }
+
     /// The KV bucket of revoked task and canvas ids: `<ns>_revoked`.
     pub fn revoked_bucket(&self) -> String {
         format!("{}_revoked", self.namespace)

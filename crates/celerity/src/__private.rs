@@ -241,14 +241,7 @@ pub fn error_record(kind: &str, error: Box<dyn std::error::Error + Send + Sync>)
 
 /// A failure record for a panic payload.
 pub fn panic_record(payload: Box<dyn Any + Send>) -> ErrorRecord {
-    let message = if let Some(text) = payload.downcast_ref::<&str>() {
-        (*text).to_owned()
-    } else if let Some(text) = payload.downcast_ref::<String>() {
-        text.clone()
-    } else {
-        "the task panicked with a non-string payload".to_owned()
-    };
-    ErrorRecord::new("panic", message)
+    ErrorRecord::new("panic", crate::error_text::panic_message(&*payload))
 }
 
 #[cfg(test)]

@@ -305,6 +305,21 @@ impl AppBuilder {
         self
     }
 
+    /// Runs `signals`' hooks at the moments of a task's and a worker's life they name (Celery's
+    /// `celery.signals`); see [`crate::signals`]. A second call replaces the first.
+    pub fn signals(mut self, signals: crate::signals::Signals) -> Self {
+        self.settings.signals = signals;
+        self
+    }
+
+    /// Whether producers of this app send a `task-sent` event for each task (default on; Celery's
+    /// `task_send_sent_event`, off there). Workers send the other task events unless started with
+    /// `--without-events`.
+    pub fn send_sent_events(mut self, send: bool) -> Self {
+        self.settings.send_sent_events = send;
+        self
+    }
+
     /// Adds a periodic entry, sent by the workers started with `--beat` (one at a time).
     pub fn beat(mut self, entry: Entry) -> Self {
         self.beat.push(entry);

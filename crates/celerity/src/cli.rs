@@ -218,6 +218,10 @@ pub struct WorkerArgs {
     /// Seconds a dead scheduler keeps the lead before another worker takes over.
     #[arg(long = "beat-lease", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub beat_lease_secs: u64,
+    /// Send no task events (`task-received`, `task-started`, ...); worker events (online,
+    /// heartbeats, offline) are still sent.
+    #[arg(long = "without-events")]
+    pub without_events: bool,
     /// Log filter (`info`, `debug`, `celerity=debug`); RUST_LOG wins when set.
     #[arg(short = 'l', long = "loglevel", default_value = "info")]
     pub loglevel: String,
@@ -248,7 +252,8 @@ impl WorkerArgs {
             .max_rate_limited_bytes(
                 usize::try_from(self.max_rate_limited_bytes).unwrap_or(usize::MAX),
             )
-            .recheck_interval(Duration::from_millis(self.recheck_interval_ms));
+            .recheck_interval(Duration::from_millis(self.recheck_interval_ms))
+            .events(!self.without_events);
         if let Some(concurrency) = self.concurrency {
             config = config.concurrency(concurrency as usize);
         }

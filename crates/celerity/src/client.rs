@@ -18,6 +18,7 @@ use crate::clock::now_ms;
 use crate::control::Control;
 use crate::dispatch::{Dispatcher, Membership, Origin, Previous};
 use crate::error::{ClientError, EnqueueError};
+use crate::events::Emitter;
 use crate::nats::NatsConfig;
 use crate::nats::provision;
 use crate::publisher::{Pending, Publisher};
@@ -104,13 +105,24 @@ impl Client {
                 source,
             })?;
         let replies = Replies::start(reply_subject, subscriber, store.clone(), reconnected);
+        let sent_events = match settings.send_sent_events {
+            true => {
+                provision::events_stream(&js, &layout).await?;
+                let name = crate::host::producer_name();
+                let subject = layout.task_events_subject(&name);
+                let runtime = tokio::runtime::Handle::current();
+                Some(Emitter::start(js.clone(), subject, name, &runtime))
+            }
+            false => None,
+        };
         let publisher = Publisher::new(
             nats_client.clone(),
             js,
             layout.clone(),
             store.clone(),
             settings.priority_steps.clone(),
-        );
+        )
+        .observed(settings.signals.clone(), sent_events);
         let dispatcher = Dispatcher::new(publisher, chords, store.clone(), settings.routes.clone());
         let control = Control::new(nats_client.clone(), layout.clone());
         Ok(Client {
@@ -132,6 +144,21 @@ impl Client {
     /// The control plane: commands to workers (`ping`, `revoke`).
     pub fn control(&self) -> Control {
         self.inner.results.control.clone()
+    }
+
+    /// Tails the events of this client's namespace (task and worker events) from `since`; see
+    /// [`crate::events`].
+    ///
+    /// # Errors
+    /// As [`crate::events::follow`].
+    ///
+    /// # Cancel safety
+    /// As [`crate::events::follow`].
+    pub async fn events(
+        &self,
+        since: crate::events::Since,
+    ) -> Result<crate::events::EventStream, crate::events::EventError> {
+        crate::events::follow(&self.inner.nats, &self.inner.settings.namespace, since).await
     }
 
     /// The underlying NATS connection.

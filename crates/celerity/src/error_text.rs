@@ -1,6 +1,7 @@
 //! How errors are written in logs and messages: an error and its causes on one line.
 //!
-//! It names no other module of the crate, so every module may use it.
+//! It names no other module of the crate, so every module may use it. Panic payloads are read
+//! here too ([`panic_message`]).
 
 /// Formats an error and its causes on one line: `outer: inner: root`.
 ///
@@ -20,6 +21,17 @@ pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
+}
+
+/// What a panic's payload says: its text, when it is a string.
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(text) = payload.downcast_ref::<&str>() {
+        (*text).to_owned()
+    } else if let Some(text) = payload.downcast_ref::<String>() {
+        text.clone()
+    } else {
+        "a panic with a non-string payload".to_owned()
+    }
 }
 
 #[cfg(test)]

@@ -2,18 +2,21 @@
 //! stream, the JetStream publish with `Nats-Msg-Id`, and the create-only PENDING record.
 //!
 //! Producers ([`crate::Client`]) and workers (which publish the next steps of a canvas) share it,
-//! so both put the same message on the wire.
+//! so both put the same message on the wire, run the same publish signals and send the same
+//! `task-sent` events.
 
 use async_nats::jetstream::{self, message::PublishMessage};
-use celerity_proto::{Envelope, Layout, Priority, QueueName, TaskBody};
+use celerity_proto::{Envelope, Layout, Priority, QueueName, TaskBody, TaskEvent, TaskEventKind};
 use dashmap::DashMap;
 
 use crate::clock::now_ms;
 use crate::error::EnqueueError;
 use crate::error_text::error_chain;
+use crate::events::Emitter;
 use crate::nats::headers::envelope_headers;
 use crate::nats::provision;
 use crate::result_store::ResultStore;
+use crate::signals::{Signals, TaskPublish};
 
 pub(crate) use celerity_proto::builtin::ETA_SLACK_MS;
 
@@ -41,6 +44,10 @@ pub(crate) struct Publisher {
     /// the whole server info, too much for every publish, and it changes only with the server.
     max_payload: std::sync::atomic::AtomicU64,
     max_payload_read_ms: std::sync::atomic::AtomicU64,
+    /// The publish hooks (`before_task_publish`, `after_task_publish`).
+    signals: Signals,
+    /// Where `task-sent` events go (`None`: none are sent).
+    sent_events: Option<Emitter>,
 }
 
 impl std::fmt::Debug for Publisher {
@@ -69,7 +76,17 @@ impl Publisher {
             levels,
             max_payload: std::sync::atomic::AtomicU64::new(0),
             max_payload_read_ms: std::sync::atomic::AtomicU64::new(0),
+            signals: Signals::default(),
+            sent_events: None,
         }
+    }
+
+    /// Runs `signals`' publish hooks around each publish and sends a `task-sent` event for each
+    /// task to `sent_events`.
+    pub(crate) fn observed(mut self, signals: Signals, sent_events: Option<Emitter>) -> Self {
+        self.signals = signals;
+        self.sent_events = sent_events;
+        self
     }
 
     /// The server's `max_payload` (0 when unknown), read again at most once a second.
@@ -120,14 +137,25 @@ impl Publisher {
         queue: &QueueName,
         pending: Pending,
     ) -> Result<(), EnqueueError> {
+        let signal = TaskPublish {
+            envelope,
+            queue,
+            priority: envelope.priority,
+        };
+        self.signals.fire_before_task_publish(&signal);
         let headers = envelope_headers(envelope);
         self.check_size(envelope, &headers, &payload)?;
         let subject = self.subject(envelope, queue).await?;
         let publish = self.send(envelope, subject, payload, headers);
         match pending {
-            Pending::Skip => publish.await,
-            Pending::Write => self.publish_with_pending(envelope, publish).await,
+            Pending::Skip => publish.await?,
+            Pending::Write => self.publish_with_pending(envelope, publish).await?,
         }
+        self.signals.fire_after_task_publish(&signal);
+        if let Some(events) = &self.sent_events {
+            events.emit(sent_event(envelope, queue));
+        }
+        Ok(())
     }
 
     /// Refuses a message larger than the server's `max_payload`.
@@ -257,6 +285,13 @@ impl Publisher {
         self.ready_queues.insert(queue.clone(), ());
         Ok(())
     }
+}
+
+/// The `task-sent` event of a task published to `queue`.
+fn sent_event(envelope: &Envelope, queue: &QueueName) -> TaskEvent {
+    let mut event = TaskEvent::of_envelope(TaskEventKind::Sent, envelope, Some(queue), now_ms());
+    event.eta_ms = envelope.eta_ms;
+    event
 }
 
 /// The size the server counts for a message: body, headers and framing.

@@ -1,5 +1,5 @@
 //! [`Settings`]: what the producers and workers of one deployment share (namespace, default
-//! queue, result expiry, body encoding, priority steps, routes).
+//! queue, result expiry, body encoding, priority steps, routes, signal hooks).
 //!
 //! Built by [`crate::AppBuilder`]; read by the client and the workers. It sits below both, so
 //! neither names the app to read it.
@@ -9,6 +9,7 @@ use std::time::Duration;
 use celerity_proto::{ContentType, Layout, Namespace, Priority, QueueName};
 
 use crate::routing::Routes;
+use crate::signals::Signals;
 
 /// Settings shared by producers and workers of one deployment.
 #[derive(Debug, Clone)]
@@ -29,6 +30,10 @@ pub struct Settings {
     pub priority_steps: Vec<Priority>,
     /// How tasks are routed to queues (built by [`AppBuilder::build`]).
     pub(crate) routes: Routes,
+    /// The app's signal hooks (set by [`AppBuilder::signals`]).
+    pub(crate) signals: Signals,
+    /// Whether producers send `task-sent` events (set by [`AppBuilder::send_sent_events`]).
+    pub(crate) send_sent_events: bool,
 }
 
 impl Default for Settings {
@@ -41,6 +46,8 @@ impl Default for Settings {
             content_type: ContentType::Json,
             priority_steps: all_levels(),
             routes: Routes::default_only(QueueName::default()),
+            signals: Signals::default(),
+            send_sent_events: true,
         }
     }
 }

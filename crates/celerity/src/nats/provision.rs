@@ -299,3 +299,33 @@ pub(crate) async fn dead_letter_stream(
         .await
         .map_err(|error| ProvisionError::new("stream", &name, error))
 }
+
+/// How long the events stream keeps an event.
+pub(crate) const EVENTS_MAX_AGE: Duration = Duration::from_secs(24 * 3600);
+
+/// How many bytes of events the events stream keeps, at most (the oldest go first).
+pub(crate) const EVENTS_MAX_BYTES: i64 = 256 * 1024 * 1024;
+
+/// The events stream: limits retention bounded by age ([`EVENTS_MAX_AGE`]) and size
+/// ([`EVENTS_MAX_BYTES`]), the oldest events discarded first, file storage, every
+/// `<ns>.events.>` subject. A stream that exists is opened as it is, so an operator may change
+/// its limits (`nats stream edit`).
+pub(crate) async fn events_stream(
+    js: &jetstream::Context,
+    layout: &Layout,
+) -> Result<stream::Stream, ProvisionError> {
+    let name = layout.events_stream();
+    let config = stream::Config {
+        name: name.clone(),
+        subjects: vec![layout.events_subjects()],
+        retention: stream::RetentionPolicy::Limits,
+        storage: stream::StorageType::File,
+        max_age: EVENTS_MAX_AGE,
+        max_bytes: EVENTS_MAX_BYTES,
+        discard: stream::DiscardPolicy::Old,
+        ..Default::default()
+    };
+    js.get_or_create_stream(config)
+        .await
+        .map_err(|error| ProvisionError::new("stream", &name, error))
+}

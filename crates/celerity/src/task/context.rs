@@ -99,6 +99,10 @@ impl DeliveryInfo {
         self.queue.as_str()
     }
 
+    pub(crate) fn queue_name(&self) -> &QueueName {
+        &self.queue
+    }
+
     /// The priority level the task was taken from, 0 to 9, 9 the highest.
     pub fn priority(&self) -> u8 {
         self.priority.get()

@@ -24,6 +24,7 @@ pub struct WorkerConfig {
     pub(super) max_rate_limited_bytes: usize,
     pub(super) max_deliveries: u32,
     pub(super) beat: Option<BeatConfig>,
+    pub(super) events: bool,
 }
 
 /// How a worker runs the periodic-task scheduler.
@@ -56,6 +57,7 @@ impl WorkerConfig {
             max_rate_limited_bytes: 64 << 20,
             max_deliveries: DEFAULT_MAX_DELIVERIES,
             beat: None,
+            events: true,
         }
     }
 
@@ -152,6 +154,14 @@ impl WorkerConfig {
         self
     }
 
+    /// Whether the worker sends task events (`task-received`, `task-started`, ...; default on).
+    /// Off (`worker --without-events`), it still sends its worker events (online, heartbeats,
+    /// offline), which `celerity status` and `celerity health` read.
+    pub fn events(mut self, send: bool) -> Self {
+        self.events = send;
+        self
+    }
+
     /// How often every priority level is checked for work that no signal told of (a redelivery
     /// rings no doorbell; a doorbell or a max-bytes probe can be lost in a reconnect).
     pub fn recheck_interval(mut self, interval: Duration) -> Self {
@@ -160,16 +170,13 @@ impl WorkerConfig {
     }
 }
 
-/// `celerity@<host>.<pid>`, with the machine's hostname (`localhost` when it has none that is
-/// text).
+/// `celerity@<host>.<pid>`, with the machine's hostname.
 fn default_hostname() -> String {
-    let host = gethostname::gethostname()
-        .into_string()
-        .ok()
-        .map(|name| name.trim().to_owned())
-        .filter(|name| !name.is_empty())
-        .unwrap_or_else(|| "localhost".to_owned());
-    format!("celerity@{host}.{}", std::process::id())
+    format!(
+        "celerity@{}.{}",
+        crate::host::machine_name(),
+        std::process::id()
+    )
 }
 
 /// The longest AckWait a worker sets: half the queue streams' de-duplication window, so a task

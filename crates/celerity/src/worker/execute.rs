@@ -29,6 +29,7 @@ use crate::worker::WorkerShared;
 use crate::worker::chord::{HeaderResultsError, gather_header_results};
 use crate::worker::continuation::Continuation;
 use crate::worker::limits::{Credit, Passage};
+use crate::worker::observe::Held;
 use crate::worker::outcome::{Outcome, Rejection, apply_outcome};
 use crate::worker::records::final_record;
 use body::{keep_in_progress, run_over_items};
@@ -72,17 +73,26 @@ async fn run_message(
     terminate: CancellationToken,
 ) {
     let envelope = Envelope::from_headers(&HeaderView(message.headers.as_ref()));
+    let delivered = message.info().map_or(1, |info| info.delivered as u64);
+    let mut held = shared
+        .observer
+        .taken(envelope.as_ref().ok(), &queue, delivered);
     let mut slot = None;
     let outcome = match &envelope {
         Ok(envelope) => {
             let delivery = Delivery {
                 message: &message,
                 queue: &queue,
-                delivered: message.info().map_or(1, |info| info.delivered as u64),
+                delivered,
                 max_deliveries: max_deliveries(&shared, envelope),
                 terminate: &terminate,
             };
-            run_task(&shared, envelope, delivery, &mut credit, &mut slot).await
+            let run = Run {
+                credit: &mut credit,
+                slot: &mut slot,
+                held: &mut held,
+            };
+            run_task(&shared, envelope, delivery, run).await
         }
         Err(error) => {
             let reason = match error {
@@ -93,8 +103,17 @@ async fn run_message(
         }
     };
     apply_outcome(&shared, &queue, &message, outcome).await;
+    drop(held);
     drop(slot);
     drop(credit);
+}
+
+/// What a run holds while its outcome is decided: its fetch credit, its execution slot once it
+/// has one, and its count among the worker's reserved and active tasks.
+struct Run<'r, 'a> {
+    credit: &'r mut Credit,
+    slot: &'r mut Option<SemaphorePermit<'a>>,
+    held: &'r mut Held<'a>,
 }
 
 /// The outcome of a message with a valid envelope: checks, then the run.
@@ -102,10 +121,9 @@ async fn run_task<'a>(
     shared: &'a WorkerShared,
     envelope: &'a Envelope,
     delivery: Delivery<'_>,
-    credit: &mut Credit,
-    slot: &mut Option<SemaphorePermit<'a>>,
+    run: Run<'_, 'a>,
 ) -> Outcome<'a> {
-    if let ControlFlow::Break(outcome) = admit(shared, envelope, &delivery, credit).await {
+    if let ControlFlow::Break(outcome) = admit(shared, envelope, &delivery, run.credit).await {
         return outcome;
     }
     let (task, mut body) = match checked_body(shared, envelope, &delivery).await {
@@ -117,7 +135,11 @@ async fn run_task<'a>(
             Ok(list) => body.args.insert(0, list),
             Err(error) => {
                 let chord_id = &results.id;
-                let failed = HeaderFailure { body, error };
+                let failed = HeaderFailure {
+                    body,
+                    error,
+                    queue: delivery.queue,
+                };
                 return header_results_failed(shared, envelope, chord_id, failed).await;
             }
         }
@@ -142,14 +164,15 @@ async fn run_task<'a>(
             return refuse(envelope, Refusal::BadArguments { task, source });
         }
     };
-    let run = TaskRun {
+    let task_run = TaskRun {
         shared,
         task: &task,
         envelope,
         delivery,
         context: handle,
+        held: run.held,
     };
-    run.run(future, continuation, slot).await
+    task_run.run(future, continuation, run.slot).await
 }
 
 /// The checks made before the body is read, in this order: a final record already stored (on a
@@ -273,9 +296,13 @@ async fn header_results_failed<'a>(
     shared: &'a WorkerShared,
     envelope: &'a Envelope,
     chord_id: &TaskId,
-    failed: HeaderFailure,
+    failed: HeaderFailure<'_>,
 ) -> Outcome<'a> {
-    let HeaderFailure { mut body, error } = failed;
+    let HeaderFailure {
+        mut body,
+        error,
+        queue,
+    } = failed;
     match error {
         // Names no stored chord or does not match it: it can never run as sent.
         error if error.is_bad_message() => {
@@ -296,7 +323,7 @@ async fn header_results_failed<'a>(
                 .store
                 .record(envelope, TaskState::Failure)
                 .with_error(error);
-            finish_with(shared, envelope, continuation, record).await
+            finish_with(shared, envelope, Some(queue), continuation, record).await
         }
         error => {
             tracing::warn!(task_id = %envelope.id, error = %crate::error_chain(&error), "cannot read the chord's header results; the body will be redelivered");
@@ -306,9 +333,10 @@ async fn header_results_failed<'a>(
 }
 
 /// A chord body whose header results cannot be had, and why.
-struct HeaderFailure {
+struct HeaderFailure<'q> {
     body: TaskBody,
     error: HeaderResultsError,
+    queue: &'q QueueName,
 }
 
 /// The delivery limit of the message's task: its own `max_deliveries`, else the worker's.

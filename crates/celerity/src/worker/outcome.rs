@@ -10,12 +10,13 @@
 use std::time::Duration;
 
 use async_nats::jetstream;
-use celerity_proto::{DeadLetterReason, Envelope, QueueName, header};
+use celerity_proto::{DeadLetterReason, Envelope, QueueName, TaskId, TaskName, header};
 
 use crate::worker::WorkerShared;
 use crate::worker::continuation::Continuation;
 use crate::worker::dead_letter::{DeadTask, Ending, dead_letter, dead_letter_task};
 use crate::worker::nats_io;
+use crate::worker::observe::Rejected;
 
 /// What the pipeline decided for one delivered message.
 #[derive(Debug)]
@@ -109,6 +110,7 @@ pub(crate) async fn apply_outcome(
                 envelope,
                 continuation,
             } = rejection;
+            observe_rejection(shared, queue, message, envelope, reason, &error);
             let ending = match envelope {
                 Some(envelope) => {
                     let continuation = continuation
@@ -124,6 +126,36 @@ pub(crate) async fn apply_outcome(
             end_dead_letter(shared, message, ending).await;
         }
     }
+}
+
+/// Tells the observers of a dead letter, with the task's id and name from its envelope or, when
+/// that is invalid, from its headers as far as they are readable.
+fn observe_rejection(
+    shared: &WorkerShared,
+    queue: &QueueName,
+    message: &jetstream::Message,
+    envelope: Option<&Envelope>,
+    reason: DeadLetterReason,
+    error: &str,
+) {
+    let header = |name: &str| {
+        let headers = message.headers.as_ref()?;
+        headers.get(name).map(|value| value.as_str().to_owned())
+    };
+    let (task_id, task) = match envelope {
+        Some(envelope) => (Some(envelope.id.clone()), Some(envelope.task.clone())),
+        None => (
+            header(header::ID).and_then(|id| TaskId::new(id).ok()),
+            header(header::TASK).and_then(|name| TaskName::new(name).ok()),
+        ),
+    };
+    shared.observer.rejected(&Rejected {
+        task_id: task_id.as_ref(),
+        task: task.as_ref(),
+        queue,
+        reason,
+        error,
+    });
 }
 
 /// Acknowledges the message of a task that asks to be acknowledged before it runs

@@ -130,6 +130,7 @@ impl Setup<'_> {
         let expiry = self.app.settings().result_expires;
         let kv = provision::results_bucket(js, layout, expiry).await?;
         provision::dead_letter_stream(js, layout).await?;
+        provision::events_stream(js, layout).await?;
         let chords = chord::ChordBackend {
             stream: provision::chord_stream(js, layout).await?,
             chords: provision::chords_bucket(js, layout, expiry).await?,

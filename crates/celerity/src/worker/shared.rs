@@ -12,6 +12,7 @@ use tokio::sync::Semaphore;
 use crate::app::App;
 use crate::dispatch::Dispatcher;
 use crate::result_store::ResultStore;
+use crate::worker::observe::Observer;
 use crate::worker::revocations::Revocations;
 use crate::worker::{handbacks, limits, settings};
 
@@ -57,6 +58,8 @@ pub(crate) struct WorkerShared {
     pub(crate) limits: limits::RateLimits,
     /// The settings bucket, written by `rate_limit` control commands.
     pub(crate) settings_bucket: async_nats::jetstream::kv::Store,
+    /// Where the task pipeline reports what happens to tasks (signals, events, counts).
+    pub(crate) observer: Observer,
     /// Cancelled when the worker starts to shut down (tasks waiting for a rate limit go back).
     pub(crate) stopping: tokio_util::sync::CancellationToken,
 }

@@ -15,8 +15,11 @@ use tokio::sync::Semaphore;
 use crate::app::App;
 use crate::beat::Entry;
 use crate::dispatch::Dispatcher;
+use crate::events::Emitter;
 use crate::nats::{NatsConfig, connect_with_retry};
 use crate::publisher::Publisher;
+use crate::worker::observe::Observer;
+use crate::worker::presence::Presence;
 use crate::worker::setup::{Provisioned, RevokedIds, Setup};
 use crate::worker::{
     SharedHandle, WorkerConfig, WorkerError, WorkerShared, beat, chord, limits, queue, root, stop,
@@ -63,13 +66,19 @@ pub(super) fn run_on_this_thread(
     );
     runtime.spawn(revoked.ids.watch(revoked.bucket));
     runtime.spawn(watches::watch_settings(shared.clone()));
+    let presence = Presence::new(shared.clone(), plan.queues.clone());
     let system = System::new();
     let root = system.block_on(async move { parts.start_root(shared) });
     if signals == Signals::Handle {
         stop::forward_signals_on(&runtime, &root);
     }
     on_ready(root);
-    system.run().map_err(WorkerError::Runtime)?;
+    let heartbeats = runtime.spawn(presence.clone().run());
+    let ran = system.run();
+    heartbeats.abort();
+    runtime.block_on(presence.offline());
+    presence.shut_down();
+    ran.map_err(WorkerError::Runtime)?;
     flush_last_acks(&runtime, &client);
     runtime.shutdown_timeout(Duration::from_secs(1));
     tracing::info!(worker = %hostname, "worker stopped");
@@ -209,13 +218,20 @@ fn share(
         beat: beat_bucket,
     } = provisioned;
     let layout = app.settings().layout();
+    let events = config
+        .events
+        .then(|| task_events(&connected, &layout, &runtime));
+    let signals = app.settings().signals.clone();
+    let sent_events = events.clone().filter(|_| app.settings().send_sent_events);
     let publisher = Publisher::new(
         connected.client.clone(),
         connected.js.clone(),
         layout.clone(),
         store.clone(),
         app.settings().priority_steps.clone(),
-    );
+    )
+    .observed(signals.clone(), sent_events);
+    let observer = Observer::new(connected.hostname.clone(), signals, events);
     let dispatcher = Dispatcher::new(
         publisher,
         chords.chords.clone(),
@@ -247,6 +263,7 @@ fn share(
         limits: settings.limits,
         settings_bucket: settings.bucket.clone(),
         stopping: tokio_util::sync::CancellationToken::new(),
+        observer,
     });
     let parts = RootParts {
         queues,
@@ -257,6 +274,17 @@ fn share(
             .map(|((entries, lease), bucket)| (entries, lease, bucket)),
     };
     (shared, parts, revoked)
+}
+
+/// The emitter of the worker's task events.
+fn task_events(
+    connected: &Connected,
+    layout: &celerity_proto::Layout,
+    runtime: &tokio::runtime::Handle,
+) -> Emitter {
+    let subject = layout.task_events_subject(&connected.hostname);
+    let hostname = connected.hostname.to_string();
+    Emitter::start(connected.js.clone(), subject, hostname, runtime)
 }
 
 /// Flushes the buffered acks before the connection goes away (up to 5 s).

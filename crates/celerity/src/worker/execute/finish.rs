@@ -4,7 +4,7 @@
 //! returns the message's outcome.
 
 use async_nats::jetstream;
-use celerity_proto::{DeadLetterReason, Envelope, ResultRecord, TaskState};
+use celerity_proto::{DeadLetterReason, Envelope, QueueName, ResultRecord, TaskState};
 
 use crate::clock::now_ms;
 use crate::worker::WorkerShared;
@@ -84,14 +84,18 @@ pub(super) async fn finish_without_running(
         return acknowledge_done(shared, envelope, message, done).await;
     }
     let continuation = Continuation::of_message(envelope, &message.payload);
-    finish_with(shared, envelope, continuation, record).await
+    let queue = shared.layout.parse_task_subject(&message.subject);
+    let queue = queue.as_ref().map(|(queue, _)| queue);
+    finish_with(shared, envelope, queue, continuation, record).await
 }
 
-/// Records a task that will not run (failed or revoked) and sends what follows that: acknowledged
-/// then, or redelivered when either could not be done.
+/// Records a task that will not run (failed or revoked), taken from `queue`, and sends what
+/// follows that: acknowledged then (and its end observed), or redelivered when either could not
+/// be done.
 pub(super) async fn finish_with(
     shared: &WorkerShared,
     envelope: &Envelope,
+    queue: Option<&QueueName>,
     continuation: Continuation,
     record: ResultRecord,
 ) -> Outcome<'static> {
@@ -102,6 +106,7 @@ pub(super) async fn finish_with(
         tracing::error!(task_id = %envelope.id, error = %crate::error_chain(&error), "cannot send what follows the task; it will be redelivered");
         return Outcome::Redeliver;
     }
+    shared.observer.ended_unrun(envelope, queue, &record);
     Outcome::Ack
 }
 

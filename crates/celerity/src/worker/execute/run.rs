@@ -19,6 +19,7 @@ use crate::result_store::ResultStore;
 use crate::task::{Registered, RetryRequest, TaskContext, TaskFuture};
 use crate::worker::WorkerShared;
 use crate::worker::continuation::Continuation;
+use crate::worker::observe::{Held, Retried};
 use crate::worker::outcome::{Outcome, Rejection, ack_before_run};
 use crate::worker::records::{encode_within_limit, write_state};
 
@@ -42,6 +43,8 @@ pub(super) struct TaskRun<'r, 'e> {
     pub(super) delivery: Delivery<'r>,
     /// The run's context (the body holds a clone).
     pub(super) context: TaskContext,
+    /// Its count among the worker's reserved tasks, active once the body starts.
+    pub(super) held: &'r mut Held<'e>,
 }
 
 impl<'e> TaskRun<'_, 'e> {
@@ -72,13 +75,16 @@ impl<'e> TaskRun<'_, 'e> {
             hard: self.task.options.time_limit(),
         };
         let cancel = self.context.cancel_token();
+        shared.observer.started(&self.context, self.held);
+        let started = std::time::Instant::now();
         let ran = run_body(future, limits, cancel, self.delivery.terminate).await;
+        let runtime = started.elapsed();
         let outcome = match self.record_of(ran) {
             Ended::Record(mut record) => {
                 record.started_at_ms = Some(started_at);
-                self.end(continuation, record).await
+                self.end(continuation, record, runtime).await
             }
-            Ended::Retry { error, delay } => self.retry_later(error, delay).await,
+            Ended::Retry { error, delay } => self.retry_later(error, delay, runtime).await,
         };
         match acks_late {
             true => outcome,
@@ -132,9 +138,14 @@ impl<'e> TaskRun<'_, 'e> {
         })
     }
 
-    /// Ends a run that produced `record`: stores it (unless results are ignored), sends what
-    /// follows and runs the hooks; acknowledged then.
-    async fn end(&self, continuation: Continuation, mut record: ResultRecord) -> Outcome<'e> {
+    /// Ends a run that produced `record` after `runtime`: stores it (unless results are
+    /// ignored), sends what follows and runs the hooks and signals; acknowledged then.
+    async fn end(
+        &self,
+        continuation: Continuation,
+        mut record: ResultRecord,
+        runtime: Duration,
+    ) -> Outcome<'e> {
         let (shared, envelope) = (self.shared, self.envelope);
         // Whatever the body still does (a blocking one cannot be stopped), its state is final now.
         self.context.end();
@@ -157,6 +168,7 @@ impl<'e> TaskRun<'_, 'e> {
             return Outcome::Redeliver;
         }
         self.run_end_hooks(&record).await;
+        shared.observer.ran(&self.context, &record, runtime);
         Outcome::Ack
     }
 
@@ -239,7 +251,12 @@ impl<'e> TaskRun<'_, 'e> {
     ///
     /// RETRY is written before the retry is sent, so the retry's own record, however fast it
     /// comes, is never overwritten by it.
-    async fn retry_later(&self, error: ErrorRecord, delay: Duration) -> Outcome<'e> {
+    async fn retry_later(
+        &self,
+        error: ErrorRecord,
+        delay: Duration,
+        runtime: Duration,
+    ) -> Outcome<'e> {
         let (shared, envelope, message) = (self.shared, self.envelope, self.delivery.message);
         let Some((queue, priority)) = shared.layout.parse_task_subject(&message.subject) else {
             tracing::error!(task_id = %envelope.id, subject = %message.subject, "cannot retry a task from an unknown subject");
@@ -287,6 +304,13 @@ impl<'e> TaskRun<'_, 'e> {
             run_hook(&envelope.id, hooks.on_retry(context, &error, next.retries)).await;
             run_hook(&envelope.id, hooks.after_return(context, &TaskState::Retry)).await;
         }
+        let retried = Retried {
+            error: &error,
+            retries: next.retries,
+            delay,
+            runtime,
+        };
+        shared.observer.retried(&self.context, &retried);
         Outcome::Ack
     }
 

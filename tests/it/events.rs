@@ -1,0 +1,271 @@
+//! Events: task events (sent, received, started, succeeded, failed, retried, rejected) and worker
+//! events (online, heartbeat, offline) followed live, read back after the worker is gone, and
+//! tailed by `celerity events` with filters; `--without-events` leaves out the task events.
+
+use std::collections::HashMap;
+use std::process::Command;
+use std::time::Duration;
+
+use celerity::StreamExt as _;
+use celerity::events::{Event, EventStream, Since};
+use celerity_proto::{TaskEventKind, WorkerEventKind};
+
+use crate::support::{WorkerProcess, celerity_cli, client, publish_raw, server};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+/// Reads events from `stream` until `done` says the ones read so far are enough.
+async fn read_until(
+    stream: &mut EventStream,
+    what: &str,
+    mut done: impl FnMut(&[Event]) -> bool,
+) -> Vec<Event> {
+    let mut seen = Vec::new();
+    let read = async {
+        while !done(&seen) {
+            match stream.next().await {
+                Some(Ok(event)) => seen.push(event),
+                Some(Err(error)) => panic!("reading events: {error}"),
+                None => panic!("the event stream ended"),
+            }
+        }
+    };
+    if tokio::time::timeout(WAIT, read).await.is_err() {
+        panic!("{what} never came within {WAIT:?}; events seen: {seen:#?}");
+    }
+    seen
+}
+
+/// The kinds of the task events of `task_id`, in order.
+fn kinds_of(events: &[Event], task_id: &str) -> Vec<TaskEventKind> {
+    events
+        .iter()
+        .filter_map(|event| match event {
+            Event::Task { event, .. } if event.task_id == task_id => Some(event.kind),
+            _ => None,
+        })
+        .collect()
+}
+
+fn worker_kinds(events: &[Event], hostname: &str) -> Vec<WorkerEventKind> {
+    events
+        .iter()
+        .filter_map(|event| match event {
+            Event::Worker(event) if event.hostname == hostname => Some(event.kind),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn task_and_worker_events_are_followed_live_and_read_back_after_the_worker_stops() {
+    let server = server();
+    let url = server.url();
+    let mut worker = WorkerProcess::start(&url, "w1", &[]);
+    let client = client(&url).await;
+    let mut live = client.events(Since::Start).await.unwrap();
+
+    let added = celerity_it::add.delay(&client, 2, 3).await.unwrap();
+    assert_eq!(added.get(WAIT).await.unwrap(), 5);
+    let failed = celerity_it::fail
+        .delay(&client, "declined".into())
+        .await
+        .unwrap();
+    assert!(failed.get(WAIT).await.is_err());
+    let retried = celerity_it::retry_once_later.delay(&client).await.unwrap();
+    retried.get(WAIT).await.unwrap();
+    // A message no worker can run: dead-lettered, and a task-rejected event says why.
+    let headers = [
+        ("Celerity-Version", "1"),
+        ("Celerity-Task", "it.nobody_has_this"),
+        ("Celerity-Id", "rejected-1"),
+        ("Nats-Msg-Id", "rejected-1"),
+    ];
+    publish_raw(&client, &headers, br#"{"args":[],"kwargs":{}}"#).await;
+
+    let (add_id, fail_id, retry_id) = (
+        added.id().to_string(),
+        failed.id().to_string(),
+        retried.id().to_string(),
+    );
+    let seen = read_until(
+        &mut live,
+        "every task's last event and a heartbeat",
+        |seen| {
+            kinds_of(seen, &add_id).contains(&TaskEventKind::Succeeded)
+                && kinds_of(seen, &fail_id).contains(&TaskEventKind::Failed)
+                && kinds_of(seen, &retry_id).contains(&TaskEventKind::Succeeded)
+                && kinds_of(seen, "rejected-1").contains(&TaskEventKind::Rejected)
+                && worker_kinds(seen, "w1").contains(&WorkerEventKind::Heartbeat)
+        },
+    )
+    .await;
+    use TaskEventKind::*;
+    assert_eq!(
+        kinds_of(&seen, &add_id),
+        [Sent, Received, Started, Succeeded]
+    );
+    assert_eq!(kinds_of(&seen, &fail_id), [Sent, Received, Started, Failed]);
+    assert_eq!(
+        kinds_of(&seen, &retry_id),
+        [
+            Sent, Received, Started, Sent, Retried, Received, Started, Succeeded
+        ],
+        "the worker sends the retry (task-sent) before it says task-retried"
+    );
+    let by_kind: HashMap<TaskEventKind, &celerity_proto::TaskEvent> = seen
+        .iter()
+        .filter_map(|event| match event {
+            Event::Task { hostname, event } if event.task_id == add_id => {
+                assert_eq!(hostname.starts_with("celerity-client@"), event.kind == Sent);
+                Some((event.kind, event))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(by_kind[&Sent].queue.as_deref(), Some("default"));
+    assert_eq!(by_kind[&Received].delivered, Some(1));
+    assert!(by_kind[&Started].wait_ms.is_some());
+    assert!(by_kind[&Succeeded].runtime_ms.is_some());
+    let rejected = seen
+        .iter()
+        .find_map(|event| match event {
+            Event::Task { event, .. } if event.kind == Rejected => Some(event),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(rejected.reason.as_deref(), Some("unknown_task"));
+    assert_eq!(rejected.task, "it.nobody_has_this");
+    let failure = seen
+        .iter()
+        .find_map(|event| match event {
+            Event::Task { event, .. } if event.kind == Failed => event.error.clone(),
+            _ => None,
+        })
+        .unwrap();
+    assert!(failure.message.contains("declined"), "{failure:?}");
+    let heartbeat = seen
+        .iter()
+        .find_map(|event| match event {
+            Event::Worker(event) if event.kind == WorkerEventKind::Heartbeat => Some(event),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(heartbeat.queues, ["default"]);
+    assert!(heartbeat.processed >= 5, "{heartbeat:?}");
+    assert_eq!(heartbeat.active, 0);
+
+    // The worker stops: it says so, and everything stays readable afterwards.
+    worker.signal(libc::SIGTERM);
+    assert!(worker.wait_exit(WAIT).success());
+    let mut replay = client.events(Since::Start).await.unwrap();
+    let replayed = read_until(&mut replay, "the worker's offline event", |seen| {
+        worker_kinds(seen, "w1").contains(&WorkerEventKind::Offline)
+    })
+    .await;
+    let kinds = worker_kinds(&replayed, "w1");
+    assert_eq!(kinds.first(), Some(&WorkerEventKind::Online));
+    assert_eq!(kinds.last(), Some(&WorkerEventKind::Offline));
+    assert_eq!(
+        kinds_of(&replayed, &add_id),
+        [Sent, Received, Started, Succeeded]
+    );
+
+    // `celerity events` reads them back with filters, as text or JSON lines.
+    let run = |args: &[&str]| {
+        let output = Command::new(celerity_cli())
+            .args([
+                "events",
+                "--since",
+                "all",
+                "--no-follow",
+                "--nats-url",
+                &url,
+            ])
+            .args(args)
+            .output()
+            .expect("celerity events runs");
+        assert!(
+            output.status.success(),
+            "celerity events {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).unwrap()
+    };
+    let json = run(&["--json", "--task", "it.add"]);
+    let lines: Vec<serde_json::Value> = json
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    let types: Vec<&str> = lines
+        .iter()
+        .map(|line| line["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        types,
+        [
+            "task-sent",
+            "task-received",
+            "task-started",
+            "task-succeeded"
+        ]
+    );
+    assert!(lines.iter().all(|line| line["task_id"] == add_id.as_str()));
+    assert_eq!(lines[3]["hostname"], "w1");
+    let failures = run(&["--state", "FAILURE"]);
+    let failure_lines: Vec<&str> = failures.lines().collect();
+    assert_eq!(failure_lines.len(), 2, "{failures}");
+    assert!(failure_lines.iter().any(|line| line.contains("task-failed")
+        && line.contains(&fail_id)
+        && line.contains("declined")));
+    assert!(
+        failure_lines
+            .iter()
+            .any(|line| line.contains("task-rejected") && line.contains("reason=unknown_task"))
+    );
+    let workers = run(&["--worker", "w1"]);
+    assert!(workers.contains("worker-online") && workers.contains("worker-offline"));
+    assert!(
+        workers
+            .lines()
+            .all(|line| line.split_whitespace().any(|token| token == "w1")),
+        "only w1's events: {workers}"
+    );
+    let bad = Command::new(celerity_cli())
+        .args(["events", "--state", "DONE", "--nats-url", &url])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("unknown state \"DONE\""),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_without_events_sends_its_worker_events_but_no_task_events() {
+    let server = server();
+    let url = server.url();
+    let _worker = WorkerProcess::start(&url, "quiet", &["--without-events"]);
+    let client = client(&url).await;
+    let mut live = client.events(Since::Start).await.unwrap();
+    let added = celerity_it::add.delay(&client, 1, 1).await.unwrap();
+    assert_eq!(added.get(WAIT).await.unwrap(), 2);
+    let id = added.id().to_string();
+    let seen = read_until(&mut live, "a heartbeat after the task", |seen| {
+        let sent = seen.iter().position(|event| {
+            matches!(event, Event::Task { event, .. } if event.task_id == id)
+        });
+        let beat = seen.iter().rposition(|event| {
+            matches!(event, Event::Worker(event) if event.kind == WorkerEventKind::Heartbeat && event.processed >= 1)
+        });
+        matches!((sent, beat), (Some(_), Some(_)))
+    })
+    .await;
+    assert_eq!(kinds_of(&seen, &id), [TaskEventKind::Sent]);
+    assert_eq!(
+        worker_kinds(&seen, "quiet").first(),
+        Some(&WorkerEventKind::Online)
+    );
+}
