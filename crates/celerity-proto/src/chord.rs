@@ -182,27 +182,29 @@ impl ChordDefinition {
     ) -> Result<(), ChordMismatch> {
         self.check()?;
         let chord_id = self.id.to_string();
-        let mismatch = |detail: String| ChordMismatch::Results {
+        let mismatch = |detail: ChordResultsMismatch| ChordMismatch::Results {
             chord_id: chord_id.clone(),
             detail,
         };
         if results.id != self.id {
-            return Err(mismatch(format!("they name chord {}", results.id)));
+            return Err(mismatch(ChordResultsMismatch::Chord {
+                named: results.id.clone(),
+            }));
         }
         if results.size != self.size {
-            return Err(mismatch(format!(
-                "they say {} header members, the definition {}",
-                results.size, self.size
-            )));
+            return Err(mismatch(ChordResultsMismatch::Size {
+                given: results.size,
+                defined: self.size,
+            }));
         }
         let receives = self
             .body_first_steps()
             .iter()
             .any(|step| !step.immutable && step.id == *task_id);
         if !receives {
-            return Err(mismatch(format!(
-                "task {task_id} is not a step the chord's body starts with"
-            )));
+            return Err(mismatch(ChordResultsMismatch::NotFirstStep {
+                task_id: task_id.clone(),
+            }));
         }
         match (self.policy, results.collect, &results.indices) {
             (ChordPolicy::FailFast, false, None) | (ChordPolicy::Collect, true, None) => Ok(()),
@@ -212,16 +214,15 @@ impl ChordDefinition {
                 if indices.len() == successes as usize && ascending && in_range {
                     Ok(())
                 } else {
-                    Err(mismatch(format!(
-                        "their indices are not {successes} distinct members below {} in ascending order",
-                        self.size
-                    )))
+                    Err(mismatch(ChordResultsMismatch::Indices {
+                        successes,
+                        size: self.size,
+                    }))
                 }
             }
-            _ => Err(mismatch(format!(
-                "their collect flag or indices do not fit the chord's {} policy",
-                self.policy.name()
-            ))),
+            _ => Err(mismatch(ChordResultsMismatch::Policy {
+                policy: self.policy,
+            })),
         }
     }
 
@@ -280,7 +281,8 @@ pub enum ChordMismatch {
         /// The chord id.
         chord_id: String,
         /// What does not match.
-        detail: String,
+        #[source]
+        detail: ChordResultsMismatch,
     },
     /// A completion does not match the definition.
     #[error("a completion of chord {chord_id} does not match its stored definition: {detail}")]
@@ -288,7 +290,78 @@ pub enum ChordMismatch {
         /// The chord id.
         chord_id: String,
         /// What does not match.
-        detail: String,
+        #[source]
+        detail: ChordCompletionMismatch,
+    },
+}
+
+/// What in a body's `chord_results` does not match the chord's definition, in a
+/// [`ChordMismatch::Results`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ChordResultsMismatch {
+    /// They name another chord.
+    #[error("they name chord {named}")]
+    Chord {
+        /// The chord they name.
+        named: TaskId,
+    },
+    /// Their size is not the definition's.
+    #[error("they say {given} header members, the definition {defined}")]
+    Size {
+        /// The size they give.
+        given: u32,
+        /// The definition's size.
+        defined: u32,
+    },
+    /// The task carrying them is not a (mutable) step the chord's body starts with.
+    #[error("task {task_id} is not a step the chord's body starts with")]
+    NotFirstStep {
+        /// The task that carries them.
+        task_id: TaskId,
+    },
+    /// Their indices are not the `at_least` policy's distinct successes in ascending order.
+    #[error("their indices are not {successes} distinct members below {size} in ascending order")]
+    Indices {
+        /// The successes the policy asks for.
+        successes: u32,
+        /// The chord's size.
+        size: u32,
+    },
+    /// Their `collect` flag or `indices` are not what the chord's policy sends.
+    #[error("their collect flag or indices do not fit the chord's {} policy", .policy.name())]
+    Policy {
+        /// The definition's policy.
+        policy: ChordPolicy,
+    },
+}
+
+/// What in a chord completion does not match the chord's definition, in a
+/// [`ChordMismatch::Completion`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ChordCompletionMismatch {
+    /// Its size is not the definition's.
+    #[error("it says {given} header members, the definition {defined}")]
+    Size {
+        /// The size it gives.
+        given: u32,
+        /// The definition's size.
+        defined: u32,
+    },
+    /// Its index is not below the chord's size.
+    #[error("its index {index} is not below the chord's {size} members")]
+    Index {
+        /// The member index it gives.
+        index: u32,
+        /// The chord's size.
+        size: u32,
+    },
+    /// Its state is not final.
+    #[error("its state {state} is not SUCCESS, FAILURE or REVOKED")]
+    NotFinal {
+        /// The state it gives.
+        state: TaskState,
     },
 }
 
@@ -377,20 +450,19 @@ impl ChordCompletion {
     /// As [`ChordCompletion::check`].
     pub fn check_size(&self, chord_id: &TaskId, size: u32) -> Result<(), ChordMismatch> {
         let detail = if self.size != size {
-            format!(
-                "it says {} header members, the definition {size}",
-                self.size
-            )
+            ChordCompletionMismatch::Size {
+                given: self.size,
+                defined: size,
+            }
         } else if self.index >= size {
-            format!(
-                "its index {} is not below the chord's {size} members",
-                self.index
-            )
+            ChordCompletionMismatch::Index {
+                index: self.index,
+                size,
+            }
         } else if !self.state.is_ready() {
-            format!(
-                "its state {} is not SUCCESS, FAILURE or REVOKED",
-                self.state
-            )
+            ChordCompletionMismatch::NotFinal {
+                state: self.state.clone(),
+            }
         } else {
             return Ok(());
         };
@@ -592,6 +664,54 @@ mod tests {
         let mut other_policy = ChordCompletion::new(0, 3, TaskState::Success);
         other_policy.policy = ChordPolicy::Collect;
         assert!(fits(other_policy), "the completion's policy is not read");
+    }
+
+    #[test]
+    fn a_mismatch_keeps_what_does_not_match_as_its_source() {
+        use std::error::Error as _;
+        let not_final = ChordCompletion::new(0, 3, TaskState::Started)
+            .check_size(&id("c"), 3)
+            .unwrap_err();
+        assert_eq!(
+            not_final.to_string(),
+            "a completion of chord c does not match its stored definition: its state STARTED is not SUCCESS, FAILURE or REVOKED"
+        );
+        assert!(not_final.source().is_some_and(|cause| matches!(
+            cause.downcast_ref(),
+            Some(ChordCompletionMismatch::NotFinal { .. })
+        )));
+        let body = CanvasNode::Signature(SignatureRecord::new(
+            id("b"),
+            TaskName::new("sum").unwrap(),
+            vec![],
+        ));
+        let definition = ChordDefinition::new(id("c"), 3, body);
+        let size = definition
+            .check_results(&id("b"), &ChordResults::new(id("c"), 4))
+            .unwrap_err();
+        assert_eq!(
+            size,
+            ChordMismatch::Results {
+                chord_id: "c".to_owned(),
+                detail: ChordResultsMismatch::Size {
+                    given: 4,
+                    defined: 3
+                },
+            }
+        );
+        assert_eq!(
+            size.to_string(),
+            "the chord_results of chord c do not match its stored definition: they say 4 header members, the definition 3"
+        );
+        let mut collect = ChordResults::new(id("c"), 3);
+        collect.collect = true;
+        assert_eq!(
+            definition
+                .check_results(&id("b"), &collect)
+                .unwrap_err()
+                .to_string(),
+            "the chord_results of chord c do not match its stored definition: their collect flag or indices do not fit the chord's fail_fast policy"
+        );
     }
 
     #[test]

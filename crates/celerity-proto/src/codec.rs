@@ -43,12 +43,26 @@ pub struct EncodeError {
 
 /// Bytes that are not a valid encoding of the expected record.
 #[derive(Debug, thiserror::Error)]
-#[error("body is not valid {content_type}: {detail}")]
+#[error("body is not valid {content_type}: {source}")]
 pub struct DecodeError {
     /// The encoding that was expected.
     pub content_type: &'static str,
     /// What the decoder reported.
-    pub detail: String,
+    #[source]
+    pub source: DecodeFailure,
+}
+
+/// The decoder's own error behind a [`DecodeError`].
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DecodeFailure {
+    /// serde_json's error, for a JSON body or record.
+    #[error(transparent)]
+    Json(serde_json::Error),
+    /// rmp-serde's error, for a MessagePack body or record (including nesting deeper than the
+    /// limit).
+    #[error(transparent)]
+    MessagePack(rmp_serde::decode::Error),
 }
 
 impl ContentType {
@@ -107,16 +121,16 @@ impl ContentType {
     /// [`DecodeError`] when the bytes are not valid in this encoding or do not match `T`.
     pub fn decode<T: DeserializeOwned>(self, bytes: &[u8]) -> Result<T, DecodeError> {
         let result = match self {
-            ContentType::Json => serde_json::from_slice(bytes).map_err(|e| e.to_string()),
+            ContentType::Json => serde_json::from_slice(bytes).map_err(DecodeFailure::Json),
             ContentType::MsgPack => {
                 let mut decoder = rmp_serde::Deserializer::from_read_ref(bytes);
                 decoder.set_max_depth(MAX_DEPTH);
-                T::deserialize(&mut decoder).map_err(|e| e.to_string())
+                T::deserialize(&mut decoder).map_err(DecodeFailure::MessagePack)
             }
         };
-        result.map_err(|detail| DecodeError {
+        result.map_err(|source| DecodeError {
             content_type: self.as_str(),
-            detail,
+            source,
         })
     }
 }
@@ -183,6 +197,27 @@ mod tests {
         assert!(refused(ContentType::MsgPack, json_limit));
         // Deeper than rmp-serde's own limit too: refused, not a stack overflow.
         assert!(refused(ContentType::MsgPack, 100_000));
+    }
+
+    #[test]
+    fn a_decode_error_keeps_the_decoder_error_as_its_source() {
+        use std::error::Error as _;
+        let json = ContentType::Json.decode::<Vec<i32>>(b"{").unwrap_err();
+        assert!(matches!(json.source, DecodeFailure::Json(_)));
+        let cause = json.source().expect("the decoder's error").to_string();
+        assert_eq!(
+            json.to_string(),
+            format!("body is not valid application/json: {cause}")
+        );
+        let msgpack = ContentType::MsgPack
+            .decode::<Vec<i32>>(&[0xc1])
+            .unwrap_err();
+        assert!(matches!(msgpack.source, DecodeFailure::MessagePack(_)));
+        let cause = msgpack.source().expect("the decoder's error").to_string();
+        assert_eq!(
+            msgpack.to_string(),
+            format!("body is not valid application/msgpack: {cause}")
+        );
     }
 
     proptest::proptest! {

@@ -109,11 +109,28 @@ pub enum EnvelopeError {
         /// The value received.
         value: String,
         /// What is wrong with it.
-        reason: String,
+        #[source]
+        reason: HeaderValueError,
     },
     /// The message was written with a protocol version this reader does not know.
     #[error("unsupported protocol version {0} (this worker speaks version {PROTOCOL_VERSION})")]
     UnsupportedVersion(String),
+}
+
+/// What is wrong with a header's value, in an [`EnvelopeError::BadHeader`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum HeaderValueError {
+    /// The value is not a valid name of its kind (a task id or name, a priority); the text is
+    /// the rule it breaks, as the header's name and value are already in the outer message.
+    #[error("{}", .0.rule)]
+    Name(InvalidName),
+    /// The value is not a non-negative decimal integer that fits the header's type.
+    #[error("expected a non-negative decimal integer")]
+    Number(#[source] std::num::ParseIntError),
+    /// The `Content-Type` is neither JSON nor MessagePack.
+    #[error("use application/json or application/msgpack")]
+    ContentType,
 }
 
 /// Everything a task message says about itself in its headers.
@@ -277,7 +294,7 @@ impl Envelope {
             Some(value) => ContentType::parse(value).ok_or_else(|| EnvelopeError::BadHeader {
                 name: header::CONTENT_TYPE,
                 value: value.to_owned(),
-                reason: "use application/json or application/msgpack".to_owned(),
+                reason: HeaderValueError::ContentType,
             })?,
         };
         let mut extra = Vec::new();
@@ -292,7 +309,7 @@ impl Envelope {
             content_type,
             retries: optional(headers, header::RETRIES, parse_number::<u32>)?.unwrap_or(0),
             priority: optional(headers, header::PRIORITY, |value| {
-                value.parse::<Priority>().map_err(|e| e.rule.to_owned())
+                value.parse::<Priority>().map_err(HeaderValueError::Name)
             })?
             .unwrap_or_default(),
             reply_to: headers.get(header::REPLY_TO).map(str::to_owned),
@@ -310,15 +327,15 @@ impl Envelope {
     }
 }
 
-fn parse_number<T: std::str::FromStr>(value: &str) -> Result<T, String> {
-    value
-        .trim()
-        .parse::<T>()
-        .map_err(|_| "expected a non-negative decimal integer".to_owned())
+fn parse_number<T>(value: &str) -> Result<T, HeaderValueError>
+where
+    T: std::str::FromStr<Err = std::num::ParseIntError>,
+{
+    value.trim().parse::<T>().map_err(HeaderValueError::Number)
 }
 
-fn parse_id(value: &str) -> Result<TaskId, String> {
-    TaskId::new(value).map_err(|error| error.rule.to_owned())
+fn parse_id(value: &str) -> Result<TaskId, HeaderValueError> {
+    TaskId::new(value).map_err(HeaderValueError::Name)
 }
 
 fn required<H, T>(
@@ -335,14 +352,14 @@ where
     parse(value.to_owned()).map_err(|error| EnvelopeError::BadHeader {
         name,
         value: value.to_owned(),
-        reason: error.rule.to_owned(),
+        reason: HeaderValueError::Name(error),
     })
 }
 
 fn optional<H, T>(
     headers: &H,
     name: &'static str,
-    parse: impl FnOnce(&str) -> Result<T, String>,
+    parse: impl FnOnce(&str) -> Result<T, HeaderValueError>,
 ) -> Result<Option<T>, EnvelopeError>
 where
     H: HeaderSource + ?Sized,
@@ -435,6 +452,32 @@ mod tests {
             ),
             "{error}"
         );
+        assert_eq!(
+            error.to_string(),
+            "header Celerity-Retries has invalid value \"-1\": expected a non-negative decimal integer"
+        );
+        let cause = std::error::Error::source(&error).expect("the header's problem");
+        assert!(
+            cause
+                .downcast_ref::<HeaderValueError>()
+                .is_some_and(|problem| matches!(problem, HeaderValueError::Number(_)))
+        );
+        assert!(cause.source().is_some(), "the ParseIntError");
+        let bad_id = pairs(&[
+            ("Celerity-Version", "1"),
+            ("Celerity-Task", "a"),
+            ("Celerity-Id", "a b"),
+        ]);
+        assert!(matches!(
+            Envelope::from_headers(bad_id.as_slice()),
+            Err(EnvelopeError::BadHeader {
+                reason: HeaderValueError::Name(InvalidName {
+                    kind: "task id",
+                    ..
+                }),
+                ..
+            })
+        ));
         let bad_type = pairs(&[
             ("Celerity-Version", "1"),
             ("Celerity-Task", "a"),

@@ -39,16 +39,17 @@ pub use beat::{BEAT_LEADER_KEY, BeatEntryState, BeatLease, beat_entry_key, beat_
 pub use body::TaskBody;
 pub use canvas::{CanvasError, CanvasNode, ChordPolicy, SignatureRecord};
 pub use chord::{
-    CHORD_PARTITIONS, ChordCompletion, ChordDefinition, ChordMember, ChordMismatch, ChordResults,
-    MAX_CHORD_SIZE, chord_partition, header_result_id,
+    CHORD_PARTITIONS, ChordCompletion, ChordCompletionMismatch, ChordDefinition, ChordMember,
+    ChordMismatch, ChordResults, ChordResultsMismatch, MAX_CHORD_SIZE, chord_partition,
+    header_result_id,
 };
-pub use codec::{ContentType, DecodeError, EncodeError};
+pub use codec::{ContentType, DecodeError, DecodeFailure, EncodeError};
 pub use control::{
     ControlCommand, ControlReply, ControlRequest, PingResult, PriorityWeightsResult,
     RateLimitResult, RevocationReason, RevocationRecord, RevokeResult,
 };
 pub use dead_letter::{DeadLetter, DeadLetterReason, dlq_header};
-pub use envelope::{Envelope, EnvelopeError, HeaderSource, header};
+pub use envelope::{Envelope, EnvelopeError, HeaderSource, HeaderValueError, header};
 pub use events::{
     HEARTBEAT_INTERVAL_MS, HEARTBEAT_MISSED_LIMIT, TaskEvent, TaskEventBatch, TaskEventKind,
     WorkerEvent, WorkerEventKind,

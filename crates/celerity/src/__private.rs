@@ -83,7 +83,7 @@ pub fn decode_arg<T: serde::de::DeserializeOwned>(
         .ok_or_else(|| ArgumentsError::Missing(name.to_owned()))?;
     serde_json::from_value(value).map_err(|error| ArgumentsError::WrongType {
         name: name.to_owned(),
-        detail: error.to_string(),
+        source: error,
     })
 }
 
@@ -94,7 +94,7 @@ pub fn decode_arg<T: serde::de::DeserializeOwned>(
 pub fn encode_arg<T: serde::Serialize>(name: &str, value: &T) -> Result<Value, ArgumentsError> {
     serde_json::to_value(value).map_err(|error| ArgumentsError::Unserializable {
         name: name.to_owned(),
-        detail: error.to_string(),
+        source: error,
     })
 }
 
@@ -285,36 +285,42 @@ mod tests {
     #[test]
     fn binding_errors_name_the_argument() {
         let params = &["x", "y"];
-        assert_eq!(
-            bind_args(params, vec![json!(1), json!(2), json!(3)], Map::new()).unwrap_err(),
-            ArgumentsError::TooMany {
+        assert!(matches!(
+            bind_args(params, vec![json!(1), json!(2), json!(3)], Map::new()),
+            Err(ArgumentsError::TooMany {
                 expected: 2,
                 given: 3
-            }
-        );
-        assert_eq!(
-            bind_args(params, vec![json!(1)], Map::new()).unwrap_err(),
-            ArgumentsError::Missing("y".into())
-        );
-        assert_eq!(
+            })
+        ));
+        assert!(matches!(
+            bind_args(params, vec![json!(1)], Map::new()),
+            Err(ArgumentsError::Missing(name)) if name == "y"
+        ));
+        assert!(matches!(
             bind_args(
                 params,
                 vec![json!(1)],
                 kwargs(&[("x", json!(1)), ("y", json!(2))])
-            )
-            .unwrap_err(),
-            ArgumentsError::Duplicate("x".into())
-        );
-        assert_eq!(
-            bind_args(params, vec![json!(1), json!(2)], kwargs(&[("z", json!(1))])).unwrap_err(),
-            ArgumentsError::Unexpected("z".into())
-        );
+            ),
+            Err(ArgumentsError::Duplicate(name)) if name == "x"
+        ));
+        assert!(matches!(
+            bind_args(params, vec![json!(1), json!(2)], kwargs(&[("z", json!(1))])),
+            Err(ArgumentsError::Unexpected(name)) if name == "z"
+        ));
         let mut bound = bind_args(params, vec![json!("a"), json!(2)], Map::new()).unwrap();
         let error = decode_arg::<i64>(&mut bound, "x").unwrap_err();
         assert!(
             matches!(error, ArgumentsError::WrongType { ref name, .. } if name == "x"),
             "{error}"
         );
+        let cause = std::error::Error::source(&error).expect("serde_json's error");
+        assert!(cause.is::<serde_json::Error>());
+        assert_eq!(
+            error.to_string(),
+            format!("argument \"x\" has the wrong type: {cause}")
+        );
+        assert_eq!(crate::error_chain(&error), error.to_string());
     }
 
     #[derive(Debug, thiserror::Error)]

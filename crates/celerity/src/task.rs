@@ -502,7 +502,7 @@ impl TaskOptions {
 }
 
 /// Arguments that do not fit a task's parameters.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ArgumentsError {
     /// More positional arguments than parameters.
@@ -523,20 +523,32 @@ pub enum ArgumentsError {
     #[error("argument {0:?} given by position and by name")]
     Duplicate(String),
     /// A value does not decode to the parameter's type.
-    #[error("argument {name:?} has the wrong type: {detail}")]
+    #[error("argument {name:?} has the wrong type: {source}")]
     WrongType {
         /// The parameter.
         name: String,
         /// What the decoder said.
-        detail: String,
+        #[source]
+        source: serde_json::Error,
     },
     /// A value could not be serialized by the producer.
-    #[error("argument {name:?} cannot be serialized: {detail}")]
+    #[error("argument {name:?} cannot be serialized: {source}")]
     Unserializable {
         /// The parameter.
         name: String,
         /// What the encoder said.
-        detail: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    /// An item of a built-in map (`celerity.map`, `celerity.starmap`) does not fit the target
+    /// task's parameters.
+    #[error("argument \"items[{index}]\" has the wrong type: {source}")]
+    Item {
+        /// The item's index in `items`.
+        index: usize,
+        /// Why it does not fit.
+        #[source]
+        source: Box<ArgumentsError>,
     },
 }
 

@@ -129,9 +129,9 @@ pub(super) fn run_over_items(
             (_, item) => vec![item],
         };
         let bound = run(context.clone(), args, serde_json::Map::new()).map_err(|error| {
-            ArgumentsError::WrongType {
-                name: format!("items[{index}]"),
-                detail: error.to_string(),
+            ArgumentsError::Item {
+                index,
+                source: Box::new(error),
             }
         })?;
         runs.push(bound);
