@@ -36,15 +36,21 @@ async fn read_until(
     seen
 }
 
-/// The kinds of the task events of `task_id`, in order.
+/// The kinds of the task events of `task_id`, in the order they happened: the stream holds each
+/// emitter's events in order, and batches of different emitters (the producer's `task-sent`, the
+/// worker's) in the order they were stored, so a reader orders them by `at_ms`.
 fn kinds_of(events: &[Event], task_id: &str) -> Vec<TaskEventKind> {
-    events
+    let mut of_task: Vec<(u64, TaskEventKind)> = events
         .iter()
         .filter_map(|event| match event {
-            Event::Task { event, .. } if event.task_id == task_id => Some(event.kind),
+            Event::Task { event, .. } if event.task_id == task_id => {
+                Some((event.at_ms, event.kind))
+            }
             _ => None,
         })
-        .collect()
+        .collect();
+    of_task.sort_by_key(|(at_ms, _)| *at_ms);
+    of_task.into_iter().map(|(_, kind)| kind).collect()
 }
 
 fn worker_kinds(events: &[Event], hostname: &str) -> Vec<WorkerEventKind> {
@@ -193,10 +199,11 @@ async fn task_and_worker_events_are_followed_live_and_read_back_after_the_worker
         String::from_utf8(output.stdout).unwrap()
     };
     let json = run(&["--json", "--task", "it.add"]);
-    let lines: Vec<serde_json::Value> = json
+    let mut lines: Vec<serde_json::Value> = json
         .lines()
         .map(|line| serde_json::from_str(line).unwrap())
         .collect();
+    lines.sort_by_key(|line| line["at_ms"].as_u64());
     let types: Vec<&str> = lines
         .iter()
         .map(|line| line["type"].as_str().unwrap())
@@ -212,6 +219,12 @@ async fn task_and_worker_events_are_followed_live_and_read_back_after_the_worker
     );
     assert!(lines.iter().all(|line| line["task_id"] == add_id.as_str()));
     assert_eq!(lines[3]["hostname"], "w1");
+    assert!(
+        lines[0]["hostname"]
+            .as_str()
+            .unwrap()
+            .starts_with("celerity-client@")
+    );
     let failures = run(&["--state", "FAILURE"]);
     let failure_lines: Vec<&str> = failures.lines().collect();
     assert_eq!(failure_lines.len(), 2, "{failures}");

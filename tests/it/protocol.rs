@@ -26,6 +26,7 @@ use serde_json::{Value, json};
 use crate::support::{WorkerProcess, client, server};
 
 mod control;
+mod events;
 
 const WAIT: Duration = Duration::from_secs(20);
 const PYTHON_DEADLINE: Duration = Duration::from_secs(90);
@@ -275,6 +276,7 @@ fn reference_cases() -> Vec<GoldenCase> {
         },
     ];
     cases.extend(control::cases());
+    cases.extend(events::cases());
     cases
 }
 

@@ -143,6 +143,9 @@ impl Publisher {
             priority: envelope.priority,
         };
         self.signals.fire_before_task_publish(&signal);
+        // The event's time is the publish's start, not its acknowledgement: a worker may take the
+        // task before the acknowledgement arrives.
+        let sending_at = self.sent_events.as_ref().map(|_| now_ms());
         let headers = envelope_headers(envelope);
         self.check_size(envelope, &headers, &payload)?;
         let subject = self.subject(envelope, queue).await?;
@@ -152,8 +155,8 @@ impl Publisher {
             Pending::Write => self.publish_with_pending(envelope, publish).await?,
         }
         self.signals.fire_after_task_publish(&signal);
-        if let Some(events) = &self.sent_events {
-            events.emit(sent_event(envelope, queue));
+        if let (Some(events), Some(at_ms)) = (&self.sent_events, sending_at) {
+            events.emit(sent_event(envelope, queue, at_ms));
         }
         Ok(())
     }
@@ -288,8 +291,8 @@ impl Publisher {
 }
 
 /// The `task-sent` event of a task published to `queue`.
-fn sent_event(envelope: &Envelope, queue: &QueueName) -> TaskEvent {
-    let mut event = TaskEvent::of_envelope(TaskEventKind::Sent, envelope, Some(queue), now_ms());
+fn sent_event(envelope: &Envelope, queue: &QueueName, at_ms: u64) -> TaskEvent {
+    let mut event = TaskEvent::of_envelope(TaskEventKind::Sent, envelope, Some(queue), at_ms);
     event.eta_ms = envelope.eta_ms;
     event
 }

@@ -467,7 +467,10 @@ impl Graph {
         let Some(name) = absolute.get(split) else {
             return module;
         };
-        let facts = &self.modules[&module];
+        // An item at a crate's root (`crate::connect` in a binary) is the root's own.
+        let Some(facts) = self.modules.get(&module) else {
+            return module;
+        };
         if hops > 8 || facts.defined.contains(name) {
             return module;
         }

@@ -60,6 +60,10 @@ pub(crate) struct BenchArgs {
     /// publishes: a task's headers, the doorbell, the PENDING create (docs/performance.md).
     #[arg(long)]
     breakdown: bool,
+    /// Run the bench's worker with `--without-events` and its producer without `task-sent`
+    /// events, to measure what events cost (docs/performance.md).
+    #[arg(long = "without-events")]
+    without_events: bool,
     /// Write the results as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -100,6 +104,7 @@ impl BenchArgs {
             window: self.window,
             concurrency: self.concurrency,
             quick: self.quick,
+            events: !self.without_events,
         };
         if sizes.tasks == 0
             || sizes.chains == 0
@@ -172,7 +177,7 @@ impl Bench {
         sizes: Sizes,
         server_pid: Option<u32>,
     ) -> anyhow::Result<(Self, Report)> {
-        let app = tasks::app()?;
+        let app = tasks::app_with_events(sizes.events)?;
         let client = app
             .client(&NatsConfig::new(url))
             .await
@@ -205,7 +210,7 @@ impl Bench {
         url: &str,
     ) -> anyhow::Result<()> {
         let sizes = self.sizes;
-        let mut worker = WorkerProcess::start(url, sizes.concurrency, dir, &self.client).await?;
+        let mut worker = WorkerProcess::start(url, &sizes, dir, &self.client).await?;
         let idle = memory(worker.pid()).map(|(rss, _)| rss);
         self.processes.worker = Some(worker.pid());
 
@@ -543,7 +548,7 @@ impl Bench {
         bar.finish_and_clear();
         let queue = self.queue_stream("default")?;
         let mut stream = self.js.get_stream(&queue).await?;
-        let worker = WorkerProcess::start(url, self.sizes.concurrency, dir, &self.client).await?;
+        let worker = WorkerProcess::start(url, &self.sizes, dir, &self.client).await?;
         let mut probes = Vec::with_capacity(PROBES);
         let mut behind = Vec::with_capacity(PROBES);
         for _ in 0..PROBES {

@@ -402,6 +402,8 @@ pub(crate) struct Sizes {
     pub(crate) window: usize,
     pub(crate) concurrency: usize,
     pub(crate) quick: bool,
+    /// Whether the worker and the producer send events (`--without-events`: not).
+    pub(crate) events: bool,
 }
 
 #[cfg(test)]

@@ -55,7 +55,13 @@ pub(crate) fn now_us() -> u64 {
 
 /// The bench's app: its task types, on the default settings.
 pub(crate) fn app() -> anyhow::Result<celerity::App> {
+    app_with_events(true)
+}
+
+/// The bench's app, its producers sending `task-sent` events or not.
+pub(crate) fn app_with_events(sent_events: bool) -> anyhow::Result<celerity::App> {
     celerity::App::builder()
+        .send_sent_events(sent_events)
         .task(noop)
         .task(noop_ignored)
         .task(one)
@@ -73,14 +79,16 @@ pub(crate) struct WorkerProcess {
 }
 
 impl WorkerProcess {
-    /// Starts the worker with `concurrency` slots, logging to `dir`, and waits until it answers a
-    /// ping.
+    /// Starts the worker with the bench's slots (and without events when the bench runs so),
+    /// logging to `dir`, and waits until it answers a ping.
     pub(crate) async fn start(
         url: &str,
-        concurrency: usize,
+        sizes: &super::report::Sizes,
         dir: &Path,
         client: &celerity::Client,
     ) -> anyhow::Result<Self> {
+        let concurrency = sizes.concurrency.to_string();
+        let without_events = (!sizes.events).then_some("--without-events");
         let log = dir.join("bench-worker.log");
         let log_file = std::fs::File::create(&log).context("cannot create the worker's log")?;
         let executable = std::env::current_exe().context("cannot find the celerity executable")?;
@@ -92,8 +100,9 @@ impl WorkerProcess {
                 "--hostname",
                 WORKER_HOSTNAME,
                 "--concurrency",
-                &concurrency.to_string(),
+                &concurrency,
             ])
+            .args(without_events)
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(

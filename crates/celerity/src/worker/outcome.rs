@@ -84,9 +84,8 @@ impl<'a> Rejection<'a> {
 /// Applies `outcome` to `message`, delivered from `queue`: the one place a task message's fate
 /// is carried out.
 ///
-/// NOTE(observability): this is where the events, metrics and spans of a message's end attach:
-/// one call per delivery, after the task's records are stored and what follows it was sent,
-/// before its slot and its fetch credit are given back.
+/// A dead letter is reported to the worker's `Observer` here (`task_rejected`, `task-rejected`);
+/// the other ends of a run are reported by the pipeline where it learns them (`observe.rs`).
 ///
 /// # Cancel safety
 /// Not cancel safe: dropped mid-way, the message may be left unacknowledged, or its dead letter
