@@ -13,6 +13,7 @@ mod delays;
 mod events;
 mod examples;
 mod hardening;
+mod http;
 mod limits;
 mod priority;
 mod protocol;

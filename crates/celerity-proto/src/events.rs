@@ -264,6 +264,9 @@ pub struct WorkerEvent {
     pub load: Option<[f64; 3]>,
     /// Seconds between heartbeats.
     pub freq_s: f64,
+    /// Where it serves `/healthz`, `/readyz` and `/metrics` (`host:port`), when it does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<String>,
 }
 
 impl WorkerEvent {
@@ -284,6 +287,7 @@ impl WorkerEvent {
             processed: 0,
             load: None,
             freq_s: HEARTBEAT_INTERVAL_MS as f64 / 1_000.0,
+            http: None,
         }
     }
 }

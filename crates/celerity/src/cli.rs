@@ -222,6 +222,18 @@ pub struct WorkerArgs {
     /// heartbeats, offline) are still sent.
     #[arg(long = "without-events")]
     pub without_events: bool,
+    /// Serve `/healthz`, `/readyz` and `/metrics` on this port (0: any free port, which the
+    /// worker's events tell); off by default.
+    #[arg(long = "http-port")]
+    pub http_port: Option<u16>,
+    /// The address the HTTP endpoint listens on (default 127.0.0.1; `0.0.0.0` for every
+    /// interface, as in a container).
+    #[arg(
+        long = "http-bind",
+        default_value = "127.0.0.1",
+        requires = "http_port"
+    )]
+    pub http_bind: std::net::IpAddr,
     /// Log filter (`info`, `debug`, `celerity=debug`); RUST_LOG wins when set.
     #[arg(short = 'l', long = "loglevel", default_value = "info")]
     pub loglevel: String,
@@ -259,6 +271,9 @@ impl WorkerArgs {
         }
         if let Some(hostname) = &self.hostname {
             config = config.hostname(hostname.clone());
+        }
+        if let Some(port) = self.http_port {
+            config = config.http(std::net::SocketAddr::new(self.http_bind, port));
         }
         match (&self.priority_weights, self.priority_mode.as_str()) {
             (Some(weights), _) => config = config.priority_weights(weights.0),

@@ -25,6 +25,7 @@ pub struct WorkerConfig {
     pub(super) max_deliveries: u32,
     pub(super) beat: Option<BeatConfig>,
     pub(super) events: bool,
+    pub(super) http: Option<std::net::SocketAddr>,
 }
 
 /// How a worker runs the periodic-task scheduler.
@@ -58,6 +59,7 @@ impl WorkerConfig {
             max_deliveries: DEFAULT_MAX_DELIVERIES,
             beat: None,
             events: true,
+            http: None,
         }
     }
 
@@ -159,6 +161,13 @@ impl WorkerConfig {
     /// offline), which `celerity status` and `celerity health` read.
     pub fn events(mut self, send: bool) -> Self {
         self.events = send;
+        self
+    }
+
+    /// Serves `/healthz`, `/readyz` and `/metrics` on `addr` (`worker --http-port`; off by
+    /// default). Port 0 picks a free port, which the worker's events tell (`http`).
+    pub fn http(mut self, addr: std::net::SocketAddr) -> Self {
+        self.http = Some(addr);
         self
     }
 

@@ -24,4 +24,7 @@ pub enum WorkerError {
     /// The periodic entries are invalid (two with one name).
     #[error(transparent)]
     Schedule(#[from] crate::beat::ScheduleError),
+    /// The health and metrics endpoint cannot listen where it was asked to (`--http-port`).
+    #[error(transparent)]
+    Http(#[from] crate::worker::http::HttpError),
 }

@@ -224,6 +224,7 @@ async fn admit<'a>(
     // Over its rate limit, the task waits here, before its body is decoded and before it takes an
     // execution slot: a waiting task holds its message's bytes and nothing more.
     if let Some(gate) = shared.limits.gate(&envelope.task) {
+        let arrived = std::time::Instant::now();
         match gate
             .pass(credit, message.payload.len(), &shared.stopping)
             .await
@@ -231,6 +232,9 @@ async fn admit<'a>(
             Passage::Go => {}
             Passage::Stopped => return ControlFlow::Break(Outcome::HandBack),
         }
+        shared
+            .observer
+            .rate_limited(&envelope.task, arrived.elapsed());
         // It may have been revoked or have expired while it waited.
         if let Some(record) =
             revoked_record(shared, envelope).or_else(|| expired_record(shared, envelope))

@@ -1,12 +1,13 @@
 //! `Observer`: where the task pipeline tells what happens to its tasks, and the one place that
-//! turns it into what others see: signal hooks, task events, and the counts heartbeats carry.
+//! turns it into what others see: signal hooks, task events, Prometheus metrics, and the counts
+//! heartbeats carry.
 //!
 //! The pipeline calls it at each moment of a delivery (taken, started, ran, retried, ended without
 //! running, dead-lettered); each call is synchronous and cheap (an event is a push onto the
 //! emitter's channel), so a task never waits for its observers.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use celerity_proto::{
@@ -22,6 +23,7 @@ use crate::signals::{
     TaskSuccess,
 };
 use crate::task::TaskContext;
+use crate::worker::metrics::Metrics;
 
 /// Counts of the tasks a worker holds, for heartbeats and metrics.
 #[derive(Debug, Default)]
@@ -83,7 +85,12 @@ pub(crate) struct Observer {
     signals: Signals,
     /// `None` when the worker runs `--without-events`.
     events: Option<Emitter>,
+    metrics: Metrics,
     tally: Tally,
+    /// Set once the worker consumes (`/readyz`).
+    consuming: AtomicBool,
+    /// Where the worker serves its HTTP endpoint, told in its worker events.
+    http: Option<std::net::SocketAddr>,
 }
 
 impl Observer {
@@ -92,8 +99,44 @@ impl Observer {
             hostname,
             signals,
             events,
+            metrics: Metrics::new(std::iter::empty(), &[], 0),
             tally: Tally::default(),
+            consuming: AtomicBool::new(false),
+            http: None,
         }
+    }
+
+    /// Counts in `metrics`, and names `http` in the worker events.
+    pub(crate) fn with_metrics(
+        mut self,
+        metrics: Metrics,
+        http: Option<std::net::SocketAddr>,
+    ) -> Self {
+        self.metrics = metrics;
+        self.http = http;
+        self
+    }
+
+    pub(crate) fn tally(&self) -> &Tally {
+        &self.tally
+    }
+
+    pub(crate) fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// The worker consumes from now on.
+    pub(crate) fn set_consuming(&self) {
+        self.consuming.store(true, Ordering::Relaxed);
+    }
+
+    pub(crate) fn is_consuming(&self) -> bool {
+        self.consuming.load(Ordering::Relaxed)
+    }
+
+    /// A task with a rate limit waited `waited` for it.
+    pub(crate) fn rate_limited(&self, task: &TaskName, waited: Duration) {
+        self.metrics.rate_limited(task, waited);
     }
 
     pub(crate) fn signals(&self) -> &Signals {
@@ -113,6 +156,9 @@ impl Observer {
         delivered: u64,
     ) -> Held<'_> {
         self.tally.reserved.fetch_add(1, Ordering::Relaxed);
+        if delivered > 1 {
+            self.metrics.redelivered(queue);
+        }
         if let (Some(events), Some(envelope)) = (&self.events, envelope) {
             let mut event = task_event(TaskEventKind::Received, envelope, Some(queue));
             event.delivered = Some(delivered);
@@ -129,12 +175,14 @@ impl Observer {
     pub(crate) fn started(&self, context: &TaskContext, held: &mut Held<'_>) {
         held.start();
         self.signals.fire_task_prerun(&TaskPrerun { context });
+        let envelope = context.envelope();
+        let now = now_ms();
+        let wait_ms = envelope.sent_at_ms.map(|sent| now.saturating_sub(sent));
+        self.metrics
+            .started(&envelope.task, wait_ms.map(Duration::from_millis));
         if let Some(events) = &self.events {
-            let envelope = context.envelope();
             let mut event = task_event(TaskEventKind::Started, envelope, queue_of(context));
-            event.wait_ms = envelope
-                .sent_at_ms
-                .map(|sent| event.at_ms.saturating_sub(sent));
+            event.wait_ms = wait_ms;
             events.emit(event);
         }
     }
@@ -169,6 +217,9 @@ impl Observer {
             result,
             runtime,
         });
+        let task = context.task_name();
+        self.metrics.ended(task, &record.state);
+        self.metrics.ran(task, runtime);
         if let Some(events) = &self.events {
             let envelope = context.envelope();
             let kind = match (&record.state, &record.error) {
@@ -206,6 +257,8 @@ impl Observer {
             result: None,
             runtime,
         });
+        self.metrics.retried(context.task_name());
+        self.metrics.ran(context.task_name(), runtime);
         if let Some(events) = &self.events {
             let mut event = task_event(
                 TaskEventKind::Retried,
@@ -243,6 +296,7 @@ impl Observer {
             }
             _ => TaskEventKind::Failed,
         };
+        self.metrics.ended(&envelope.task, &record.state);
         if let Some(events) = &self.events {
             let mut event = task_event(kind, envelope, queue);
             match kind {
@@ -269,6 +323,10 @@ impl Observer {
             reason,
             error,
         });
+        self.metrics.dead_lettered(reason);
+        if let Some(task) = task {
+            self.metrics.ended(task, &TaskState::Failure);
+        }
         if let Some(events) = &self.events {
             let id = task_id.map_or("", TaskId::as_str);
             let name = task.map_or("", TaskName::as_str);
@@ -296,6 +354,7 @@ impl Observer {
         event.reserved = self.tally.reserved();
         event.processed = self.tally.processed();
         event.load = load_average();
+        event.http = self.http.map(|addr| addr.to_string());
         event
     }
 }

@@ -37,6 +37,7 @@ impl Presence {
     /// Cancel safe: dropped, it sends nothing more.
     pub(crate) async fn run(self) {
         let shared = &self.shared;
+        shared.observer.set_consuming();
         shared.observer.signals().fire_worker_ready(&WorkerReady {
             hostname: &shared.hostname,
             queues: &self.queues,

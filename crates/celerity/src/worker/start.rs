@@ -18,12 +18,13 @@ use crate::dispatch::Dispatcher;
 use crate::events::Emitter;
 use crate::nats::{NatsConfig, connect_with_retry};
 use crate::publisher::Publisher;
+use crate::worker::metrics::Metrics;
 use crate::worker::observe::Observer;
 use crate::worker::presence::Presence;
 use crate::worker::setup::{Provisioned, RevokedIds, Setup};
 use crate::worker::{
-    SharedHandle, WorkerConfig, WorkerError, WorkerShared, beat, chord, limits, queue, root, stop,
-    watches,
+    SharedHandle, WorkerConfig, WorkerError, WorkerShared, beat, chord, http, limits, queue, root,
+    stop, watches,
 };
 
 /// The most tasks one worker holds at once (a bound far above any sensible setting, and below
@@ -49,6 +50,14 @@ pub(super) fn run_on_this_thread(
     on_ready: impl FnOnce(Addr<root::Worker>),
 ) -> Result<(), WorkerError> {
     let plan = Plan::check(&app, &config)?;
+    // Bound first: a taken port fails the start before anything connects.
+    let listener = config.http.map(http::bind).transpose()?;
+    let observed = Observed {
+        metrics: Metrics::new(app.task_names(), &plan.queues, config.concurrency),
+        http: listener
+            .as_ref()
+            .and_then(|listener| listener.local_addr().ok()),
+    };
     let runtime = build_runtime()?;
     // NOTE: the connection is made on the multi-thread runtime so its I/O never waits on an actor.
     let hostname: Arc<str> = Arc::from(config.hostname.as_str());
@@ -63,9 +72,17 @@ pub(super) fn run_on_this_thread(
         provisioned,
         plan.beat,
         runtime.handle().clone(),
+        observed,
     );
     runtime.spawn(revoked.ids.watch(revoked.bucket));
     runtime.spawn(watches::watch_settings(shared.clone()));
+    let endpoint = match listener {
+        Some(listener) => Some(Endpoint {
+            server: http::HttpThread::start(listener, shared.clone())?,
+            depths: runtime.spawn(http::watch_depths(shared.clone(), plan.queues.clone())),
+        }),
+        None => None,
+    };
     let presence = Presence::new(shared.clone(), plan.queues.clone());
     let system = System::new();
     let root = system.block_on(async move { parts.start_root(shared) });
@@ -77,12 +94,28 @@ pub(super) fn run_on_this_thread(
     let ran = system.run();
     heartbeats.abort();
     runtime.block_on(presence.offline());
+    if let Some(endpoint) = endpoint {
+        endpoint.depths.abort();
+        endpoint.server.stop(&runtime);
+    }
     presence.shut_down();
     ran.map_err(WorkerError::Runtime)?;
     flush_last_acks(&runtime, &client);
     runtime.shutdown_timeout(Duration::from_secs(1));
     tracing::info!(worker = %hostname, "worker stopped");
     Ok(())
+}
+
+/// The worker's metrics and the address of its HTTP endpoint, made before it connects.
+struct Observed {
+    metrics: Metrics,
+    http: Option<std::net::SocketAddr>,
+}
+
+/// The HTTP endpoint and the queue-depth reader that feeds its metrics.
+struct Endpoint {
+    server: http::HttpThread,
+    depths: tokio::task::JoinHandle<()>,
 }
 
 /// What the configuration asks for, checked before anything connects.
@@ -205,6 +238,7 @@ fn share(
     provisioned: Provisioned,
     beat: Option<(Vec<Entry>, Duration)>,
     runtime: tokio::runtime::Handle,
+    observed: Observed,
 ) -> (SharedHandle, RootParts, RevokedIds) {
     let ack_wait = provisioned.ack_wait(config.ack_wait);
     let Provisioned {
@@ -231,7 +265,8 @@ fn share(
         app.settings().priority_steps.clone(),
     )
     .observed(signals.clone(), sent_events);
-    let observer = Observer::new(connected.hostname.clone(), signals, events);
+    let observer = Observer::new(connected.hostname.clone(), signals, events)
+        .with_metrics(observed.metrics, observed.http);
     let dispatcher = Dispatcher::new(
         publisher,
         chords.chords.clone(),
