@@ -6,6 +6,7 @@ mod bells;
 mod canvas;
 mod celery_user;
 mod chords;
+mod cli;
 mod compose;
 mod control;
 mod dead_letters;

@@ -34,16 +34,8 @@ pub(crate) struct EventsArgs {
     /// `hostname`.
     #[arg(long = "json")]
     json: bool,
-    /// The namespace of the deployment.
-    #[arg(
-        long = "namespace",
-        env = "CELERITY_NAMESPACE",
-        default_value = "celerity"
-    )]
-    namespace: String,
-    /// NATS connection.
     #[command(flatten)]
-    nats: celerity::cli::NatsArgs,
+    connection: crate::ConnectionArgs,
 }
 
 /// Where `--since` starts.
@@ -86,7 +78,7 @@ pub(crate) async fn run(args: EventsArgs) -> anyhow::Result<bool> {
             Since::Time(celerity::clock::now_ms().saturating_sub(ago_ms))
         }
     };
-    let client = crate::connect(&args.namespace, &args.nats).await?;
+    let client = args.connection.connect().await?;
     let mut events = client.events(since).await?;
     let mut printed = 0_u64;
     loop {

@@ -1,7 +1,7 @@
 //! The `celerity` command.
 //!
 //! This file only parses arguments, runs the chosen command, prints the error chain and picks the
-//! exit code; each command lives in its own module (`dev`, `control`, `events`, `beat`, `bench`).
+//! exit code; each command lives in its own module (`dev`, `control`, `status` (with `result`), `events`, `beat`, `bench`).
 
 mod beat;
 mod bench;
@@ -9,6 +9,7 @@ mod control;
 mod demo;
 mod dev;
 mod events;
+mod status;
 mod table;
 
 use std::process::ExitCode;
@@ -33,6 +34,10 @@ enum Command {
     /// Send a control command to workers: `ping`, `revoke <task id> [--terminate]`,
     /// `rate-limit <task> <rate> [--global]`.
     Control(control::ControlArgs),
+    /// The workers that answer, with their queues (like `celery status`).
+    Status(status::StatusArgs),
+    /// A task's state, result or error, meta, worker and times, from the results bucket.
+    Result(status::ResultArgs),
     /// Tail task and worker events, live or read back (`--since 10m`), with filters.
     Events(events::EventsArgs),
     /// Periodic tasks: `list` the entries, their last and next runs, and the active scheduler.
@@ -61,7 +66,12 @@ fn main() -> ExitCode {
     let cli = parse();
     let default_log_filter = match &cli.command {
         Command::Dev(_) => dev::DEFAULT_LOG_FILTER,
-        Command::Control(_) | Command::Events(_) | Command::Beat(_) | Command::Bench(_) => "warn",
+        Command::Control(_)
+        | Command::Status(_)
+        | Command::Result(_)
+        | Command::Events(_)
+        | Command::Beat(_)
+        | Command::Bench(_) => "warn",
         Command::BenchWorker { args } => {
             let worker = BenchWorkerCli::parse_from(
                 std::iter::once("celerity bench-worker".to_owned()).chain(args.iter().cloned()),
@@ -86,6 +96,8 @@ fn main() -> ExitCode {
     let outcome = match cli.command {
         Command::Dev(args) => runtime.block_on(dev::run(args)),
         Command::Control(args) => runtime.block_on(control::run(args)),
+        Command::Status(args) => runtime.block_on(status::status(args)),
+        Command::Result(args) => runtime.block_on(status::result(args)),
         Command::Events(args) => runtime.block_on(events::run(args)),
         Command::Beat(args) => runtime.block_on(beat::run(args)),
         Command::Bench(args) => runtime.block_on(bench::run(args)),
@@ -101,6 +113,28 @@ fn main() -> ExitCode {
             eprintln!("error: {error:#}");
             ExitCode::from(2)
         }
+    }
+}
+
+/// The namespace and NATS flags of the commands that read a deployment.
+#[derive(Debug, clap::Args)]
+struct ConnectionArgs {
+    /// The namespace of the deployment.
+    #[arg(
+        long = "namespace",
+        env = "CELERITY_NAMESPACE",
+        default_value = "celerity"
+    )]
+    namespace: String,
+    /// NATS connection.
+    #[command(flatten)]
+    nats: celerity::cli::NatsArgs,
+}
+
+impl ConnectionArgs {
+    /// A client of the deployment these flags name.
+    async fn connect(&self) -> anyhow::Result<celerity::Client> {
+        connect(&self.namespace, &self.nats).await
     }
 }
 

@@ -1,0 +1,96 @@
+//! `celerity status` and `celerity result`, run as a user runs them, against live workers.
+
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use crate::support::{WorkerProcess, celerity_cli, client, server};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+fn celerity(url: &str, args: &[&str]) -> Output {
+    Command::new(celerity_cli())
+        .args(args)
+        .args(["--nats-url", url])
+        .output()
+        .expect("celerity runs")
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_lists_the_workers_that_answer_and_fails_when_none_does() {
+    let server = server();
+    let url = server.url();
+    let alone = celerity(&url, &["status", "--timeout", "0.3"]);
+    assert!(!alone.status.success(), "no worker: a failure");
+    assert!(String::from_utf8_lossy(&alone.stderr).contains("no worker answered"));
+
+    let _w1 = WorkerProcess::start(&url, "w1", &["-Q", "high,default"]);
+    let _w2 = WorkerProcess::start(&url, "w2", &["-c", "3"]);
+    let text = celerity(&url, &["status"]);
+    assert!(text.status.success());
+    let out = stdout(&text);
+    assert!(out.contains("-> w1: OK (queues: "), "{out}");
+    assert!(
+        out.contains("-> w2: OK (queues: default; concurrency: 3)"),
+        "{out}"
+    );
+    assert!(out.contains("2 nodes online."), "{out}");
+    let json = celerity(&url, &["status", "--json"]);
+    let value: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    let names: Vec<&str> = value["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|worker| worker["worker"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["w1", "w2"]);
+    let bad = celerity(&url, &["status", "--timeout", "0"]);
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--timeout must be"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn result_prints_a_tasks_state_result_error_and_worker() {
+    let server = server();
+    let url = server.url();
+    let _worker = WorkerProcess::start(&url, "w1", &[]);
+    let client = client(&url).await;
+    let added = celerity_it::add.delay(&client, 2, 3).await.unwrap();
+    added.get(WAIT).await.unwrap();
+    let failed = celerity_it::fail
+        .delay(&client, "no funds".into())
+        .await
+        .unwrap();
+    assert!(failed.get(WAIT).await.is_err());
+
+    let success = celerity(&url, &["result", added.id().as_str()]);
+    assert!(success.status.success());
+    let out = stdout(&success);
+    for line in [
+        "state:    SUCCESS",
+        "task:     it.add",
+        "result:   5",
+        "worker:   w1",
+        "started:  ",
+    ] {
+        assert!(out.contains(line), "{line:?} not in {out}");
+    }
+    let failure = stdout(&celerity(&url, &["result", failed.id().as_str()]));
+    assert!(failure.contains("state:    FAILURE"), "{failure}");
+    assert!(
+        failure.contains("error:    ") && failure.contains("no funds"),
+        "{failure}"
+    );
+    let json = celerity(&url, &["result", added.id().as_str(), "--json"]);
+    let record: celerity::ResultRecord = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(record.result, Some(serde_json::json!(5)));
+
+    let unknown = celerity(&url, &["result", "never-sent"]);
+    assert!(!unknown.status.success());
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("has no record"));
+    let invalid = celerity(&url, &["result", "a b"]);
+    assert!(!invalid.status.success());
+    assert!(String::from_utf8_lossy(&invalid.stderr).contains("invalid task id"));
+}
