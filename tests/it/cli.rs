@@ -94,3 +94,39 @@ async fn result_prints_a_tasks_state_result_error_and_worker() {
     assert!(!invalid.status.success());
     assert!(String::from_utf8_lossy(&invalid.stderr).contains("invalid task id"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn purge_removes_a_queues_tasks_or_one_level_asks_first_and_names_an_unknown_queue() {
+    let server = server();
+    let url = server.url();
+    let client = client(&url).await;
+    // No worker runs: the tasks stay in the queue.
+    for priority in [0, 0, 5] {
+        let options = celerity::ApplyOptions::new().priority(priority);
+        celerity_it::add
+            .apply_async(&client, (1, 1), options)
+            .await
+            .unwrap();
+    }
+    let unforced = celerity(&url, &["purge", "default"]);
+    assert!(
+        !unforced.status.success(),
+        "no terminal, no --force: refused"
+    );
+    assert!(String::from_utf8_lossy(&unforced.stderr).contains("pass --force"));
+
+    let level = celerity(&url, &["purge", "default", "--priority", "5", "--force"]);
+    assert!(level.status.success());
+    assert_eq!(stdout(&level).trim(), "purged 1 task from queue default");
+    let rest = celerity(&url, &["purge", "default", "--force"]);
+    assert_eq!(stdout(&rest).trim(), "purged 2 tasks from queue default");
+    let again = celerity(&url, &["purge", "default", "--force"]);
+    assert_eq!(stdout(&again).trim(), "purged 0 tasks from queue default");
+
+    let unknown = celerity(&url, &["purge", "nope", "--force"]);
+    assert!(!unknown.status.success());
+    let error = String::from_utf8_lossy(&unknown.stderr);
+    assert!(error.contains("there is no queue nope"), "{error}");
+    let bad = celerity(&url, &["purge", "default", "--priority", "12", "--force"]);
+    assert!(!bad.status.success());
+}

@@ -1,7 +1,7 @@
 //! The `celerity` command.
 //!
 //! This file only parses arguments, runs the chosen command, prints the error chain and picks the
-//! exit code; each command lives in its own module (`dev`, `control`, `status` (with `result`), `events`, `beat`, `bench`).
+//! exit code; each command lives in its own module (`dev`, `control`, `status` (with `result`), `purge`, `events`, `beat`, `bench`).
 
 mod beat;
 mod bench;
@@ -9,6 +9,7 @@ mod control;
 mod demo;
 mod dev;
 mod events;
+mod purge;
 mod status;
 mod table;
 
@@ -38,6 +39,9 @@ enum Command {
     Status(status::StatusArgs),
     /// A task's state, result or error, meta, worker and times, from the results bucket.
     Result(status::ResultArgs),
+    /// Remove the tasks stored in a queue (or one priority level of it), asking first unless
+    /// `--force`.
+    Purge(purge::PurgeArgs),
     /// Tail task and worker events, live or read back (`--since 10m`), with filters.
     Events(events::EventsArgs),
     /// Periodic tasks: `list` the entries, their last and next runs, and the active scheduler.
@@ -69,6 +73,7 @@ fn main() -> ExitCode {
         Command::Control(_)
         | Command::Status(_)
         | Command::Result(_)
+        | Command::Purge(_)
         | Command::Events(_)
         | Command::Beat(_)
         | Command::Bench(_) => "warn",
@@ -98,6 +103,7 @@ fn main() -> ExitCode {
         Command::Control(args) => runtime.block_on(control::run(args)),
         Command::Status(args) => runtime.block_on(status::status(args)),
         Command::Result(args) => runtime.block_on(status::result(args)),
+        Command::Purge(args) => runtime.block_on(purge::run(args)),
         Command::Events(args) => runtime.block_on(events::run(args)),
         Command::Beat(args) => runtime.block_on(beat::run(args)),
         Command::Bench(args) => runtime.block_on(bench::run(args)),
