@@ -48,7 +48,11 @@ async fn status_lists_the_workers_that_answer_and_fails_when_none_does() {
         .collect();
     assert_eq!(names, ["w1", "w2"]);
     let bad = celerity(&url, &["status", "--timeout", "0"]);
-    assert!(String::from_utf8_lossy(&bad.stderr).contains("--timeout must be"));
+    let error = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        error.contains("--timeout") && error.contains("above 0"),
+        "{error}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -129,4 +133,94 @@ async fn purge_removes_a_queues_tasks_or_one_level_asks_first_and_names_an_unkno
     assert!(error.contains("there is no queue nope"), "{error}");
     let bad = celerity(&url, &["purge", "default", "--priority", "12", "--force"]);
     assert!(!bad.status.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inspect_asks_every_worker_or_the_named_ones_what_they_run_and_hold() {
+    let server = server();
+    let url = server.url();
+    let _w1 = WorkerProcess::start(&url, "w1", &["-Q", "high,default", "-c", "2"]);
+    let _w2 = WorkerProcess::start(&url, "w2", &["--without-events"]);
+    let client = client(&url).await;
+    celerity_it::add
+        .delay(&client, 1, 2)
+        .await
+        .unwrap()
+        .get(WAIT)
+        .await
+        .unwrap();
+    client
+        .control()
+        .revoke(
+            "gone-1",
+            celerity::RevokeMode::Skip,
+            None,
+            Duration::from_millis(500),
+        )
+        .await
+        .unwrap();
+
+    let json = |args: &[&str]| -> serde_json::Value {
+        let mut all = vec!["inspect"];
+        all.extend_from_slice(args);
+        all.push("--json");
+        let output = celerity(&url, &all);
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        serde_json::from_slice(&output.stdout).unwrap()
+    };
+    let registered = json(&["registered"]);
+    let tasks = registered["w1"]["tasks"].as_array().unwrap();
+    assert!(tasks.iter().any(|task| task == "it.add"), "{registered}");
+    assert_eq!(registered["w1"], registered["w2"]);
+
+    let stats = json(&["stats"]);
+    assert_eq!(stats["w1"]["concurrency"], 2);
+    assert_eq!(stats["w1"]["events"], true);
+    assert_eq!(stats["w2"]["events"], false);
+    let processed =
+        stats["w1"]["processed"].as_u64().unwrap() + stats["w2"]["processed"].as_u64().unwrap();
+    assert_eq!(processed, 1, "{stats}");
+
+    let queues = json(&["active-queues", "--destination", "w1"]);
+    assert_eq!(
+        queues.as_object().unwrap().len(),
+        1,
+        "only w1 was asked: {queues}"
+    );
+    let names: Vec<&str> = queues["w1"]["queues"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|queue| queue["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["default", "high"]);
+    assert_eq!(queues["w1"]["queues"][0]["stream"], "CELERITY_Q_default");
+    assert_eq!(
+        queues["w1"]["queues"][0]["priorities"]
+            .as_array()
+            .unwrap()
+            .len(),
+        10
+    );
+
+    let revoked = json(&["revoked", "-d", "w1,w2"]);
+    assert_eq!(revoked["w1"]["ids"], serde_json::json!(["gone-1"]));
+    assert_eq!(revoked["w2"]["ids"], serde_json::json!(["gone-1"]));
+
+    let text = stdout(&celerity(&url, &["inspect", "stats", "-d", "w2"]));
+    assert!(text.starts_with("-> w2:"), "{text}");
+    assert!(
+        text.contains("tasks: 0 active, 0 reserved") && text.contains("events: off"),
+        "{text}"
+    );
+    let missing = celerity(
+        &url,
+        &["inspect", "registered", "-d", "nobody", "--timeout", "0.3"],
+    );
+    assert!(!missing.status.success());
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("nobody"));
 }

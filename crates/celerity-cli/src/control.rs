@@ -16,8 +16,8 @@ pub(crate) struct ControlArgs {
     #[arg(short = 'd', long = "destination", global = true)]
     destination: Option<String>,
     /// Seconds to wait for replies.
-    #[arg(short = 't', long = "timeout", default_value_t = 1.0, global = true)]
-    timeout: f64,
+    #[arg(short = 't', long = "timeout", default_value = "1", value_parser = crate::parse_seconds, global = true)]
+    timeout: Duration,
     /// The namespace of the deployment.
     #[arg(
         long = "namespace",
@@ -67,13 +67,7 @@ enum ControlSubcommand {
 
 /// Runs the command; false when no worker answered or one refused.
 pub(crate) async fn run(args: ControlArgs) -> anyhow::Result<bool> {
-    if !(args.timeout.is_finite() && args.timeout > 0.0) {
-        anyhow::bail!(
-            "--timeout must be a number of seconds above 0, not {}",
-            args.timeout
-        );
-    }
-    let timeout = Duration::from_secs_f64(args.timeout);
+    let timeout = args.timeout;
     let client = crate::connect(&args.namespace, &args.nats).await?;
     let control = client.control();
     let destination = args.destination.as_deref();

@@ -1,7 +1,7 @@
 //! The `celerity` command.
 //!
 //! This file only parses arguments, runs the chosen command, prints the error chain and picks the
-//! exit code; each command lives in its own module (`dev`, `control`, `status` (with `result`), `purge`, `events`, `beat`, `bench`).
+//! exit code; each command lives in its own module (`dev`, `control`, `inspect`, `status` (with `result`), `purge`, `events`, `beat`, `bench`).
 
 mod beat;
 mod bench;
@@ -9,6 +9,7 @@ mod control;
 mod demo;
 mod dev;
 mod events;
+mod inspect;
 mod purge;
 mod status;
 mod table;
@@ -35,6 +36,8 @@ enum Command {
     /// Send a control command to workers: `ping`, `revoke <task id> [--terminate]`,
     /// `rate-limit <task> <rate> [--global]`.
     Control(control::ControlArgs),
+    /// Ask workers what they run and hold: `registered`, `stats`, `active-queues`, `revoked`.
+    Inspect(inspect::InspectArgs),
     /// The workers that answer, with their queues (like `celery status`).
     Status(status::StatusArgs),
     /// A task's state, result or error, meta, worker and times, from the results bucket.
@@ -71,6 +74,7 @@ fn main() -> ExitCode {
     let default_log_filter = match &cli.command {
         Command::Dev(_) => dev::DEFAULT_LOG_FILTER,
         Command::Control(_)
+        | Command::Inspect(_)
         | Command::Status(_)
         | Command::Result(_)
         | Command::Purge(_)
@@ -101,6 +105,7 @@ fn main() -> ExitCode {
     let outcome = match cli.command {
         Command::Dev(args) => runtime.block_on(dev::run(args)),
         Command::Control(args) => runtime.block_on(control::run(args)),
+        Command::Inspect(args) => runtime.block_on(inspect::run(args)),
         Command::Status(args) => runtime.block_on(status::status(args)),
         Command::Result(args) => runtime.block_on(status::result(args)),
         Command::Purge(args) => runtime.block_on(purge::run(args)),
@@ -120,6 +125,17 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// Parses `--timeout`: a number of seconds above 0.
+fn parse_seconds(value: &str) -> Result<std::time::Duration, String> {
+    let seconds: f64 = value
+        .parse()
+        .map_err(|_| format!("{value:?} is not a number of seconds"))?;
+    if !(seconds.is_finite() && seconds > 0.0) {
+        return Err(format!("give a number of seconds above 0, not {value}"));
+    }
+    Ok(std::time::Duration::from_secs_f64(seconds))
 }
 
 /// The namespace and NATS flags of the commands that read a deployment.

@@ -10,8 +10,8 @@ use clap::Args;
 #[derive(Debug, Args)]
 pub(crate) struct StatusArgs {
     /// Seconds to wait for workers to answer.
-    #[arg(short = 't', long = "timeout", default_value_t = 1.0)]
-    timeout: f64,
+    #[arg(short = 't', long = "timeout", default_value = "1", value_parser = crate::parse_seconds)]
+    timeout: Duration,
     /// One JSON object: `{"workers": [{"worker", "queues", "concurrency"}, ...]}`.
     #[arg(long)]
     json: bool,
@@ -21,14 +21,8 @@ pub(crate) struct StatusArgs {
 
 /// Prints every worker that answers a ping; false when none does.
 pub(crate) async fn status(args: StatusArgs) -> anyhow::Result<bool> {
-    if !(args.timeout.is_finite() && args.timeout > 0.0) {
-        anyhow::bail!(
-            "--timeout must be a number of seconds above 0, not {}",
-            args.timeout
-        );
-    }
     let client = args.connection.connect().await?;
-    let timeout = Duration::from_secs_f64(args.timeout);
+    let timeout = args.timeout;
     let mut replies = client.control().ping(None, timeout).await?;
     replies.sort_by(|a, b| a.worker.cmp(&b.worker));
     let workers: Vec<serde_json::Value> = replies

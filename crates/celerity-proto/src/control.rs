@@ -50,6 +50,17 @@ pub enum ControlCommand {
         #[serde(default)]
         reset: bool,
     },
+    /// The task names the worker runs (Celery's `inspect registered`); the reply's result is a
+    /// [`RegisteredResult`].
+    Registered,
+    /// The worker's figures (Celery's `inspect stats`); a [`StatsResult`].
+    Stats,
+    /// The queues the worker consumes, with their streams and levels (Celery's
+    /// `inspect active_queues`); an [`ActiveQueuesResult`].
+    ActiveQueues,
+    /// The revoked task and canvas ids the worker holds (Celery's `inspect revoked`); a
+    /// [`RevokedResult`].
+    Revoked,
     /// Change how workers pick among priority levels, and store the change: for the worker
     /// addressed, or for every worker (a broadcast).
     PriorityWeights {
@@ -181,6 +192,122 @@ impl PingResult {
             queues,
             concurrency,
         }
+    }
+}
+
+/// The `result` of a `registered` reply: the task names the worker runs, sorted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct RegisteredResult {
+    /// The task names.
+    pub tasks: Vec<String>,
+}
+
+impl RegisteredResult {
+    /// The answer of a worker that runs `tasks` (sorted here).
+    pub fn new(mut tasks: Vec<String>) -> Self {
+        tasks.sort();
+        Self { tasks }
+    }
+}
+
+/// The `result` of a `stats` reply: what the worker is and has done since it started.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct StatsResult {
+    /// The worker's process id.
+    pub pid: u32,
+    /// The software and its version (`celerity 0.1.0`).
+    pub software: String,
+    /// Seconds since the worker started.
+    pub uptime_s: u64,
+    /// Execution slots.
+    pub concurrency: usize,
+    /// The queues it consumes.
+    pub queues: Vec<String>,
+    /// Task bodies running now.
+    pub active: u32,
+    /// Tasks taken and not started.
+    pub reserved: u32,
+    /// Deliveries finished with since it started.
+    pub processed: u64,
+    /// Whether it sends task events.
+    pub events: bool,
+    /// Where it serves `/healthz`, `/readyz` and `/metrics`, when it does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<String>,
+}
+
+impl StatsResult {
+    /// Figures of a worker with process id `pid`, the others empty.
+    pub fn new(pid: u32, software: impl Into<String>) -> Self {
+        Self {
+            pid,
+            software: software.into(),
+            uptime_s: 0,
+            concurrency: 0,
+            queues: Vec::new(),
+            active: 0,
+            reserved: 0,
+            processed: 0,
+            events: false,
+            http: None,
+        }
+    }
+}
+
+/// One queue a worker consumes, in an [`ActiveQueuesResult`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct ActiveQueue {
+    /// The queue's name.
+    pub name: String,
+    /// Its stream (`<NS>_Q_<queue>`).
+    pub stream: String,
+    /// The priority levels it consumes, lowest first.
+    pub priorities: Vec<u8>,
+}
+
+impl ActiveQueue {
+    /// Queue `name` in `stream`, consumed at `priorities`.
+    pub fn new(name: impl Into<String>, stream: impl Into<String>, priorities: Vec<u8>) -> Self {
+        Self {
+            name: name.into(),
+            stream: stream.into(),
+            priorities,
+        }
+    }
+}
+
+/// The `result` of an `active_queues` reply.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct ActiveQueuesResult {
+    /// The queues, by name.
+    pub queues: Vec<ActiveQueue>,
+}
+
+impl ActiveQueuesResult {
+    /// The answer of a worker consuming `queues`.
+    pub fn new(queues: Vec<ActiveQueue>) -> Self {
+        Self { queues }
+    }
+}
+
+/// The `result` of a `revoked` reply: the revoked task and canvas ids the worker holds (those
+/// the revoked bucket still keeps), sorted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct RevokedResult {
+    /// The ids.
+    pub ids: Vec<String>,
+}
+
+impl RevokedResult {
+    /// The answer of a worker holding `ids` (sorted here).
+    pub fn new(mut ids: Vec<String>) -> Self {
+        ids.sort();
+        Self { ids }
     }
 }
 

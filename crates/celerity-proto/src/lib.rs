@@ -45,8 +45,9 @@ pub use chord::{
 };
 pub use codec::{ContentType, DecodeError, DecodeFailure, EncodeError};
 pub use control::{
-    ControlCommand, ControlReply, ControlRequest, PingResult, PriorityWeightsResult,
-    RateLimitResult, RevocationReason, RevocationRecord, RevokeResult,
+    ActiveQueue, ActiveQueuesResult, ControlCommand, ControlReply, ControlRequest, PingResult,
+    PriorityWeightsResult, RateLimitResult, RegisteredResult, RevocationReason, RevocationRecord,
+    RevokeResult, RevokedResult, StatsResult,
 };
 pub use dead_letter::{DeadLetter, DeadLetterReason, dlq_header};
 pub use envelope::{Envelope, EnvelopeError, HeaderSource, HeaderValueError, header};

@@ -2,8 +2,9 @@
 //! command, and a refusal) and the revocation record, all built with `celerity_proto`.
 
 use celerity_proto::{
-    ControlCommand, ControlReply, ControlRequest, PingResult, PriorityWeightsResult, Rate,
-    RateLimitResult, RevocationRecord, RevokeResult,
+    ActiveQueue, ActiveQueuesResult, ControlCommand, ControlReply, ControlRequest, PingResult,
+    PriorityWeightsResult, Rate, RateLimitResult, RegisteredResult, RevocationRecord, RevokeResult,
+    RevokedResult, StatsResult,
 };
 use serde_json::json;
 
@@ -62,6 +63,100 @@ fn refusal() -> ControlReply {
         GOLDEN_WORKER,
         "task \"it.nope\" is not registered on this worker",
     )
+}
+
+fn stats() -> StatsResult {
+    let mut stats = StatsResult::new(4242, "celerity 0.1.0");
+    stats.uptime_s = 3600;
+    stats.concurrency = 4;
+    stats.queues = vec!["default".to_owned()];
+    stats.active = 1;
+    stats.processed = 17;
+    stats.events = true;
+    stats.http = Some("127.0.0.1:9808".to_owned());
+    stats
+}
+
+fn active_queues() -> ActiveQueuesResult {
+    let levels = (0..=9).collect();
+    ActiveQueuesResult::new(vec![ActiveQueue::new(
+        "default",
+        "CELERITY_Q_default",
+        levels,
+    )])
+}
+
+/// The inspection cases: a broadcast request and a worker's reply for each.
+fn inspection_cases() -> Vec<GoldenCase> {
+    let request = |command| request(layout().control_broadcast_subject(), command);
+    vec![
+        GoldenCase {
+            file: "control_v1_registered_request.json",
+            comment: "An inspection of the task names every worker runs, broadcast.",
+            wire: request(ControlCommand::Registered),
+        },
+        GoldenCase {
+            file: "control_v1_registered_reply.json",
+            comment: "A worker's reply to registered: its task names, sorted.",
+            wire: reply(&RegisteredResult::new(vec![
+                "it.fail".to_owned(),
+                "it.add".to_owned(),
+            ])),
+        },
+        GoldenCase {
+            file: "control_v1_stats_request.json",
+            comment: "An inspection of every worker's figures, broadcast.",
+            wire: request(ControlCommand::Stats),
+        },
+        GoldenCase {
+            file: "control_v1_stats_reply.json",
+            comment: "A worker's reply to stats.",
+            wire: reply(&stats()),
+        },
+        GoldenCase {
+            file: "control_v1_active_queues_request.json",
+            comment: "An inspection of the queues every worker consumes, broadcast.",
+            wire: request(ControlCommand::ActiveQueues),
+        },
+        GoldenCase {
+            file: "control_v1_active_queues_reply.json",
+            comment: "A worker's reply to active_queues: each queue with its stream and levels.",
+            wire: reply(&active_queues()),
+        },
+        GoldenCase {
+            file: "control_v1_revoked_request.json",
+            comment: "An inspection of the revoked ids every worker holds, broadcast.",
+            wire: request(ControlCommand::Revoked),
+        },
+        GoldenCase {
+            file: "control_v1_revoked_reply.json",
+            comment: "A worker's reply to revoked: the ids, sorted.",
+            wire: reply(&RevokedResult::new(vec![ADD_JSON_ID.to_owned()])),
+        },
+    ]
+}
+
+#[test]
+fn inspection_goldens_encode_and_decode_to_their_records() {
+    for case in inspection_cases() {
+        check_golden(&case);
+    }
+    assert_eq!(
+        load("control_v1_stats_request.json").body,
+        br#"{"v":1,"command":"stats"}"#
+    );
+    let registered: RegisteredResult = result_of("control_v1_registered_reply.json");
+    assert_eq!(registered.tasks, ["it.add", "it.fail"]);
+    assert_eq!(
+        result_of::<StatsResult>("control_v1_stats_reply.json"),
+        stats()
+    );
+    assert_eq!(
+        result_of::<ActiveQueuesResult>("control_v1_active_queues_reply.json"),
+        active_queues()
+    );
+    let revoked: RevokedResult = result_of("control_v1_revoked_reply.json");
+    assert_eq!(revoked.ids, [ADD_JSON_ID]);
 }
 
 fn revocation() -> RevocationRecord {
@@ -128,6 +223,9 @@ pub(super) fn cases() -> Vec<GoldenCase> {
             ),
         },
     ]
+    .into_iter()
+    .chain(inspection_cases())
+    .collect()
 }
 
 fn decoded<T: serde::de::DeserializeOwned>(file: &str) -> T {

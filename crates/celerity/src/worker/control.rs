@@ -1,5 +1,6 @@
-//! `ControlActor`: answers control requests (`ping`, `revoke`, `rate_limit`, `priority_weights`)
-//! sent to this worker or to all.
+//! `ControlActor`: answers control requests (`ping`, `revoke`, `rate_limit`, `priority_weights`,
+//! and the inspections `registered`, `stats`, `active_queues`, `revoked`) sent to this worker or
+//! to all.
 //!
 //! Requests arrive on core NATS (`<ns>.control.<worker token>` and `<ns>.control.all`); a malformed
 //! request gets a refusal naming what is wrong, never silence. Replies are `celerity_proto` records
@@ -9,9 +10,10 @@
 use actix::prelude::*;
 use async_nats::jetstream::kv;
 use celerity_proto::{
-    ControlCommand, ControlReply, ControlRequest, PingResult, PriorityWeightsResult,
-    PriorityWeightsSetting, RateLimitResult, RateLimitSetting, RevocationRecord, RevokeResult,
-    SettingScope, TaskId, TaskName,
+    ActiveQueue, ActiveQueuesResult, ControlCommand, ControlReply, ControlRequest, PingResult,
+    PriorityWeightsResult, PriorityWeightsSetting, RateLimitResult, RateLimitSetting,
+    RegisteredResult, RevocationRecord, RevokeResult, RevokedResult, SettingScope, TaskId,
+    TaskName,
 };
 
 use crate::control::RevokeMode;
@@ -170,6 +172,24 @@ impl Target {
                 hostname,
                 &PingResult::new(self.queue_names.clone(), self.shared.concurrency),
             ),
+            ControlCommand::Registered => {
+                let tasks = self.shared.app.task_names().map(ToString::to_string);
+                ControlReply::with_result(hostname, &RegisteredResult::new(tasks.collect()))
+            }
+            ControlCommand::Stats => {
+                let (queues, concurrency) = (&self.queue_names, self.shared.concurrency);
+                ControlReply::with_result(
+                    hostname,
+                    &self.shared.observer.stats(queues, concurrency),
+                )
+            }
+            ControlCommand::ActiveQueues => {
+                ControlReply::with_result(hostname, &self.active_queues())
+            }
+            ControlCommand::Revoked => {
+                let ids = self.shared.revoked.live_ids();
+                ControlReply::with_result(hostname, &RevokedResult::new(ids))
+            }
             ControlCommand::Revoke { task_id, terminate } => {
                 let mode = match terminate {
                     true => RevokeMode::Terminate,
@@ -208,6 +228,29 @@ impl Target {
             _ => return Err(Refusal::UnknownCommand),
         };
         reply.map_err(Refusal::EncodeReply)
+    }
+
+    /// The queues this worker consumes, with their streams and levels.
+    fn active_queues(&self) -> ActiveQueuesResult {
+        let layout = &self.shared.layout;
+        let levels: Vec<u8> = self
+            .shared
+            .app
+            .settings()
+            .priority_steps
+            .iter()
+            .map(|level| level.get())
+            .collect();
+        let mut names = self.queue_names.clone();
+        names.sort();
+        let queues = names
+            .iter()
+            .filter_map(|name| celerity_proto::QueueName::new(name).ok())
+            .map(|queue| {
+                ActiveQueue::new(queue.as_str(), layout.queue_stream(&queue), levels.clone())
+            })
+            .collect();
+        ActiveQueuesResult::new(queues)
     }
 
     /// The scope of a setting this request stores: this worker's own, or every worker's.

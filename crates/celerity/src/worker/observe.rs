@@ -25,6 +25,9 @@ use crate::signals::{
 use crate::task::TaskContext;
 use crate::worker::metrics::Metrics;
 
+/// What workers call their software in events and stats.
+const SOFTWARE: &str = concat!("celerity ", env!("CARGO_PKG_VERSION"));
+
 /// Counts of the tasks a worker holds, for heartbeats and metrics.
 #[derive(Debug, Default)]
 pub(crate) struct Tally {
@@ -91,6 +94,7 @@ pub(crate) struct Observer {
     consuming: AtomicBool,
     /// Where the worker serves its HTTP endpoint, told in its worker events.
     http: Option<std::net::SocketAddr>,
+    started: std::time::Instant,
 }
 
 impl Observer {
@@ -103,7 +107,26 @@ impl Observer {
             tally: Tally::default(),
             consuming: AtomicBool::new(false),
             http: None,
+            started: std::time::Instant::now(),
         }
+    }
+
+    /// The worker's figures for `stats`.
+    pub(crate) fn stats(
+        &self,
+        queues: &[String],
+        concurrency: usize,
+    ) -> celerity_proto::StatsResult {
+        let mut stats = celerity_proto::StatsResult::new(std::process::id(), SOFTWARE);
+        stats.uptime_s = self.started.elapsed().as_secs();
+        stats.concurrency = concurrency;
+        stats.queues = queues.to_vec();
+        stats.active = self.tally.active();
+        stats.reserved = self.tally.reserved();
+        stats.processed = self.tally.processed();
+        stats.events = self.events.is_some();
+        stats.http = self.http.map(|addr| addr.to_string());
+        stats
     }
 
     /// Counts in `metrics`, and names `http` in the worker events.
@@ -347,7 +370,7 @@ impl Observer {
     ) -> WorkerEvent {
         let mut event = WorkerEvent::new(kind, self.hostname.as_ref(), now_ms());
         event.pid = std::process::id();
-        event.software = concat!("celerity ", env!("CARGO_PKG_VERSION")).to_owned();
+        event.software = SOFTWARE.to_owned();
         event.queues = queues.iter().map(ToString::to_string).collect();
         event.concurrency = u32::try_from(concurrency).unwrap_or(u32::MAX);
         event.active = self.tally.active();

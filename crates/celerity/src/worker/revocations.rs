@@ -48,6 +48,16 @@ impl Revocations {
         now_ms.saturating_sub(revoked_at_ms) < self.max_age_ms
     }
 
+    /// The ids whose revocation has not expired.
+    pub(crate) fn live_ids(&self) -> Vec<String> {
+        let now = now_ms();
+        self.ids
+            .iter()
+            .filter(|entry| self.is_live(*entry.value(), now))
+            .map(|entry| entry.key().clone())
+            .collect()
+    }
+
     /// Records `id` as revoked at `revoked_at_ms`.
     pub(crate) fn insert(&self, id: String, revoked_at_ms: u64) {
         self.ids.insert(id, revoked_at_ms);
