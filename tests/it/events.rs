@@ -37,20 +37,21 @@ async fn read_until(
 }
 
 /// The kinds of the task events of `task_id`, in the order they happened: the stream holds each
-/// emitter's events in order, and batches of different emitters (the producer's `task-sent`, the
-/// worker's) in the order they were stored, so a reader orders them by `at_ms`.
+/// emitter's events in order, and the batches of different emitters in the order they were
+/// stored; the producer's `task-sent` comes before anything a worker says of the task.
 fn kinds_of(events: &[Event], task_id: &str) -> Vec<TaskEventKind> {
-    let mut of_task: Vec<(u64, TaskEventKind)> = events
-        .iter()
-        .filter_map(|event| match event {
-            Event::Task { event, .. } if event.task_id == task_id => {
-                Some((event.at_ms, event.kind))
+    let of_task = |from_producer: bool| {
+        events.iter().filter_map(move |event| match event {
+            Event::Task { hostname, event }
+                if event.task_id == task_id
+                    && hostname.starts_with("celerity-client@") == from_producer =>
+            {
+                Some(event.kind)
             }
             _ => None,
         })
-        .collect();
-    of_task.sort_by_key(|(at_ms, _)| *at_ms);
-    of_task.into_iter().map(|(_, kind)| kind).collect()
+    };
+    of_task(true).chain(of_task(false)).collect()
 }
 
 fn worker_kinds(events: &[Event], hostname: &str) -> Vec<WorkerEventKind> {
@@ -203,7 +204,13 @@ async fn task_and_worker_events_are_followed_live_and_read_back_after_the_worker
         .lines()
         .map(|line| serde_json::from_str(line).unwrap())
         .collect();
-    lines.sort_by_key(|line| line["at_ms"].as_u64());
+    // The producer's task-sent first, then the worker's events in the order it sent them.
+    lines.sort_by_key(|line| {
+        let from_producer = line["hostname"]
+            .as_str()
+            .is_some_and(|hostname| hostname.starts_with("celerity-client@"));
+        !from_producer
+    });
     let types: Vec<&str> = lines
         .iter()
         .map(|line| line["type"].as_str().unwrap())
@@ -281,4 +288,41 @@ async fn a_worker_without_events_sends_its_worker_events_but_no_task_events() {
         worker_kinds(&seen, "quiet").first(),
         Some(&WorkerEventKind::Online)
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_that_is_not_an_event_is_reported_and_the_reader_goes_on() {
+    let server = server();
+    let url = server.url();
+    let _worker = WorkerProcess::start(&url, "w1", &[]);
+    let client = client(&url).await;
+    let js = async_nats::jetstream::new(client.nats().clone());
+    js.publish("celerity.events.task.intruder", "not json".into())
+        .await
+        .expect("publish")
+        .await
+        .expect("the events stream stores it");
+    let mut events = client.events(Since::Start).await.unwrap();
+    let mut saw_error = false;
+    let read = async {
+        while let Some(next) = events.next().await {
+            match next {
+                Err(celerity::events::EventError::Decode { subject, .. }) => {
+                    assert_eq!(subject, "celerity.events.task.intruder");
+                    saw_error = true;
+                }
+                Err(error) => panic!("unexpected error: {error}"),
+                Ok(Event::Worker(event))
+                    if saw_error && event.kind == WorkerEventKind::Heartbeat =>
+                {
+                    return;
+                }
+                Ok(_) => {}
+            }
+        }
+    };
+    tokio::time::timeout(WAIT, read)
+        .await
+        .expect("the reader goes on past the bad message to the next heartbeat");
+    assert!(saw_error);
 }
