@@ -1,19 +1,11 @@
 //! `celerity status` and `celerity result`, run as a user runs them, against live workers.
 
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::Duration;
 
-use crate::support::{WorkerProcess, celerity_cli, client, server};
+use crate::support::{WorkerProcess, client, run_cli as celerity, server};
 
 const WAIT: Duration = Duration::from_secs(20);
-
-fn celerity(url: &str, args: &[&str]) -> Output {
-    Command::new(celerity_cli())
-        .args(args)
-        .args(["--nats-url", url])
-        .output()
-        .expect("celerity runs")
-}
 
 fn stdout(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()

@@ -16,6 +16,7 @@ mod examples;
 mod hardening;
 mod http;
 mod limits;
+mod operate;
 mod priority;
 mod protocol;
 mod rate_limits;

@@ -27,6 +27,7 @@ use crate::support::{WorkerProcess, client, server};
 
 mod control;
 mod events;
+mod operate;
 
 const WAIT: Duration = Duration::from_secs(20);
 const PYTHON_DEADLINE: Duration = Duration::from_secs(90);
@@ -277,6 +278,7 @@ fn reference_cases() -> Vec<GoldenCase> {
     ];
     cases.extend(control::cases());
     cases.extend(events::cases());
+    cases.extend(operate::cases());
     cases
 }
 

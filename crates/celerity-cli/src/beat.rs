@@ -39,7 +39,7 @@ pub(crate) async fn run(args: BeatArgs) -> anyhow::Result<bool> {
             println!(
                 "scheduler: {} (lease until {})",
                 lease.holder,
-                time(Some(lease.until_ms))
+                crate::table::time(Some(lease.until_ms))
             );
             lease.entries.clone()
         }
@@ -47,7 +47,7 @@ pub(crate) async fn run(args: BeatArgs) -> anyhow::Result<bool> {
             println!(
                 "scheduler: none (the lease of {} lapsed at {})",
                 lease.holder,
-                time(Some(lease.until_ms))
+                crate::table::time(Some(lease.until_ms))
             );
             Vec::new()
         }
@@ -72,8 +72,8 @@ pub(crate) async fn run(args: BeatArgs) -> anyhow::Result<bool> {
                 name,
                 entry.task.clone(),
                 entry.schedule.clone(),
-                time(entry.last_run_ms),
-                time(entry.next_tick_ms),
+                crate::table::time(entry.last_run_ms),
+                crate::table::time(entry.next_tick_ms),
                 entry.runs.to_string(),
             ]
         })
@@ -81,14 +81,4 @@ pub(crate) async fn run(args: BeatArgs) -> anyhow::Result<bool> {
     let header = ["NAME", "TASK", "SCHEDULE", "LAST RUN", "NEXT RUN", "RUNS"];
     println!("{}", crate::table::plain(header, &[], rows));
     Ok(true)
-}
-
-/// A Unix-milliseconds time as RFC 3339 UTC, or `-`.
-fn time(ms: Option<u64>) -> String {
-    ms.and_then(|ms| i64::try_from(ms).ok())
-        .and_then(chrono::DateTime::from_timestamp_millis)
-        .map_or_else(
-            || "-".to_owned(),
-            |time| time.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-        )
 }

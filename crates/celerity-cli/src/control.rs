@@ -1,5 +1,6 @@
 //! `celerity control`: control commands to workers (`ping`, `revoke`, `rate-limit`,
-//! `priority-weights`), printed one reply per line.
+//! `priority-weights`, `shutdown`, `pool-grow`, `pool-shrink`, `add-consumer`,
+//! `cancel-consumer`), printed one reply per line.
 
 use std::time::Duration;
 
@@ -63,6 +64,54 @@ enum ControlSubcommand {
         /// go back to the worker's own flags.
         weights: celerity::PriorityWeightsChange,
     },
+    /// Shut workers down (every worker, or `--destination`): warm (running tasks finish), or
+    /// `--cold` (they go back to their queues).
+    Shutdown {
+        /// Return running tasks to their queues instead of finishing them.
+        #[arg(long)]
+        cold: bool,
+    },
+    /// Add execution slots to workers' pools.
+    PoolGrow {
+        /// How many.
+        #[arg(default_value = "1", value_parser = clap::value_parser!(u32).range(1..))]
+        n: u32,
+    },
+    /// Remove execution slots from workers' pools, as running tasks end (one always stays).
+    PoolShrink {
+        /// How many.
+        #[arg(default_value = "1", value_parser = clap::value_parser!(u32).range(1..))]
+        n: u32,
+    },
+    /// Make workers consume one more queue (its stream and consumers are created if needed).
+    AddConsumer {
+        /// The queue name.
+        queue: String,
+    },
+    /// Make workers stop consuming a queue: no new tasks from it; running ones finish.
+    CancelConsumer {
+        /// The queue name.
+        queue: String,
+    },
+}
+
+impl ControlSubcommand {
+    /// The command of the subcommands sent as they are.
+    fn command(&self) -> Option<celerity_proto::ControlCommand> {
+        use celerity_proto::ControlCommand;
+        Some(match self {
+            ControlSubcommand::Shutdown { cold } => ControlCommand::Shutdown { cold: *cold },
+            ControlSubcommand::PoolGrow { n } => ControlCommand::PoolGrow { n: *n },
+            ControlSubcommand::PoolShrink { n } => ControlCommand::PoolShrink { n: *n },
+            ControlSubcommand::AddConsumer { queue } => ControlCommand::AddConsumer {
+                queue: queue.clone(),
+            },
+            ControlSubcommand::CancelConsumer { queue } => ControlCommand::CancelConsumer {
+                queue: queue.clone(),
+            },
+            _ => return None,
+        })
+    }
 }
 
 /// Runs the command; false when no worker answered or one refused.
@@ -93,6 +142,12 @@ pub(crate) async fn run(args: ControlArgs) -> anyhow::Result<bool> {
             control
                 .priority_weights(*weights, destination, timeout)
                 .await?
+        }
+        other => {
+            let command = other
+                .command()
+                .expect("every other subcommand is sent as it is");
+            control.send(command, destination, timeout).await?
         }
     };
     for reply in &replies {

@@ -1,11 +1,12 @@
-//! `celerity inspect registered | stats | active-queues | revoked`: asks workers (every one, or
-//! `--destination`) what they run and hold, scatter-gathered until `--timeout`, as Celery's
-//! `celery inspect`.
+//! `celerity inspect active | reserved | scheduled | registered | stats | active-queues | revoked |
+//! ping`: asks workers (every one, or `--destination`) what they run and hold, scatter-gathered
+//! until `--timeout`, as Celery's `celery inspect`.
 
 use std::time::Duration;
 
 use celerity_proto::{
-    ActiveQueuesResult, ControlCommand, ControlReply, RegisteredResult, RevokedResult, StatsResult,
+    ActiveQueuesResult, ControlCommand, ControlReply, HeldTask, HeldTasksResult, PingResult,
+    RegisteredResult, RevokedResult, ScheduledResult, StatsResult,
 };
 use clap::Args;
 
@@ -26,6 +27,9 @@ pub(crate) struct InspectArgs {
     /// Seconds to wait for replies.
     #[arg(short = 't', long = "timeout", default_value = "1", value_parser = crate::parse_seconds)]
     timeout: Duration,
+    /// With `scheduled`: list at most this many delayed tasks (1 to 1000).
+    #[arg(long, default_value = "100", value_parser = clap::value_parser!(u32).range(1..=1000))]
+    limit: u32,
     /// One JSON object: each worker's hostname and its reply's result (or `{"error": ...}`).
     #[arg(long)]
     json: bool,
@@ -35,6 +39,14 @@ pub(crate) struct InspectArgs {
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 enum Inspection {
+    /// The tasks each worker runs now.
+    Active,
+    /// The tasks each worker has taken and not started (waiting for a rate limit or a slot).
+    Reserved,
+    /// The delayed tasks (countdown, ETA, retry backoff), from the worker that schedules them.
+    Scheduled,
+    /// Whether each worker answers, with its queues and slots.
+    Ping,
     /// The task names each worker runs.
     Registered,
     /// Each worker's figures: uptime, slots, active, reserved and processed tasks, queues.
@@ -46,8 +58,12 @@ enum Inspection {
 }
 
 impl Inspection {
-    fn command(self) -> ControlCommand {
+    fn command(self, limit: u32) -> ControlCommand {
         match self {
+            Inspection::Active => ControlCommand::Active,
+            Inspection::Reserved => ControlCommand::Reserved,
+            Inspection::Scheduled => ControlCommand::Scheduled { limit: Some(limit) },
+            Inspection::Ping => ControlCommand::Ping,
             Inspection::Registered => ControlCommand::Registered,
             Inspection::Stats => ControlCommand::Stats,
             Inspection::ActiveQueues => ControlCommand::ActiveQueues,
@@ -63,11 +79,13 @@ pub(crate) async fn run(args: InspectArgs) -> anyhow::Result<bool> {
     let control = client.control();
     let mut replies = Vec::new();
     if args.destination.is_empty() {
-        replies = control.send(args.what.command(), None, timeout).await?;
+        replies = control
+            .send(args.what.command(args.limit), None, timeout)
+            .await?;
     } else {
         for worker in &args.destination {
             match control
-                .send(args.what.command(), Some(worker), timeout)
+                .send(args.what.command(args.limit), Some(worker), timeout)
                 .await
             {
                 Ok(answered) => replies.extend(answered),
@@ -107,6 +125,26 @@ fn lines(what: Inspection, reply: &ControlReply) -> Vec<String> {
     }
     let unreadable = |error: serde_json::Error| vec![format!("unreadable reply: {error}")];
     match what {
+        Inspection::Active | Inspection::Reserved => match reply.result_as::<HeldTasksResult>() {
+            Some(Ok(result)) if result.tasks.is_empty() => vec!["- empty -".to_owned()],
+            Some(Ok(result)) => result.tasks.iter().map(held_task_line).collect(),
+            Some(Err(error)) => unreadable(error),
+            None => Vec::new(),
+        },
+        Inspection::Scheduled => match reply.result_as::<ScheduledResult>() {
+            Some(Ok(result)) => scheduled_lines(&result),
+            Some(Err(error)) => unreadable(error),
+            None => Vec::new(),
+        },
+        Inspection::Ping => match reply.result_as::<PingResult>() {
+            Some(Ok(ping)) => vec![format!(
+                "pong (queues: {}; concurrency: {})",
+                ping.queues.join(", "),
+                ping.concurrency
+            )],
+            Some(Err(error)) => unreadable(error),
+            None => Vec::new(),
+        },
         Inspection::Registered => match reply.result_as::<RegisteredResult>() {
             Some(Ok(result)) => result.tasks,
             Some(Err(error)) => unreadable(error),
@@ -152,4 +190,56 @@ fn lines(what: Inspection, reply: &ControlReply) -> Vec<String> {
             None => Vec::new(),
         },
     }
+}
+
+/// One held task: id, name, arguments, queue, and since when it is held or runs.
+fn held_task_line(task: &HeldTask) -> String {
+    let now = celerity::clock::now_ms();
+    let since = task.started_at_ms.unwrap_or(task.received_at_ms);
+    let args = serde_json::to_string(task.args.as_deref().unwrap_or_default()).unwrap_or_default();
+    let kwargs = task
+        .kwargs
+        .as_ref()
+        .map(|kwargs| serde_json::Value::Object(kwargs.clone()).to_string())
+        .unwrap_or_else(|| "{}".to_owned());
+    let redelivered = match task.delivered {
+        0 | 1 => String::new(),
+        n => format!(", delivery {n}"),
+    };
+    format!(
+        "{}[{}] args={args} kwargs={kwargs} (queue {}, priority {}{redelivered}, for {:.1} s)",
+        task.task,
+        task.id,
+        task.queue,
+        task.priority,
+        now.saturating_sub(since) as f64 / 1000.0
+    )
+}
+
+/// A `scheduled` reply: none from a worker that is not the scheduler, else each delayed task
+/// with its due time.
+fn scheduled_lines(result: &ScheduledResult) -> Vec<String> {
+    if !result.scheduler {
+        return vec!["- not the active scheduler -".to_owned()];
+    }
+    let now = celerity::clock::now_ms();
+    let mut lines = vec![format!(
+        "active scheduler: {} delayed task(s), {} listed",
+        result.total,
+        result.tasks.len()
+    )];
+    lines.extend(result.tasks.iter().map(|task| {
+        let due = task.eta_ms as i64 - now as i64;
+        format!(
+            "{}[{}] eta {} (in {:.1} s; queue {}, priority {}, retries {})",
+            task.task,
+            task.id,
+            crate::table::time(Some(task.eta_ms)),
+            due as f64 / 1000.0,
+            task.queue,
+            task.priority,
+            task.retries
+        )
+    }));
+    lines
 }

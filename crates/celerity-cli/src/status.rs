@@ -97,11 +97,7 @@ pub(crate) async fn result(args: ResultArgs) -> anyhow::Result<bool> {
         println!("{}", serde_json::to_string(&record)?);
         return Ok(true);
     }
-    let time = |ms: u64| {
-        chrono::DateTime::from_timestamp_millis(ms as i64)
-            .map(|time| time.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string())
-            .unwrap_or_default()
-    };
+    let time = |ms: u64| crate::table::time(Some(ms));
     println!("id:       {}", record.id);
     println!("state:    {}", record.state);
     if let Some(task) = &record.task {

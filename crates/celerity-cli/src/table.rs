@@ -25,6 +25,16 @@ pub(crate) fn plain<const N: usize>(
     table.trim_fmt()
 }
 
+/// A Unix-milliseconds time as RFC 3339 UTC, or `-`.
+pub(crate) fn time(ms: Option<u64>) -> String {
+    ms.and_then(|ms| i64::try_from(ms).ok())
+        .and_then(chrono::DateTime::from_timestamp_millis)
+        .map_or_else(
+            || "-".to_owned(),
+            |time| time.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -61,6 +61,49 @@ pub enum ControlCommand {
     /// The revoked task and canvas ids the worker holds (Celery's `inspect revoked`); a
     /// [`RevokedResult`].
     Revoked,
+    /// The tasks whose body runs now (Celery's `inspect active`); a
+    /// [`HeldTasksResult`](crate::HeldTasksResult).
+    Active,
+    /// The tasks taken and not started (Celery's `inspect reserved`): waiting for a rate limit or
+    /// an execution slot; a [`HeldTasksResult`](crate::HeldTasksResult).
+    Reserved,
+    /// The delayed tasks (countdown, ETA, retry backoff), listed by the active scheduler (Celery's
+    /// `inspect scheduled`); a [`ScheduledResult`](crate::ScheduledResult).
+    Scheduled {
+        /// List at most this many (default 100, at most 1,000).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limit: Option<u32>,
+    },
+    /// Stop the worker: warm (running tasks finish; the default) or `cold`; a
+    /// [`ShutdownResult`](crate::ShutdownResult), sent before it stops.
+    Shutdown {
+        /// Return running tasks to their queues instead of finishing them.
+        #[serde(default)]
+        cold: bool,
+    },
+    /// Add `n` execution slots (Celery's `pool_grow`); a [`PoolResult`](crate::PoolResult).
+    PoolGrow {
+        /// How many (at least 1).
+        n: u32,
+    },
+    /// Remove `n` execution slots, as running tasks end (Celery's `pool_shrink`); at least one
+    /// slot stays; a [`PoolResult`](crate::PoolResult).
+    PoolShrink {
+        /// How many (at least 1).
+        n: u32,
+    },
+    /// Start consuming `queue` (Celery's `add_consumer`), creating its stream and consumers if
+    /// needed; a [`ConsumersResult`](crate::ConsumersResult).
+    AddConsumer {
+        /// The queue name.
+        queue: String,
+    },
+    /// Stop consuming `queue` (Celery's `cancel_consumer`): no new tasks from it, running ones
+    /// finish; a [`ConsumersResult`](crate::ConsumersResult).
+    CancelConsumer {
+        /// The queue name.
+        queue: String,
+    },
     /// Change how workers pick among priority levels, and store the change: for the worker
     /// addressed, or for every worker (a broadcast).
     PriorityWeights {

@@ -29,6 +29,7 @@ mod control;
 mod dead_letter;
 mod envelope;
 mod events;
+mod inspect;
 mod names;
 mod rate;
 mod result;
@@ -54,6 +55,10 @@ pub use envelope::{Envelope, EnvelopeError, HeaderSource, HeaderValueError, head
 pub use events::{
     HEARTBEAT_INTERVAL_MS, HEARTBEAT_MISSED_LIMIT, TaskEvent, TaskEventBatch, TaskEventKind,
     WorkerEvent, WorkerEventKind,
+};
+pub use inspect::{
+    ConsumersResult, HeldTask, HeldTasksResult, PoolResult, ScheduledResult, ScheduledTask,
+    ShutdownResult,
 };
 pub use names::{InvalidName, Namespace, Priority, QueueName, TaskId, TaskName};
 pub use rate::{InvalidRate, Rate};

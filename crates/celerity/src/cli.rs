@@ -50,6 +50,7 @@ use crate::worker::WorkerConfig;
 pub struct NatsArgs {
     /// NATS server URL(s), comma-separated; `nats://user:pass@host:port` works too.
     #[arg(
+        global = true,
         long = "nats-url",
         env = "CELERITY_NATS_URL",
         default_value = "nats://127.0.0.1:4222",
@@ -57,10 +58,16 @@ pub struct NatsArgs {
     )]
     pub url: String,
     /// User name (with --nats-password).
-    #[arg(long = "nats-user", env = "CELERITY_NATS_USER", requires = "password")]
+    #[arg(
+        global = true,
+        long = "nats-user",
+        env = "CELERITY_NATS_USER",
+        requires = "password"
+    )]
     pub user: Option<String>,
     /// Password (with --nats-user).
     #[arg(
+        global = true,
         long = "nats-password",
         env = "CELERITY_NATS_PASSWORD",
         requires = "user",
@@ -69,22 +76,24 @@ pub struct NatsArgs {
     pub password: Option<String>,
     /// Authentication token.
     #[arg(
+        global = true,
         long = "nats-token",
         env = "CELERITY_NATS_TOKEN",
         hide_env_values = true
     )]
     pub token: Option<String>,
     /// File holding an NKey seed.
-    #[arg(long = "nats-nkey", env = "CELERITY_NATS_NKEY")]
+    #[arg(global = true, long = "nats-nkey", env = "CELERITY_NATS_NKEY")]
     pub nkey: Option<PathBuf>,
     /// Credentials file (JWT and seed).
-    #[arg(long = "nats-creds", env = "CELERITY_NATS_CREDS")]
+    #[arg(global = true, long = "nats-creds", env = "CELERITY_NATS_CREDS")]
     pub creds: Option<PathBuf>,
     /// CA certificate (PEM) to verify the server; implies TLS.
-    #[arg(long = "nats-tls-ca", env = "CELERITY_NATS_TLS_CA")]
+    #[arg(global = true, long = "nats-tls-ca", env = "CELERITY_NATS_TLS_CA")]
     pub tls_ca: Option<PathBuf>,
     /// Client certificate (PEM), with --nats-tls-key; implies TLS.
     #[arg(
+        global = true,
         long = "nats-tls-cert",
         env = "CELERITY_NATS_TLS_CERT",
         requires = "tls_key"
@@ -92,6 +101,7 @@ pub struct NatsArgs {
     pub tls_cert: Option<PathBuf>,
     /// Client key (PEM), with --nats-tls-cert.
     #[arg(
+        global = true,
         long = "nats-tls-key",
         env = "CELERITY_NATS_TLS_KEY",
         requires = "tls_cert"

@@ -26,11 +26,11 @@ fn json_wire(subject: String, body: &impl serde::Serialize) -> Wire {
     }
 }
 
-fn request(subject: String, command: ControlCommand) -> Wire {
+pub(super) fn request(subject: String, command: ControlCommand) -> Wire {
     json_wire(subject, &ControlRequest::new(command))
 }
 
-fn reply(result: &impl serde::Serialize) -> Wire {
+pub(super) fn reply(result: &impl serde::Serialize) -> Wire {
     let reply = ControlReply::with_result(GOLDEN_WORKER, result).expect("results encode");
     json_wire(INBOX.to_owned(), &reply)
 }
@@ -233,7 +233,7 @@ fn decoded<T: serde::de::DeserializeOwned>(file: &str) -> T {
         .unwrap_or_else(|error| panic!("{file} does not decode: {error}"))
 }
 
-fn result_of<T: serde::de::DeserializeOwned>(file: &str) -> T {
+pub(super) fn result_of<T: serde::de::DeserializeOwned>(file: &str) -> T {
     let reply: ControlReply = decoded(file);
     assert!(reply.ok, "{file} is a successful reply");
     assert_eq!(reply.worker, GOLDEN_WORKER);

@@ -1,44 +1,42 @@
-//! `ControlActor`: answers control requests (`ping`, `revoke`, `rate_limit`, `priority_weights`,
-//! and the inspections `registered`, `stats`, `active_queues`, `revoked`) sent to this worker or
-//! to all.
+//! `ControlActor`: answers control requests sent to this worker or to all: `ping`, the
+//! inspections (`registered`, `stats`, `active_queues`, `revoked`, `active`, `reserved`,
+//! `scheduled`), and the commands (`revoke`, `rate_limit`, `priority_weights`, `pool_grow`,
+//! `pool_shrink`, `add_consumer`, `cancel_consumer`, `shutdown`).
 //!
 //! Requests arrive on core NATS (`<ns>.control.<worker token>` and `<ns>.control.all`); a malformed
 //! request gets a refusal naming what is wrong, never silence. Replies are `celerity_proto` records
-//! ([`PingResult`], [`RevokeResult`], [`RateLimitResult`], [`PriorityWeightsResult`]). The actor
-//! reaches the queues only through [`Recipient`]s of [`Terminate`], so it knows no queue actor.
+//! (`*Result`). The actor reaches the queues only through the root actor (terminate, add and
+//! cancel consumers, shutdown), so it knows no queue actor.
 
 use actix::prelude::*;
 use async_nats::jetstream::kv;
 use celerity_proto::{
-    ActiveQueue, ActiveQueuesResult, ControlCommand, ControlReply, ControlRequest, PingResult,
-    PriorityWeightsResult, PriorityWeightsSetting, RateLimitResult, RateLimitSetting,
-    RegisteredResult, RevocationRecord, RevokeResult, RevokedResult, SettingScope, TaskId,
-    TaskName,
+    ActiveQueue, ActiveQueuesResult, ConsumersResult, ControlCommand, ControlReply, ControlRequest,
+    HeldTasksResult, PingResult, PoolResult, PriorityWeightsResult, PriorityWeightsSetting,
+    QueueName, RateLimitResult, RateLimitSetting, RegisteredResult, RevocationRecord, RevokeResult,
+    RevokedResult, SettingScope, ShutdownResult, TaskId, TaskName,
 };
 
 use crate::control::RevokeMode;
-use crate::worker::queue::Terminate;
+use crate::worker::held::Phase;
+use crate::worker::pool::PoolError;
+use crate::worker::root::{
+    self, AddConsumer, CancelConsumer, ConsumerError, StopWorker, TerminateTask,
+};
+use crate::worker::scheduled::{ScheduledError, list_scheduled};
+use crate::worker::shutdown::Shutdown;
 use crate::worker::{SharedHandle, WorkerShared};
 
 /// Answers control requests for one worker.
 pub(crate) struct ControlActor {
     shared: SharedHandle,
-    /// Every queue of this worker, asked to abort a task that a `revoke` terminates.
-    queues: Vec<Recipient<Terminate>>,
-    queue_names: Vec<String>,
+    /// The root actor: it reaches the queues, and stops the worker.
+    root: Addr<root::Worker>,
 }
 
 impl ControlActor {
-    pub(crate) fn new(
-        shared: SharedHandle,
-        queues: Vec<Recipient<Terminate>>,
-        queue_names: Vec<String>,
-    ) -> Self {
-        Self {
-            shared,
-            queues,
-            queue_names,
-        }
+    pub(crate) fn new(shared: SharedHandle, root: Addr<root::Worker>) -> Self {
+        Self { shared, root }
     }
 }
 
@@ -77,21 +75,29 @@ impl StreamHandler<async_nats::Message> for ControlActor {
         let direct = message.subject.as_str() != self.shared.layout.control_broadcast_subject();
         let target = Target {
             shared: self.shared.clone(),
-            queues: self.queues.clone(),
-            queue_names: self.queue_names.clone(),
+            root: self.root.clone(),
             direct,
         };
         let answer = async move {
-            let reply = target.answer(&message.payload).await;
+            let (reply, stop) = target.answer(&message.payload).await;
+            let nats = &target.shared.nats;
             match encode_reply(&target.shared.hostname, &reply) {
                 Ok(bytes) => {
-                    if let Err(error) = target.shared.nats.publish(reply_to, bytes).await {
+                    if let Err(error) = nats.publish(reply_to, bytes).await {
                         tracing::debug!(error = %error, "cannot answer a control request");
                     }
                 }
                 Err(error) => {
                     tracing::error!(error = %error, "cannot encode a control reply; the requester gets none")
                 }
+            }
+            if let Some(mode) = stop {
+                // The reply leaves before anything stops.
+                if let Err(error) = nats.flush().await {
+                    tracing::debug!(error = %error, "cannot flush the shutdown reply");
+                }
+                tracing::warn!(?mode, "shutdown requested by a control command");
+                target.root.do_send(StopWorker(mode));
             }
         };
         ctx.spawn(answer.into_actor(self));
@@ -129,6 +135,16 @@ enum Refusal {
     ReadSetting(#[source] kv::EntryError),
     #[error("cannot encode the reply")]
     EncodeReply(#[source] serde_json::Error),
+    #[error(transparent)]
+    Pool(#[from] PoolError),
+    #[error(transparent)]
+    InvalidQueue(celerity_proto::InvalidName),
+    #[error(transparent)]
+    Consumer(#[from] ConsumerError),
+    #[error(transparent)]
+    Scheduled(#[from] ScheduledError),
+    #[error("the worker is shutting down")]
+    ShuttingDown,
 }
 
 /// The reply's bytes; a reply that cannot be encoded becomes a refusal that says so.
@@ -144,25 +160,35 @@ fn encode_reply(hostname: &str, reply: &ControlReply) -> Result<bytes::Bytes, se
 /// What a control request acts on in this worker.
 struct Target {
     shared: SharedHandle,
-    queues: Vec<Recipient<Terminate>>,
-    queue_names: Vec<String>,
+    root: Addr<root::Worker>,
     /// The request was addressed to this worker alone (not broadcast).
     direct: bool,
 }
 
 impl Target {
-    /// The reply to the request `payload`: the command's result, or a refusal that says why.
-    async fn answer(&self, payload: &[u8]) -> ControlReply {
+    /// The reply to the request `payload` (the command's result, or a refusal that says why),
+    /// and the shutdown to start once it is sent, for a `shutdown` command.
+    async fn answer(&self, payload: &[u8]) -> (ControlReply, Option<Shutdown>) {
         let hostname = self.shared.hostname.as_ref();
+        let mut stop = None;
         let replied = match serde_json::from_slice::<ControlRequest>(payload) {
             Err(error) => Err(Refusal::Malformed(error)),
             Ok(request) if request.v != celerity_proto::PROTOCOL_VERSION => {
                 Err(Refusal::UnsupportedVersion(request.v))
             }
-            Ok(request) => self.run(request.command).await,
+            Ok(request) => match request.command {
+                ControlCommand::Shutdown { cold } => {
+                    stop = Some(if cold { Shutdown::Cold } else { Shutdown::Warm });
+                    ControlReply::with_result(hostname, &ShutdownResult::new(cold))
+                        .map_err(Refusal::EncodeReply)
+                }
+                command => self.run(command).await,
+            },
         };
-        replied
-            .unwrap_or_else(|refusal| ControlReply::refused(hostname, crate::error_chain(&refusal)))
+        let reply = replied.unwrap_or_else(|refusal| {
+            ControlReply::refused(hostname, crate::error_chain(&refusal))
+        });
+        (reply, stop)
     }
 
     async fn run(&self, command: ControlCommand) -> Result<ControlReply, Refusal> {
@@ -170,14 +196,14 @@ impl Target {
         let reply = match command {
             ControlCommand::Ping => ControlReply::with_result(
                 hostname,
-                &PingResult::new(self.queue_names.clone(), self.shared.concurrency),
+                &PingResult::new(self.shared.queues.names(), self.shared.pool.size()),
             ),
             ControlCommand::Registered => {
                 let tasks = self.shared.app.task_names().map(ToString::to_string);
                 ControlReply::with_result(hostname, &RegisteredResult::new(tasks.collect()))
             }
             ControlCommand::Stats => {
-                let (queues, concurrency) = (&self.queue_names, self.shared.concurrency);
+                let (queues, concurrency) = (&self.shared.queues.names(), self.shared.pool.size());
                 ControlReply::with_result(
                     hostname,
                     &self.shared.observer.stats(queues, concurrency),
@@ -225,6 +251,51 @@ impl Target {
                 let weights = self.shared.priority_weights.current();
                 ControlReply::with_result(hostname, &PriorityWeightsResult::new(weights))
             }
+            ControlCommand::Active => {
+                let tasks = self.shared.observer.tally().list(Phase::Active);
+                ControlReply::with_result(hostname, &HeldTasksResult::new(tasks))
+            }
+            ControlCommand::Reserved => {
+                let tasks = self.shared.observer.tally().list(Phase::Reserved);
+                ControlReply::with_result(hostname, &HeldTasksResult::new(tasks))
+            }
+            ControlCommand::Scheduled { limit } => {
+                let result = list_scheduled(&self.shared, limit).await?;
+                ControlReply::with_result(hostname, &result)
+            }
+            command => return self.change(command).await,
+        };
+        reply.map_err(Refusal::EncodeReply)
+    }
+
+    /// The commands that change the worker's pool, queues or life.
+    async fn change(&self, command: ControlCommand) -> Result<ControlReply, Refusal> {
+        let hostname = self.shared.hostname.as_ref();
+        let reply = match command {
+            ControlCommand::PoolGrow { n } => {
+                let size = self.shared.pool.grow(n as usize)?;
+                tracing::info!(concurrency = size, "pool grown");
+                ControlReply::with_result(hostname, &PoolResult::new(size))
+            }
+            ControlCommand::PoolShrink { n } => {
+                let size = self.shared.pool.shrink(n as usize, &self.shared.runtime)?;
+                tracing::info!(concurrency = size, "pool shrunk");
+                ControlReply::with_result(hostname, &PoolResult::new(size))
+            }
+            ControlCommand::AddConsumer { queue } => {
+                let queue = QueueName::new(queue).map_err(Refusal::InvalidQueue)?;
+                let added = self.root.send(AddConsumer(queue)).await;
+                added.map_err(|_| Refusal::ShuttingDown)??;
+                let queues = ConsumersResult::new(self.shared.queues.names());
+                ControlReply::with_result(hostname, &queues)
+            }
+            ControlCommand::CancelConsumer { queue } => {
+                let queue = QueueName::new(queue).map_err(Refusal::InvalidQueue)?;
+                let cancelled = self.root.send(CancelConsumer(queue)).await;
+                cancelled.map_err(|_| Refusal::ShuttingDown)??;
+                let queues = ConsumersResult::new(self.shared.queues.names());
+                ControlReply::with_result(hostname, &queues)
+            }
             _ => return Err(Refusal::UnknownCommand),
         };
         reply.map_err(Refusal::EncodeReply)
@@ -241,13 +312,13 @@ impl Target {
             .iter()
             .map(|level| level.get())
             .collect();
-        let mut names = self.queue_names.clone();
-        names.sort();
-        let queues = names
+        let queues = self
+            .shared
+            .queues
+            .get()
             .iter()
-            .filter_map(|name| celerity_proto::QueueName::new(name).ok())
             .map(|queue| {
-                ActiveQueue::new(queue.as_str(), layout.queue_stream(&queue), levels.clone())
+                ActiveQueue::new(queue.as_str(), layout.queue_stream(queue), levels.clone())
             })
             .collect();
         ActiveQueuesResult::new(queues)
@@ -275,17 +346,13 @@ impl Target {
             .put(id.as_str(), value.into())
             .await
             .map_err(Refusal::StoreRevocation)?;
-        let mut terminated = false;
-        if mode == RevokeMode::Terminate {
-            for queue in &self.queues {
-                let asked = queue.send(Terminate {
-                    task_id: task_id.clone(),
-                });
-                if let Ok(true) = asked.await {
-                    terminated = true;
-                }
+        let terminated = match mode {
+            RevokeMode::Terminate => {
+                let asked = self.root.send(TerminateTask(task_id.clone())).await;
+                asked.unwrap_or(false)
             }
-        }
+            RevokeMode::Skip => false,
+        };
         Ok(RevokeResult::new(task_id, terminated))
     }
 }

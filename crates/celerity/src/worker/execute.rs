@@ -28,8 +28,8 @@ use crate::task::{ArgumentsError, Registered, TaskContext};
 use crate::worker::WorkerShared;
 use crate::worker::chord::{HeaderResultsError, gather_header_results};
 use crate::worker::continuation::Continuation;
+use crate::worker::held::Held;
 use crate::worker::limits::{Credit, Passage};
-use crate::worker::observe::Held;
 use crate::worker::outcome::{Outcome, Rejection, apply_outcome};
 use crate::worker::records::final_record;
 use body::{keep_in_progress, run_over_items};
@@ -74,9 +74,10 @@ async fn run_message(
 ) {
     let envelope = Envelope::from_headers(&HeaderView(message.headers.as_ref()));
     let delivered = message.info().map_or(1, |info| info.delivered as u64);
-    let mut held = shared
-        .observer
-        .taken(envelope.as_ref().ok(), &queue, delivered);
+    let mut held =
+        shared
+            .observer
+            .taken(envelope.as_ref().ok(), &queue, delivered, &message.payload);
     let mut slot = None;
     let outcome = match &envelope {
         Ok(envelope) => {

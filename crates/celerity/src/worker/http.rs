@@ -12,8 +12,6 @@ use actix_web::{App, HttpResponse, HttpServer, web};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use celerity_proto::QueueName;
-
 use crate::worker::SharedHandle;
 use crate::worker::metrics::{DEPTH_INTERVAL, Scraped};
 
@@ -101,6 +99,7 @@ async fn metrics(shared: web::Data<SharedHandle>) -> HttpResponse {
     let scraped = Scraped {
         active: tally.active(),
         reserved: tally.reserved(),
+        slots: shared.pool.size(),
         events_dropped: observer.events().map_or(0, crate::events::Emitter::dropped),
         connects: shared.nats.statistics().connects.load(Ordering::Relaxed),
     };
@@ -164,17 +163,17 @@ impl HttpThread {
     }
 }
 
-/// Reads the depth of each priority level of `queues` (the level consumer's undelivered
-/// messages) every [`DEPTH_INTERVAL`] into the metrics, until dropped.
+/// Reads the depth of each priority level of the queues the worker consumes (the level
+/// consumer's undelivered messages) every [`DEPTH_INTERVAL`] into the metrics, until dropped.
 ///
 /// # Cancel safety
 /// Cancel safe: dropped, it reads nothing more.
-pub(crate) async fn watch_depths(shared: SharedHandle, queues: Vec<QueueName>) {
+pub(crate) async fn watch_depths(shared: SharedHandle) {
     let mut ticks = tokio::time::interval(DEPTH_INTERVAL);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;
-        for queue in &queues {
+        for queue in &shared.queues.get() {
             let Ok(stream) = shared
                 .js
                 .get_stream(shared.layout.queue_stream(queue))

@@ -73,10 +73,13 @@ pub(crate) struct Metrics {
     registry: Registry,
     tasks: HashMap<TaskName, TaskSeries>,
     redeliveries: HashMap<QueueName, Counter>,
+    /// Where the series of queues added at runtime (`add_consumer`) are made.
+    redeliveries_family: Family<QueueLabels, Counter>,
     dead_letters: Family<ReasonLabels, Counter>,
     depth: Family<LevelLabels, Gauge>,
     active: Gauge,
     reserved: Gauge,
+    slots: Gauge,
     reconnects: Counter,
     events_dropped: Counter,
     /// What `events_dropped` and `reconnects` were last set from (running totals kept elsewhere).
@@ -91,6 +94,8 @@ pub(crate) struct Scraped {
     pub(crate) active: u32,
     /// Tasks taken and not started.
     pub(crate) reserved: u32,
+    /// Execution slots (they change with `pool_grow` and `pool_shrink`).
+    pub(crate) slots: usize,
     /// The emitter's dropped events so far.
     pub(crate) events_dropped: u64,
     /// Connections made so far, the first included (async-nats' `Statistics::connects`).
@@ -231,7 +236,11 @@ impl Metrics {
             "Tasks taken (prefetched) and not started: waiting for a slot or a rate limit",
             reserved.clone(),
         );
-        registry.register("worker_slots", "Execution slots (concurrency)", slots_gauge);
+        registry.register(
+            "worker_slots",
+            "Execution slots (concurrency)",
+            slots_gauge.clone(),
+        );
         registry.register(
             "nats_reconnects",
             "Reconnections to NATS since the worker started",
@@ -246,10 +255,12 @@ impl Metrics {
             registry,
             tasks: series,
             redeliveries: redelivered,
+            redeliveries_family: families.redeliveries,
             dead_letters: families.dead_letters,
             depth: families.depth,
             active,
             reserved,
+            slots: slots_gauge,
             reconnects,
             events_dropped,
             events_dropped_seen: AtomicU64::new(0),
@@ -258,9 +269,15 @@ impl Metrics {
     }
 
     pub(crate) fn redelivered(&self, queue: &QueueName) {
-        if let Some(counter) = self.redeliveries.get(queue) {
-            counter.inc();
-        }
+        match self.redeliveries.get(queue) {
+            Some(counter) => counter.inc(),
+            None => {
+                let labels = QueueLabels {
+                    queue: queue.to_string(),
+                };
+                self.redeliveries_family.get_or_create(&labels).inc()
+            }
+        };
     }
 
     /// A task ended in `state` (a final state; others are not counted here).
@@ -323,6 +340,8 @@ impl Metrics {
         use std::sync::atomic::Ordering::Relaxed;
         self.active.set(i64::from(scraped.active));
         self.reserved.set(i64::from(scraped.reserved));
+        self.slots
+            .set(i64::try_from(scraped.slots).unwrap_or(i64::MAX));
         let seen = self
             .events_dropped_seen
             .swap(scraped.events_dropped, Relaxed);
@@ -361,6 +380,7 @@ mod tests {
         let scraped = Scraped {
             active: 1,
             reserved: 2,
+            slots: 6,
             events_dropped: 5,
             connects: 3,
         };
@@ -375,7 +395,7 @@ mod tests {
             "celerity_redeliveries_total{queue=\"default\"} 1",
             "celerity_tasks_active 1",
             "celerity_tasks_reserved 2",
-            "celerity_worker_slots 4",
+            "celerity_worker_slots 6",
             "celerity_queue_depth{queue=\"default\",priority=\"9\"} 12",
             "celerity_events_dropped_total 5",
             "celerity_nats_reconnects_total 2",

@@ -7,7 +7,7 @@
 //! emitter's channel), so a task never waits for its observers.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use celerity_proto::{
@@ -23,64 +23,11 @@ use crate::signals::{
     TaskSuccess,
 };
 use crate::task::TaskContext;
+use crate::worker::held::{Held, Tally};
 use crate::worker::metrics::Metrics;
 
 /// What workers call their software in events and stats.
 const SOFTWARE: &str = concat!("celerity ", env!("CARGO_PKG_VERSION"));
-
-/// Counts of the tasks a worker holds, for heartbeats and metrics.
-#[derive(Debug, Default)]
-pub(crate) struct Tally {
-    /// Tasks whose body runs now.
-    active: AtomicU32,
-    /// Tasks taken and not started.
-    reserved: AtomicU32,
-    /// Deliveries finished with.
-    processed: AtomicU64,
-}
-
-impl Tally {
-    pub(crate) fn active(&self) -> u32 {
-        self.active.load(Ordering::Relaxed)
-    }
-
-    pub(crate) fn reserved(&self) -> u32 {
-        self.reserved.load(Ordering::Relaxed)
-    }
-
-    pub(crate) fn processed(&self) -> u64 {
-        self.processed.load(Ordering::Relaxed)
-    }
-}
-
-/// One delivery held by the worker, from its arrival to its outcome: counted reserved, then
-/// active once its body starts, and processed when dropped, however the delivery ends.
-pub(crate) struct Held<'a> {
-    tally: &'a Tally,
-    started: bool,
-}
-
-impl Held<'_> {
-    /// The body starts: reserved no more, active.
-    pub(crate) fn start(&mut self) {
-        if !self.started {
-            self.started = true;
-            self.tally.reserved.fetch_sub(1, Ordering::Relaxed);
-            self.tally.active.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-}
-
-impl Drop for Held<'_> {
-    fn drop(&mut self) {
-        let held = match self.started {
-            true => &self.tally.active,
-            false => &self.tally.reserved,
-        };
-        held.fetch_sub(1, Ordering::Relaxed);
-        self.tally.processed.fetch_add(1, Ordering::Relaxed);
-    }
-}
 
 /// What a worker's task pipeline reports to.
 pub(crate) struct Observer {
@@ -177,8 +124,9 @@ impl Observer {
         envelope: Option<&Envelope>,
         queue: &QueueName,
         delivered: u64,
+        body: &bytes::Bytes,
     ) -> Held<'_> {
-        self.tally.reserved.fetch_add(1, Ordering::Relaxed);
+        let held = self.tally.hold(envelope, queue, delivered, body);
         if delivered > 1 {
             self.metrics.redelivered(queue);
         }
@@ -187,10 +135,7 @@ impl Observer {
             event.delivered = Some(delivered);
             events.emit(event);
         }
-        Held {
-            tally: &self.tally,
-            started: false,
-        }
+        held
     }
 
     /// A body is about to run: `task_prerun`, `task-started` with the time it waited since it

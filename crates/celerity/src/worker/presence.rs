@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use celerity_proto::{QueueName, WorkerEvent, WorkerEventKind};
+use celerity_proto::{WorkerEvent, WorkerEventKind};
 
 use crate::signals::{WorkerHeartbeat, WorkerReady, WorkerShutdown};
 use crate::worker::SharedHandle;
@@ -22,12 +22,11 @@ const FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 #[derive(Clone)]
 pub(crate) struct Presence {
     shared: SharedHandle,
-    queues: Vec<QueueName>,
 }
 
 impl Presence {
-    pub(crate) fn new(shared: SharedHandle, queues: Vec<QueueName>) -> Self {
-        Self { shared, queues }
+    pub(crate) fn new(shared: SharedHandle) -> Self {
+        Self { shared }
     }
 
     /// Announces the worker (`worker_ready`, `worker-online`), then sends a heartbeat every
@@ -40,8 +39,8 @@ impl Presence {
         shared.observer.set_consuming();
         shared.observer.signals().fire_worker_ready(&WorkerReady {
             hostname: &shared.hostname,
-            queues: &self.queues,
-            concurrency: shared.concurrency,
+            queues: &shared.queues.get(),
+            concurrency: shared.pool.size(),
         });
         self.send(self.event(WorkerEventKind::Online)).await;
         let period = Duration::from_millis(celerity_proto::HEARTBEAT_INTERVAL_MS);
@@ -88,7 +87,7 @@ impl Presence {
         let shared = &self.shared;
         shared
             .observer
-            .worker_event(kind, &self.queues, shared.concurrency)
+            .worker_event(kind, &shared.queues.get(), shared.pool.size())
     }
 
     /// Stores one worker event in the events stream; a failure is logged and the worker goes on.

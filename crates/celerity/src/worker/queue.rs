@@ -261,7 +261,7 @@ impl<S: Signal> QueueActor<S> {
             return;
         }
         self.waiting_for_credit = true;
-        let credit = self.shared.credit.clone();
+        let credit = self.shared.pool.credit.clone();
         ctx.spawn(
             async move { credit.acquire_owned().await.ok() }
                 .into_actor(self)

@@ -1,7 +1,8 @@
-//! `Worker`: the root actor of a worker process. It starts one `QueueActor` per consumed queue and
-//! runs the shutdown protocol: the first signal is a warm shutdown, the second a cold one.
+//! `Worker`: the root actor of a worker process. It starts one `QueueActor` per consumed queue
+//! (at start, and on `add_consumer`), stops one on `cancel_consumer`, and runs the shutdown
+//! protocol: the first signal is a warm shutdown, the second a cold one.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 
 use actix::prelude::*;
 use async_nats::jetstream::consumer::PullConsumer;
@@ -11,8 +12,9 @@ use crate::worker::SharedHandle;
 use crate::worker::beat::Beat;
 use crate::worker::chord::{ChordAggregator, ChordBackend};
 use crate::worker::control::ControlActor;
-use crate::worker::queue::{self, QueueDrained, QueueSetup, StopConsuming};
+use crate::worker::queue::{self, QueueAddr, QueueDrained, QueueSetup, StopConsuming, Terminate};
 use crate::worker::scheduler::Scheduler;
+use crate::worker::setup::{QueueProvisioning, QueueSetupError};
 use crate::worker::shutdown::Shutdown;
 
 /// The root actor.
@@ -26,10 +28,9 @@ pub(crate) struct Worker {
     /// The periodic-task scheduler, before and after it starts.
     beat: Option<Beat>,
     beat_addr: Option<Addr<Beat>>,
-    /// How to stop each queue actor.
-    queues: Vec<Recipient<StopConsuming>>,
+    /// Each running queue actor, by queue, until it has drained.
+    running: HashMap<QueueName, Consumer>,
     control: Option<Addr<ControlActor>>,
-    running: HashSet<QueueName>,
     shutdowns: u32,
 }
 
@@ -50,9 +51,8 @@ impl Worker {
             scheduler: None,
             beat,
             beat_addr: None,
-            queues: Vec::new(),
             control: None,
-            running: HashSet::new(),
+            running: HashMap::new(),
             shutdowns: 0,
         }
     }
@@ -62,16 +62,10 @@ impl Actor for Worker {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        let drained = ctx.address().recipient();
-        let mut terminates = Vec::with_capacity(self.pending_queues.len());
-        for setup in self.pending_queues.drain(..) {
-            self.running.insert(setup.queue.clone());
-            let actor = queue::start(setup, self.shared.clone(), drained.clone());
-            self.queues.push(actor.stop);
-            terminates.push(actor.terminate);
+        for setup in std::mem::take(&mut self.pending_queues) {
+            self.start_queue(setup, ctx);
         }
-        let names = self.running.iter().map(ToString::to_string).collect();
-        self.control = Some(ControlActor::new(self.shared.clone(), terminates, names).start());
+        self.control = Some(ControlActor::new(self.shared.clone(), ctx.address()).start());
         if let Some((consumer, leases)) = self.delayed.take() {
             let lease_ttl = chords_lease_ttl(self.chords.as_ref());
             self.scheduler =
@@ -83,7 +77,7 @@ impl Actor for Worker {
         if let Some(chords) = self.chords.take() {
             self.aggregator = Some(ChordAggregator::new(self.shared.clone(), chords).start());
         }
-        tracing::info!(worker = %self.shared.hostname, concurrency = self.shared.concurrency, "worker ready");
+        tracing::info!(worker = %self.shared.hostname, concurrency = self.shared.pool.size(), "worker ready");
     }
 
     fn stopped(&mut self, _ctx: &mut Self::Context) {
@@ -99,7 +93,7 @@ pub(crate) struct StopWorker(pub(crate) Shutdown);
 impl Handler<StopWorker> for Worker {
     type Result = ();
 
-    fn handle(&mut self, StopWorker(requested): StopWorker, _ctx: &mut Self::Context) {
+    fn handle(&mut self, StopWorker(requested): StopWorker, ctx: &mut Self::Context) {
         self.shutdowns += 1;
         let shutdown = if self.shutdowns > 1 {
             Shutdown::Cold
@@ -113,8 +107,11 @@ impl Handler<StopWorker> for Worker {
             }
         }
         self.shared.stopping.cancel();
-        for queue in &self.queues {
-            queue.do_send(StopConsuming(shutdown));
+        for consumer in self.running.values() {
+            consumer.addr.stop.do_send(StopConsuming(shutdown));
+        }
+        if self.running.is_empty() {
+            ctx.stop();
         }
     }
 }
@@ -124,10 +121,197 @@ impl Handler<QueueDrained> for Worker {
 
     fn handle(&mut self, drained: QueueDrained, ctx: &mut Self::Context) {
         self.running.remove(&drained.queue);
-        if self.running.is_empty() {
+        if self.shutdowns == 0 {
+            tracing::info!(queue = %drained.queue, "stopped consuming");
+        } else if self.running.is_empty() {
             tracing::info!(worker = %self.shared.hostname, "all queues drained");
             ctx.stop();
         }
+    }
+}
+
+/// A running queue actor.
+struct Consumer {
+    addr: QueueAddr,
+    /// `cancel_consumer` asked it to stop; it is draining.
+    cancelled: bool,
+}
+
+impl Worker {
+    /// Starts the actor of the queue `setup` provisioned.
+    fn start_queue(&mut self, setup: QueueSetup, ctx: &mut Context<Self>) {
+        let queue = setup.queue.clone();
+        let addr = queue::start(setup, self.shared.clone(), ctx.address().recipient());
+        self.shared.queues.add(&queue);
+        let consumer = Consumer {
+            addr,
+            cancelled: false,
+        };
+        self.running.insert(queue, consumer);
+    }
+}
+
+/// Why `add_consumer` or `cancel_consumer` was refused.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ConsumerError {
+    #[error("this worker already consumes queue {0}")]
+    AlreadyConsumed(QueueName),
+    #[error("queue {0} is still draining after a cancel; ask again once its running tasks end")]
+    Draining(QueueName),
+    #[error("this worker does not consume queue {0}")]
+    NotConsumed(QueueName),
+    #[error("the worker is shutting down")]
+    ShuttingDown,
+    #[error("cannot set up queue {0}")]
+    Setup(QueueName, #[source] QueueSetupError),
+    #[error(
+        "queue {queue}'s consumers have an AckWait of {found:?}, below this worker's {ours:?}; \
+         start a worker with --queue {queue} (and --ack-wait at most {found:?}) instead"
+    )]
+    ShortAckWait {
+        queue: QueueName,
+        found: std::time::Duration,
+        ours: std::time::Duration,
+    },
+}
+
+/// Start consuming a queue (`add_consumer`): provision its stream, consumers and subscriptions,
+/// then start its actor. Replies once it consumes.
+#[derive(Message)]
+#[rtype(result = "Result<(), ConsumerError>")]
+pub(crate) struct AddConsumer(pub(crate) QueueName);
+
+impl Handler<AddConsumer> for Worker {
+    type Result = ResponseActFuture<Self, Result<(), ConsumerError>>;
+
+    fn handle(
+        &mut self,
+        AddConsumer(queue): AddConsumer,
+        _ctx: &mut Self::Context,
+    ) -> Self::Result {
+        let refusal = match self.running.get(&queue) {
+            _ if self.shutdowns > 0 => Some(ConsumerError::ShuttingDown),
+            Some(consumer) if consumer.cancelled => Some(ConsumerError::Draining(queue.clone())),
+            Some(_) => Some(ConsumerError::AlreadyConsumed(queue.clone())),
+            None => None,
+        };
+        if let Some(refusal) = refusal {
+            return Box::pin(actix::fut::ready(Err(refusal)));
+        }
+        let shared = self.shared.clone();
+        let provision = self.shared.runtime.spawn(async move {
+            let setup = provision_queue(&shared, &queue).await;
+            (queue, setup)
+        });
+        Box::pin(provision.into_actor(self).map(|joined, actor, ctx| {
+            let (queue, setup) = joined.map_err(|_| ConsumerError::ShuttingDown)?;
+            let setup = setup?;
+            // Asked twice at once, or shut down meanwhile: the second one yields.
+            if actor.shutdowns > 0 {
+                return Err(ConsumerError::ShuttingDown);
+            }
+            if actor.running.contains_key(&queue) {
+                return Err(ConsumerError::AlreadyConsumed(queue));
+            }
+            tracing::info!(%queue, "adding a consumer");
+            actor.start_queue(setup, ctx);
+            Ok(())
+        }))
+    }
+}
+
+/// The setup of `queue`, added at runtime: its consumers get this worker's AckWait, and
+/// consumers made earlier with a shorter one are refused (its in-progress acks would be late).
+async fn provision_queue(
+    shared: &crate::worker::WorkerShared,
+    queue: &QueueName,
+) -> Result<QueueSetup, ConsumerError> {
+    let provisioning = QueueProvisioning {
+        js: &shared.js,
+        layout: &shared.layout,
+        app: &shared.app,
+        client: &shared.nats,
+        ack_wait: shared.ack_wait,
+    };
+    let signal = crate::nats::server::NewTaskSignal::for_client(&shared.nats);
+    let setup = provisioning
+        .queue_setup(queue, signal)
+        .await
+        .map_err(|error| ConsumerError::Setup(queue.clone(), error))?;
+    let shortest = setup
+        .consumers
+        .iter()
+        .flatten()
+        .map(|consumer| consumer.cached_info().config.ack_wait)
+        .min();
+    match shortest {
+        Some(found) if found < shared.ack_wait => Err(ConsumerError::ShortAckWait {
+            queue: queue.clone(),
+            found,
+            ours: shared.ack_wait,
+        }),
+        _ => Ok(setup),
+    }
+}
+
+/// Stop consuming a queue (`cancel_consumer`): no new tasks from it; running ones finish.
+#[derive(Message)]
+#[rtype(result = "Result<(), ConsumerError>")]
+pub(crate) struct CancelConsumer(pub(crate) QueueName);
+
+impl Handler<CancelConsumer> for Worker {
+    type Result = Result<(), ConsumerError>;
+
+    fn handle(
+        &mut self,
+        CancelConsumer(queue): CancelConsumer,
+        _ctx: &mut Self::Context,
+    ) -> Self::Result {
+        if self.shutdowns > 0 {
+            return Err(ConsumerError::ShuttingDown);
+        }
+        match self.running.get_mut(&queue) {
+            Some(consumer) if !consumer.cancelled => {
+                tracing::info!(%queue, "cancelling the consumer: running tasks finish");
+                consumer.cancelled = true;
+                consumer.addr.stop.do_send(StopConsuming(Shutdown::Warm));
+                self.shared.queues.remove(&queue);
+                Ok(())
+            }
+            _ => Err(ConsumerError::NotConsumed(queue)),
+        }
+    }
+}
+
+/// Terminate the running task with this id on every queue (`revoke --terminate`); replies
+/// whether one of them ran it.
+#[derive(Message)]
+#[rtype(result = "bool")]
+pub(crate) struct TerminateTask(pub(crate) String);
+
+impl Handler<TerminateTask> for Worker {
+    type Result = ResponseFuture<bool>;
+
+    fn handle(
+        &mut self,
+        TerminateTask(task_id): TerminateTask,
+        _ctx: &mut Self::Context,
+    ) -> Self::Result {
+        let queues: Vec<Recipient<Terminate>> = self
+            .running
+            .values()
+            .map(|consumer| consumer.addr.terminate.clone())
+            .collect();
+        Box::pin(async move {
+            let mut terminated = false;
+            for queue in queues {
+                let task_id = task_id.clone();
+                if let Ok(true) = queue.send(Terminate { task_id }).await {
+                    terminated = true;
+                }
+            }
+            terminated
+        })
     }
 }
 

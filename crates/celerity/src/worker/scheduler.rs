@@ -91,6 +91,11 @@ impl Scheduler {
                 _ => {}
             }
             actor.revision = revision;
+            let active = revision.is_some();
+            actor
+                .shared
+                .scheduling
+                .store(active, std::sync::atomic::Ordering::Relaxed);
             actor.pull(ctx);
         }));
     }
@@ -260,6 +265,8 @@ impl Actor for Scheduler {
 
     fn stopping(&mut self, _ctx: &mut Self::Context) -> Running {
         // Hand the lease back at once instead of letting it expire.
+        let scheduling = &self.shared.scheduling;
+        scheduling.store(false, std::sync::atomic::Ordering::Relaxed);
         if let Some(revision) = self.revision.take() {
             let leases = self.leases.clone();
             self.shared.runtime.spawn(async move {

@@ -42,8 +42,8 @@ pub(super) struct Setup<'a> {
 enum SetupError {
     #[error(transparent)]
     Provision(#[from] ProvisionError),
-    #[error("cannot subscribe to the doorbells or request inboxes of queue {0}")]
-    Subscribe(QueueName, #[source] async_nats::SubscribeError),
+    #[error(transparent)]
+    Queue(#[from] QueueSetupError),
     #[error("cannot read the status of the revoked bucket")]
     RevokedStatus(#[source] kv::StatusError),
     #[error("cannot list the revoked ids")]
@@ -171,90 +171,18 @@ impl Setup<'_> {
                 NewTaskSignal::Republish => "republished doorbells",
             }
         );
+        let provisioning = QueueProvisioning {
+            js: self.js,
+            layout: self.layout,
+            app: self.app,
+            client: self.client,
+            ack_wait: self.ack_wait,
+        };
         let mut setups = Vec::with_capacity(self.queues.len());
         for queue in self.queues {
-            setups.push(self.queue_setup(queue, signal).await?);
+            setups.push(provisioning.queue_setup(queue, signal).await?);
         }
         Ok(setups)
-    }
-
-    /// One queue's stream, its level consumers and the subscriptions its actor reads.
-    async fn queue_setup(
-        &self,
-        queue: &QueueName,
-        signal: NewTaskSignal,
-    ) -> Result<queue::QueueSetup, SetupError> {
-        let Setup { js, layout, .. } = *self;
-        let levels = &self.app.settings().priority_steps;
-        let stream = provision::queue_stream(js, layout, queue, levels).await?;
-        // One consumer per level in use; `None` for levels outside the priority steps.
-        let mut consumers = vec![None; 10];
-        for priority in levels {
-            let consumer =
-                provision::level_consumer(&stream, layout, queue, *priority, self.ack_wait).await?;
-            consumers[priority.get() as usize] = Some(consumer);
-        }
-        let signal = self.signal(queue, signal).await?;
-        // One inbox per queue for every pull request's answers (a subscription per request
-        // would cost a SUB and an UNSUB per fetch).
-        let inbox = self.client.new_inbox();
-        let pulls = self.subscribe(queue, format!("{inbox}.>")).await?;
-        // And one for the idle wait (a long-poll request), so its message is told from the
-        // pull's by subscription: a task message carries its stream subject, not the reply.
-        let wait_inbox = self.client.new_inbox();
-        let waits = self.subscribe(queue, format!("{wait_inbox}.>")).await?;
-        Ok(queue::QueueSetup {
-            queue: queue.clone(),
-            consumers,
-            signal,
-            inbox,
-            pulls,
-            wait_inbox,
-            waits,
-        })
-    }
-
-    /// The subscriptions through which `queue`'s actor learns of new tasks.
-    async fn signal(
-        &self,
-        queue: &QueueName,
-        signal: NewTaskSignal,
-    ) -> Result<queue::SignalSetup, SetupError> {
-        match signal {
-            NewTaskSignal::Republish => {
-                // One doorbell subscription per level, so that a level known to have work can
-                // stop hearing its doorbells (the queue actor unsubscribes it while it has a
-                // backlog).
-                let mut bells = Vec::from_iter(std::iter::repeat_with(|| None).take(10));
-                for priority in &self.app.settings().priority_steps {
-                    let subject = self.layout.doorbell_subject(queue, *priority);
-                    bells[priority.get() as usize] = Some(queue::LevelBell {
-                        subscriber: self.subscribe(queue, subject.clone()).await?,
-                        subject,
-                    });
-                }
-                Ok(queue::SignalSetup::RepublishedDoorbells(bells))
-            }
-            NewTaskSignal::MaxBytesProbe => {
-                // One inbox for the answers to every level's max-bytes probes.
-                let inbox = self.client.new_inbox();
-                Ok(queue::SignalSetup::MaxBytesProbes {
-                    replies: self.subscribe(queue, format!("{inbox}.>")).await?,
-                    inbox,
-                })
-            }
-        }
-    }
-
-    async fn subscribe(
-        &self,
-        queue: &QueueName,
-        subject: String,
-    ) -> Result<async_nats::Subscriber, SetupError> {
-        self.client
-            .subscribe(subject)
-            .await
-            .map_err(|error| SetupError::Subscribe(queue.clone(), error))
     }
 
     /// The revoked bucket and the ids it holds now: revocations made before this worker started
@@ -301,5 +229,106 @@ impl Setup<'_> {
             limits,
             weights,
         })
+    }
+}
+
+/// What provisioning one queue takes: at start, and for `add_consumer` at runtime.
+#[derive(Clone, Copy)]
+pub(super) struct QueueProvisioning<'a> {
+    pub(super) js: &'a jetstream::Context,
+    pub(super) layout: &'a Layout,
+    pub(super) app: &'a App,
+    pub(super) client: &'a async_nats::Client,
+    /// The AckWait of consumers it creates.
+    pub(super) ack_wait: Duration,
+}
+
+/// Why a queue's stream, consumers or subscriptions could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum QueueSetupError {
+    #[error(transparent)]
+    Provision(#[from] ProvisionError),
+    #[error("cannot subscribe to the doorbells or request inboxes of queue {0}")]
+    Subscribe(QueueName, #[source] async_nats::SubscribeError),
+}
+
+impl QueueProvisioning<'_> {
+    /// One queue's stream, its level consumers and the subscriptions its actor reads.
+    pub(super) async fn queue_setup(
+        &self,
+        queue: &QueueName,
+        signal: NewTaskSignal,
+    ) -> Result<queue::QueueSetup, QueueSetupError> {
+        let QueueProvisioning { js, layout, .. } = *self;
+        let levels = &self.app.settings().priority_steps;
+        let stream = provision::queue_stream(js, layout, queue, levels).await?;
+        // One consumer per level in use; `None` for levels outside the priority steps.
+        let mut consumers = vec![None; 10];
+        for priority in levels {
+            let consumer =
+                provision::level_consumer(&stream, layout, queue, *priority, self.ack_wait).await?;
+            consumers[priority.get() as usize] = Some(consumer);
+        }
+        let signal = self.signal(queue, signal).await?;
+        // One inbox per queue for every pull request's answers (a subscription per request
+        // would cost a SUB and an UNSUB per fetch).
+        let inbox = self.client.new_inbox();
+        let pulls = self.subscribe(queue, format!("{inbox}.>")).await?;
+        // And one for the idle wait (a long-poll request), so its message is told from the
+        // pull's by subscription: a task message carries its stream subject, not the reply.
+        let wait_inbox = self.client.new_inbox();
+        let waits = self.subscribe(queue, format!("{wait_inbox}.>")).await?;
+        Ok(queue::QueueSetup {
+            queue: queue.clone(),
+            consumers,
+            signal,
+            inbox,
+            pulls,
+            wait_inbox,
+            waits,
+        })
+    }
+
+    /// The subscriptions through which `queue`'s actor learns of new tasks.
+    async fn signal(
+        &self,
+        queue: &QueueName,
+        signal: NewTaskSignal,
+    ) -> Result<queue::SignalSetup, QueueSetupError> {
+        match signal {
+            NewTaskSignal::Republish => {
+                // One doorbell subscription per level, so that a level known to have work can
+                // stop hearing its doorbells (the queue actor unsubscribes it while it has a
+                // backlog).
+                let mut bells = Vec::from_iter(std::iter::repeat_with(|| None).take(10));
+                for priority in &self.app.settings().priority_steps {
+                    let subject = self.layout.doorbell_subject(queue, *priority);
+                    bells[priority.get() as usize] = Some(queue::LevelBell {
+                        subscriber: self.subscribe(queue, subject.clone()).await?,
+                        subject,
+                    });
+                }
+                Ok(queue::SignalSetup::RepublishedDoorbells(bells))
+            }
+            NewTaskSignal::MaxBytesProbe => {
+                // One inbox for the answers to every level's max-bytes probes.
+                let inbox = self.client.new_inbox();
+                Ok(queue::SignalSetup::MaxBytesProbes {
+                    replies: self.subscribe(queue, format!("{inbox}.>")).await?,
+                    inbox,
+                })
+            }
+        }
+    }
+
+    async fn subscribe(
+        &self,
+        queue: &QueueName,
+        subject: String,
+    ) -> Result<async_nats::Subscriber, QueueSetupError> {
+        self.client
+            .subscribe(subject)
+            .await
+            .map_err(|error| QueueSetupError::Subscribe(queue.clone(), error))
     }
 }

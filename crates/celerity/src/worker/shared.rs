@@ -6,13 +6,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream;
-use celerity_proto::Layout;
-use tokio::sync::Semaphore;
+use celerity_proto::{Layout, QueueName};
 
 use crate::app::App;
 use crate::dispatch::Dispatcher;
 use crate::result_store::ResultStore;
 use crate::worker::observe::Observer;
+use crate::worker::pool::Pool;
 use crate::worker::revocations::Revocations;
 use crate::worker::{handbacks, limits, settings};
 
@@ -42,11 +42,11 @@ pub(crate) struct WorkerShared {
     /// Counts the messages this worker hands back without running them.
     pub(crate) handbacks: handbacks::Handbacks,
     pub(crate) runtime: tokio::runtime::Handle,
-    /// Fetch credit: concurrency × prefetch multiplier.
-    pub(crate) credit: Arc<Semaphore>,
-    /// Execution slots: concurrency.
-    pub(crate) slots: Semaphore,
-    pub(crate) concurrency: usize,
+    /// Execution slots and fetch credit, changed at runtime by `pool_grow` and `pool_shrink`.
+    pub(crate) pool: Pool,
+    /// The queues this worker consumes, changed at runtime by `add_consumer` and
+    /// `cancel_consumer`.
+    pub(crate) queues: ConsumedQueues,
     /// The shortest AckWait of the consumers this worker uses.
     pub(crate) ack_wait: Duration,
     /// Deliveries of one message, at most, for tasks that set no `max_deliveries` of their own.
@@ -60,6 +60,8 @@ pub(crate) struct WorkerShared {
     pub(crate) settings_bucket: async_nats::jetstream::kv::Store,
     /// Where the task pipeline reports what happens to tasks (signals, events, counts).
     pub(crate) observer: Observer,
+    /// Set while this worker is the active scheduler of delayed tasks (it holds the lease).
+    pub(crate) scheduling: std::sync::atomic::AtomicBool,
     /// Cancelled when the worker starts to shut down (tasks waiting for a rate limit go back).
     pub(crate) stopping: tokio_util::sync::CancellationToken,
 }
@@ -76,3 +78,59 @@ impl WorkerShared {
 }
 
 pub(crate) type SharedHandle = Arc<WorkerShared>;
+
+/// The queues a worker consumes, sorted: what its pings, stats, heartbeats and metrics name.
+#[derive(Debug, Default)]
+pub(crate) struct ConsumedQueues(std::sync::RwLock<Vec<QueueName>>);
+
+impl ConsumedQueues {
+    pub(crate) fn new(queues: &[QueueName]) -> Self {
+        let mut queues = queues.to_vec();
+        queues.sort();
+        queues.dedup();
+        Self(std::sync::RwLock::new(queues))
+    }
+
+    /// The queues now.
+    pub(crate) fn get(&self) -> Vec<QueueName> {
+        self.0.read().map_or_else(
+            |poisoned| poisoned.into_inner().clone(),
+            |queues| queues.clone(),
+        )
+    }
+
+    /// Their names now.
+    pub(crate) fn names(&self) -> Vec<String> {
+        self.get().iter().map(ToString::to_string).collect()
+    }
+
+    /// Adds `queue`; false when it was there already.
+    pub(crate) fn add(&self, queue: &QueueName) -> bool {
+        let mut queues = self
+            .0
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match queues.binary_search(queue) {
+            Ok(_) => false,
+            Err(at) => {
+                queues.insert(at, queue.clone());
+                true
+            }
+        }
+    }
+
+    /// Removes `queue`; false when it was not there.
+    pub(crate) fn remove(&self, queue: &QueueName) -> bool {
+        let mut queues = self
+            .0
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match queues.binary_search(queue) {
+            Ok(at) => {
+                queues.remove(at);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+}

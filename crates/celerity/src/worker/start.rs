@@ -10,7 +10,6 @@ use std::time::Duration;
 use actix::prelude::*;
 use async_nats::jetstream::{self, consumer::PullConsumer, kv};
 use celerity_proto::QueueName;
-use tokio::sync::Semaphore;
 
 use crate::app::App;
 use crate::beat::Entry;
@@ -20,16 +19,14 @@ use crate::nats::{NatsConfig, connect_with_retry};
 use crate::publisher::Publisher;
 use crate::worker::metrics::Metrics;
 use crate::worker::observe::Observer;
+use crate::worker::pool::Pool;
 use crate::worker::presence::Presence;
 use crate::worker::setup::{Provisioned, RevokedIds, Setup};
+use crate::worker::shared::ConsumedQueues;
 use crate::worker::{
     SharedHandle, WorkerConfig, WorkerError, WorkerShared, beat, chord, http, limits, queue, root,
     stop, watches,
 };
-
-/// The most tasks one worker holds at once (a bound far above any sensible setting, and below
-/// the semaphore's own limit).
-const MAX_SLOTS: usize = 1 << 20;
 
 /// Whether the worker turns SIGTERM and SIGINT into shutdown requests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,11 +76,11 @@ pub(super) fn run_on_this_thread(
     let endpoint = match listener {
         Some(listener) => Some(Endpoint {
             server: http::HttpThread::start(listener, shared.clone())?,
-            depths: runtime.spawn(http::watch_depths(shared.clone(), plan.queues.clone())),
+            depths: runtime.spawn(http::watch_depths(shared.clone())),
         }),
         None => None,
     };
-    let presence = Presence::new(shared.clone(), plan.queues.clone());
+    let presence = Presence::new(shared.clone());
     let system = System::new();
     let root = system.block_on(async move { parts.start_root(shared) });
     if signals == Signals::Handle {
@@ -252,6 +249,7 @@ fn share(
         beat: beat_bucket,
     } = provisioned;
     let layout = app.settings().layout();
+    let queue_names: Vec<QueueName> = queues.iter().map(|setup| setup.queue.clone()).collect();
     let events = config
         .events
         .then(|| task_events(&connected, &layout, &runtime));
@@ -273,9 +271,6 @@ fn share(
         store.clone(),
         app.settings().routes.clone(),
     );
-    let credit = config
-        .concurrency
-        .saturating_mul(config.prefetch_multiplier);
     let shared = Arc::new(WorkerShared {
         dispatcher,
         hostname: connected.hostname,
@@ -285,9 +280,8 @@ fn share(
         app,
         store,
         runtime,
-        credit: Arc::new(Semaphore::new(credit.min(MAX_SLOTS))),
-        slots: Semaphore::new(config.concurrency.min(MAX_SLOTS)),
-        concurrency: config.concurrency,
+        pool: Pool::new(config.concurrency, config.prefetch_multiplier),
+        queues: ConsumedQueues::new(&queue_names),
         ack_wait,
         max_deliveries: config.max_deliveries,
         recheck_interval: config.recheck_interval,
@@ -298,6 +292,7 @@ fn share(
         limits: settings.limits,
         settings_bucket: settings.bucket.clone(),
         stopping: tokio_util::sync::CancellationToken::new(),
+        scheduling: std::sync::atomic::AtomicBool::new(false),
         observer,
     });
     let parts = RootParts {

@@ -19,7 +19,8 @@ use crate::result_store::ResultStore;
 use crate::task::{Registered, RetryRequest, TaskContext, TaskFuture};
 use crate::worker::WorkerShared;
 use crate::worker::continuation::Continuation;
-use crate::worker::observe::{Held, Retried};
+use crate::worker::held::Held;
+use crate::worker::observe::Retried;
 use crate::worker::outcome::{Outcome, Rejection, ack_before_run};
 use crate::worker::records::{encode_within_limit, write_state};
 
@@ -65,7 +66,7 @@ impl<'e> TaskRun<'_, 'e> {
             write_state(shared, envelope, TaskState::Received).await;
         }
         // With a prefetch multiplier above 1 a fetched task may wait here for an execution slot.
-        *slot = shared.slots.acquire().await.ok();
+        *slot = shared.pool.slots.acquire().await.ok();
         let started_at = now_ms();
         if self.task.options.is_track_started() {
             write_state(shared, envelope, TaskState::Started).await;

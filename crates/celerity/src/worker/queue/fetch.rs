@@ -51,7 +51,7 @@ impl<S: Signal> QueueActor<S> {
             self.start_wait(ctx);
             return;
         };
-        let requested = self.held.top_up(&self.shared.credit, MAX_BATCH);
+        let requested = self.held.top_up(&self.shared.pool.credit, MAX_BATCH);
         if requested == 0 {
             self.wait_for_credit(ctx);
             return;

@@ -34,7 +34,7 @@ impl<S: Signal> QueueActor<S> {
         if self.wait.is_some()
             || self.wait_paused
             || self.mode != Mode::Running
-            || self.shared.credit.available_permits() == 0
+            || self.shared.pool.credit.available_permits() == 0
         {
             return;
         }

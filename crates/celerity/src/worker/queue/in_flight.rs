@@ -51,7 +51,7 @@ impl<S: Signal> QueueActor<S> {
             Mode::Running => (credit_from == CreditFrom::Held)
                 .then(|| self.held.take_one())
                 .flatten()
-                .or_else(|| self.shared.credit.clone().try_acquire_owned().ok()),
+                .or_else(|| self.shared.pool.credit.clone().try_acquire_owned().ok()),
             Mode::Draining | Mode::Stopped => None,
         };
         match permit {
@@ -97,7 +97,7 @@ impl<S: Signal> QueueActor<S> {
             actor: ctx.address(),
             key,
         };
-        let credit = Credit::new(self.shared.credit.clone(), permit);
+        let credit = Credit::new(self.shared.pool.credit.clone(), permit);
         let handle = self.shared.runtime.spawn(async move {
             let _finished = finished;
             execute(shared, queue, message, credit, terminated).await;
