@@ -136,6 +136,8 @@ fn success_record(task_id: &str) -> ResultRecord {
     record.task = Some(TaskName::new("it.add").expect("a valid task name"));
     record.worker = Some(GOLDEN_WORKER.to_owned());
     record.started_at_ms = Some(SENT_AT_MS + 200);
+    // The task's message carried a traceparent: the record names its trace.
+    record.trace_id = TRACEPARENT.split('-').nth(1).map(str::to_owned);
     record
 }
 

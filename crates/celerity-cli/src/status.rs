@@ -125,5 +125,8 @@ pub(crate) async fn result(args: ResultArgs) -> anyhow::Result<bool> {
         println!("started:  {}", time(started));
     }
     println!("updated:  {}", time(record.updated_at_ms));
+    if let Some(trace_id) = &record.trace_id {
+        println!("trace:    {trace_id}");
+    }
     Ok(true)
 }

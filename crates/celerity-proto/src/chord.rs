@@ -115,6 +115,10 @@ pub struct ChordDefinition {
     /// The canvas's deadline, Unix milliseconds: the body carries it as `Celerity-Expires`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_ms: Option<u64>,
+    /// The W3C `traceparent` of the span the chord was applied in: the body's publish is its
+    /// child, so the body joins the canvas's trace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
 }
 
 impl ChordDefinition {
@@ -131,6 +135,7 @@ impl ChordDefinition {
             member: None,
             policy: ChordPolicy::FailFast,
             expires_ms: None,
+            traceparent: None,
         }
     }
 
@@ -408,6 +413,9 @@ pub struct ChordCompletion {
     /// definition's.
     #[serde(default, skip_serializing_if = "ChordPolicy::is_fail_fast")]
     pub policy: ChordPolicy,
+    /// The W3C `traceparent` of the member's run span: the body's publish links to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
 }
 
 impl ChordCompletion {
@@ -421,6 +429,7 @@ impl ChordCompletion {
             error: None,
             task: None,
             policy: ChordPolicy::FailFast,
+            traceparent: None,
         }
     }
 

@@ -199,6 +199,10 @@ pub struct ResultRecord {
     /// When the task started running, Unix milliseconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_at_ms: Option<u64>,
+    /// The W3C trace id (32 lower-case hex digits) of the trace the task ran (or, PENDING, was
+    /// sent) in, when it was traced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
 }
 
 impl ResultRecord {
@@ -216,6 +220,7 @@ impl ResultRecord {
             worker: None,
             updated_at_ms: now_ms,
             started_at_ms: None,
+            trace_id: None,
         }
     }
 

@@ -110,7 +110,14 @@ pub fn blocking_body(
     body: impl FnOnce() -> Result<Value, ErrorRecord> + Send + 'static,
 ) -> TaskFuture {
     Box::pin(async move {
-        match tokio::task::spawn_blocking(|| crate::task::mark_blocking_body(body)).await {
+        // The blocking thread takes the run's trace context and log span with it.
+        let (context, span) = (opentelemetry::Context::current(), tracing::Span::current());
+        let run = move || {
+            let _attached = context.attach();
+            let _entered = span.enter();
+            crate::task::mark_blocking_body(body)
+        };
+        match tokio::task::spawn_blocking(run).await {
             Ok(outcome) => outcome,
             Err(error) if error.is_panic() => Err(panic_record(error.into_panic())),
             Err(_) => Err(ErrorRecord::new(

@@ -41,6 +41,9 @@ pub enum ConfigError {
         /// The declared queues.
         declared: String,
     },
+    /// Tracing could not be set up from the `OTEL_*` environment.
+    #[error("cannot set up tracing from the OTEL_* environment")]
+    Telemetry(#[source] crate::telemetry::TelemetryError),
     /// A route's pattern is not a valid glob.
     #[error("route pattern {pattern:?} is not a valid glob")]
     InvalidPattern {
@@ -134,6 +137,7 @@ pub struct AppBuilder {
     rules: Vec<NameRule>,
     declared_queues: Option<Vec<QueueName>>,
     beat: Vec<Entry>,
+    telemetry: Option<crate::telemetry::Telemetry>,
 }
 
 impl std::fmt::Debug for AppBuilder {
@@ -320,6 +324,15 @@ impl AppBuilder {
         self
     }
 
+    /// Traces tasks with `telemetry` (see [`crate::telemetry`]) instead of what the `OTEL_*`
+    /// environment says ([`Telemetry::from_env`](crate::telemetry::Telemetry::from_env), which
+    /// [`AppBuilder::build`] calls otherwise); [`Telemetry::disabled`](crate::telemetry::Telemetry::disabled)
+    /// switches tracing off whatever the environment says.
+    pub fn telemetry(mut self, telemetry: crate::telemetry::Telemetry) -> Self {
+        self.telemetry = Some(telemetry);
+        self
+    }
+
     /// Adds a periodic entry, sent by the workers started with `--beat` (one at a time).
     pub fn beat(mut self, entry: Entry) -> Self {
         self.beat.push(entry);
@@ -387,6 +400,10 @@ impl AppBuilder {
             }
         }
         check_unique(&self.beat)?;
+        self.settings.telemetry = match self.telemetry {
+            Some(telemetry) => telemetry,
+            None => crate::telemetry::Telemetry::from_env().map_err(ConfigError::Telemetry)?,
+        };
         Ok(App {
             inner: Arc::new(AppInner {
                 tasks,

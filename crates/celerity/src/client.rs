@@ -122,7 +122,8 @@ impl Client {
             store.clone(),
             settings.priority_steps.clone(),
         )
-        .observed(settings.signals.clone(), sent_events);
+        .observed(settings.signals.clone(), sent_events)
+        .traced(settings.telemetry.clone());
         let dispatcher = Dispatcher::new(publisher, chords, store.clone(), settings.routes.clone());
         let control = Control::new(nats_client.clone(), layout.clone());
         Ok(Client {
@@ -256,16 +257,36 @@ impl Client {
             content_type: self.inner.settings.content_type,
             expires_ms,
         };
-        self.inner
-            .dispatcher
-            .send(
-                node,
-                &origin,
-                Previous::Nothing,
-                Vec::new(),
-                Membership::default(),
-            )
-            .await
+        let sent = self.inner.dispatcher.send(
+            node,
+            &origin,
+            Previous::Nothing,
+            Vec::new(),
+            Membership::default(),
+        );
+        let kind = match node {
+            CanvasNode::Chain { .. } => Some("chain"),
+            CanvasNode::Group { .. } => Some("group"),
+            CanvasNode::Chord { .. } => Some("chord"),
+            // A signature alone: its publish span is the root.
+            _ => None,
+        };
+        let root_id = origin.root_id.as_ref().map_or("", |id| id.as_str());
+        let telemetry = &self.inner.settings.telemetry;
+        // The canvas's root span: every publish of the canvas is inside it.
+        match kind.and_then(|kind| telemetry.start_canvas(kind, root_id)) {
+            Some(context) => {
+                use opentelemetry::context::FutureExt as _;
+                let sent = sent.with_context(context.clone()).await;
+                let error = sent
+                    .as_ref()
+                    .err()
+                    .map(|error| crate::error_text::error_chain(error));
+                crate::telemetry::end(&context, error.as_deref());
+                sent
+            }
+            None => sent.await,
+        }
     }
 
     /// A handle on the result of a task sent by any process.

@@ -358,6 +358,7 @@ impl Dispatcher {
         definition.member = membership.chord;
         definition.policy = policy;
         definition.expires_ms = origin.expires_ms;
+        definition.traceparent = crate::telemetry::current_traceparent();
         self.store_definition(&definition).await?;
         self.announce_body(body_ids, origin).await;
         use futures_util::{StreamExt, TryStreamExt};

@@ -96,6 +96,7 @@ pub mod routing;
 mod settings;
 pub mod signals;
 mod task;
+pub mod telemetry;
 mod waiters;
 pub mod worker;
 

@@ -6,8 +6,12 @@
 //! `task-sent` events.
 
 use async_nats::jetstream::{self, message::PublishMessage};
-use celerity_proto::{Envelope, Layout, Priority, QueueName, TaskBody, TaskEvent, TaskEventKind};
+use celerity_proto::{
+    Envelope, Layout, Priority, QueueName, TaskBody, TaskEvent, TaskEventKind, header,
+};
 use dashmap::DashMap;
+use opentelemetry::Context;
+use opentelemetry::context::FutureExt as _;
 
 use crate::clock::now_ms;
 use crate::error::EnqueueError;
@@ -17,6 +21,7 @@ use crate::nats::headers::envelope_headers;
 use crate::nats::provision;
 use crate::result_store::ResultStore;
 use crate::signals::{Signals, TaskPublish};
+use crate::telemetry::{self, Telemetry};
 
 pub(crate) use celerity_proto::builtin::ETA_SLACK_MS;
 
@@ -48,6 +53,8 @@ pub(crate) struct Publisher {
     signals: Signals,
     /// Where `task-sent` events go (`None`: none are sent).
     sent_events: Option<Emitter>,
+    /// Where each publish's span goes.
+    telemetry: Telemetry,
 }
 
 impl std::fmt::Debug for Publisher {
@@ -78,7 +85,14 @@ impl Publisher {
             max_payload_read_ms: std::sync::atomic::AtomicU64::new(0),
             signals: Signals::default(),
             sent_events: None,
+            telemetry: Telemetry::disabled(),
         }
+    }
+
+    /// Opens a span for each publish, exported through `telemetry`.
+    pub(crate) fn traced(mut self, telemetry: Telemetry) -> Self {
+        self.telemetry = telemetry;
+        self
     }
 
     /// Runs `signals`' publish hooks around each publish and sends a `task-sent` event for each
@@ -146,19 +160,58 @@ impl Publisher {
         // The event's time is the publish's start, not its acknowledgement: a worker may take the
         // task before the acknowledgement arrives.
         let sending_at = self.sent_events.as_ref().map(|_| now_ms());
-        let headers = envelope_headers(envelope);
-        self.check_size(envelope, &headers, &payload)?;
+        let mut headers = envelope_headers(envelope);
         let subject = self.subject(envelope, queue).await?;
-        let publish = self.send(envelope, subject, payload, headers);
-        match pending {
-            Pending::Skip => publish.await?,
-            Pending::Write => self.publish_with_pending(envelope, publish).await?,
-        }
+        let traced = self.trace(envelope, queue, &subject, &mut headers);
+        let sent = async {
+            self.check_size(envelope, &headers, &payload)?;
+            let publish = self.send(envelope, subject, payload, headers);
+            match pending {
+                Pending::Skip => publish.await,
+                Pending::Write => self.publish_with_pending(envelope, publish).await,
+            }
+        };
+        let sent = match &traced {
+            // Inside the span, so the PENDING record names its trace.
+            Some(Traced::Span(context)) => {
+                let sent = sent.with_context(context.clone()).await;
+                let error = sent.as_ref().err().map(|error| error_chain(error));
+                telemetry::end(context, error.as_deref());
+                sent
+            }
+            _ => sent.await,
+        };
+        sent?;
         self.signals.fire_after_task_publish(&signal);
         if let (Some(events), Some(at_ms)) = (&self.sent_events, sending_at) {
             events.emit(sent_event(envelope, queue, at_ms));
         }
         Ok(())
+    }
+
+    /// Opens the publish's span and writes its context into `headers`; without tracing, passes
+    /// on the context the publish is made in (a run's, whose message brought a `traceparent`).
+    fn trace(
+        &self,
+        envelope: &Envelope,
+        queue: &QueueName,
+        subject: &str,
+        headers: &mut async_nats::HeaderMap,
+    ) -> Option<Traced> {
+        let traced = match self.telemetry.start_publish(envelope, queue, subject) {
+            Some(context) => Traced::Span(context),
+            None if envelope.traceparent.is_none() => Traced::Passed(Context::current()),
+            None => return None,
+        };
+        let context = match &traced {
+            Traced::Span(context) | Traced::Passed(context) => context,
+        };
+        let (traceparent, tracestate) = telemetry::traceparent_of(context)?;
+        headers.insert(header::TRACEPARENT, traceparent.as_str());
+        if let Some(tracestate) = tracestate {
+            headers.insert(header::TRACESTATE, tracestate.as_str());
+        }
+        Some(traced)
     }
 
     /// Refuses a message larger than the server's `max_payload`.
@@ -288,6 +341,14 @@ impl Publisher {
         self.ready_queues.insert(queue.clone(), ());
         Ok(())
     }
+}
+
+/// The trace context a publish is made in.
+enum Traced {
+    /// The publish's own span.
+    Span(Context),
+    /// The context it was made in, passed on (tracing is off).
+    Passed(Context),
 }
 
 /// The `task-sent` event of a task published to `queue`.

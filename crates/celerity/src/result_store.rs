@@ -143,6 +143,7 @@ impl ResultStore {
         record.task = Some(envelope.task.clone());
         record.retries = envelope.retries;
         record.worker = self.worker.as_deref().map(str::to_owned);
+        record.trace_id = crate::telemetry::current_trace_id();
         record
     }
 
@@ -178,6 +179,7 @@ impl ResultStore {
     pub(crate) async fn create_pending(&self, envelope: &Envelope) -> Result<(), StoreError> {
         let mut record = ResultRecord::new(envelope.id.clone(), TaskState::Pending, now_ms());
         record.task = Some(envelope.task.clone());
+        record.trace_id = crate::telemetry::current_trace_id();
         let bytes = Self::encode(&record, envelope.content_type)?;
         // `kv::Store::create`, without its read-back on conflict in the common path: one publish
         // expecting no earlier record for the key. This runs once per task sent, and its future

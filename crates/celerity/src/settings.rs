@@ -34,6 +34,8 @@ pub struct Settings {
     pub(crate) signals: Signals,
     /// Whether producers send `task-sent` events (set by [`AppBuilder::send_sent_events`]).
     pub(crate) send_sent_events: bool,
+    /// Where spans go (set by [`AppBuilder::telemetry`], else from the `OTEL_*` environment).
+    pub(crate) telemetry: crate::telemetry::Telemetry,
 }
 
 impl Default for Settings {
@@ -48,6 +50,7 @@ impl Default for Settings {
             routes: Routes::default_only(QueueName::default()),
             signals: Signals::default(),
             send_sent_events: true,
+            telemetry: crate::telemetry::Telemetry::disabled(),
         }
     }
 }

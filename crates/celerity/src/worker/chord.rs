@@ -332,7 +332,13 @@ impl ChordAggregator {
             Ok(Loaded::Invalid(error)) => {
                 tracing::error!(chord_id = %chord_id, error = %error, "a chord's definition breaks a rule; failing the chord");
                 owned.chords.insert(chord_id.clone(), Tracked::Invalid);
-                return self.start_fire(ctx, partition, epoch, chord_id, Decision::Invalid(error));
+                return self.start_fire(
+                    ctx,
+                    (partition, epoch),
+                    chord_id,
+                    Decision::Invalid(error),
+                    Vec::new(),
+                );
             }
             Ok(Loaded::Missing) => {
                 tracing::warn!(chord_id = %chord_id, "completions name a chord with no stored definition (expired, or never sent); dropping them");
@@ -389,24 +395,28 @@ impl ChordAggregator {
         progress.record(&arrived.completion);
         if let Some(decision) = progress.decide(chord_id, *size, *policy) {
             progress.firing = true;
-            self.start_fire(ctx, partition, epoch, chord_id.clone(), decision);
+            let traces = progress.traces().to_vec();
+            self.start_fire(ctx, (partition, epoch), chord_id.clone(), decision, traces);
         }
     }
 
+    /// Fires `chord_id` of `partition` (owned since `epoch`) as `decision` says; `traces` are its
+    /// members' run spans, for the body's links.
     fn start_fire(
         &mut self,
         ctx: &mut Context<Self>,
-        partition: u32,
-        epoch: u64,
+        (partition, epoch): (u32, u64),
         chord_id: TaskId,
         decision: Decision,
+        traces: Vec<String>,
     ) {
         let shared = self.shared.clone();
         let chords = self.backend.chords.clone();
         let stream = self.backend.stream.clone();
         let subject = self.shared.layout.chord_subject(partition, &chord_id);
         let fire = async move {
-            let fired = fire(&shared, &chords, &stream, &chord_id, &subject, decision).await;
+            let decided = fire::Decided { decision, traces };
+            let fired = fire(&shared, &chords, &stream, &chord_id, &subject, decided).await;
             (chord_id, fired)
         };
         ctx.spawn(

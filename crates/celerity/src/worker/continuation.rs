@@ -238,6 +238,7 @@ async fn report_to_chord(
     completion.error = record.error.clone();
     completion.task = Some(envelope.task.clone());
     completion.policy = member.policy;
+    completion.traceparent = crate::telemetry::current_traceparent();
     let publish_error = |error: Box<dyn std::error::Error + Send + Sync>| EnqueueError::Publish {
         task_id: envelope.id.clone(),
         source: error,

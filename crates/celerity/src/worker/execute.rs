@@ -25,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 use crate::clock::now_ms;
 use crate::nats::headers::HeaderView;
 use crate::task::{ArgumentsError, Registered, TaskContext};
+use crate::telemetry;
 use crate::worker::WorkerShared;
 use crate::worker::chord::{HeaderResultsError, gather_header_results};
 use crate::worker::continuation::Continuation;
@@ -36,7 +37,9 @@ use body::{keep_in_progress, run_over_items};
 use finish::{
     acknowledge_done, expired_record, finish_with, finish_without_running, revoked_record,
 };
+use opentelemetry::context::FutureExt as _;
 use run::{Delivery, TaskRun};
+use tracing::Instrument as _;
 
 /// Runs the task in `message` to completion (or dead-letters it), telling the server every half
 /// AckWait that it is still being worked on.
@@ -64,16 +67,101 @@ pub(crate) async fn execute(
 }
 
 /// [`execute`] without the in-progress acks: decides the message's outcome, applies it, then
-/// gives back the execution slot and the fetch credit.
+/// gives back the execution slot and the fetch credit; all of it inside the delivery's trace
+/// context, when it has one.
 async fn run_message(
     shared: Arc<WorkerShared>,
     queue: QueueName,
     message: jetstream::Message,
-    mut credit: Credit,
+    credit: Credit,
     terminate: CancellationToken,
 ) {
     let envelope = Envelope::from_headers(&HeaderView(message.headers.as_ref()));
     let delivered = message.info().map_or(1, |info| info.delivered as u64);
+    let trace = envelope
+        .as_ref()
+        .ok()
+        .and_then(|envelope| process_context(&shared, envelope, &queue, &message, delivered));
+    let logged = envelope
+        .as_ref()
+        .ok()
+        .map(|envelope| task_log_span(envelope, trace.as_ref()));
+    let delivery = Taken {
+        message,
+        queue,
+        delivered,
+        terminate,
+    };
+    let run = decide_and_apply(&shared, envelope, delivery, credit);
+    let run = run.instrument(logged.unwrap_or_else(tracing::Span::none));
+    match trace {
+        Some(context) => {
+            run.with_context(context.clone()).await;
+            telemetry::end(&context, None);
+        }
+        None => run.await,
+    }
+}
+
+/// A delivery as it was taken.
+struct Taken {
+    message: jetstream::Message,
+    queue: QueueName,
+    delivered: u64,
+    terminate: CancellationToken,
+}
+
+/// The context of a delivery's run: its `process` span (or, without tracing, the context its
+/// message brought, to pass on to what the run sends).
+fn process_context(
+    shared: &WorkerShared,
+    envelope: &Envelope,
+    queue: &QueueName,
+    message: &jetstream::Message,
+    delivered: u64,
+) -> Option<opentelemetry::Context> {
+    let info = message.info().ok();
+    let delivery = telemetry::ProcessInfo {
+        envelope,
+        queue,
+        subject: message.subject.as_str(),
+        consumer: info.as_ref().map_or("", |info| info.consumer),
+        delivered,
+        worker: &shared.hostname,
+    };
+    shared.app.settings().telemetry.start_process(&delivery)
+}
+
+/// The `tracing` span the log lines of a task's run carry: its id and name, and its trace id when
+/// it is traced.
+fn task_log_span(envelope: &Envelope, trace: Option<&opentelemetry::Context>) -> tracing::Span {
+    use opentelemetry::trace::TraceContextExt as _;
+    let span = tracing::info_span!(
+        "task",
+        task_id = %envelope.id,
+        task = %envelope.task,
+        trace_id = tracing::field::Empty
+    );
+    if let Some(context) = trace {
+        let trace_id = context.span().span_context().trace_id();
+        span.record("trace_id", tracing::field::display(trace_id));
+    }
+    span
+}
+
+/// Decides the outcome of a delivery and applies it.
+async fn decide_and_apply(
+    shared: &Arc<WorkerShared>,
+    envelope: Result<Envelope, EnvelopeError>,
+    taken: Taken,
+    mut credit: Credit,
+) {
+    let Taken {
+        message,
+        queue,
+        delivered,
+        terminate,
+    } = taken;
     let mut held =
         shared
             .observer
@@ -85,7 +173,7 @@ async fn run_message(
                 message: &message,
                 queue: &queue,
                 delivered,
-                max_deliveries: max_deliveries(&shared, envelope),
+                max_deliveries: max_deliveries(shared, envelope),
                 terminate: &terminate,
             };
             let run = Run {
@@ -93,7 +181,7 @@ async fn run_message(
                 slot: &mut slot,
                 held: &mut held,
             };
-            run_task(&shared, envelope, delivery, run).await
+            run_task(shared, envelope, delivery, run).await
         }
         Err(error) => {
             let reason = match error {
@@ -103,7 +191,7 @@ async fn run_message(
             Outcome::DeadLetter(Rejection::message(reason, error.to_string()))
         }
     };
-    apply_outcome(&shared, &queue, &message, outcome).await;
+    apply_outcome(shared, &queue, &message, outcome).await;
     drop(held);
     drop(slot);
     drop(credit);

@@ -101,6 +101,7 @@ async fn metrics(shared: web::Data<SharedHandle>) -> HttpResponse {
         reserved: tally.reserved(),
         slots: shared.pool.size(),
         events_dropped: observer.events().map_or(0, crate::events::Emitter::dropped),
+        spans_dropped: shared.app.settings().telemetry.spans_dropped(),
         connects: shared.nats.statistics().connects.load(Ordering::Relaxed),
     };
     let text = observer.metrics().encode(scraped);

@@ -82,8 +82,11 @@ pub(crate) struct Metrics {
     slots: Gauge,
     reconnects: Counter,
     events_dropped: Counter,
-    /// What `events_dropped` and `reconnects` were last set from (running totals kept elsewhere).
+    spans_dropped: Counter,
+    /// What `events_dropped`, `spans_dropped` and `reconnects` were last set from (running
+    /// totals kept elsewhere).
     events_dropped_seen: AtomicU64,
+    spans_dropped_seen: AtomicU64,
     connects_seen: AtomicU64,
 }
 
@@ -98,6 +101,8 @@ pub(crate) struct Scraped {
     pub(crate) slots: usize,
     /// The emitter's dropped events so far.
     pub(crate) events_dropped: u64,
+    /// The span exporter's dropped spans so far.
+    pub(crate) spans_dropped: u64,
     /// Connections made so far, the first included (async-nats' `Statistics::connects`).
     pub(crate) connects: u64,
 }
@@ -230,6 +235,7 @@ impl Metrics {
         let slots_gauge: Gauge = Gauge::default();
         slots_gauge.set(i64::try_from(slots).unwrap_or(i64::MAX));
         let (reconnects, events_dropped) = (Counter::default(), Counter::default());
+        let spans_dropped = Counter::default();
         registry.register("tasks_active", "Task bodies running now", active.clone());
         registry.register(
             "tasks_reserved",
@@ -251,6 +257,11 @@ impl Metrics {
             "Task events dropped: the emitter's channel was full, or the server did not store them",
             events_dropped.clone(),
         );
+        registry.register(
+            "spans_dropped",
+            "Trace spans dropped: the export queue was full, or their export failed",
+            spans_dropped.clone(),
+        );
         Self {
             registry,
             tasks: series,
@@ -263,7 +274,9 @@ impl Metrics {
             slots: slots_gauge,
             reconnects,
             events_dropped,
+            spans_dropped,
             events_dropped_seen: AtomicU64::new(0),
+            spans_dropped_seen: AtomicU64::new(0),
             connects_seen: AtomicU64::new(1),
         }
     }
@@ -347,6 +360,9 @@ impl Metrics {
             .swap(scraped.events_dropped, Relaxed);
         self.events_dropped
             .inc_by(scraped.events_dropped.saturating_sub(seen));
+        let seen = self.spans_dropped_seen.swap(scraped.spans_dropped, Relaxed);
+        self.spans_dropped
+            .inc_by(scraped.spans_dropped.saturating_sub(seen));
         let seen = self.connects_seen.swap(scraped.connects.max(1), Relaxed);
         self.reconnects
             .inc_by(scraped.connects.saturating_sub(seen));
@@ -382,6 +398,7 @@ mod tests {
             reserved: 2,
             slots: 6,
             events_dropped: 5,
+            spans_dropped: 2,
             connects: 3,
         };
         let text = metrics.encode(scraped);
@@ -396,6 +413,7 @@ mod tests {
             "celerity_tasks_active 1",
             "celerity_tasks_reserved 2",
             "celerity_worker_slots 6",
+            "celerity_spans_dropped_total 2",
             "celerity_queue_depth{queue=\"default\",priority=\"9\"} 12",
             "celerity_events_dropped_total 5",
             "celerity_nats_reconnects_total 2",

@@ -188,6 +188,8 @@ impl Observer {
         let task = context.task_name();
         self.metrics.ended(task, &record.state);
         self.metrics.ran(task, runtime);
+        let error = record.error.as_ref().map(|error| error.message.as_str());
+        crate::telemetry::record_state(record.state.as_str(), error);
         if let Some(events) = &self.events {
             let envelope = context.envelope();
             let kind = match (&record.state, &record.error) {
@@ -227,6 +229,7 @@ impl Observer {
         });
         self.metrics.retried(context.task_name());
         self.metrics.ran(context.task_name(), runtime);
+        crate::telemetry::record_state(TaskState::Retry.as_str(), Some(&error.message));
         if let Some(events) = &self.events {
             let mut event = task_event(
                 TaskEventKind::Retried,
@@ -265,6 +268,7 @@ impl Observer {
             _ => TaskEventKind::Failed,
         };
         self.metrics.ended(&envelope.task, &record.state);
+        crate::telemetry::record_state(record.state.as_str(), None);
         if let Some(events) = &self.events {
             let mut event = task_event(kind, envelope, queue);
             match kind {
@@ -292,6 +296,7 @@ impl Observer {
             error,
         });
         self.metrics.dead_lettered(reason);
+        crate::telemetry::record_state("REJECTED", Some(error));
         if let Some(task) = task {
             self.metrics.ended(task, &TaskState::Failure);
         }

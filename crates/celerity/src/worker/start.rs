@@ -81,6 +81,7 @@ pub(super) fn run_on_this_thread(
         None => None,
     };
     let presence = Presence::new(shared.clone());
+    let telemetry = shared.app.settings().telemetry.clone();
     let system = System::new();
     let root = system.block_on(async move { parts.start_root(shared) });
     if signals == Signals::Handle {
@@ -96,6 +97,8 @@ pub(super) fn run_on_this_thread(
         endpoint.server.stop(&runtime);
     }
     presence.shut_down();
+    // The last runs' spans, before the process may end.
+    telemetry.flush();
     ran.map_err(WorkerError::Runtime)?;
     flush_last_acks(&runtime, &client);
     runtime.shutdown_timeout(Duration::from_secs(1));
@@ -262,7 +265,8 @@ fn share(
         store.clone(),
         app.settings().priority_steps.clone(),
     )
-    .observed(signals.clone(), sent_events);
+    .observed(signals.clone(), sent_events)
+    .traced(app.settings().telemetry.clone());
     let observer = Observer::new(connected.hostname.clone(), signals, events)
         .with_metrics(observed.metrics, observed.http);
     let dispatcher = Dispatcher::new(

@@ -9,6 +9,7 @@ use celerity_proto::{
 
 use super::progress::Decision;
 use crate::error::EnqueueError;
+use crate::telemetry::{ChordLinks, chord_body_context};
 use crate::worker::WorkerShared;
 use crate::worker::continuation::{ChordFailure, fail_chord_body, publish_chord_body};
 
@@ -112,6 +113,13 @@ pub(super) enum FireError {
     },
 }
 
+/// What a chord does, and the run spans of its members (the `traceparent`s its completions
+/// brought), which its body's publish links to.
+pub(super) struct Decided {
+    pub(super) decision: Decision,
+    pub(super) traces: Vec<String>,
+}
+
 /// Fires one chord: marks it fired, sends (or fails) its body, purges its completions.
 ///
 /// # Errors
@@ -122,7 +130,7 @@ pub(super) async fn fire(
     stream: &stream::Stream,
     chord_id: &TaskId,
     subject: &str,
-    decision: Decision,
+    decided: Decided,
 ) -> Result<(), FireError> {
     let id = || chord_id.clone();
     let stored =
@@ -155,7 +163,7 @@ pub(super) async fn fire(
     };
     let body_started = !first_time && body_was_sent(shared, &definition).await;
     if !body_started {
-        send_or_fail_body(shared, &definition, chord_id, decision).await?;
+        send_or_fail_body(shared, &definition, chord_id, decided).await?;
     }
     stream
         .purge()
@@ -173,15 +181,21 @@ async fn send_or_fail_body(
     shared: &WorkerShared,
     definition: &ChordDefinition,
     chord_id: &TaskId,
-    decision: Decision,
+    decided: Decided,
 ) -> Result<(), FireError> {
+    let Decided { decision, traces } = decided;
     let body_error = |source| FireError::Body {
         chord_id: chord_id.clone(),
         source,
     };
     let failure = match decision {
         Decision::Complete(results) => {
+            use opentelemetry::context::FutureExt as _;
+            // Sent in the chord's trace, linked to its members' runs.
+            let links = ChordLinks::new(traces.iter().map(String::as_str), definition.size);
+            let context = chord_body_context(definition.traceparent.as_deref(), links);
             publish_chord_body(shared, definition, &results)
+                .with_context(context)
                 .await
                 .map_err(body_error)?;
             tracing::debug!(chord_id = %chord_id, "chord body sent");

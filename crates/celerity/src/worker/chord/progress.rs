@@ -5,6 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
 
+use crate::telemetry::MAX_CHORD_LINKS;
 use celerity_proto::{
     ChordCompletion, ChordMismatch, ChordPolicy, ChordResults, ErrorRecord, TaskId, TaskState,
 };
@@ -45,6 +46,9 @@ pub(super) struct Progress {
     failed: BTreeMap<u32, ErrorRecord>,
     /// True while the chord fires: later completions are purged with it.
     pub(super) firing: bool,
+    /// The members' run spans (`traceparent`s) the body's publish links to, at most
+    /// [`MAX_CHORD_LINKS`].
+    traces: Vec<String>,
 }
 
 /// What a chord does next, by its policy.
@@ -67,6 +71,11 @@ impl Progress {
         if self.succeeded.contains(&index) || self.failed.contains_key(&index) {
             return;
         }
+        if let Some(traceparent) = &completion.traceparent
+            && self.traces.len() < MAX_CHORD_LINKS
+        {
+            self.traces.push(traceparent.clone());
+        }
         if completion.state == TaskState::Success {
             self.succeeded.insert(index);
         } else {
@@ -78,6 +87,11 @@ impl Progress {
             });
             self.failed.insert(index, error);
         }
+    }
+
+    /// The members' run spans the body's publish links to.
+    pub(super) fn traces(&self) -> &[String] {
+        &self.traces
     }
 
     /// What the chord does now under `policy`, if anything.

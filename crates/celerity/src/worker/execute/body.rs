@@ -7,8 +7,10 @@
 use std::time::Duration;
 
 use celerity_proto::{Envelope, ErrorRecord};
+use opentelemetry::context::FutureExt as _;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 use crate::__private::panic_record;
 use crate::task::{ArgumentsError, Registered, TaskContext, TaskFuture};
@@ -35,8 +37,12 @@ pub(super) async fn run_body(
     }
     let started = tokio::time::Instant::now();
     // Spawned, so a body that blocks its thread stops neither the hard limit nor in-progress acks.
-    let mut body =
-        tokio_util::task::AbortOnDropHandle::new(tokio::spawn(crate::task::mark_task_body(future)));
+    // The body runs in the run's trace context and log span, so what it logs names the task and
+    // what it sends joins the trace.
+    let body = crate::task::mark_task_body(future)
+        .with_context(opentelemetry::Context::current())
+        .instrument(tracing::Span::current());
+    let mut body = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(body));
     let far = Duration::from_secs(100 * 365 * 24 * 3600);
     let soft = tokio::time::sleep_until(started + soft_limit.unwrap_or(far));
     let hard = tokio::time::sleep_until(started + hard_limit.unwrap_or(far));
