@@ -23,6 +23,7 @@ mod resilience;
 mod retries;
 mod roundtrip;
 mod routing;
+mod service_api;
 mod signals;
 mod states;
 mod support;

@@ -31,6 +31,7 @@ mod records;
 mod revocations;
 mod root;
 mod scheduler;
+mod service;
 mod settings;
 mod setup;
 mod shared;
