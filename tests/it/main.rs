@@ -14,6 +14,7 @@ mod delays;
 mod events;
 mod examples;
 mod hardening;
+mod health;
 mod http;
 mod limits;
 mod priority;

@@ -38,6 +38,15 @@ pub(crate) fn celerity_cli() -> PathBuf {
     cli
 }
 
+/// Runs `celerity <args> --nats-url <url>` to its end.
+pub(crate) fn run_celerity(url: &str, args: &[&str]) -> std::process::Output {
+    Command::new(celerity_cli())
+        .args(args)
+        .args(["--nats-url", url])
+        .output()
+        .expect("celerity runs")
+}
+
 /// A worker process of the test binary; killed on drop.
 pub(crate) struct WorkerProcess {
     child: Child,

@@ -2,8 +2,6 @@
 //! `--destination`) what they run and hold, scatter-gathered until `--timeout`, as Celery's
 //! `celery inspect`.
 
-use std::time::Duration;
-
 use celerity_proto::{
     ActiveQueuesResult, ControlCommand, ControlReply, RegisteredResult, RevokedResult, StatsResult,
 };
@@ -23,14 +21,11 @@ pub(crate) struct InspectArgs {
         global = true
     )]
     destination: Vec<String>,
-    /// Seconds to wait for replies.
-    #[arg(short = 't', long = "timeout", default_value = "1", value_parser = crate::parse_seconds)]
-    timeout: Duration,
     /// One JSON object: each worker's hostname and its reply's result (or `{"error": ...}`).
     #[arg(long)]
     json: bool,
     #[command(flatten)]
-    connection: crate::ConnectionArgs,
+    ask: crate::AskArgs,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -58,8 +53,8 @@ impl Inspection {
 
 /// Prints each worker's answer; false when none answered or one refused.
 pub(crate) async fn run(args: InspectArgs) -> anyhow::Result<bool> {
-    let timeout = args.timeout;
-    let client = args.connection.connect().await?;
+    let timeout = args.ask.timeout;
+    let client = args.ask.connection.connect().await?;
     let control = client.control();
     let mut replies = Vec::new();
     if args.destination.is_empty() {
