@@ -76,7 +76,7 @@ impl Level {
 pub(super) enum Motion {
     /// Nothing waits and nothing is in flight.
     Clear,
-    /// It delivered or had an acknowledgement this long ago, within `--stalled-after`.
+    /// It has a backlog and delivered or had an acknowledgement within `--stalled-after`.
     Moving,
     /// It has a backlog and delivered nothing since its consumer was made, less than
     /// `--stalled-after` ago.
@@ -220,7 +220,8 @@ pub(super) async fn judge(readings: &mut [QueueReading], stalled_after: Duration
     }
     let deadline = tokio::time::Instant::now() + stalled_after;
     while tokio::time::Instant::now() < deadline && unknown > 0 {
-        tokio::time::sleep(WATCH_EVERY.min(deadline - tokio::time::Instant::now())).await;
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        tokio::time::sleep(WATCH_EVERY.min(left)).await;
         unknown = 0;
         for found in readings
             .iter_mut()
