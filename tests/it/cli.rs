@@ -3,7 +3,7 @@
 use std::process::Output;
 use std::time::Duration;
 
-use crate::support::{WorkerProcess, client, run_cli as celerity, server};
+use crate::support::{WorkerProcess, client, run_celerity, server};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -15,13 +15,13 @@ fn stdout(output: &Output) -> String {
 async fn status_lists_the_workers_that_answer_and_fails_when_none_does() {
     let server = server();
     let url = server.url();
-    let alone = celerity(&url, &["status", "--timeout", "0.3"]);
+    let alone = run_celerity(&url, &["status", "--timeout", "0.3"]);
     assert!(!alone.status.success(), "no worker: a failure");
     assert!(String::from_utf8_lossy(&alone.stderr).contains("no worker answered"));
 
     let _w1 = WorkerProcess::start(&url, "w1", &["-Q", "high,default"]);
     let _w2 = WorkerProcess::start(&url, "w2", &["-c", "3"]);
-    let text = celerity(&url, &["status"]);
+    let text = run_celerity(&url, &["status"]);
     assert!(text.status.success());
     let out = stdout(&text);
     assert!(out.contains("-> w1: OK (queues: "), "{out}");
@@ -30,7 +30,7 @@ async fn status_lists_the_workers_that_answer_and_fails_when_none_does() {
         "{out}"
     );
     assert!(out.contains("2 nodes online."), "{out}");
-    let json = celerity(&url, &["status", "--json"]);
+    let json = run_celerity(&url, &["status", "--json"]);
     let value: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
     let names: Vec<&str> = value["workers"]
         .as_array()
@@ -39,7 +39,7 @@ async fn status_lists_the_workers_that_answer_and_fails_when_none_does() {
         .map(|worker| worker["worker"].as_str().unwrap())
         .collect();
     assert_eq!(names, ["w1", "w2"]);
-    let bad = celerity(&url, &["status", "--timeout", "0"]);
+    let bad = run_celerity(&url, &["status", "--timeout", "0"]);
     let error = String::from_utf8_lossy(&bad.stderr);
     assert!(
         error.contains("--timeout") && error.contains("above 0"),
@@ -61,7 +61,7 @@ async fn result_prints_a_tasks_state_result_error_and_worker() {
         .unwrap();
     assert!(failed.get(WAIT).await.is_err());
 
-    let success = celerity(&url, &["result", added.id().as_str()]);
+    let success = run_celerity(&url, &["result", added.id().as_str()]);
     assert!(success.status.success());
     let out = stdout(&success);
     for line in [
@@ -73,20 +73,20 @@ async fn result_prints_a_tasks_state_result_error_and_worker() {
     ] {
         assert!(out.contains(line), "{line:?} not in {out}");
     }
-    let failure = stdout(&celerity(&url, &["result", failed.id().as_str()]));
+    let failure = stdout(&run_celerity(&url, &["result", failed.id().as_str()]));
     assert!(failure.contains("state:    FAILURE"), "{failure}");
     assert!(
         failure.contains("error:    ") && failure.contains("no funds"),
         "{failure}"
     );
-    let json = celerity(&url, &["result", added.id().as_str(), "--json"]);
+    let json = run_celerity(&url, &["result", added.id().as_str(), "--json"]);
     let record: celerity::ResultRecord = serde_json::from_slice(&json.stdout).unwrap();
     assert_eq!(record.result, Some(serde_json::json!(5)));
 
-    let unknown = celerity(&url, &["result", "never-sent"]);
+    let unknown = run_celerity(&url, &["result", "never-sent"]);
     assert!(!unknown.status.success());
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("has no record"));
-    let invalid = celerity(&url, &["result", "a b"]);
+    let invalid = run_celerity(&url, &["result", "a b"]);
     assert!(!invalid.status.success());
     assert!(String::from_utf8_lossy(&invalid.stderr).contains("invalid task id"));
 }
@@ -104,26 +104,26 @@ async fn purge_removes_a_queues_tasks_or_one_level_asks_first_and_names_an_unkno
             .await
             .unwrap();
     }
-    let unforced = celerity(&url, &["purge", "default"]);
+    let unforced = run_celerity(&url, &["purge", "default"]);
     assert!(
         !unforced.status.success(),
         "no terminal, no --force: refused"
     );
     assert!(String::from_utf8_lossy(&unforced.stderr).contains("pass --force"));
 
-    let level = celerity(&url, &["purge", "default", "--priority", "5", "--force"]);
+    let level = run_celerity(&url, &["purge", "default", "--priority", "5", "--force"]);
     assert!(level.status.success());
     assert_eq!(stdout(&level).trim(), "purged 1 task from queue default");
-    let rest = celerity(&url, &["purge", "default", "--force"]);
+    let rest = run_celerity(&url, &["purge", "default", "--force"]);
     assert_eq!(stdout(&rest).trim(), "purged 2 tasks from queue default");
-    let again = celerity(&url, &["purge", "default", "--force"]);
+    let again = run_celerity(&url, &["purge", "default", "--force"]);
     assert_eq!(stdout(&again).trim(), "purged 0 tasks from queue default");
 
-    let unknown = celerity(&url, &["purge", "nope", "--force"]);
+    let unknown = run_celerity(&url, &["purge", "nope", "--force"]);
     assert!(!unknown.status.success());
     let error = String::from_utf8_lossy(&unknown.stderr);
     assert!(error.contains("there is no queue nope"), "{error}");
-    let bad = celerity(&url, &["purge", "default", "--priority", "12", "--force"]);
+    let bad = run_celerity(&url, &["purge", "default", "--priority", "12", "--force"]);
     assert!(!bad.status.success());
 }
 
@@ -156,7 +156,7 @@ async fn inspect_asks_every_worker_or_the_named_ones_what_they_run_and_hold() {
         let mut all = vec!["inspect"];
         all.extend_from_slice(args);
         all.push("--json");
-        let output = celerity(&url, &all);
+        let output = run_celerity(&url, &all);
         assert!(
             output.status.success(),
             "{}",
@@ -203,13 +203,13 @@ async fn inspect_asks_every_worker_or_the_named_ones_what_they_run_and_hold() {
     assert_eq!(revoked["w1"]["ids"], serde_json::json!(["gone-1"]));
     assert_eq!(revoked["w2"]["ids"], serde_json::json!(["gone-1"]));
 
-    let text = stdout(&celerity(&url, &["inspect", "stats", "-d", "w2"]));
+    let text = stdout(&run_celerity(&url, &["inspect", "stats", "-d", "w2"]));
     assert!(text.starts_with("-> w2:"), "{text}");
     assert!(
         text.contains("tasks: 0 active, 0 reserved") && text.contains("events: off"),
         "{text}"
     );
-    let missing = celerity(
+    let missing = run_celerity(
         &url,
         &["inspect", "registered", "-d", "nobody", "--timeout", "0.3"],
     );

@@ -8,8 +8,8 @@ use celerity::ApplyOptions;
 use serde_json::Value;
 
 use crate::support::{
-    WorkerProcess, client, eventually, release_held, run_cli as celerity, run_counts, runs_stream,
-    server,
+    WorkerProcess, client, eventually, release_held, run_celerity as celerity, run_counts,
+    runs_stream, server,
 };
 
 const WAIT: Duration = Duration::from_secs(20);

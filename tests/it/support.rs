@@ -38,8 +38,8 @@ pub(crate) fn celerity_cli() -> PathBuf {
     cli
 }
 
-/// `celerity <args> --nats-url <url>`, run to its end.
-pub(crate) fn run_cli(url: &str, args: &[&str]) -> std::process::Output {
+/// Runs `celerity <args> --nats-url <url>` to its end.
+pub(crate) fn run_celerity(url: &str, args: &[&str]) -> std::process::Output {
     Command::new(celerity_cli())
         .args(args)
         .args(["--nats-url", url])

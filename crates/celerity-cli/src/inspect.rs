@@ -2,8 +2,6 @@
 //! ping`: asks workers (every one, or `--destination`) what they run and hold, scatter-gathered
 //! until `--timeout`, as Celery's `celery inspect`.
 
-use std::time::Duration;
-
 use celerity_proto::{
     ActiveQueuesResult, ControlCommand, ControlReply, HeldTask, HeldTasksResult, PingResult,
     RegisteredResult, RevokedResult, ScheduledResult, StatsResult,
@@ -24,9 +22,6 @@ pub(crate) struct InspectArgs {
         global = true
     )]
     destination: Vec<String>,
-    /// Seconds to wait for replies.
-    #[arg(short = 't', long = "timeout", default_value = "1", value_parser = crate::parse_seconds)]
-    timeout: Duration,
     /// With `scheduled`: list at most this many delayed tasks (1 to 1000).
     #[arg(long, default_value = "100", value_parser = clap::value_parser!(u32).range(1..=1000))]
     limit: u32,
@@ -34,7 +29,7 @@ pub(crate) struct InspectArgs {
     #[arg(long)]
     json: bool,
     #[command(flatten)]
-    connection: crate::ConnectionArgs,
+    ask: crate::AskArgs,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -74,8 +69,8 @@ impl Inspection {
 
 /// Prints each worker's answer; false when none answered or one refused.
 pub(crate) async fn run(args: InspectArgs) -> anyhow::Result<bool> {
-    let timeout = args.timeout;
-    let client = args.connection.connect().await?;
+    let timeout = args.ask.timeout;
+    let client = args.ask.connection.connect().await?;
     let control = client.control();
     let mut replies = Vec::new();
     if args.destination.is_empty() {

@@ -1,7 +1,8 @@
 //! The `celerity` command.
 //!
 //! This file only parses arguments, runs the chosen command, prints the error chain and picks the
-//! exit code; each command lives in its own module (`dev`, `control`, `inspect`, `status` (with `result`), `purge`, `events`, `beat`, `bench`).
+//! exit code; each command lives in its own module (`dev`, `control`, `inspect`, `status` (with `result`), `health`,
+//! `purge`, `events`, `beat`, `bench`).
 
 mod beat;
 mod bench;
@@ -9,6 +10,7 @@ mod control;
 mod demo;
 mod dev;
 mod events;
+mod health;
 mod inspect;
 mod purge;
 mod status;
@@ -42,6 +44,9 @@ enum Command {
     Status(status::StatusArgs),
     /// A task's state, result or error, meta, worker and times, from the results bucket.
     Result(status::ResultArgs),
+    /// Check that the deployment can run tasks: server, JetStream, each queue's stream and
+    /// consumers, a worker per queue, no stalled queue; exit status 1 when a check fails.
+    Health(health::HealthArgs),
     /// Remove the tasks stored in a queue (or one priority level of it), asking first unless
     /// `--force`.
     Purge(purge::PurgeArgs),
@@ -77,6 +82,7 @@ fn main() -> ExitCode {
         | Command::Inspect(_)
         | Command::Status(_)
         | Command::Result(_)
+        | Command::Health(_)
         | Command::Purge(_)
         | Command::Events(_)
         | Command::Beat(_)
@@ -108,6 +114,7 @@ fn main() -> ExitCode {
         Command::Inspect(args) => runtime.block_on(inspect::run(args)),
         Command::Status(args) => runtime.block_on(status::status(args)),
         Command::Result(args) => runtime.block_on(status::result(args)),
+        Command::Health(args) => runtime.block_on(health::run(args)),
         Command::Purge(args) => runtime.block_on(purge::run(args)),
         Command::Events(args) => runtime.block_on(events::run(args)),
         Command::Beat(args) => runtime.block_on(beat::run(args)),
@@ -136,6 +143,26 @@ fn parse_seconds(value: &str) -> Result<std::time::Duration, String> {
         return Err(format!("give a number of seconds above 0, not {value}"));
     }
     Ok(std::time::Duration::from_secs_f64(seconds))
+}
+
+/// True when `error` says the stream does not exist.
+fn is_stream_not_found(error: &async_nats::jetstream::context::GetStreamError) -> bool {
+    matches!(
+        error.kind(),
+        async_nats::jetstream::context::GetStreamErrorKind::JetStream(inner)
+            if inner.error_code() == async_nats::jetstream::ErrorCode::STREAM_NOT_FOUND
+    )
+}
+
+/// The flags of the commands that ask workers (`inspect`, `status`, `health`): the deployment's,
+/// and how long to wait for replies.
+#[derive(Debug, clap::Args)]
+struct AskArgs {
+    /// Seconds to wait for workers to answer.
+    #[arg(short = 't', long = "timeout", default_value = "1", value_parser = parse_seconds)]
+    timeout: std::time::Duration,
+    #[command(flatten)]
+    connection: ConnectionArgs,
 }
 
 /// The namespace and NATS flags of the commands that read a deployment.

@@ -32,13 +32,7 @@ pub(crate) async fn run(args: PurgeArgs) -> anyhow::Result<bool> {
     let name = layout.queue_stream(&queue);
     let mut stream = match js.get_stream(&name).await {
         Ok(stream) => stream,
-        Err(error)
-            if matches!(
-                error.kind(),
-                async_nats::jetstream::context::GetStreamErrorKind::JetStream(inner)
-                    if inner.error_code() == async_nats::jetstream::ErrorCode::STREAM_NOT_FOUND
-            ) =>
-        {
+        Err(error) if crate::is_stream_not_found(&error) => {
             bail!(
                 "there is no queue {queue} in namespace {}: no stream {name} (no worker or producer has used it)",
                 layout.namespace()

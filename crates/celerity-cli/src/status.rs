@@ -1,28 +1,23 @@
 //! `celerity status` (the workers that answer, like `celery status`) and `celerity result <id>`
 //! (a task's state, result or error, meta, worker and times).
 
-use std::time::Duration;
-
 use anyhow::Context as _;
 use clap::Args;
 
 /// `celerity status ...`
 #[derive(Debug, Args)]
 pub(crate) struct StatusArgs {
-    /// Seconds to wait for workers to answer.
-    #[arg(short = 't', long = "timeout", default_value = "1", value_parser = crate::parse_seconds)]
-    timeout: Duration,
     /// One JSON object: `{"workers": [{"worker", "queues", "concurrency"}, ...]}`.
     #[arg(long)]
     json: bool,
     #[command(flatten)]
-    connection: crate::ConnectionArgs,
+    ask: crate::AskArgs,
 }
 
 /// Prints every worker that answers a ping; false when none does.
 pub(crate) async fn status(args: StatusArgs) -> anyhow::Result<bool> {
-    let client = args.connection.connect().await?;
-    let timeout = args.timeout;
+    let client = args.ask.connection.connect().await?;
+    let timeout = args.ask.timeout;
     let mut replies = client.control().ping(None, timeout).await?;
     replies.sort_by(|a, b| a.worker.cmp(&b.worker));
     let workers: Vec<serde_json::Value> = replies

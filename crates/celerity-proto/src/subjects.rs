@@ -85,6 +85,23 @@ impl Layout {
         format!("{}_Q_{}", self.upper, queue)
     }
 
+    /// Splits a queue stream's name back into its queue: the inverse of [`Layout::queue_stream`].
+    ///
+    /// ```
+    /// # use celerity_proto::{Layout, Namespace};
+    /// let layout = Layout::new(Namespace::default());
+    /// let queue = layout.parse_queue_stream("CELERITY_Q_email").expect("a queue stream");
+    /// assert_eq!(queue.as_str(), "email");
+    /// assert!(layout.parse_queue_stream("CELERITY_EVENTS").is_none());
+    /// assert!(layout.parse_queue_stream("SHOP_Q_email").is_none());
+    /// ```
+    pub fn parse_queue_stream(&self, stream: &str) -> Option<QueueName> {
+        let rest = stream
+            .strip_prefix(self.upper.as_str())?
+            .strip_prefix("_Q_")?;
+        QueueName::new(rest).ok()
+    }
+
     /// The durable pull consumer of one priority level of a queue, shared by all its workers: `p<priority>`.
     pub fn queue_consumer(&self, priority: Priority) -> String {
         format!("p{priority}")
@@ -297,6 +314,30 @@ impl Layout {
         format!("{}_rates", self.namespace)
     }
 
+    /// The name workers register under with the NATS service API (`$SRV.PING.<name>`,
+    /// `nats micro ls`): `celerity-<ns>`, so the workers of two deployments sharing an account are
+    /// two services.
+    ///
+    /// ```
+    /// # use celerity_proto::{Layout, Namespace};
+    /// assert_eq!(Layout::new(Namespace::default()).service_name(), "celerity-celerity");
+    /// assert_eq!(Layout::new(Namespace::new("shop")?).service_name(), "celerity-shop");
+    /// # Ok::<(), celerity_proto::InvalidName>(())
+    /// ```
+    pub fn service_name(&self) -> String {
+        format!("celerity-{}", self.namespace)
+    }
+
+    /// The subject of the `stats` endpoint of the worker `hostname`'s service instance:
+    /// `<ns>.svc.<worker token>.stats` (the token as in [`crate::worker_token`]).
+    pub fn service_stats_subject(&self, hostname: &str) -> String {
+        format!(
+            "{}.svc.{}.stats",
+            self.namespace,
+            crate::worker_token(hostname)
+        )
+    }
+
     /// The prefix of per-client result subjects: a producer sets `Celerity-Reply-To` to
     /// `<ns>.reply.<client id>` and the worker publishes final result records there.
     pub fn reply_subject(&self, client_id: &str) -> String {
@@ -332,6 +373,14 @@ mod tests {
         assert_eq!(layout.dead_letter_subject(&queue), "shop.dlq.email");
         assert_eq!(layout.results_bucket(), "shop_results");
         assert_eq!(layout.reply_subject("c1"), "shop.reply.c1");
+        assert_eq!(layout.parse_queue_stream("SHOP_Q_email"), Some(queue));
+        assert_eq!(layout.parse_queue_stream("SHOP_Q_a.b"), None);
+        assert_eq!(layout.parse_queue_stream("SHOP_DLQ"), None);
+        assert_eq!(layout.service_name(), "celerity-shop");
+        assert_eq!(
+            layout.service_stats_subject("celerity@web-1.42"),
+            "shop.svc.celerity=40web-1=2E42.stats"
+        );
     }
 
     #[test]

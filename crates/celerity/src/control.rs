@@ -190,7 +190,20 @@ pub struct Control {
 }
 
 impl Control {
-    pub(crate) fn new(nats: async_nats::Client, layout: Layout) -> Self {
+    /// The control plane of the deployment `layout` names, on a connection of the caller's: for a
+    /// monitor that needs no [`crate::Client`] (a client opens the results buckets when it
+    /// connects, so it needs JetStream; control commands travel on core NATS).
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+    /// use celerity_proto::{Layout, Namespace};
+    /// let nats = celerity::NatsConfig::new("nats://127.0.0.1:4222").connect().await?;
+    /// let control = celerity::Control::new(nats, Layout::new(Namespace::default()));
+    /// let replies = control.ping(None, std::time::Duration::from_secs(1)).await?;
+    /// println!("{} workers answered", replies.len());
+    /// # Ok(()) }
+    /// ```
+    pub fn new(nats: async_nats::Client, layout: Layout) -> Self {
         Self { nats, layout }
     }
 

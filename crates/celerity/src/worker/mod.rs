@@ -34,6 +34,7 @@ mod revocations;
 mod root;
 mod scheduled;
 mod scheduler;
+mod service;
 mod settings;
 mod setup;
 mod shared;

@@ -1,6 +1,6 @@
 //! Running a worker on the calling thread, step by step: check the configuration, build the task
-//! runtime, connect and provision, gather what every task run shares, start the actors, run the
-//! actor system until it stops, and flush the last acks.
+//! runtime, connect and provision, gather what every task run shares, register with the NATS
+//! service API, start the actors, run the actor system until it stops, and flush the last acks.
 //!
 //! The steps live here so that `worker/mod.rs` holds only the public entry points.
 
@@ -21,6 +21,7 @@ use crate::worker::metrics::Metrics;
 use crate::worker::observe::Observer;
 use crate::worker::pool::Pool;
 use crate::worker::presence::Presence;
+use crate::worker::service::Registration;
 use crate::worker::setup::{Provisioned, RevokedIds, Setup};
 use crate::worker::shared::ConsumedQueues;
 use crate::worker::{
@@ -80,6 +81,7 @@ pub(super) fn run_on_this_thread(
         }),
         None => None,
     };
+    let registration = runtime.block_on(Registration::start(shared.clone(), &plan.queues));
     let presence = Presence::new(shared.clone());
     let telemetry = shared.app.settings().telemetry.clone();
     let system = System::new();
@@ -91,6 +93,9 @@ pub(super) fn run_on_this_thread(
     let heartbeats = runtime.spawn(presence.clone().run());
     let ran = system.run();
     heartbeats.abort();
+    if let Some(registration) = registration {
+        runtime.block_on(registration.stop());
+    }
     runtime.block_on(presence.offline());
     if let Some(endpoint) = endpoint {
         endpoint.depths.abort();
