@@ -17,6 +17,7 @@ mod hardening;
 mod http;
 mod limits;
 mod operate;
+mod otlp;
 mod priority;
 mod protocol;
 mod rate_limits;
