@@ -10,34 +10,56 @@ fn compose() -> Value {
     serde_yaml_ng::from_str(&text).expect("docker-compose.yml is valid YAML")
 }
 
+/// The strings of the sequence `value` (a command, ports, `depends_on`); `what` names it.
+fn strings<'a>(value: &'a Value, what: &str) -> Vec<&'a str> {
+    value
+        .as_sequence()
+        .unwrap_or_else(|| panic!("{what} is a sequence: {value:?}"))
+        .iter()
+        .filter_map(Value::as_str)
+        .collect()
+}
+
+/// The services that run a Celerity worker: their command starts with `worker`.
+fn worker_services(compose: &Value) -> Vec<(&str, &Value)> {
+    compose["services"]
+        .as_mapping()
+        .expect("services is a mapping")
+        .iter()
+        .filter(|(_, service)| {
+            service["command"]
+                .as_sequence()
+                .and_then(|command| command.first())
+                .and_then(Value::as_str)
+                == Some("worker")
+        })
+        .map(|(name, service)| (name.as_str().expect("service names are strings"), service))
+        .collect()
+}
+
+/// Asserts that `service`'s image starts with `prefix`.
+fn assert_image(service: &Value, prefix: &str) {
+    assert!(
+        service["image"]
+            .as_str()
+            .is_some_and(|image| image.starts_with(prefix)),
+        "image {:?} is {prefix}*",
+        service["image"]
+    );
+}
+
 #[test]
 fn compose_file_has_a_jetstream_server_and_a_worker_pointed_at_it() {
     let compose = compose();
     let services = &compose["services"];
     let nats = &services["nats"];
-    assert!(
-        nats["image"]
-            .as_str()
-            .is_some_and(|image| image.starts_with("nats:2.")),
-        "nats image: {:?}",
-        nats["image"]
-    );
-    let command: Vec<&str> = nats["command"]
-        .as_sequence()
-        .expect("nats command")
-        .iter()
-        .filter_map(Value::as_str)
-        .collect();
+    assert_image(nats, "nats:2.");
+    let command = strings(&nats["command"], "nats command");
     assert!(
         command.contains(&"-js"),
         "JetStream is enabled: {command:?}"
     );
-    let ports: Vec<&str> = nats["ports"]
-        .as_sequence()
-        .expect("nats ports")
-        .iter()
-        .filter_map(Value::as_str)
-        .collect();
+    let ports = strings(&nats["ports"], "nats ports");
     assert!(
         ports.contains(&"4222:4222"),
         "client port published: {ports:?}"
@@ -48,16 +70,48 @@ fn compose_file_has_a_jetstream_server_and_a_worker_pointed_at_it() {
         worker["environment"]["CELERITY_NATS_URL"].as_str(),
         Some("nats://nats:4222")
     );
-    let depends: Vec<&str> = worker["depends_on"]
-        .as_sequence()
-        .expect("worker depends_on")
-        .iter()
-        .filter_map(Value::as_str)
-        .collect();
-    assert_eq!(depends, vec!["nats"]);
+    let depends = strings(&worker["depends_on"], "worker depends_on");
+    assert!(
+        depends.contains(&"nats"),
+        "worker depends on nats: {depends:?}"
+    );
     let dockerfile = worker["build"]["dockerfile"]
         .as_str()
         .expect("worker dockerfile");
     let path = format!("{}/../{dockerfile}", env!("CARGO_MANIFEST_DIR"));
     assert!(std::path::Path::new(&path).exists(), "{dockerfile} exists");
+}
+
+#[test]
+fn compose_file_has_jaeger_and_every_worker_exports_its_traces_to_it() {
+    let compose = compose();
+    let jaeger = &compose["services"]["jaeger"];
+    assert_image(jaeger, "jaegertracing/jaeger:2.");
+    let ports = strings(&jaeger["ports"], "jaeger ports");
+    for port in ["4317:4317", "4318:4318", "16686:16686"] {
+        assert!(ports.contains(&port), "jaeger publishes {port}: {ports:?}");
+    }
+
+    let workers = worker_services(&compose);
+    assert!(!workers.is_empty(), "the compose file runs a worker");
+    for (name, worker) in workers {
+        let environment = &worker["environment"];
+        assert_eq!(
+            environment["OTEL_EXPORTER_OTLP_ENDPOINT"].as_str(),
+            Some("http://jaeger:4318"),
+            "{name} exports to Jaeger's OTLP/HTTP port"
+        );
+        assert!(
+            environment["OTEL_SERVICE_NAME"]
+                .as_str()
+                .is_some_and(|service| !service.is_empty()),
+            "{name} names its service: {:?}",
+            environment["OTEL_SERVICE_NAME"]
+        );
+        let depends = strings(&worker["depends_on"], "worker depends_on");
+        assert!(
+            depends.contains(&"jaeger"),
+            "{name} depends on jaeger: {depends:?}"
+        );
+    }
 }

@@ -18,6 +18,7 @@ mod health;
 mod http;
 mod limits;
 mod operate;
+mod otlp;
 mod priority;
 mod protocol;
 mod rate_limits;
