@@ -12,7 +12,7 @@ use crate::support::{WorkerProcess, client, eventually, server};
 const WAIT: Duration = Duration::from_secs(20);
 
 /// The address the worker `hostname` serves its endpoint on, from its `worker-online` event.
-async fn http_address(client: &celerity::Client, hostname: &str) -> String {
+pub(crate) async fn http_address(client: &celerity::Client, hostname: &str) -> String {
     let mut events = client
         .events(Since::Start)
         .await
@@ -35,7 +35,7 @@ async fn http_address(client: &celerity::Client, hostname: &str) -> String {
 }
 
 /// GET `path` on `address`: the status and the body.
-async fn get(address: &str, path: &str) -> (u16, String) {
+pub(crate) async fn get(address: &str, path: &str) -> (u16, String) {
     let url = format!("http://{address}{path}");
     tokio::task::spawn_blocking(move || {
         let agent: ureq::Agent = ureq::Agent::config_builder()

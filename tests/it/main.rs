@@ -30,4 +30,5 @@ mod service_api;
 mod signals;
 mod states;
 mod support;
+mod traces;
 mod workers;

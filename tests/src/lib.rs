@@ -354,6 +354,13 @@ pub fn heedless(ctx: &TaskContext, ms: u64) -> u64 {
     ms
 }
 
+/// Logs `text` at info from inside its run, and returns it.
+#[celerity::task(name = "it.say")]
+pub async fn say(text: String) -> String {
+    tracing::info!(%text, "said");
+    text
+}
+
 /// Returns a string of `n` bytes.
 #[celerity::task(name = "it.sized")]
 pub async fn sized(n: usize) -> String {
@@ -363,6 +370,11 @@ pub async fn sized(n: usize) -> String {
 /// The app with every test task; `IT_RESULT_EXPIRES_SECS` sets the result expiry and
 /// `IT_TRACK_RECEIVED=1` turns on RECEIVED records.
 pub fn app() -> Result<celerity::App, celerity::ConfigError> {
+    app_builder().build()
+}
+
+/// The builder of [`app`], for a test to add to (a producer's telemetry).
+pub fn app_builder() -> celerity::AppBuilder {
     let mut builder = celerity::App::builder()
         .task(add)
         .task(blocking_mul)
@@ -396,6 +408,7 @@ pub fn app() -> Result<celerity::App, celerity::ConfigError> {
         .task(abort_worker)
         .task(abort_worker_once)
         .task(sized)
+        .task(say)
         .task(heedless)
         .task(join);
     builder = with_celery_user_tasks(builder);
@@ -415,7 +428,7 @@ pub fn app() -> Result<celerity::App, celerity::ConfigError> {
     if std::env::var("IT_RECORD_SIGNALS").is_ok_and(|value| value == "1") {
         builder = builder.signals(recording_signals());
     }
-    builder.build()
+    builder
 }
 
 /// Publishes `it.runs.signal.<signal>` with `payload` (a task id, or the worker's hostname) from

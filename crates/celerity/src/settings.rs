@@ -63,6 +63,12 @@ fn all_levels() -> Vec<Priority> {
 }
 
 impl Settings {
+    /// Where the app's spans go: [`Telemetry::flush`](crate::telemetry::Telemetry::flush) it
+    /// before a producer process exits, so its last spans are exported.
+    pub fn telemetry(&self) -> &crate::telemetry::Telemetry {
+        &self.telemetry
+    }
+
     pub(crate) fn layout(&self) -> Layout {
         Layout::new(self.namespace.clone())
     }

@@ -123,7 +123,22 @@ impl Telemetry {
         if endpoint.is_none() && !explicit {
             return Ok(Self::disabled());
         }
-        let transport = export::Transport::from_env()?;
+        Self::exporting(export::Transport::from_env()?)
+    }
+
+    /// Tracing to the OTLP/HTTP collector at `endpoint` (`http://host:4318`; spans go to
+    /// `<endpoint>/v1/traces`), whatever the `OTEL_EXPORTER_OTLP_*` variables say; the sampler,
+    /// resource and queue still come from the environment.
+    ///
+    /// # Errors
+    /// [`TelemetryError::Export`] when the exporter cannot be built.
+    pub fn otlp_http(endpoint: &str) -> Result<Self, TelemetryError> {
+        let url = format!("{}/v1/traces", endpoint.trim_end_matches('/'));
+        Self::exporting(export::Transport::Http(Some(url)))
+    }
+
+    /// Tracing through the OTLP exporter of `transport`.
+    fn exporting(transport: export::Transport) -> Result<Self, TelemetryError> {
         let (processor, dropped) =
             export::QueuedProcessor::start(transport, export::QueueConfig::from_env())?;
         let provider = SdkTracerProvider::builder()

@@ -39,10 +39,11 @@ pub enum ExportError {
 }
 
 /// How spans travel to the collector.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum Transport {
-    /// OTLP over HTTP with protobuf bodies.
-    Http,
+    /// OTLP over HTTP with protobuf bodies, to the environment's endpoint or to this URL (the
+    /// whole URL, `/v1/traces` included).
+    Http(Option<String>),
     /// OTLP over gRPC.
     #[cfg(feature = "otlp-grpc")]
     Grpc,
@@ -63,13 +64,13 @@ impl Transport {
                 continue;
             };
             return match value.as_str() {
-                "http/protobuf" => Ok(Self::Http),
+                "http/protobuf" => Ok(Self::Http(None)),
                 #[cfg(feature = "otlp-grpc")]
                 "grpc" => Ok(Self::Grpc),
                 _ => Err(TelemetryError::Protocol { variable, value }),
             };
         }
-        Ok(Self::Http)
+        Ok(Self::Http(None))
     }
 }
 
@@ -105,6 +106,8 @@ impl QueueConfig {
 /// What the export thread is sent.
 enum Message {
     Span(Box<SpanData>),
+    /// The provider's resource, which the exporter sends with every batch.
+    Resource(Box<opentelemetry_sdk::Resource>),
     /// Export what is queued, then say so.
     Flush(SyncSender<()>),
     /// Export what is queued, shut the exporter down, say so and end.
@@ -187,6 +190,13 @@ impl SpanProcessor for QueuedProcessor {
         self.ask(Message::Flush)
     }
 
+    fn set_resource(&mut self, resource: &opentelemetry_sdk::Resource) {
+        // Sent before any span (the provider sets it as it is built), so no batch goes without.
+        let _ = self
+            .sender
+            .send(Message::Resource(Box::new(resource.clone())));
+    }
+
     fn shutdown_with_timeout(&self, _timeout: Duration) -> OTelSdkResult {
         let asked = self.ask(Message::Shutdown);
         let thread = self
@@ -214,11 +224,16 @@ impl Exporter {
     fn build(transport: Transport) -> Result<Self, opentelemetry_otlp::ExporterBuildError> {
         use opentelemetry_otlp::WithExportConfig as _;
         match transport {
-            Transport::Http => opentelemetry_otlp::SpanExporter::builder()
-                .with_http()
-                .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
-                .build()
-                .map(Self::Http),
+            Transport::Http(endpoint) => {
+                let builder = opentelemetry_otlp::SpanExporter::builder()
+                    .with_http()
+                    .with_protocol(opentelemetry_otlp::Protocol::HttpBinary);
+                let builder = match endpoint {
+                    Some(endpoint) => builder.with_endpoint(endpoint),
+                    None => builder,
+                };
+                builder.build().map(Self::Http)
+            }
             #[cfg(feature = "otlp-grpc")]
             Transport::Grpc => {
                 let runtime = tokio::runtime::Builder::new_current_thread()
@@ -242,6 +257,14 @@ impl Exporter {
             Exporter::Http(exporter) => futures_executor::block_on(exporter.export(batch)),
             #[cfg(feature = "otlp-grpc")]
             Exporter::Grpc(exporter, runtime) => runtime.block_on(exporter.export(batch)),
+        }
+    }
+
+    fn set_resource(&mut self, resource: &opentelemetry_sdk::Resource) {
+        match self {
+            Exporter::Http(exporter) => exporter.set_resource(resource),
+            #[cfg(feature = "otlp-grpc")]
+            Exporter::Grpc(exporter, _) => exporter.set_resource(resource),
         }
     }
 
@@ -294,6 +317,7 @@ fn run_exports(
                     export(&mut batch, &exporter);
                 }
             }
+            Ok(Message::Resource(resource)) => exporter.set_resource(&resource),
             Ok(Message::Flush(done)) => {
                 export(&mut batch, &exporter);
                 let _ = done.send(());
