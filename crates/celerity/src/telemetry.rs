@@ -123,7 +123,7 @@ impl Telemetry {
         if endpoint.is_none() && !explicit {
             return Ok(Self::disabled());
         }
-        Self::exporting(export::Transport::from_env()?)
+        Self::exporting(export::Transport::from_env()?, None)
     }
 
     /// Tracing to the OTLP/HTTP collector at `endpoint` (`http://host:4318`; spans go to
@@ -134,18 +134,35 @@ impl Telemetry {
     /// [`TelemetryError::Export`] when the exporter cannot be built.
     pub fn otlp_http(endpoint: &str) -> Result<Self, TelemetryError> {
         let url = format!("{}/v1/traces", endpoint.trim_end_matches('/'));
-        Self::exporting(export::Transport::Http(Some(url)))
+        Self::exporting(export::Transport::Http(Some(url)), None)
     }
 
-    /// Tracing through the OTLP exporter of `transport`.
-    fn exporting(transport: export::Transport) -> Result<Self, TelemetryError> {
+    /// As [`Telemetry::otlp_http`], sampling a `ratio` (0 to 1) of the traces that start here
+    /// and following the parent's decision for the others (`parentbased_traceidratio`).
+    ///
+    /// # Errors
+    /// [`TelemetryError::Export`] when the exporter cannot be built.
+    pub fn otlp_http_sampled(endpoint: &str, ratio: f64) -> Result<Self, TelemetryError> {
+        use opentelemetry_sdk::trace::Sampler;
+        let url = format!("{}/v1/traces", endpoint.trim_end_matches('/'));
+        let sampler = Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(ratio)));
+        Self::exporting(export::Transport::Http(Some(url)), Some(sampler))
+    }
+
+    /// Tracing through the OTLP exporter of `transport`, with `sampler` or the environment's.
+    fn exporting(
+        transport: export::Transport,
+        sampler: Option<opentelemetry_sdk::trace::Sampler>,
+    ) -> Result<Self, TelemetryError> {
         let (processor, dropped) =
             export::QueuedProcessor::start(transport, export::QueueConfig::from_env())?;
-        let provider = SdkTracerProvider::builder()
+        let mut builder = SdkTracerProvider::builder()
             .with_span_processor(processor)
-            .with_resource(resource())
-            .build();
-        Ok(Self::with_provider_and_drops(provider, dropped))
+            .with_resource(resource());
+        if let Some(sampler) = sampler {
+            builder = builder.with_sampler(sampler);
+        }
+        Ok(Self::with_provider_and_drops(builder.build(), dropped))
     }
 
     /// Tracing through `provider`, one the application built (its spans then go wherever it

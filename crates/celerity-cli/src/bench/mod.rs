@@ -5,6 +5,7 @@
 mod cpu;
 mod raw;
 mod report;
+mod sink;
 pub(crate) mod tasks;
 
 use std::path::{Path, PathBuf};
@@ -64,6 +65,11 @@ pub(crate) struct BenchArgs {
     /// events, to measure what events cost (docs/performance.md).
     #[arg(long = "without-events")]
     without_events: bool,
+    /// Trace the producer and the worker, sampling this ratio of tasks (1 = all, 0.01 = 1%), and
+    /// export the spans over OTLP/HTTP to a sink the bench runs, to measure what tracing costs
+    /// (docs/performance.md). Without it tracing is off, whatever OTEL_* says.
+    #[arg(long, value_parser = parse_ratio)]
+    trace: Option<f64>,
     /// Write the results as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -71,6 +77,16 @@ pub(crate) struct BenchArgs {
     /// `BENCH_RAW*` and the bench's queues are deleted and recreated).
     #[arg(long = "nats-url")]
     nats_url: Option<String>,
+}
+
+/// Parses `--trace`: a ratio above 0, at most 1.
+fn parse_ratio(value: &str) -> Result<f64, String> {
+    match value.parse::<f64>() {
+        Ok(ratio) if ratio > 0.0 && ratio <= 1.0 => Ok(ratio),
+        _ => Err(format!(
+            "give a ratio above 0 and at most 1 (1 = every task), not {value}"
+        )),
+    }
 }
 
 /// A part of the bench, for `--only`.
@@ -105,6 +121,7 @@ impl BenchArgs {
             concurrency: self.concurrency,
             quick: self.quick,
             events: !self.without_events,
+            trace: self.trace,
         };
         if sizes.tasks == 0
             || sizes.chains == 0
@@ -127,10 +144,24 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<bool> {
     let (server, url) = server(&args).await?;
     let dir = tempfile::tempdir().context("cannot create a temp dir")?;
     let server_pid = server.as_ref().and_then(celerity_testkit::NatsServer::pid);
-    let (mut bench, mut report) = Bench::connect(&url, sizes, server_pid).await?;
+    let sink = sizes.trace.map(|_| sink::TraceSink::start()).transpose()?;
+    let tracing = sink
+        .as_ref()
+        .zip(sizes.trace)
+        .map(|(sink, ratio)| sink::Tracing {
+            endpoint: sink.endpoint().to_owned(),
+            ratio,
+        });
+    let (mut bench, mut report) = Bench::connect(&url, sizes, server_pid, tracing).await?;
     bench.clean_queues().await?;
     bench.measure(&args, &mut report, dir.path(), &url).await?;
     bench.clean_queues().await?;
+    if let (Some(sink), Some(ratio)) = (&sink, sizes.trace) {
+        println!(
+            "tracing: {ratio} of tasks sampled; {} OTLP exports taken by the bench's sink",
+            sink.exports()
+        );
+    }
 
     print!("{}", report.table());
     if let Some(path) = &args.json {
@@ -167,6 +198,8 @@ struct Bench {
     sizes: Sizes,
     /// Whose CPU time the throughput figures are split into.
     processes: Processes,
+    /// Where the producer and the worker export their spans (`--trace`).
+    tracing: Option<sink::Tracing>,
 }
 
 impl Bench {
@@ -176,8 +209,9 @@ impl Bench {
         url: &str,
         sizes: Sizes,
         server_pid: Option<u32>,
+        tracing: Option<sink::Tracing>,
     ) -> anyhow::Result<(Self, Report)> {
-        let app = tasks::app_with_events(sizes.events)?;
+        let app = tasks::app_with(sizes.events, tracing.as_ref())?;
         let client = app
             .client(&NatsConfig::new(url))
             .await
@@ -196,6 +230,7 @@ impl Bench {
                 server: server_pid,
                 worker: None,
             },
+            tracing,
         };
         Ok((bench, report))
     }
@@ -210,7 +245,8 @@ impl Bench {
         url: &str,
     ) -> anyhow::Result<()> {
         let sizes = self.sizes;
-        let mut worker = WorkerProcess::start(url, &sizes, dir, &self.client).await?;
+        let mut worker =
+            WorkerProcess::start(url, &sizes, dir, &self.client, self.tracing.as_ref()).await?;
         let idle = memory(worker.pid()).map(|(rss, _)| rss);
         self.processes.worker = Some(worker.pid());
 
@@ -548,7 +584,9 @@ impl Bench {
         bar.finish_and_clear();
         let queue = self.queue_stream("default")?;
         let mut stream = self.js.get_stream(&queue).await?;
-        let worker = WorkerProcess::start(url, &self.sizes, dir, &self.client).await?;
+        let worker =
+            WorkerProcess::start(url, &self.sizes, dir, &self.client, self.tracing.as_ref())
+                .await?;
         let mut probes = Vec::with_capacity(PROBES);
         let mut behind = Vec::with_capacity(PROBES);
         for _ in 0..PROBES {

@@ -404,6 +404,9 @@ pub(crate) struct Sizes {
     pub(crate) quick: bool,
     /// Whether the worker and the producer send events (`--without-events`: not).
     pub(crate) events: bool,
+    /// The ratio of traces the producer and the worker sample and export to the bench's OTLP
+    /// sink (`--trace`; `None`: tracing off).
+    pub(crate) trace: Option<f64>,
 }
 
 #[cfg(test)]

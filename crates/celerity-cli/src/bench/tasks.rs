@@ -6,6 +6,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
+use celerity::telemetry::Telemetry;
 
 /// The hostname of the bench's worker.
 pub(crate) const WORKER_HOSTNAME: &str = "bench-worker";
@@ -55,22 +56,47 @@ pub(crate) fn now_us() -> u64 {
 
 /// The bench's app: its task types, on the default settings.
 pub(crate) fn app() -> anyhow::Result<celerity::App> {
-    app_with_events(true)
+    builder().build().context("the bench app is invalid")
 }
 
-/// The bench's app, its producers sending `task-sent` events or not.
-pub(crate) fn app_with_events(sent_events: bool) -> anyhow::Result<celerity::App> {
+/// The bench's task types.
+fn builder() -> celerity::AppBuilder {
     celerity::App::builder()
-        .send_sent_events(sent_events)
         .task(noop)
         .task(noop_ignored)
         .task(one)
         .task(total)
         .task(step)
         .task(stamp)
+}
+
+/// The bench's producer app, sending `task-sent` events or not, and tracing to the bench's sink
+/// or not at all.
+pub(crate) fn app_with(
+    sent_events: bool,
+    tracing: Option<&super::sink::Tracing>,
+) -> anyhow::Result<celerity::App> {
+    let telemetry = match tracing {
+        Some(tracing) => Telemetry::otlp_http_sampled(&tracing.endpoint, tracing.ratio)
+            .context("cannot trace to the bench's sink")?,
+        None => Telemetry::disabled(),
+    };
+    builder()
+        .send_sent_events(sent_events)
+        .telemetry(telemetry)
         .build()
         .context("the bench app is invalid")
 }
+
+/// The variables that could make the bench's worker trace.
+const OTEL_VARIABLES: [&str; 6] = [
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+    "OTEL_TRACES_EXPORTER",
+    "OTEL_TRACES_SAMPLER",
+    "OTEL_TRACES_SAMPLER_ARG",
+    "OTEL_SDK_DISABLED",
+];
 
 /// The bench's worker, a child process running `celerity bench-worker`; killed on drop.
 pub(crate) struct WorkerProcess {
@@ -86,13 +112,25 @@ impl WorkerProcess {
         sizes: &super::report::Sizes,
         dir: &Path,
         client: &celerity::Client,
+        tracing: Option<&super::sink::Tracing>,
     ) -> anyhow::Result<Self> {
         let concurrency = sizes.concurrency.to_string();
         let without_events = (!sizes.events).then_some("--without-events");
         let log = dir.join("bench-worker.log");
         let log_file = std::fs::File::create(&log).context("cannot create the worker's log")?;
         let executable = std::env::current_exe().context("cannot find the celerity executable")?;
-        let child = Command::new(executable)
+        let mut command = Command::new(executable);
+        // Traced as the bench says, whatever the environment says.
+        for variable in OTEL_VARIABLES {
+            command.env_remove(variable);
+        }
+        if let Some(tracing) = tracing {
+            command
+                .env("OTEL_EXPORTER_OTLP_ENDPOINT", &tracing.endpoint)
+                .env("OTEL_TRACES_SAMPLER", "parentbased_traceidratio")
+                .env("OTEL_TRACES_SAMPLER_ARG", tracing.ratio.to_string());
+        }
+        let child = command
             .args([
                 "bench-worker",
                 "--nats-url",
