@@ -2,22 +2,24 @@
 //! work, in one run and one process (the worker apart, so its memory can be read), so machine
 //! noise cancels in the ratio. `docs/performance.md` has the results and what bounds each figure.
 
+mod args;
 mod cpu;
 mod raw;
 mod report;
 mod sink;
 pub(crate) mod tasks;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, anyhow, bail};
 use celerity::{ApplyOptions, AsyncResult, Chain, Chord, Client, Group, NatsConfig};
 use celerity_proto::{Layout, QueueName};
-use clap::Args;
 use futures_util::{StreamExt, TryStreamExt};
 use indicatif::{ProgressBar, ProgressStyle};
 
+pub(crate) use self::args::BenchArgs;
+use self::args::Part;
 use self::cpu::{PerTask, Processes, Used};
 use self::raw::{Raw, Results};
 use self::report::{Figure, Report, Sizes, Target};
@@ -31,109 +33,6 @@ const CHAIN_STEPS: usize = 10;
 const PUBLISH_ROUNDS: usize = 10;
 /// Priority-9 probes sent behind the backlog.
 const PROBES: usize = 25;
-
-/// `celerity bench` flags.
-#[derive(Debug, Clone, Args)]
-pub(crate) struct BenchArgs {
-    /// A smoke run: a few thousand tasks, for checking that the bench runs (not for figures).
-    #[arg(long)]
-    quick: bool,
-    /// Tasks in each throughput figure and in the priority backlog (default 100,000; 2,000 with
-    /// --quick).
-    #[arg(long)]
-    tasks: Option<usize>,
-    /// Chains in the chain-step latency figure (default 200; 10 with --quick).
-    #[arg(long)]
-    chains: Option<usize>,
-    /// Members of the chord and the group (default 10,000; 200 with --quick).
-    #[arg(long)]
-    chord: Option<usize>,
-    /// Publish acknowledgements awaited at once, for Celerity and raw publishes alike.
-    #[arg(long, default_value_t = 1024)]
-    window: usize,
-    /// Execution slots of the worker, and messages in flight in the raw consumer.
-    #[arg(short = 'c', long, default_value_t = 64)]
-    concurrency: usize,
-    /// Run only these parts (comma-separated).
-    #[arg(long, value_enum, value_delimiter = ',')]
-    only: Option<Vec<Part>>,
-    /// Also measure what one delay() costs the server, piece by piece, with raw async-nats
-    /// publishes: a task's headers, the doorbell, the PENDING create (docs/performance.md).
-    #[arg(long)]
-    breakdown: bool,
-    /// Run the bench's worker with `--without-events` and its producer without `task-sent`
-    /// events, to measure what events cost (docs/performance.md).
-    #[arg(long = "without-events")]
-    without_events: bool,
-    /// Trace the producer and the worker, sampling this ratio of tasks (1 = all, 0.01 = 1%), and
-    /// export the spans over OTLP/HTTP to a sink the bench runs, to measure what tracing costs
-    /// (docs/performance.md). Without it tracing is off, whatever OTEL_* says.
-    #[arg(long, value_parser = parse_ratio)]
-    trace: Option<f64>,
-    /// Write the results as JSON to this file.
-    #[arg(long)]
-    json: Option<PathBuf>,
-    /// Use this NATS server instead of starting a local nats-server (its streams named
-    /// `BENCH_RAW*` and the bench's queues are deleted and recreated).
-    #[arg(long = "nats-url")]
-    nats_url: Option<String>,
-}
-
-/// Parses `--trace`: a ratio above 0, at most 1.
-fn parse_ratio(value: &str) -> Result<f64, String> {
-    match value.parse::<f64>() {
-        Ok(ratio) if ratio > 0.0 && ratio <= 1.0 => Ok(ratio),
-        _ => Err(format!(
-            "give a ratio above 0 and at most 1 (1 = every task), not {value}"
-        )),
-    }
-}
-
-/// A part of the bench, for `--only`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-enum Part {
-    /// Publish rate of delay().
-    Publish,
-    /// No-op tasks end to end with results.
-    E2eResults,
-    /// No-op tasks end to end with ignore_result.
-    E2eIgnoreResult,
-    /// Chain step latency.
-    Chain,
-    /// Chord of 10,000 against a group of as many.
-    Chord,
-    /// Priority-9 time to start behind a backlog.
-    Priority,
-}
-
-impl BenchArgs {
-    fn sizes(&self) -> anyhow::Result<Sizes> {
-        let (tasks, chains, chord) = if self.quick {
-            (2_000, 10, 200)
-        } else {
-            (100_000, 200, 10_000)
-        };
-        let sizes = Sizes {
-            tasks: self.tasks.unwrap_or(tasks),
-            chains: self.chains.unwrap_or(chains),
-            chord: self.chord.unwrap_or(chord),
-            window: self.window,
-            concurrency: self.concurrency,
-            quick: self.quick,
-            events: !self.without_events,
-            trace: self.trace,
-        };
-        if sizes.tasks == 0
-            || sizes.chains == 0
-            || sizes.chord == 0
-            || sizes.window == 0
-            || sizes.concurrency == 0
-        {
-            bail!("--tasks, --chains, --chord, --window and --concurrency must be at least 1");
-        }
-        Ok(sizes)
-    }
-}
 
 /// Runs the bench; prints the table and writes the JSON. Returns false only on failure.
 pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<bool> {
