@@ -246,3 +246,69 @@ async fn control_adds_and_cancels_queue_consumers_and_shuts_a_worker_down() {
         "a warm shutdown ends the worker cleanly: {exit:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_and_out_of_range_requests_get_typed_refusals() {
+    let server = server();
+    let url = server.url();
+    let _w1 = WorkerProcess::start(&url, "w1", &["-c", "1"]);
+    let nats = async_nats::connect(&url).await.expect("a connection");
+    let ask = |body: &'static [u8]| {
+        let nats = nats.clone();
+        async move {
+            let answer = nats
+                .request("celerity.control.w1", body.into())
+                .await
+                .expect("the worker answers");
+            serde_json::from_slice::<Value>(&answer.payload).expect("a JSON reply")
+        }
+    };
+    for (request, code, says) in [
+        (&b"not json"[..], "malformed", "malformed control request"),
+        (
+            br#"{"v":1,"command":"reboot"}"#,
+            "unknown_command",
+            "unknown control command",
+        ),
+        (
+            br#"{"v":2,"command":"ping"}"#,
+            "unsupported_version",
+            "version 2",
+        ),
+        (br#"{"v":1,"command":"add_consumer"}"#, "malformed", "queue"),
+        (
+            br#"{"v":1,"command":"pool_grow","n":0}"#,
+            "invalid_argument",
+            "above 0",
+        ),
+        (
+            br#"{"v":1,"command":"scheduled","limit":5000}"#,
+            "invalid_argument",
+            "at most 1000",
+        ),
+        (
+            br#"{"v":1,"command":"add_consumer","queue":"no spaces"}"#,
+            "invalid_argument",
+            "queue",
+        ),
+        (
+            br#"{"v":1,"command":"pool_shrink","n":1}"#,
+            "refused",
+            "would leave none",
+        ),
+        (
+            br#"{"v":1,"command":"cancel_consumer","queue":"nowhere"}"#,
+            "refused",
+            "does not consume",
+        ),
+    ] {
+        let reply = ask(request).await;
+        let shown = String::from_utf8_lossy(request);
+        assert_eq!(reply["ok"], false, "{shown}: {reply}");
+        assert_eq!(reply["code"], code, "{shown}: {reply}");
+        let error = reply["error"].as_str().expect("a reason");
+        assert!(error.contains(says), "{shown}: {error}");
+    }
+    // The worker is still there and answers.
+    assert_eq!(ask(br#"{"v":1,"command":"ping"}"#).await["ok"], true);
+}

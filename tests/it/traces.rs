@@ -439,3 +439,39 @@ async fn a_collector_that_is_down_costs_no_task_and_the_dropped_spans_are_counte
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_that_does_not_trace_passes_the_trace_on_to_the_next_step() {
+    let server = server();
+    let url = server.url();
+    let receiver = OtlpReceiver::start();
+    let _untraced = WorkerProcess::start(&url, "w1", &["-Q", "a"]);
+    let _traced = traced_worker(&url, "w2", &receiver, &["-Q", "b"]);
+    let client = traced_client(&url, &receiver).await;
+    let chain = celerity::chain![add.s((1, 2)).queue("a"), add.s((3,)).queue("b")];
+    let last = chain.apply_async(&client).await.expect("the chain is sent");
+    assert_eq!(last.get(WAIT).await.expect("the chain runs"), 6);
+    flush(&client).await;
+    let first = last.parent().expect("a first step").id().to_string();
+    let second = last.id().to_string();
+    let spans = receiver
+        .wait_for(
+            "the traced step's run and the producer's spans",
+            WAIT,
+            |spans| {
+                spans.iter().any(|span| span.name == "process it.add")
+                    && spans.iter().any(|span| span.name == "apply chain")
+            },
+        )
+        .await;
+    let root = spans
+        .iter()
+        .find(|span| span.name == "apply chain")
+        .expect("the root");
+    let trace = of_trace(&spans, &root.trace_id_hex());
+    let sent = span_of(&trace, "publish it.add", &first);
+    let run = span_of(&trace, "process it.add", &second);
+    // w1 made no span: the second step's message carried the first's traceparent on.
+    assert_eq!(parent_of(run), sent.span_id_hex(), "{trace:#?}");
+    assert!(trace.iter().all(|span| span.service != "w1"));
+}

@@ -13,9 +13,14 @@ pub(crate) struct ControlArgs {
     /// The command.
     #[command(subcommand)]
     command: ControlSubcommand,
-    /// Send to this worker (its hostname) only; default: every worker.
-    #[arg(short = 'd', long = "destination", global = true)]
-    destination: Option<String>,
+    /// Send to these workers (their hostnames, comma-separated) only; default: every worker.
+    #[arg(
+        short = 'd',
+        long = "destination",
+        value_delimiter = ',',
+        global = true
+    )]
+    destination: Vec<String>,
     /// Seconds to wait for replies.
     #[arg(short = 't', long = "timeout", default_value = "1", value_parser = crate::parse_seconds, global = true)]
     timeout: Duration,
@@ -119,37 +124,22 @@ pub(crate) async fn run(args: ControlArgs) -> anyhow::Result<bool> {
     let timeout = args.timeout;
     let client = crate::connect(&args.namespace, &args.nats).await?;
     let control = client.control();
-    let destination = args.destination.as_deref();
-    let replies = match &args.command {
-        ControlSubcommand::Ping => control.ping(destination, timeout).await?,
-        ControlSubcommand::Revoke { task_id, terminate } => {
-            let mode = match terminate {
-                true => RevokeMode::Terminate,
-                false => RevokeMode::Skip,
-            };
-            control.revoke(task_id, mode, destination, timeout).await?
+    let mut replies = Vec::new();
+    let mut missing = false;
+    if args.destination.is_empty() {
+        replies = send(&control, &args.command, None, timeout).await?;
+    } else {
+        for worker in &args.destination {
+            match send(&control, &args.command, Some(worker), timeout).await {
+                Ok(answered) => replies.extend(answered),
+                Err(error @ celerity::ControlError::UnknownDestination(_)) => {
+                    eprintln!("{worker}: {error}");
+                    missing = true;
+                }
+                Err(error) => return Err(error.into()),
+            }
         }
-        ControlSubcommand::RateLimit { task, rate, global } => {
-            let scope = match global {
-                true => RateLimitScope::Global,
-                false => RateLimitScope::PerWorker,
-            };
-            control
-                .rate_limit(task, *rate, scope, destination, timeout)
-                .await?
-        }
-        ControlSubcommand::PriorityWeights { weights } => {
-            control
-                .priority_weights(*weights, destination, timeout)
-                .await?
-        }
-        other => {
-            let command = other
-                .command()
-                .expect("every other subcommand is sent as it is");
-            control.send(command, destination, timeout).await?
-        }
-    };
+    }
     for reply in &replies {
         match (&reply.result, &reply.error) {
             (_, Some(error)) => println!("{}: refused: {error}", reply.worker),
@@ -160,5 +150,44 @@ pub(crate) async fn run(args: ControlArgs) -> anyhow::Result<bool> {
     if replies.is_empty() {
         eprintln!("no worker answered within {timeout:?}");
     }
-    Ok(!replies.is_empty() && replies.iter().all(|reply| reply.ok))
+    Ok(!missing && !replies.is_empty() && replies.iter().all(|reply| reply.ok))
+}
+
+/// Sends `command` to `destination` (or every worker) and gathers the replies.
+async fn send(
+    control: &celerity::Control,
+    command: &ControlSubcommand,
+    destination: Option<&str>,
+    timeout: Duration,
+) -> Result<Vec<celerity_proto::ControlReply>, celerity::ControlError> {
+    match command {
+        ControlSubcommand::Ping => control.ping(destination, timeout).await,
+        ControlSubcommand::Revoke { task_id, terminate } => {
+            let mode = match terminate {
+                true => RevokeMode::Terminate,
+                false => RevokeMode::Skip,
+            };
+            control.revoke(task_id, mode, destination, timeout).await
+        }
+        ControlSubcommand::RateLimit { task, rate, global } => {
+            let scope = match global {
+                true => RateLimitScope::Global,
+                false => RateLimitScope::PerWorker,
+            };
+            control
+                .rate_limit(task, *rate, scope, destination, timeout)
+                .await
+        }
+        ControlSubcommand::PriorityWeights { weights } => {
+            control
+                .priority_weights(*weights, destination, timeout)
+                .await
+        }
+        other => {
+            let command = other
+                .command()
+                .expect("every other subcommand is sent as it is");
+            control.send(command, destination, timeout).await
+        }
+    }
 }

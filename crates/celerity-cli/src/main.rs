@@ -194,9 +194,12 @@ async fn connect(
     nats: &celerity::cli::NatsArgs,
 ) -> anyhow::Result<celerity::Client> {
     use anyhow::Context as _;
+    // These commands send no tasks: no task-sent events, and no span exporter whatever OTEL_*
+    // says.
     let app = celerity::App::builder()
         .namespace(namespace)
         .send_sent_events(false)
+        .telemetry(celerity::telemetry::Telemetry::disabled())
         .build()
         .context("invalid settings")?;
     app.client(&nats.config()).await.context("cannot connect")

@@ -48,7 +48,7 @@ fn control_ping_lists_workers_and_names_a_missing_destination() {
         ])
         .output()
         .expect("celerity runs");
-    assert_eq!(missing.status.code(), Some(2));
+    assert_eq!(missing.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&missing.stderr).contains("no worker named \"nobody\""));
 
     worker.shutdown(celerity::Shutdown::Warm);

@@ -116,6 +116,29 @@ pub enum ControlCommand {
     },
 }
 
+impl ControlCommand {
+    /// The `command` name of every command, as requests spell it: a worker answers a request
+    /// naming another with `unknown_command`.
+    pub const NAMES: [&'static str; 16] = [
+        "ping",
+        "revoke",
+        "rate_limit",
+        "registered",
+        "stats",
+        "active_queues",
+        "revoked",
+        "active",
+        "reserved",
+        "scheduled",
+        "shutdown",
+        "pool_grow",
+        "pool_shrink",
+        "add_consumer",
+        "cancel_consumer",
+        "priority_weights",
+    ];
+}
+
 /// A control request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
@@ -151,9 +174,22 @@ pub struct ControlReply {
     /// Why it was not carried out.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// What kind of refusal it is, for programs: `malformed` (not a request), `unsupported_version`,
+    /// `unknown_command` (a command this worker does not know: an older worker),
+    /// `invalid_argument` (a field out of its range or an invalid name), `not_registered` (a task
+    /// the worker does not run), `refused` (the worker's state does not allow it now),
+    /// `failed` (the worker could not carry it out: a NATS error), `reply_too_large`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
 }
 
 impl ControlReply {
+    /// The same reply with the refusal code `code` (see [`ControlReply::code`]).
+    pub fn with_code(mut self, code: impl Into<String>) -> Self {
+        self.code = Some(code.into());
+        self
+    }
+
     /// A successful reply.
     pub fn ok(worker: impl Into<String>, result: Value) -> Self {
         Self {
@@ -161,6 +197,7 @@ impl ControlReply {
             ok: true,
             result: Some(result),
             error: None,
+            code: None,
         }
     }
 
@@ -189,6 +226,7 @@ impl ControlReply {
             ok: false,
             result: None,
             error: Some(error.into()),
+            code: None,
         }
     }
 
@@ -494,6 +532,49 @@ mod tests {
         );
         assert!(serde_json::from_str::<ControlRequest>(r#"{"v":1,"command":"reboot"}"#).is_err());
         assert!(serde_json::from_str::<ControlRequest>(r#"{"v":1,"command":"revoke"}"#).is_err());
+    }
+
+    #[test]
+    fn every_command_is_named() {
+        let commands = [
+            ControlCommand::Ping,
+            ControlCommand::Revoke {
+                task_id: "t".into(),
+                terminate: false,
+            },
+            ControlCommand::RateLimit {
+                task: "t".into(),
+                rate: None,
+                global: false,
+                reset: false,
+            },
+            ControlCommand::Registered,
+            ControlCommand::Stats,
+            ControlCommand::ActiveQueues,
+            ControlCommand::Revoked,
+            ControlCommand::Active,
+            ControlCommand::Reserved,
+            ControlCommand::Scheduled { limit: None },
+            ControlCommand::Shutdown { cold: false },
+            ControlCommand::PoolGrow { n: 1 },
+            ControlCommand::PoolShrink { n: 1 },
+            ControlCommand::AddConsumer { queue: "q".into() },
+            ControlCommand::CancelConsumer { queue: "q".into() },
+            ControlCommand::PriorityWeights {
+                weights: None,
+                reset: false,
+            },
+        ];
+        let names: Vec<String> = commands
+            .iter()
+            .map(|command| {
+                serde_json::to_value(command).unwrap()["command"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect();
+        assert_eq!(names, ControlCommand::NAMES);
     }
 
     #[test]

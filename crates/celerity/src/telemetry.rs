@@ -27,7 +27,8 @@ use std::sync::Arc;
 use celerity_proto::{Envelope, QueueName};
 use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
 use opentelemetry::trace::{
-    Link, SpanContext, SpanKind, Status, TraceContextExt, Tracer as _, TracerProvider as _,
+    Link, Span as _, SpanContext, SpanKind, Status, TraceContextExt, Tracer as _,
+    TracerProvider as _,
 };
 use opentelemetry::{Context, KeyValue};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
@@ -46,21 +47,11 @@ pub const DEFAULT_SERVICE_NAME: &str = "celerity";
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum TelemetryError {
-    /// `OTEL_EXPORTER_OTLP_PROTOCOL` (or its `_TRACES_` form) names a protocol this build lacks.
-    #[error(
-        "{variable}={value:?} is not a protocol this build exports: use http/protobuf{grpc}",
-        grpc = if cfg!(feature = "otlp-grpc") { " or grpc" } else { " (grpc needs the celerity crate's otlp-grpc feature)" }
-    )]
-    Protocol {
-        /// The variable.
-        variable: &'static str,
-        /// Its value.
-        value: String,
-    },
-    /// `OTEL_TRACES_EXPORTER` names an exporter other than `otlp` or `none`.
-    #[error("OTEL_TRACES_EXPORTER={0:?} is not supported: use otlp or none")]
+    /// `OTEL_TRACES_EXPORTER` names no exporter this build has (`otlp`, or `none`).
+    #[error("OTEL_TRACES_EXPORTER={0:?} names no exporter this build has: use otlp or none")]
     Exporter(String),
-    /// The exporter or its thread could not be built.
+    /// The exporter or its thread could not be built, or the protocol asked for is not in this
+    /// build.
     #[error(transparent)]
     Export(#[from] ExportError),
 }
@@ -112,11 +103,19 @@ impl Telemetry {
         if var("OTEL_SDK_DISABLED").is_some_and(|value| value.eq_ignore_ascii_case("true")) {
             return Ok(Self::disabled());
         }
-        let explicit = match var("OTEL_TRACES_EXPORTER").as_deref() {
+        // A list (`otlp,console`) is allowed; Celerity exports to the OTLP one.
+        let explicit = match var("OTEL_TRACES_EXPORTER") {
             None => false,
-            Some("none") => return Ok(Self::disabled()),
-            Some("otlp") => true,
-            Some(other) => return Err(TelemetryError::Exporter(other.to_owned())),
+            Some(list) => {
+                let names: Vec<&str> = list.split(',').map(str::trim).collect();
+                if names.contains(&"otlp") {
+                    true
+                } else if names.iter().all(|name| *name == "none") {
+                    return Ok(Self::disabled());
+                } else {
+                    return Err(TelemetryError::Exporter(list));
+                }
+            }
         };
         let endpoint = var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
             .or_else(|| var("OTEL_EXPORTER_OTLP_ENDPOINT"));
@@ -200,7 +199,8 @@ impl Telemetry {
         })
     }
 
-    /// Exports the spans ended so far (waiting up to 5 s); a worker does it as it stops.
+    /// Exports the spans ended so far, blocking the calling thread up to 2 s (from async code,
+    /// call it in `tokio::task::spawn_blocking`); a worker does it as it stops.
     pub fn flush(&self) {
         if let Some(inner) = &self.inner
             && let Err(error) = inner.provider.force_flush()
@@ -224,24 +224,29 @@ impl Telemetry {
             true => current,
             false => remote_parent(envelope).unwrap_or(current),
         };
-        let mut attributes = task_attributes(envelope, queue, subject);
-        attributes.push(KeyValue::new("messaging.operation.type", "send"));
-        attributes.push(KeyValue::new("messaging.operation.name", "publish"));
         let mut builder = inner
             .tracer
             .span_builder(format!("publish {}", envelope.task))
             .with_kind(SpanKind::Producer);
-        if let Some(links) = parent.get::<ChordLinks>() {
+        let links = parent.get::<ChordLinks>();
+        if let Some(links) = links {
             builder = builder.with_links(links.links.clone());
-            attributes.push(KeyValue::new("celerity.chord.size", i64::from(links.size)));
-            attributes.push(KeyValue::new(
-                "celerity.chord.links_dropped",
-                i64::from(links.dropped),
-            ));
         }
-        let span = builder
-            .with_attributes(attributes)
-            .start_with_context(&inner.tracer, &parent);
+        let mut span = builder.start_with_context(&inner.tracer, &parent);
+        // Attributes only for a span that is recorded: a trace sampled out costs no strings.
+        if span.is_recording() {
+            let mut attributes = task_attributes(envelope, queue, subject);
+            attributes.push(KeyValue::new("messaging.operation.type", "send"));
+            attributes.push(KeyValue::new("messaging.operation.name", "publish"));
+            if let Some(links) = links {
+                attributes.push(KeyValue::new("celerity.chord.size", i64::from(links.size)));
+                attributes.push(KeyValue::new(
+                    "celerity.chord.links_dropped",
+                    i64::from(links.dropped),
+                ));
+            }
+            span.set_attributes(attributes);
+        }
         Some(parent.with_span(span))
     }
 
@@ -254,23 +259,25 @@ impl Telemetry {
             return remote_parent(envelope);
         };
         let parent = remote_parent(envelope).unwrap_or_default();
-        let mut attributes = task_attributes(envelope, delivery.queue, delivery.subject);
-        attributes.extend([
-            KeyValue::new("messaging.operation.type", "process"),
-            KeyValue::new("messaging.operation.name", "process"),
-            KeyValue::new(
-                "messaging.consumer.group.name",
-                delivery.consumer.to_owned(),
-            ),
-            KeyValue::new("celerity.delivery", delivery.delivered as i64),
-            KeyValue::new("celerity.worker", delivery.worker.to_owned()),
-        ]);
-        let span = inner
+        let mut span = inner
             .tracer
             .span_builder(format!("process {}", envelope.task))
             .with_kind(SpanKind::Consumer)
-            .with_attributes(attributes)
             .start_with_context(&inner.tracer, &parent);
+        if span.is_recording() {
+            let mut attributes = task_attributes(envelope, delivery.queue, delivery.subject);
+            attributes.extend([
+                KeyValue::new("messaging.operation.type", "process"),
+                KeyValue::new("messaging.operation.name", "process"),
+                KeyValue::new(
+                    "messaging.consumer.group.name",
+                    delivery.consumer.to_owned(),
+                ),
+                KeyValue::new("celerity.delivery", delivery.delivered as i64),
+                KeyValue::new("celerity.worker", delivery.worker.to_owned()),
+            ]);
+            span.set_attributes(attributes);
+        }
         Some(parent.with_span(span))
     }
 

@@ -63,6 +63,7 @@ fn refusal() -> ControlReply {
         GOLDEN_WORKER,
         "task \"it.nope\" is not registered on this worker",
     )
+    .with_code("not_registered")
 }
 
 fn stats() -> StatsResult {

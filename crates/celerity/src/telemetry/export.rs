@@ -21,10 +21,8 @@ use opentelemetry::Context;
 use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
 use opentelemetry_sdk::trace::{Span, SpanData, SpanExporter as _, SpanProcessor};
 
-use super::TelemetryError;
-
 /// How long a flush or a shutdown waits for the export thread, at most.
-const WAIT_FOR_EXPORT: Duration = Duration::from_secs(5);
+const WAIT_FOR_EXPORT: Duration = Duration::from_secs(2);
 
 /// Why the exporter could not be started.
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +34,17 @@ pub enum ExportError {
     /// The export thread could not start.
     #[error("cannot start the span export thread")]
     Thread(#[source] std::io::Error),
+    /// `OTEL_EXPORTER_OTLP_PROTOCOL` (or its `_TRACES_` form) names a protocol this build lacks.
+    #[error(
+        "{variable}={value:?} is not a protocol this build exports: use http/protobuf{grpc}",
+        grpc = if cfg!(feature = "otlp-grpc") { " or grpc" } else { " (grpc needs the celerity crate's otlp-grpc feature)" }
+    )]
+    Protocol {
+        /// The variable.
+        variable: &'static str,
+        /// Its value.
+        value: String,
+    },
 }
 
 /// How spans travel to the collector.
@@ -52,7 +61,7 @@ pub(super) enum Transport {
 impl Transport {
     /// The transport `OTEL_EXPORTER_OTLP_TRACES_PROTOCOL` or `OTEL_EXPORTER_OTLP_PROTOCOL` names
     /// (HTTP/protobuf when neither does).
-    pub(super) fn from_env() -> Result<Self, TelemetryError> {
+    pub(super) fn from_env() -> Result<Self, ExportError> {
         for variable in [
             "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
             "OTEL_EXPORTER_OTLP_PROTOCOL",
@@ -67,7 +76,7 @@ impl Transport {
                 "http/protobuf" => Ok(Self::Http(None)),
                 #[cfg(feature = "otlp-grpc")]
                 "grpc" => Ok(Self::Grpc),
-                _ => Err(TelemetryError::Protocol { variable, value }),
+                _ => Err(ExportError::Protocol { variable, value }),
             };
         }
         Ok(Self::Http(None))

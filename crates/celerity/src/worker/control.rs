@@ -18,24 +18,27 @@ use celerity_proto::{
 };
 
 use crate::control::RevokeMode;
+use crate::worker::commands::{
+    AddConsumer, CancelConsumer, ConsumerError, ControlShutdown, RootCommands, TerminateTask,
+};
 use crate::worker::held::Phase;
 use crate::worker::pool::PoolError;
-use crate::worker::root::{
-    self, AddConsumer, CancelConsumer, ConsumerError, StopWorker, TerminateTask,
-};
 use crate::worker::scheduled::{ScheduledError, list_scheduled};
 use crate::worker::shutdown::Shutdown;
 use crate::worker::{SharedHandle, WorkerShared};
+
+/// How long a request waits for the root actor (the queues' answers, at most).
+const ROOT_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Answers control requests for one worker.
 pub(crate) struct ControlActor {
     shared: SharedHandle,
     /// The root actor: it reaches the queues, and stops the worker.
-    root: Addr<root::Worker>,
+    root: RootCommands,
 }
 
 impl ControlActor {
-    pub(crate) fn new(shared: SharedHandle, root: Addr<root::Worker>) -> Self {
+    pub(crate) fn new(shared: SharedHandle, root: RootCommands) -> Self {
         Self { shared, root }
     }
 }
@@ -81,7 +84,8 @@ impl StreamHandler<async_nats::Message> for ControlActor {
         let answer = async move {
             let (reply, stop) = target.answer(&message.payload).await;
             let nats = &target.shared.nats;
-            match encode_reply(&target.shared.hostname, &reply) {
+            let max_payload = nats.server_info().max_payload;
+            match encode_reply(&target.shared.hostname, &reply, max_payload) {
                 Ok(bytes) => {
                     if let Err(error) = nats.publish(reply_to, bytes).await {
                         tracing::debug!(error = %error, "cannot answer a control request");
@@ -97,7 +101,7 @@ impl StreamHandler<async_nats::Message> for ControlActor {
                     tracing::debug!(error = %error, "cannot flush the shutdown reply");
                 }
                 tracing::warn!(?mode, "shutdown requested by a control command");
-                target.root.do_send(StopWorker(mode));
+                target.root.shutdown.do_send(ControlShutdown(mode));
             }
         };
         ctx.spawn(answer.into_actor(self));
@@ -145,22 +149,68 @@ enum Refusal {
     Scheduled(#[from] ScheduledError),
     #[error("the worker is shutting down")]
     ShuttingDown,
+    #[error(
+        "the reply is {size} bytes, over the server's max_payload of {max_payload}: ask one worker (--destination) or for fewer (--limit)"
+    )]
+    ReplyTooLarge { size: usize, max_payload: usize },
 }
 
-/// The reply's bytes; a reply that cannot be encoded becomes a refusal that says so.
-fn encode_reply(hostname: &str, reply: &ControlReply) -> Result<bytes::Bytes, serde_json::Error> {
-    let bytes = serde_json::to_vec(reply).or_else(|error| {
-        let refusal =
-            ControlReply::refused(hostname, crate::error_chain(&Refusal::EncodeReply(error)));
-        serde_json::to_vec(&refusal)
-    })?;
+impl Refusal {
+    /// The refusal's `code` (`docs/protocol.md` 7a).
+    fn code(&self) -> &'static str {
+        use crate::worker::scheduled::ScheduledError as Listing;
+        match self {
+            Refusal::Malformed(_) => "malformed",
+            Refusal::UnsupportedVersion(_) => "unsupported_version",
+            Refusal::UnknownCommand => "unknown_command",
+            Refusal::InvalidTaskId(_) | Refusal::InvalidQueue(_) => "invalid_argument",
+            Refusal::Pool(PoolError::TooSmall { .. }) => "refused",
+            Refusal::Pool(_) | Refusal::Scheduled(Listing::Limit(_)) => "invalid_argument",
+            Refusal::NotRegistered(_) => "not_registered",
+            Refusal::Consumer(ConsumerError::Setup(..)) => "failed",
+            Refusal::Consumer(_) | Refusal::ShuttingDown => "refused",
+            Refusal::ReplyTooLarge { .. } => "reply_too_large",
+            _ => "failed",
+        }
+    }
+
+    /// The reply that says so.
+    fn reply(&self, hostname: &str) -> ControlReply {
+        ControlReply::refused(hostname, crate::error_chain(self)).with_code(self.code())
+    }
+}
+
+/// Whether a request that does not parse names a command this worker does not know (an older
+/// worker than the sender), rather than being malformed.
+fn names_unknown_command(payload: &[u8]) -> bool {
+    serde_json::from_slice::<serde_json::Value>(payload)
+        .ok()
+        .and_then(|request| request.get("command")?.as_str().map(str::to_owned))
+        .is_some_and(|name| !ControlCommand::NAMES.contains(&name.as_str()))
+}
+
+/// The reply's bytes; a reply that cannot be encoded, or that is larger than the server takes
+/// (`max_payload`, 0: unknown), becomes a refusal that says so.
+fn encode_reply(
+    hostname: &str,
+    reply: &ControlReply,
+    max_payload: usize,
+) -> Result<bytes::Bytes, serde_json::Error> {
+    let bytes = match serde_json::to_vec(reply) {
+        Ok(bytes) if max_payload > 0 && bytes.len() > max_payload => {
+            let size = bytes.len();
+            serde_json::to_vec(&Refusal::ReplyTooLarge { size, max_payload }.reply(hostname))?
+        }
+        Ok(bytes) => bytes,
+        Err(error) => serde_json::to_vec(&Refusal::EncodeReply(error).reply(hostname))?,
+    };
     Ok(bytes.into())
 }
 
 /// What a control request acts on in this worker.
 struct Target {
     shared: SharedHandle,
-    root: Addr<root::Worker>,
+    root: RootCommands,
     /// The request was addressed to this worker alone (not broadcast).
     direct: bool,
 }
@@ -172,6 +222,7 @@ impl Target {
         let hostname = self.shared.hostname.as_ref();
         let mut stop = None;
         let replied = match serde_json::from_slice::<ControlRequest>(payload) {
+            Err(_) if names_unknown_command(payload) => Err(Refusal::UnknownCommand),
             Err(error) => Err(Refusal::Malformed(error)),
             Ok(request) if request.v != celerity_proto::PROTOCOL_VERSION => {
                 Err(Refusal::UnsupportedVersion(request.v))
@@ -185,9 +236,7 @@ impl Target {
                 command => self.run(command).await,
             },
         };
-        let reply = replied.unwrap_or_else(|refusal| {
-            ControlReply::refused(hostname, crate::error_chain(&refusal))
-        });
+        let reply = replied.unwrap_or_else(|refusal| refusal.reply(hostname));
         (reply, stop)
     }
 
@@ -284,14 +333,25 @@ impl Target {
             }
             ControlCommand::AddConsumer { queue } => {
                 let queue = QueueName::new(queue).map_err(Refusal::InvalidQueue)?;
-                let added = self.root.send(AddConsumer(queue)).await;
+                // Provisioning a stream and ten consumers: bounded, like every wait.
+                let added = self
+                    .root
+                    .add_consumer
+                    .send(AddConsumer(queue))
+                    .timeout(ROOT_WAIT * 6)
+                    .await;
                 added.map_err(|_| Refusal::ShuttingDown)??;
                 let queues = ConsumersResult::new(self.shared.queues.names());
                 ControlReply::with_result(hostname, &queues)
             }
             ControlCommand::CancelConsumer { queue } => {
                 let queue = QueueName::new(queue).map_err(Refusal::InvalidQueue)?;
-                let cancelled = self.root.send(CancelConsumer(queue)).await;
+                let cancelled = self
+                    .root
+                    .cancel_consumer
+                    .send(CancelConsumer(queue))
+                    .timeout(ROOT_WAIT)
+                    .await;
                 cancelled.map_err(|_| Refusal::ShuttingDown)??;
                 let queues = ConsumersResult::new(self.shared.queues.names());
                 ControlReply::with_result(hostname, &queues)
@@ -348,7 +408,12 @@ impl Target {
             .map_err(Refusal::StoreRevocation)?;
         let terminated = match mode {
             RevokeMode::Terminate => {
-                let asked = self.root.send(TerminateTask(task_id.clone())).await;
+                let asked = self
+                    .root
+                    .terminate
+                    .send(TerminateTask(task_id.clone()))
+                    .timeout(ROOT_WAIT)
+                    .await;
                 asked.unwrap_or(false)
             }
             RevokeMode::Skip => false,
@@ -426,7 +491,14 @@ mod tests {
     #[test]
     fn a_reply_encodes_to_its_json() {
         let reply = ControlReply::refused("w1", "no");
-        let bytes = encode_reply("w1", &reply).unwrap();
+        let bytes = encode_reply("w1", &reply, 0).unwrap();
         assert_eq!(&bytes[..], br#"{"worker":"w1","ok":false,"error":"no"}"#);
+        let large = ControlReply::refused("w1", "x".repeat(100));
+        let refused: ControlReply =
+            serde_json::from_slice(&encode_reply("w1", &large, 64).unwrap()).unwrap();
+        assert_eq!(refused.code.as_deref(), Some("reply_too_large"));
+        assert!(names_unknown_command(br#"{"v":1,"command":"reboot"}"#));
+        assert!(!names_unknown_command(br#"{"v":1,"command":"pool_grow"}"#));
+        assert!(!names_unknown_command(b"not json"));
     }
 }

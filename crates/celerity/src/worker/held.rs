@@ -12,6 +12,10 @@ use dashmap::DashMap;
 
 use crate::clock::now_ms;
 
+/// The largest body whose arguments an inspection shows; a larger one is listed without them,
+/// so a reply stays small.
+pub(crate) const MAX_SHOWN_ARGUMENTS: usize = 1024;
+
 /// Counts of the deliveries a worker holds, and the tasks among them.
 #[derive(Debug, Default)]
 pub(crate) struct Tally {
@@ -99,15 +103,30 @@ impl Tally {
         }
     }
 
-    /// The held tasks in `phase`, with their arguments decoded.
+    /// The held tasks in `phase`, with their arguments decoded (outside the map's locks, so the
+    /// hot path never waits for a decode), each task's arguments left out past
+    /// [`MAX_SHOWN_ARGUMENTS`] bytes.
     pub(crate) fn list(&self, phase: Phase) -> Vec<HeldTask> {
-        self.tasks
+        let shown: Vec<(HeldTask, ContentType, bytes::Bytes)> = self
+            .tasks
             .iter()
             .filter(|entry| match phase {
                 Phase::Active => entry.started_at_ms.is_some(),
                 Phase::Reserved => entry.started_at_ms.is_none(),
             })
-            .map(|entry| entry.value().to_held_task())
+            .map(|entry| (entry.to_held_task(), entry.content_type, entry.body.clone()))
+            .collect();
+        shown
+            .into_iter()
+            .map(|(mut task, content_type, body)| {
+                if body.len() <= MAX_SHOWN_ARGUMENTS
+                    && let Ok(body) = content_type.decode::<TaskBody>(&body)
+                {
+                    task.args = Some(body.args);
+                    task.kwargs = Some(body.kwargs);
+                }
+                task
+            })
             .collect()
     }
 }
@@ -125,10 +144,6 @@ impl Entry {
         task.delivered = self.delivered;
         task.root_id = self.root_id.clone();
         task.started_at_ms = self.started_at_ms;
-        if let Ok(body) = self.content_type.decode::<TaskBody>(&self.body) {
-            task.args = Some(body.args);
-            task.kwargs = Some(body.kwargs);
-        }
         task
     }
 }

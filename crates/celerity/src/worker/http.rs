@@ -8,6 +8,7 @@
 use std::net::SocketAddr;
 
 use actix_web::{App, HttpResponse, HttpServer, web};
+use celerity_proto::QueueName;
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -81,6 +82,8 @@ async fn readyz(shared: web::Data<SharedHandle>) -> HttpResponse {
         (false, _, _) => Some("not connected to NATS"),
         (_, _, true) => Some("stopping"),
         (_, false, _) => Some("not consuming yet"),
+        // Every queue cancelled (`cancel-consumer`): up, but taking no task.
+        (true, true, false) if shared.queues.get().is_empty() => Some("consuming no queue"),
         (true, true, false) => None,
     };
     match problem {
@@ -172,9 +175,18 @@ impl HttpThread {
 pub(crate) async fn watch_depths(shared: SharedHandle) {
     let mut ticks = tokio::time::interval(DEPTH_INTERVAL);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut watched: Vec<QueueName> = Vec::new();
     loop {
         ticks.tick().await;
-        for queue in &shared.queues.get() {
+        let queues = shared.queues.get();
+        let levels = &shared.app.settings().priority_steps;
+        // A cancelled queue's series go, rather than stay at their last value.
+        for gone in watched.iter().filter(|queue| !queues.contains(queue)) {
+            for level in levels {
+                shared.observer.metrics().remove_depth(gone, level.get());
+            }
+        }
+        for queue in &queues {
             let Ok(stream) = shared
                 .js
                 .get_stream(shared.layout.queue_stream(queue))
@@ -182,7 +194,7 @@ pub(crate) async fn watch_depths(shared: SharedHandle) {
             else {
                 continue;
             };
-            for level in &shared.app.settings().priority_steps {
+            for level in levels {
                 let consumer = shared.layout.queue_consumer(*level);
                 if let Ok(info) = stream.consumer_info(consumer).await {
                     shared
@@ -192,5 +204,6 @@ pub(crate) async fn watch_depths(shared: SharedHandle) {
                 }
             }
         }
+        watched = queues;
     }
 }

@@ -347,6 +347,15 @@ impl Metrics {
         self.depth.get_or_create(&labels).set(messages);
     }
 
+    /// Removes the depth series of one level of a queue the worker no longer consumes.
+    pub(crate) fn remove_depth(&self, queue: &QueueName, level: u8) {
+        let labels = LevelLabels {
+            queue: queue.to_string(),
+            priority: level.to_string(),
+        };
+        self.depth.remove(&labels);
+    }
+
     /// The metrics in the OpenMetrics text format, with the counts read at scrape time brought
     /// up to date.
     pub(crate) fn encode(&self, scraped: Scraped) -> String {

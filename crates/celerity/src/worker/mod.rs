@@ -12,6 +12,7 @@
 
 mod beat;
 mod chord;
+mod commands;
 mod config;
 mod continuation;
 mod control;

@@ -11,10 +11,13 @@ use celerity_proto::QueueName;
 use crate::worker::SharedHandle;
 use crate::worker::beat::Beat;
 use crate::worker::chord::{ChordAggregator, ChordBackend};
+use crate::worker::commands::{
+    AddConsumer, CancelConsumer, ConsumerError, ControlShutdown, RootCommands, TerminateTask,
+};
 use crate::worker::control::ControlActor;
 use crate::worker::queue::{self, QueueAddr, QueueDrained, QueueSetup, StopConsuming, Terminate};
 use crate::worker::scheduler::Scheduler;
-use crate::worker::setup::{QueueProvisioning, QueueSetupError};
+use crate::worker::setup::QueueProvisioning;
 use crate::worker::shutdown::Shutdown;
 
 /// The root actor.
@@ -65,7 +68,14 @@ impl Actor for Worker {
         for setup in std::mem::take(&mut self.pending_queues) {
             self.start_queue(setup, ctx);
         }
-        self.control = Some(ControlActor::new(self.shared.clone(), ctx.address()).start());
+        let address = ctx.address();
+        let commands = RootCommands {
+            add_consumer: address.clone().recipient(),
+            cancel_consumer: address.clone().recipient(),
+            terminate: address.clone().recipient(),
+            shutdown: address.recipient(),
+        };
+        self.control = Some(ControlActor::new(self.shared.clone(), commands).start());
         if let Some((consumer, leases)) = self.delayed.take() {
             let lease_ttl = chords_lease_ttl(self.chords.as_ref());
             self.scheduler =
@@ -116,6 +126,18 @@ impl Handler<StopWorker> for Worker {
     }
 }
 
+impl Handler<ControlShutdown> for Worker {
+    type Result = ();
+
+    fn handle(&mut self, ControlShutdown(mode): ControlShutdown, ctx: &mut Self::Context) {
+        // A repeated warm request is not a second signal: it leaves a shutdown under way as it is.
+        if self.shutdowns > 0 && mode == Shutdown::Warm {
+            return;
+        }
+        self.handle(StopWorker(mode), ctx);
+    }
+}
+
 impl Handler<QueueDrained> for Worker {
     type Result = ();
 
@@ -150,36 +172,6 @@ impl Worker {
         self.running.insert(queue, consumer);
     }
 }
-
-/// Why `add_consumer` or `cancel_consumer` was refused.
-#[derive(Debug, thiserror::Error)]
-pub(crate) enum ConsumerError {
-    #[error("this worker already consumes queue {0}")]
-    AlreadyConsumed(QueueName),
-    #[error("queue {0} is still draining after a cancel; ask again once its running tasks end")]
-    Draining(QueueName),
-    #[error("this worker does not consume queue {0}")]
-    NotConsumed(QueueName),
-    #[error("the worker is shutting down")]
-    ShuttingDown,
-    #[error("cannot set up queue {0}")]
-    Setup(QueueName, #[source] QueueSetupError),
-    #[error(
-        "queue {queue}'s consumers have an AckWait of {found:?}, below this worker's {ours:?}; \
-         start a worker with --queue {queue} (and --ack-wait at most {found:?}) instead"
-    )]
-    ShortAckWait {
-        queue: QueueName,
-        found: std::time::Duration,
-        ours: std::time::Duration,
-    },
-}
-
-/// Start consuming a queue (`add_consumer`): provision its stream, consumers and subscriptions,
-/// then start its actor. Replies once it consumes.
-#[derive(Message)]
-#[rtype(result = "Result<(), ConsumerError>")]
-pub(crate) struct AddConsumer(pub(crate) QueueName);
 
 impl Handler<AddConsumer> for Worker {
     type Result = ResponseActFuture<Self, Result<(), ConsumerError>>;
@@ -254,11 +246,6 @@ async fn provision_queue(
     }
 }
 
-/// Stop consuming a queue (`cancel_consumer`): no new tasks from it; running ones finish.
-#[derive(Message)]
-#[rtype(result = "Result<(), ConsumerError>")]
-pub(crate) struct CancelConsumer(pub(crate) QueueName);
-
 impl Handler<CancelConsumer> for Worker {
     type Result = Result<(), ConsumerError>;
 
@@ -282,12 +269,6 @@ impl Handler<CancelConsumer> for Worker {
         }
     }
 }
-
-/// Terminate the running task with this id on every queue (`revoke --terminate`); replies
-/// whether one of them ran it.
-#[derive(Message)]
-#[rtype(result = "bool")]
-pub(crate) struct TerminateTask(pub(crate) String);
 
 impl Handler<TerminateTask> for Worker {
     type Result = ResponseFuture<bool>;

@@ -102,10 +102,11 @@ pub(super) fn run_on_this_thread(
         endpoint.server.stop(&runtime);
     }
     presence.shut_down();
-    // The last runs' spans, before the process may end.
-    telemetry.flush();
     ran.map_err(WorkerError::Runtime)?;
     flush_last_acks(&runtime, &client);
+    // The last runs' spans, after the acks (a collector that hangs delays no ack), before the
+    // process may end.
+    telemetry.flush();
     runtime.shutdown_timeout(Duration::from_secs(1));
     tracing::info!(worker = %hostname, "worker stopped");
     Ok(())
