@@ -13,14 +13,8 @@ pub(crate) struct ControlArgs {
     /// The command.
     #[command(subcommand)]
     command: ControlSubcommand,
-    /// Send to these workers (their hostnames, comma-separated) only; default: every worker.
-    #[arg(
-        short = 'd',
-        long = "destination",
-        value_delimiter = ',',
-        global = true
-    )]
-    destination: Vec<String>,
+    #[command(flatten)]
+    to: crate::Destinations,
     /// Seconds to wait for replies.
     #[arg(short = 't', long = "timeout", default_value = "1", value_parser = crate::parse_seconds, global = true)]
     timeout: Duration,
@@ -126,10 +120,10 @@ pub(crate) async fn run(args: ControlArgs) -> anyhow::Result<bool> {
     let control = client.control();
     let mut replies = Vec::new();
     let mut missing = false;
-    if args.destination.is_empty() {
+    if args.to.destination.is_empty() {
         replies = send(&control, &args.command, None, timeout).await?;
     } else {
-        for worker in &args.destination {
+        for worker in &args.to.destination {
             match send(&control, &args.command, Some(worker), timeout).await {
                 Ok(answered) => replies.extend(answered),
                 Err(error @ celerity::ControlError::UnknownDestination(_)) => {

@@ -14,14 +14,8 @@ pub(crate) struct InspectArgs {
     /// What to ask.
     #[arg(value_enum)]
     what: Inspection,
-    /// Ask these workers (their hostnames, comma-separated) only; default: every worker.
-    #[arg(
-        short = 'd',
-        long = "destination",
-        value_delimiter = ',',
-        global = true
-    )]
-    destination: Vec<String>,
+    #[command(flatten)]
+    to: crate::Destinations,
     /// With `scheduled`: list at most this many delayed tasks (1 to 1000).
     #[arg(long, default_value = "100", value_parser = clap::value_parser!(u32).range(1..=1000))]
     limit: u32,
@@ -73,12 +67,12 @@ pub(crate) async fn run(args: InspectArgs) -> anyhow::Result<bool> {
     let client = args.ask.connection.connect().await?;
     let control = client.control();
     let mut replies = Vec::new();
-    if args.destination.is_empty() {
+    if args.to.destination.is_empty() {
         replies = control
             .send(args.what.command(args.limit), None, timeout)
             .await?;
     } else {
-        for worker in &args.destination {
+        for worker in &args.to.destination {
             match control
                 .send(args.what.command(args.limit), Some(worker), timeout)
                 .await

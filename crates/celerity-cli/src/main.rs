@@ -165,6 +165,19 @@ struct AskArgs {
     connection: ConnectionArgs,
 }
 
+/// The workers a control command or an inspection goes to.
+#[derive(Debug, clap::Args)]
+struct Destinations {
+    /// These workers (their hostnames, comma-separated) only; default: every worker.
+    #[arg(
+        short = 'd',
+        long = "destination",
+        value_delimiter = ',',
+        global = true
+    )]
+    destination: Vec<String>,
+}
+
 /// The namespace and NATS flags of the commands that read a deployment.
 #[derive(Debug, clap::Args)]
 struct ConnectionArgs {

@@ -81,6 +81,13 @@ impl std::fmt::Debug for Telemetry {
 impl Telemetry {
     /// No tracing: spans are neither made nor exported (a `traceparent` a message brings is
     /// still passed on to the messages its run sends).
+    ///
+    /// ```
+    /// use celerity::telemetry::Telemetry;
+    /// let app = celerity::App::builder().telemetry(Telemetry::disabled()).build()?;
+    /// assert!(!app.settings().telemetry().is_enabled());
+    /// # Ok::<(), celerity::ConfigError>(())
+    /// ```
     pub fn disabled() -> Self {
         Self::default()
     }
@@ -95,39 +102,40 @@ impl Telemetry {
     /// export queue `OTEL_BSP_MAX_QUEUE_SIZE`, `OTEL_BSP_SCHEDULE_DELAY` and
     /// `OTEL_BSP_MAX_EXPORT_BATCH_SIZE`.
     ///
+    /// ```
+    /// // With no OTEL_EXPORTER_OTLP_ENDPOINT in the environment, tracing is off.
+    /// # if std::env::var_os("OTEL_EXPORTER_OTLP_ENDPOINT").is_none()
+    /// #     && std::env::var_os("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").is_none()
+    /// #     && std::env::var_os("OTEL_TRACES_EXPORTER").is_none() {
+    /// let telemetry = celerity::telemetry::Telemetry::from_env()?;
+    /// assert!(!telemetry.is_enabled());
+    /// # }
+    /// # Ok::<(), celerity::telemetry::TelemetryError>(())
+    /// ```
+    ///
     /// # Errors
     /// [`TelemetryError`] for an exporter or protocol this build does not have, or an exporter
     /// that cannot be built.
     pub fn from_env() -> Result<Self, TelemetryError> {
-        let var = |name: &str| std::env::var(name).ok().filter(|value| !value.is_empty());
-        if var("OTEL_SDK_DISABLED").is_some_and(|value| value.eq_ignore_ascii_case("true")) {
-            return Ok(Self::disabled());
+        let var = |name: &str| std::env::var(name).ok();
+        match wanted(var)? {
+            true => Self::exporting(export::Transport::from_env()?, None),
+            false => Ok(Self::disabled()),
         }
-        // A list (`otlp,console`) is allowed; Celerity exports to the OTLP one.
-        let explicit = match var("OTEL_TRACES_EXPORTER") {
-            None => false,
-            Some(list) => {
-                let names: Vec<&str> = list.split(',').map(str::trim).collect();
-                if names.contains(&"otlp") {
-                    true
-                } else if names.iter().all(|name| *name == "none") {
-                    return Ok(Self::disabled());
-                } else {
-                    return Err(TelemetryError::Exporter(list));
-                }
-            }
-        };
-        let endpoint = var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
-            .or_else(|| var("OTEL_EXPORTER_OTLP_ENDPOINT"));
-        if endpoint.is_none() && !explicit {
-            return Ok(Self::disabled());
-        }
-        Self::exporting(export::Transport::from_env()?, None)
     }
 
     /// Tracing to the OTLP/HTTP collector at `endpoint` (`http://host:4318`; spans go to
     /// `<endpoint>/v1/traces`), whatever the `OTEL_EXPORTER_OTLP_*` variables say; the sampler,
     /// resource and queue still come from the environment.
+    ///
+    /// ```no_run
+    /// use celerity::telemetry::Telemetry;
+    /// let telemetry = Telemetry::otlp_http("http://127.0.0.1:4318")?;
+    /// let app = celerity::App::builder().telemetry(telemetry).build()?;
+    /// // ... send tasks; before the process exits:
+    /// app.settings().telemetry().flush();
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     ///
     /// # Errors
     /// [`TelemetryError::Export`] when the exporter cannot be built.
@@ -297,6 +305,31 @@ impl Telemetry {
             .start_with_context(&inner.tracer, &parent);
         Some(parent.with_span(span))
     }
+}
+
+/// Whether the variables `var` reads ask for tracing (see [`Telemetry::from_env`]).
+fn wanted(var: impl Fn(&str) -> Option<String>) -> Result<bool, TelemetryError> {
+    let var = |name: &str| var(name).filter(|value| !value.is_empty());
+    if var("OTEL_SDK_DISABLED").is_some_and(|value| value.eq_ignore_ascii_case("true")) {
+        return Ok(false);
+    }
+    // A list (`otlp,console`) is allowed; Celerity exports to the OTLP one.
+    let explicit = match var("OTEL_TRACES_EXPORTER") {
+        None => false,
+        Some(list) => {
+            let names: Vec<&str> = list.split(',').map(str::trim).collect();
+            if names.contains(&"otlp") {
+                true
+            } else if names.iter().all(|name| *name == "none") {
+                return Ok(false);
+            } else {
+                return Err(TelemetryError::Exporter(list));
+            }
+        }
+    };
+    let endpoint =
+        var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").or_else(|| var("OTEL_EXPORTER_OTLP_ENDPOINT"));
+    Ok(endpoint.is_some() || explicit)
 }
 
 /// What a delivery's `process` span records of it.
@@ -513,13 +546,44 @@ mod tests {
     }
 
     #[test]
-    fn without_an_endpoint_tracing_is_off() {
-        // The test environment names no OTLP endpoint.
-        if std::env::var_os("OTEL_EXPORTER_OTLP_ENDPOINT").is_none()
-            && std::env::var_os("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").is_none()
-            && std::env::var_os("OTEL_TRACES_EXPORTER").is_none()
-        {
-            assert!(!Telemetry::from_env().unwrap().is_enabled());
-        }
+    fn the_environment_turns_tracing_on_only_with_an_endpoint_or_otlp() {
+        let with = |pairs: &'static [(&'static str, &'static str)]| {
+            wanted(move |name: &str| {
+                pairs
+                    .iter()
+                    .find(|(key, _)| *key == name)
+                    .map(|(_, value)| (*value).to_owned())
+            })
+        };
+        assert!(!with(&[]).unwrap());
+        assert!(!with(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "")]).unwrap());
+        assert!(with(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318")]).unwrap());
+        assert!(
+            with(&[(
+                "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+                "http://c:4318/v1/traces"
+            )])
+            .unwrap()
+        );
+        assert!(with(&[("OTEL_TRACES_EXPORTER", "otlp,console")]).unwrap());
+        const OFF: [(&str, &str); 2] = [
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318"),
+            ("OTEL_SDK_DISABLED", "true"),
+        ];
+        assert!(!with(&OFF).unwrap());
+        assert!(
+            !with(&[
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318"),
+                ("OTEL_TRACES_EXPORTER", "none")
+            ])
+            .unwrap()
+        );
+        let zipkin = with(&[("OTEL_TRACES_EXPORTER", "zipkin")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            zipkin.contains("zipkin") && zipkin.contains("use otlp or none"),
+            "{zipkin}"
+        );
     }
 }
