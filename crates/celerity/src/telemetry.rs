@@ -447,13 +447,13 @@ pub(crate) fn current_traceparent() -> Option<String> {
     traceparent_of(&Context::current()).map(|(traceparent, _)| traceparent)
 }
 
-/// The trace id (32 hex digits) of the current context's span, if any.
+/// The trace id (32 hex digits) of the current context's span, if it is in a sampled trace (one
+/// a trace viewer will have: a record names no trace that was sampled out).
 pub(crate) fn current_trace_id() -> Option<String> {
     let context = Context::current();
     let span = context.span();
     let span_context = span.span_context();
-    span_context
-        .is_valid()
+    (span_context.is_valid() && span_context.is_sampled())
         .then(|| span_context.trace_id().to_string())
 }
 
