@@ -232,6 +232,10 @@ impl Telemetry {
             true => current,
             false => remote_parent(envelope).unwrap_or(current),
         };
+        // Inside a trace sampled out: no span, the context is passed on as it is.
+        if parent.has_active_span() && !parent.span().span_context().is_sampled() {
+            return None;
+        }
         let mut builder = inner
             .tracer
             .span_builder(format!("publish {}", envelope.task))
@@ -267,6 +271,11 @@ impl Telemetry {
             return remote_parent(envelope);
         };
         let parent = remote_parent(envelope).unwrap_or_default();
+        // A trace sampled out stays out (a trace is sampled whole or not at all): the run makes
+        // no span and passes the message's context on as it came.
+        if parent.has_active_span() && !parent.span().span_context().is_sampled() {
+            return Some(parent);
+        }
         let mut span = inner
             .tracer
             .span_builder(format!("process {}", envelope.task))
