@@ -238,7 +238,7 @@ impl Telemetry {
         }
         let mut builder = inner
             .tracer
-            .span_builder(format!("publish {}", envelope.task))
+            .span_builder("publish")
             .with_kind(SpanKind::Producer);
         let links = parent.get::<ChordLinks>();
         if let Some(links) = links {
@@ -247,6 +247,8 @@ impl Telemetry {
         let mut span = builder.start_with_context(&inner.tracer, &parent);
         // Attributes only for a span that is recorded: a trace sampled out costs no strings.
         if span.is_recording() {
+            // Named once it is known to be recorded: a span sampled out costs no string.
+            span.update_name(format!("publish {}", envelope.task));
             let mut attributes = task_attributes(envelope, queue, subject);
             attributes.push(KeyValue::new("messaging.operation.type", "send"));
             attributes.push(KeyValue::new("messaging.operation.name", "publish"));
@@ -278,10 +280,11 @@ impl Telemetry {
         }
         let mut span = inner
             .tracer
-            .span_builder(format!("process {}", envelope.task))
+            .span_builder("process")
             .with_kind(SpanKind::Consumer)
             .start_with_context(&inner.tracer, &parent);
         if span.is_recording() {
+            span.update_name(format!("process {}", envelope.task));
             let mut attributes = task_attributes(envelope, delivery.queue, delivery.subject);
             attributes.extend([
                 KeyValue::new("messaging.operation.type", "process"),
