@@ -1121,3 +1121,372 @@ function viewTask(ctx) {
   };
 }
 
+/* ───────────────────────────── views: canvas ───────────────────────────── */
+
+const STATE_COLOR = { SUCCESS: '#1a9f5c', FAILURE: '#d23f3f', STARTED: '#2f6fde', RETRY: '#c98200', REVOKED: '#7b4fd6', RECEIVED: '#98a2b3', PENDING: '#c3c9d4' };
+const NODE_W = 190, NODE_H = 46, GAP_X = 56, GAP_Y = 12, PAD = 24;
+
+/** Lays out a canvas: collapses big chord headers, layers nodes by longest path (left to right), stacks each layer. */
+function layoutCanvas(cv) {
+  const nodes = new Map(cv.nodes.map((n) => [n.id, Object.assign({ kind: 'task' }, n)]));
+  const alias = new Map();
+  for (const c of cv.chords || []) {
+    const members = cv.nodes.filter((n) => n.chord_id === c.id && n.id !== c.body);
+    if (members.length > 20) {
+      const cid = 'chord:' + c.id;
+      const size = c.size || members.length;
+      nodes.set(cid, { id: cid, kind: 'counter', chord: c, size, done: c.done, failed: c.failed,
+        state: c.failed ? 'FAILURE' : c.done >= size ? 'SUCCESS' : 'STARTED', name: 'chord header', chord_id: c.id });
+      for (const m of members) { nodes.delete(m.id); alias.set(m.id, cid); }
+    }
+  }
+  const A = (id) => alias.get(id) || id;
+  let edges = (cv.edges || []).map((e) => ({ from: A(e.from), to: A(e.to) }));
+  if (!edges.length) edges = cv.nodes.filter((n) => n.parent_id).map((n) => ({ from: A(n.parent_id), to: A(n.id) }));
+  const seen = new Set();
+  edges = edges.filter((e) => e.from !== e.to && nodes.has(e.from) && nodes.has(e.to) && !seen.has(e.from + '>' + e.to) && seen.add(e.from + '>' + e.to));
+  const preds = new Map(Array.from(nodes.keys()).map((k) => [k, []]));
+  for (const e of edges) preds.get(e.to).push(e.from);
+  const layer = new Map();
+  const visiting = new Set();
+  const depth = (id) => {
+    if (layer.has(id)) return layer.get(id);
+    if (visiting.has(id)) return 0;
+    visiting.add(id);
+    const d = preds.get(id).length ? 1 + Math.max(...preds.get(id).map(depth)) : 0;
+    visiting.delete(id);
+    layer.set(id, d);
+    return d;
+  };
+  const order = Array.from(nodes.keys());
+  order.forEach(depth);
+  const layers = [];
+  for (const id of order) (layers[layer.get(id)] = layers[layer.get(id)] || []).push(id);
+  const pos = new Map();
+  const maxRows = Math.max(1, ...layers.map((l) => l.length));
+  const totalH = maxRows * NODE_H + (maxRows - 1) * GAP_Y;
+  layers.forEach((ids, li) => {
+    ids.sort((a, b) => {
+      const ga = (nodes.get(a).group_id || nodes.get(a).chord_id || ''), gb = (nodes.get(b).group_id || nodes.get(b).chord_id || '');
+      return ga === gb ? order.indexOf(a) - order.indexOf(b) : ga < gb ? -1 : 1;
+    });
+    const hgt = ids.length * NODE_H + (ids.length - 1) * GAP_Y;
+    ids.forEach((id, i) => pos.set(id, { x: PAD + li * (NODE_W + GAP_X), y: PAD + (totalH - hgt) / 2 + i * (NODE_H + GAP_Y) }));
+  });
+  return { nodes, edges, pos, width: PAD * 2 + layers.length * NODE_W + Math.max(0, layers.length - 1) * GAP_X, height: PAD * 2 + totalH + 14 };
+}
+
+function drawCanvas(cv) {
+  const L = layoutCanvas(cv);
+  const svg = s('svg', { id: 'canvas-graph', width: L.width, height: L.height, viewBox: `0 0 ${L.width} ${L.height}` },
+    s('defs', null, s('marker', { id: 'arrow', viewBox: '0 0 10 10', refX: 9, refY: 5, markerWidth: 7, markerHeight: 7, orient: 'auto-start-reverse' },
+      s('path', { d: 'M0,0 L10,5 L0,10 z', fill: '#9aa4b5' }))));
+  // Clusters: members of one group (or chord header) stacked in the same column get a dashed box.
+  const clusters = new Map();
+  for (const [id, n] of L.nodes) {
+    const key = n.kind === 'task' ? (n.chord_id && !(cv.chords || []).some((c) => c.body === id) ? 'chord:' + n.chord_id : n.group_id ? 'group:' + n.group_id : null) : null;
+    if (key) (clusters.get(key) || clusters.set(key, []).get(key)).push(L.pos.get(id));
+  }
+  for (const [key, ps] of clusters) {
+    if (ps.length < 2) continue;
+    const x0 = Math.min(...ps.map((p) => p.x)) - 8, y0 = Math.min(...ps.map((p) => p.y)) - 18;
+    const x1 = Math.max(...ps.map((p) => p.x)) + NODE_W + 8, y1 = Math.max(...ps.map((p) => p.y)) + NODE_H + 8;
+    svg.append(s('rect', { class: 'graph-cluster', x: x0, y: y0, width: x1 - x0, height: y1 - y0, rx: 8 }),
+      s('text', { class: 'graph-cluster-label', x: x0 + 8, y: y0 + 12 }, key.startsWith('chord:') ? 'chord header' : 'group'));
+  }
+  for (const e of L.edges) {
+    const a = L.pos.get(e.from), b = L.pos.get(e.to);
+    const x1 = a.x + NODE_W, y1 = a.y + NODE_H / 2, x2 = b.x - 2, y2 = b.y + NODE_H / 2, mx = (x1 + x2) / 2;
+    svg.append(s('path', { class: 'graph-edge', d: `M${x1},${y1} C${mx},${y1} ${mx},${y2} ${x2},${y2}`, 'marker-end': 'url(#arrow)' }));
+  }
+  for (const [id, n] of L.nodes) {
+    const p = L.pos.get(id);
+    const color = STATE_COLOR[n.state] || '#1b9bb0';
+    const name = (n.name || 'task').length > 24 ? n.name.slice(0, 23) + '…' : (n.name || 'task');
+    const g = n.kind === 'counter' ?
+      s('g', { class: 'graph-node', testid: 'canvas-chord-counter', 'data-chord-id': n.chord.id, 'data-done': n.done, 'data-size': n.size, 'data-state': n.state },
+        s('rect', { class: 'box', x: p.x, y: p.y, width: NODE_W, height: NODE_H, rx: 7 }),
+        s('rect', { x: p.x, y: p.y, width: 5, height: NODE_H, rx: 2, fill: color }),
+        s('rect', { x: p.x + 14, y: p.y + NODE_H - 10, width: NODE_W - 28, height: 4, rx: 2, fill: '#eef1f5' }),
+        s('rect', { x: p.x + 14, y: p.y + NODE_H - 10, width: (NODE_W - 28) * Math.min(1, n.done / (n.size || 1)), height: 4, rx: 2, fill: color }),
+        s('text', { class: 'name', x: p.x + 14, y: p.y + 18 }, fmtNum(n.done) + ' / ' + fmtNum(n.size) + ' done'),
+        s('text', { class: 'sub', x: p.x + 14, y: p.y + 31 }, 'chord header' + (n.failed ? ' · ' + n.failed + ' failed' : '')),
+        s('title', null, 'Chord ' + n.chord.id + ': ' + n.done + ' of ' + n.size + ' header tasks done')) :
+      s('a', { href: '#/tasks/' + encodeURIComponent(id) },
+        s('g', { class: 'graph-node', testid: 'canvas-node', 'data-task-id': id, 'data-state': n.state || '' },
+          s('rect', { class: 'box', x: p.x, y: p.y, width: NODE_W, height: NODE_H, rx: 7 }),
+          s('rect', { x: p.x, y: p.y, width: 5, height: NODE_H, rx: 2, fill: color }),
+          s('text', { class: 'name', x: p.x + 14, y: p.y + 19 }, name),
+          s('circle', { cx: p.x + 18, cy: p.y + 32, r: 3.5, fill: color }),
+          s('text', { class: 'sub', x: p.x + 26, y: p.y + 35 }, (n.state || '?') + ' · ' + shortId(id)),
+          s('title', null, (n.name || '') + '\n' + id + '\n' + (n.state || ''))));
+    svg.append(g);
+  }
+  return svg;
+}
+
+function viewCanvas(ctx) {
+  const rootId = ctx.parts[1];
+  setTitle('Canvas ' + shortId(rootId));
+  ensureStream({ canvas: rootId });
+  const summary = h('div', { id: 'canvas-summary', class: 'chord-progress' });
+  const wrap = h('div', { class: 'graph-wrap' }, h('div', { class: 'empty' }, 'Loading…'));
+  const box = h('div', null, panel('Canvas', h('a', { href: '#/tasks/' + encodeURIComponent(rootId), class: 'mono' }, 'root ' + rootId), h('div', { class: 'panel-body' }, summary), wrap));
+  ctx.main.append(box);
+  function render(cv) {
+    const by = {};
+    for (const n of cv.nodes) by[n.state] = (by[n.state] || 0) + 1;
+    summary.setAttribute('data-total', cv.nodes.length);
+    summary.setAttribute('data-success', by.SUCCESS || 0);
+    clear(summary).append(h('span', null, h('strong', null, fmtNum(cv.nodes.length)), ' tasks'),
+      Object.entries(by).map(([st, n]) => h('span', null, statePill(st), ' ', fmtNum(n))),
+      (cv.chords || []).map((c) => h('span', { testid: 'chord-progress', 'data-chord-id': c.id, 'data-done': c.done, 'data-size': c.size === null ? '' : c.size, class: 'badge badge-muted' },
+        'chord: ' + fmtNum(c.done) + ' of ' + (c.size === null ? '?' : fmtNum(c.size)) + ' done' + (c.failed ? ', ' + c.failed + ' failed' : ''))),
+      cv.truncated ? h('span', { class: 'badge badge-amber' }, 'truncated: the canvas is larger than the dashboard keeps') : null);
+    clear(wrap).append(cv.nodes.length ? drawCanvas(cv) : emptyState('Empty canvas', 'No task of this canvas has been seen yet.'));
+  }
+  (async () => {
+    try {
+      const cv = await api.get('/api/canvases/' + encodeURIComponent(rootId));
+      if (ctx.alive()) render(cv);
+    } catch (e) {
+      if (!ctx.alive()) return;
+      if (e.status === 404 || e.status === 400) clear(box).append(notFound('canvas-not-found', 'No canvas with root ' + rootId, e.message));
+      else showError(e);
+    }
+    ctx.ready();
+  })();
+  return { onCanvas: (cv) => { if (cv && cv.root_id === rootId) render(cv); } };
+}
+
+/* ───────────────────────────── views: queues ───────────────────────────── */
+
+function viewQueues(ctx) {
+  setTitle('Queues');
+  ensureStream();
+  const qBox = h('div', { class: 'table-wrap short' }, h('div', { class: 'empty' }, 'Loading…'));
+  const charts = h('div', { class: 'small-multiples', id: 'queue-charts' });
+  const rlBox = h('div', { class: 'table-wrap short' });
+  const pwBox = h('div', { class: 'table-wrap short' });
+  const rlTask = h('input', { id: 'rl-task', placeholder: 'tasks.add', list: 'rl-tasks', size: 18, required: true });
+  const rlRate = h('input', { id: 'rl-rate', placeholder: '10/s, 100/m or off', size: 14, required: true });
+  const rlWorker = h('select', { id: 'rl-worker', disabled: true }, h('option', { value: '' }, '(choose a worker)'));
+  const rlScope = h('select', { id: 'rl-scope', onchange: () => { rlWorker.disabled = rlScope.value !== 'worker'; } },
+    h('option', { value: 'cluster' }, 'Cluster-wide'), h('option', { value: 'worker' }, 'One worker'));
+  const rlError = h('div', { class: 'field-error', id: 'rl-error', hidden: true });
+  const rlForm = h('form', { id: 'rate-limit-form', class: 'inline-form control', onsubmit: (e) => { e.preventDefault(); setRate(); } },
+    h('div', { class: 'field' }, h('label', { for: 'rl-task' }, 'Task'), rlTask),
+    h('div', { class: 'field' }, h('label', { for: 'rl-rate' }, 'Rate'), rlRate),
+    h('div', { class: 'field' }, h('label', { for: 'rl-scope' }, 'Scope'), rlScope),
+    h('div', { class: 'field' }, h('label', { for: 'rl-worker' }, 'Worker'), rlWorker),
+    h('button', { class: 'btn btn-primary', id: 'rl-submit', type: 'submit' }, 'Set rate limit'), h('datalist', { id: 'rl-tasks' }));
+  const pwWorker = h('select', { id: 'pw-worker' }, h('option', { value: '' }, 'All workers'));
+  const pwWeights = h('input', { id: 'pw-weights', placeholder: '9,8,7,6,5,4,3,2,1,1', size: 24 });
+  const pwForm = h('form', { id: 'weights-form', class: 'inline-form control', onsubmit: (e) => { e.preventDefault(); setWeights(false); } },
+    h('div', { class: 'field' }, h('label', { for: 'pw-worker' }, 'Worker'), pwWorker),
+    h('div', { class: 'field' }, h('label', { for: 'pw-weights' }, 'Weights (priority 9 … 0)'), pwWeights),
+    h('button', { class: 'btn btn-primary', id: 'pw-submit', type: 'submit' }, 'Set weights'),
+    h('button', { class: 'btn', id: 'pw-reset', type: 'button', onclick: () => setWeights(true) }, 'Reset'));
+  ctx.main.append(panel('Queues', h('span', { class: 'muted' }, 'sampled every 5 s'), qBox),
+    h('section', { class: 'panel' }, charts),
+    h('div', { class: 'grid-2' },
+      panel('Rate limits', null, canControl() ? h('div', { class: 'panel-body' }, rlForm, rlError) : null, rlBox),
+      panel('Priority weights', null, canControl() ? h('div', { class: 'panel-body' }, pwForm) : null, pwBox)));
+
+  async function setRate() {
+    rlError.hidden = true;
+    const body = { task: rlTask.value.trim(), rate: rlRate.value.trim(), scope: rlScope.value };
+    if (!body.task || !body.rate) { rlError.textContent = 'Give a task name and a rate (e.g. 10/s), or "off".'; rlError.hidden = false; return; }
+    if (body.scope === 'worker') {
+      if (!rlWorker.value) { rlError.textContent = 'Choose the worker.'; rlError.hidden = false; return; }
+      body.worker = rlWorker.value;
+    }
+    try { showReplies('Rate limit', await api.post('/api/rate-limits', body)); load(); } catch (e) { rlError.textContent = e.message; rlError.hidden = false; toast('Rate limit: ' + e.message, 'error'); }
+  }
+  async function setWeights(reset) {
+    let weights = null;
+    if (!reset) {
+      weights = pwWeights.value.split(/[\s,]+/).filter(Boolean).map(Number);
+      if (!weights.length || weights.some((x) => !Number.isFinite(x) || x < 0)) { toast('Weights are non-negative numbers separated by commas.', 'error'); return; }
+    }
+    const res = await control('Priority weights', '/api/priority-weights', { weights, reset, worker: pwWorker.value || null });
+    if (res) load();
+  }
+
+  let busy = false, last = 0, optionsDone = false;
+  function render(d) {
+    const qs2 = d.queues || [];
+    clear(qBox).append(qs2.length ? h('table', { id: 'queues-table' },
+      h('thead', null, h('tr', null, ['Queue', 'Waiting', 'In flight', 'By priority', 'Consumers', 'In', 'Out', 'Oldest waiting'].map((t, i) => h('th', { class: i && i !== 3 ? 'num' : null }, t)))),
+      h('tbody', null, qs2.map((q) => {
+        const maxD = Math.max(1, ...(q.levels || []).map((l) => l.depth));
+        return h('tr', { testid: 'queue-row', 'data-queue': q.name },
+          h('td', null, h('a', { href: '#/tasks?queue=' + encodeURIComponent(q.name) }, q.name)),
+          h('td', { class: 'num' }, fmtNum(q.depth)), h('td', { class: 'num' }, fmtNum(q.in_flight)),
+          h('td', null, h('div', { class: 'levels', title: (q.levels || []).map((l) => 'p' + l.priority + ': ' + l.depth + ' waiting, ' + l.in_flight + ' in flight').join('\n') },
+            (q.levels || []).map((l) => h('span', { style: 'height:' + Math.max(2, 22 * l.depth / maxD) + 'px' })))),
+          h('td', { class: 'num' }, fmtNum(q.consumers)), h('td', { class: 'num' }, fmtRate(q.rate_in_per_s)), h('td', { class: 'num' }, fmtRate(q.rate_out_per_s)),
+          h('td', { class: 'num' }, q.oldest_age_ms === null ? '—' : fmtDur(q.oldest_age_ms)));
+      }))) : emptyState('No queues yet', 'A queue appears once a task is sent to it or a worker consumes it.'));
+    const pts = (d.history && d.history.points) || [];
+    const now = Date.now();
+    clear(charts).append(...qs2.map((q) => h('div', { class: 'card panel' }, h('div', { class: 'panel-head' }, h('h2', null, q.name), h('span', { class: 'muted' }, 'last hour')),
+      h('div', { class: 'panel-body' }, lineChart({ xMin: now - 3600000, xMax: now, height: 150, width: 560, series: [
+        { name: 'waiting', color: PALETTE[0], area: true, points: pts.filter((p) => p.queues[q.name]).map((p) => [p.at_ms, p.queues[q.name].depth]) },
+        { name: 'in', color: PALETTE[1], points: pts.filter((p) => p.queues[q.name]).map((p) => [p.at_ms, p.queues[q.name].in]) },
+        { name: 'out', color: PALETTE[2], points: pts.filter((p) => p.queues[q.name]).map((p) => [p.at_ms, p.queues[q.name].out]) }] })))));
+    const rls = d.rate_limits || [];
+    clear(rlBox).append(rls.length ? h('table', { id: 'rate-limits-table' }, h('thead', null, h('tr', null, h('th', null, 'Task'), h('th', null, 'Rate'), h('th', null, 'Workers'), canControl() ? h('th', null, '') : null)),
+      h('tbody', null, rls.map((r) => h('tr', { testid: 'rate-limit-row', 'data-task': r.task },
+        h('td', { class: 'mono' }, r.task), h('td', { class: 'mono', 'data-rate': r.rate || '' }, r.rate || h('span', { class: 'muted' }, 'none')),
+        h('td', null, (r.workers || []).map((w) => h('span', { class: 'chip' }, w))),
+        canControl() ? h('td', null, h('button', { class: 'btn btn-sm', type: 'button', onclick: () => { rlTask.value = r.task; rlRate.value = r.rate || ''; rlRate.focus(); } }, 'Edit')) : null)))) :
+      emptyState('No task reported', 'Workers report the tasks they run with their rate limits.'));
+    const pw = d.priority_weights || {};
+    clear(pwBox).append(Object.keys(pw).length ? h('table', { id: 'weights-table' }, h('thead', null, h('tr', null, h('th', null, 'Worker'), h('th', null, 'Weights (9 … 0)'))),
+      h('tbody', null, Object.entries(pw).map(([w, ws]) => h('tr', null, h('td', null, workerLink(w)), h('td', { class: 'mono' }, ws ? ws.join(', ') : h('span', { class: 'muted' }, 'default')))))) :
+      emptyState('No worker online', 'Priority weights are per worker.'));
+    if (!optionsDone) {
+      optionsDone = true;
+      $('#rl-tasks', rlForm).append(...rls.map((r) => h('option', { value: r.task })));
+      const hosts = Object.keys(pw);
+      rlWorker.append(...hosts.map((w) => h('option', { value: w }, w)));
+      pwWorker.append(...hosts.map((w) => h('option', { value: w }, w)));
+    }
+  }
+  async function load() {
+    if (busy) return;
+    busy = true; last = Date.now();
+    try { const d = await api.get('/api/queues'); if (ctx.alive()) { render(d); ctx.ready(); } } catch (e) { if (ctx.alive()) showError(e); } finally { busy = false; }
+  }
+  load();
+  // The one allowed refresh: on `overview` events (every 1 s), at most every 4 s (the server samples every 5 s).
+  return { onOverview: (ov, hello) => { if (!hello && Date.now() - last > 4000) load(); } };
+}
+
+/* ───────────────────────────── views: dead letters ───────────────────────────── */
+
+async function requeue(body, after) {
+  try {
+    const res = await api.post('/api/dead-letters/requeue', body);
+    const ok = res.requeued || [], bad = res.failed || [];
+    if (ok.length === 1) toast(h('span', null, 'Requeued ', h('a', { href: '#/tasks/' + encodeURIComponent(ok[0].task_id), id: 'requeued-task-link' }, shortId(ok[0].task_id))), 'ok');
+    else if (ok.length) toast('Requeued ' + fmtNum(ok.length) + ' letters.', 'ok');
+    for (const f of bad) toast('Letter ' + f.seq + ': ' + f.message, 'error');
+    if (!ok.length && !bad.length) toast('Nothing to requeue.', 'info');
+    if (after) after(res);
+  } catch (e) { toast('Requeue failed: ' + e.message, 'error'); }
+}
+
+async function purge(body, label, after) {
+  const ok = await modal({ title: 'Purge ' + label + '?', confirmText: 'Purge', danger: true,
+    body: [h('p', null, 'The messages are deleted from the dead-letter stream for good. This cannot be undone.')] });
+  if (!ok) return;
+  try { const res = await api.post('/api/dead-letters/purge', body); toast('Purged ' + fmtNum(res.purged) + ' letters.', 'ok'); if (after) after(res); } catch (e) { toast('Purge failed: ' + e.message, 'error'); }
+}
+
+function viewDeadLetters(ctx) {
+  setTitle('Dead letters');
+  ensureStream();
+  const f = { queue: ctx.params.get('queue') || '', reason: ctx.params.get('reason') || '' };
+  const page = Math.max(1, parseInt(ctx.params.get('page') || '1', 10) || 1);
+  const qIn = h('input', { id: 'dl-queue', placeholder: 'any', value: f.queue, size: 12 });
+  const rIn = h('input', { id: 'dl-reason', placeholder: 'e.g. max_retries', value: f.reason, size: 16 });
+  const form = h('form', { class: 'filters', id: 'dl-filters', onsubmit: (e) => { e.preventDefault(); location.hash = '#/dead-letters' + qs({ queue: qIn.value.trim(), reason: rIn.value.trim() }); } },
+    h('div', { class: 'field' }, h('label', { for: 'dl-queue' }, 'Queue'), qIn), h('div', { class: 'field' }, h('label', { for: 'dl-reason' }, 'Reason'), rIn),
+    h('div', { class: 'btn-group' }, h('button', { class: 'btn btn-primary', type: 'submit' }, 'Apply'), h('button', { class: 'btn btn-ghost', type: 'button', onclick: () => { location.hash = '#/dead-letters'; } }, 'Clear')));
+  const filterError = h('div', { class: 'filter-error', id: 'dl-filter-error', hidden: true });
+  const total = h('span', { class: 'muted', id: 'dl-total' });
+  const box = h('div', { class: 'table-wrap' }, h('div', { class: 'empty' }, 'Loading…'));
+  const selected = () => $$('input[data-testid=dl-check]:checked', box).map((c) => Number(c.getAttribute('data-seq')));
+  const reload = () => route();
+  const actions = canControl() ? h('span', { class: 'btn-group control' },
+    h('button', { class: 'btn btn-sm', id: 'dl-requeue-selected', type: 'button', onclick: () => { const s2 = selected(); if (s2.length) requeue({ seqs: s2 }, reload); else toast('Select letters first.', 'info'); } }, 'Requeue selected'),
+    h('button', { class: 'btn btn-sm', id: 'dl-requeue-all', type: 'button', onclick: () => requeue({ all: true, queue: f.queue || null }, reload) }, f.queue ? 'Requeue all in ' + f.queue : 'Requeue all'),
+    h('button', { class: 'btn btn-sm btn-danger', id: 'dl-purge-selected', type: 'button', onclick: () => { const s2 = selected(); if (s2.length) purge({ seqs: s2 }, s2.length + ' letters', reload); else toast('Select letters first.', 'info'); } }, 'Purge selected'),
+    h('button', { class: 'btn btn-sm btn-danger', id: 'dl-purge-all', type: 'button', onclick: () => purge({ all: true, queue: f.queue || null }, f.queue ? 'every letter of ' + f.queue : 'every dead letter', reload) }, 'Purge all')) : null;
+  const prev = h('button', { class: 'btn btn-sm', type: 'button', disabled: page <= 1, onclick: () => { location.hash = '#/dead-letters' + qs(Object.assign({}, f, { page: page - 1 > 1 ? page - 1 : '' })); } }, '← Newer');
+  const next = h('button', { class: 'btn btn-sm', type: 'button', disabled: true, onclick: () => { location.hash = '#/dead-letters' + qs(Object.assign({}, f, { page: page + 1 })); } }, 'Older →');
+  ctx.main.append(h('section', { class: 'card panel' }, form, filterError, h('div', { class: 'panel-head' }, h('h2', null, 'Dead letters ', total), actions), box,
+    h('div', { class: 'toolbar' }, h('span'), h('span', { class: 'btn-group' }, prev, next))));
+  (async () => {
+    try {
+      const d = await api.get('/api/dead-letters' + qs(Object.assign({}, f, { page, per_page: PER_PAGE })));
+      if (!ctx.alive()) return;
+      total.textContent = '· ' + fmtNum(d.total);
+      next.disabled = page * PER_PAGE >= d.total;
+      const letters = d.letters || [];
+      const all = h('input', { type: 'checkbox', id: 'dl-check-all', title: 'Select all on this page', onchange: () => $$('input[data-testid=dl-check]', box).forEach((c) => { c.checked = all.checked; }) });
+      clear(box).append(letters.length ? h('table', { id: 'dl-table' },
+        h('thead', null, h('tr', null, canControl() ? h('th', null, all) : null, h('th', { class: 'num' }, 'Seq'), h('th', null, 'Time'), h('th', null, 'Queue'), h('th', null, 'Task'),
+          h('th', null, 'Task id'), h('th', null, 'Reason'), h('th', null, 'Error'), h('th', null, 'Worker'), h('th', { class: 'num' }, 'Deliveries'), h('th', { class: 'num' }, 'Size'))),
+        h('tbody', null, letters.map((l) => h('tr', { testid: 'dl-row', 'data-seq': l.seq, 'data-task-id': l.task_id || '' },
+          canControl() ? h('td', null, h('input', { type: 'checkbox', testid: 'dl-check', 'data-seq': l.seq })) : null,
+          h('td', { class: 'num' }, h('a', { href: '#/dead-letters/' + l.seq }, String(l.seq))),
+          h('td', { class: 'num' }, fmtTime(l.time_ms)), h('td', null, l.queue || '—'), h('td', { class: 'mono ellipsis' }, l.task || '—'),
+          h('td', null, taskLink(l.task_id)), h('td', null, h('span', { class: 'badge badge-amber' }, l.reason || '—')),
+          h('td', { class: 'ellipsis', title: l.error || '' }, l.error || h('span', { class: 'muted' }, '—')), h('td', null, l.worker || '—'),
+          h('td', { class: 'num' }, fmtNum(l.deliveries)), h('td', { class: 'num' }, fmtNum(l.size) + ' B'))))) :
+        h('div', { id: 'dl-empty' }, emptyState(f.queue || f.reason ? 'No dead letter matches' : 'No dead letters',
+          f.queue || f.reason ? 'Clear the filters to see every letter.' : 'Messages that could not be processed (bad arguments, too many deliveries, unknown task) land here.')));
+    } catch (e) {
+      if (!ctx.alive()) return;
+      if (e.status === 400) { filterError.textContent = e.message; filterError.hidden = false; clear(box); } else showError(e);
+    }
+    ctx.ready();
+  })();
+  return {};
+}
+
+function viewLetter(ctx) {
+  const seq = ctx.parts[1];
+  setTitle('Dead letter ' + seq);
+  ensureStream();
+  const root = h('div', { id: 'letter-detail', 'data-seq': seq }, h('div', { class: 'empty' }, 'Loading…'));
+  ctx.main.append(root);
+  (async () => {
+    try {
+      const l = await api.get('/api/dead-letters/' + encodeURIComponent(seq));
+      if (!ctx.alive()) return;
+      let body = l.body !== null && l.body !== undefined ? prettyJson(l.body) : null;
+      const row = (k, v) => [h('dt', null, k), h('dd', null, v)];
+      clear(root).append(
+        h('div', { class: 'task-head' }, h('h2', null, 'Dead letter #' + l.seq), h('span', { class: 'badge badge-amber', id: 'letter-reason' }, l.reason || 'unknown reason'),
+          canControl() ? h('span', { class: 'btn-group actions control' },
+            h('button', { class: 'btn btn-sm btn-primary', id: 'letter-requeue', type: 'button', onclick: () => requeue({ seqs: [l.seq] }) }, 'Requeue'),
+            h('button', { class: 'btn btn-sm btn-danger', id: 'letter-purge', type: 'button', onclick: () => purge({ seqs: [l.seq] }, 'this letter', () => { location.hash = '#/dead-letters'; }) }, 'Purge')) : null),
+        h('div', { class: 'grid-2' },
+          panel('Letter', null, h('div', { class: 'panel-body' }, h('dl', { class: 'kv' },
+            row('Reason', l.reason || '—'), row('Error', l.error || '—'), row('Queue', l.queue || '—'), row('Task', l.task || '—'),
+            row('Task id', l.task_id ? h('a', { id: 'letter-task-link', href: '#/tasks/' + encodeURIComponent(l.task_id), class: 'mono' }, l.task_id) : '—'),
+            row('Worker', l.worker || '—'), row('Deliveries', fmtNum(l.deliveries)), row('Dead-lettered', fmtTime(l.time_ms, true)),
+            row('Subject', h('code', null, l.subject || '—')), row('Size', fmtNum(l.size) + ' B')))),
+          panel('Headers', null, h('div', { class: 'table-wrap short' }, (l.headers || []).length ? h('table', { id: 'letter-headers' },
+            h('thead', null, h('tr', null, h('th', null, 'Name'), h('th', null, 'Value'))),
+            h('tbody', null, l.headers.map(([k, v]) => h('tr', null, h('td', { class: 'mono' }, k), h('td', { class: 'mono', style: 'overflow-wrap:anywhere' }, v))))) :
+            h('div', { class: 'empty', id: 'letter-headers' }, 'No headers.')))),
+        panel('Body' + (l.body_truncated ? ' (truncated)' : ''), null, h('div', { class: 'panel-body' },
+          body !== null ? h('pre', { class: 'code', id: 'letter-body' }, body) :
+            l.body_base64 ? h('div', null, h('div', { class: 'muted' }, 'Not UTF-8 text; base64:'), h('pre', { class: 'code', id: 'letter-body' }, l.body_base64)) :
+              h('span', { class: 'muted', id: 'letter-body' }, 'Empty body.'))));
+    } catch (e) {
+      if (!ctx.alive()) return;
+      if (e.status === 404 || e.status === 400) clear(root).append(notFound('letter-not-found', 'No dead letter #' + seq, e.message));
+      else showError(e);
+    }
+    ctx.ready();
+  })();
+  return {};
+}
+
+/* ───────────────────────────── boot ───────────────────────────── */
+
+async function boot() {
+  $('#error-banner .banner-close').addEventListener('click', hideError);
+  window.addEventListener('hashchange', route);
+  setInterval(tickRelTimes, 5000); // refreshes "3 s ago" texts; no API call
+  try { await loadSession(); } catch (e) { showError(e); }
+  route();
+}
+
+document.addEventListener('DOMContentLoaded', boot);
