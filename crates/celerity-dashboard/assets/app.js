@@ -90,6 +90,8 @@ function appendChildren(el, children) {
 }
 
 function clear(el) { while (el.firstChild) el.removeChild(el.firstChild); return el; }
+/** Replaces el's children (arrays flattened, null skipped). */
+function fill(el, ...children) { clear(el); appendChildren(el, children); return el; }
 
 const nf = new Intl.NumberFormat(undefined);
 function fmtNum(n) { return n === null || n === undefined ? '—' : nf.format(n); }
@@ -272,7 +274,7 @@ function modal({ title, body, confirmText = 'Confirm', danger = false, onConfirm
       h('div', { class: 'modal-actions' },
         h('button', { class: 'btn', type: 'button', testid: 'modal-cancel', onclick: () => close(null) }, 'Cancel'), confirm));
     const back = h('div', { class: 'modal-back', onclick: (e) => { if (e.target === back) close(null); } }, dialog);
-    clear(root).append(back);
+    fill(root, back);
     document.addEventListener('keydown', onKey);
     confirm.focus();
   });
@@ -538,7 +540,7 @@ function viewOverview(ctx) {
     const card = (label, value, sub, testid, cls) => h('div', { class: 'card stat ' + (cls || ''), testid },
       h('div', { class: 'stat-label' }, label), h('div', { class: 'stat-value' }, value), sub ? h('div', { class: 'stat-sub' }, sub) : null);
     const by = t.by_state || {};
-    clear(stats).append(
+    fill(stats, 
       card('Workers online', fmtNum(ov.workers ? ov.workers.online : 0), fmtNum(ov.workers ? ov.workers.offline : 0) + ' offline', 'stat-workers-online'),
       card('Events / s', (ov.events_per_s || 0).toFixed(1), ov.sampling && ov.sampling.active ? (ov.sampling.note || 'sampling') : 'from the event stream', 'stat-events'),
       card('Tasks in store', fmtNum(t.stored), 'of at most ' + fmtNum(t.max), 'stat-stored'),
@@ -565,12 +567,12 @@ function viewOverview(ctx) {
       ],
       empty: 'No task has finished in the last hour.',
     });
-    clear(chartBox).append(chart);
+    fill(chartBox, chart);
   }
 
   function renderWorkers() {
     const list = Array.from(workers.values());
-    clear(workersBox).append(list.length ? workersTable(list, { controls: false }) :
+    fill(workersBox, list.length ? workersTable(list, { controls: false }) :
       emptyState('No workers yet', 'Start one with `celerity worker` (or `celerity dev` for a demo); it appears here on its first heartbeat.'));
   }
 
@@ -701,7 +703,7 @@ function viewWorkers(ctx) {
     const list = Array.from(workers.values());
     const online = list.filter((w) => w.online).length;
     count.textContent = online + ' online · ' + (list.length - online) + ' offline';
-    clear(box).append(list.length ? workersTable(list, { controls: true, refresh: null }) :
+    fill(box, list.length ? workersTable(list, { controls: true, refresh: null }) :
       emptyState('No workers yet', 'Start one with `celerity worker`; it shows up here on its first heartbeat, within a few seconds.'));
   }
   (async () => {
@@ -732,7 +734,7 @@ function viewWorker(ctx) {
     } catch (e) {
       if (!ctx.alive()) return;
       if (e.status === 404) {
-        clear(root).append(h('div', { class: 'not-found', id: 'worker-not-found' }, h('h2', null, 'No worker named ' + host),
+        fill(root, h('div', { class: 'not-found', id: 'worker-not-found' }, h('h2', null, 'No worker named ' + host),
           h('p', { class: 'muted' }, 'No heartbeat from a worker with this hostname has been seen. ', h('a', { href: '#/workers' }, 'See all workers.'))));
         ctx.ready();
       } else showError(e);
@@ -740,7 +742,7 @@ function viewWorker(ctx) {
   }
   function render() {
     const controls = canControl() ? workerControls(w, load) : null;
-    clear(root).append(
+    fill(root, 
       h('div', { class: 'task-head' }, h('h2', null, w.hostname), statePill(w.online ? 'ONLINE' : 'OFFLINE'),
         h('span', { class: 'actions' }, controls)),
       h('div', { class: 'cards' },
@@ -904,10 +906,10 @@ function viewTasks(ctx) {
   let totalN = 0;
   const unseen = new Set();
   function renderRows(flashIds) {
-    clear(tbody).append(...rows.map((t) => taskRow(t, flashIds && flashIds.has(t.id))));
+    fill(tbody, ...rows.map((t) => taskRow(t, flashIds && flashIds.has(t.id))));
     const filtered = TASK_FILTERS.some((k) => f[k]);
     emptyBox.hidden = rows.length > 0;
-    clear(emptyBox).append(filtered ?
+    fill(emptyBox, filtered ?
       emptyState('No task matches these filters', 'Widen the time range or clear a filter; new matching tasks appear here as they arrive.') :
       emptyState('No tasks yet', 'Tasks appear here live as soon as a producer sends one (try `celerity dev` for demo tasks).'));
     total.textContent = '· ' + fmtNum(totalN);
@@ -1045,7 +1047,7 @@ function viewTask(ctx) {
     const otherMeta = rec && rec.meta && typeof rec.meta === 'object' ? Object.assign({}, rec.meta) : null;
     if (otherMeta && prog) { delete otherMeta.step; delete otherMeta.total; }
 
-    clear(root).append(
+    fill(root, 
       h('div', { class: 'task-head' },
         h('h2', { id: 'task-name' }, t.name || 'unknown task'), statePill(t.state, { id: 'task-state' }),
         rec && rec.state && rec.state !== t.state ? h('span', { class: 'muted' }, 'record: ', statePill(rec.state)) : null,
@@ -1100,11 +1102,11 @@ function viewTask(ctx) {
     } catch (e) {
       if (!ctx.alive()) return;
       if (e.status === 404) {
-        clear(root).append(notFound('task-not-found', 'No task with id ' + id,
+        fill(root, notFound('task-not-found', 'No task with id ' + id,
           h('span', null, 'The dashboard has not seen this task, and there is no stored result for it. Check the id, or ', h('a', { href: '#/tasks?q=' + encodeURIComponent(id.slice(0, 8)) }, 'search by prefix'), '.')));
         setTitle('Task not found');
       } else if (e.status === 400) {
-        clear(root).append(notFound('task-not-found', 'Not a task id: ' + id, e.message));
+        fill(root, notFound('task-not-found', 'Not a task id: ' + id, e.message));
       } else showError(e);
     }
     ctx.ready();
@@ -1238,12 +1240,12 @@ function viewCanvas(ctx) {
     for (const n of cv.nodes) by[n.state] = (by[n.state] || 0) + 1;
     summary.setAttribute('data-total', cv.nodes.length);
     summary.setAttribute('data-success', by.SUCCESS || 0);
-    clear(summary).append(h('span', null, h('strong', null, fmtNum(cv.nodes.length)), ' tasks'),
+    fill(summary, h('span', null, h('strong', null, fmtNum(cv.nodes.length)), ' tasks'),
       Object.entries(by).map(([st, n]) => h('span', null, statePill(st), ' ', fmtNum(n))),
       (cv.chords || []).map((c) => h('span', { testid: 'chord-progress', 'data-chord-id': c.id, 'data-done': c.done, 'data-size': c.size === null ? '' : c.size, class: 'badge badge-muted' },
         'chord: ' + fmtNum(c.done) + ' of ' + (c.size === null ? '?' : fmtNum(c.size)) + ' done' + (c.failed ? ', ' + c.failed + ' failed' : ''))),
       cv.truncated ? h('span', { class: 'badge badge-amber' }, 'truncated: the canvas is larger than the dashboard keeps') : null);
-    clear(wrap).append(cv.nodes.length ? drawCanvas(cv) : emptyState('Empty canvas', 'No task of this canvas has been seen yet.'));
+    fill(wrap, cv.nodes.length ? drawCanvas(cv) : emptyState('Empty canvas', 'No task of this canvas has been seen yet.'));
   }
   (async () => {
     try {
@@ -1251,7 +1253,7 @@ function viewCanvas(ctx) {
       if (ctx.alive()) render(cv);
     } catch (e) {
       if (!ctx.alive()) return;
-      if (e.status === 404 || e.status === 400) clear(box).append(notFound('canvas-not-found', 'No canvas with root ' + rootId, e.message));
+      if (e.status === 404 || e.status === 400) fill(box, notFound('canvas-not-found', 'No canvas with root ' + rootId, e.message));
       else showError(e);
     }
     ctx.ready();
@@ -1316,7 +1318,7 @@ function viewQueues(ctx) {
   let busy = false, last = 0, optionsDone = false;
   function render(d) {
     const qs2 = d.queues || [];
-    clear(qBox).append(qs2.length ? h('table', { id: 'queues-table' },
+    fill(qBox, qs2.length ? h('table', { id: 'queues-table' },
       h('thead', null, h('tr', null, ['Queue', 'Waiting', 'In flight', 'By priority', 'Consumers', 'In', 'Out', 'Oldest waiting'].map((t, i) => h('th', { class: i && i !== 3 ? 'num' : null }, t)))),
       h('tbody', null, qs2.map((q) => {
         const maxD = Math.max(1, ...(q.levels || []).map((l) => l.depth));
@@ -1330,20 +1332,20 @@ function viewQueues(ctx) {
       }))) : emptyState('No queues yet', 'A queue appears once a task is sent to it or a worker consumes it.'));
     const pts = (d.history && d.history.points) || [];
     const now = Date.now();
-    clear(charts).append(...qs2.map((q) => h('div', { class: 'card panel' }, h('div', { class: 'panel-head' }, h('h2', null, q.name), h('span', { class: 'muted' }, 'last hour')),
+    fill(charts, ...qs2.map((q) => h('div', { class: 'card panel' }, h('div', { class: 'panel-head' }, h('h2', null, q.name), h('span', { class: 'muted' }, 'last hour')),
       h('div', { class: 'panel-body' }, lineChart({ xMin: now - 3600000, xMax: now, height: 150, width: 560, series: [
         { name: 'waiting', color: PALETTE[0], area: true, points: pts.filter((p) => p.queues[q.name]).map((p) => [p.at_ms, p.queues[q.name].depth]) },
         { name: 'in', color: PALETTE[1], points: pts.filter((p) => p.queues[q.name]).map((p) => [p.at_ms, p.queues[q.name].in]) },
         { name: 'out', color: PALETTE[2], points: pts.filter((p) => p.queues[q.name]).map((p) => [p.at_ms, p.queues[q.name].out]) }] })))));
     const rls = d.rate_limits || [];
-    clear(rlBox).append(rls.length ? h('table', { id: 'rate-limits-table' }, h('thead', null, h('tr', null, h('th', null, 'Task'), h('th', null, 'Rate'), h('th', null, 'Workers'), canControl() ? h('th', null, '') : null)),
+    fill(rlBox, rls.length ? h('table', { id: 'rate-limits-table' }, h('thead', null, h('tr', null, h('th', null, 'Task'), h('th', null, 'Rate'), h('th', null, 'Workers'), canControl() ? h('th', null, '') : null)),
       h('tbody', null, rls.map((r) => h('tr', { testid: 'rate-limit-row', 'data-task': r.task },
         h('td', { class: 'mono' }, r.task), h('td', { class: 'mono', 'data-rate': r.rate || '' }, r.rate || h('span', { class: 'muted' }, 'none')),
         h('td', null, (r.workers || []).map((w) => h('span', { class: 'chip' }, w))),
         canControl() ? h('td', null, h('button', { class: 'btn btn-sm', type: 'button', onclick: () => { rlTask.value = r.task; rlRate.value = r.rate || ''; rlRate.focus(); } }, 'Edit')) : null)))) :
       emptyState('No task reported', 'Workers report the tasks they run with their rate limits.'));
     const pw = d.priority_weights || {};
-    clear(pwBox).append(Object.keys(pw).length ? h('table', { id: 'weights-table' }, h('thead', null, h('tr', null, h('th', null, 'Worker'), h('th', null, 'Weights (9 … 0)'))),
+    fill(pwBox, Object.keys(pw).length ? h('table', { id: 'weights-table' }, h('thead', null, h('tr', null, h('th', null, 'Worker'), h('th', null, 'Weights (9 … 0)'))),
       h('tbody', null, Object.entries(pw).map(([w, ws]) => h('tr', null, h('td', null, workerLink(w)), h('td', { class: 'mono' }, ws ? ws.join(', ') : h('span', { class: 'muted' }, 'default')))))) :
       emptyState('No worker online', 'Priority weights are per worker.'));
     if (!optionsDone) {
@@ -1417,7 +1419,7 @@ function viewDeadLetters(ctx) {
       next.disabled = page * PER_PAGE >= d.total;
       const letters = d.letters || [];
       const all = h('input', { type: 'checkbox', id: 'dl-check-all', title: 'Select all on this page', onchange: () => $$('input[data-testid=dl-check]', box).forEach((c) => { c.checked = all.checked; }) });
-      clear(box).append(letters.length ? h('table', { id: 'dl-table' },
+      fill(box, letters.length ? h('table', { id: 'dl-table' },
         h('thead', null, h('tr', null, canControl() ? h('th', null, all) : null, h('th', { class: 'num' }, 'Seq'), h('th', null, 'Time'), h('th', null, 'Queue'), h('th', null, 'Task'),
           h('th', null, 'Task id'), h('th', null, 'Reason'), h('th', null, 'Error'), h('th', null, 'Worker'), h('th', { class: 'num' }, 'Deliveries'), h('th', { class: 'num' }, 'Size'))),
         h('tbody', null, letters.map((l) => h('tr', { testid: 'dl-row', 'data-seq': l.seq, 'data-task-id': l.task_id || '' },
@@ -1450,7 +1452,7 @@ function viewLetter(ctx) {
       if (!ctx.alive()) return;
       let body = l.body !== null && l.body !== undefined ? prettyJson(l.body) : null;
       const row = (k, v) => [h('dt', null, k), h('dd', null, v)];
-      clear(root).append(
+      fill(root, 
         h('div', { class: 'task-head' }, h('h2', null, 'Dead letter #' + l.seq), h('span', { class: 'badge badge-amber', id: 'letter-reason' }, l.reason || 'unknown reason'),
           canControl() ? h('span', { class: 'btn-group actions control' },
             h('button', { class: 'btn btn-sm btn-primary', id: 'letter-requeue', type: 'button', onclick: () => requeue({ seqs: [l.seq] }) }, 'Requeue'),
@@ -1471,7 +1473,7 @@ function viewLetter(ctx) {
               h('span', { class: 'muted', id: 'letter-body' }, 'Empty body.'))));
     } catch (e) {
       if (!ctx.alive()) return;
-      if (e.status === 404 || e.status === 400) clear(root).append(notFound('letter-not-found', 'No dead letter #' + seq, e.message));
+      if (e.status === 404 || e.status === 400) fill(root, notFound('letter-not-found', 'No dead letter #' + seq, e.message));
       else showError(e);
     }
     ctx.ready();
