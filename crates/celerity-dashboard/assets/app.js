@@ -1043,7 +1043,7 @@ function viewTask(ctx) {
     const first = t.timeline && t.timeline.length ? t.timeline[0].at_ms : null;
     const row = (k, v) => [h('dt', null, k), h('dd', null, v)];
     const children = t.children || [];
-    const result = rec && rec.result !== undefined && rec.result !== null ? prettyJson(typeof rec.result === 'string' ? JSON.stringify(rec.result) : JSON.stringify(rec.result)) : null;
+    const result = rec && rec.result !== undefined && rec.result !== null ? JSON.stringify(rec.result, null, 2) : null;
     const otherMeta = rec && rec.meta && typeof rec.meta === 'object' ? Object.assign({}, rec.meta) : null;
     if (otherMeta && prog) { delete otherMeta.step; delete otherMeta.total; }
 
@@ -1427,7 +1427,7 @@ function viewDeadLetters(ctx) {
           h('td', { class: 'num' }, h('a', { href: '#/dead-letters/' + l.seq }, String(l.seq))),
           h('td', { class: 'num' }, fmtTime(l.time_ms)), h('td', null, l.queue || '—'), h('td', { class: 'mono ellipsis' }, l.task || '—'),
           h('td', null, taskLink(l.task_id)), h('td', null, h('span', { class: 'badge badge-amber' }, l.reason || '—')),
-          h('td', { class: 'ellipsis', title: l.error || '' }, l.error || h('span', { class: 'muted' }, '—')), h('td', null, l.worker || '—'),
+          h('td', { class: 'ellipsis', style: 'max-width:220px', title: l.error || '' }, l.error || h('span', { class: 'muted' }, '—')), h('td', { class: 'ellipsis', style: 'max-width:140px', title: l.worker || '' }, l.worker || '—'),
           h('td', { class: 'num' }, fmtNum(l.deliveries)), h('td', { class: 'num' }, fmtNum(l.size) + ' B'))))) :
         h('div', { id: 'dl-empty' }, emptyState(f.queue || f.reason ? 'No dead letter matches' : 'No dead letters',
           f.queue || f.reason ? 'Clear the filters to see every letter.' : 'Messages that could not be processed (bad arguments, too many deliveries, unknown task) land here.')));
