@@ -7,6 +7,7 @@
 mod beat;
 mod bench;
 mod control;
+mod dashboard;
 mod dead_letters;
 mod demo;
 mod dev;
@@ -51,6 +52,9 @@ enum Command {
     /// Remove the tasks stored in a queue (or one priority level of it), asking first unless
     /// `--force`.
     Purge(purge::PurgeArgs),
+    /// Serve the web dashboard (like `celery flower`): workers, tasks, canvases, queues and dead
+    /// letters, live.
+    Dashboard(dashboard::DashboardArgs),
     /// Tail task and worker events, live or read back (`--since 10m`), with filters.
     Events(events::EventsArgs),
     /// The messages no worker could run: `list`, `show`, `requeue`, `delete`, `purge`.
@@ -81,6 +85,7 @@ fn main() -> ExitCode {
     let cli = parse();
     let default_log_filter = match &cli.command {
         Command::Dev(_) => dev::DEFAULT_LOG_FILTER,
+        Command::Dashboard(_) => "warn,celerity_dashboard=info",
         Command::Control(_)
         | Command::Inspect(_)
         | Command::Status(_)
@@ -122,6 +127,7 @@ fn main() -> ExitCode {
         Command::Purge(args) => runtime.block_on(purge::run(args)),
         Command::Events(args) => runtime.block_on(events::run(args)),
         Command::DeadLetters(args) => runtime.block_on(dead_letters::run(args)),
+        Command::Dashboard(args) => runtime.block_on(dashboard::run(args)),
         Command::Beat(args) => runtime.block_on(beat::run(args)),
         Command::Bench(args) => runtime.block_on(bench::run(args)),
         Command::BenchWorker { .. } => unreachable!("run before the runtime starts"),

@@ -1306,12 +1306,10 @@ function viewQueues(ctx) {
     try { showReplies('Rate limit', await api.post('/api/rate-limits', body)); load(); } catch (e) { rlError.textContent = e.message; rlError.hidden = false; toast('Rate limit: ' + e.message, 'error'); }
   }
   async function setWeights(reset) {
-    let weights = null;
-    if (!reset) {
-      weights = pwWeights.value.split(/[\s,]+/).filter(Boolean).map(Number);
-      if (!weights.length || weights.some((x) => !Number.isFinite(x) || x < 0)) { toast('Weights are non-negative numbers separated by commas.', 'error'); return; }
-    }
-    const res = await control('Priority weights', '/api/priority-weights', { weights, reset, worker: pwWorker.value || null });
+    // Ten comma-separated weights (priorities 0 to 9), "strict", or "reset".
+    const weights = reset ? 'reset' : pwWeights.value.trim();
+    if (!weights) { toast('Give ten weights separated by commas, or "strict".', 'error'); return; }
+    const res = await control('Priority weights', '/api/priority-weights', { weights, worker: pwWorker.value || null });
     if (res) load();
   }
 
