@@ -66,7 +66,7 @@ impl DeadLetters {
     /// ```no_run
     /// # async fn demo(client: celerity::Client) -> Result<(), Box<dyn std::error::Error>> {
     /// use celerity::dead_letters::{LetterFilter, Page};
-    /// let filter = LetterFilter::all().queue(celerity::QueueName::new("email")?);
+    /// let filter = LetterFilter::all().queue(celerity_proto::QueueName::new("email")?);
     /// let page = client.dead_letters().list(&filter, Page::first(10)).await?;
     /// println!("{} of {} letters", page.letters.len(), page.total);
     /// # Ok(()) }
@@ -251,7 +251,7 @@ impl DeadLetters {
     /// ```no_run
     /// # async fn demo(client: celerity::Client) -> Result<(), Box<dyn std::error::Error>> {
     /// use celerity::dead_letters::LetterFilter;
-    /// let queue = celerity::QueueName::new("email")?;
+    /// let queue = celerity_proto::QueueName::new("email")?;
     /// let purged = client.dead_letters().purge(&LetterFilter::all().queue(queue)).await?;
     /// # Ok(()) }
     /// ```

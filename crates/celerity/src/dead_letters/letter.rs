@@ -13,10 +13,10 @@ use crate::nats::headers::HeaderView;
 ///
 /// ```
 /// use celerity::dead_letters::LetterFilter;
-/// let queue = celerity::QueueName::new("email")?;
+/// let queue = celerity_proto::QueueName::new("email")?;
 /// let filter = LetterFilter::all().queue(queue).reason("bad_arguments");
 /// assert_eq!(filter.reason.as_deref(), Some("bad_arguments"));
-/// # Ok::<(), celerity::InvalidName>(())
+/// # Ok::<(), celerity_proto::InvalidName>(())
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
