@@ -678,7 +678,7 @@ function workersTable(list, { controls, refresh }) {
   const sorted = list.slice().sort((a, b) => (b.online - a.online) || a.hostname.localeCompare(b.hostname));
   return h('table', { id: 'workers-table' },
     h('thead', null, h('tr', null, h('th', null, 'Status'), h('th', null, 'Hostname'), h('th', null, 'Queues'),
-      h('th', { class: 'num' }, 'Concurrency'), h('th', { class: 'num' }, 'Active'), h('th', { class: 'num' }, 'Processed'),
+      h('th', { class: 'num' }, 'Pool'), h('th', { class: 'num' }, 'Active'), h('th', { class: 'num' }, 'Processed'),
       h('th', { class: 'num' }, 'Load 1/5/15'), h('th', null, 'Last heartbeat'), withControls ? h('th', null, 'Controls') : null)),
     h('tbody', null, sorted.map((w) => h('tr', { testid: 'worker-row', 'data-hostname': w.hostname, 'data-online': String(!!w.online) },
       h('td', null, statePill(w.online ? 'ONLINE' : 'OFFLINE')),
