@@ -326,3 +326,113 @@ async fn a_message_that_is_not_an_event_is_reported_and_the_reader_goes_on() {
         .expect("the reader goes on past the bad message to the next heartbeat");
     assert!(saw_error);
 }
+
+/// The worker's events of `task_id`.
+fn task_events_of<'a>(
+    events: &'a [Event],
+    task_id: &'a str,
+) -> impl Iterator<Item = &'a celerity_proto::TaskEvent> {
+    events.iter().filter_map(move |event| match event {
+        Event::Task { hostname, event }
+            if event.task_id == task_id && !hostname.starts_with("celerity-client@") =>
+        {
+            Some(event)
+        }
+        _ => None,
+    })
+}
+
+fn task_events_of_kind(
+    events: &[Event],
+    kind: TaskEventKind,
+) -> impl Iterator<Item = &celerity_proto::TaskEvent> {
+    events.iter().filter_map(move |event| match event {
+        Event::Task { event, .. } if event.kind == kind => Some(event),
+        _ => None,
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_started_event_shows_its_arguments_and_each_event_its_group_and_chord() {
+    use celerity_it::{add, length};
+    let server = server();
+    let url = server.url();
+    let _worker = WorkerProcess::start(&url, "w1", &[]);
+    let client = client(&url).await;
+    let mut live = client.events(Since::Start).await.unwrap();
+
+    let added = add.delay(&client, 2, 40).await.unwrap();
+    assert_eq!(added.get(WAIT).await.unwrap(), 42);
+    let long_reason = "é".repeat(3_000);
+    let failed = celerity_it::fail.delay(&client, long_reason).await.unwrap();
+    assert!(failed.get(WAIT).await.is_err(), "it.fail fails");
+    let group = celerity::Group::new([add.s((1, 2)), add.s((3, 4))])
+        .apply_async(&client)
+        .await
+        .unwrap();
+    assert_eq!(group.get(WAIT).await.unwrap(), vec![3, 7]);
+    let chord = celerity::Chord::new([add.s((5, 6)), add.s((7, 8))], length.s(()))
+        .apply_async(&client)
+        .await
+        .unwrap();
+    assert_eq!(chord.get(WAIT).await.unwrap(), 2);
+
+    let chord_id = chord.id().to_string();
+    let events = read_until(&mut live, "the chord body's task-succeeded", |seen| {
+        task_events_of(seen, &chord_id).any(|event| event.kind == TaskEventKind::Succeeded)
+    })
+    .await;
+    let started = |task_id: &str| {
+        task_events_of(&events, task_id)
+            .find(|event| event.kind == TaskEventKind::Started)
+            .unwrap_or_else(|| panic!("no task-started for {task_id}"))
+            .clone()
+    };
+    let add_started = started(added.id().as_str());
+    assert_eq!(add_started.args.as_deref(), Some("[2,40]"));
+    assert_eq!(add_started.kwargs.as_deref(), Some("{}"));
+    let fail_args = started(failed.id().as_str()).args.expect("it.fail's args");
+    assert!(
+        fail_args.len() <= celerity_proto::MAX_ARGUMENTS_TEXT_BYTES && fail_args.ends_with('…'),
+        "bounded: {} bytes",
+        fail_args.len()
+    );
+    assert!(fail_args.starts_with("[\"éé"), "{fail_args}");
+    // The header results a chord body gets as its first argument are not what its producer sent.
+    assert_eq!(started(&chord_id).args.as_deref(), Some("[]"));
+
+    for member in group.results() {
+        let member_events: Vec<_> = task_events_of(&events, member.id().as_str()).collect();
+        assert!(member_events.len() >= 3, "{member_events:#?}");
+        for event in member_events {
+            assert_eq!(
+                event.group_id.as_deref(),
+                Some(group.id().as_str()),
+                "{event:?}"
+            );
+            assert_eq!(event.chord_id, None, "{event:?}");
+        }
+    }
+    // Header members are `<chord id>-<index>`, in the chord and in its group.
+    let header_id = task_events_of_kind(&events, TaskEventKind::Started)
+        .find_map(|event| event.chord_id.clone())
+        .expect("a header member's task-started names its chord");
+    for index in 0..2 {
+        let member_id = format!("{header_id}-{index}");
+        let member_events: Vec<_> = task_events_of(&events, &member_id).collect();
+        assert!(member_events.len() >= 3, "{member_id}: {member_events:#?}");
+        for event in member_events {
+            assert_eq!(
+                event.chord_id.as_deref(),
+                Some(header_id.as_str()),
+                "{event:?}"
+            );
+            assert_eq!(
+                event.group_id.as_deref(),
+                Some(header_id.as_str()),
+                "{event:?}"
+            );
+        }
+    }
+    assert_eq!(started(added.id().as_str()).group_id, None);
+}

@@ -286,3 +286,76 @@ async fn bad_rate_limit_requests_are_refused_with_the_reason() {
         "{reply:?}"
     );
 }
+
+/// The `registered` reply of worker `w1`.
+async fn registered_of_w1(client: &Client) -> celerity_proto::RegisteredResult {
+    let replies = client
+        .control()
+        .send(celerity_proto::ControlCommand::Registered, Some("w1"), WAIT)
+        .await
+        .expect("w1 answers registered");
+    replies[0]
+        .result_as::<celerity_proto::RegisteredResult>()
+        .expect("registered has a result")
+        .expect("registered's result reads")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registered_tells_each_task_s_rate_limits_in_force_after_runtime_changes() {
+    let server = server();
+    let _worker = WorkerProcess::start(&server.url(), "w1", &[]);
+    let client = client(&server.url()).await;
+
+    let before = registered_of_w1(&client).await;
+    assert_eq!(
+        before.rate_limits.get("it.limited").map(String::as_str),
+        Some("10/s")
+    );
+    assert_eq!(
+        before
+            .global_rate_limits
+            .get("it.global_limited")
+            .map(String::as_str),
+        Some("10/s")
+    );
+    assert!(!before.rate_limits.contains_key("it.add"), "{before:?}");
+    assert!(!before.rate_limits.contains_key("it.metered"), "{before:?}");
+
+    let control = client.control();
+    let change = |rate: &str| RateLimitChange::Set(rate.parse().expect("a valid rate"));
+    for (task, change, scope) in [
+        ("it.metered", change("3/m"), RateLimitScope::PerWorker),
+        ("it.add", change("7/h"), RateLimitScope::Global),
+        (
+            "it.limited",
+            RateLimitChange::Unlimited,
+            RateLimitScope::PerWorker,
+        ),
+    ] {
+        let destination = (scope == RateLimitScope::PerWorker).then_some("w1");
+        let replies = control
+            .rate_limit(task, change, scope, destination, Duration::from_secs(2))
+            .await
+            .expect("the change is sent");
+        assert!(replies.iter().all(|reply| reply.ok), "{replies:?}");
+    }
+
+    let after = registered_of_w1(&client).await;
+    assert_eq!(
+        after.rate_limits.get("it.metered").map(String::as_str),
+        Some("3/m")
+    );
+    assert_eq!(
+        after.global_rate_limits.get("it.add").map(String::as_str),
+        Some("7/h")
+    );
+    assert!(!after.rate_limits.contains_key("it.limited"), "{after:?}");
+    assert!(!after.rate_limits.contains_key("it.add"), "{after:?}");
+    let printed = crate::support::run_celerity(
+        &server.url(),
+        &["inspect", "registered", "-d", "w1", "--timeout", "5"],
+    );
+    let printed = String::from_utf8_lossy(&printed.stdout);
+    assert!(printed.contains("it.metered [rate limit 3/m]"), "{printed}");
+    assert!(printed.contains("it.add [global 7/h]"), "{printed}");
+}

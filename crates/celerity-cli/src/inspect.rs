@@ -135,7 +135,7 @@ fn lines(what: Inspection, reply: &ControlReply) -> Vec<String> {
             None => Vec::new(),
         },
         Inspection::Registered => match reply.result_as::<RegisteredResult>() {
-            Some(Ok(result)) => result.tasks,
+            Some(Ok(result)) => registered_lines(&result),
             Some(Err(error)) => unreadable(error),
             None => Vec::new(),
         },
@@ -231,4 +231,32 @@ fn scheduled_lines(result: &ScheduledResult) -> Vec<String> {
         )
     }));
     lines
+}
+
+/// One line per task, with the rate limits in force beside its name
+/// (`it.limited [rate limit 10/s, global 5/m]`).
+fn registered_lines(result: &RegisteredResult) -> Vec<String> {
+    result
+        .tasks
+        .iter()
+        .map(|task| {
+            let limits: Vec<String> = [
+                result
+                    .rate_limits
+                    .get(task)
+                    .map(|rate| format!("rate limit {rate}")),
+                result
+                    .global_rate_limits
+                    .get(task)
+                    .map(|rate| format!("global {rate}")),
+            ]
+            .into_iter()
+            .flatten()
+            .collect();
+            match limits.is_empty() {
+                true => task.clone(),
+                false => format!("{task} [{}]", limits.join(", ")),
+            }
+        })
+        .collect()
 }

@@ -7,6 +7,7 @@
 mod beat;
 mod bench;
 mod control;
+mod dead_letters;
 mod demo;
 mod dev;
 mod events;
@@ -52,6 +53,8 @@ enum Command {
     Purge(purge::PurgeArgs),
     /// Tail task and worker events, live or read back (`--since 10m`), with filters.
     Events(events::EventsArgs),
+    /// The messages no worker could run: `list`, `show`, `requeue`, `delete`, `purge`.
+    DeadLetters(dead_letters::DeadLettersArgs),
     /// Periodic tasks: `list` the entries, their last and next runs, and the active scheduler.
     Beat(beat::BeatArgs),
     /// Measure Celerity against raw JetStream in one run (build with --release): throughput,
@@ -85,6 +88,7 @@ fn main() -> ExitCode {
         | Command::Health(_)
         | Command::Purge(_)
         | Command::Events(_)
+        | Command::DeadLetters(_)
         | Command::Beat(_)
         | Command::Bench(_) => "warn",
         Command::BenchWorker { args } => {
@@ -117,6 +121,7 @@ fn main() -> ExitCode {
         Command::Health(args) => runtime.block_on(health::run(args)),
         Command::Purge(args) => runtime.block_on(purge::run(args)),
         Command::Events(args) => runtime.block_on(events::run(args)),
+        Command::DeadLetters(args) => runtime.block_on(dead_letters::run(args)),
         Command::Beat(args) => runtime.block_on(beat::run(args)),
         Command::Bench(args) => runtime.block_on(bench::run(args)),
         Command::BenchWorker { .. } => unreachable!("run before the runtime starts"),

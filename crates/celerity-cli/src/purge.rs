@@ -50,7 +50,7 @@ pub(crate) async fn run(args: PurgeArgs) -> anyhow::Result<bool> {
         Some(priority) => format!("the tasks at priority {priority} of queue {queue}"),
         None => format!("every task of queue {queue} ({stored} stored)"),
     };
-    if !args.force && !confirm(&what)? {
+    if !args.force && !confirm(&what, "Running tasks' messages go too.")? {
         eprintln!("nothing purged");
         return Ok(false);
     }
@@ -68,12 +68,13 @@ pub(crate) async fn run(args: PurgeArgs) -> anyhow::Result<bool> {
     Ok(true)
 }
 
-/// Asks on the terminal; refuses without one (a script passes `--force`).
-fn confirm(what: &str) -> anyhow::Result<bool> {
+/// Asks whether to purge `what`, with a `note` on what it means, on the terminal; refuses without
+/// one (a script passes `--force`).
+pub(crate) fn confirm(what: &str, note: &str) -> anyhow::Result<bool> {
     if !std::io::stdin().is_terminal() {
         bail!("refusing to purge {what} without asking: pass --force to purge without a terminal");
     }
-    eprint!("Purge {what}? Running tasks' messages go too. [y/N] ");
+    eprint!("Purge {what}? {note} [y/N] ");
     std::io::stderr().flush()?;
     let mut answer = String::new();
     std::io::stdin().lock().read_line(&mut answer)?;

@@ -7,6 +7,8 @@
 //! [`RevocationRecord`]. The golden files `tests/golden/control_v1_*.json` and
 //! `tests/golden/revocation_v1.json` pin their bytes.
 
+use std::collections::BTreeMap;
+
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -282,13 +284,36 @@ impl PingResult {
 pub struct RegisteredResult {
     /// The task names.
     pub tasks: Vec<String>,
+    /// The per-worker rate limit in force for each task that has one (`"10/s"`), after stored
+    /// and runtime changes; tasks without one are left out (since revision 1.18).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub rate_limits: BTreeMap<String, String>,
+    /// The cluster-wide rate limit (shared by every worker) in force for each task that has one
+    /// (since revision 1.18).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub global_rate_limits: BTreeMap<String, String>,
 }
 
 impl RegisteredResult {
-    /// The answer of a worker that runs `tasks` (sorted here).
+    /// The answer of a worker that runs `tasks` (sorted here), without rate limits.
+    ///
+    /// ```
+    /// # use celerity_proto::RegisteredResult;
+    /// let mut registered = RegisteredResult::new(vec!["b".into(), "a".into()]);
+    /// registered.rate_limits.insert("a".into(), "10/s".into());
+    /// assert_eq!(
+    ///     serde_json::to_string(&registered)?,
+    ///     r#"{"tasks":["a","b"],"rate_limits":{"a":"10/s"}}"#
+    /// );
+    /// # Ok::<(), serde_json::Error>(())
+    /// ```
     pub fn new(mut tasks: Vec<String>) -> Self {
         tasks.sort();
-        Self { tasks }
+        Self {
+            tasks,
+            rate_limits: BTreeMap::new(),
+            global_rate_limits: BTreeMap::new(),
+        }
     }
 }
 

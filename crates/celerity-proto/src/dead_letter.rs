@@ -28,6 +28,8 @@ pub mod dlq_header {
     /// Present when the copy was stored without its body (it did not fit the server's
     /// `max_payload`, or the dead-letter stream refused it): the original body's size in bytes.
     pub const BODY_DROPPED: &str = "Celerity-Dlq-Body-Dropped";
+    /// Prefix of every header a dead letter adds.
+    pub const PREFIX: &str = "Celerity-Dlq-";
     /// Prefix under which the copy keeps an original `Nats-*` header:
     /// `Nats-Expected-Stream` travels as `Celerity-Dlq-Original-Nats-Expected-Stream`.
     pub const ORIGINAL_PREFIX: &str = "Celerity-Dlq-Original-";
@@ -195,6 +197,44 @@ impl DeadLetter {
         } else {
             Some(Cow::Owned(format!("{}{name}", dlq_header::ORIGINAL_PREFIX)))
         }
+    }
+
+    /// Whether a dead letter's header `name` travels back with the message when the letter is
+    /// requeued: every header but the `Celerity-Dlq-*` ones (the `Celerity-Dlq-Original-*` copies
+    /// of the server's headers among them, which described the original publish: an expected
+    /// sequence no longer holds, a rollup would purge the queue) and `Nats-*` (the letter's own
+    /// `Nats-Msg-Id`).
+    ///
+    /// ```
+    /// # use celerity_proto::DeadLetter;
+    /// assert!(DeadLetter::requeued_header("Celerity-Id"));
+    /// assert!(DeadLetter::requeued_header("traceparent"));
+    /// assert!(!DeadLetter::requeued_header("Celerity-Dlq-Reason"));
+    /// assert!(!DeadLetter::requeued_header("Celerity-Dlq-Original-Nats-Expected-Stream"));
+    /// assert!(!DeadLetter::requeued_header("Nats-Msg-Id"));
+    /// ```
+    pub fn requeued_header(name: &str) -> bool {
+        let dlq = name
+            .get(..dlq_header::PREFIX.len())
+            .is_some_and(|prefix| prefix.eq_ignore_ascii_case(dlq_header::PREFIX));
+        !dlq && !crate::header::is_server_header(name)
+    }
+
+    /// The `Nats-Msg-Id` of the message a requeue of the letter at `letter_sequence` publishes:
+    /// `<task id>-requeue-<letter sequence>`.
+    ///
+    /// NOTE(protocol): not the task id the original carried, which the queue stream would drop as
+    /// a duplicate within its two-minute window; one per letter, so a requeue retried after a
+    /// crash within the window is stored once.
+    ///
+    /// ```
+    /// # use celerity_proto::{DeadLetter, TaskId};
+    /// let id = TaskId::new("t1")?;
+    /// assert_eq!(DeadLetter::requeue_message_id(&id, 7), "t1-requeue-7");
+    /// # Ok::<(), celerity_proto::InvalidName>(())
+    /// ```
+    pub fn requeue_message_id(task_id: &crate::TaskId, letter_sequence: u64) -> String {
+        format!("{task_id}-requeue-{letter_sequence}")
     }
 
     /// The headers to add to the original message's headers.

@@ -20,6 +20,43 @@ pub const HEARTBEAT_INTERVAL_MS: u64 = 2_000;
 /// `celerity status` both use it).
 pub const HEARTBEAT_MISSED_LIMIT: u64 = 3;
 
+/// The longest text `args` and `kwargs` of a `task-started` event hold, in bytes, the cut
+/// marker included.
+pub const MAX_ARGUMENTS_TEXT_BYTES: usize = 1024;
+
+/// Marks arguments text that was cut ([`arguments_text`]).
+const CUT_MARKER: &str = "\u{2026}";
+
+/// `arguments` (a task's `args` or `kwargs`) as compact JSON text for an event, at most
+/// [`MAX_ARGUMENTS_TEXT_BYTES`] bytes: a longer text is cut on a character boundary and ends with
+/// `…` (as Celery's `argsrepr` and `kwargsrepr`), so the text may not parse as JSON.
+///
+/// ```
+/// # use celerity_proto::{arguments_text, MAX_ARGUMENTS_TEXT_BYTES};
+/// assert_eq!(arguments_text(&serde_json::json!([2, "x"])), r#"[2,"x"]"#);
+/// let long = arguments_text(&serde_json::json!(["y".repeat(5_000)]));
+/// assert!(long.len() <= MAX_ARGUMENTS_TEXT_BYTES && long.ends_with('…'));
+/// ```
+pub fn arguments_text<T: Serialize + ?Sized>(arguments: &T) -> String {
+    let text = serde_json::to_string(arguments).unwrap_or_default();
+    bounded_text(text)
+}
+
+/// `text` cut to at most [`MAX_ARGUMENTS_TEXT_BYTES`] bytes with a trailing `…`, on a character
+/// boundary.
+fn bounded_text(mut text: String) -> String {
+    if text.len() <= MAX_ARGUMENTS_TEXT_BYTES {
+        return text;
+    }
+    let mut end = MAX_ARGUMENTS_TEXT_BYTES - CUT_MARKER.len();
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.truncate(end);
+    text.push_str(CUT_MARKER);
+    text
+}
+
 /// What happened to a task.
 ///
 /// ```
@@ -119,6 +156,12 @@ pub struct TaskEvent {
     /// The task whose end sent it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent_id: Option<String>,
+    /// The group the task is a member of (`Celerity-Group-Id`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group_id: Option<String>,
+    /// The chord whose header the task is a member of (`Celerity-Chord-Id`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chord_id: Option<String>,
     /// Deliveries of the message so far (`task-received`; above 1 for a redelivery).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delivered: Option<u64>,
@@ -138,6 +181,13 @@ pub struct TaskEvent {
     /// for `task-rejected`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// The positional arguments as compact JSON text, at most [`MAX_ARGUMENTS_TEXT_BYTES`]
+    /// (`task-started`; see [`arguments_text`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub args: Option<String>,
+    /// The named arguments as compact JSON text, bounded as `args` (`task-started`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kwargs: Option<String>,
 }
 
 impl TaskEvent {
@@ -159,11 +209,15 @@ impl TaskEvent {
             eta_ms: None,
             error: None,
             reason: None,
+            group_id: None,
+            chord_id: None,
+            args: None,
+            kwargs: None,
         }
     }
 
-    /// An event of `kind` for the task of `envelope` (id, name, priority, retries, canvas ids),
-    /// taken from `queue`, at `at_ms`.
+    /// An event of `kind` for the task of `envelope` (id, name, priority, retries, canvas ids:
+    /// root, parent, group and chord), taken from `queue`, at `at_ms`.
     pub fn of_envelope(
         kind: TaskEventKind,
         envelope: &Envelope,
@@ -176,6 +230,8 @@ impl TaskEvent {
         event.retries = envelope.retries;
         event.root_id = envelope.root_id.as_ref().map(ToString::to_string);
         event.parent_id = envelope.parent_id.as_ref().map(ToString::to_string);
+        event.group_id = envelope.group_id.as_ref().map(ToString::to_string);
+        event.chord_id = envelope.chord_id.as_ref().map(ToString::to_string);
         event
     }
 
@@ -320,5 +376,22 @@ mod tests {
         )
         .unwrap();
         assert_eq!(read, event);
+    }
+
+    #[test]
+    fn arguments_text_is_cut_on_a_character_boundary_with_a_marker() {
+        assert_eq!(
+            arguments_text(&serde_json::json!({"k": "v"})),
+            r#"{"k":"v"}"#
+        );
+        let exact = "x".repeat(MAX_ARGUMENTS_TEXT_BYTES);
+        assert_eq!(bounded_text(exact.clone()), exact);
+        let cut = bounded_text("é".repeat(MAX_ARGUMENTS_TEXT_BYTES));
+        assert!(cut.len() <= MAX_ARGUMENTS_TEXT_BYTES, "{}", cut.len());
+        assert!(cut.ends_with('…'));
+        assert!(cut.trim_end_matches('…').chars().all(|c| c == 'é'));
+        let over = bounded_text("x".repeat(MAX_ARGUMENTS_TEXT_BYTES + 1));
+        assert_eq!(over.len(), MAX_ARGUMENTS_TEXT_BYTES);
+        assert!(over.ends_with('…'));
     }
 }

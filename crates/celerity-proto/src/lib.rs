@@ -53,8 +53,8 @@ pub use control::{
 pub use dead_letter::{DeadLetter, DeadLetterReason, dlq_header};
 pub use envelope::{Envelope, EnvelopeError, HeaderSource, HeaderValueError, header};
 pub use events::{
-    HEARTBEAT_INTERVAL_MS, HEARTBEAT_MISSED_LIMIT, TaskEvent, TaskEventBatch, TaskEventKind,
-    WorkerEvent, WorkerEventKind,
+    HEARTBEAT_INTERVAL_MS, HEARTBEAT_MISSED_LIMIT, MAX_ARGUMENTS_TEXT_BYTES, TaskEvent,
+    TaskEventBatch, TaskEventKind, WorkerEvent, WorkerEventKind, arguments_text,
 };
 pub use inspect::{
     ConsumersResult, HeldTask, HeldTasksResult, PoolResult, ScheduledResult, ScheduledTask,

@@ -141,6 +141,22 @@ impl Layout {
         format!("{}.dlq.{}", self.namespace, queue)
     }
 
+    /// Splits a dead-letter subject back into its queue.
+    ///
+    /// ```
+    /// # use celerity_proto::{Layout, Namespace};
+    /// let layout = Layout::new(Namespace::new("shop")?);
+    /// assert_eq!(layout.parse_dead_letter_subject("shop.dlq.email").unwrap().as_str(), "email");
+    /// assert!(layout.parse_dead_letter_subject("shop.q.email.0").is_none());
+    /// # Ok::<(), celerity_proto::InvalidName>(())
+    /// ```
+    pub fn parse_dead_letter_subject(&self, subject: &str) -> Option<QueueName> {
+        let rest = subject
+            .strip_prefix(self.namespace.as_str())?
+            .strip_prefix(".dlq.")?;
+        QueueName::new(rest).ok()
+    }
+
     /// The subjects of the dead-letter stream: `<ns>.dlq.*`.
     pub fn dead_letter_subjects(&self) -> String {
         format!("{}.dlq.*", self.namespace)

@@ -142,6 +142,12 @@ impl Client {
         })
     }
 
+    /// The dead letters of this client's namespace: list, read, requeue, delete, purge; see
+    /// [`crate::dead_letters`].
+    pub fn dead_letters(&self) -> crate::dead_letters::DeadLetters {
+        crate::dead_letters::DeadLetters::new(self.inner.nats.clone(), self.inner.layout.clone())
+    }
+
     /// The control plane: commands to workers (`ping`, `revoke`).
     pub fn control(&self) -> Control {
         self.inner.results.control.clone()

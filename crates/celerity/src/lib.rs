@@ -84,6 +84,7 @@ pub mod cli;
 mod client;
 pub mod clock;
 pub mod control;
+pub mod dead_letters;
 mod dispatch;
 mod error;
 mod error_text;

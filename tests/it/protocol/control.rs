@@ -78,6 +78,17 @@ fn stats() -> StatsResult {
     stats
 }
 
+fn registered() -> RegisteredResult {
+    let mut registered = RegisteredResult::new(vec!["it.fail".to_owned(), "it.add".to_owned()]);
+    registered
+        .rate_limits
+        .insert("it.add".to_owned(), "10/s".to_owned());
+    registered
+        .global_rate_limits
+        .insert("it.fail".to_owned(), "5/m".to_owned());
+    registered
+}
+
 fn active_queues() -> ActiveQueuesResult {
     let levels = (0..=9).collect();
     ActiveQueuesResult::new(vec![ActiveQueue::new(
@@ -98,11 +109,8 @@ fn inspection_cases() -> Vec<GoldenCase> {
         },
         GoldenCase {
             file: "control_v1_registered_reply.json",
-            comment: "A worker's reply to registered: its task names, sorted.",
-            wire: reply(&RegisteredResult::new(vec![
-                "it.fail".to_owned(),
-                "it.add".to_owned(),
-            ])),
+            comment: "A worker's reply to registered: its task names, sorted, with the rate limits in force (it.add 10/s on each worker, it.fail 5/m across all workers).",
+            wire: reply(&registered()),
         },
         GoldenCase {
             file: "control_v1_stats_request.json",
@@ -146,8 +154,8 @@ fn inspection_goldens_encode_and_decode_to_their_records() {
         load("control_v1_stats_request.json").body,
         br#"{"v":1,"command":"stats"}"#
     );
-    let registered: RegisteredResult = result_of("control_v1_registered_reply.json");
-    assert_eq!(registered.tasks, ["it.add", "it.fail"]);
+    let read: RegisteredResult = result_of("control_v1_registered_reply.json");
+    assert_eq!(read, registered());
     assert_eq!(
         result_of::<StatsResult>("control_v1_stats_reply.json"),
         stats()

@@ -15,7 +15,11 @@ fn json_wire(subject: String, body: &impl serde::Serialize) -> Wire {
     }
 }
 
-/// The events of task_v1_json.json's run on worker-1, and of a failed task, in one batch.
+/// The chord whose header member fails in [`batch`].
+const CHORD_ID: &str = "0190a5b2-7c1e-7f00-8000-0000000000cc";
+
+/// The events of task_v1_json.json's run on worker-1, and of a failed chord header member, in one
+/// batch.
 fn batch() -> TaskEventBatch {
     let event = |kind, at| {
         let mut event = TaskEvent::new(kind, ADD_JSON_ID, "it.add", SENT_AT_MS + at);
@@ -27,15 +31,20 @@ fn batch() -> TaskEventBatch {
     received.delivered = Some(1);
     let mut started = event(TaskEventKind::Started, 3);
     started.wait_ms = Some(3);
+    started.args = Some("[2]".to_owned());
+    started.kwargs = Some(r#"{"y":40}"#.to_owned());
     let mut succeeded = event(TaskEventKind::Succeeded, 4);
     succeeded.runtime_ms = Some(0.25);
     let mut failed = TaskEvent::new(
         TaskEventKind::Failed,
-        "0190a5b2-7c1e-7f00-8000-000000000002",
+        "0190a5b2-7c1e-7f00-8000-0000000000cc-1",
         "it.fail",
         SENT_AT_MS + 5,
     );
     failed.queue = Some("default".to_owned());
+    failed.root_id = Some(CHORD_ID.to_owned());
+    failed.group_id = Some(CHORD_ID.to_owned());
+    failed.chord_id = Some(CHORD_ID.to_owned());
     failed.priority = Some(0);
     failed.runtime_ms = Some(1.5);
     failed.error = Some(ErrorRecord::new("it::PaymentError", "card declined"));
@@ -64,7 +73,7 @@ pub(super) fn cases() -> Vec<GoldenCase> {
     vec![
         GoldenCase {
             file: "events_v1_task_batch.json",
-            comment: "A batch of task events from worker-1 (received, started and succeeded for task_v1_json.json, then a failure), on <ns>.events.task.<worker token>.",
+            comment: "A batch of task events from worker-1 (received, started with its arguments, and succeeded for task_v1_json.json, then the failure of a chord's header member 1, with its group and chord ids), on <ns>.events.task.<worker token>.",
             wire: json_wire(layout().task_events_subject(GOLDEN_WORKER), &batch()),
         },
         GoldenCase {

@@ -247,10 +247,7 @@ impl Target {
                 hostname,
                 &PingResult::new(self.shared.queues.names(), self.shared.pool.size()),
             ),
-            ControlCommand::Registered => {
-                let tasks = self.shared.app.task_names().map(ToString::to_string);
-                ControlReply::with_result(hostname, &RegisteredResult::new(tasks.collect()))
-            }
+            ControlCommand::Registered => ControlReply::with_result(hostname, &self.registered()),
             ControlCommand::Stats => {
                 let (queues, concurrency) = (&self.shared.queues.names(), self.shared.pool.size());
                 ControlReply::with_result(
@@ -359,6 +356,26 @@ impl Target {
             _ => return Err(Refusal::UnknownCommand),
         };
         reply.map_err(Refusal::EncodeReply)
+    }
+
+    /// The tasks this worker runs, with the rate limits in force now.
+    fn registered(&self) -> RegisteredResult {
+        let tasks = self.shared.app.task_names().map(ToString::to_string);
+        let mut registered = RegisteredResult::new(tasks.collect());
+        for task in &registered.tasks {
+            let (per_worker, cluster) = self.shared.limits.limits_of(task);
+            if let Some(rate) = per_worker {
+                registered
+                    .rate_limits
+                    .insert(task.clone(), rate.to_string());
+            }
+            if let Some(rate) = cluster {
+                registered
+                    .global_rate_limits
+                    .insert(task.clone(), rate.to_string());
+            }
+        }
+        registered
     }
 
     /// The queues this worker consumes, with their streams and levels.

@@ -219,6 +219,8 @@ async fn run_task<'a>(
         ControlFlow::Continue(checked) => checked,
         ControlFlow::Break(outcome) => return outcome,
     };
+    // Shown as the producer sent them: before a chord body's header results are put first.
+    let arguments = shared.observer.shown_arguments(&body.args, &body.kwargs);
     if let Some(results) = body.chord_results.take() {
         match gather_header_results(shared, &envelope.id, &results).await {
             Ok(list) => body.args.insert(0, list),
@@ -260,6 +262,7 @@ async fn run_task<'a>(
         delivery,
         context: handle,
         held: run.held,
+        arguments,
     };
     task_run.run(future, continuation, run.slot).await
 }

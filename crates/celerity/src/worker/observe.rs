@@ -138,9 +138,28 @@ impl Observer {
         held
     }
 
+    /// A task's arguments as its `task-started` event shows them, or `None` (at no cost) when the
+    /// worker sends no events.
+    pub(crate) fn shown_arguments(
+        &self,
+        args: &[Value],
+        kwargs: &serde_json::Map<String, Value>,
+    ) -> Option<ShownArguments> {
+        self.events.as_ref()?;
+        Some(ShownArguments {
+            args: celerity_proto::arguments_text(args),
+            kwargs: celerity_proto::arguments_text(kwargs),
+        })
+    }
+
     /// A body is about to run: `task_prerun`, `task-started` with the time it waited since it
-    /// was sent.
-    pub(crate) fn started(&self, context: &TaskContext, held: &mut Held<'_>) {
+    /// was sent and the arguments it was sent with.
+    pub(crate) fn started(
+        &self,
+        context: &TaskContext,
+        held: &mut Held<'_>,
+        arguments: Option<ShownArguments>,
+    ) {
         held.start();
         self.signals.fire_task_prerun(&TaskPrerun { context });
         let envelope = context.envelope();
@@ -151,6 +170,10 @@ impl Observer {
         if let Some(events) = &self.events {
             let mut event = task_event(TaskEventKind::Started, envelope, queue_of(context));
             event.wait_ms = wait_ms;
+            if let Some(ShownArguments { args, kwargs }) = arguments {
+                event.args = Some(args);
+                event.kwargs = Some(kwargs);
+            }
             events.emit(event);
         }
     }
@@ -330,6 +353,13 @@ impl Observer {
         event.http = self.http.map(|addr| addr.to_string());
         event
     }
+}
+
+/// A task's `args` and `kwargs` as bounded JSON text ([`celerity_proto::arguments_text`]), for
+/// [`Observer::started`].
+pub(crate) struct ShownArguments {
+    args: String,
+    kwargs: String,
 }
 
 /// A retry that was sent, for [`Observer::retried`].

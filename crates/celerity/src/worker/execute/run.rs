@@ -20,7 +20,7 @@ use crate::task::{Registered, RetryRequest, TaskContext, TaskFuture};
 use crate::worker::WorkerShared;
 use crate::worker::continuation::Continuation;
 use crate::worker::held::Held;
-use crate::worker::observe::Retried;
+use crate::worker::observe::{Retried, ShownArguments};
 use crate::worker::outcome::{Outcome, Rejection, ack_before_run};
 use crate::worker::records::{encode_within_limit, write_state};
 
@@ -46,13 +46,15 @@ pub(super) struct TaskRun<'r, 'e> {
     pub(super) context: TaskContext,
     /// Its count among the worker's reserved tasks, active once the body starts.
     pub(super) held: &'r mut Held<'e>,
+    /// Its arguments for the `task-started` event (`None` without events).
+    pub(super) arguments: Option<ShownArguments>,
 }
 
 impl<'e> TaskRun<'_, 'e> {
     /// Runs the body in an execution slot (kept in `slot` until the outcome is applied) and ends
     /// the run. A task acknowledged before it ran ends [`Outcome::Acknowledged`] whatever happens.
     pub(super) async fn run(
-        self,
+        mut self,
         future: TaskFuture,
         continuation: Continuation,
         slot: &mut Option<SemaphorePermit<'e>>,
@@ -76,7 +78,8 @@ impl<'e> TaskRun<'_, 'e> {
             hard: self.task.options.time_limit(),
         };
         let cancel = self.context.cancel_token();
-        shared.observer.started(&self.context, self.held);
+        let arguments = self.arguments.take();
+        shared.observer.started(&self.context, self.held, arguments);
         let started = std::time::Instant::now();
         let ran = run_body(future, limits, cancel, self.delivery.terminate).await;
         let runtime = started.elapsed();
