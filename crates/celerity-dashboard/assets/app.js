@@ -945,7 +945,8 @@ function viewTasks(ctx) {
     } catch (e) {
       if (!ctx.alive()) return;
       if (e.code === 'invalid_filter' || e.code === 'bad_request') {
-        const param = e.param || TASK_FILTERS.find((k) => new RegExp('[`\'"]' + k + '[`\'"]|\\b' + k + '\\b').test(e.message));
+        const named = /^filter (\w+):/.exec(e.message);
+        const param = e.param || (named && TASK_FILTERS.includes(named[1]) ? named[1] : null) || TASK_FILTERS.find((k) => new RegExp('[`\'"]' + k + '[`\'"]|\\b' + k + '\\b').test(e.message));
         if (param) showFieldErrors({ [param]: e.message });
         else { filterError.textContent = e.message; filterError.hidden = false; }
         rows = []; renderRows();
