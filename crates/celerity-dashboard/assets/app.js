@@ -619,20 +619,25 @@ function viewOverview(ctx) {
 
 function fmtLoad(load) { return Array.isArray(load) ? load.map((x) => Number(x).toFixed(2)).join('  ') : '—'; }
 
-function workerControls(w, refresh) {
+function poolButtons(w, after) {
+  const base = '/api/workers/' + encodeURIComponent(w.hostname);
+  return h('span', { class: 'btn-group control', title: 'Pool size' },
+    h('button', { class: 'btn btn-sm', type: 'button', testid: 'worker-pool-shrink', title: 'Shrink the pool by one',
+      onclick: () => control('Pool shrink', base + '/pool-shrink', { n: 1 }, after) }, '−'),
+    h('button', { class: 'btn btn-sm', type: 'button', testid: 'worker-pool-grow', title: 'Grow the pool by one',
+      onclick: () => control('Pool grow', base + '/pool-grow', { n: 1 }, after) }, '+'));
+}
+
+function workerControls(w, refresh, { pool = true } = {}) {
   const host = w.hostname;
   const base = '/api/workers/' + encodeURIComponent(host);
   const after = () => { if (refresh) refresh(); };
   return h('div', { class: 'btn-group control' },
-    h('span', { class: 'btn-group', title: 'Pool size' },
-      h('button', { class: 'btn btn-sm', type: 'button', testid: 'worker-pool-shrink', title: 'Shrink the pool by one',
-        onclick: () => control('Pool shrink', base + '/pool-shrink', { n: 1 }, after) }, '−'),
-      h('button', { class: 'btn btn-sm', type: 'button', testid: 'worker-pool-grow', title: 'Grow the pool by one',
-        onclick: () => control('Pool grow', base + '/pool-grow', { n: 1 }, after) }, '+')),
+    pool ? poolButtons(w, after) : null,
     h('button', { class: 'btn btn-sm', type: 'button', testid: 'worker-add-consumer', title: 'Start consuming from a queue',
       onclick: () => addConsumerDialog(host, after) }, '+ queue'),
     h('button', { class: 'btn btn-sm btn-danger', type: 'button', testid: 'worker-shutdown', disabled: !w.online,
-      onclick: () => shutdownDialog(host, after) }, 'Shut down…'));
+      onclick: () => shutdownDialog(host, after) }, 'Shutdown'));
 }
 
 async function shutdownDialog(host, after) {
@@ -678,18 +683,18 @@ function workersTable(list, { controls, refresh }) {
   const sorted = list.slice().sort((a, b) => (b.online - a.online) || a.hostname.localeCompare(b.hostname));
   return h('table', { id: 'workers-table' },
     h('thead', null, h('tr', null, h('th', null, 'Status'), h('th', null, 'Hostname'), h('th', null, 'Queues'),
-      h('th', { class: 'num' }, 'Concurrency'), h('th', { class: 'num' }, 'Active'), h('th', { class: 'num' }, 'Processed'),
-      h('th', { class: 'num' }, 'Load 1/5/15'), h('th', null, 'Last heartbeat'), withControls ? h('th', null, 'Controls') : null)),
+      h('th', { class: 'num' }, 'Pool'), h('th', { class: 'num' }, 'Active'), h('th', { class: 'num' }, 'Processed'),
+      h('th', { class: 'num' }, 'Load'), h('th', null, 'Heartbeat'), withControls ? h('th', null, 'Controls') : null)),
     h('tbody', null, sorted.map((w) => h('tr', { testid: 'worker-row', 'data-hostname': w.hostname, 'data-online': String(!!w.online) },
       h('td', null, statePill(w.online ? 'ONLINE' : 'OFFLINE')),
       h('td', null, workerLink(w.hostname), w.software ? h('div', { class: 'muted', style: 'font-size:12px' }, w.software + (w.pid ? ' · pid ' + w.pid : '')) : null),
-      h('td', null, queueChips(w, withControls, refresh)),
-      h('td', { class: 'num' }, fmtNum(w.concurrency)),
+      h('td', { class: 'queues' }, queueChips(w, withControls, refresh)),
+      h('td', { class: 'num' }, withControls && w.online ? h('span', { class: 'btn-group' }, fmtNum(w.concurrency), poolButtons(w, refresh)) : fmtNum(w.concurrency)),
       h('td', { class: 'num' }, fmtNum(w.active), w.reserved ? h('span', { class: 'muted' }, ' +' + fmtNum(w.reserved)) : null),
       h('td', { class: 'num' }, fmtNum(w.processed)),
       h('td', { class: 'num mono' }, fmtLoad(w.load)),
       h('td', null, relEl(w.last_heartbeat_ms)),
-      withControls ? h('td', null, workerControls(w, refresh)) : null))));
+      withControls ? h('td', null, workerControls(w, refresh, { pool: false })) : null))));
 }
 
 function viewWorkers(ctx) {
@@ -940,7 +945,8 @@ function viewTasks(ctx) {
     } catch (e) {
       if (!ctx.alive()) return;
       if (e.code === 'invalid_filter' || e.code === 'bad_request') {
-        const param = e.param || TASK_FILTERS.find((k) => new RegExp('[`\'"]' + k + '[`\'"]|\\b' + k + '\\b').test(e.message));
+        const named = /^filter (\w+):/.exec(e.message);
+        const param = e.param || (named && TASK_FILTERS.includes(named[1]) ? named[1] : null) || TASK_FILTERS.find((k) => new RegExp('[`\'"]' + k + '[`\'"]|\\b' + k + '\\b').test(e.message));
         if (param) showFieldErrors({ [param]: e.message });
         else { filterError.textContent = e.message; filterError.hidden = false; }
         rows = []; renderRows();
