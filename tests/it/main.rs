@@ -9,6 +9,7 @@ mod chords;
 mod cli;
 mod compose;
 mod control;
+mod dashboard;
 mod dead_letters;
 mod delays;
 mod events;
