@@ -237,10 +237,14 @@ impl Store {
             if let Some(entry) = self.tasks.remove(&id) {
                 self.evicted += 1;
                 self.changed.remove(&id);
+                // A canvas lists only tasks the store holds, and goes with its last one.
                 if let Some(root) = &entry.summary.root_id
-                    && root == &id
+                    && let Some(members) = self.canvases.get_mut(root)
                 {
-                    self.canvases.remove(root);
+                    members.retain(|member| member != &id);
+                    if members.is_empty() {
+                        self.canvases.remove(root);
+                    }
                 }
             }
         }

@@ -125,3 +125,29 @@ fn throughput_counts_endings_per_bucket() {
         (10_000, 1, 1)
     );
 }
+
+#[test]
+fn a_canvas_forgets_the_tasks_the_store_forgets() {
+    let mut store = Store::new(2);
+    for (n, id) in ["a", "b", "c"].into_iter().enumerate() {
+        let mut event = TaskEvent::new(TaskEventKind::Sent, id, "it.add", n as u64);
+        event.root_id = Some("root".to_owned());
+        store.apply(Event::Task {
+            hostname: "w1".to_owned(),
+            event,
+        });
+    }
+    let ids: Vec<_> = store
+        .canvas("root")
+        .iter()
+        .map(|entry| entry.summary.id.clone())
+        .collect();
+    assert_eq!(ids, ["b", "c"]);
+    store.apply(task(TaskEventKind::Sent, "d", 10));
+    store.apply(task(TaskEventKind::Sent, "e", 11));
+    assert!(store.canvas("root").is_empty());
+    assert!(
+        store.canvases.is_empty(),
+        "no list is kept for a canvas with no task left"
+    );
+}
