@@ -115,3 +115,39 @@ fn compose_file_has_jaeger_and_every_worker_exports_its_traces_to_it() {
         );
     }
 }
+
+#[test]
+fn compose_file_serves_the_dashboard_on_the_hosts_loopback_unless_it_has_a_login() {
+    let compose = compose();
+    let dashboard = &compose["services"]["dashboard"];
+    let dockerfile = dashboard["build"]["dockerfile"]
+        .as_str()
+        .expect("the dashboard's dockerfile");
+    let path = format!("{}/../{dockerfile}", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(&path).expect("the dashboard's dockerfile exists");
+    assert!(
+        text.contains("-p celerity-cli"),
+        "{dockerfile} builds the celerity command"
+    );
+
+    let command = strings(&dashboard["command"], "dashboard command");
+    assert_eq!(command.first(), Some(&"dashboard"));
+    assert_eq!(
+        dashboard["environment"]["CELERITY_NATS_URL"].as_str(),
+        Some("nats://nats:4222")
+    );
+    let depends = strings(&dashboard["depends_on"], "dashboard depends_on");
+    assert!(depends.contains(&"nats"), "{depends:?}");
+    let ports = strings(&dashboard["ports"], "dashboard ports");
+    assert!(
+        ports.iter().any(|port| port.ends_with(":5555")),
+        "{ports:?}"
+    );
+    // Open without a login only where nobody but the host's users can reach it.
+    if command.contains(&"--no-auth") {
+        assert!(
+            ports.iter().all(|port| port.starts_with("127.0.0.1:")),
+            "a dashboard without a login is published on loopback only: {ports:?}"
+        );
+    }
+}

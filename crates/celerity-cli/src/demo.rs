@@ -10,14 +10,14 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use celerity::{
-    ApplyOptions, AsyncResult, Client, EnqueueError, ErrorRecord, ResultError, StoreError, Task,
-    TaskContext,
+    ApplyOptions, AsyncResult, Chord, Client, EnqueueError, ErrorRecord, ResultError, StoreError,
+    Task, TaskContext,
 };
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
 /// The namespace of the demo's streams and buckets, kept apart from a real app's on a shared server.
-const NAMESPACE: &str = "celerity-dev";
+pub(crate) const NAMESPACE: &str = "celerity-dev";
 /// How long demo results are kept on the server.
 const RESULT_EXPIRY: Duration = Duration::from_secs(3600);
 /// The prefix of the panic message of [`unlucky`], so the panic hook can recognise it.
@@ -103,6 +103,24 @@ pub(crate) async fn progress(ctx: &TaskContext, steps: u32) -> Result<u32, Store
     Ok(steps)
 }
 
+/// Adds up a chord's results: the body of the chords `celerity dev --keep-running` sends.
+#[celerity::task(name = "demo.total")]
+pub(crate) async fn total(results: Vec<i64>) -> i64 {
+    results.iter().sum()
+}
+
+/// Sends a chord of `size` additions whose results [`total`] adds up.
+///
+/// # Errors
+/// [`EnqueueError`] when the chord was not accepted.
+pub(crate) async fn send_chord(
+    client: &Client,
+    size: i64,
+) -> Result<AsyncResult<i64>, EnqueueError> {
+    let header: Vec<_> = (1..=size).map(|n| add.s((n, n))).collect();
+    Chord::new(header, total.s(())).apply_async(client).await
+}
+
 /// The demo app: every task above, in the demo's own namespace.
 ///
 /// # Errors
@@ -116,6 +134,7 @@ pub(crate) fn app() -> Result<celerity::App, celerity::ConfigError> {
         .task(divide)
         .task(unlucky)
         .task(progress)
+        .task(total)
         .build()
 }
 
@@ -160,7 +179,8 @@ pub(crate) fn plan(n_tasks: usize) -> Vec<Job> {
     (0..n_tasks).map(job_at).collect()
 }
 
-fn job_at(index: usize) -> Job {
+/// The job at `index` of every plan.
+pub(crate) fn job_at(index: usize) -> Job {
     if index.is_multiple_of(100) {
         // Each progress task gets its own step count, so their lines tell them apart.
         return Job::Progress {

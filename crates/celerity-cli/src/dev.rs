@@ -1,8 +1,12 @@
 //! `celerity dev`: the all-in-one local demo.
 //!
-//! It starts a nats-server (or uses the one given), a worker and a producer in this process, sends
-//! a few hundred tasks of the kinds in `demo`, prints each ending as it arrives and a summary, and
-//! shuts the worker down warm. It is a showcase, not a way to run workers: that is `celerity::cli`.
+//! It starts a nats-server (or uses the one given), a worker, the dashboard and a producer in this
+//! process, sends a few hundred tasks of the kinds in `demo`, prints each ending as it arrives and
+//! a summary, and shuts the worker down warm; with `--keep-running` the worker and the dashboard
+//! stay up, fed a few tasks a second, until Ctrl-C. It is a showcase, not a way to run workers:
+//! that is `celerity::cli`.
+
+mod watch;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -55,6 +59,15 @@ pub(crate) struct DevArgs {
     /// Print only the summary.
     #[arg(short = 'q', long = "quiet")]
     quiet: bool,
+    /// Port of the dashboard on 127.0.0.1 (a free one when another program holds it; 0 picks one).
+    #[arg(long = "dashboard-port", default_value_t = 5555)]
+    dashboard_port: u16,
+    /// Start no dashboard.
+    #[arg(long = "no-dashboard", conflicts_with = "dashboard_port")]
+    no_dashboard: bool,
+    /// After the batch, keep the worker and the dashboard up with a few tasks a second, until Ctrl-C.
+    #[arg(long = "keep-running")]
+    keep_running: bool,
     /// NATS connection, used only when a URL is given.
     #[command(flatten)]
     nats: NatsArgs,
@@ -103,14 +116,7 @@ pub(crate) async fn run(args: DevArgs) -> anyhow::Result<bool> {
     };
     let mut console = Console::new(verbosity);
 
-    let server = if args.uses_given_server() {
-        None
-    } else {
-        if args.has_auth_flags() {
-            tracing::warn!("the --nats-* auth flags apply only with --nats-url; ignoring them");
-        }
-        Some(start_local_server().await?)
-    };
+    let server = start_server_unless_given(&args).await?;
     let nats = match &server {
         Some(server) => NatsConfig::new(server.url()),
         None => args.nats.config(),
@@ -123,6 +129,7 @@ pub(crate) async fn run(args: DevArgs) -> anyhow::Result<bool> {
         ))?,
         None => console.line(format_args!("using NATS at {}", nats.url()))?,
     }
+    let dashboard = start_dashboard(&args, &nats, &mut console).await?;
 
     // The producer connects first: it fails fast on a bad URL, where the worker would retry forever.
     let client = app
@@ -149,18 +156,86 @@ pub(crate) async fn run(args: DevArgs) -> anyhow::Result<bool> {
         outcome = send_and_report(&client, &args, &mut console) => outcome,
         Ok(()) = tokio::signal::ctrl_c() => Err(anyhow!("interrupted")),
     };
-    let stopped = match &outcome {
-        Ok(_) => stop_worker(worker, Shutdown::Warm, SHUTDOWN_TIMEOUT).await,
-        Err(_) => stop_worker(worker, Shutdown::Cold, ABORTED_SHUTDOWN_TIMEOUT).await,
+    let url = dashboard.as_ref().map(|started| started.dashboard.url());
+    let (outcome, shutdown) = match outcome {
+        Ok(report) if args.keep_running => {
+            let kept = keep_running(&client, &args, url.as_deref(), &mut console).await;
+            // A Ctrl-C in a terminal reaches the local nats-server too: no warm shutdown then.
+            (kept.map(|()| report), Shutdown::Cold)
+        }
+        Ok(report) => (Ok(report), Shutdown::Warm),
+        Err(error) => (Err(error), Shutdown::Cold),
+    };
+    let stopped = match shutdown {
+        Shutdown::Warm => stop_worker(worker, shutdown, SHUTDOWN_TIMEOUT).await,
+        _ => stop_worker(worker, shutdown, ABORTED_SHUTDOWN_TIMEOUT).await,
     };
     drop(client);
+    if let Some(started) = dashboard {
+        started.dashboard.stop().await;
+    }
     if let Some(mut server) = server {
         // A failure to stop is not the demo's result: the server is killed on drop anyway.
         let _ = tokio::task::spawn_blocking(move || server.stop()).await;
     }
     let report = outcome?;
-    let ok = report.print_summary(&mut console, &stopped)?;
+    let ok = report.print_summary(&mut console, shutdown, &stopped)?;
     Ok(ok && stopped.is_ok())
+}
+
+/// Starts the dashboard and prints its URL, unless `--no-dashboard`.
+async fn start_dashboard(
+    args: &DevArgs,
+    nats: &NatsConfig,
+    console: &mut Console,
+) -> anyhow::Result<Option<watch::Started>> {
+    if args.no_dashboard {
+        return Ok(None);
+    }
+    let started = watch::start_dashboard(nats, args.dashboard_port).await?;
+    let taken = match started.port_taken {
+        true => format!(" (port {} is taken)", args.dashboard_port),
+        false => String::new(),
+    };
+    console.line(format_args!(
+        "dashboard at {}{taken}: open it to watch the tasks",
+        started.dashboard.url()
+    ))?;
+    Ok(Some(started))
+}
+
+/// Starts a local nats-server unless the user named one.
+async fn start_server_unless_given(args: &DevArgs) -> anyhow::Result<Option<NatsServer>> {
+    if args.uses_given_server() {
+        return Ok(None);
+    }
+    if args.has_auth_flags() {
+        tracing::warn!("the --nats-* auth flags apply only with --nats-url; ignoring them");
+    }
+    start_local_server().await.map(Some)
+}
+
+/// Keeps the worker and the dashboard up, sending a few tasks a second, until Ctrl-C.
+///
+/// # Errors
+/// When a task cannot be sent.
+async fn keep_running(
+    client: &Client,
+    args: &DevArgs,
+    dashboard_url: Option<&str>,
+    console: &mut Console,
+) -> anyhow::Result<()> {
+    let watched = match dashboard_url {
+        Some(url) => format!("the worker and the dashboard at {url}"),
+        None => "the worker".to_owned(),
+    };
+    console.summary(format_args!(
+        "keeping {watched} running with a few tasks a second (a chord every 15 s); Ctrl-C stops it and prints the summary"
+    ))?;
+    tokio::select! {
+        sent = watch::trickle(client, args.tasks) => sent,
+        Ok(()) = tokio::signal::ctrl_c() => Ok(()),
+    }
 }
 
 /// Starts a throwaway nats-server with JetStream.
@@ -388,6 +463,7 @@ impl Report {
     fn print_summary(
         &self,
         console: &mut Console,
+        shutdown: Shutdown,
         stopped: &anyhow::Result<()>,
     ) -> anyhow::Result<bool> {
         let tally = &self.tally;
@@ -417,7 +493,11 @@ impl Report {
         ))?;
         match stopped {
             Ok(()) => console.summary(format_args!(
-                "  worker {WORKER_HOSTNAME} stopped after a warm shutdown"
+                "  worker {WORKER_HOSTNAME} stopped after a {} shutdown",
+                match shutdown {
+                    Shutdown::Warm => "warm",
+                    _ => "cold",
+                }
             ))?,
             Err(error) => console.summary(format_args!(
                 "  worker {WORKER_HOSTNAME} did not stop cleanly: {error:#}"

@@ -272,4 +272,22 @@ mod tests {
             parse(&["celerity", "dev", "--nats-url", "nats://127.0.0.1:4222"]).uses_given_server()
         );
     }
+
+    #[test]
+    fn the_compose_files_dashboard_command_is_one_the_cli_accepts() {
+        let compose = include_str!("../../../docker-compose.yml");
+        let line = compose
+            .lines()
+            .map(str::trim)
+            .find(|line| line.starts_with("command: [\"dashboard\""))
+            .expect("docker-compose.yml runs `celerity dashboard`");
+        let command: Vec<String> = serde_json::from_str(&line["command: ".len()..])
+            .expect("the command is a flow sequence of strings");
+        let argv = std::iter::once("celerity").chain(command.iter().map(String::as_str));
+        let cli = Cli::try_parse_from(argv).expect("the CLI accepts the compose command");
+        let Command::Dashboard(args) = cli.command else {
+            panic!("the compose command runs the dashboard")
+        };
+        args.config().expect("its flags make a valid configuration");
+    }
 }

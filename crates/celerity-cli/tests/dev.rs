@@ -3,16 +3,19 @@
 //!
 //! It needs `nats-server` installed, like every integration test in the workspace.
 
-use std::io::Read as _;
-use std::process::{Command, Output, Stdio};
+use std::io::{BufRead as _, BufReader, Read as _};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
+
+use serde_json::Value;
 
 /// How long the demo may run before the test kills it.
 const DEADLINE: Duration = Duration::from_secs(60);
 
-/// Runs `celerity <args>` with its own server, killing it if it outlives [`DEADLINE`].
-fn run_celerity(args: &[&str]) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_celerity"))
+/// Starts `celerity <args>` with piped output.
+fn spawn_celerity(args: &[&str]) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_celerity"))
         .args(args)
         // A URL in the environment would make the demo use that server instead of its own.
         .env_remove("CELERITY_NATS_URL")
@@ -21,7 +24,12 @@ fn run_celerity(args: &[&str]) -> Output {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("cannot run the celerity binary");
+        .expect("cannot run the celerity binary")
+}
+
+/// Runs `celerity <args>` with its own server, killing it if it outlives [`DEADLINE`].
+fn run_celerity(args: &[&str]) -> Output {
+    let mut child = spawn_celerity(args);
     // Pipes are drained on threads so a full pipe cannot stall the child.
     let mut stdout = child.stdout.take().expect("stdout is piped");
     let mut stderr = child.stderr.take().expect("stderr is piped");
@@ -114,5 +122,111 @@ fn dev_fails_with_the_error_chain_when_the_given_server_is_unreachable() {
     assert!(
         stderr.contains("error: cannot connect the demo's producer: cannot connect to NATS at nats://127.0.0.1:1"),
         "stderr:\n{stderr}"
+    );
+}
+
+/// Reads the dashboard's JSON at `path`, or `None` while it does not answer 200.
+fn dashboard_json(base: &str, path: &str) -> Option<Value> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(5)))
+        .build()
+        .into();
+    let text = agent
+        .get(&format!("{base}{path}"))
+        .call()
+        .ok()?
+        .body_mut()
+        .read_to_string()
+        .ok()?;
+    serde_json::from_str(&text).ok()
+}
+
+/// Waits until `check` holds, polling every 200 ms, or panics after `deadline` with `what`.
+fn wait_for(what: &str, deadline: Duration, mut check: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !check() {
+        assert!(started.elapsed() < deadline, "{what} within {deadline:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn dev_keep_running_serves_the_dashboard_with_the_worker_and_a_chord_until_ctrl_c() {
+    let mut child = spawn_celerity(&[
+        "dev",
+        "--tasks",
+        "20",
+        "--dashboard-port",
+        "0",
+        "--keep-running",
+    ]);
+    let (lines, received) = mpsc::channel();
+    let stdout = BufReader::new(child.stdout.take().expect("stdout is piped"));
+    std::thread::spawn(move || {
+        for line in stdout.lines().map_while(Result::ok) {
+            if lines.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let mut printed = Vec::new();
+    // The URL the demo prints is how a user finds the dashboard.
+    let base = loop {
+        let line = received.recv_timeout(DEADLINE).unwrap_or_else(|_| {
+            panic!(
+                "no dashboard URL printed; stdout so far:\n{}",
+                printed.join("\n")
+            )
+        });
+        // `dashboard at http://127.0.0.1:<port>/: open it ...`
+        if let Some(url) = line
+            .strip_prefix("dashboard at ")
+            .and_then(|rest| rest.split_whitespace().next())
+        {
+            break url.trim_end_matches(':').to_owned();
+        }
+        printed.push(line);
+    };
+    wait_for(
+        "the dashboard shows the worker online and the batch",
+        DEADLINE,
+        || {
+            dashboard_json(&base, "api/overview").is_some_and(|overview| {
+                overview["workers"]["online"] == 1
+                    && overview["tasks"]["stored"].as_u64() > Some(20)
+            })
+        },
+    );
+    wait_for("a trickled chord's body succeeded", DEADLINE, || {
+        dashboard_json(&base, "api/tasks?name=demo.total&state=SUCCESS")
+            .is_some_and(|page| page["total"].as_u64() >= Some(1))
+    });
+
+    // Ctrl-C: the demo stops the worker and the dashboard and prints the batch's summary.
+    let pid = libc::pid_t::try_from(child.id()).expect("a pid fits pid_t");
+    // SAFETY: kill has no memory effects; the pid is our own child, not yet waited for.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGINT) }, 0, "SIGINT sent");
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("cannot check the demo's exit") {
+            break status;
+        }
+        assert!(started.elapsed() < DEADLINE, "the demo stops on Ctrl-C");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    // The reader ends at the end of the output, which follows the exit.
+    let mut rest = Vec::new();
+    while let Ok(line) = received.recv_timeout(DEADLINE) {
+        rest.push(line);
+    }
+    let stdout = rest.join("\n");
+    assert!(status.success(), "exit status {status}\n{stdout}");
+    assert!(
+        stdout.contains("ok: all 20 tasks reached their expected state"),
+        "{stdout}"
+    );
+    assert!(
+        dashboard_json(&base, "api/overview").is_none(),
+        "the dashboard stopped with the demo"
     );
 }
