@@ -65,6 +65,7 @@ pub(crate) fn overview_json(shared: &Shared, with_throughput: bool) -> Value {
             "by_state": store.by_state(),
         },
         "events_per_s": shared.events_per_s(),
+        "events_seen": store.events_seen,
         "sampling": {
             "active": sampling,
             "note": sampling.then_some(format!(
