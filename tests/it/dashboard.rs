@@ -13,13 +13,13 @@ use crate::support::{WorkerProcess, client, eventually, server};
 const WAIT: Duration = Duration::from_secs(20);
 
 /// One HTTP exchange: status and JSON body (`Value::Null` when the body is not JSON).
-struct Answer {
-    status: u16,
-    body: Value,
+pub(crate) struct Answer {
+    pub(crate) status: u16,
+    pub(crate) body: Value,
 }
 
 /// Sends a request to the dashboard at `base` (`http://127.0.0.1:port`).
-async fn call(
+pub(crate) async fn call(
     base: &str,
     method: &'static str,
     path: &str,
@@ -68,7 +68,10 @@ async fn call(
     .expect("the request's thread")
 }
 
-async fn start(url: &str, configure: impl FnOnce(&mut DashboardConfig)) -> (Dashboard, String) {
+pub(crate) async fn start(
+    url: &str,
+    configure: impl FnOnce(&mut DashboardConfig),
+) -> (Dashboard, String) {
     let mut config = DashboardConfig::new(celerity::NatsConfig::new(url));
     config.port = 0;
     configure(&mut config);

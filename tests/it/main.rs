@@ -10,6 +10,7 @@ mod cli;
 mod compose;
 mod control;
 mod dashboard;
+mod dead_letter_ops;
 mod dead_letters;
 mod delays;
 mod events;
