@@ -8,7 +8,9 @@ use celerity::dead_letters::{DeadLetterError, LetterFilter, Page};
 use serde_json::json;
 
 use crate::dashboard::{call, start};
-use crate::support::{WorkerProcess, client, eventually, publish_raw, run_celerity, server};
+use crate::support::{
+    WorkerProcess, client, eventually, publish_json, publish_raw, run_celerity, server,
+};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -82,7 +84,7 @@ async fn seq_of(client: &celerity::Client, id: Option<&str>) -> u64 {
         .dead_letters()
         .list(&LetterFilter::all(), Page::first(100))
         .await
-        .unwrap();
+        .expect("the letters are listed");
     page.letters
         .iter()
         .find(|letter| letter.task_id.as_deref() == id)
@@ -91,8 +93,9 @@ async fn seq_of(client: &celerity::Client, id: Option<&str>) -> u64 {
 }
 
 async fn assert_succeeds(client: &celerity::Client, id: &str) {
-    let result = client.async_result::<i64>(id).unwrap();
-    assert_eq!(result.get(WAIT).await.unwrap(), 3, "{id} runs under its id");
+    let result = client.async_result::<i64>(id).expect("a valid task id");
+    let value = result.get(WAIT).await.expect("the requeued task succeeds");
+    assert_eq!(value, 3, "{id} runs under its id");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -413,4 +416,45 @@ async fn the_dashboard_reads_requeues_and_purges_letters() {
         (403, Some("read_only"))
     );
     read_only.stop().await;
+}
+
+/// A chain whose first step was dead-lettered (its task was deployed later) continues when the
+/// letter is requeued to a worker that has the task: the step after it, failed with it, runs
+/// under its id and its SUCCESS replaces that FAILURE.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_requeued_chain_step_continues_its_chain() {
+    let server = server();
+    let url = server.url();
+    let old = WorkerProcess::start(&url, "ops-old", &[]);
+    let client = client(&url).await;
+    let body = json!({
+        "args": [1, 2],
+        "chain": [{"kind": "signature", "id": "late-next", "task": "it.add", "args": [10]}]
+    });
+    publish_json(&client, "it.late", "late-head", &body).await;
+    let next = client.async_result::<i64>("late-next").unwrap();
+    assert!(
+        matches!(
+            next.get(WAIT).await,
+            Err(celerity::ResultError::Failed { .. })
+        ),
+        "the chain fails with its dead-lettered head"
+    );
+    drop(old);
+
+    let new = WorkerProcess::spawn(&url, "ops-new", &[], &[("IT_WITH_LATE_TASK", "1")]);
+    new.wait_for_log("consuming", WAIT);
+    let seq = seq_of(&client, Some("late-head")).await;
+    let requeued = client.dead_letters().requeue(seq).await.unwrap();
+    assert_eq!(requeued.as_str(), "late-head");
+    assert_succeeds(&client, "late-head").await;
+    eventually("the chain's next step succeeds", WAIT, || async {
+        next.successful().await.unwrap_or(false)
+    })
+    .await;
+    assert_eq!(
+        next.get(WAIT).await.unwrap(),
+        13,
+        "it got the head's result"
+    );
 }

@@ -226,6 +226,17 @@ pub(crate) async fn publish_raw(client: &Client, headers: &[(&str, &str)], body:
         .expect("the task is stored");
 }
 
+/// Publishes a hand-written JSON task message of `task` under `id` (version 1 headers).
+pub(crate) async fn publish_json(client: &Client, task: &str, id: &str, body: &serde_json::Value) {
+    let headers = [
+        ("Celerity-Version", "1"),
+        ("Celerity-Task", task),
+        ("Celerity-Id", id),
+    ];
+    let body = serde_json::to_vec(body).expect("a JSON body");
+    publish_raw(client, &headers, &body).await;
+}
+
 /// Waits until the default queue's stream holds no message: every task was acknowledged.
 pub(crate) async fn wait_until_queue_is_empty(client: &Client, within: Duration) {
     let js = async_nats::jetstream::new(client.nats().clone());

@@ -28,6 +28,13 @@ pub async fn add(x: i64, y: i64) -> i64 {
     x + y
 }
 
+/// Adds two numbers; registered only when `IT_WITH_LATE_TASK` is set, as a task deployed after
+/// its first messages arrived (they are dead-lettered `unknown_task` by workers without it).
+#[celerity::task(name = "it.late")]
+pub async fn late(x: i64, y: i64) -> i64 {
+    x + y
+}
+
 /// Multiplies on the blocking pool.
 #[celerity::task(name = "it.mul")]
 pub fn blocking_mul(x: i64, y: i64) -> i64 {
@@ -412,6 +419,9 @@ pub fn app_builder() -> celerity::AppBuilder {
         .task(heedless)
         .task(join);
     builder = with_celery_user_tasks(builder);
+    if std::env::var_os("IT_WITH_LATE_TASK").is_some() {
+        builder = builder.task(late);
+    }
     if let Some(seconds) = std::env::var("IT_RESULT_EXPIRES_SECS")
         .ok()
         .and_then(|s| s.parse().ok())

@@ -248,7 +248,7 @@ fn print_list(page: &celerity::dead_letters::LetterPage) {
     let shown = page.letters.len();
     match page.next_offset {
         Some(offset) => println!(
-            "({shown} shown of {} ; next page: --offset {offset})",
+            "({shown} shown of {}; next page: --offset {offset})",
             page.total
         ),
         None => println!("({shown} shown of {})", page.total),
