@@ -43,7 +43,7 @@ async fn real_letters(client: &celerity::Client) {
 
 /// Stores a letter as a worker would for a runnable `it.add` task `id` (the worker had not known
 /// the task): a requeue of it runs.
-async fn runnable_letter(client: &celerity::Client, id: &str) {
+pub(crate) async fn runnable_letter(client: &celerity::Client, id: &str) {
     let js = async_nats::jetstream::new(client.nats().clone());
     let mut headers = async_nats::HeaderMap::new();
     for (name, value) in [

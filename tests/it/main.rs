@@ -10,6 +10,7 @@ mod cli;
 mod compose;
 mod control;
 mod dashboard;
+mod dashboard_browser;
 mod dead_letter_ops;
 mod dead_letters;
 mod delays;

@@ -1289,10 +1289,10 @@ function viewQueues(ctx) {
     h('div', { class: 'field' }, h('label', { for: 'rl-worker' }, 'Worker'), rlWorker),
     h('button', { class: 'btn btn-primary', id: 'rl-submit', type: 'submit' }, 'Set rate limit'), h('datalist', { id: 'rl-tasks' }));
   const pwWorker = h('select', { id: 'pw-worker' }, h('option', { value: '' }, 'All workers'));
-  const pwWeights = h('input', { id: 'pw-weights', placeholder: '9,8,7,6,5,4,3,2,1,1', size: 24 });
+  const pwWeights = h('input', { id: 'pw-weights', placeholder: '1,1,1,1,1,2,4,8,16,32', size: 24 });
   const pwForm = h('form', { id: 'weights-form', class: 'inline-form control', onsubmit: (e) => { e.preventDefault(); setWeights(false); } },
     h('div', { class: 'field' }, h('label', { for: 'pw-worker' }, 'Worker'), pwWorker),
-    h('div', { class: 'field' }, h('label', { for: 'pw-weights' }, 'Weights (priority 9 … 0)'), pwWeights),
+    h('div', { class: 'field' }, h('label', { for: 'pw-weights' }, 'Weights (priority 0 … 9)'), pwWeights),
     h('button', { class: 'btn btn-primary', id: 'pw-submit', type: 'submit' }, 'Set weights'),
     h('button', { class: 'btn', id: 'pw-reset', type: 'button', onclick: () => setWeights(true) }, 'Reset'));
   ctx.main.append(panel('Queues', h('span', { class: 'muted' }, 'sampled every 5 s'), qBox),
@@ -1348,17 +1348,20 @@ function viewQueues(ctx) {
         h('td', null, (r.workers || []).map((w) => h('span', { class: 'chip' }, w))),
         canControl() ? h('td', null, h('button', { class: 'btn btn-sm', type: 'button', onclick: () => { rlTask.value = r.task; rlRate.value = r.rate || ''; rlRate.focus(); } }, 'Edit')) : null)))) :
       emptyState('No task reported', 'Workers report the tasks they run with their rate limits.'));
-    const pw = d.priority_weights || {};
-    fill(pwBox, Object.keys(pw).length ? h('table', { id: 'weights-table' }, h('thead', null, h('tr', null, h('th', null, 'Worker'), h('th', null, 'Weights (9 … 0)'))),
-      h('tbody', null, Object.entries(pw).map(([w, ws]) => h('tr', null, h('td', null, workerLink(w)), h('td', { class: 'mono' }, ws ? ws.join(', ') : h('span', { class: 'muted' }, 'default')))))) :
-      emptyState('No worker online', 'Priority weights are per worker.'));
+    // Runtime settings only: [{scope: cluster|workers|worker, worker, weights: [10] | null (strict)}].
+    const pw = d.priority_weights || [];
+    const scopeCell = (p) => (p.scope === 'worker' && p.worker ? workerLink(p.worker) : h('span', null, 'All workers'));
+    fill(pwBox, pw.length ? h('table', { id: 'weights-table' }, h('thead', null, h('tr', null, h('th', null, 'Worker'), h('th', null, 'Weights (priority 0 … 9)'))),
+      h('tbody', null, pw.map((p) => h('tr', { testid: 'weights-row', 'data-worker': p.worker || '' }, h('td', null, scopeCell(p)),
+        h('td', { class: 'mono' }, p.weights ? p.weights.join(', ') : 'strict'))))) :
+      emptyState('No runtime weights', 'Every worker uses the weights of its own flags.'));
     if (!optionsDone) {
       optionsDone = true;
       $('#rl-tasks', rlForm).append(...rls.map((r) => h('option', { value: r.task })));
-      const hosts = Object.keys(pw);
-      rlWorker.append(...hosts.map((w) => h('option', { value: w }, w)));
-      pwWorker.append(...hosts.map((w) => h('option', { value: w }, w)));
     }
+    // The online workers, for the per-worker controls; kept in step as workers come and go.
+    syncOptions(rlWorker, d.workers || []);
+    syncOptions(pwWorker, d.workers || []);
   }
   async function load() {
     if (busy) return;
@@ -1368,6 +1371,16 @@ function viewQueues(ctx) {
   load();
   // The one allowed refresh: on `overview` events (every 1 s), at most every 4 s (the server samples every 5 s).
   return { onOverview: (ov, hello) => { if (!hello && Date.now() - last > 4000) load(); } };
+}
+
+/** Makes `select`'s options after its first (the placeholder) be `values`, keeping the choice. */
+function syncOptions(select, values) {
+  const have = [...select.options].slice(1).map((o) => o.value);
+  if (have.length === values.length && have.every((v, i) => v === values[i])) return;
+  const chosen = select.value;
+  while (select.options.length > 1) select.remove(1);
+  select.append(...values.map((v) => h('option', { value: v }, v)));
+  select.value = values.includes(chosen) ? chosen : '';
 }
 
 /* ───────────────────────────── views: dead letters ───────────────────────────── */

@@ -354,8 +354,15 @@ pub(crate) async fn queues(shared: SharedData) -> HttpResponse {
             view
         })
         .collect();
+    let mut online: Vec<&str> = workers
+        .iter()
+        .filter(|worker| worker.online)
+        .map(|worker| worker.hostname.as_str())
+        .collect();
+    online.sort_unstable();
     HttpResponse::Ok().json(json!({
         "read_at_ms": reading.read_at_ms,
+        "workers": online,
         "error": reading.error,
         "queues": queues,
         "history": {

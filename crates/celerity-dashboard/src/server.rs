@@ -16,7 +16,12 @@ use crate::shared::Shared;
 
 /// The page's files, embedded in the binary: the dashboard needs no internet and no files beside
 /// it.
-const ASSETS: [(&str, &str, &[u8]); 4] = [
+const ASSETS: [(&str, &str, &[u8]); 5] = [
+    (
+        "login.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../assets/login.js"),
+    ),
     (
         "app.js",
         "text/javascript; charset=utf-8",
@@ -50,7 +55,9 @@ fn secure(response: &mut HttpResponse) {
     let pairs = [
         ("x-frame-options", "DENY"),
         ("x-content-type-options", "nosniff"),
-        ("referrer-policy", "no-referrer"),
+        // `same-origin`, not `no-referrer`: with `no-referrer` the browser sends `Origin: null` on
+        // the login form's POST, which the same-origin check must refuse.
+        ("referrer-policy", "same-origin"),
         (
             "content-security-policy",
             "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; script-src 'self'; connect-src 'self'; frame-ancestors 'none'; form-action 'self'",

@@ -1,0 +1,11 @@
+import { launch, newPage } from './lib.mjs';
+const b = await launch();
+const page = await newPage(b);
+page.on('request', r => console.log('REQ', r.method(), r.url(), JSON.stringify(r.headers())));
+page.on('response', r => console.log('RES', r.status(), r.url(), r.headers()['location']||''));
+await page.goto('http://127.0.0.1:15555/login');
+await page.fill('#login-username', 'admin'); await page.fill('#login-password', 'wrong');
+await page.click('#login-submit');
+await page.waitForTimeout(2000);
+console.log('URL', page.url(), await page.$eval('#login-error', e => e.hidden));
+await b.close();
