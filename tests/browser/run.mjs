@@ -39,20 +39,27 @@ async function open(page, hash, view) {
   await waitView(page, view);
 }
 
+/** Opens a view, waits until it shows an element matching `row`, and takes its screenshot. */
+async function shoot(page, hash, view, row) {
+  await open(page, hash, view);
+  await waitFor(page, `${row} on ${hash}`, (sel) => !!document.querySelector(sel), row);
+  await screenshot(page, shots, view);
+}
+
 const scenarios = {
   async pages(b) {
     const page = await newPage(b);
     await login(page);
-    const seen = {};
     await open(page, '#/', 'overview'); await screenshot(page, shots, 'overview');
-    await open(page, '#/workers', 'workers'); await screenshot(page, shots, 'workers');
-    await open(page, '#/tasks', 'tasks'); await screenshot(page, shots, 'tasks');
-    seen.task = await page.$eval('tr[data-testid=task-row]', (r) => r.dataset.taskId).catch(() => null);
-    if (seen.task) { await open(page, '#/tasks/' + seen.task, 'task'); await screenshot(page, shots, 'task'); }
-    const root = seen.task ? await page.$eval('#task-canvas-link', (a) => a.getAttribute('href')).catch(() => null) : null;
-    if (root) { await page.goto(base + '/' + root); await waitView(page, 'canvas'); await screenshot(page, shots, 'canvas'); }
-    await open(page, '#/queues', 'queues'); await screenshot(page, shots, 'queues');
-    await open(page, '#/dead-letters', 'dead-letters'); await screenshot(page, shots, 'dead-letters');
+    await shoot(page, '#/workers', 'workers', 'tr[data-testid=worker-row][data-online=true]');
+    await shoot(page, '#/tasks', 'tasks', 'tr[data-testid=task-row]');
+    // The newest task is the chord's body: its page, then its canvas.
+    const task = await page.$eval('tr[data-testid=task-row]', (r) => r.dataset.taskId);
+    await open(page, '#/tasks/' + task, 'task'); await screenshot(page, shots, 'task');
+    const root = await page.$eval('#task-canvas-link', (a) => a.getAttribute('href'));
+    await page.goto(base + '/' + root); await waitView(page, 'canvas'); await screenshot(page, shots, 'canvas');
+    await shoot(page, '#/queues', 'queues', 'tr[data-testid=queue-row]');
+    await shoot(page, '#/dead-letters', 'dead-letters', 'tr[data-testid=dl-row]');
     if (page.consoleErrors.length) fail('console errors: ' + page.consoleErrors.join(' | '));
     const lp = await newPage(b);
     await lp.goto(base + '/login'); await screenshot(lp, shots, 'login');

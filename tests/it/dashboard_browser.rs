@@ -21,7 +21,7 @@ use celerity_dashboard::{Credentials, Dashboard};
 use celerity_it::{add, slow_add, sum_all};
 
 use crate::dashboard::{call, start};
-use crate::support::{WorkerProcess, client, eventually, publish_json, server};
+use crate::support::{WorkerProcess, client, eventually, publish_json, runs_stream, server};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -140,7 +140,11 @@ impl Scenario {
         loop {
             match self.child.try_wait().expect("the scenario's status") {
                 Some(status) => {
-                    assert!(status.success(), "{name} exited {status}: {}", self.stderr());
+                    assert!(
+                        status.success(),
+                        "{name} exited {status}: {}",
+                        self.stderr()
+                    );
                     return;
                 }
                 None if Instant::now() > deadline => panic!("{name} did not exit after PASS"),
@@ -173,6 +177,8 @@ impl Cluster {
     ) -> Self {
         let server = server();
         let url = server.url();
+        // `it.total`, the chords' body, records its runs there.
+        runs_stream(&url).await;
         let worker = WorkerProcess::start(&url, hostname, &[]);
         let client = client(&url).await;
         let (dashboard, base) = start(&url, configure).await;
@@ -187,10 +193,14 @@ impl Cluster {
 
     /// Waits until the dashboard's task page shows task `id` in `state`.
     async fn seen(&self, id: &str, state: &str) {
-        eventually(&format!("the dashboard shows {id} {state}"), WAIT, || async {
-            let task = call(&self.base, "GET", &format!("/api/tasks/{id}"), &[], None).await;
-            task.body["state"] == state
-        })
+        eventually(
+            &format!("the dashboard shows {id} {state}"),
+            WAIT,
+            || async {
+                let task = call(&self.base, "GET", &format!("/api/tasks/{id}"), &[], None).await;
+                task.body["state"] == state
+            },
+        )
         .await;
     }
 
@@ -214,13 +224,17 @@ async fn send_chord(client: &celerity::Client, members: i64, sleep_ms: u64) -> S
 /// The canvas root of task `id`, once the dashboard knows it.
 async fn root_of(base: &str, id: &str) -> String {
     let root = std::sync::Mutex::new(None);
-    eventually(&format!("the dashboard knows the root of {id}"), WAIT, || async {
-        let task = call(base, "GET", &format!("/api/tasks/{id}"), &[], None).await;
-        let found = task.body["root_id"].as_str().map(str::to_owned);
-        let known = found.is_some();
-        *root.lock().expect("the root's lock") = found;
-        known
-    })
+    eventually(
+        &format!("the dashboard knows the root of {id}"),
+        WAIT,
+        || async {
+            let task = call(base, "GET", &format!("/api/tasks/{id}"), &[], None).await;
+            let found = task.body["root_id"].as_str().map(str::to_owned);
+            let known = found.is_some();
+            *root.lock().expect("the root's lock") = found;
+            known
+        },
+    )
     .await;
     root.into_inner().expect("the root's lock").expect("a root")
 }
@@ -253,7 +267,10 @@ async fn a_task_sent_after_the_page_opened_appears_without_a_reload() {
     let cluster = Cluster::start("browser-w2", |_| {}).await;
     let mut scenario = Scenario::start("live-task", &cluster.base, &[]);
     scenario.ready("publish");
-    let sent = add.delay(&cluster.client, 20, 22).await.expect("add is sent");
+    let sent = add
+        .delay(&cluster.client, 20, 22)
+        .await
+        .expect("add is sent");
     scenario.go(&[sent.id().as_str()]);
     scenario.pass();
     cluster.stop().await;
@@ -269,7 +286,10 @@ async fn a_chord_graph_colours_its_nodes_live_until_all_succeed() {
     scenario.go(&[&root]);
     scenario.pass();
     let result = cluster.client.async_result::<i64>(&body).unwrap();
-    assert_eq!(result.get(WAIT).await.unwrap(), (0..8).map(|i| i + 1).sum::<i64>());
+    assert_eq!(
+        result.get(WAIT).await.unwrap(),
+        (0..8).map(|i| i + 1).sum::<i64>()
+    );
     cluster.stop().await;
 }
 
@@ -317,7 +337,10 @@ async fn a_dead_letter_requeued_from_its_page_runs_to_success() {
     scenario.ready("dead-letter");
     scenario.go(&[&seq, "browser-letter"]);
     scenario.pass();
-    let result = cluster.client.async_result::<i64>("browser-letter").unwrap();
+    let result = cluster
+        .client
+        .async_result::<i64>("browser-letter")
+        .unwrap();
     assert_eq!(result.get(WAIT).await.unwrap(), 3);
     cluster.stop().await;
 }

@@ -1151,6 +1151,12 @@ function layoutCanvas(cv) {
   const A = (id) => alias.get(id) || id;
   let edges = (cv.edges || []).map((e) => ({ from: A(e.from), to: A(e.to) }));
   if (!edges.length) edges = cv.nodes.filter((n) => n.parent_id).map((n) => ({ from: A(n.parent_id), to: A(n.id) }));
+  // A chord's body follows its header: every member (or the collapsed counter) points at it, so the
+  // body sits in the column after the header even when its recorded parent is not in the graph.
+  for (const c of cv.chords || []) {
+    if (!c.body || !nodes.has(c.body)) continue;
+    for (const n of cv.nodes) if (n.chord_id === c.id && n.id !== c.body) edges.push({ from: A(n.id), to: c.body });
+  }
   const seen = new Set();
   edges = edges.filter((e) => e.from !== e.to && nodes.has(e.from) && nodes.has(e.to) && !seen.has(e.from + '>' + e.to) && seen.add(e.from + '>' + e.to));
   const preds = new Map(Array.from(nodes.keys()).map((k) => [k, []]));
@@ -1333,7 +1339,8 @@ function viewQueues(ctx) {
             (q.levels || []).map((l) => h('span', { style: 'height:' + Math.max(2, 22 * l.depth / maxD) + 'px' })))),
           h('td', { class: 'num' }, fmtNum(q.consumers)), h('td', { class: 'num' }, fmtRate(q.rate_in_per_s)), h('td', { class: 'num' }, fmtRate(q.rate_out_per_s)),
           h('td', { class: 'num' }, q.oldest_age_ms === null ? '—' : fmtDur(q.oldest_age_ms)));
-      }))) : emptyState('No queues yet', 'A queue appears once a task is sent to it or a worker consumes it.'));
+      }))) : d.read_at_ms ? emptyState('No queues yet', 'A queue appears once a task is sent to it or a worker consumes it.') :
+        emptyState('Reading the queues…', 'The first reading comes as soon as the dashboard is connected to NATS.'));
     const pts = (d.history && d.history.points) || [];
     const now = Date.now();
     fill(charts, ...qs2.map((q) => h('div', { class: 'card panel' }, h('div', { class: 'panel-head' }, h('h2', null, q.name), h('span', { class: 'muted' }, 'last hour')),

@@ -17,6 +17,9 @@ use crate::shared::{Nats, Shared};
 
 /// How often the queues are read.
 pub(crate) const SAMPLE_EVERY: Duration = Duration::from_secs(5);
+
+/// How soon the sampler looks again while the dashboard is not connected to NATS.
+const NOT_CONNECTED_RETRY: Duration = Duration::from_millis(250);
 /// Readings kept for the charts: one hour.
 const HISTORY_POINTS: usize = 720;
 
@@ -111,6 +114,9 @@ pub(crate) async fn sample(shared: Arc<Shared>) {
     loop {
         tick.tick().await;
         let Ok(nats) = shared.nats() else {
+            // Not connected yet (or any more): look again soon, so the first reading does not
+            // wait a whole period after the connection.
+            tick.reset_after(NOT_CONNECTED_RETRY);
             continue;
         };
         let read = tokio::time::timeout(SAMPLE_EVERY, read_queues(&shared, &nats)).await;
