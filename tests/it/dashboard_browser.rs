@@ -182,6 +182,12 @@ impl Cluster {
         let worker = WorkerProcess::start(&url, hostname, &[]);
         let client = client(&url).await;
         let (dashboard, base) = start(&url, configure).await;
+        // Dashboard::start returns before its NATS connection is made.
+        eventually("the dashboard connects to NATS", WAIT, || async {
+            let overview = call(&base, "GET", "/api/overview", &[], None).await;
+            overview.status == 401 || overview.body["nats"]["connected"] == true
+        })
+        .await;
         Self {
             _server: server,
             worker,

@@ -447,6 +447,12 @@ async fn a_requeued_chain_step_continues_its_chain() {
     let seq = seq_of(&client, Some("late-head")).await;
     let requeued = client.dead_letters().requeue(seq).await.unwrap();
     assert_eq!(requeued.as_str(), "late-head");
+    // Its dead-lettered FAILURE stays until the rerun stores SUCCESS over it.
+    let head = client.async_result::<i64>("late-head").unwrap();
+    eventually("the requeued head succeeds", WAIT, || async {
+        head.successful().await.unwrap_or(false)
+    })
+    .await;
     assert_succeeds(&client, "late-head").await;
     eventually("the chain's next step succeeds", WAIT, || async {
         next.successful().await.unwrap_or(false)
