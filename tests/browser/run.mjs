@@ -1,19 +1,34 @@
-// Scenario driver: node run.mjs <scenario> --url <base> [--user u --password p] [--shots dir]
+// Scenario driver: node run.mjs <scenario> --url <base> [--user u --password p] [--task id] [--shots dir]
 // Prints `READY <step>` when the orchestrator must act; reads `GO ...` lines from stdin.
+// Closing stdin before the scenario ends aborts it: the browser is closed and its profile removed.
 import { createInterface } from 'node:readline';
-import { launch, newPage, screenshot, waitFor, waitView, fail } from './lib.mjs';
+import { launch, closeAll, newPage, screenshot, waitFor, waitView, waitLive, expectNoConsoleErrors, fail } from './lib.mjs';
 
 const argv = process.argv.slice(2);
 const scenario = argv[0];
 const opt = (name) => { const i = argv.indexOf('--' + name); return i >= 0 ? argv[i + 1] : undefined; };
 const base = (opt('url') || '').replace(/\/$/, '');
-const user = opt('user'), password = opt('password'), shots = opt('shots');
-if (!scenario || !base) fail('usage: node run.mjs <scenario> --url <base> [--user u --password p] [--shots dir]');
+const user = opt('user'), password = opt('password'), shots = opt('shots'), taskArg = opt('task');
+if (!scenario || !base) await fail('usage: node run.mjs <scenario> --url <base> [--user u --password p] [--task id] [--shots dir]');
+
+/** Ends the process once: closes every browser (and its profile), then exits with `code`. */
+let ending = null;
+function end(code, message) {
+  if (!ending) {
+    ending = (async () => {
+      if (message) console.error(message);
+      await closeAll();
+      process.exit(code);
+    })();
+  }
+  return ending;
+}
 
 const rl = createInterface({ input: process.stdin });
 const lines = [];
 let waiter = null;
 rl.on('line', (l) => { lines.push(l.trim()); if (waiter) { const w = waiter; waiter = null; w(); } });
+rl.on('close', () => end(1, `FAIL: ${scenario}: stdin closed before the scenario ended`));
 /** Prints READY <step> and waits for a `GO ...` line; returns its words after GO. */
 async function ready(step, ms = 120000) {
   console.log('READY ' + step);
@@ -21,7 +36,7 @@ async function ready(step, ms = 120000) {
   for (;;) {
     const i = lines.findIndex((l) => l.startsWith('GO'));
     if (i >= 0) return lines.splice(i, 1)[0].split(/\s+/).slice(1);
-    if (Date.now() > deadline) fail(`no GO for ${step} within ${ms} ms`);
+    if (Date.now() > deadline) throw new Error(`no GO for ${step} within ${ms} ms`);
     await new Promise((r) => { waiter = r; setTimeout(r, 500); });
   }
 }
@@ -48,38 +63,60 @@ async function shoot(page, hash, view, row) {
 
 const scenarios = {
   async pages(b) {
+    if (!taskArg) throw new Error('pages needs --task <id of a chord body>');
     const page = await newPage(b);
     await login(page);
     await open(page, '#/', 'overview'); await screenshot(page, shots, 'overview');
     await shoot(page, '#/workers', 'workers', 'tr[data-testid=worker-row][data-online=true]');
     await shoot(page, '#/tasks', 'tasks', 'tr[data-testid=task-row]');
-    // The newest task is the chord's body: its page, then its canvas.
-    const task = await page.$eval('tr[data-testid=task-row]', (r) => r.dataset.taskId);
-    await open(page, '#/tasks/' + task, 'task'); await screenshot(page, shots, 'task');
+    // The chord's body: its page, then its canvas.
+    await open(page, '#/tasks/' + encodeURIComponent(taskArg), 'task');
+    await waitFor(page, 'the page of ' + taskArg, (id) => document.querySelector('#task-detail')?.dataset.taskId === id, taskArg);
+    await screenshot(page, shots, 'task');
     const root = await page.$eval('#task-canvas-link', (a) => a.getAttribute('href'));
     await page.goto(base + '/' + root); await waitView(page, 'canvas'); await screenshot(page, shots, 'canvas');
     await shoot(page, '#/queues', 'queues', 'tr[data-testid=queue-row]');
     await shoot(page, '#/dead-letters', 'dead-letters', 'tr[data-testid=dl-row]');
-    if (page.consoleErrors.length) fail('console errors: ' + page.consoleErrors.join(' | '));
+    expectNoConsoleErrors(page, 'the dashboard');
     const lp = await newPage(b);
     await lp.goto(base + '/login'); await screenshot(lp, shots, 'login');
+    expectNoConsoleErrors(lp, 'the login page');
   },
   async 'live-task'(b) {
     const page = await newPage(b); await login(page);
     await open(page, '#/tasks', 'tasks');
+    await waitLive(page);
     const [id] = await ready('publish');
     await waitFor(page, 'row for ' + id, (i) => !!document.querySelector(`tr[data-task-id="${i}"]`), id, 30000);
   },
   async chord(b) {
     const page = await newPage(b); await login(page);
-    const [root] = await ready('chord');
+    await open(page, '#/tasks', 'tasks');
+    await waitLive(page);
+    // GO <canvas root> <body id> <header size>, sent while the header's members still sleep.
+    const [root, body, sizeWord] = await ready('chord');
+    const size = Number(sizeWord);
     await open(page, '#/canvas/' + root, 'canvas');
-    await waitFor(page, 'all canvas nodes SUCCESS', () => {
-      const n = [...document.querySelectorAll('[data-testid=canvas-node]')];
-      const c = [...document.querySelectorAll('[data-testid=chord-progress]')];
-      return n.length > 0 && n.every((x) => x.dataset.state === 'SUCCESS') && c.every((x) => x.dataset.size !== '' && Number(x.dataset.done) >= Number(x.dataset.size));
-    }, null, 60000);
-    await screenshot(page, shots, 'canvas');
+    await waitLive(page);
+    // Each poll records what the graph shows on its way to done, so the scenario proves that the
+    // page saw the chord running and its count climb, not only its end.
+    const handle = await waitFor(page, `the chord ${size} of ${size} done and all its nodes SUCCESS`, ({ body, size }) => {
+      const seen = window.__chordSeen ||= { running: [], counts: [] };
+      const nodes = [...document.querySelectorAll('[data-testid=canvas-node]')];
+      for (const n of nodes) if (n.dataset.state !== 'SUCCESS' && !seen.running.includes(n.dataset.state)) seen.running.push(n.dataset.state);
+      const chords = [...document.querySelectorAll('[data-testid=chord-progress]')];
+      for (const c of chords) if (c.dataset.size !== '' && !seen.counts.includes(c.textContent)) seen.counts.push(c.textContent);
+      const bodyNode = document.querySelector(`[data-testid=canvas-node][data-task-id="${body}"]`);
+      const done = chords.length === 1 && Number(chords[0].dataset.done) === size && Number(chords[0].dataset.size) === size;
+      return done && bodyNode?.dataset.state === 'SUCCESS' && nodes.every((x) => x.dataset.state === 'SUCCESS') && seen;
+    }, { body, size }, 60000);
+    const seen = await handle.jsonValue();
+    if (!seen.running.length) throw new Error('the graph never showed a node that was not SUCCESS yet');
+    const partial = seen.counts.filter((t) => { const m = /(\d+) of (\d+) done/.exec(t); return m && Number(m[1]) > 0 && Number(m[1]) < size; });
+    if (!partial.length) throw new Error(`the chord's progress never showed a count between 0 and ${size}: ${seen.counts.join(' | ')}`);
+    if (!seen.counts.some((t) => t.includes(`${size} of ${size} done`))) throw new Error(`the chord's progress never read "${size} of ${size} done": ${seen.counts.join(' | ')}`);
+    console.error(`chord: saw ${seen.running.join(', ')} nodes and progress ${seen.counts.join(' → ')}`);
+    expectNoConsoleErrors(page, 'the canvas page');
   },
   async 'rate-limit'(b) {
     const page = await newPage(b); await login(page);
@@ -103,36 +140,43 @@ const scenarios = {
   async login(b) {
     const page = await newPage(b);
     await page.goto(base + '/login');
+    expectNoConsoleErrors(page, 'the login page');
     await page.fill('#login-username', user || 'admin'); await page.fill('#login-password', 'definitely-wrong');
     await page.click('#login-submit');
     await waitFor(page, '#login-error visible', () => { const e = document.querySelector('#login-error'); return e && !e.hidden; }, null, 10000);
+    expectNoConsoleErrors(page, 'the login page after a wrong password');
     await screenshot(page, shots, 'login-failed');
     await login(page);
     await waitView(page, 'overview');
+    expectNoConsoleErrors(page, 'the overview after logging in');
   },
   async 'read-only'(b) {
     const page = await newPage(b); await login(page);
     await open(page, '#/workers', 'workers');
     await waitFor(page, 'read-only badge', () => !document.querySelector('#read-only-badge').hidden, null, 5000);
+    // What each page shows once rendered, so "no control" is counted on a full page, not an empty one.
+    const rendered = {
+      '#/workers': 'tr[data-testid=worker-row][data-online=true]',
+      '#/queues': '#queues-table, #rate-limits-table',
+      '#/dead-letters': '#dl-table, #dl-empty',
+    };
     for (const [hash, view] of [['#/workers', 'workers'], ['#/queues', 'queues'], ['#/dead-letters', 'dead-letters']]) {
       await open(page, hash, view);
+      await waitFor(page, `${rendered[hash]} on ${hash}`, (sel) => !!document.querySelector(sel), rendered[hash]);
       const n = await page.$$eval('.control, [data-testid^=worker-shutdown], #rate-limit-form, #dl-requeue-all', (e) => e.filter((x) => x.offsetParent !== null).length);
-      if (n) fail(`${n} controls visible on ${hash} in read-only mode`);
+      if (n) throw new Error(`${n} controls visible on ${hash} in read-only mode`);
     }
   },
 };
 
 const run = scenarios[scenario];
-if (!run) fail('unknown scenario ' + scenario + '; one of ' + Object.keys(scenarios).join(', '));
-const b = await launch();
+if (!run) await fail('unknown scenario ' + scenario + '; one of ' + Object.keys(scenarios).join(', '));
+let browser;
 try {
-  await run(b);
-  console.log('PASS ' + scenario);
+  browser = await launch();
+  await run(browser);
 } catch (e) {
-  console.error('FAIL: ' + scenario + ': ' + (e && e.message || e));
-  await b.close();
-  process.exit(1);
+  await end(1, 'FAIL: ' + scenario + ': ' + (e && e.message || e));
 }
-await b.close();
-rl.close();
-process.exit(0);
+if (!ending) console.log('PASS ' + scenario);
+await end(0);

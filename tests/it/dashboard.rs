@@ -18,6 +18,24 @@ pub(crate) struct Answer {
     pub(crate) body: Value,
 }
 
+/// Owned copies of (name, value) pairs, to move into a blocking request.
+pub(crate) fn owned(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()))
+        .collect()
+}
+
+/// An HTTP agent that returns every status as an answer and follows no redirect.
+pub(crate) fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .max_redirects(0)
+        .timeout_global(Some(Duration::from_secs(5)))
+        .build()
+        .into()
+}
+
 /// Sends a request to the dashboard at `base` (`http://127.0.0.1:port`).
 pub(crate) async fn call(
     base: &str,
@@ -27,17 +45,9 @@ pub(crate) async fn call(
     body: Option<Value>,
 ) -> Answer {
     let url = format!("{base}{path}");
-    let headers: Vec<(String, String)> = headers
-        .iter()
-        .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()))
-        .collect();
+    let headers = owned(headers);
     tokio::task::spawn_blocking(move || {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .max_redirects(0)
-            .timeout_global(Some(Duration::from_secs(5)))
-            .build()
-            .into();
+        let agent = agent();
         let mut response = match method {
             "GET" => {
                 let mut request = agent.get(&url);

@@ -5,11 +5,13 @@
 use std::time::Duration;
 
 use celerity::dead_letters::{DeadLetterError, LetterFilter, Page};
+use celerity_proto::{ErrorRecord, ResultRecord, TaskId, TaskName, TaskState};
 use serde_json::json;
 
 use crate::dashboard::{call, start};
 use crate::support::{
-    WorkerProcess, client, eventually, publish_json, publish_raw, run_celerity, server,
+    WorkerProcess, client, eventually, publish_json, publish_raw, run_celerity, run_counts,
+    runs_stream, server,
 };
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -44,14 +46,20 @@ async fn real_letters(client: &celerity::Client) {
 /// Stores a letter as a worker would for a runnable `it.add` task `id` (the worker had not known
 /// the task): a requeue of it runs.
 pub(crate) async fn runnable_letter(client: &celerity::Client, id: &str) {
+    letter(client, id, "it.add", &json!({"args": [1, 2]})).await;
+}
+
+/// Stores a letter as a worker would for a task `task` with `body` that the worker had not known.
+async fn letter(client: &celerity::Client, id: &str, task: &str, body: &serde_json::Value) {
     let js = async_nats::jetstream::new(client.nats().clone());
     let mut headers = async_nats::HeaderMap::new();
+    let error = format!("no task {task} on this worker");
     for (name, value) in [
         ("Celerity-Version", "1"),
-        ("Celerity-Task", "it.add"),
+        ("Celerity-Task", task),
         ("Celerity-Id", id),
         ("Celerity-Dlq-Reason", "unknown_task"),
-        ("Celerity-Dlq-Error", "no task it.add on this worker"),
+        ("Celerity-Dlq-Error", error.as_str()),
         ("Celerity-Dlq-Worker", "old-worker"),
         ("Celerity-Dlq-Deliveries", "1"),
         ("Celerity-Dlq-Subject", "celerity.q.default.0"),
@@ -60,7 +68,8 @@ pub(crate) async fn runnable_letter(client: &celerity::Client, id: &str) {
     ] {
         headers.insert(name, value);
     }
-    js.publish_with_headers("celerity.dlq.default", headers, r#"{"args":[1,2]}"#.into())
+    let body = serde_json::to_vec(body).expect("a JSON body");
+    js.publish_with_headers("celerity.dlq.default", headers, body.into())
         .await
         .expect("publish")
         .await
@@ -463,4 +472,90 @@ async fn a_requeued_chain_step_continues_its_chain() {
         13,
         "it got the head's result"
     );
+}
+
+/// Stores `record` as the task's record, as a worker does (JSON in the results bucket).
+async fn put_record(client: &celerity::Client, record: &ResultRecord) {
+    let js = async_nats::jetstream::new(client.nats().clone());
+    let results = js
+        .get_key_value("celerity_results")
+        .await
+        .expect("the results bucket");
+    let bytes = serde_json::to_vec(record).expect("a JSON record");
+    results
+        .put(record.id.as_str(), bytes.into())
+        .await
+        .expect("the record is stored");
+}
+
+/// Sends `worker` a warm then a cold shutdown once `id` is running on it: the task's message is
+/// handed back (delivered again at once) while the task has stored nothing.
+async fn cold_stop_while_running(url: &str, worker: &mut WorkerProcess, id: &str) {
+    eventually(&format!("{id} starts"), WAIT, || async {
+        run_counts(url).await.contains_key(id)
+    })
+    .await;
+    worker.signal(libc::SIGTERM);
+    worker.wait_for_log("warm shutdown", WAIT);
+    worker.signal(libc::SIGINT);
+    assert!(worker.wait_exit(WAIT).success(), "{}", worker.log());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_requeued_task_delivered_again_runs_and_so_does_its_next_step() {
+    let server = server();
+    let url = server.url();
+    runs_stream(&url).await;
+    let mut first = WorkerProcess::start(&url, "ops-redo-1", &[]);
+    let client = client(&url).await;
+    // As the dead letter of a chain's head left them: the head's FAILURE and its next step's.
+    let error = ErrorRecord::new("celerity::DeadLettered", "unknown_task: no task it.track");
+    let mut head = ResultRecord::new(TaskId::new("redo-head").unwrap(), TaskState::Failure, 1)
+        .with_error(error.clone())
+        .with_meta(json!({"reason": "unknown_task"}));
+    head.task = Some(TaskName::new("it.track").unwrap());
+    put_record(&client, &head).await;
+    let next = ResultRecord::new(TaskId::new("redo-next").unwrap(), TaskState::Failure, 1)
+        .with_error(error)
+        .with_meta(
+            json!({"failed_task": "redo-head", "reason": "an earlier step of the chain failed"}),
+        );
+    put_record(&client, &next).await;
+    let body = json!({
+        "args": ["redo", 4000],
+        "chain": [{"kind": "signature", "id": "redo-next", "task": "it.track", "args": [4000]}]
+    });
+    letter(&client, "redo-head", "it.track", &body).await;
+    let seq = seq_of(&client, Some("redo-head")).await;
+    client.dead_letters().requeue(seq).await.unwrap();
+
+    // Handed back before it stored anything, the head finds only its dead letter's FAILURE.
+    cold_stop_while_running(&url, &mut first, "redo-head").await;
+    let mut second = WorkerProcess::start(&url, "ops-redo-2", &[]);
+    let head = client.async_result::<String>("redo-head").unwrap();
+    eventually("the head runs again and succeeds", WAIT, || async {
+        head.successful().await.unwrap_or(false)
+    })
+    .await;
+    // Its next step, handed back the same way, finds the FAILURE its head's letter wrote for it.
+    cold_stop_while_running(&url, &mut second, "redo-next").await;
+    let _third = WorkerProcess::start(&url, "ops-redo-3", &[]);
+    let next = client.async_result::<String>("redo-next").unwrap();
+    eventually("the next step runs again and succeeds", WAIT, || async {
+        next.successful().await.unwrap_or(false)
+    })
+    .await;
+    assert_eq!(next.get(WAIT).await.unwrap(), "redo");
+    let counts = run_counts(&url).await;
+    assert_eq!(
+        (counts.get("redo-head"), counts.get("redo-next")),
+        (Some(&2), Some(&2)),
+        "each ran again after its hand-back"
+    );
+    let letters = client
+        .dead_letters()
+        .list(&LetterFilter::all(), Page::first(1))
+        .await
+        .unwrap();
+    assert_eq!(letters.total, 0, "nothing was dead-lettered again");
 }

@@ -11,6 +11,7 @@ mod compose;
 mod control;
 mod dashboard;
 mod dashboard_browser;
+mod dashboard_routes;
 mod dead_letter_ops;
 mod dead_letters;
 mod delays;

@@ -32,7 +32,7 @@
  *              collapsed chord header g[data-testid=canvas-chord-counter][data-done][data-size],
  *              chord summaries tid=chord-progress [data-chord-id][data-done][data-size],
  *              #canvas-summary[data-total][data-success], #canvas-not-found.
- *   Queues:    #queues-table rows tr[data-testid=queue-row][data-queue=q], #queue-charts,
+ *   Queues:    #queues-table rows tr[data-testid=queue-row][data-queue=q], #queues-error (the last reading failed), #queue-charts,
  *              #rate-limits-table rows tr[data-testid=rate-limit-row][data-task=t],
  *              #rate-limit-form (#rl-task, #rl-rate, #rl-scope, #rl-worker, #rl-submit, #rl-error),
  *              #weights-table, #weights-form (#pw-worker, #pw-weights, #pw-submit, #pw-reset).
@@ -1328,7 +1328,10 @@ function viewQueues(ctx) {
   let busy = false, last = 0, optionsDone = false;
   function render(d) {
     const qs2 = d.queues || [];
-    fill(qBox, qs2.length ? h('table', { id: 'queues-table' },
+    // `error`: the last reading failed; the queues shown (if any) are from the reading before it.
+    const readError = d.error ? h('div', { class: 'filter-error', id: 'queues-error', role: 'alert' },
+      d.read_at_ms ? 'The last reading failed (' + d.error + '); these figures are from ' + fmtTime(d.read_at_ms) + '.' : 'Reading the queues failed: ' + d.error + '.') : null;
+    fill(qBox, readError, qs2.length ? h('table', { id: 'queues-table' },
       h('thead', null, h('tr', null, ['Queue', 'Waiting', 'In flight', 'By priority', 'Consumers', 'In', 'Out', 'Oldest waiting'].map((t, i) => h('th', { class: i && i !== 3 ? 'num' : null }, t)))),
       h('tbody', null, qs2.map((q) => {
         const maxD = Math.max(1, ...(q.levels || []).map((l) => l.depth));
@@ -1340,6 +1343,7 @@ function viewQueues(ctx) {
           h('td', { class: 'num' }, fmtNum(q.consumers)), h('td', { class: 'num' }, fmtRate(q.rate_in_per_s)), h('td', { class: 'num' }, fmtRate(q.rate_out_per_s)),
           h('td', { class: 'num' }, q.oldest_age_ms === null ? '—' : fmtDur(q.oldest_age_ms)));
       }))) : d.read_at_ms ? emptyState('No queues yet', 'A queue appears once a task is sent to it or a worker consumes it.') :
+        d.error ? emptyState('No reading yet', 'The dashboard reads the queues again every 5 s.') :
         emptyState('Reading the queues…', 'The first reading comes as soon as the dashboard is connected to NATS.'));
     const pts = (d.history && d.history.points) || [];
     const now = Date.now();

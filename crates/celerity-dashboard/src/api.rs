@@ -325,6 +325,9 @@ pub(crate) async fn canvas(
     shared: SharedData,
     root_id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
+    TaskId::new(root_id.as_str()).map_err(|error| {
+        ApiError::invalid_argument(format!("canvas root id {:?}: {error}", root_id.as_str()))
+    })?;
     let canvas = canvas_json(&shared, &root_id).await;
     if canvas["nodes"].as_array().is_none_or(Vec::is_empty) {
         return Err(ApiError::not_found(

@@ -139,6 +139,9 @@ pub struct DeadLetter {
 }
 
 impl DeadLetter {
+    /// The error kind of the FAILURE record a dead letter leaves for its task.
+    pub const ERROR_KIND: &'static str = "celerity::DeadLettered";
+
     /// The longest error text a dead letter carries, in bytes, in `Celerity-Dlq-Error` and in
     /// the message of the task's FAILURE record (after its `<reason code>: `).
     pub const MAX_ERROR_BYTES: usize = 512;

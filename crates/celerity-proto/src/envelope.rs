@@ -40,6 +40,8 @@ pub mod header {
     pub const EXPIRES: &str = "Celerity-Expires";
     /// When the producer sent the task, milliseconds since the Unix epoch (UTC).
     pub const SENT_AT: &str = "Celerity-Sent-At";
+    /// The sequence, in the dead-letter stream, of the letter this message was requeued from.
+    pub const REQUEUED: &str = "Celerity-Requeued";
     /// W3C trace context.
     pub const TRACEPARENT: &str = "traceparent";
     /// W3C trace state.
@@ -173,6 +175,9 @@ pub struct Envelope {
     pub expires_ms: Option<u64>,
     /// Send time, Unix milliseconds.
     pub sent_at_ms: Option<u64>,
+    /// The dead letter this message was requeued from (its sequence in the dead-letter stream):
+    /// the FAILURE record that letter left is not this message's final record.
+    pub requeued_from: Option<u64>,
     /// W3C `traceparent`.
     pub traceparent: Option<String>,
     /// W3C `tracestate`.
@@ -198,6 +203,7 @@ impl Envelope {
             eta_ms: None,
             expires_ms: None,
             sent_at_ms: None,
+            requeued_from: None,
             traceparent: None,
             tracestate: None,
             extra: Vec::new(),
@@ -244,6 +250,10 @@ impl Envelope {
             (header::ETA, self.eta_ms.map(|ms| ms.to_string())),
             (header::EXPIRES, self.expires_ms.map(|ms| ms.to_string())),
             (header::SENT_AT, self.sent_at_ms.map(|ms| ms.to_string())),
+            (
+                header::REQUEUED,
+                self.requeued_from.map(|seq| seq.to_string()),
+            ),
             (header::TRACEPARENT, self.traceparent.clone()),
             (header::TRACESTATE, self.tracestate.clone()),
         ];
@@ -320,6 +330,7 @@ impl Envelope {
             eta_ms: optional(headers, header::ETA, parse_number::<u64>)?,
             expires_ms: optional(headers, header::EXPIRES, parse_number::<u64>)?,
             sent_at_ms: optional(headers, header::SENT_AT, parse_number::<u64>)?,
+            requeued_from: optional(headers, header::REQUEUED, parse_number::<u64>)?,
             traceparent: headers.get(header::TRACEPARENT).map(str::to_owned),
             tracestate: headers.get(header::TRACESTATE).map(str::to_owned),
             extra,

@@ -49,6 +49,15 @@ pub enum ControlError {
         "a global rate limit is shared by every worker and cannot go to worker {0:?} alone: drop the destination"
     )]
     GlobalWithDestination(String),
+    /// The namespace has not been set up on this server: no worker or client of it has connected
+    /// yet, so the bucket a revocation is stored in does not exist.
+    #[error(
+        "the {bucket} bucket does not exist: no worker or client of this namespace has connected to this server yet; start a worker (or connect a client) first, then revoke again"
+    )]
+    NotSetUp {
+        /// The bucket that is missing.
+        bucket: String,
+    },
 }
 
 /// What a `revoke` control command does to a copy of the task that is already running.
@@ -251,8 +260,20 @@ impl Control {
         // Stored first, by the caller: workers not running now honour it when they start.
         let id = celerity_proto::TaskId::new(task_id).map_err(ControlError::InvalidTaskId)?;
         let js = async_nats::jetstream::new(self.nats.clone());
+        let name = self.layout.revoked_bucket();
+        // Looked up as its stream first, so a bucket nobody created is told apart from a failure.
+        if let Err(error) = js.get_stream(format!("KV_{name}")).await {
+            return Err(match error.kind() {
+                async_nats::jetstream::context::GetStreamErrorKind::JetStream(inner)
+                    if inner.error_code() == async_nats::jetstream::ErrorCode::STREAM_NOT_FOUND =>
+                {
+                    ControlError::NotSetUp { bucket: name }
+                }
+                _ => ControlError::Nats(error.into()),
+            });
+        }
         let bucket = js
-            .get_key_value(self.layout.revoked_bucket())
+            .get_key_value(name.as_str())
             .await
             .map_err(|error| ControlError::Nats(error.into()))?;
         let record = serde_json::to_vec(&RevocationRecord::new(crate::clock::now_ms()))

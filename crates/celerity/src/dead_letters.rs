@@ -191,6 +191,7 @@ impl DeadLetters {
         }
         let message_id = DeadLetter::requeue_message_id(&task_id, seq);
         headers.insert(header::NATS_MSG_ID, message_id.as_str());
+        headers.insert(header::REQUEUED, seq.to_string().as_str());
         let published = async {
             self.js
                 .publish_with_headers(subject.clone(), headers, letter.body)

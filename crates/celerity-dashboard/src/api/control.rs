@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use actix_web::{HttpResponse, web};
+use actix_web::{HttpResponse, http::StatusCode, web};
 use celerity::{ControlError, PriorityWeightsChange, RateLimitChange, RateLimitScope, RevokeMode};
 use celerity_proto::{ControlCommand, ControlReply};
 use serde::Deserialize;
@@ -42,6 +42,9 @@ fn control_error(error: ControlError) -> ApiError {
             format!("worker {worker:?} did not answer: it is offline or has another name"),
         ),
         ControlError::Nats(error) => ApiError::nats(error),
+        error @ ControlError::NotSetUp { .. } => {
+            ApiError::new(StatusCode::CONFLICT, "not_set_up", error.to_string())
+        }
         other => ApiError::invalid_argument(other.to_string()),
     }
 }

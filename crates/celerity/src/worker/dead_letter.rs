@@ -41,6 +41,7 @@ use crate::nats::provision::{self, ProvisionError};
 use crate::worker::WorkerShared;
 use crate::worker::continuation::Continuation;
 use crate::worker::nats_io;
+use crate::worker::records::ends_message;
 
 /// The delivery at which a dead letter that still cannot be stored is given up (terminated,
 /// with an error-level log), counting every delivery of the message.
@@ -164,7 +165,7 @@ impl Failing<'_> {
     ) -> Option<ResultRecord> {
         let envelope = self.envelope.as_ref();
         match shared.store.get(&envelope.id).await {
-            Ok(Some(record)) if record.state.is_ready() => return Some(record),
+            Ok(Some(record)) if ends_message(&record, envelope) => return Some(record),
             Ok(_) => {}
             Err(error) => {
                 // Unread, it might be final (a SUCCESS whose ack was lost): not overwritten, the
@@ -177,7 +178,10 @@ impl Failing<'_> {
         let mut record = shared
             .store
             .record(envelope, TaskState::Failure)
-            .with_error(ErrorRecord::new("celerity::DeadLettered", message))
+            .with_error(ErrorRecord::new(
+                celerity_proto::DeadLetter::ERROR_KIND,
+                message,
+            ))
             .with_meta(serde_json::json!({ "reason": reason.code() }));
         if !self.named {
             record.task = None;

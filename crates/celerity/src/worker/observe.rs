@@ -329,7 +329,10 @@ impl Observer {
             let mut event = TaskEvent::new(TaskEventKind::Rejected, id, name, now_ms());
             event.queue = Some(queue.to_string());
             event.reason = Some(reason.code().to_owned());
-            event.error = Some(ErrorRecord::new("celerity::DeadLettered", error));
+            event.error = Some(ErrorRecord::new(
+                celerity_proto::DeadLetter::ERROR_KIND,
+                error,
+            ));
             events.emit(event);
         }
     }

@@ -6,22 +6,53 @@
 //! It sits below everything that ends a task (`execute`, `continuation`, `dead_letter`), so none
 //! of them calls back into another to store a record.
 
-use celerity_proto::{Envelope, ErrorRecord, ResultRecord, TaskState};
+use celerity_proto::{DeadLetter, Envelope, ErrorRecord, ResultRecord, TaskState};
 use serde_json::Value;
 
 use crate::result_store::ResultStore;
+
 use crate::worker::WorkerShared;
 
-/// The task's final record, if it has one.
+/// The task's final record, if it has one that ends the task `envelope`'s message carries (see
+/// [`ends_message`]).
 pub(crate) async fn final_record(store: &ResultStore, envelope: &Envelope) -> Option<ResultRecord> {
     match store.get(&envelope.id).await {
-        Ok(Some(record)) if record.state.is_ready() => Some(record),
+        Ok(Some(record)) if ends_message(&record, envelope) => Some(record),
         Ok(_) => None,
         Err(error) => {
             tracing::warn!(task_id = %envelope.id, error = %crate::error_chain(&error), "cannot read the result of a redelivered task; running it again");
             None
         }
     }
+}
+
+/// Whether `record`, stored under the task's id, ends the task that `envelope`'s message carries,
+/// so the message is acknowledged without running it. Two final records do not:
+/// - the FAILURE a dead letter wrote (`celerity::DeadLettered`), for a message requeued from a
+///   dead letter (`Celerity-Requeued`): that message is the task sent again to run;
+/// - the record of a chain step that never ran because an earlier step failed (no task name,
+///   `meta.failed_task`): a message of that step exists only because the earlier step ran again
+///   (requeued) and succeeded.
+///
+/// Both hold on every delivery of such a message, not only the first, so a worker that stops
+/// before the rerun stores its record leaves nothing that ends the task early.
+pub(crate) fn ends_message(record: &ResultRecord, envelope: &Envelope) -> bool {
+    if !record.state.is_ready() {
+        return false;
+    }
+    let dead_lettered = record
+        .error
+        .as_ref()
+        .is_some_and(|error| error.kind == DeadLetter::ERROR_KIND);
+    if dead_lettered && envelope.requeued_from.is_some() {
+        return false;
+    }
+    let failed_by_earlier_step = record.task.is_none()
+        && record
+            .meta
+            .as_ref()
+            .is_some_and(|meta| meta.get("failed_task").is_some());
+    !failed_by_earlier_step
 }
 
 pub(crate) async fn write_state(shared: &WorkerShared, envelope: &Envelope, state: TaskState) {
@@ -69,4 +100,67 @@ pub(crate) fn encode_within_limit(
         .with_error(error);
     record.started_at_ms = started_at_ms;
     encode(record)
+}
+
+#[cfg(test)]
+mod tests {
+    use celerity_proto::{TaskId, TaskName};
+
+    use super::*;
+
+    fn envelope(requeued_from: Option<u64>) -> Envelope {
+        let mut envelope =
+            Envelope::new(TaskId::new("t1").unwrap(), TaskName::new("it.add").unwrap());
+        envelope.requeued_from = requeued_from;
+        envelope
+    }
+
+    fn record(state: TaskState) -> ResultRecord {
+        let mut record = ResultRecord::new(TaskId::new("t1").unwrap(), state, 1);
+        record.task = Some(TaskName::new("it.add").unwrap());
+        record
+    }
+
+    fn dead_lettered() -> ResultRecord {
+        record(TaskState::Failure)
+            .with_error(ErrorRecord::new(
+                DeadLetter::ERROR_KIND,
+                "unknown_task: no such task",
+            ))
+            .with_meta(serde_json::json!({"reason": "unknown_task"}))
+    }
+
+    #[test]
+    fn a_dead_lettered_failure_ends_a_message_unless_it_was_requeued() {
+        assert!(ends_message(&dead_lettered(), &envelope(None)));
+        assert!(!ends_message(&dead_lettered(), &envelope(Some(7))));
+        let failed = record(TaskState::Failure).with_error(ErrorRecord::new("Boom", "no"));
+        assert!(
+            ends_message(&failed, &envelope(Some(7))),
+            "a failure of its own run ends a requeued message too"
+        );
+        assert!(ends_message(
+            &record(TaskState::Success),
+            &envelope(Some(7))
+        ));
+    }
+
+    #[test]
+    fn a_step_failed_by_an_earlier_one_never_ends_a_message_of_that_step() {
+        let mut step = dead_lettered().with_meta(serde_json::json!({
+            "failed_task": "head",
+            "reason": "an earlier step of the chain failed",
+        }));
+        step.task = None;
+        assert!(!ends_message(&step, &envelope(None)));
+        step.task = Some(TaskName::new("it.add").unwrap());
+        assert!(ends_message(&step, &envelope(None)), "a step that ran");
+    }
+
+    #[test]
+    fn a_state_that_is_not_final_ends_nothing() {
+        for state in [TaskState::Pending, TaskState::Started, TaskState::Retry] {
+            assert!(!ends_message(&record(state), &envelope(None)));
+        }
+    }
 }

@@ -113,7 +113,7 @@ pub(super) async fn finish_with(
 /// The dead-letter reason of a record that a dead letter wrote.
 fn dead_letter_reason(record: &ResultRecord) -> Option<DeadLetterReason> {
     let error = record.error.as_ref()?;
-    if record.state != TaskState::Failure || error.kind != "celerity::DeadLettered" {
+    if record.state != TaskState::Failure || error.kind != celerity_proto::DeadLetter::ERROR_KIND {
         return None;
     }
     let code = record.meta.as_ref()?.get("reason")?.as_str()?;
