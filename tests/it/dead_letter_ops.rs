@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use celerity::dead_letters::{DeadLetterError, LetterFilter, Page};
-use celerity_proto::{ErrorRecord, ResultRecord, TaskId, TaskName, TaskState};
+use celerity_proto::{DeadLetter, ErrorRecord, ResultRecord, TaskId, TaskName, TaskState};
 use serde_json::json;
 
 use crate::dashboard::{call, start};
@@ -509,7 +509,7 @@ async fn a_requeued_task_delivered_again_runs_and_so_does_its_next_step() {
     let mut first = WorkerProcess::start(&url, "ops-redo-1", &[]);
     let client = client(&url).await;
     // As the dead letter of a chain's head left them: the head's FAILURE and its next step's.
-    let error = ErrorRecord::new("celerity::DeadLettered", "unknown_task: no task it.track");
+    let error = ErrorRecord::new(DeadLetter::ERROR_KIND, "unknown_task: no task it.track");
     let mut head = ResultRecord::new(TaskId::new("redo-head").unwrap(), TaskState::Failure, 1)
         .with_error(error.clone())
         .with_meta(json!({"reason": "unknown_task"}));

@@ -411,6 +411,7 @@ mod tests {
         envelope.parent_id = Some(TaskId::new("p").unwrap());
         envelope.root_id = Some(TaskId::new("r").unwrap());
         envelope.eta_ms = Some(1_700_000_000_000);
+        envelope.requeued_from = Some(42);
         envelope.traceparent =
             Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into());
         envelope.extra = vec![("X-Tenant".into(), "acme".into())];

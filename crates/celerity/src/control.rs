@@ -245,7 +245,8 @@ impl Control {
     /// ```
     ///
     /// # Errors
-    /// [`ControlError::InvalidTaskId`], or as [`Control::ping`].
+    /// [`ControlError::InvalidTaskId`]; [`ControlError::NotSetUp`] when no worker or client of
+    /// the namespace has created the revoked bucket on this server yet; or as [`Control::ping`].
     ///
     /// # Cancel safety
     /// Not cancel safe: a dropped call may have stored the revocation without telling the workers

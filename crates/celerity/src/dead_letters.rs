@@ -151,7 +151,8 @@ impl DeadLetters {
     /// dropped as a duplicate by the queue stream within two minutes of its first publish.
     ///
     /// The task's record, FAILURE since it was dead-lettered, is left as it is until the task runs
-    /// again and writes its new one.
+    /// again and writes its new one; the message carries `Celerity-Requeued: <seq>`, so a worker
+    /// does not take that FAILURE as the end of this message on any delivery.
     ///
     /// ```no_run
     /// # async fn demo(client: celerity::Client) -> Result<(), Box<dyn std::error::Error>> {

@@ -182,7 +182,10 @@ impl Failing<'_> {
                 celerity_proto::DeadLetter::ERROR_KIND,
                 message,
             ))
-            .with_meta(serde_json::json!({ "reason": reason.code() }));
+            .with_meta(match envelope.requeued_from {
+                None => serde_json::json!({ "reason": reason.code() }),
+                Some(seq) => serde_json::json!({ "reason": reason.code(), "requeued_from": seq }),
+            });
         if !self.named {
             record.task = None;
         }

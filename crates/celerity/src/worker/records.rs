@@ -10,7 +10,6 @@ use celerity_proto::{DeadLetter, Envelope, ErrorRecord, ResultRecord, TaskState}
 use serde_json::Value;
 
 use crate::result_store::ResultStore;
-
 use crate::worker::WorkerShared;
 
 /// The task's final record, if it has one that ends the task `envelope`'s message carries (see
@@ -27,32 +26,45 @@ pub(crate) async fn final_record(store: &ResultStore, envelope: &Envelope) -> Op
 }
 
 /// Whether `record`, stored under the task's id, ends the task that `envelope`'s message carries,
-/// so the message is acknowledged without running it. Two final records do not:
-/// - the FAILURE a dead letter wrote (`celerity::DeadLettered`), for a message requeued from a
-///   dead letter (`Celerity-Requeued`): that message is the task sent again to run;
-/// - the record of a chain step that never ran because an earlier step failed (no task name,
-///   `meta.failed_task`): a message of that step exists only because the earlier step ran again
-///   (requeued) and succeeded.
+/// so the message is acknowledged without running it (or dead-lettered again, when the record says
+/// so). Two final records do not:
+/// - the FAILURE a dead letter wrote (`celerity::DeadLettered`) before the message was requeued
+///   from a dead letter (`Celerity-Requeued`): that message is the task sent again to run. A
+///   FAILURE the rerun's own dead letter wrote carries the same `meta.requeued_from` and ends it;
+/// - the record of a chain step that never ran because an earlier step failed
+///   ([`failed_by_earlier_step`]): a message of that step exists only because the earlier step ran
+///   again (requeued) and succeeded.
 ///
 /// Both hold on every delivery of such a message, not only the first, so a worker that stops
 /// before the rerun stores its record leaves nothing that ends the task early.
 pub(crate) fn ends_message(record: &ResultRecord, envelope: &Envelope) -> bool {
-    if !record.state.is_ready() {
+    if !record.state.is_ready() || failed_by_earlier_step(record) {
         return false;
     }
+    let Some(requeued_from) = envelope.requeued_from else {
+        return true;
+    };
     let dead_lettered = record
         .error
         .as_ref()
         .is_some_and(|error| error.kind == DeadLetter::ERROR_KIND);
-    if dead_lettered && envelope.requeued_from.is_some() {
+    let written_by_this_requeue = record
+        .meta
+        .as_ref()
+        .and_then(|meta| meta.get("requeued_from"))
+        .and_then(Value::as_u64)
+        == Some(requeued_from);
+    !dead_lettered || written_by_this_requeue
+}
+
+/// True for the record of a chain step that never ran because an earlier step failed: no task
+/// name, and `meta.failed_task` the failed step's id (a chord body failed by its header, which
+/// names the chord in `meta.chord_id`, is not one: a chord body runs at most once).
+pub(crate) fn failed_by_earlier_step(record: &ResultRecord) -> bool {
+    let Some(meta) = record.meta.as_ref().filter(|_| record.task.is_none()) else {
         return false;
-    }
-    let failed_by_earlier_step = record.task.is_none()
-        && record
-            .meta
-            .as_ref()
-            .is_some_and(|meta| meta.get("failed_task").is_some());
-    !failed_by_earlier_step
+    };
+    meta.get("failed_task").and_then(Value::as_str).is_some() && meta.get("chord_id").is_none()
 }
 
 pub(crate) async fn write_state(shared: &WorkerShared, envelope: &Envelope, state: TaskState) {
@@ -143,6 +155,16 @@ mod tests {
             &record(TaskState::Success),
             &envelope(Some(7))
         ));
+        let again = dead_lettered()
+            .with_meta(serde_json::json!({"reason": "unknown_task", "requeued_from": 7}));
+        assert!(
+            ends_message(&again, &envelope(Some(7))),
+            "the rerun's own dead letter ends it"
+        );
+        assert!(
+            !ends_message(&again, &envelope(Some(9))),
+            "a later requeue of that letter runs"
+        );
     }
 
     #[test]
@@ -155,6 +177,15 @@ mod tests {
         assert!(!ends_message(&step, &envelope(None)));
         step.task = Some(TaskName::new("it.add").unwrap());
         assert!(ends_message(&step, &envelope(None)), "a step that ran");
+        let mut body = step.with_meta(serde_json::json!({
+            "failed_task": "member",
+            "chord_id": "chord",
+        }));
+        body.task = None;
+        assert!(
+            ends_message(&body, &envelope(None)),
+            "a chord body failed by its header runs at most once"
+        );
     }
 
     #[test]

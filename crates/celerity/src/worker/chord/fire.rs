@@ -12,6 +12,7 @@ use crate::error::EnqueueError;
 use crate::telemetry::{ChordLinks, chord_body_context};
 use crate::worker::WorkerShared;
 use crate::worker::continuation::{ChordFailure, fail_chord_body, publish_chord_body};
+use crate::worker::records::failed_by_earlier_step;
 
 /// The name chord records carry as their task (a chord is not a registered task).
 fn chord_task() -> TaskName {
@@ -226,5 +227,7 @@ async fn body_was_sent(shared: &WorkerShared, definition: &ChordDefinition) -> b
     let Some(first) = definition.body_first_steps().first().map(|step| &step.id) else {
         return false;
     };
-    matches!(shared.store.get(first).await, Ok(Some(record)) if record.state != TaskState::Pending)
+    // The failure its chain's failed head wrote for it is not a send: the head ran again.
+    matches!(shared.store.get(first).await, Ok(Some(record))
+        if record.state != TaskState::Pending && !failed_by_earlier_step(&record))
 }
