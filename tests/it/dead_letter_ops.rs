@@ -318,6 +318,12 @@ async fn the_dashboard_reads_requeues_and_purges_letters() {
     }
     wait_total(&client, 6).await;
     let (dashboard, base) = start(&url, |_| {}).await;
+    // Until its NATS connection is up the dashboard answers 503 `nats_unavailable`.
+    eventually("the dashboard connects to NATS", WAIT, || async {
+        let overview = call(&base, "GET", "/api/overview", &[], None).await;
+        overview.body["nats"]["connected"] == true
+    })
+    .await;
 
     let list = call(&base, "GET", "/api/dead-letters?per_page=2", &[], None).await;
     assert_eq!(
