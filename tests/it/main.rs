@@ -33,6 +33,7 @@ mod routing;
 mod service_api;
 mod signals;
 mod states;
+mod storage;
 mod support;
 mod traces;
 mod workers;

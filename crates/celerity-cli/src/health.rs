@@ -8,6 +8,7 @@
 //! which opens buckets at connect).
 
 mod queues;
+mod storage;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -44,10 +45,13 @@ pub(crate) struct HealthArgs {
 /// One check's outcome.
 #[derive(Debug, Serialize)]
 struct Check {
-    /// `server`, `jetstream`, `queues`, `queue`, `workers` or `stalled`.
+    /// `server`, `jetstream`, `queues`, `queue`, `workers`, `stalled` or `storage`.
     check: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     queue: Option<String>,
+    /// The stream or bucket's stream a `storage` check is about.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stream: Option<String>,
     ok: bool,
     /// What was found.
     reason: String,
@@ -61,6 +65,7 @@ impl Check {
         Self {
             check,
             queue: queue.map(ToString::to_string),
+            stream: None,
             ok: true,
             reason,
             fix: None,
@@ -74,6 +79,22 @@ impl Check {
             ..Self::pass(check, queue, reason)
         }
     }
+
+    /// A passed check about one stream.
+    fn pass_named(check: &'static str, stream: String, reason: String) -> Self {
+        Self {
+            stream: Some(stream),
+            ..Self::pass(check, None, reason)
+        }
+    }
+
+    /// A failed check about one stream.
+    fn fail_named(check: &'static str, stream: String, reason: String, fix: String) -> Self {
+        Self {
+            stream: Some(stream),
+            ..Self::fail(check, None, reason, fix)
+        }
+    }
 }
 
 /// Every check, and what was read of each queue.
@@ -83,6 +104,8 @@ struct Report {
     namespace: String,
     checks: Vec<Check>,
     queues: Vec<QueueSummary>,
+    /// Each stream and bucket's use against its limit, and its copies.
+    streams: Vec<celerity::StreamUse>,
 }
 
 /// A queue's depth and the workers that answered for it.
@@ -145,6 +168,7 @@ async fn examine(
     )];
     let js = async_nats::jetstream::new(nats.clone());
     let mut queues = Vec::new();
+    let mut streams = Vec::new();
     match account_info(&js).await {
         Err(problem) => checks.push(Check::fail(
             "jetstream",
@@ -166,6 +190,8 @@ async fn examine(
                 false => named,
             };
             queues = examine_queues(nats, &js, layout, &names, args, &mut checks).await?;
+            streams = storage::read(&js, layout, &names).await?;
+            checks.extend(streams.iter().map(storage::check));
         }
     }
     Ok(Report {
@@ -173,6 +199,7 @@ async fn examine(
         namespace: layout.namespace().to_string(),
         checks,
         queues,
+        streams,
     })
 }
 
@@ -392,8 +419,8 @@ fn summary(reading: &QueueReading, workers: Vec<String>) -> QueueSummary {
 fn print_text(report: &Report) {
     for check in &report.checks {
         let status = if check.ok { "OK  " } else { "FAIL" };
-        let subject = match &check.queue {
-            Some(queue) => format!("{} {queue}", check.check),
+        let subject = match check.queue.as_ref().or(check.stream.as_ref()) {
+            Some(name) => format!("{} {name}", check.check),
             None => check.check.to_owned(),
         };
         match &check.fix {

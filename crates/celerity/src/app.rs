@@ -16,6 +16,7 @@ use crate::error::ClientError;
 use crate::nats::NatsConfig;
 use crate::routing::{NameRule, Route, RouterFn, Routes};
 use crate::settings::Settings;
+use crate::storage::Storage;
 use crate::task::{Registered, Task};
 
 /// The app could not be built.
@@ -41,6 +42,9 @@ pub enum ConfigError {
         /// The declared queues.
         declared: String,
     },
+    /// A storage setting (replicas, a size limit) is out of range.
+    #[error(transparent)]
+    Storage(#[from] crate::storage::StorageError),
     /// Tracing could not be set up from the `OTEL_*` environment.
     #[error("cannot set up tracing from the OTEL_* environment")]
     Telemetry(#[source] crate::telemetry::TelemetryError),
@@ -82,7 +86,7 @@ pub struct App {
     inner: Arc<AppInner>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct AppInner {
     tasks: HashMap<TaskName, Registered>,
     settings: Settings,
@@ -108,6 +112,20 @@ impl App {
     /// The periodic entries declared in code ([`AppBuilder::beat`]).
     pub fn beat_entries(&self) -> &[Entry] {
         &self.inner.beat
+    }
+
+    /// This app with other storage settings: how a worker's `--replicas` and `--*-max-*` flags
+    /// override what the code set.
+    ///
+    /// # Errors
+    /// [`StorageError`](crate::StorageError) for a setting out of range.
+    pub fn with_storage(&self, storage: Storage) -> Result<App, crate::StorageError> {
+        storage.check()?;
+        let mut inner = AppInner::clone(&self.inner);
+        inner.settings.storage = storage;
+        Ok(App {
+            inner: Arc::new(inner),
+        })
     }
 
     pub(crate) fn task(&self, name: &TaskName) -> Option<&Registered> {
@@ -294,6 +312,26 @@ impl AppBuilder {
         }
         self.settings.result_expires = expiry;
         self
+    }
+
+    /// Sets the replicas, placement and size limits of the streams and buckets (default
+    /// [`Storage::default`]: one replica, limits in its docs).
+    pub fn storage(mut self, storage: Storage) -> Self {
+        if let Err(error) = storage.check() {
+            self.errors.push(error.into());
+        }
+        self.settings.storage = storage;
+        self
+    }
+
+    /// Sets how many copies of every stream and bucket a cluster keeps (1 to 5, default 1; 3 on
+    /// a cluster of three JetStream servers), keeping the other storage settings.
+    pub fn replicas(self, replicas: usize) -> Self {
+        let storage = Storage {
+            replicas,
+            ..self.settings.storage.clone()
+        };
+        self.storage(storage)
     }
 
     /// Records RECEIVED when a worker takes a task (default off, as in Celery, where RECEIVED is

@@ -247,9 +247,116 @@ pub struct WorkerArgs {
     /// Log filter (`info`, `debug`, `celerity=debug`); RUST_LOG wins when set.
     #[arg(short = 'l', long = "loglevel", default_value = "info")]
     pub loglevel: String,
+    /// Replicas and size limits of the streams and buckets.
+    #[command(flatten)]
+    pub storage: StorageArgs,
     /// NATS connection.
     #[command(flatten)]
     pub nats: NatsArgs,
+}
+
+/// How the streams and buckets are stored, as flags and `CELERITY_*` variables: replicas,
+/// placement tags and size limits. Each flag given overrides the app's
+/// [`Storage`](crate::Storage) setting of the same name; sizes take units (`512MiB`, `2GB`,
+/// `1048576`).
+///
+/// ```
+/// use clap::Parser;
+///
+/// #[derive(Parser)]
+/// struct Producer {
+///     #[command(flatten)]
+///     storage: celerity::cli::StorageArgs,
+/// }
+///
+/// let args = Producer::parse_from(["producer", "--replicas", "3", "--queue-max-bytes", "2GiB"]);
+/// let storage = args.storage.apply(celerity::Storage::default());
+/// assert_eq!((storage.replicas, storage.queue_max_bytes), (3, 2 << 30));
+/// ```
+#[derive(Debug, Clone, Default, Args)]
+pub struct StorageArgs {
+    /// Copies of every stream and bucket (1 to 5; 3 on a cluster of three JetStream servers).
+    #[arg(long = "replicas", env = "CELERITY_REPLICAS", value_parser = clap::value_parser!(u8).range(1..=5))]
+    pub replicas: Option<u8>,
+    /// Placement tags, comma-separated: a cluster keeps the copies only on servers with all of
+    /// them.
+    #[arg(
+        long = "placement-tags",
+        env = "CELERITY_PLACEMENT_TAGS",
+        value_delimiter = ','
+    )]
+    pub placement_tags: Vec<String>,
+    /// Size limit of each queue's stream (default 1GiB); a full queue refuses new tasks.
+    #[arg(long = "queue-max-bytes", env = "CELERITY_QUEUE_MAX_BYTES", value_parser = parse_size)]
+    pub queue_max_bytes: Option<u64>,
+    /// Size limit of the delayed-task stream (default 256MiB).
+    #[arg(long = "delayed-max-bytes", env = "CELERITY_DELAYED_MAX_BYTES", value_parser = parse_size)]
+    pub delayed_max_bytes: Option<u64>,
+    /// Size limit of the dead-letter stream (default 256MiB; the oldest letters go first).
+    #[arg(long = "dead-letter-max-bytes", env = "CELERITY_DEAD_LETTER_MAX_BYTES", value_parser = parse_size)]
+    pub dead_letter_max_bytes: Option<u64>,
+    /// How long dead letters are kept (default 14d; `36h`, `30d`).
+    #[arg(long = "dead-letter-max-age", env = "CELERITY_DEAD_LETTER_MAX_AGE", value_parser = parse_age)]
+    pub dead_letter_max_age: Option<Duration>,
+    /// Size limit of the chord completion stream (default 256MiB).
+    #[arg(long = "chord-max-bytes", env = "CELERITY_CHORD_MAX_BYTES", value_parser = parse_size)]
+    pub chord_max_bytes: Option<u64>,
+    /// Size limit of the results bucket and of the chords bucket (default 1GiB each).
+    #[arg(long = "results-max-bytes", env = "CELERITY_RESULTS_MAX_BYTES", value_parser = parse_size)]
+    pub results_max_bytes: Option<u64>,
+}
+
+impl StorageArgs {
+    /// `storage` with every setting these flags give replaced.
+    pub fn apply(&self, storage: crate::Storage) -> crate::Storage {
+        let mut storage = storage;
+        if let Some(replicas) = self.replicas {
+            storage.replicas = usize::from(replicas);
+        }
+        if !self.placement_tags.is_empty() {
+            storage.placement_tags.clone_from(&self.placement_tags);
+        }
+        let sizes = [
+            (self.queue_max_bytes, &mut storage.queue_max_bytes),
+            (self.delayed_max_bytes, &mut storage.delayed_max_bytes),
+            (
+                self.dead_letter_max_bytes,
+                &mut storage.dead_letter_max_bytes,
+            ),
+            (self.chord_max_bytes, &mut storage.chord_max_bytes),
+            (self.results_max_bytes, &mut storage.results_max_bytes),
+        ];
+        for (given, setting) in sizes {
+            if let Some(bytes) = given {
+                *setting = bytes;
+            }
+        }
+        if let Some(age) = self.dead_letter_max_age {
+            storage.dead_letter_max_age = age;
+        }
+        storage
+    }
+}
+
+/// A size with an optional unit (`512MiB`, `2GB`, `1048576`), at least 1 KiB.
+fn parse_size(value: &str) -> Result<u64, String> {
+    let bytes = value
+        .parse::<bytesize::ByteSize>()
+        .map_err(|error| format!("{error}; use a size like 512MiB, 2GB or 1048576"))?
+        .as_u64();
+    if bytes < crate::MIN_MAX_BYTES || i64::try_from(bytes).is_err() {
+        return Err(format!("{bytes} bytes is out of range; use at least 1KiB"));
+    }
+    Ok(bytes)
+}
+
+/// A positive duration (`14d`, `36h`).
+fn parse_age(value: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(value) {
+        Ok(age) if !age.is_zero() => Ok(age),
+        Ok(_) => Err("use a positive age, like 14d or 36h".to_owned()),
+        Err(error) => Err(format!("{error}; use an age like 14d or 36h")),
+    }
 }
 
 /// The entries of a schedule file, read when the flags are parsed.
@@ -333,6 +440,14 @@ pub fn main(app: App) -> ExitCode {
 /// Runs a worker from parsed flags, logging to stderr; for binaries with their own clap tree.
 pub fn run_worker(app: App, args: &WorkerArgs) -> ExitCode {
     init_logging(&args.loglevel);
+    let storage = args.storage.apply(app.settings().storage.clone());
+    let app = match app.with_storage(storage) {
+        Ok(app) => app,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::from(2);
+        }
+    };
     match crate::worker::run(app, args.nats.config(), args.config()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
@@ -438,6 +553,46 @@ mod tests {
             ],
         );
         child("refused", &[("CELERITY_NATS_USER", "app")]);
+    }
+
+    #[test]
+    fn sizes_take_units_and_refuse_nonsense() {
+        assert_eq!(parse_size("512MiB"), Ok(512 << 20));
+        assert_eq!(parse_size("2GB"), Ok(2_000_000_000));
+        assert_eq!(parse_size("1048576"), Ok(1 << 20));
+        assert!(parse_size("12").unwrap_err().contains("at least 1KiB"));
+        assert!(parse_size("lots").unwrap_err().contains("512MiB"));
+        assert_eq!(parse_age("14d"), Ok(Duration::from_secs(14 * 86_400)));
+        assert!(parse_age("0s").is_err());
+    }
+
+    #[test]
+    fn storage_flags_override_only_what_they_give() {
+        #[derive(Debug, Parser)]
+        struct Worker {
+            #[command(flatten)]
+            worker: WorkerArgs,
+        }
+        let parsed = Worker::try_parse_from([
+            "worker",
+            "--replicas",
+            "3",
+            "--placement-tags",
+            "ssd,eu",
+            "--results-max-bytes",
+            "64MiB",
+        ])
+        .unwrap();
+        let storage = parsed.worker.storage.apply(crate::Storage::default());
+        assert_eq!(storage.replicas, 3);
+        assert_eq!(storage.placement_tags, ["ssd", "eu"]);
+        assert_eq!(storage.results_max_bytes, 64 << 20);
+        assert_eq!(
+            storage.queue_max_bytes,
+            crate::Storage::default().queue_max_bytes
+        );
+        let refused = Worker::try_parse_from(["worker", "--replicas", "7"]).unwrap_err();
+        assert!(refused.to_string().contains("1..=5"), "{refused}");
     }
 
     #[test]

@@ -92,10 +92,16 @@ impl Client {
         let nats_client = connect_notifying(nats, reconnected.clone()).await?;
         let js = jetstream::new(nats_client.clone());
         let layout = settings.layout();
-        let kv = provision::results_bucket(&js, &layout, settings.result_expires).await?;
+        let kv =
+            provision::results_bucket(&js, &layout, &settings.storage, settings.result_expires)
+                .await?;
         let store = ResultStore::new(kv, js.clone(), layout.clone(), None);
-        let chords = provision::chords_bucket(&js, &layout, settings.result_expires).await?;
-        let revoked = provision::revoked_bucket(&js, &layout, settings.result_expires).await?;
+        let chords =
+            provision::chords_bucket(&js, &layout, &settings.storage, settings.result_expires)
+                .await?;
+        let revoked =
+            provision::revoked_bucket(&js, &layout, &settings.storage, settings.result_expires)
+                .await?;
         let reply_subject = layout.reply_subject(&uuid::Uuid::now_v7().simple().to_string());
         let subscriber = nats_client
             .subscribe(reply_subject.clone())
@@ -107,7 +113,7 @@ impl Client {
         let replies = Replies::start(reply_subject, subscriber, store.clone(), reconnected);
         let sent_events = match settings.send_sent_events {
             true => {
-                provision::events_stream(&js, &layout).await?;
+                provision::events_stream(&js, &layout, &settings.storage).await?;
                 let name = crate::host::producer_name();
                 let subject = layout.task_events_subject(&name);
                 let runtime = tokio::runtime::Handle::current();
@@ -121,6 +127,7 @@ impl Client {
             layout.clone(),
             store.clone(),
             settings.priority_steps.clone(),
+            settings.storage.clone(),
         )
         .observed(settings.signals.clone(), sent_events)
         .traced(settings.telemetry.clone());

@@ -138,6 +138,29 @@ pub enum EnqueueError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// The queue's stream (for a task due later, the delayed stream) is at its size limit and
+    /// refused the task; nothing was enqueued, and nothing queued was dropped. Workers draining
+    /// the queue make room, so sending again later can succeed.
+    #[error(
+        "queue {queue} is full: stream {stream} is at its size limit and refused task {task_id}; nothing was enqueued (send again once workers drain it, or raise the limit: Storage::queue_max_bytes, a worker's --queue-max-bytes, or `nats stream edit`)"
+    )]
+    QueueFull {
+        /// The task id.
+        task_id: TaskId,
+        /// The queue.
+        queue: celerity_proto::QueueName,
+        /// The stream that refused it.
+        stream: String,
+    },
+    /// The server's JetStream store is full (its `max_file_store`, or its disk) and refused the
+    /// task; nothing was enqueued.
+    #[error(
+        "the server's JetStream store is full and refused task {task_id}; nothing was enqueued (free space on the server or raise its jetstream max_file_store)"
+    )]
+    StoreFull {
+        /// The task id.
+        task_id: TaskId,
+    },
     /// The canvas breaks a rule (empty, an id used twice, nested too deep, a group where one
     /// record is needed, a chord whose members are not numbered from its id).
     #[error("invalid canvas")]

@@ -96,6 +96,7 @@ mod result_store;
 pub mod routing;
 mod settings;
 pub mod signals;
+mod storage;
 mod task;
 pub mod telemetry;
 mod waiters;
@@ -119,10 +120,12 @@ pub use control::{
 };
 pub use error::{ClientError, EnqueueError};
 pub use futures_util::StreamExt;
+pub use nats::provision::{ProvisionError, Refusal};
 pub use nats::server::{NEW_TASK_SIGNAL_ENV, NewTaskSignal};
 pub use nats::{ConnectError, NatsConfig};
 pub use result_store::StoreError;
 pub use settings::Settings;
+pub use storage::{MAX_REPLICAS, MIN_MAX_BYTES, Storage, StorageError, StreamUse, shared_streams};
 pub use task::{
     ArgumentsError, DeliveryInfo, ErrorType, HookFuture, Retry, Task, TaskContext, TaskFuture,
     TaskHooks, TaskOptions,

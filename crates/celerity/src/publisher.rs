@@ -18,9 +18,10 @@ use crate::error::EnqueueError;
 use crate::error_text::error_chain;
 use crate::events::Emitter;
 use crate::nats::headers::envelope_headers;
-use crate::nats::provision;
+use crate::nats::{NoRoom, provision};
 use crate::result_store::ResultStore;
 use crate::signals::{Signals, TaskPublish};
+use crate::storage::Storage;
 use crate::telemetry::{self, Telemetry};
 
 pub(crate) use celerity_proto::builtin::ETA_SLACK_MS;
@@ -45,6 +46,8 @@ pub(crate) struct Publisher {
     delayed_ready: std::sync::atomic::AtomicBool,
     /// The priority levels queues use (priority steps).
     levels: Vec<Priority>,
+    /// Replicas and limits of the streams it makes.
+    storage: Storage,
     /// The server's `max_payload` and when it was read (ms since the epoch): reading it clones
     /// the whole server info, too much for every publish, and it changes only with the server.
     max_payload: std::sync::atomic::AtomicU64,
@@ -72,6 +75,7 @@ impl Publisher {
         layout: Layout,
         store: ResultStore,
         levels: Vec<Priority>,
+        storage: Storage,
     ) -> Self {
         Self {
             nats,
@@ -81,6 +85,7 @@ impl Publisher {
             ready_queues: DashMap::new(),
             delayed_ready: std::sync::atomic::AtomicBool::new(false),
             levels,
+            storage,
             max_payload: std::sync::atomic::AtomicU64::new(0),
             max_payload_read_ms: std::sync::atomic::AtomicU64::new(0),
             signals: Signals::default(),
@@ -162,10 +167,10 @@ impl Publisher {
         let sending_at = self.sent_events.as_ref().map(|_| now_ms());
         let mut headers = envelope_headers(envelope);
         let subject = self.subject(envelope, queue).await?;
-        let traced = self.trace(envelope, queue, &subject, &mut headers);
+        let traced = self.trace(envelope, queue, &subject.0, &mut headers);
         let sent = async {
             self.check_size(envelope, &headers, &payload)?;
-            let publish = self.send(envelope, subject, payload, headers);
+            let publish = self.send(envelope, queue, subject, payload, headers);
             match pending {
                 Pending::Skip => publish.await,
                 Pending::Write => self.publish_with_pending(envelope, publish).await,
@@ -239,16 +244,17 @@ impl Publisher {
         &self,
         envelope: &Envelope,
         queue: &QueueName,
-    ) -> Result<String, EnqueueError> {
+    ) -> Result<(String, Stream), EnqueueError> {
         let delayed = envelope
             .eta_ms
             .is_some_and(|eta| eta > now_ms() + ETA_SLACK_MS);
         if delayed {
             self.ensure_delayed().await?;
-            Ok(self.layout.delayed_subject(queue))
+            Ok((self.layout.delayed_subject(queue), Stream::Delayed))
         } else {
             self.ensure_queue(queue).await?;
-            Ok(self.layout.task_subject(queue, envelope.priority))
+            let subject = self.layout.task_subject(queue, envelope.priority);
+            Ok((subject, Stream::Queue))
         }
     }
 
@@ -256,24 +262,33 @@ impl Publisher {
     async fn send(
         &self,
         envelope: &Envelope,
-        subject: String,
+        queue: &QueueName,
+        (subject, stream): (String, Stream),
         payload: bytes::Bytes,
         headers: async_nats::HeaderMap,
     ) -> Result<(), EnqueueError> {
-        let not_acknowledged =
-            |error: Box<dyn std::error::Error + Send + Sync>| EnqueueError::Publish {
-                task_id: envelope.id.clone(),
-                source: error,
-            };
         let message = PublishMessage::build().payload(payload).headers(headers);
-        let ack = self
-            .js
-            .send_publish(subject, message)
-            .await
-            .map_err(|error| not_acknowledged(error.into()))?;
-        ack.await
-            .map(drop)
-            .map_err(|error| not_acknowledged(error.into()))
+        let ack = match self.js.send_publish(subject, message).await {
+            Ok(ack) => ack.await,
+            Err(error) => Err(error),
+        };
+        ack.map(drop).map_err(|error| match NoRoom::of(&error) {
+            Some(NoRoom::StreamFull) => EnqueueError::QueueFull {
+                task_id: envelope.id.clone(),
+                queue: queue.clone(),
+                stream: match stream {
+                    Stream::Delayed => self.layout.delayed_stream(),
+                    Stream::Queue => self.layout.queue_stream(queue),
+                },
+            },
+            Some(NoRoom::StoreFull) => EnqueueError::StoreFull {
+                task_id: envelope.id.clone(),
+            },
+            None => EnqueueError::Publish {
+                task_id: envelope.id.clone(),
+                source: error.into(),
+            },
+        })
     }
 
     /// Awaits `publish` together with the create of the envelope's PENDING record; removes the
@@ -319,7 +334,12 @@ impl Publisher {
             return Ok(());
         }
         // Boxed: run once, it would otherwise make every publish's future as large as its own.
-        Box::pin(provision::delayed_stream(&self.js, &self.layout)).await?;
+        Box::pin(provision::delayed_stream(
+            &self.js,
+            &self.layout,
+            &self.storage,
+        ))
+        .await?;
         self.delayed_ready
             .store(true, std::sync::atomic::Ordering::Relaxed);
         Ok(())
@@ -334,6 +354,7 @@ impl Publisher {
         Box::pin(provision::queue_stream(
             &self.js,
             &self.layout,
+            &self.storage,
             queue,
             &self.levels,
         ))
@@ -341,6 +362,15 @@ impl Publisher {
         self.ready_queues.insert(queue.clone(), ());
         Ok(())
     }
+}
+
+/// The stream a task is published to.
+#[derive(Debug, Clone, Copy)]
+enum Stream {
+    /// Its queue's: it is due now.
+    Queue,
+    /// The delayed tasks': it is due later.
+    Delayed,
 }
 
 /// The trace context a publish is made in.

@@ -1,5 +1,5 @@
 //! [`Settings`]: what the producers and workers of one deployment share (namespace, default
-//! queue, result expiry, body encoding, priority steps, routes, signal hooks).
+//! queue, result expiry, body encoding, priority steps, storage, routes, signal hooks).
 //!
 //! Built by [`crate::AppBuilder`]; read by the client and the workers. It sits below both, so
 //! neither names the app to read it.
@@ -28,6 +28,8 @@ pub struct Settings {
     /// The priority levels in use, lowest first (Celery's `priority_steps`; default all of 0 to 9).
     /// A priority is rounded down to the nearest step (up to the lowest step when below it).
     pub priority_steps: Vec<Priority>,
+    /// Replicas, placement and size limits of the streams and buckets.
+    pub storage: crate::storage::Storage,
     /// How tasks are routed to queues (built by [`AppBuilder::build`]).
     pub(crate) routes: Routes,
     /// The app's signal hooks (set by [`AppBuilder::signals`]).
@@ -47,6 +49,7 @@ impl Default for Settings {
             track_received: false,
             content_type: ContentType::Json,
             priority_steps: all_levels(),
+            storage: crate::storage::Storage::default(),
             routes: Routes::default_only(QueueName::default()),
             signals: Signals::default(),
             send_sent_events: true,

@@ -431,9 +431,13 @@ async fn publish(
     match once(headers.clone(), payload.clone()).await {
         Err(CopyError::NoStream(error)) => {
             tracing::warn!(error = %crate::error_chain(&error), "the dead-letter stream is missing; creating it again");
-            provision::dead_letter_stream(&shared.js, &shared.layout)
-                .await
-                .map_err(CopyError::Recreate)?;
+            provision::dead_letter_stream(
+                &shared.js,
+                &shared.layout,
+                &shared.app.settings().storage,
+            )
+            .await
+            .map_err(CopyError::Recreate)?;
             match once(headers, payload).await {
                 Err(CopyError::NoStream(error)) => Err(CopyError::Unavailable(error)),
                 other => other,

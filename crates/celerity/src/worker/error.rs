@@ -24,6 +24,10 @@ pub enum WorkerError {
     /// The periodic entries are invalid (two with one name).
     #[error(transparent)]
     Schedule(#[from] crate::beat::ScheduleError),
+    /// The server refused the streams' settings: replicas it cannot keep, a size limit its store
+    /// cannot reserve (the message says what to change).
+    #[error(transparent)]
+    Provision(#[from] crate::nats::provision::ProvisionError),
     /// The health and metrics endpoint cannot listen where it was asked to (`--http-port`).
     #[error(transparent)]
     Http(#[from] crate::worker::http::HttpError),

@@ -168,7 +168,8 @@ impl HttpThread {
 }
 
 /// Reads the depth of each priority level of the queues the worker consumes (the level
-/// consumer's undelivered messages) every [`DEPTH_INTERVAL`] into the metrics, until dropped.
+/// consumer's undelivered messages), and the use of their streams and of the shared streams and
+/// buckets against their limits, every [`DEPTH_INTERVAL`] into the metrics, until dropped.
 ///
 /// # Cancel safety
 /// Cancel safe: dropped, it reads nothing more.
@@ -176,6 +177,7 @@ pub(crate) async fn watch_depths(shared: SharedHandle) {
     let mut ticks = tokio::time::interval(DEPTH_INTERVAL);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut watched: Vec<QueueName> = Vec::new();
+    let metrics = shared.observer.metrics();
     loop {
         ticks.tick().await;
         let queues = shared.queues.get();
@@ -183,7 +185,7 @@ pub(crate) async fn watch_depths(shared: SharedHandle) {
         // A cancelled queue's series go, rather than stay at their last value.
         for gone in watched.iter().filter(|queue| !queues.contains(queue)) {
             for level in levels {
-                shared.observer.metrics().remove_depth(gone, level.get());
+                metrics.remove_depth(gone, level.get());
             }
         }
         for queue in &queues {
@@ -194,14 +196,17 @@ pub(crate) async fn watch_depths(shared: SharedHandle) {
             else {
                 continue;
             };
+            metrics.set_stream_use(&crate::StreamUse::of(stream.cached_info()));
             for level in levels {
                 let consumer = shared.layout.queue_consumer(*level);
                 if let Ok(info) = stream.consumer_info(consumer).await {
-                    shared
-                        .observer
-                        .metrics()
-                        .set_depth(queue, level.get(), info.num_pending);
+                    metrics.set_depth(queue, level.get(), info.num_pending);
                 }
+            }
+        }
+        for name in crate::shared_streams(&shared.layout) {
+            if let Ok(stream) = shared.js.get_stream(&name).await {
+                metrics.set_stream_use(&crate::StreamUse::of(stream.cached_info()));
             }
         }
         watched = queues;

@@ -47,6 +47,11 @@ struct LevelLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StreamLabels {
+    stream: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabels {
     reason: String,
 }
@@ -77,6 +82,8 @@ pub(crate) struct Metrics {
     redeliveries_family: Family<QueueLabels, Counter>,
     dead_letters: Family<ReasonLabels, Counter>,
     depth: Family<LevelLabels, Gauge>,
+    /// Each stream's bytes, size limit and messages, in that order.
+    streams: [Family<StreamLabels, Gauge>; 3],
     active: Gauge,
     reserved: Gauge,
     slots: Gauge,
@@ -117,6 +124,7 @@ struct Families {
     redeliveries: Family<QueueLabels, Counter>,
     dead_letters: Family<ReasonLabels, Counter>,
     depth: Family<LevelLabels, Gauge>,
+    streams: [Family<StreamLabels, Gauge>; 3],
 }
 
 impl Default for Families {
@@ -130,6 +138,7 @@ impl Default for Families {
             redeliveries: Family::default(),
             dead_letters: Family::default(),
             depth: Family::default(),
+            streams: Default::default(),
         }
     }
 }
@@ -203,6 +212,24 @@ impl Families {
             "Messages not yet delivered, by queue and priority level",
             self.depth.clone(),
         );
+        let [bytes, max_bytes, messages] = &self.streams;
+        registry.register_with_unit(
+            "stream",
+            "Bytes stored, by stream (queues, delayed tasks, dead letters, chords, events, buckets)",
+            Unit::Bytes,
+            bytes.clone(),
+        );
+        registry.register_with_unit(
+            "stream_max",
+            "Size limit, by stream: a queue at its limit refuses new tasks (-1: no limit)",
+            Unit::Bytes,
+            max_bytes.clone(),
+        );
+        registry.register(
+            "stream_messages",
+            "Messages stored, by stream",
+            messages.clone(),
+        );
     }
 }
 
@@ -269,6 +296,7 @@ impl Metrics {
             redeliveries_family: families.redeliveries,
             dead_letters: families.dead_letters,
             depth: families.depth,
+            streams: families.streams,
             active,
             reserved,
             slots: slots_gauge,
@@ -345,6 +373,20 @@ impl Metrics {
         };
         let messages = i64::try_from(messages).unwrap_or(i64::MAX);
         self.depth.get_or_create(&labels).set(messages);
+    }
+
+    /// Sets one stream's use and size limit.
+    pub(crate) fn set_stream_use(&self, used: &crate::StreamUse) {
+        let labels = StreamLabels {
+            stream: used.stream.clone(),
+        };
+        let gauge = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        let [bytes, max_bytes, messages] = &self.streams;
+        bytes.get_or_create(&labels).set(gauge(used.bytes));
+        max_bytes
+            .get_or_create(&labels)
+            .set(used.max_bytes.map_or(-1, gauge));
+        messages.get_or_create(&labels).set(gauge(used.messages));
     }
 
     /// Removes the depth series of one level of a queue the worker no longer consumes.

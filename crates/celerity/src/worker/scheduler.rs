@@ -199,7 +199,9 @@ async fn release(
         // other levels than this app's steps (an app with other steps made it): the task goes to
         // the level that stream has, rounded as 3.1 says.
         let levels = &settings.priority_steps;
-        match provision::queue_stream(&shared.js, &shared.layout, queue, levels).await {
+        match provision::queue_stream(&shared.js, &shared.layout, &settings.storage, queue, levels)
+            .await
+        {
             Ok(stream) => {
                 let listed = listed_levels(&stream.cached_info().config.subjects);
                 let rounded = round_to(&listed, envelope.priority).unwrap_or(priority);

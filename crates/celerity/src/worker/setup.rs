@@ -105,22 +105,33 @@ pub(super) struct RevokedIds {
 impl Setup<'_> {
     /// Creates or opens everything the worker needs, retrying until the server's JetStream answers.
     ///
+    /// # Errors
+    /// The [`ProvisionError`] of a server that refused the settings themselves (replicas on a
+    /// server that is not clustered, a size limit its store cannot reserve): trying again cannot
+    /// succeed, so the worker stops with what to change.
+    ///
     /// # Cancel safety
     /// Cancel safe: a dropped call leaves at most streams, consumers and buckets created, which
     /// the next worker opens as they are.
-    pub(super) async fn provision_with_retry(&self) -> Provisioned {
+    pub(super) async fn provision_with_retry(&self) -> Result<Provisioned, ProvisionError> {
         use backon::Retryable;
         // The connect loop's backoff (100 ms doubling to 5 s) has no end, so the retry returns
-        // only with a success; the loop keeps that true without a panic should it ever end.
+        // only with a success or a refusal; the loop keeps that true should it ever end.
         loop {
             let provisioned = (|| self.provision_once())
                 .retry(crate::nats::SERVER_BACKOFF)
+                .when(|error| error.refused().is_none())
                 .notify(|error, delay| {
                     tracing::warn!(error = %crate::error_chain(error), retry_in_ms = delay.as_millis() as u64, "JetStream is not ready; retrying");
                 })
                 .await;
-            if let Ok(done) = provisioned {
-                return done;
+            match provisioned {
+                Ok(done) => return Ok(done),
+                Err(error) => {
+                    if let Some(refused) = error.into_refused() {
+                        return Err(refused);
+                    }
+                }
             }
         }
     }
@@ -128,23 +139,24 @@ impl Setup<'_> {
     async fn provision_once(&self) -> Result<Provisioned, SetupError> {
         let Setup { js, layout, .. } = *self;
         let expiry = self.app.settings().result_expires;
-        let kv = provision::results_bucket(js, layout, expiry).await?;
-        provision::dead_letter_stream(js, layout).await?;
-        provision::events_stream(js, layout).await?;
+        let storage = &self.app.settings().storage;
+        let kv = provision::results_bucket(js, layout, storage, expiry).await?;
+        provision::dead_letter_stream(js, layout, storage).await?;
+        provision::events_stream(js, layout, storage).await?;
         let chords = chord::ChordBackend {
-            stream: provision::chord_stream(js, layout).await?,
-            chords: provision::chords_bucket(js, layout, expiry).await?,
-            leases: provision::leases_bucket(js, layout, CHORD_LEASE_TTL).await?,
+            stream: provision::chord_stream(js, layout, storage, expiry).await?,
+            chords: provision::chords_bucket(js, layout, storage, expiry).await?,
+            leases: provision::leases_bucket(js, layout, storage, CHORD_LEASE_TTL).await?,
             lease_ttl: CHORD_LEASE_TTL,
         };
-        let delayed = provision::delayed_stream(js, layout).await?;
+        let delayed = provision::delayed_stream(js, layout, storage).await?;
         let queues = self.queue_setups().await?;
         let revoked = self.revoked_ids().await?;
-        let handbacks_kv = provision::handbacks_bucket(js, layout, expiry).await?;
+        let handbacks_kv = provision::handbacks_bucket(js, layout, storage, expiry).await?;
         let handbacks = handbacks::Handbacks::new(handbacks_kv, layout.clone());
         let settings = self.settings().await?;
         let beat = match self.beat {
-            true => Some(provision::beat_bucket(js, layout).await?),
+            true => Some(provision::beat_bucket(js, layout, storage).await?),
             false => None,
         };
         Ok(Provisioned {
@@ -190,7 +202,9 @@ impl Setup<'_> {
     /// which starts next, brings each one's real time.
     async fn revoked_ids(&self) -> Result<RevokedIds, SetupError> {
         let expiry = self.app.settings().result_expires;
-        let bucket = provision::revoked_bucket(self.js, self.layout, expiry).await?;
+        let bucket =
+            provision::revoked_bucket(self.js, self.layout, &self.app.settings().storage, expiry)
+                .await?;
         let status = bucket.status().await.map_err(SetupError::RevokedStatus)?;
         let ids = Revocations::new(status.max_age());
         let mut keys = bucket.keys().await.map_err(SetupError::RevokedKeys)?;
@@ -204,8 +218,10 @@ impl Setup<'_> {
     /// The settings bucket and the rates bucket; stored settings are applied before consuming, so
     /// a rate limit changed before this worker started holds from its first task.
     async fn settings(&self) -> Result<Settings, SetupError> {
-        let bucket = provision::settings_bucket(self.js, self.layout).await?;
-        let rates = provision::rates_bucket(self.js, self.layout).await?;
+        let bucket =
+            provision::settings_bucket(self.js, self.layout, &self.app.settings().storage).await?;
+        let rates =
+            provision::rates_bucket(self.js, self.layout, &self.app.settings().storage).await?;
         let limits = limits::RateLimits::new(
             self.app.clone(),
             self.hostname,
@@ -252,6 +268,27 @@ pub(super) enum QueueSetupError {
     Subscribe(QueueName, #[source] async_nats::SubscribeError),
 }
 
+impl SetupError {
+    /// The provisioning error of a server that refused the settings for good.
+    fn refused(&self) -> Option<&ProvisionError> {
+        match self {
+            SetupError::Provision(error) | SetupError::Queue(QueueSetupError::Provision(error)) => {
+                Some(error).filter(|error| error.is_permanent())
+            }
+            _ => None,
+        }
+    }
+
+    fn into_refused(self) -> Option<ProvisionError> {
+        match self {
+            SetupError::Provision(error) | SetupError::Queue(QueueSetupError::Provision(error)) => {
+                Some(error).filter(ProvisionError::is_permanent)
+            }
+            _ => None,
+        }
+    }
+}
+
 impl QueueProvisioning<'_> {
     /// One queue's stream, its level consumers and the subscriptions its actor reads.
     pub(super) async fn queue_setup(
@@ -261,7 +298,9 @@ impl QueueProvisioning<'_> {
     ) -> Result<queue::QueueSetup, QueueSetupError> {
         let QueueProvisioning { js, layout, .. } = *self;
         let levels = &self.app.settings().priority_steps;
-        let stream = provision::queue_stream(js, layout, queue, levels).await?;
+        let stream =
+            provision::queue_stream(js, layout, &self.app.settings().storage, queue, levels)
+                .await?;
         // One consumer per level in use; `None` for levels outside the priority steps.
         let mut consumers = vec![None; 10];
         for priority in levels {

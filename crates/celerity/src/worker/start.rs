@@ -207,7 +207,7 @@ async fn connect_and_provision(
         priority_weights: config.priority_weights,
         beat: plan.beat.is_some(),
     };
-    let provisioned = setup.provision_with_retry().await;
+    let provisioned = setup.provision_with_retry().await?;
     let connected = Connected {
         client,
         js,
@@ -270,6 +270,7 @@ fn share(
         layout.clone(),
         store.clone(),
         app.settings().priority_steps.clone(),
+        app.settings().storage.clone(),
     )
     .observed(signals.clone(), sent_events)
     .traced(app.settings().telemetry.clone());
