@@ -7,8 +7,8 @@
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-/// How deeply arrays and maps may nest in a MessagePack body or record: serde_json's own limit, so
-/// both encodings refuse the same values (rmp-serde's default, 1,024, lets a small hostile body
+/// How deeply arrays and maps may nest in a body or record: serde_json's own limit, so both
+/// encodings refuse the same values (rmp-serde's default, 1,024, lets a small hostile body
 /// recurse that deep on a worker's stack).
 const MAX_DEPTH: usize = 128;
 
@@ -118,9 +118,17 @@ impl ContentType {
     /// Decodes `bytes` as a `T`.
     ///
     /// # Errors
-    /// [`DecodeError`] when the bytes are not valid in this encoding or do not match `T`.
+    /// [`DecodeError`] when the bytes are not valid in this encoding, nest arrays and maps 128
+    /// levels deep or more, or do not match `T`.
     pub fn decode<T: DeserializeOwned>(self, bytes: &[u8]) -> Result<T, DecodeError> {
         let result = match self {
+            ContentType::Json if json_too_deep(bytes) => Err(DecodeFailure::Json(
+                serde_json::from_slice::<serde_json::Value>(bytes)
+                    .err()
+                    .unwrap_or_else(|| {
+                        serde::de::Error::custom("arrays and maps nest 128 levels deep or more")
+                    }),
+            )),
             ContentType::Json => serde_json::from_slice(bytes).map_err(DecodeFailure::Json),
             ContentType::MsgPack => {
                 let mut decoder = rmp_serde::Deserializer::from_read_ref(bytes);
@@ -133,6 +141,39 @@ impl ContentType {
             source,
         })
     }
+}
+
+/// True when arrays and maps in the JSON `bytes` nest [`MAX_DEPTH`] levels deep or more, strings
+/// aside.
+///
+/// serde_json counts levels only in the values it reads into `T`: it skips an unknown field's
+/// value without a limit (without recursing, too), where rmp-serde counts every level.
+/// NOTE(protocol): 4.2 refuses 128 levels anywhere in the body, so JSON is checked here first.
+fn json_too_deep(bytes: &[u8]) -> bool {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for &byte in bytes {
+        if in_string {
+            match byte {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match byte {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth >= MAX_DEPTH {
+                    return true;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
 }
 
 impl std::fmt::Display for ContentType {
@@ -197,6 +238,49 @@ mod tests {
         assert!(refused(ContentType::MsgPack, json_limit));
         // Deeper than rmp-serde's own limit too: refused, not a stack overflow.
         assert!(refused(ContentType::MsgPack, 100_000));
+    }
+
+    #[test]
+    fn json_refuses_deep_nesting_in_a_field_it_skips_as_msgpack_does() {
+        /// A record that knows no field, so the decoder skips every one.
+        #[derive(Debug, serde::Deserialize)]
+        struct Empty {}
+        for content_type in [ContentType::Json, ContentType::MsgPack] {
+            let read = |depth: usize| {
+                let deep = nested(content_type, depth);
+                let bytes = match content_type {
+                    ContentType::Json => [br#"{"unknown":"#.to_vec(), deep, b"}".to_vec()].concat(),
+                    ContentType::MsgPack => [b"\x81\xa7unknown".to_vec(), deep].concat(),
+                };
+                content_type.decode::<Empty>(&bytes)
+            };
+            // The record's own map is the first level.
+            assert!(
+                read(MAX_DEPTH - 2).is_ok(),
+                "{content_type}: 127 levels are read"
+            );
+            for too_deep in [MAX_DEPTH - 1, 100_000] {
+                assert!(
+                    read(too_deep).is_err(),
+                    "{content_type}: {too_deep} + 1 levels"
+                );
+            }
+        }
+        let in_a_string = format!(r#"{{"unknown":"{}\"[{{"}}"#, "[{".repeat(1_000));
+        assert!(
+            ContentType::Json
+                .decode::<Empty>(in_a_string.as_bytes())
+                .is_ok(),
+            "brackets in a string do not nest"
+        );
+        let refused = ContentType::Json
+            .decode::<Empty>(&nested(ContentType::Json, 10_000))
+            .expect_err("10,000 levels are refused");
+        assert!(
+            refused.source.to_string().contains("recursion limit"),
+            "serde_json's own error: {}",
+            refused.source
+        );
     }
 
     #[test]

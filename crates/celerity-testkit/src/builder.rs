@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::binary::{check_binary, nats_server_binary};
-use crate::config::{Auth, ServerConfig, unique_server_name};
+use crate::config::{Auth, ServerConfig, TESTKIT_LAME_DUCK, unique_server_name};
 use crate::{NatsServer, TestkitError, tls};
 
 /// The default for [`NatsServerBuilder::ready_timeout`].
@@ -39,6 +39,7 @@ pub struct NatsServerBuilder {
     max_payload: Option<u32>,
     jetstream: bool,
     ready_timeout: Duration,
+    extra_config: Option<String>,
 }
 
 impl Default for NatsServerBuilder {
@@ -52,6 +53,7 @@ impl Default for NatsServerBuilder {
             max_payload: None,
             jetstream: true,
             ready_timeout: DEFAULT_READY_TIMEOUT,
+            extra_config: None,
         }
     }
 }
@@ -123,6 +125,22 @@ impl NatsServerBuilder {
         self
     }
 
+    /// Appends `text` to the server's config file, e.g. an `accounts { ... }` block.
+    ///
+    /// The text is appended verbatim after everything the testkit writes, without any check, so
+    /// it must be valid nats-server config syntax for the binary in use; a later setting of the
+    /// same name overrides the testkit's. Calling this again appends more text.
+    pub fn extra_config(mut self, text: &str) -> Self {
+        match &mut self.extra_config {
+            Some(extra_config) => {
+                extra_config.push('\n');
+                extra_config.push_str(text);
+            }
+            None => self.extra_config = Some(text.to_owned()),
+        }
+        self
+    }
+
     /// Starts the server and waits until it accepts clients.
     ///
     /// Without [`port`](Self::port) the server binds a free port itself (`listen: 127.0.0.1:-1`)
@@ -172,6 +190,11 @@ impl NatsServerBuilder {
             auth: self.auth,
             tls,
             ports_file_dir: temp_dir.path().join("ports"),
+            http_port: None,
+            cluster: None,
+            lame_duck: Some(TESTKIT_LAME_DUCK),
+            domain: None,
+            extra_config: self.extra_config,
         };
         let mut server = NatsServer::new(binary, config, temp_dir, self.ready_timeout);
         server.start_again()?;

@@ -1,12 +1,14 @@
 //! The `nats-server` configuration file the testkit writes for each server.
 //!
 //! Holds the settings in [`ServerConfig`] and renders them in nats-server config syntax,
-//! restricted to options that nats-server 2.9 already understands.
+//! restricted to options that nats-server 2.9 already understands. Optional blocks (cluster,
+//! monitoring, lame duck, domain) are written only when set, so a single server's file stays small.
 
 use std::fmt;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use crate::TlsFiles;
 
@@ -53,6 +55,44 @@ pub(crate) struct ServerConfig {
     /// Where the server writes the ports it listens on (`<binary>_<pid>.ports`, JSON): how the
     /// testkit learns the port of a server started on port 0, which the server picked itself.
     pub(crate) ports_file_dir: PathBuf,
+    /// The HTTP monitoring port on 127.0.0.1 (`/varz`, `/jsz`), when monitoring is on.
+    pub(crate) http_port: Option<u16>,
+    /// The route settings of a cluster node; `None` for a standalone server.
+    pub(crate) cluster: Option<ClusterSettings>,
+    /// How lame duck mode drains clients; `None` keeps the server's defaults (2 min, 10 s grace).
+    pub(crate) lame_duck: Option<LameDuck>,
+    /// The JetStream domain, written inside the `jetstream` block.
+    pub(crate) domain: Option<String>,
+    /// Raw config text appended after everything else, verbatim.
+    pub(crate) extra_config: Option<String>,
+}
+
+/// The lame duck settings of every testkit server: nats-server refuses a duration under 30 s in a
+/// config file (2.9.10 and 2.15.1 alike); the grace period is short so a drain starts at once.
+pub(crate) const TESTKIT_LAME_DUCK: LameDuck = LameDuck {
+    duration: Duration::from_secs(30),
+    grace_period: Duration::from_secs(1),
+};
+
+/// The `cluster { ... }` block of one cluster node.
+#[derive(Debug, Clone)]
+pub(crate) struct ClusterSettings {
+    /// The same for every node of a cluster; routes between clusters of other names are refused.
+    pub(crate) name: String,
+    /// The port on 127.0.0.1 this node accepts routes on.
+    pub(crate) port: u16,
+    /// The route ports of the other nodes, dialled as `nats-route://127.0.0.1:<port>`.
+    pub(crate) route_ports: Vec<u16>,
+}
+
+/// The lame duck settings; nats-server refuses a duration under 30 s in a config file, and a
+/// grace period that is not below the duration.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LameDuck {
+    /// How long the server may take to close all clients before it shuts down.
+    pub(crate) duration: Duration,
+    /// How long it waits after entering lame duck mode before it closes the first client.
+    pub(crate) grace_period: Duration,
 }
 
 impl ServerConfig {
@@ -77,12 +117,30 @@ impl ServerConfig {
         if self.jetstream {
             let _ = writeln!(
                 text,
-                "jetstream {{\n  store_dir: {}\n}}",
+                "jetstream {{\n  store_dir: {}",
                 quote_path(&self.store_dir)
             );
+            if let Some(domain) = &self.domain {
+                let _ = writeln!(text, "  domain: {}", quote(domain));
+            }
+            let _ = writeln!(text, "}}");
         }
         if let Some(max_payload) = self.max_payload {
             let _ = writeln!(text, "max_payload: {max_payload}");
+        }
+        if let Some(http_port) = self.http_port {
+            let _ = writeln!(text, "http: \"127.0.0.1:{http_port}\"");
+        }
+        if let Some(lame_duck) = &self.lame_duck {
+            let _ = writeln!(
+                text,
+                "lame_duck_duration: {}\nlame_duck_grace_period: {}",
+                quote(&go_duration(lame_duck.duration)),
+                quote(&go_duration(lame_duck.grace_period))
+            );
+        }
+        if let Some(cluster) = &self.cluster {
+            render_cluster(&mut text, cluster);
         }
         match &self.auth {
             Auth::None => {}
@@ -107,7 +165,34 @@ impl ServerConfig {
                 quote_path(&tls.ca_cert)
             );
         }
+        if let Some(extra_config) = &self.extra_config {
+            let _ = writeln!(text, "# Extra config, appended verbatim.\n{extra_config}");
+        }
         text
+    }
+}
+
+/// Writes the `cluster` block: a name, a loopback listen port and explicit routes to the others.
+fn render_cluster(text: &mut String, cluster: &ClusterSettings) {
+    let routes: Vec<String> = cluster
+        .route_ports
+        .iter()
+        .map(|port| quote(&format!("nats-route://127.0.0.1:{port}")))
+        .collect();
+    let _ = writeln!(
+        text,
+        "cluster {{\n  name: {}\n  listen: \"127.0.0.1:{}\"\n  routes: [{}]\n}}",
+        quote(&cluster.name),
+        cluster.port,
+        routes.join(", ")
+    );
+}
+
+/// A duration in Go's `time.ParseDuration` syntax, which nats-server uses: `30s` or `1500ms`.
+fn go_duration(duration: Duration) -> String {
+    match duration.subsec_millis() {
+        0 => format!("{}s", duration.as_secs()),
+        _ => format!("{}ms", duration.as_millis()),
     }
 }
 
@@ -142,6 +227,11 @@ mod tests {
             auth: Auth::None,
             tls: None,
             ports_file_dir: PathBuf::from("/tmp/ports"),
+            http_port: None,
+            cluster: None,
+            lame_duck: None,
+            domain: None,
+            extra_config: None,
         }
     }
 
@@ -160,6 +250,73 @@ mod tests {
         );
         assert!(!text.contains("authorization"), "{text}");
         assert!(text.contains("ports_file_dir: \"/tmp/ports\"\n"), "{text}");
+        for unset in ["http", "cluster", "routes", "lame_duck", "domain", "Extra"] {
+            assert!(
+                !text.contains(unset),
+                "{unset} is rendered though unset: {text}"
+            );
+        }
+    }
+
+    #[test]
+    fn render_writes_the_cluster_block_with_a_route_per_other_node() {
+        let text = ServerConfig {
+            cluster: Some(ClusterSettings {
+                name: "testkit-7-cluster".to_owned(),
+                port: 6222,
+                route_ports: vec![6223, 6224],
+            }),
+            ..config()
+        }
+        .render();
+        assert!(
+            text.contains(
+                "cluster {\n  name: \"testkit-7-cluster\"\n  listen: \"127.0.0.1:6222\"\n  \
+                 routes: [\"nats-route://127.0.0.1:6223\", \"nats-route://127.0.0.1:6224\"]\n}\n"
+            ),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn render_writes_monitoring_lame_duck_and_domain_when_set() {
+        let text = ServerConfig {
+            http_port: Some(8222),
+            lame_duck: Some(LameDuck {
+                duration: Duration::from_secs(30),
+                grace_period: Duration::from_millis(1500),
+            }),
+            domain: Some("hub".to_owned()),
+            ..config()
+        }
+        .render();
+        assert!(text.contains("http: \"127.0.0.1:8222\"\n"), "{text}");
+        assert!(text.contains("lame_duck_duration: \"30s\"\n"), "{text}");
+        assert!(
+            text.contains("lame_duck_grace_period: \"1500ms\"\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("jetstream {\n  store_dir: \"/tmp/store\"\n  domain: \"hub\"\n}\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn render_appends_extra_config_verbatim_at_the_end() {
+        let extra = "accounts {\n  A: { jetstream: enabled, users: [{user: a, password: a}] }\n}";
+        let text = ServerConfig {
+            extra_config: Some(extra.to_owned()),
+            ..config()
+        }
+        .render();
+        assert!(text.ends_with(&format!("{extra}\n")), "{text}");
+    }
+
+    #[test]
+    fn go_durations_use_seconds_when_whole() {
+        assert_eq!(go_duration(Duration::from_secs(30)), "30s");
+        assert_eq!(go_duration(Duration::from_millis(250)), "250ms");
     }
 
     #[test]

@@ -71,6 +71,39 @@ pub enum TestkitError {
         log_tail: String,
     },
 
+    /// A server sent into lame duck mode was still running at the deadline, so it was killed.
+    #[error(
+        "nats-server on port {port} did not exit within {timeout:?} of entering lame duck mode, so it was killed; server log tail:\n{log_tail}"
+    )]
+    NotExited {
+        /// The client port of the server.
+        port: u16,
+        /// How long the testkit waited.
+        timeout: Duration,
+        /// The last lines of the server's log.
+        log_tail: String,
+    },
+
+    /// No reachable node of a cluster says it leads a stream or the JetStream meta group.
+    ///
+    /// Usual during an election; poll again, as [`NatsCluster::wait_for_stream_leader`](crate::NatsCluster::wait_for_stream_leader) does.
+    #[error("no reachable cluster node leads {group} (answers: {answers})")]
+    NoLeader {
+        /// What has no leader, e.g. `stream "ORDERS"` or `the JetStream meta group`.
+        group: String,
+        /// What each node's monitoring endpoint said, e.g. `node 0: leader "n1"; node 1: paused`.
+        answers: String,
+    },
+
+    /// The nodes of a cluster all run, but did not agree on a JetStream meta leader in time.
+    #[error("nats cluster was not ready within {timeout:?} (last probe: {last_probe})")]
+    ClusterNotReady {
+        /// How long the testkit waited.
+        timeout: Duration,
+        /// What the nodes' monitoring endpoints said last.
+        last_probe: String,
+    },
+
     /// `nats-server --version` printed something without a version number.
     #[error("could not read a version from `{} --version`, which printed {output:?}", .binary.display())]
     Version {

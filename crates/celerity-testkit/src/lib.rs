@@ -25,12 +25,34 @@
 //! `/usr/bin` and `/usr/local/bin`. Install it with `apt-get install -y nats-server`;
 //! nats-server 2.9.10 and newer work.
 //!
-//! Unix only: stopping sends SIGTERM through `libc`.
+//! # Clusters and faults
+//!
+//! [`NatsCluster`] starts N nodes (3 by default) that form one JetStream cluster over explicit
+//! routes on 127.0.0.1, each with an HTTP monitoring port, and finds stream and meta leaders
+//! through `/jsz`. Nodes can be killed, paused (SIGSTOP), resumed, sent into lame duck mode and
+//! restarted with the same ports and data, one at a time:
+//!
+//! ```no_run
+//! # fn main() -> Result<(), celerity_testkit::TestkitError> {
+//! use celerity_testkit::NatsCluster;
+//!
+//! let mut cluster = NatsCluster::start(3)?;
+//! let leader = cluster.meta_leader()?;
+//! cluster.pause_node(leader)?;
+//! // ... the other two elect a new meta leader ...
+//! cluster.resume_node(leader)?;
+//! cluster.wait_ready()?;
+//! # Ok(()) }
+//! ```
+//!
+//! Unix only: stopping, pausing and lame duck mode send signals through `libc`.
 
 mod binary;
 mod builder;
+mod cluster;
 mod config;
 mod error;
+mod monitor;
 mod port;
 mod readiness;
 mod server;
@@ -38,6 +60,7 @@ mod tls;
 
 pub use binary::{nats_server_binary, server_version};
 pub use builder::NatsServerBuilder;
+pub use cluster::{NatsCluster, NatsClusterBuilder};
 pub use error::TestkitError;
 pub use port::reserve_port;
 pub use server::NatsServer;

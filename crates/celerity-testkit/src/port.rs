@@ -25,6 +25,31 @@ pub fn reserve_port() -> Result<u16, TestkitError> {
     Ok(address.port())
 }
 
+/// Returns `n_ports` different ports that are free on 127.0.0.1 right now, for a cluster whose
+/// nodes must know each other's ports before any of them starts.
+///
+/// All listeners stay open until every port is read, so the kernel cannot hand out one port twice.
+pub(crate) fn reserve_ports(n_ports: usize) -> Result<Vec<u16>, TestkitError> {
+    let mut listeners = Vec::with_capacity(n_ports);
+    for _ in 0..n_ports {
+        listeners.push(
+            TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+                .map_err(TestkitError::io("bind a free port on 127.0.0.1"))?,
+        );
+    }
+    listeners
+        .iter()
+        .map(|listener| {
+            listener
+                .local_addr()
+                .map(|address| address.port())
+                .map_err(TestkitError::io(
+                    "read the address of a free port on 127.0.0.1",
+                ))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -34,5 +59,13 @@ mod tests {
         let port = reserve_port().unwrap();
         assert_ne!(port, 0);
         TcpListener::bind((Ipv4Addr::LOCALHOST, port)).unwrap();
+    }
+
+    #[test]
+    fn reserved_ports_differ() {
+        let mut ports = reserve_ports(9).unwrap();
+        ports.sort_unstable();
+        ports.dedup();
+        assert_eq!(ports.len(), 9);
     }
 }

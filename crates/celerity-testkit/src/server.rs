@@ -1,7 +1,8 @@
 //! [`NatsServer`]: one running (or stopped) `nats-server` child process and its files.
 //!
 //! It owns the process and its temporary directory, and kills the one and removes the other on
-//! drop. Choosing options is the builder's job; probing readiness is `readiness.rs`'s.
+//! drop; it also sends the process the signals of the fault controls (stop, kill, pause, resume,
+//! lame duck). Choosing options is the builder's job; probing readiness is `readiness.rs`'s.
 
 use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
@@ -19,6 +20,13 @@ const STOP_GRACE: Duration = Duration::from_secs(10);
 
 /// The pause between two checks whether a stopping server has exited.
 const EXIT_POLL_INTERVAL: Duration = Duration::from_millis(10);
+
+/// nats-server's own lame duck duration, used when the config sets none.
+const DEFAULT_LAME_DUCK_DURATION: Duration = Duration::from_secs(120);
+
+/// How much longer than its lame duck duration [`NatsServer::lame_duck`] waits for the exit: the
+/// server also moves its Raft leaders away (about a second) before it closes clients.
+const LAME_DUCK_EXIT_MARGIN: Duration = Duration::from_secs(10);
 
 /// A `nats-server` process on 127.0.0.1 with its own config, log and store directory.
 ///
@@ -43,6 +51,8 @@ pub struct NatsServer {
     ready_timeout: Duration,
     /// `None` while stopped.
     child: Option<Child>,
+    /// Whether the running child was sent SIGSTOP and not yet SIGCONT.
+    paused: bool,
     /// Holds config, log and TLS files, and the store unless the caller gave one; removed on drop.
     _temp_dir: TempDir,
 }
@@ -56,6 +66,19 @@ impl NatsServer {
     /// The client port on 127.0.0.1; it stays the same across restarts.
     pub fn port(&self) -> u16 {
         self.config.port
+    }
+
+    /// The server's name (`server_name` in its config and `INFO`), unique among testkit servers.
+    ///
+    /// Cluster monitoring reports leaders by this name.
+    pub fn server_name(&self) -> &str {
+        &self.config.server_name
+    }
+
+    /// The HTTP monitoring port on 127.0.0.1 (`/varz`, `/jsz`), if monitoring is on; cluster
+    /// nodes have one, a server from [`NatsServer::builder`] has none.
+    pub fn monitor_port(&self) -> Option<u16> {
+        self.config.http_port
     }
 
     /// The process id, or `None` while the server is stopped.
@@ -91,7 +114,12 @@ impl NatsServer {
             return Ok(());
         };
         if !has_exited(child, port)? {
-            send_sigterm(child, port)?;
+            send_signal(child, libc::SIGTERM, "SIGTERM", port)?;
+            // A stopped process acts on SIGTERM only once it runs again.
+            if self.paused {
+                send_signal(child, libc::SIGCONT, "SIGCONT", port)?;
+                self.paused = false;
+            }
             let deadline = Instant::now() + STOP_GRACE;
             while !has_exited(child, port)? {
                 if Instant::now() >= deadline {
@@ -101,12 +129,14 @@ impl NatsServer {
             }
         }
         self.child = None;
+        self.paused = false;
         Ok(())
     }
 
     /// Kills the server with SIGKILL and waits for it to exit, as a crash would.
     ///
-    /// Does nothing when the server is already stopped.
+    /// Works on a paused server too (SIGKILL needs no SIGCONT). Does nothing when the server is
+    /// already stopped.
     ///
     /// # Errors
     ///
@@ -123,6 +153,98 @@ impl NatsServer {
         child.wait().map_err(TestkitError::io(format!(
             "wait for killed nats-server on port {port}"
         )))?;
+        self.child = None;
+        self.paused = false;
+        Ok(())
+    }
+
+    /// Freezes the server with SIGSTOP, as a hung machine would: its sockets stay open, but it
+    /// answers nothing, and its cluster peers see it time out. Returns once every thread of the
+    /// process has stopped.
+    ///
+    /// Does nothing when the server is stopped or already paused.
+    /// [`resume`](Self::resume) undoes it; dropping a paused server still kills it.
+    ///
+    /// # Errors
+    ///
+    /// [`TestkitError::Io`] when the signal cannot be sent or the stop cannot be waited for.
+    pub fn pause(&mut self) -> Result<(), TestkitError> {
+        if self.paused || !self.is_running() {
+            return Ok(());
+        }
+        if let Some(child) = &self.child {
+            send_signal(child, libc::SIGSTOP, "SIGSTOP", self.config.port)?;
+            self.paused = true;
+            // The threads of the process stop one by one; until the last has, it may still answer.
+            wait_until_stopped(child, self.config.port)?;
+        }
+        Ok(())
+    }
+
+    /// Lets a paused server run again with SIGCONT.
+    ///
+    /// Does nothing when the server is not paused.
+    ///
+    /// # Errors
+    ///
+    /// [`TestkitError::Io`] when the signal cannot be sent.
+    pub fn resume(&mut self) -> Result<(), TestkitError> {
+        if !self.paused {
+            return Ok(());
+        }
+        if let Some(child) = &self.child {
+            send_signal(child, libc::SIGCONT, "SIGCONT", self.config.port)?;
+        }
+        self.paused = false;
+        Ok(())
+    }
+
+    /// Whether the server was [paused](Self::pause) and not resumed, stopped or killed since.
+    pub fn is_paused(&self) -> bool {
+        self.paused && self.child.is_some()
+    }
+
+    /// Puts the server into lame duck mode (SIGUSR2) and waits until it has exited.
+    ///
+    /// In lame duck mode the server stops accepting clients, hands its Raft leaderships to other
+    /// cluster nodes (about a second), waits its grace period of 1 s if clients are connected,
+    /// closes them one by one (at most a second apart) and shuts down. Testkit servers use a lame
+    /// duck duration of 30 s, the least nats-server accepts in a config file; the wait lasts at
+    /// most that plus 10 s.
+    ///
+    /// A paused server is resumed first. Does nothing when the server is stopped;
+    /// [`start_again`](Self::start_again) brings it back on the same port with the same data.
+    ///
+    /// # Errors
+    ///
+    /// [`TestkitError::NotExited`] when the server is still running at the deadline (it is then
+    /// killed), [`TestkitError::Io`] when the signal cannot be sent or the process not waited for.
+    pub fn lame_duck(&mut self) -> Result<(), TestkitError> {
+        self.resume()?;
+        let port = self.config.port;
+        let Some(child) = self.child.as_mut() else {
+            return Ok(());
+        };
+        if !has_exited(child, port)? {
+            send_signal(child, libc::SIGUSR2, "SIGUSR2", port)?;
+            let timeout = self
+                .config
+                .lame_duck
+                .map_or(DEFAULT_LAME_DUCK_DURATION, |lame_duck| lame_duck.duration)
+                + LAME_DUCK_EXIT_MARGIN;
+            let deadline = Instant::now() + timeout;
+            while !has_exited(child, port)? {
+                if Instant::now() >= deadline {
+                    self.kill()?;
+                    return Err(TestkitError::NotExited {
+                        port,
+                        timeout,
+                        log_tail: readiness::log_tail(&self.config.log_path, 0),
+                    });
+                }
+                thread::sleep(EXIT_POLL_INTERVAL);
+            }
+        }
         self.child = None;
         Ok(())
     }
@@ -179,6 +301,7 @@ impl NatsServer {
         match ready {
             Ok(()) => {
                 self.child = Some(child);
+                self.paused = false;
                 Ok(())
             }
             Err(error) => {
@@ -208,6 +331,7 @@ impl NatsServer {
             Some(child) => match has_exited(child, port) {
                 Ok(true) => {
                     self.child = None;
+                    self.paused = false;
                     false
                 }
                 // An unknown state counts as running, so `Drop` still kills the process.
@@ -229,6 +353,7 @@ impl NatsServer {
             config,
             ready_timeout,
             child: None,
+            paused: false,
             _temp_dir: temp_dir,
         }
     }
@@ -250,14 +375,48 @@ fn has_exited(child: &mut Child, port: u16) -> Result<bool, TestkitError> {
         )))
 }
 
-fn send_sigterm(child: &Child, port: u16) -> Result<(), TestkitError> {
-    let action = || format!("send SIGTERM to nats-server on port {port}");
+/// Waits until the kernel reports the child stopped (or gone), for at most [`STOP_GRACE`].
+fn wait_until_stopped(child: &Child, port: u16) -> Result<(), TestkitError> {
+    let action = || format!("wait for nats-server on port {port} to stop after SIGSTOP");
+    let pid = libc::id_t::from(child.id());
+    let deadline = Instant::now() + STOP_GRACE;
+    loop {
+        // SAFETY: An all-zero `siginfo_t` is a valid value of this plain C struct.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: `info` is a valid, writable `siginfo_t`. `WNOWAIT` leaves the child's state
+        // unreaped, so `Child::try_wait` and `Child::wait` still see an exit later.
+        let result = unsafe {
+            libc::waitid(
+                libc::P_PID,
+                pid,
+                &mut info,
+                libc::WSTOPPED | libc::WEXITED | libc::WNOWAIT | libc::WNOHANG,
+            )
+        };
+        if result != 0 {
+            return Err(TestkitError::io(action())(std::io::Error::last_os_error()));
+        }
+        // With `WNOHANG` and nothing to report, `info` stays zeroed.
+        if info.si_signo == libc::SIGCHLD || Instant::now() >= deadline {
+            return Ok(());
+        }
+        thread::sleep(Duration::from_millis(1));
+    }
+}
+
+fn send_signal(
+    child: &Child,
+    signal: libc::c_int,
+    signal_name: &str,
+    port: u16,
+) -> Result<(), TestkitError> {
+    let action = || format!("send {signal_name} to nats-server on port {port}");
     let pid = libc::pid_t::try_from(child.id())
         .map_err(|error| std::io::Error::new(std::io::ErrorKind::InvalidInput, error))
         .map_err(TestkitError::io(action()))?;
     // SAFETY: `kill` has no memory-safety preconditions. The child has not been reaped
     // (we still hold it un-waited), so `pid` cannot have been reused by another process.
-    let result = unsafe { libc::kill(pid, libc::SIGTERM) };
+    let result = unsafe { libc::kill(pid, signal) };
     if result == 0 {
         Ok(())
     } else {

@@ -79,3 +79,29 @@ fn fixed_port_is_used() {
     assert_eq!(server.port(), port);
     assert_eq!(server.url(), format!("nats://127.0.0.1:{port}"));
 }
+
+#[test]
+fn extra_config_is_appended_to_the_config_file() {
+    let server = NatsServer::builder()
+        .extra_config(
+            "accounts {\n  APP: { jetstream: enabled, users: [{ user: app, password: s3cret }] }\n}",
+        )
+        .start()
+        .unwrap();
+
+    let mut client =
+        RawClient::connect(server.port(), r#"{"user":"app","pass":"s3cret"}"#).unwrap();
+    let account = client.jetstream_api("$JS.API.INFO", "");
+    assert!(account.get("error").is_none(), "{account}");
+    assert!(RawClient::connect(server.port(), "{}").is_err());
+}
+
+#[test]
+fn extra_config_overrides_an_earlier_setting_of_the_same_name() {
+    let server = NatsServer::builder()
+        .max_payload(4096)
+        .extra_config("max_payload: 2048")
+        .start()
+        .unwrap();
+    assert_eq!(read_info(server.port())["max_payload"], 2048);
+}
