@@ -16,6 +16,7 @@ mod dead_letter_ops;
 mod dead_letters;
 mod delays;
 mod events;
+mod faults;
 mod examples;
 mod hardening;
 mod health;

@@ -18,7 +18,9 @@ async fn nats() -> anyhow::Result<async_nats::Client> {
         return Ok(client.clone());
     }
     let url = std::env::var("IT_NATS_URL")?;
-    let client = async_nats::connect(url).await?;
+    // A cluster's URLs come as a comma-separated list; async-nats takes them one by one.
+    let servers: Vec<&str> = url.split(',').collect();
+    let client = async_nats::connect(servers.as_slice()).await?;
     Ok(NATS.get_or_init(|| client).clone())
 }
 
@@ -72,6 +74,55 @@ pub async fn track(ctx: &TaskContext, label: String, sleep_ms: u64) -> anyhow::R
         .await?;
     tokio::time::sleep(Duration::from_millis(sleep_ms)).await;
     Ok(label)
+}
+
+/// The subject prefix of the fault checker's ledger: every run of `it.ledger` publishes one
+/// record to `it.ledger.<task id>`, kept by the `IT_LEDGER` stream the test makes.
+pub const LEDGER_SUBJECTS: &str = "it.ledger.>";
+
+/// One run of `it.ledger`, as the ledger keeps it.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct LedgerEntry {
+    /// The task id.
+    pub id: String,
+    /// The delivery of its message (1 for the first).
+    pub delivery: u64,
+    /// The worker that ran it.
+    pub worker: String,
+}
+
+/// The fault suite's task: records `(id, delivery, worker)` in the ledger, then sleeps
+/// `sleep_ms` and returns `n`. The record's publish is retried until the ledger stores it (a
+/// server restart does not fail the task), with one `Nats-Msg-Id` per run, so a retried publish
+/// is stored once and every run is stored.
+#[celerity::task(name = "it.ledger")]
+pub async fn ledger(ctx: &TaskContext, n: u64, sleep_ms: u64) -> anyhow::Result<u64> {
+    let client = nats().await?;
+    let js = async_nats::jetstream::new(client);
+    let entry = LedgerEntry {
+        id: ctx.id().to_string(),
+        delivery: ctx.delivered(),
+        worker: ctx.hostname().unwrap_or("?").to_owned(),
+    };
+    let payload: bytes::Bytes = serde_json::to_vec(&entry)?.into();
+    let run_id = uuid::Uuid::now_v7().to_string();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut msg_id = async_nats::HeaderMap::new();
+        msg_id.insert("Nats-Msg-Id", run_id.as_str());
+        let stored = async {
+            js.publish_with_headers(format!("it.ledger.{}", entry.id), msg_id, payload.clone())
+                .await?
+                .await
+        };
+        match stored.await {
+            Ok(_) => break,
+            Err(error) if tokio::time::Instant::now() >= deadline => return Err(error.into()),
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(sleep_ms)).await;
+    Ok(n)
 }
 
 /// Reports PROCESSING step 2 of 3, then waits for a core message on `it.release.<task id>`.
@@ -388,6 +439,7 @@ pub fn app_builder() -> celerity::AppBuilder {
         .task(fail)
         .task(panics)
         .task(track)
+        .task(ledger)
         .task(progress)
         .task(headers)
         .task(hold)

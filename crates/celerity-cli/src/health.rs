@@ -191,7 +191,7 @@ async fn examine(
             };
             queues = examine_queues(nats, &js, layout, &names, args, &mut checks).await?;
             streams = storage::read(&js, layout, &names).await?;
-            checks.extend(streams.iter().map(storage::check));
+            checks.extend(storage::checks(&streams));
         }
     }
     Ok(Report {

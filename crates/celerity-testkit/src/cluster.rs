@@ -249,6 +249,23 @@ impl NatsCluster {
         })
     }
 
+    /// Node `index`'s own copy of `stream`: its `(last sequence, messages)`, as its monitoring
+    /// endpoint reports them (so copies can be compared after a fault).
+    ///
+    /// # Errors
+    ///
+    /// [`TestkitError::Monitor`] when the node is stopped or paused, does not answer within 1 s,
+    /// or holds no such stream.
+    pub fn stream_state(&self, index: usize, stream: &str) -> Result<(u64, u64), TestkitError> {
+        self.ask(index, monitor::JSZ_STREAMS)
+            .and_then(|jsz| monitor::stream_state(&jsz, stream))
+            .map_err(|reason| TestkitError::Monitor {
+                node: index,
+                what: format!("stream {stream:?}"),
+                reason,
+            })
+    }
+
     /// Polls [`stream_leader`](Self::stream_leader) until a node leads `stream` or `timeout` passes.
     ///
     /// After the old leader was killed or paused, the node this returns is the new one.

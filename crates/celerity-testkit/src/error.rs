@@ -95,6 +95,18 @@ pub enum TestkitError {
         answers: String,
     },
 
+    /// A node's monitoring endpoint did not tell what was asked (stopped, paused, no such
+    /// stream).
+    #[error("cluster node {node} did not tell the state of {what}: {reason}")]
+    Monitor {
+        /// The node's index.
+        node: usize,
+        /// What was asked about.
+        what: String,
+        /// Why not.
+        reason: String,
+    },
+
     /// The nodes of a cluster all run, but did not agree on a JetStream meta leader in time.
     #[error("nats cluster was not ready within {timeout:?} (last probe: {last_probe})")]
     ClusterNotReady {

@@ -74,22 +74,32 @@ pub(crate) fn meta_cluster_size(jsz: &Value) -> Option<u64> {
 /// The server name that a `/jsz?accounts=true&streams=true` answer reports as leader of `stream`
 /// in any account; the first account holding a stream of that name wins.
 pub(crate) fn stream_leader<'a>(jsz: &'a Value, stream: &str) -> Result<&'a str, String> {
-    let streams = jsz
-        .get("account_details")
+    let leader = stream_detail(jsz, stream)?
+        .get("cluster")
+        .and_then(|cluster| cluster.get("leader"));
+    non_empty_str(leader).ok_or_else(|| format!("stream {stream:?} has no leader"))
+}
+
+/// The `(last sequence, messages)` of `stream` in a `/jsz?accounts=true&streams=true` answer:
+/// the node's own copy.
+pub(crate) fn stream_state(jsz: &Value, stream: &str) -> Result<(u64, u64), String> {
+    let state = stream_detail(jsz, stream)?
+        .get("state")
+        .ok_or_else(|| format!("stream {stream:?} has no state"))?;
+    let number = |field: &str| state.get(field).and_then(Value::as_u64).unwrap_or(0);
+    Ok((number("last_seq"), number("messages")))
+}
+
+/// The detail of `stream` in the first account that holds a stream of that name.
+fn stream_detail<'a>(jsz: &'a Value, stream: &str) -> Result<&'a Value, String> {
+    jsz.get("account_details")
         .and_then(Value::as_array)
         .into_iter()
         .flatten()
         .filter_map(|account| account.get("stream_detail").and_then(Value::as_array))
-        .flatten();
-    for detail in streams {
-        if detail.get("name").and_then(Value::as_str) == Some(stream) {
-            let leader = detail
-                .get("cluster")
-                .and_then(|cluster| cluster.get("leader"));
-            return non_empty_str(leader).ok_or_else(|| format!("stream {stream:?} has no leader"));
-        }
-    }
-    Err(format!("no stream {stream:?} on this node"))
+        .flatten()
+        .find(|detail| detail.get("name").and_then(Value::as_str) == Some(stream))
+        .ok_or_else(|| format!("no stream {stream:?} on this node"))
 }
 
 fn non_empty_str(value: Option<&Value>) -> Option<&str> {

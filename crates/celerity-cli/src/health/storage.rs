@@ -37,8 +37,32 @@ pub(super) async fn read(
     Ok(uses)
 }
 
+/// The storage checks: one failure per stream that is nearly full, has no limit or has copies
+/// behind; else one pass that names the fullest.
+pub(super) fn checks(uses: &[StreamUse]) -> Vec<Check> {
+    let failed: Vec<Check> = uses.iter().map(check).filter(|check| !check.ok).collect();
+    if !failed.is_empty() {
+        return failed;
+    }
+    let fullest = uses.iter().max_by(|a, b| {
+        let fraction = |used: &StreamUse| used.fraction().unwrap_or(0.0);
+        fraction(a).total_cmp(&fraction(b))
+    });
+    let reason = match fullest {
+        Some(fullest) => format!(
+            "{} streams and buckets, each under {:.0}% of its size limit (fullest: {}, {})",
+            uses.len(),
+            FULL_AT * 100.0,
+            fullest.stream,
+            check(fullest).reason
+        ),
+        None => "no stream or bucket of the namespace exists yet".to_owned(),
+    };
+    vec![Check::pass("storage", None, reason)]
+}
+
 /// The check of one stream's use and copies.
-pub(super) fn check(used: &StreamUse) -> Check {
+fn check(used: &StreamUse) -> Check {
     let name = used.stream.clone();
     let size = match used.max_bytes {
         Some(max) => format!(
@@ -113,6 +137,24 @@ mod tests {
             leader: Some("n1".to_owned()),
             lagging: Vec::new(),
         }
+    }
+
+    #[test]
+    fn streams_within_their_limits_make_one_check_naming_the_fullest() {
+        let mut fuller = used(3 << 20, Some(4 << 20), true);
+        fuller.stream = "CELERITY_DLQ".to_owned();
+        let checks = checks(&[used(1 << 20, Some(4 << 20), true), fuller]);
+        assert_eq!(checks.len(), 1, "{checks:?}");
+        assert!(
+            checks[0].reason.starts_with("2 streams and buckets"),
+            "{checks:?}"
+        );
+        assert!(
+            checks[0]
+                .reason
+                .contains("fullest: CELERITY_DLQ, 3 messages, 3 MiB of 4 MiB (75%)"),
+            "{checks:?}"
+        );
     }
 
     #[test]

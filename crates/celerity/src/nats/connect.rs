@@ -96,6 +96,19 @@ pub enum ConnectError {
     },
 }
 
+impl ConnectError {
+    /// True for errors that trying again cannot fix: an auth file that cannot be read, a URL
+    /// that does not parse.
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            ConnectError::AuthFile { .. } => true,
+            ConnectError::Connect { source, .. } => {
+                source.kind() == async_nats::ConnectErrorKind::ServerParse
+            }
+        }
+    }
+}
+
 impl NatsConfig {
     /// A config for `url` (`nats://host:port`, `tls://host:port`, or a comma-separated list).
     ///
@@ -253,14 +266,20 @@ impl NatsConfig {
         customize: impl FnOnce(async_nats::ConnectOptions) -> async_nats::ConnectOptions,
     ) -> Result<async_nats::Client, ConnectError> {
         let options = customize(self.options().await?);
-        let client =
-            options
-                .connect(self.url.as_str())
-                .await
-                .map_err(|source| ConnectError::Connect {
-                    url: self.url.clone(),
-                    source,
-                })?;
+        // A list is one address each: async-nats reads a `str` as a single server.
+        let servers: Vec<&str> = self
+            .url
+            .split(',')
+            .map(str::trim)
+            .filter(|server| !server.is_empty())
+            .collect();
+        let client = options
+            .connect(servers.as_slice())
+            .await
+            .map_err(|source| ConnectError::Connect {
+                url: self.url.clone(),
+                source,
+            })?;
         if let Some(secret) = self.secret_in_clear(client.server_info().tls_required) {
             tracing::warn!(
                 url = %self.url,
@@ -362,7 +381,8 @@ pub(crate) const SERVER_BACKOFF: ExponentialBuilder = ExponentialBuilder::new()
 /// Connects, retrying with [`SERVER_BACKOFF`] until it succeeds, and logs every failed attempt so
 /// an operator sees why a worker is not consuming yet.
 ///
-/// Errors reading auth files are not retried: they will not fix themselves.
+/// Errors that trying again cannot fix ([`ConnectError::is_permanent`]: an auth file that cannot
+/// be read, a URL that does not parse) are not retried.
 ///
 /// # Cancel safety
 /// Cancel safe: dropping the future stops the retries and leaves no connection behind.
@@ -373,7 +393,7 @@ pub(crate) async fn connect_with_retry(
     let mut attempt = 1u32;
     let client = (|| config.connect_with(&customize))
         .retry(SERVER_BACKOFF)
-        .when(|error| !matches!(error, ConnectError::AuthFile { .. }))
+        .when(|error| !error.is_permanent())
         .notify(|error, delay| {
             tracing::warn!(
                 url = %config.url,
