@@ -5,4 +5,5 @@
 
 mod checker;
 mod cluster;
+mod crashes;
 mod single;

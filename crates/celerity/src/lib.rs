@@ -89,6 +89,7 @@ mod dispatch;
 mod error;
 mod error_text;
 pub mod events;
+mod fault;
 mod host;
 mod nats;
 mod publisher;

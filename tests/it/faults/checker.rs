@@ -261,7 +261,7 @@ where
 }
 
 /// Every run in the ledger, by task id.
-async fn read_ledger(url: &str) -> BTreeMap<String, Vec<LedgerEntry>> {
+pub(crate) async fn read_ledger(url: &str) -> BTreeMap<String, Vec<LedgerEntry>> {
     let js = jetstream::new(connect(url).await);
     let (last, consumer) = retried("an ordered consumer of the ledger", || async {
         let mut stream = js.get_stream(LEDGER_STREAM).await?;

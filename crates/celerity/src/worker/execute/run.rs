@@ -171,6 +171,7 @@ impl<'e> TaskRun<'_, 'e> {
             tracing::error!(task_id = %envelope.id, error = %crate::error_chain(&error), "cannot send what follows the task; it will be redelivered");
             return Outcome::Redeliver;
         }
+        crate::fault::crash_point(crate::fault::AFTER_RESULT_PUT, &envelope.task);
         self.run_end_hooks(&record).await;
         shared.observer.ran(&self.context, &record, runtime);
         Outcome::Ack
