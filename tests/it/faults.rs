@@ -6,4 +6,5 @@
 mod checker;
 mod cluster;
 mod crashes;
+mod duplicates;
 mod single;

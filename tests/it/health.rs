@@ -104,7 +104,7 @@ async fn a_deployment_with_a_worker_and_an_empty_queue_is_healthy() {
         "OK    workers default: 1 worker answered (w1)",
         "OK    stalled default: no backlog",
         "OK    storage: ",
-        "healthy: 6 checks passed",
+        "healthy: 7 checks passed",
     ] {
         assert!(out.contains(line), "{line:?} not in\n{out}");
     }
@@ -151,7 +151,7 @@ async fn queues_whose_workers_are_gone_fail_and_are_named() {
         ),
         "{out}"
     );
-    assert!(out.contains("unhealthy: 3 of 8 checks failed"), "{out}");
+    assert!(out.contains("unhealthy: 3 of 9 checks failed"), "{out}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,6 +8,7 @@ mod celery_user;
 mod chords;
 mod cli;
 mod compose;
+mod config_check;
 mod control;
 mod dashboard;
 mod dashboard_browser;

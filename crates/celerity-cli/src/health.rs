@@ -1,13 +1,14 @@
 //! `celerity health`: whether a deployment can run its tasks now, as Celery's
 //! `celery_health_check` and more: the server answers, JetStream is on, each queue has its stream
 //! and level consumers, a worker answers for each queue, and no queue is stalled (tasks wait while
-//! its consumers deliver nothing). One line per check, or one JSON object; exit status 1 when a
-//! check fails.
+//! its consumers deliver nothing), and no client without credentials gets in where it should not
+//! (`security`). One line per check, or one JSON object; exit status 1 when a check fails.
 //!
 //! It only reads and asks: it makes no stream, consumer or bucket (so no `celerity::Client`,
 //! which opens buckets at connect).
 
 mod queues;
+pub(crate) mod security;
 mod storage;
 
 use std::collections::BTreeMap;
@@ -45,7 +46,7 @@ pub(crate) struct HealthArgs {
 /// One check's outcome.
 #[derive(Debug, Serialize)]
 struct Check {
-    /// `server`, `jetstream`, `queues`, `queue`, `workers`, `stalled` or `storage`.
+    /// `server`, `security`, `jetstream`, `queues`, `queue`, `workers`, `stalled` or `storage`.
     check: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     queue: Option<String>,
@@ -166,6 +167,7 @@ async fn examine(
         None,
         format!("nats-server {} answers{server_name}", info.version),
     )];
+    checks.push(security::check(nats, &args.ask.connection.nats).await);
     let js = async_nats::jetstream::new(nats.clone());
     let mut queues = Vec::new();
     let mut streams = Vec::new();

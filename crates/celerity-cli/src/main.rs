@@ -6,6 +6,7 @@
 
 mod beat;
 mod bench;
+mod check_config;
 mod control;
 mod dashboard;
 mod dead_letters;
@@ -49,6 +50,9 @@ enum Command {
     /// Check that the deployment can run tasks: server, JetStream, each queue's stream and
     /// consumers, a worker per queue, no stalled queue; exit status 1 when a check fails.
     Health(health::HealthArgs),
+    /// Check a nats-server config file for a server that lets clients in without credentials
+    /// (CVE-2023-47090, `no_auth_user`) or without auth off loopback; exit status 1 when it does.
+    CheckConfig(check_config::CheckConfigArgs),
     /// Remove the tasks stored in a queue (or one priority level of it), asking first unless
     /// `--force`.
     Purge(purge::PurgeArgs),
@@ -91,6 +95,7 @@ fn main() -> ExitCode {
         | Command::Status(_)
         | Command::Result(_)
         | Command::Health(_)
+        | Command::CheckConfig(_)
         | Command::Purge(_)
         | Command::Events(_)
         | Command::DeadLetters(_)
@@ -124,6 +129,7 @@ fn main() -> ExitCode {
         Command::Status(args) => runtime.block_on(status::status(args)),
         Command::Result(args) => runtime.block_on(status::result(args)),
         Command::Health(args) => runtime.block_on(health::run(args)),
+        Command::CheckConfig(args) => runtime.block_on(check_config::run(args)),
         Command::Purge(args) => runtime.block_on(purge::run(args)),
         Command::Events(args) => runtime.block_on(events::run(args)),
         Command::DeadLetters(args) => runtime.block_on(dead_letters::run(args)),

@@ -64,6 +64,10 @@ pub enum DeadLetterReason {
     /// The task ran, but its result record could not be stored after every attempt allowed (the
     /// results bucket is full or keeps refusing the write).
     ResultNotStored,
+    /// The task id already has a final record, written for another queue message: this one is
+    /// not a redelivery of it (a producer reused the id, or sent it again after the duplicate
+    /// window), so it is not run and the record stays.
+    DuplicateTaskId,
 }
 
 impl DeadLetterReason {
@@ -78,6 +82,7 @@ impl DeadLetterReason {
             DeadLetterReason::InvalidCanvas => "invalid_canvas",
             DeadLetterReason::TooManyDeliveries => "too_many_deliveries",
             DeadLetterReason::ResultNotStored => "result_not_stored",
+            DeadLetterReason::DuplicateTaskId => "duplicate_task_id",
         }
     }
 
@@ -92,6 +97,7 @@ impl DeadLetterReason {
             DeadLetterReason::InvalidCanvas,
             DeadLetterReason::TooManyDeliveries,
             DeadLetterReason::ResultNotStored,
+            DeadLetterReason::DuplicateTaskId,
         ]
         .into_iter()
         .find(|reason| reason.code() == code)

@@ -203,6 +203,10 @@ pub struct ResultRecord {
     /// sent) in, when it was traced.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trace_id: Option<String>,
+    /// The queue message a final record was written for, `<stream>:<stream sequence>`: a later
+    /// message with the same task id that is not a redelivery of this one does not replace it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 impl ResultRecord {
@@ -221,6 +225,7 @@ impl ResultRecord {
             updated_at_ms: now_ms,
             started_at_ms: None,
             trace_id: None,
+            message: None,
         }
     }
 

@@ -152,7 +152,7 @@ mod tests {
         assert!(
             checks[0]
                 .reason
-                .contains("fullest: CELERITY_DLQ, 3 messages, 3 MiB of 4 MiB (75%)"),
+                .contains("fullest: CELERITY_DLQ, 3 messages, 3.0 MiB of 4.0 MiB (75%)"),
             "{checks:?}"
         );
     }
@@ -161,7 +161,10 @@ mod tests {
     fn a_stream_below_its_limit_passes_with_its_use() {
         let check = check(&used(1 << 20, Some(4 << 20), true));
         assert!(check.ok, "{check:?}");
-        assert!(check.reason.contains("1 MiB of 4 MiB (25%)"), "{check:?}");
+        assert!(
+            check.reason.contains("1.0 MiB of 4.0 MiB (25%)"),
+            "{check:?}"
+        );
         assert!(check.reason.contains("3 replicas, led by n1"), "{check:?}");
     }
 

@@ -35,7 +35,8 @@ use crate::worker::outcome::{Outcome, Rejection, apply_outcome};
 use crate::worker::records::final_record;
 use body::{keep_in_progress, run_over_items};
 use finish::{
-    acknowledge_done, expired_record, finish_with, finish_without_running, revoked_record,
+    acknowledge_done, already_final, expired_record, finish_with, finish_without_running,
+    revoked_record,
 };
 use opentelemetry::context::FutureExt as _;
 use run::{Delivery, TaskRun};
@@ -359,6 +360,16 @@ async fn checked_body<'a>(
         Ok(task) => task,
         Err(error) => return ControlFlow::Break(refuse(envelope, Refusal::UnknownTask(error))),
     };
+    // A first delivery of a task that keeps its result: a final record under its id may belong
+    // to another message (a reused id), whose record must not be replaced. (A redelivery was
+    // checked in `admit`, a chord body above; a task that ignores its result writes none.)
+    if delivery.delivered == 1
+        && !chord_body
+        && !task.options.is_ignore_result()
+        && let Some(outcome) = already_final(shared, envelope, message).await
+    {
+        return ControlFlow::Break(outcome);
+    }
     let body = match decoded {
         Ok(body) => body,
         Err(error) => {

@@ -57,6 +57,13 @@ pub(crate) fn ends_message(record: &ResultRecord, envelope: &Envelope) -> bool {
     !dead_lettered || written_by_this_requeue
 }
 
+/// The queue message `message` as a final record names it (`ResultRecord::message`):
+/// `<stream>:<stream sequence>`, the same on every delivery of the message.
+pub(crate) fn message_ref(message: &async_nats::jetstream::Message) -> Option<String> {
+    let info = message.info().ok()?;
+    Some(format!("{}:{}", info.stream, info.stream_sequence))
+}
+
 /// True for the record of a chain step that never ran because an earlier step failed: no task
 /// name, and `meta.failed_task` the failed step's id (a chord body failed by its header, which
 /// names the chord in `meta.chord_id`, is not one: a chord body runs at most once).
@@ -105,12 +112,13 @@ pub(crate) fn encode_within_limit(
         ),
     );
     tracing::warn!(task = %envelope.task, task_id = %envelope.id, error = %error, "task failed");
-    let started_at_ms = record.started_at_ms;
+    let (started_at_ms, message) = (record.started_at_ms, record.message.take());
     *record = shared
         .store
         .record(envelope, TaskState::Failure)
         .with_error(error);
     record.started_at_ms = started_at_ms;
+    record.message = message;
     encode(record)
 }
 

@@ -266,7 +266,7 @@ pub(crate) fn envelope() -> impl Strategy<Value = Envelope> {
 }
 
 /// Every dead-letter reason.
-pub(crate) const DEAD_LETTER_REASONS: [DeadLetterReason; 8] = [
+pub(crate) const DEAD_LETTER_REASONS: [DeadLetterReason; 9] = [
     DeadLetterReason::UnknownTask,
     DeadLetterReason::UndecodableBody,
     DeadLetterReason::BadArguments,
@@ -275,6 +275,7 @@ pub(crate) const DEAD_LETTER_REASONS: [DeadLetterReason; 8] = [
     DeadLetterReason::InvalidCanvas,
     DeadLetterReason::TooManyDeliveries,
     DeadLetterReason::ResultNotStored,
+    DeadLetterReason::DuplicateTaskId,
 ];
 
 /// A dead letter whose texts are given by `texts`.

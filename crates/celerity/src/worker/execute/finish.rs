@@ -1,5 +1,6 @@
 //! Tasks that end without running their body: one that has a final record already (a
-//! redelivery, a chord body sent twice), one that was revoked or expired, a chord body whose
+//! redelivery, a chord body sent twice, a new message reusing a finished task's id), one that
+//! was revoked or expired, a chord body whose
 //! header failed. Each stores its record (unless it has one), sends what follows that end, and
 //! returns the message's outcome.
 
@@ -10,7 +11,7 @@ use crate::clock::now_ms;
 use crate::worker::WorkerShared;
 use crate::worker::continuation::Continuation;
 use crate::worker::outcome::{Outcome, Rejection};
-use crate::worker::records::final_record;
+use crate::worker::records::{final_record, message_ref};
 
 /// The outcome of a message whose task already has a final record, once its producer was
 /// notified and what follows it was sent again: the worker that stored the record may have died
@@ -43,6 +44,36 @@ pub(super) async fn acknowledge_done(
         .map_or(error.clone(), str::to_owned);
     // What follows was sent above: the letter fails the task as its headers tell it.
     Outcome::DeadLetter(Rejection::message(reason, error))
+}
+
+/// The outcome of a first delivery whose task id already has a final record, if it has one:
+/// a message that is that record's own (delivered again as new after a server crash lost its
+/// consumer's state) is acknowledged without running, as a redelivery is; another message with
+/// the id (a producer reused it, or sent it again after the de-duplication window) is
+/// dead-lettered `duplicate_task_id` without running, and the record stays. A record that names
+/// no message (written before records did) lets the task run, as before.
+pub(super) async fn already_final<'a>(
+    shared: &WorkerShared,
+    envelope: &'a Envelope,
+    message: &jetstream::Message,
+) -> Option<Outcome<'a>> {
+    let record = final_record(&shared.store, envelope).await?;
+    let this = message_ref(message);
+    let theirs = record.message.clone()?;
+    if Some(&theirs) == this.as_ref() {
+        return Some(acknowledge_done(shared, envelope, message, record).await);
+    }
+    let error = format!(
+        "task {} already has a final {} record, written for message {theirs}; this message ({}) is not a redelivery of it, so it did not run and the record stays",
+        envelope.id,
+        record.state,
+        this.as_deref().unwrap_or("of unknown sequence")
+    );
+    tracing::warn!(task_id = %envelope.id, error = %error, "a task id with a final record came in another message");
+    let rejection = Rejection::task(envelope, DeadLetterReason::DuplicateTaskId, error);
+    Some(Outcome::DeadLetter(
+        rejection.followed_by(Continuation::default()),
+    ))
 }
 
 /// The REVOKED record of a task that was revoked (itself or its canvas).
@@ -78,11 +109,12 @@ pub(super) async fn finish_without_running(
     shared: &WorkerShared,
     envelope: &Envelope,
     message: &jetstream::Message,
-    record: ResultRecord,
+    mut record: ResultRecord,
 ) -> Outcome<'static> {
     if let Some(done) = final_record(&shared.store, envelope).await {
         return acknowledge_done(shared, envelope, message, done).await;
     }
+    record.message = message_ref(message);
     let continuation = Continuation::of_message(envelope, &message.payload);
     let queue = shared.layout.parse_task_subject(&message.subject);
     let queue = queue.as_ref().map(|(queue, _)| queue);

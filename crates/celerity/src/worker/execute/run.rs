@@ -22,7 +22,7 @@ use crate::worker::continuation::Continuation;
 use crate::worker::held::Held;
 use crate::worker::observe::{Retried, ShownArguments};
 use crate::worker::outcome::{Outcome, Rejection, ack_before_run};
-use crate::worker::records::{encode_within_limit, write_state};
+use crate::worker::records::{encode_within_limit, message_ref, write_state};
 
 /// How a message came to this run: what the end of the run needs besides the task.
 pub(super) struct Delivery<'a> {
@@ -153,6 +153,9 @@ impl<'e> TaskRun<'_, 'e> {
         let (shared, envelope) = (self.shared, self.envelope);
         // Whatever the body still does (a blocking one cannot be stopped), its state is final now.
         self.context.end();
+        // NOTE(protocol): a final record names its message, so another message with the same id
+        // does not replace it (5.1).
+        record.message = message_ref(self.delivery.message);
         let keep_result = !self.task.options.is_ignore_result() || continuation.reports_to_chord();
         let encoded = match keep_result {
             true => match encode_within_limit(shared, envelope, &mut record) {
@@ -336,6 +339,9 @@ impl<'e> TaskRun<'_, 'e> {
 }
 
 /// How a body's end is recorded.
+// A value returned once per run and matched at once: boxing the record would add an allocation
+// per task to save a copy.
+#[expect(clippy::large_enum_variant)]
 enum Ended {
     /// With this record.
     Record(ResultRecord),
