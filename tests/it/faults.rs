@@ -7,4 +7,6 @@ mod checker;
 mod cluster;
 mod crashes;
 mod duplicates;
+mod fuzz;
+mod poison;
 mod single;
