@@ -25,7 +25,8 @@ async fn a_worker_killed_20_times_mid_task_loses_nothing_and_the_other_never_sta
     let server = server();
     let url = server.url();
     make_ledger(&url, 1).await;
-    let args = ["-c", "32", "--ack-wait", "3"];
+    // Each kill counts a delivery of every task the victim held: the limit must outlast 20 kills.
+    let args = ["-c", "32", "--ack-wait", "3", "--max-deliveries", "50"];
     let _steady = WorkerProcess::start(&url, "steady", &args);
     let client = client(&url).await;
     let checker = Checker::default();

@@ -9,11 +9,13 @@ use procfs::ProcResult;
 use procfs::process::Process;
 use serde::Serialize;
 
-/// The processes of a run: the server (when the bench started it), the bench (this process: the
-/// producer, and the whole raw side) and the worker.
-#[derive(Debug, Clone, Copy, Default)]
+/// The processes of a run: the servers (when the bench started them: its one server, or every
+/// node of its cluster, counted together), the bench (this process: the producer, and the whole
+/// raw side) and the worker.
+#[derive(Debug, Clone, Default)]
 pub(crate) struct Processes {
-    pub(crate) server: Option<u32>,
+    /// Empty when the bench did not start the servers (`--nats-url`).
+    pub(crate) servers: Vec<u32>,
     pub(crate) worker: Option<u32>,
 }
 
@@ -36,9 +38,7 @@ pub(crate) struct Used {
 impl Processes {
     pub(crate) fn read(&self) -> Reading {
         Reading {
-            server: self
-                .server
-                .and_then(|pid| cpu_time(Process::new(pid.try_into().ok()?))),
+            server: servers_time(&self.servers),
             bench: cpu_time(Process::myself()),
             worker: self
                 .worker
@@ -116,6 +116,16 @@ impl PerTask {
     }
 }
 
+/// The CPU time of every server together; `None` when there are none, or one cannot be read.
+fn servers_time(pids: &[u32]) -> Option<Duration> {
+    if pids.is_empty() {
+        return None;
+    }
+    pids.iter()
+        .map(|pid| cpu_time(Process::new((*pid).try_into().ok()?)))
+        .sum()
+}
+
 /// User plus system CPU time of `process` (from its `/proc/<pid>/stat`), all its threads together.
 fn cpu_time(process: ProcResult<Process>) -> Option<Duration> {
     let stat = process.ok()?.stat().ok()?;
@@ -145,6 +155,16 @@ mod tests {
     fn this_process_has_a_cpu_time() {
         assert!(cpu_time(Process::myself()).is_some());
         assert!(cpu_time(Process::new(i32::MAX)).is_none());
+    }
+
+    #[test]
+    fn the_servers_time_is_the_sum_of_every_node_or_none() {
+        let myself = std::process::id();
+        let alone = servers_time(&[myself]).expect("this process is readable");
+        let twice = servers_time(&[myself, myself]).expect("this process is readable");
+        assert!(twice >= alone * 2, "{twice:?} against {alone:?}");
+        assert_eq!(servers_time(&[]), None);
+        assert_eq!(servers_time(&[myself, u32::MAX]), None);
     }
 
     #[test]

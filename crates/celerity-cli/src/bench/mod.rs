@@ -8,6 +8,7 @@ mod raw;
 mod report;
 mod sink;
 pub(crate) mod tasks;
+mod topology;
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -24,6 +25,7 @@ use self::cpu::{PerTask, Processes, Used};
 use self::raw::{Raw, Results};
 use self::report::{Figure, Report, Sizes, Target};
 use self::tasks::{WorkerProcess, memory, noop, noop_ignored, now_us, one, stamp, step, total};
+use self::topology::Servers;
 
 /// How long any one result may take.
 const RESULT_TIMEOUT: Duration = Duration::from_secs(300);
@@ -40,9 +42,9 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<bool> {
     if cfg!(debug_assertions) && !sizes.quick {
         eprintln!("warning: this is a debug build; build with --release for meaningful figures");
     }
-    let (server, url) = server(&args).await?;
+    let servers = Servers::start(&args).await?;
+    let url = servers.url();
     let dir = tempfile::tempdir().context("cannot create a temp dir")?;
-    let server_pid = server.as_ref().and_then(celerity_testkit::NatsServer::pid);
     let sink = sizes.trace.map(|_| sink::TraceSink::start()).transpose()?;
     let tracing = sink
         .as_ref()
@@ -51,9 +53,12 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<bool> {
             endpoint: sink.endpoint().to_owned(),
             ratio,
         });
-    let (mut bench, mut report) = Bench::connect(&url, sizes, server_pid, tracing).await?;
+    let (mut bench, mut report) = Bench::connect(&servers, sizes, tracing).await?;
+    bench.check_replicas().await?;
+    bench.provision_queues().await?;
     bench.clean_queues().await?;
-    bench.measure(&args, &mut report, dir.path(), &url).await?;
+    bench.measure(&args, &mut report, dir.path(), url).await?;
+    bench.check_replicas().await?;
     bench.clean_queues().await?;
     if let (Some(sink), Some(ratio)) = (&sink, sizes.trace) {
         println!(
@@ -68,24 +73,8 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<bool> {
             .with_context(|| format!("cannot write {}", path.display()))?;
         println!("JSON written to {}", path.display());
     }
-    drop(server);
+    drop(servers);
     Ok(true)
-}
-
-/// The server to measure against and its URL: `--nats-url`, or a local nats-server started here
-/// (stopped when the returned server is dropped).
-async fn server(
-    args: &BenchArgs,
-) -> anyhow::Result<(Option<celerity_testkit::NatsServer>, String)> {
-    if let Some(url) = &args.nats_url {
-        return Ok((None, url.clone()));
-    }
-    let server = tokio::task::spawn_blocking(celerity_testkit::NatsServer::start)
-        .await
-        .context("the nats-server start was cancelled")?
-        .context("cannot start a local nats-server (or pass --nats-url)")?;
-    let url = server.url();
-    Ok((Some(server), url))
 }
 
 /// What every figure needs.
@@ -102,36 +91,49 @@ struct Bench {
 }
 
 impl Bench {
-    /// Connects the bench's Celerity client and its raw client to `url`; the report starts with
-    /// the server's version.
+    /// Connects the bench's Celerity client and its raw client to `servers`; the report starts
+    /// with the server's version and the servers' topology.
     async fn connect(
-        url: &str,
+        servers: &Servers,
         sizes: Sizes,
-        server_pid: Option<u32>,
         tracing: Option<sink::Tracing>,
     ) -> anyhow::Result<(Self, Report)> {
-        let app = tasks::app_with(sizes.events, tracing.as_ref())?;
+        let app = tasks::app_with(sizes.events, sizes.replicas, tracing.as_ref())?;
         let client = app
-            .client(&NatsConfig::new(url))
+            .client(&NatsConfig::new(servers.url()))
             .await
             .context("the bench client cannot connect")?;
-        let nats = async_nats::connect(url)
+        let nats = async_nats::connect(topology::server_list(servers.url()).as_slice())
             .await
             .context("the raw client cannot connect")?;
-        let report = Report::new(sizes, nats.server_info().version.clone());
+        let info = nats.server_info();
+        let topology = servers.topology(&info, sizes.replicas)?;
+        let report = Report::new(sizes, info.version.clone(), topology);
         let bench = Bench {
             client,
-            raw: Raw::new(nats.clone()),
+            raw: Raw::new(nats.clone(), sizes.replicas),
             js: async_nats::jetstream::new(nats),
             layout: Layout::new(app.settings().namespace.clone()),
             sizes,
             processes: Processes {
-                server: server_pid,
+                servers: servers.pids(),
                 worker: None,
             },
             tracing,
         };
         Ok((bench, report))
+    }
+
+    /// Fails when a stream or bucket of the bench's namespace keeps other than `--replicas`
+    /// copies; run before the figures (a stream an earlier run left) and after (every stream the
+    /// run made).
+    async fn check_replicas(&self) -> anyhow::Result<()> {
+        let mut streams = vec![
+            self.queue_stream("default")?,
+            self.queue_stream(tasks::PUBLISH_QUEUE)?,
+        ];
+        streams.extend(celerity::shared_streams(&self.layout));
+        topology::check_replicas(&self.js, &streams, self.sizes.replicas).await
     }
 
     /// Measures every part `--only` asks for (all by default) into `report`, with a worker
@@ -221,6 +223,33 @@ impl Bench {
     fn queue_stream(&self, queue: &str) -> anyhow::Result<String> {
         let queue = QueueName::new(queue).map_err(|error| anyhow!("{error}"))?;
         Ok(self.layout.queue_stream(&queue))
+    }
+
+    /// Sends one task to each of the bench's queues, so their streams exist before any figure's
+    /// clock starts. Otherwise the publish figure's first sends, 1,024 at once, would each make
+    /// the stream, and on a cluster some of them found no stream while it was being made (every
+    /// `--quick --cluster 3` run failed so). A send that finds none here is tried again for up to
+    /// 10 s.
+    async fn provision_queues(&self) -> anyhow::Result<()> {
+        for queue in ["default", tasks::PUBLISH_QUEUE] {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                let sent = self
+                    .client
+                    .apply(&noop_ignored, (), ApplyOptions::new().queue(queue))
+                    .await;
+                match sent {
+                    Ok(_) => break,
+                    Err(error) if Instant::now() > deadline => {
+                        return Err(error).with_context(|| format!("cannot send to queue {queue}"));
+                    }
+                    // A deadline bounds the loop; there is no event to await for a stream that a
+                    // server of the cluster does not know yet.
+                    Err(_) => tokio::time::sleep(raw::POLL).await,
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Deletes what earlier runs may have left in the bench's queues.
@@ -327,7 +356,7 @@ impl Bench {
         let bar = Self::bar("publish costs", n);
         let costs = self
             .raw
-            .publish_costs(n, self.sizes.window, &headers, self.processes, &bar)
+            .publish_costs(n, self.sizes.window, &headers, &self.processes, &bar)
             .await?;
         bar.finish_and_clear();
         Ok(costs)

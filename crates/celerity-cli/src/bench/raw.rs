@@ -37,12 +37,15 @@ pub(crate) const POLL: Duration = Duration::from_millis(5);
 /// The raw references' JetStream context.
 pub(crate) struct Raw {
     js: jetstream::Context,
+    /// Copies of each stream and bucket: those of Celerity's in the same run.
+    replicas: usize,
 }
 
 impl Raw {
-    pub(crate) fn new(client: async_nats::Client) -> Self {
+    pub(crate) fn new(client: async_nats::Client, replicas: usize) -> Self {
         Self {
             js: jetstream::new(client),
+            replicas,
         }
     }
 
@@ -59,6 +62,7 @@ impl Raw {
                 subjects,
                 retention: stream::RetentionPolicy::WorkQueue,
                 storage: stream::StorageType::File,
+                num_replicas: self.replicas,
                 ..Default::default()
             })
             .await
@@ -81,6 +85,7 @@ impl Raw {
                 deny_delete: true,
                 allow_direct: true,
                 discard: stream::DiscardPolicy::New,
+                num_replicas: self.replicas,
                 ..Default::default()
             })
             .await
@@ -171,7 +176,7 @@ impl Raw {
         n: usize,
         window: usize,
         headers: &async_nats::HeaderMap,
-        processes: Processes,
+        processes: &Processes,
         bar: &ProgressBar,
     ) -> anyhow::Result<Vec<(&'static str, &'static str, f64, Used)>> {
         const STEPS: [(&str, &str); 5] = [
@@ -233,6 +238,7 @@ impl Raw {
                     destination: "bench.raw.bell.{{wildcard(1)}}".to_owned(),
                     headers_only: true,
                 }),
+                num_replicas: self.replicas,
                 ..Default::default()
             })
             .await

@@ -216,10 +216,45 @@ impl Machine {
     }
 }
 
+/// The servers of a run.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct Topology {
+    /// Nodes the bench started (1: one server), each read for the servers' CPU; `None` with
+    /// `--nats-url`.
+    pub(crate) nodes: Option<usize>,
+    /// The cluster's name, as the connected server reports it; `None` for a server alone.
+    pub(crate) cluster: Option<String>,
+    /// Copies of every stream and bucket, Celerity's and the raw references' alike.
+    pub(crate) replicas: usize,
+}
+
+impl Topology {
+    /// `3-node cluster, R3`, `one server, R1`.
+    fn describe(&self) -> String {
+        let servers = match (self.nodes, &self.cluster) {
+            (Some(1), _) => "one server".to_owned(),
+            (Some(nodes), _) => format!("{nodes}-node cluster"),
+            (None, Some(name)) => format!("cluster {name} at --nats-url"),
+            (None, None) => "one server at --nats-url".to_owned(),
+        };
+        format!("{servers}, R{}", self.replicas)
+    }
+
+    /// The heading of the servers' CPU: `server`, or `3 servers` (the nodes' sum).
+    fn server_heading(&self) -> String {
+        match self.nodes {
+            Some(nodes) if nodes > 1 => format!("{nodes} servers"),
+            _ => "server".to_owned(),
+        }
+    }
+}
+
 /// Every figure of one run.
 #[derive(Debug, Serialize)]
 pub(crate) struct Report {
     versions: Versions,
+    /// The servers measured, and the replicas of every stream.
+    servers: Topology,
     machine: Machine,
     sizes: Sizes,
     figures: Vec<Figure>,
@@ -238,13 +273,14 @@ pub(crate) struct PublishCost {
     label: &'static str,
     /// Publishes per second.
     rate: f64,
-    /// CPU of the server and of the bench (the publisher) per publish, in microseconds.
+    /// CPU of the server (every node's together, on a cluster the bench started) and of the
+    /// bench (the publisher) per publish, in microseconds.
     server_us: Option<f64>,
     bench_us: Option<f64>,
 }
 
 impl Report {
-    pub(crate) fn new(sizes: Sizes, nats_server: String) -> Self {
+    pub(crate) fn new(sizes: Sizes, nats_server: String, servers: Topology) -> Self {
         Self {
             versions: Versions {
                 celerity: env!("CARGO_PKG_VERSION"),
@@ -256,6 +292,7 @@ impl Report {
                     "release"
                 },
             },
+            servers,
             machine: Machine::read(),
             sizes,
             figures: Vec::new(),
@@ -297,11 +334,12 @@ impl Report {
         let machine = &self.machine;
         let _ = writeln!(
             out,
-            "celerity {} ({}, {}), nats-server {}; {} cores, {}, {}",
+            "celerity {} ({}, {}), nats-server {} ({}); {} cores, {}, {}",
             self.versions.celerity,
             self.versions.profile,
             self.versions.rustc,
             self.versions.nats_server,
+            self.servers.describe(),
             machine.cores,
             machine.cpu.as_deref().unwrap_or("unknown CPU"),
             machine.os.as_deref().unwrap_or("unknown OS"),
@@ -337,33 +375,44 @@ impl Report {
                     value(cost.bench_us),
                 ]
             });
+            let server_us = format!("{} µs", self.servers.server_heading());
             let header = [
                 "what one delay() costs the server (raw async-nats, same run)",
                 "publishes/s",
-                "server µs",
+                &server_us,
                 "bench µs",
             ];
             let _ = writeln!(out, "\n{}", table::plain(header, &[1, 2, 3], costs));
         }
         if !self.cpu_per_task.is_empty() {
-            let _ = writeln!(
-                out,
-                "\nCPU per task, microseconds (/proc; the bench process is the producer, and all of the raw side)"
-            );
-            let splits = self.cpu_per_task.iter().map(|split| {
-                [
-                    split.figure.to_owned(),
-                    split.side.to_owned(),
-                    value(split.server_us),
-                    value(split.bench_us),
-                    value(split.worker_us),
-                    value(split.total_us),
-                ]
-            });
-            let header = ["figure", "side", "server", "bench", "worker", "total"];
-            let _ = writeln!(out, "{}", table::plain(header, &[2, 3, 4, 5], splits));
+            out.push_str(&self.cpu_table());
         }
         out
+    }
+
+    /// The CPU per task of each process, for both sides of each throughput figure.
+    fn cpu_table(&self) -> String {
+        let value = |value: Option<f64>| value.map_or_else(|| "-".to_owned(), format_value);
+        let servers = match self.servers.nodes {
+            Some(nodes) if nodes > 1 => format!("; servers: the {nodes} nodes' sum"),
+            _ => String::new(),
+        };
+        let splits = self.cpu_per_task.iter().map(|split| {
+            [
+                split.figure.to_owned(),
+                split.side.to_owned(),
+                value(split.server_us),
+                value(split.bench_us),
+                value(split.worker_us),
+                value(split.total_us),
+            ]
+        });
+        let server = self.servers.server_heading();
+        let header = ["figure", "side", &server, "bench", "worker", "total"];
+        format!(
+            "\nCPU per task, microseconds (/proc; the bench process is the producer, and all of the raw side{servers})\n{}\n",
+            table::plain(header, &[2, 3, 4, 5], splits)
+        )
     }
 
     pub(crate) fn json(&self) -> anyhow::Result<String> {
@@ -407,6 +456,8 @@ pub(crate) struct Sizes {
     /// The ratio of traces the producer and the worker sample and export to the bench's OTLP
     /// sink (`--trace`; `None`: tracing off).
     pub(crate) trace: Option<f64>,
+    /// Copies of every stream and bucket (`--replicas`; one per node of `--cluster`).
+    pub(crate) replicas: usize,
 }
 
 #[cfg(test)]

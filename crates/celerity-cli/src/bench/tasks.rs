@@ -70,10 +70,11 @@ fn builder() -> celerity::AppBuilder {
         .task(stamp)
 }
 
-/// The bench's producer app, sending `task-sent` events or not, and tracing to the bench's sink
-/// or not at all.
+/// The bench's producer app, sending `task-sent` events or not, with `replicas` copies of every
+/// stream and bucket it makes, and tracing to the bench's sink or not at all.
 pub(crate) fn app_with(
     sent_events: bool,
+    replicas: usize,
     tracing: Option<&super::sink::Tracing>,
 ) -> anyhow::Result<celerity::App> {
     let telemetry = match tracing {
@@ -83,6 +84,7 @@ pub(crate) fn app_with(
     };
     builder()
         .send_sent_events(sent_events)
+        .replicas(replicas)
         .telemetry(telemetry)
         .build()
         .context("the bench app is invalid")
@@ -105,8 +107,9 @@ pub(crate) struct WorkerProcess {
 }
 
 impl WorkerProcess {
-    /// Starts the worker with the bench's slots (and without events when the bench runs so),
-    /// logging to `dir`, and waits until it answers a ping.
+    /// Starts the worker on `url` (one server, or a cluster's comma-separated) with the bench's
+    /// slots and replicas (and without events when the bench runs so), logging to `dir`, and
+    /// waits until it answers a ping.
     pub(crate) async fn start(
         url: &str,
         sizes: &super::report::Sizes,
@@ -115,6 +118,7 @@ impl WorkerProcess {
         tracing: Option<&super::sink::Tracing>,
     ) -> anyhow::Result<Self> {
         let concurrency = sizes.concurrency.to_string();
+        let replicas = sizes.replicas.to_string();
         let without_events = (!sizes.events).then_some("--without-events");
         let log = dir.join("bench-worker.log");
         let log_file = std::fs::File::create(&log).context("cannot create the worker's log")?;
@@ -139,6 +143,8 @@ impl WorkerProcess {
                 WORKER_HOSTNAME,
                 "--concurrency",
                 &concurrency,
+                "--replicas",
+                &replicas,
             ])
             .args(without_events)
             .env("RUST_LOG", "warn")
