@@ -778,6 +778,16 @@ async fn golden_tasks_run_on_a_rust_worker_and_produce_the_golden_records() {
             .started_at_ms
             .expect("a final record has a start time");
         assert!(started <= actual.updated_at_ms);
+        // The queue message it ran (5.1); its sequence depends on the order of the sends.
+        let message = actual
+            .message
+            .take()
+            .expect("a final record names its message");
+        assert!(
+            message.starts_with("CELERITY_Q_default:"),
+            "{task_id}: {message}"
+        );
+        actual.message = expected.message.clone();
         actual.worker = expected.worker.clone();
         actual.started_at_ms = expected.started_at_ms;
         actual.updated_at_ms = expected.updated_at_ms;

@@ -7,6 +7,7 @@
 //! It only reads and asks: it makes no stream, consumer or bucket (so no `celerity::Client`,
 //! which opens buckets at connect).
 
+mod check;
 mod queues;
 pub(crate) mod security;
 mod storage;
@@ -19,6 +20,7 @@ use celerity_proto::{Layout, Namespace, PingResult, QueueName};
 use clap::Args;
 use serde::Serialize;
 
+use check::Check;
 use queues::{Motion, QueueReading};
 
 /// `celerity health ...`
@@ -41,61 +43,6 @@ pub(crate) struct HealthArgs {
     json: bool,
     #[command(flatten)]
     ask: crate::AskArgs,
-}
-
-/// One check's outcome.
-#[derive(Debug, Serialize)]
-struct Check {
-    /// `server`, `security`, `jetstream`, `queues`, `queue`, `workers`, `stalled` or `storage`.
-    check: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    queue: Option<String>,
-    /// The stream or bucket's stream a `storage` check is about.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    stream: Option<String>,
-    ok: bool,
-    /// What was found.
-    reason: String,
-    /// What to do, when it failed.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    fix: Option<String>,
-}
-
-impl Check {
-    fn pass(check: &'static str, queue: Option<&QueueName>, reason: String) -> Self {
-        Self {
-            check,
-            queue: queue.map(ToString::to_string),
-            stream: None,
-            ok: true,
-            reason,
-            fix: None,
-        }
-    }
-
-    fn fail(check: &'static str, queue: Option<&QueueName>, reason: String, fix: String) -> Self {
-        Self {
-            ok: false,
-            fix: Some(fix),
-            ..Self::pass(check, queue, reason)
-        }
-    }
-
-    /// A passed check about one stream.
-    fn pass_named(check: &'static str, stream: String, reason: String) -> Self {
-        Self {
-            stream: Some(stream),
-            ..Self::pass(check, None, reason)
-        }
-    }
-
-    /// A failed check about one stream.
-    fn fail_named(check: &'static str, stream: String, reason: String, fix: String) -> Self {
-        Self {
-            stream: Some(stream),
-            ..Self::fail(check, None, reason, fix)
-        }
-    }
 }
 
 /// Every check, and what was read of each queue.

@@ -11,6 +11,7 @@ use serde_json::Value;
 
 use crate::clock::now_ms;
 use crate::control::{Control, ControlError};
+use crate::nats::permissions::{Watch, key_subject};
 use crate::result_store::{ResultStore, StoreError};
 use crate::task::inside_task_body;
 use crate::waiters::{Registered, Replies, Tracking};
@@ -88,6 +89,15 @@ pub enum RevokeError {
     /// The revocations bucket refused the write.
     #[error("cannot write to the revocations bucket")]
     Put(#[source] async_nats::jetstream::kv::PutError),
+    /// The server refused the write for the user's permissions, at once instead of after the
+    /// write's timeout: revoking needs the operator role's permissions.
+    #[error(
+        "the NATS server refused this user's publish to {subject}: revoking needs the operator role's permissions (docs/permissions.conf, docs/security.md)"
+    )]
+    PermissionDenied {
+        /// The subject refused.
+        subject: String,
+    },
 }
 
 /// How a handle waits for its task's final record.
@@ -124,9 +134,17 @@ impl ResultBackend {
         let record = celerity_proto::RevocationRecord::new(now_ms());
         let bytes =
             serde_json::to_vec(&record).map_err(|error| failed(RevokeError::Encode(error)))?;
-        self.revoked
-            .put(id.as_str(), bytes.into())
+        let key = key_subject(&self.revoked, id.as_str());
+        Watch::start(self.store.connection())
+            .guard(self.revoked.put(id.as_str(), bytes.into()), |refused| {
+                refused.is_publish_to(&key)
+            })
             .await
+            .map_err(|refused| {
+                failed(RevokeError::PermissionDenied {
+                    subject: refused.subject,
+                })
+            })?
             .map(drop)
             .map_err(|error| failed(RevokeError::Put(error)))
     }
@@ -469,50 +487,67 @@ impl<T> AsyncResult<T> {
                 task_id: self.id.clone(),
             });
         }
+        let deadline = tokio::time::Instant::now() + timeout;
         let timed_out = || ResultError::Timeout {
             task_id: self.id.clone(),
             waited: timeout,
         };
-        if self.wait_via == WaitVia::Replies {
-            // INVARIANT: the waiter is registered before the bucket is read, so a notification that
-            // arrives in between is not missed. Workers notify every final record they store; a
-            // tracked id keeps its notification from its send on, so its wait reads no bucket
-            // (waiting on many results would otherwise read the bucket once for each). An
-            // untracked id (a canvas step) is read once first: its notification may have come
-            // before this wait.
-            let mut waiter = match self.backend.replies.register_waiter(&self.id) {
-                Registered::Arrived(record) => return Ok(*record),
-                Registered::Waiting(waiter) => waiter,
-            };
-            // Boxed: the reads are rare, and would otherwise make every wait's future as large
-            // as their own.
-            if self.tracking.is_none()
-                && let Some(record) = Box::pin(self.record()).await?
-                && record.state.is_ready()
-            {
-                return Ok(record);
-            }
-            match tokio::time::timeout(timeout, waiter.notification()).await {
-                Ok(Ok(record)) => Ok(record),
-                // A notification can be lost (a worker dying between its put and its publish is
-                // notified again only when its message is redelivered, an AckWait later); the
-                // bucket is the truth, so read it once more before giving up.
-                Ok(Err(_)) | Err(_) => match Box::pin(self.record()).await? {
-                    Some(record) if record.state.is_ready() => Ok(record),
-                    _ => Err(timed_out()),
-                },
-            }
-        } else {
-            // Boxed, as the reads above.
-            let watch = Box::pin(
-                self.backend
-                    .store
-                    .watch_until(&self.id, |record| record.state.is_ready()),
-            );
-            tokio::time::timeout(timeout, watch)
-                .await
-                .map_err(|_| timed_out())?
-                .map_err(Into::into)
+        if self.wait_via == WaitVia::Replies
+            && let Some(record) = self.wait_for_notification(deadline, timed_out).await?
+        {
+            return Ok(record);
+        }
+        // Boxed: the watch would otherwise make every wait's future as large as its own.
+        let watch = Box::pin(
+            self.backend
+                .store
+                .watch_until(&self.id, |record| record.state.is_ready()),
+        );
+        tokio::time::timeout_at(deadline, watch)
+            .await
+            .map_err(|_| timed_out())?
+            .map_err(Into::into)
+    }
+
+    /// Waits until `deadline` for the final record through the client's reply listener; `None`
+    /// when the listener hears nothing (the server refused its subscription), so the bucket must
+    /// be watched instead.
+    async fn wait_for_notification(
+        &self,
+        deadline: tokio::time::Instant,
+        timed_out: impl Fn() -> ResultError,
+    ) -> Result<Option<ResultRecord>, ResultError> {
+        let replies = &self.backend.replies;
+        // INVARIANT: the waiter is registered before the bucket is read, so a notification that
+        // arrives in between is not missed. Workers notify every final record they store; a
+        // tracked id keeps its notification from its send on, so its wait reads no bucket
+        // (waiting on many results would otherwise read the bucket once for each). An untracked
+        // id (a canvas step) is read once first: its notification may have come before this wait.
+        let mut waiter = match replies.register_waiter(&self.id) {
+            Registered::Arrived(record) => return Ok(Some(*record)),
+            Registered::Waiting(_) if replies.is_deaf() => return Ok(None),
+            Registered::Waiting(waiter) => waiter,
+        };
+        // Boxed: the reads are rare, and would otherwise make every wait's future as large as
+        // their own.
+        if self.tracking.is_none()
+            && let Some(record) = Box::pin(self.record()).await?
+            && record.state.is_ready()
+        {
+            return Ok(Some(record));
+        }
+        match tokio::time::timeout_at(deadline, waiter.notification()).await {
+            Ok(Ok(record)) => return Ok(Some(record)),
+            // Ended early: the listener will hear nothing, its subscription was refused.
+            Ok(Err(_)) if replies.is_deaf() => return Ok(None),
+            Ok(Err(_)) | Err(_) => {}
+        }
+        // A notification can be lost (a worker dying between its put and its publish is notified
+        // again only when its message is redelivered, an AckWait later); the bucket is the truth,
+        // so read it once more before giving up.
+        match Box::pin(self.record()).await? {
+            Some(record) if record.state.is_ready() => Ok(Some(record)),
+            _ => Err(timed_out()),
         }
     }
 }

@@ -17,6 +17,8 @@ use std::time::Duration;
 use celerity_proto::{ControlCommand, ControlRequest, InvalidName, Layout, RevocationRecord};
 use futures_util::StreamExt;
 
+use crate::nats::permissions::{Denied, Watch};
+
 /// A worker's reply, and the `result` each command's reply carries ([`ControlReply::result_as`]).
 pub use celerity_proto::{
     ControlReply, PingResult, PriorityWeightsResult, RateLimitResult, RevokeResult,
@@ -49,6 +51,16 @@ pub enum ControlError {
         "a global rate limit is shared by every worker and cannot go to worker {0:?} alone: drop the destination"
     )]
     GlobalWithDestination(String),
+    /// The server refused the request for the user's permissions (`-ERR 'Permissions Violation
+    /// for Publish to ...'`): control commands and revocations need the operator's permissions.
+    /// Reported as soon as the refusal arrives, not after the request's timeout.
+    #[error(
+        "the NATS server refused this user's publish to {subject}: control commands and revocations need the operator role's permissions (docs/permissions.conf, docs/security.md)"
+    )]
+    PermissionDenied {
+        /// The subject refused.
+        subject: String,
+    },
     /// The namespace has not been set up on this server: no worker or client of it has connected
     /// yet, so the bucket a revocation is stored in does not exist.
     #[error(
@@ -260,6 +272,27 @@ impl Control {
     ) -> Result<Vec<ControlReply>, ControlError> {
         // Stored first, by the caller: workers not running now honour it when they start.
         let id = celerity_proto::TaskId::new(task_id).map_err(ControlError::InvalidTaskId)?;
+        let bucket = self.layout.revoked_bucket();
+        // Every request of the store goes to the bucket's stream or to the id's key.
+        let (stream, key) = (format!("KV_{bucket}"), format!("$KV.{bucket}.{id}"));
+        Watch::start(&self.nats)
+            .guard(self.store_revocation(&id), |refused| {
+                refused.denied == Denied::Publish
+                    && (refused.subject.ends_with(&stream) || refused.subject == key)
+            })
+            .await
+            .map_err(|refused| ControlError::PermissionDenied {
+                subject: refused.subject,
+            })??;
+        let command = ControlCommand::Revoke {
+            task_id: task_id.to_owned(),
+            terminate: mode == RevokeMode::Terminate,
+        };
+        self.send(command, destination, timeout).await
+    }
+
+    /// Writes the revocation of `id` to the revoked bucket.
+    async fn store_revocation(&self, id: &celerity_proto::TaskId) -> Result<(), ControlError> {
         let js = async_nats::jetstream::new(self.nats.clone());
         let name = self.layout.revoked_bucket();
         // Looked up as its stream first, so a bucket nobody created is told apart from a failure.
@@ -282,12 +315,8 @@ impl Control {
         bucket
             .put(id.as_str(), record.into())
             .await
-            .map_err(|error| ControlError::Nats(error.into()))?;
-        let command = ControlCommand::Revoke {
-            task_id: task_id.to_owned(),
-            terminate: mode == RevokeMode::Terminate,
-        };
-        self.send(command, destination, timeout).await
+            .map(drop)
+            .map_err(|error| ControlError::Nats(error.into()))
     }
 
     /// Changes the rate limit of task type `task` at runtime, on `destination` only or on every
@@ -382,54 +411,84 @@ impl Control {
         let request =
             serde_json::to_vec(&ControlRequest::new(command)).map_err(ControlError::Encode)?;
         match destination {
-            Some(worker) => {
-                let subject = self.layout.control_subject(worker);
-                let answer =
-                    tokio::time::timeout(timeout, self.nats.request(subject, request.into())).await;
-                let message = match answer {
-                    Err(_) => return Err(ControlError::UnknownDestination(worker.to_owned())),
-                    Ok(Err(error))
-                        if error.kind() == async_nats::RequestErrorKind::NoResponders =>
-                    {
-                        return Err(ControlError::UnknownDestination(worker.to_owned()));
-                    }
-                    Ok(Err(error)) => return Err(ControlError::Nats(error.into())),
-                    Ok(Ok(message)) => message,
-                };
-                let reply =
-                    serde_json::from_slice(&message.payload).map_err(ControlError::BadReply)?;
-                Ok(vec![reply])
+            Some(worker) => self.ask_one(worker, request.into(), timeout).await,
+            None => self.ask_all(request.into(), timeout).await,
+        }
+    }
+
+    /// Sends `request` to the worker `worker` and waits up to `timeout` for its reply.
+    async fn ask_one(
+        &self,
+        worker: &str,
+        request: bytes::Bytes,
+        timeout: Duration,
+    ) -> Result<Vec<ControlReply>, ControlError> {
+        let subject = self.layout.control_subject(worker);
+        let refusals = Watch::start(&self.nats);
+        let asked = refusals.guard(self.nats.request(subject.clone(), request), |refused| {
+            refused.is_publish_to(&subject)
+        });
+        let message = match tokio::time::timeout(timeout, asked).await {
+            Err(_) => return Err(ControlError::UnknownDestination(worker.to_owned())),
+            Ok(Err(refused)) => {
+                return Err(ControlError::PermissionDenied {
+                    subject: refused.subject,
+                });
             }
-            None => {
-                // Scatter-gather: every worker answers on one inbox until the deadline.
-                let inbox = self.nats.new_inbox();
-                let mut replies_stream = self
-                    .nats
-                    .subscribe(inbox.clone())
-                    .await
-                    .map_err(|error| ControlError::Nats(error.into()))?;
-                self.nats
-                    .publish_with_reply(
-                        self.layout.control_broadcast_subject(),
-                        inbox,
-                        request.into(),
-                    )
-                    .await
-                    .map_err(|error| ControlError::Nats(error.into()))?;
-                let mut replies = Vec::new();
-                let deadline = tokio::time::Instant::now() + timeout;
-                while let Ok(Some(message)) =
-                    tokio::time::timeout_at(deadline, replies_stream.next()).await
-                {
-                    match serde_json::from_slice(&message.payload) {
-                        Ok(reply) => replies.push(reply),
-                        Err(error) => {
-                            tracing::warn!(error = %error, "ignoring a malformed control reply")
-                        }
+            Ok(Ok(Err(error))) if error.kind() == async_nats::RequestErrorKind::NoResponders => {
+                return Err(ControlError::UnknownDestination(worker.to_owned()));
+            }
+            Ok(Ok(Err(error))) => return Err(ControlError::Nats(error.into())),
+            Ok(Ok(Ok(message))) => message,
+        };
+        let reply = serde_json::from_slice(&message.payload).map_err(ControlError::BadReply)?;
+        Ok(vec![reply])
+    }
+
+    /// Broadcasts `request` and gathers every worker's reply on one inbox until `timeout`
+    /// (scatter-gather).
+    async fn ask_all(
+        &self,
+        request: bytes::Bytes,
+        timeout: Duration,
+    ) -> Result<Vec<ControlReply>, ControlError> {
+        let subject = self.layout.control_broadcast_subject();
+        let inbox = self.nats.new_inbox();
+        let refusals = Watch::start(&self.nats);
+        let mut replies_stream = self
+            .nats
+            .subscribe(inbox.clone())
+            .await
+            .map_err(|error| ControlError::Nats(error.into()))?;
+        self.nats
+            .publish_with_reply(subject.clone(), inbox.clone(), request)
+            .await
+            .map_err(|error| ControlError::Nats(error.into()))?;
+        let gather = async {
+            let mut replies = Vec::new();
+            let deadline = tokio::time::Instant::now() + timeout;
+            while let Ok(Some(message)) =
+                tokio::time::timeout_at(deadline, replies_stream.next()).await
+            {
+                match serde_json::from_slice(&message.payload) {
+                    Ok(reply) => replies.push(reply),
+                    Err(error) => {
+                        tracing::warn!(error = %error, "ignoring a malformed control reply")
                     }
                 }
-                Ok(replies)
             }
-        }
+            replies
+        };
+        // A refused broadcast reaches no worker, and a refused inbox hears none: without this,
+        // either would look like a deployment with no workers, after the whole timeout.
+        refusals
+            .guard(gather, |refused| {
+                refused.is_publish_to(&subject)
+                    || (refused.denied == Denied::Subscribe && refused.subject == inbox)
+            })
+            .await
+            .map_err(|refused| ControlError::PermissionDenied {
+                subject: refused.subject,
+            })
     }
 }

@@ -138,6 +138,19 @@ pub enum EnqueueError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// The server refused the publish for the user's permissions (`-ERR 'Permissions Violation
+    /// for Publish to ...'`): nothing was enqueued. Reported as soon as the refusal arrives,
+    /// not after the publish's timeout. Not [`EnqueueError::is_permanent`]: the server's
+    /// permissions may change (a config reload), and then sending again succeeds.
+    #[error(
+        "the NATS server refused task {task_id}: this user may not publish to {subject}; nothing was enqueued (grant it publish on the queue's subjects, as the producer role of docs/permissions.conf does)"
+    )]
+    PermissionDenied {
+        /// The task id.
+        task_id: TaskId,
+        /// The subject refused.
+        subject: String,
+    },
     /// The queue's stream (for a task due later, the delayed stream) is at its size limit and
     /// refused the task; nothing was enqueued, and nothing queued was dropped. Workers draining
     /// the queue make room, so sending again later can succeed.

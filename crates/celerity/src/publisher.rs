@@ -268,8 +268,18 @@ impl Publisher {
         headers: async_nats::HeaderMap,
     ) -> Result<(), EnqueueError> {
         let message = PublishMessage::build().payload(payload).headers(headers);
-        let ack = match self.js.send_publish(subject, message).await {
-            Ok(ack) => ack.await,
+        let subject = async_nats::Subject::from(subject);
+        // Taken before the publish, so the server's refusal of it comes after the watch's start;
+        // a refused publish is never acknowledged, and would otherwise wait out its timeout.
+        let refusals = crate::nats::permissions::Watch::start(&self.nats);
+        let ack = match self.js.send_publish(subject.clone(), message).await {
+            Ok(ack) => refusals
+                .guard(ack, |refused| refused.is_publish_to(&subject))
+                .await
+                .map_err(|refused| EnqueueError::PermissionDenied {
+                    task_id: envelope.id.clone(),
+                    subject: refused.subject,
+                })?,
             Err(error) => Err(error),
         };
         ack.map(drop).map_err(|error| match NoRoom::of(&error) {
@@ -312,16 +322,25 @@ impl Publisher {
         };
         let (published, pending) = tokio::join!(publish, pending);
         if let Err(error) = published {
-            // Not sent: a PENDING record would make a task that does not exist look queued.
-            if pending.is_ok() {
+            // Not sent: a PENDING record would make a task that does not exist look queued. (A
+            // store whose user may not write PENDING wrote none.)
+            if pending.is_ok() && self.store.writes_pending() {
                 let _ = self.store.purge(id).await;
             }
             return Err(error);
         }
-        if let Err(error) = pending {
+        match pending {
+            // The user may not write results: the store said so once, and writes no more.
+            Err(EnqueueError::Pending {
+                source: crate::result_store::StoreError::PermissionDenied { .. },
+                ..
+            }) => {}
             // The task is sent; only its PENDING record is missing, so it reads as UNKNOWN until a
             // worker records a state. Failing the call would invite a duplicate send.
-            tracing::warn!(task_id = %id, error = %error_chain(&error), "task sent, but its PENDING record was not written");
+            Err(error) => {
+                tracing::warn!(task_id = %id, error = %error_chain(&error), "task sent, but its PENDING record was not written")
+            }
+            Ok(()) => {}
         }
         Ok(())
     }

@@ -6,6 +6,7 @@
 //! Nothing here polls: waiting goes through a KV watch or the client's reply subject.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use async_nats::jetstream::{self, context::PublishErrorKind, kv};
 use bytes::Bytes;
@@ -14,6 +15,7 @@ use futures_util::StreamExt;
 use serde_json::Value;
 
 use crate::clock::now_ms;
+use crate::nats::permissions::{Denied, Violation, Watch, key_subject};
 
 mod finals;
 
@@ -31,6 +33,20 @@ pub enum StoreError {
         /// The client's error.
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The server refused the operation for the user's permissions (`-ERR 'Permissions
+    /// Violation for Publish to ...'`), reported as soon as the refusal arrives instead of after
+    /// the operation's timeout.
+    #[error(
+        "cannot {operation} the result of task {task_id}: the NATS server refused this user's publish to {subject} (docs/security.md lists the permissions of each role)"
+    )]
+    PermissionDenied {
+        /// `read`, `write`, `watch` or `forget`.
+        operation: &'static str,
+        /// The task.
+        task_id: TaskId,
+        /// The subject refused.
+        subject: String,
     },
     /// The stored value is not a result record.
     #[error("the stored result of task {task_id} is not a valid record")]
@@ -76,6 +92,14 @@ impl StoreError {
             source: source.into(),
         }
     }
+
+    fn refused(operation: &'static str, task_id: &TaskId, refused: Violation) -> Self {
+        StoreError::PermissionDenied {
+            operation,
+            task_id: task_id.clone(),
+            subject: refused.subject,
+        }
+    }
 }
 
 /// Reads and writes result records in the results bucket.
@@ -89,6 +113,9 @@ pub(crate) struct ResultStore {
     nats: async_nats::Client,
     layout: celerity_proto::Layout,
     worker: Option<Arc<str>>,
+    /// Set once the server refused a PENDING write for the user's permissions: the user may not
+    /// write the bucket (a producer that must not overwrite results), so no more are tried.
+    pending_refused: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for ResultStore {
@@ -113,7 +140,42 @@ impl ResultStore {
             nats,
             layout,
             worker,
+            pending_refused: Arc::default(),
         }
+    }
+
+    /// The connection the store reads and writes through.
+    pub(crate) fn connection(&self) -> &async_nats::Client {
+        &self.nats
+    }
+
+    /// False once the server refused a PENDING write of this store for the user's permissions:
+    /// [`ResultStore::create_pending`] writes nothing from then on.
+    pub(crate) fn writes_pending(&self) -> bool {
+        !self.pending_refused.load(Ordering::Relaxed)
+    }
+
+    /// The subject a write of `key` is published to: `$KV.<bucket>.<key>`.
+    fn key_subject(&self, key: &str) -> async_nats::Subject {
+        key_subject(&self.kv, key).into()
+    }
+
+    /// True for a refused read of `key`: a direct get of its subject, or a message get.
+    fn refuses_read(&self, refused: &Violation, key: &str) -> bool {
+        let stream = &self.kv.stream_name;
+        let subject = &refused.subject;
+        refused.denied == Denied::Publish
+            && (subject.ends_with(&format!(".DIRECT.GET.{stream}.{}{key}", self.kv.prefix))
+                || subject.ends_with(&format!(".DIRECT.GET.{stream}"))
+                || subject.ends_with(&format!(".STREAM.MSG.GET.{stream}")))
+    }
+
+    /// True for a refused consumer create on the bucket's stream (a watch).
+    fn refuses_watch(&self, refused: &Violation) -> bool {
+        let create = format!(".CONSUMER.CREATE.{}", self.kv.stream_name);
+        refused.denied == Denied::Publish
+            && (refused.subject.ends_with(&create)
+                || refused.subject.contains(&format!("{create}.")))
     }
 
     /// Decodes a stored value, telling JSON from MessagePack by its first byte.
@@ -129,10 +191,11 @@ impl ResultStore {
 
     /// The record of `task_id`, or `None` when there is none (never sent, expired or forgotten).
     pub(crate) async fn get(&self, task_id: &TaskId) -> Result<Option<ResultRecord>, StoreError> {
-        let value = self
-            .kv
-            .get(task_id.as_str())
+        let key = task_id.as_str();
+        let value = Watch::start(&self.nats)
+            .guard(self.kv.get(key), |refused| self.refuses_read(refused, key))
             .await
+            .map_err(|refused| StoreError::refused("read", task_id, refused))?
             .map_err(|error| StoreError::bucket("read", task_id, error))?;
         value.map(|bytes| Self::decode(task_id, &bytes)).transpose()
     }
@@ -167,16 +230,27 @@ impl ResultStore {
         task_id: &TaskId,
         bytes: Bytes,
     ) -> Result<(), StoreError> {
-        self.kv
-            .put(task_id.as_str(), bytes)
+        let subject = self.key_subject(task_id.as_str());
+        Watch::start(&self.nats)
+            .guard(self.kv.put(task_id.as_str(), bytes), |refused| {
+                refused.is_publish_to(&subject)
+            })
             .await
+            .map_err(|refused| StoreError::refused("write", task_id, refused))?
             .map(drop)
             .map_err(|error| StoreError::bucket("write", task_id, error))
     }
 
     /// Writes PENDING only if the task has no record yet, so a worker that was faster than the
     /// producer is never overwritten.
+    ///
+    /// A user the server does not let write the bucket gets [`StoreError::PermissionDenied`] at
+    /// once, the first time; from then on nothing is written (PENDING is optional, and a producer
+    /// that may not write results is a deployment's choice, `docs/security.md`), and `Ok`.
     pub(crate) async fn create_pending(&self, envelope: &Envelope) -> Result<(), StoreError> {
+        if !self.writes_pending() {
+            return Ok(());
+        }
         let mut record = ResultRecord::new(envelope.id.clone(), TaskState::Pending, now_ms());
         record.task = Some(envelope.task.clone());
         record.trace_id = crate::telemetry::current_trace_id();
@@ -185,18 +259,22 @@ impl ResultStore {
         // expecting no earlier record for the key. This runs once per task sent, and its future
         // is part of every `delay()`'s.
         let key = envelope.id.as_str();
-        let prefix = self.kv.put_prefix.as_deref().unwrap_or(&self.kv.prefix);
+        let subject = self.key_subject(key);
         let mut headers = async_nats::HeaderMap::new();
         headers.insert(
             async_nats::header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE,
             async_nats::HeaderValue::from(0_u64),
         );
+        let refusals = Watch::start(&self.nats);
         let acked = match self
             .js
-            .publish_with_headers(format!("{prefix}{key}"), headers, bytes.clone())
+            .publish_with_headers(subject.clone(), headers, bytes.clone())
             .await
         {
-            Ok(ack) => ack.await,
+            Ok(ack) => refusals
+                .guard(ack, |refused| refused.is_publish_to(&subject))
+                .await
+                .map_err(|refused| self.pending_refused(envelope, refused))?,
             Err(error) => Err(error),
         };
         match acked {
@@ -214,6 +292,18 @@ impl ResultStore {
         }
     }
 
+    /// Remembers that the server refused PENDING writes to this user, says so once, and makes the
+    /// error of this one.
+    fn pending_refused(&self, envelope: &Envelope, refused: Violation) -> StoreError {
+        if !self.pending_refused.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                subject = %refused.subject,
+                "this NATS user may not write the results bucket, so its tasks get no PENDING record: they read UNKNOWN until a worker takes them; PENDING is no longer tried (allow publish to $KV.<ns>_results.> to write it, or leave it refused so this user cannot overwrite results)"
+            );
+        }
+        StoreError::refused("write", &envelope.id, refused)
+    }
+
     /// Writes a progress state (custom, STARTED or RECEIVED) with metadata.
     pub(crate) async fn write_progress(
         &self,
@@ -228,9 +318,13 @@ impl ResultStore {
 
     /// Removes the record and its history.
     pub(crate) async fn purge(&self, task_id: &TaskId) -> Result<(), StoreError> {
-        self.kv
-            .purge(task_id.as_str())
+        let subject = self.key_subject(task_id.as_str());
+        Watch::start(&self.nats)
+            .guard(self.kv.purge(task_id.as_str()), |refused| {
+                refused.is_publish_to(&subject)
+            })
             .await
+            .map_err(|refused| StoreError::refused("forget", task_id, refused))?
             .map_err(|error| StoreError::bucket("forget", task_id, error))
     }
 
@@ -270,10 +364,12 @@ impl ResultStore {
         impl futures_util::Stream<Item = Result<ResultRecord, StoreError>> + Send + use<>,
         StoreError,
     > {
-        let watch = self
-            .kv
-            .watch_with_history(task_id.as_str())
+        let watch = Watch::start(&self.nats)
+            .guard(self.kv.watch_with_history(task_id.as_str()), |refused| {
+                self.refuses_watch(refused)
+            })
             .await
+            .map_err(|refused| StoreError::refused("watch", task_id, refused))?
             .map_err(|error| StoreError::bucket("watch", task_id, error))?;
         let task_id = task_id.clone();
         Ok(watch.filter_map(move |entry| {

@@ -6,6 +6,7 @@
 //! Reading records is not its job: that is the results store's.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use celerity_proto::{ResultRecord, TaskId};
 use dashmap::DashMap;
@@ -13,6 +14,7 @@ use futures_util::StreamExt;
 use tokio::sync::{Notify, oneshot};
 
 use crate::error_text::error_chain;
+use crate::nats::permissions::{Denied, Watch};
 use crate::result_store::ResultStore;
 
 /// The reply listener of one client: its subject, its task, and the waits it serves.
@@ -20,6 +22,9 @@ use crate::result_store::ResultStore;
 pub(crate) struct Replies {
     subject: String,
     waiters: Arc<WaiterMap>,
+    /// Set when the server refused the subscription for the user's permissions: no
+    /// notification ever comes, and waits must watch the bucket instead.
+    deaf: Arc<AtomicBool>,
     listener: tokio::task::AbortHandle,
 }
 
@@ -35,17 +40,29 @@ impl Replies {
         reconnected: Arc<Notify>,
     ) -> Self {
         let waiters: Arc<WaiterMap> = Arc::default();
-        let listener = tokio::spawn(listen_for_results(
-            subscriber,
-            waiters.clone(),
-            store,
-            reconnected,
+        let deaf: Arc<AtomicBool> = Arc::default();
+        let listener = tokio::spawn(listen_unless_refused(
+            Listener {
+                subscriber,
+                waiters: waiters.clone(),
+                store,
+                reconnected,
+            },
+            subject.clone(),
+            deaf.clone(),
         ));
         Self {
             subject,
             waiters,
+            deaf,
             listener: listener.abort_handle(),
         }
+    }
+
+    /// True once the server has refused the reply subscription: no notification comes, so a wait
+    /// must watch the bucket (and a waiter registered before ends without one).
+    pub(crate) fn is_deaf(&self) -> bool {
+        self.deaf.load(Ordering::Acquire)
     }
 
     /// The subject workers publish this client's final records on.
@@ -164,6 +181,38 @@ impl Drop for Tracking {
     }
 }
 
+/// What the reply listener works with.
+struct Listener {
+    subscriber: async_nats::Subscriber,
+    waiters: Arc<WaiterMap>,
+    store: ResultStore,
+    reconnected: Arc<Notify>,
+}
+
+/// Listens for results until the server refuses the reply subscription (the user may not
+/// subscribe to `subject`): then it marks the replies `deaf` and ends every wait registered, so
+/// waits watch the bucket instead of waiting out their timeouts for notifications that never come.
+async fn listen_unless_refused(listener: Listener, subject: String, deaf: Arc<AtomicBool>) {
+    // From the connection's start: the refusal may have come before this task runs. The subject
+    // is this client's own, so no other refusal matches.
+    let refusals = Watch::from_connection_start(listener.store.connection());
+    let waiters = listener.waiters.clone();
+    let listened = refusals.guard(listen_for_results(listener), |refused| {
+        refused.denied == Denied::Subscribe && refused.subject == subject
+    });
+    if listened.await.is_err() {
+        tracing::warn!(
+            subject = %subject,
+            "the NATS server refused the subscription to this client's reply subject, so no result notification reaches it: each wait watches its task's key instead (one consumer per wait); allow this user to subscribe to the namespace's reply subjects (<ns>.reply.>)"
+        );
+        deaf.store(true, Ordering::Release);
+        for mut watched in waiters.iter_mut() {
+            // Dropped senders end their waits, which then watch the bucket.
+            watched.senders.clear();
+        }
+    }
+}
+
 /// Routes final records published on the client's reply subject to their waiters, and keeps them
 /// for tracked ids.
 ///
@@ -172,12 +221,13 @@ impl Drop for Tracking {
 /// beside the routing. Events during a re-read make one more re-read after it, not one each.
 /// (Any subscription's slow-consumer event counts: async-nats does not say which subscription a
 /// `Subscriber` is.)
-async fn listen_for_results(
-    mut subscriber: async_nats::Subscriber,
-    waiters: Arc<WaiterMap>,
-    store: ResultStore,
-    reconnected: Arc<Notify>,
-) {
+async fn listen_for_results(listener: Listener) {
+    let Listener {
+        mut subscriber,
+        waiters,
+        store,
+        reconnected,
+    } = listener;
     let _rereads = tokio_util::task::AbortOnDropHandle::new(tokio::spawn({
         let waiters = waiters.clone();
         async move {

@@ -18,7 +18,7 @@ use async_nats::ConnectErrorKind;
 use celerity::cli::NatsArgs;
 use tracing::instrument::WithSubscriber as _;
 
-use super::Check;
+use super::check::Check;
 
 /// The advisory, by its names.
 pub(crate) const ADVISORY: &str = "CVE-2023-47090 (GHSA-fr2g-9hjm-wr23, NATS secnote-2023-01)";

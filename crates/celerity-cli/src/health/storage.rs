@@ -9,7 +9,7 @@ use async_nats::jetstream;
 use celerity::StreamUse;
 use celerity_proto::{Layout, QueueName};
 
-use super::Check;
+use super::check::Check;
 
 /// The share of its limit at which a stream's check fails.
 const FULL_AT: f64 = 0.9;

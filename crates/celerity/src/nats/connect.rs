@@ -8,9 +8,13 @@
 //! logged, carried in errors and handed to async-nats (whose own debug logs print it) holds none.
 
 use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
+
+use crate::nats::permissions::{self, Violations};
 
 /// How to reach and authenticate to the NATS server.
 ///
@@ -47,6 +51,7 @@ pub struct NatsConfig {
     tls_client: Option<(PathBuf, PathBuf)>,
     require_tls: bool,
     name: Option<String>,
+    inbox_prefix: Option<String>,
 }
 
 impl std::fmt::Debug for NatsConfig {
@@ -63,6 +68,7 @@ impl std::fmt::Debug for NatsConfig {
             .field("tls_client", &self.tls_client)
             .field("require_tls", &self.require_tls)
             .field("name", &self.name)
+            .field("inbox_prefix", &self.inbox_prefix)
             .finish()
     }
 }
@@ -83,6 +89,15 @@ pub enum ConnectError {
         #[source]
         source: async_nats::ConnectError,
     },
+    /// The server refuses this user's subscriptions to the connection's reply inboxes, where the
+    /// answer to every request comes: every request would wait out its timeout.
+    #[error(
+        "the NATS server refuses this user's subscription to its reply inbox {inbox}: allow it to subscribe to \"<prefix>.>\" for the inbox prefix it connects with, or set the prefix to one it may subscribe to (NatsConfig::inbox_prefix, {INBOX_PREFIX_ENV}; docs/security.md)"
+    )]
+    InboxDenied {
+        /// The inbox subject refused.
+        inbox: String,
+    },
     /// An auth file could not be read.
     #[error("cannot read {what} file {path}")]
     AuthFile {
@@ -101,7 +116,7 @@ impl ConnectError {
     /// that does not parse.
     pub fn is_permanent(&self) -> bool {
         match self {
-            ConnectError::AuthFile { .. } => true,
+            ConnectError::AuthFile { .. } | ConnectError::InboxDenied { .. } => true,
             ConnectError::Connect { source, .. } => {
                 source.kind() == async_nats::ConnectErrorKind::ServerParse
             }
@@ -188,6 +203,20 @@ impl NatsConfig {
         self
     }
 
+    /// Starts the subjects of this connection's reply inboxes (answers to requests, deliveries of
+    /// ordered consumers) with `prefix` instead of `_INBOX`, so a NATS user may be allowed to
+    /// subscribe to its own inboxes only (`<prefix>.>`) and not read the answers other users get.
+    /// Without it, the environment variable `CELERITY_NATS_INBOX_PREFIX` sets it.
+    ///
+    /// ```
+    /// let config = celerity::NatsConfig::new("nats://127.0.0.1:4222").inbox_prefix("_INBOX.producer");
+    /// # let _ = config;
+    /// ```
+    pub fn inbox_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.inbox_prefix = Some(prefix.into());
+        self
+    }
+
     pub(crate) async fn options(&self) -> Result<async_nats::ConnectOptions, ConnectError> {
         let mut options = match &self.credentials_file {
             Some(path) => async_nats::ConnectOptions::with_credentials_file(path)
@@ -228,6 +257,12 @@ impl NatsConfig {
         if let Some(name) = &self.name {
             options = options.name(name);
         }
+        let prefix_from_env = || std::env::var(INBOX_PREFIX_ENV).ok();
+        if let Some(prefix) = self.inbox_prefix.clone().or_else(prefix_from_env)
+            && !prefix.trim().is_empty()
+        {
+            options = options.custom_inbox_prefix(prefix.trim());
+        }
         // Reconnect forever: a worker must outlive any server restart.
         Ok(options
             .max_reconnects(None)
@@ -261,11 +296,15 @@ impl NatsConfig {
         (!encrypted && !every_server_private(&self.url)).then_some(secret)
     }
 
+    /// Connects once with the options `customize` makes of this config's, recording the
+    /// permission violations the server reports (`permissions.rs`) and checking that the user may
+    /// subscribe to its reply inboxes.
     pub(crate) async fn connect_with(
         &self,
-        customize: impl FnOnce(async_nats::ConnectOptions) -> async_nats::ConnectOptions,
+        customize: impl FnOnce(ClientOptions) -> ClientOptions,
     ) -> Result<async_nats::Client, ConnectError> {
-        let options = customize(self.options().await?);
+        let violations = Violations::new();
+        let options = customize(ClientOptions::new(self.options().await?)).recording(&violations);
         // A list is one address each: async-nats reads a `str` as a single server.
         let servers: Vec<&str> = self
             .url
@@ -286,7 +325,69 @@ impl NatsConfig {
                 "the NATS {secret} went to the server without TLS, readable by anyone on the network path: use a tls:// URL or --nats-tls-ca, or authenticate with an NKey or a credentials file"
             );
         }
+        violations.register(&client);
+        permissions::check_inbox(&client, &violations)
+            .await
+            .map_err(|inbox| ConnectError::InboxDenied { inbox })?;
         Ok(client)
+    }
+}
+
+/// The environment variable that sets the inbox prefix of connections whose config sets none
+/// ([`NatsConfig::inbox_prefix`]).
+pub(crate) const INBOX_PREFIX_ENV: &str = "CELERITY_NATS_INBOX_PREFIX";
+
+/// A caller's event callback, run after the permission record's (see [`ClientOptions`]).
+type EventCallback =
+    Arc<dyn Fn(async_nats::Event) -> Pin<Box<dyn Future<Output = ()> + Send + Sync>> + Send + Sync>;
+
+/// The options of one connection as [`NatsConfig::connect_with`] hands them to its caller to
+/// change: the async-nats options, and an event callback of the caller's. async-nats keeps one
+/// event callback per connection, and the permission record (`permissions.rs`) needs it, so the
+/// caller's runs inside it instead of replacing it.
+pub(crate) struct ClientOptions {
+    nats: async_nats::ConnectOptions,
+    on_event: Option<EventCallback>,
+}
+
+impl ClientOptions {
+    fn new(nats: async_nats::ConnectOptions) -> Self {
+        Self {
+            nats,
+            on_event: None,
+        }
+    }
+
+    /// Runs `callback` on every connection event (after the permission record has seen it), as
+    /// `async_nats::ConnectOptions::event_callback`.
+    pub(crate) fn event_callback<F, Fut>(mut self, callback: F) -> Self
+    where
+        F: Fn(async_nats::Event) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + Sync + 'static,
+    {
+        self.on_event = Some(Arc::new(move |event| Box::pin(callback(event))));
+        self
+    }
+
+    /// The connection name the server shows, as `async_nats::ConnectOptions::name`.
+    pub(crate) fn name(mut self, name: impl ToString) -> Self {
+        self.nats = self.nats.name(name);
+        self
+    }
+
+    /// The async-nats options, with an event callback that records permission violations in
+    /// `violations`, then runs the caller's.
+    fn recording(self, violations: &Arc<Violations>) -> async_nats::ConnectOptions {
+        let (violations, on_event) = (violations.clone(), self.on_event);
+        self.nats.event_callback(move |event| {
+            violations.observe(&event);
+            let forwarded = on_event.as_ref().map(|callback| callback(event));
+            async move {
+                if let Some(forwarded) = forwarded {
+                    forwarded.await;
+                }
+            }
+        })
     }
 }
 
@@ -388,7 +489,7 @@ pub(crate) const SERVER_BACKOFF: ExponentialBuilder = ExponentialBuilder::new()
 /// Cancel safe: dropping the future stops the retries and leaves no connection behind.
 pub(crate) async fn connect_with_retry(
     config: &NatsConfig,
-    customize: impl Fn(async_nats::ConnectOptions) -> async_nats::ConnectOptions,
+    customize: impl Fn(ClientOptions) -> ClientOptions,
 ) -> Result<async_nats::Client, ConnectError> {
     let mut attempt = 1u32;
     let client = (|| config.connect_with(&customize))

@@ -6,6 +6,7 @@
 
 mod connect;
 pub(crate) mod headers;
+pub(crate) mod permissions;
 pub(crate) mod provision;
 pub(crate) mod server;
 
