@@ -86,21 +86,22 @@ impl DeadLetterReason {
         }
     }
 
+    /// Every reason, in the order of `docs/protocol.md` section 7's table.
+    pub const ALL: [DeadLetterReason; 9] = [
+        DeadLetterReason::UnknownTask,
+        DeadLetterReason::UndecodableBody,
+        DeadLetterReason::BadArguments,
+        DeadLetterReason::UnsupportedVersion,
+        DeadLetterReason::BadEnvelope,
+        DeadLetterReason::InvalidCanvas,
+        DeadLetterReason::TooManyDeliveries,
+        DeadLetterReason::ResultNotStored,
+        DeadLetterReason::DuplicateTaskId,
+    ];
+
     /// Parses a code.
     pub fn parse(code: &str) -> Option<Self> {
-        [
-            DeadLetterReason::UnknownTask,
-            DeadLetterReason::UndecodableBody,
-            DeadLetterReason::BadArguments,
-            DeadLetterReason::UnsupportedVersion,
-            DeadLetterReason::BadEnvelope,
-            DeadLetterReason::InvalidCanvas,
-            DeadLetterReason::TooManyDeliveries,
-            DeadLetterReason::ResultNotStored,
-            DeadLetterReason::DuplicateTaskId,
-        ]
-        .into_iter()
-        .find(|reason| reason.code() == code)
+        Self::ALL.into_iter().find(|reason| reason.code() == code)
     }
 }
 

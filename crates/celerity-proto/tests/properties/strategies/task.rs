@@ -266,17 +266,7 @@ pub(crate) fn envelope() -> impl Strategy<Value = Envelope> {
 }
 
 /// Every dead-letter reason.
-pub(crate) const DEAD_LETTER_REASONS: [DeadLetterReason; 9] = [
-    DeadLetterReason::UnknownTask,
-    DeadLetterReason::UndecodableBody,
-    DeadLetterReason::BadArguments,
-    DeadLetterReason::UnsupportedVersion,
-    DeadLetterReason::BadEnvelope,
-    DeadLetterReason::InvalidCanvas,
-    DeadLetterReason::TooManyDeliveries,
-    DeadLetterReason::ResultNotStored,
-    DeadLetterReason::DuplicateTaskId,
-];
+pub(crate) const DEAD_LETTER_REASONS: [DeadLetterReason; 9] = DeadLetterReason::ALL;
 
 /// A dead letter whose texts are given by `texts`.
 pub(crate) fn dead_letter_with(texts: BoxedStrategy<String>) -> impl Strategy<Value = DeadLetter> {
