@@ -162,6 +162,10 @@ impl WorkerProcess {
 
 impl Drop for WorkerProcess {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            // The test failed: what the worker saw is the first thing to read.
+            eprintln!("--- log of worker {} ---\n{}", self.hostname, self.log());
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

@@ -1104,7 +1104,9 @@ function viewTask(ctx) {
     try {
       const t = await api.get('/api/tasks/' + encodeURIComponent(id));
       if (!ctx.alive()) return;
-      render(t);
+      // The stream's first task event is read after it subscribed to changes: once one has
+      // rendered, this read may only be older.
+      if (!task) render(t);
     } catch (e) {
       if (!ctx.alive()) return;
       if (e.status === 404) {
@@ -1247,7 +1249,9 @@ function viewCanvas(ctx) {
   const wrap = h('div', { class: 'graph-wrap' }, h('div', { class: 'empty' }, 'Loading…'));
   const box = h('div', null, panel('Canvas', h('a', { href: '#/tasks/' + encodeURIComponent(rootId), class: 'mono' }, 'root ' + rootId), h('div', { class: 'panel-body' }, summary), wrap));
   ctx.main.append(box);
+  let shown = false;
   function render(cv) {
+    shown = true;
     const by = {};
     for (const n of cv.nodes) by[n.state] = (by[n.state] || 0) + 1;
     summary.setAttribute('data-total', cv.nodes.length);
@@ -1262,7 +1266,8 @@ function viewCanvas(ctx) {
   (async () => {
     try {
       const cv = await api.get('/api/canvases/' + encodeURIComponent(rootId));
-      if (ctx.alive()) render(cv);
+      // As for a task: a canvas the stream has shown is newer than this read.
+      if (ctx.alive() && !shown) render(cv);
     } catch (e) {
       if (!ctx.alive()) return;
       if (e.status === 404 || e.status === 400) fill(box, notFound('canvas-not-found', 'No canvas with root ' + rootId, e.message));

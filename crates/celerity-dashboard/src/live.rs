@@ -5,7 +5,8 @@
 //! `dropped`: the page then says it shows a sample), `workers` when one changed and `overview`
 //! every second. So however many events arrive, a page gets at most a few frames a second of
 //! bounded size. A page that views one task or one canvas also gets that task's or canvas's
-//! detail when it changes, its result record (custom states and progress) through a KV watch.
+//! detail right after `hello` and again when it changes, its result record (custom states and
+//! progress) through a KV watch.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -152,15 +153,26 @@ pub(crate) async fn stream(
     };
     let mut keepalive = tokio::time::interval(KEEPALIVE);
     keepalive.reset();
-    let page = PageStream {
+    let mut page = PageStream {
         shared,
         frames,
         task: query.task,
         canvas: query.canvas,
         record,
         keepalive,
-        first: Some(hello),
+        first: None,
     };
+    // INVARIANT: the followed task and canvas are read after the frames are subscribed to, so a
+    // change the page's own first read missed (made before this stream opened) is in these
+    // first events, and every later change comes as a frame.
+    let mut first = hello.to_vec();
+    if let Some(id) = page.task.clone() {
+        first.extend_from_slice(&page.task_event(&id).await);
+    }
+    if let Some(root) = page.canvas.clone() {
+        first.extend_from_slice(&page.canvas_event(&root).await);
+    }
+    page.first = Some(Bytes::from(first));
     let body = futures_util::stream::unfold(page, |mut page| async move {
         let bytes = page.next().await?;
         Some((Ok::<_, std::convert::Infallible>(bytes), page))
@@ -210,18 +222,19 @@ impl PageStream {
                 {
                     bytes.extend_from_slice(&self.task_event(&id).await);
                 }
-                if let Some(root) = &self.canvas
-                    && (roots.contains(root) || ids.contains(root))
+                if let Some(root) = self.canvas.clone()
+                    && (roots.contains(&root) || ids.contains(&root))
                 {
-                    let canvas = api::canvas_json(&self.shared, root).await;
-                    bytes.extend_from_slice(&sse(
-                        "canvas",
-                        &serde_json::json!({ "canvas": canvas }),
-                    ));
+                    bytes.extend_from_slice(&self.canvas_event(&root).await);
                 }
                 Some(Bytes::from(bytes))
             }
         }
+    }
+
+    async fn canvas_event(&self, root: &str) -> Bytes {
+        let canvas = api::canvas_json(&self.shared, root).await;
+        sse("canvas", &serde_json::json!({ "canvas": canvas }))
     }
 
     async fn task_event(&self, id: &str) -> Bytes {

@@ -7,6 +7,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use async_nats::jetstream::{self, context::PublishErrorKind, kv};
 use bytes::Bytes;
@@ -15,6 +16,7 @@ use futures_util::StreamExt;
 use serde_json::Value;
 
 use crate::clock::now_ms;
+use crate::error_text::error_chain;
 use crate::nats::permissions::{Denied, Violation, Watch, key_subject};
 
 mod finals;
@@ -80,7 +82,18 @@ pub enum StoreError {
     },
 }
 
+/// The first pause before a dropped watch of a result is made again; it doubles up to
+/// [`WATCH_RETRY_MAX`].
+const WATCH_RETRY_FIRST: Duration = Duration::from_millis(100);
+const WATCH_RETRY_MAX: Duration = Duration::from_secs(2);
+
 impl StoreError {
+    /// True when trying again may succeed: the bucket was out of reach (a server restarting, a
+    /// leader being elected), not a refusal or a bad record.
+    pub(crate) fn is_transient(&self) -> bool {
+        matches!(self, StoreError::Bucket { .. })
+    }
+
     fn bucket(
         operation: &'static str,
         task_id: &TaskId,
@@ -198,6 +211,29 @@ impl ResultStore {
             .map_err(|refused| StoreError::refused("read", task_id, refused))?
             .map_err(|error| StoreError::bucket("read", task_id, error))?;
         value.map(|bytes| Self::decode(task_id, &bytes)).transpose()
+    }
+
+    /// Like [`get`](Self::get), but a bucket out of reach (a server restarting, a leader being
+    /// elected) is read again with a growing pause, for up to `within`; the last error is kept.
+    pub(crate) async fn get_patiently(
+        &self,
+        task_id: &TaskId,
+        within: Duration,
+    ) -> Result<Option<ResultRecord>, StoreError> {
+        let deadline = tokio::time::Instant::now() + within;
+        let mut pause = WATCH_RETRY_FIRST;
+        loop {
+            match self.get(task_id).await {
+                Err(error)
+                    if error.is_transient() && tokio::time::Instant::now() + pause < deadline =>
+                {
+                    tracing::debug!(%task_id, ?pause, error = %error_chain(&error), "reading a result again");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(WATCH_RETRY_MAX);
+                }
+                read => return read,
+            }
+        }
     }
 
     /// A record for `envelope`'s task, stamped with this worker and the current time.
@@ -329,7 +365,9 @@ impl ResultStore {
     }
 
     /// Waits, through a KV watch of this one key, for a record that satisfies `done`, starting
-    /// from the current value.
+    /// from the current value. A watch the server drops (restarted, a cluster electing a new
+    /// leader of the bucket) is made again, from the current value, until the caller's timeout:
+    /// only a refusal or a corrupt record ends the wait early.
     ///
     /// # Cancel safety
     /// Cancel-safe: dropping the future drops the watch.
@@ -338,18 +376,27 @@ impl ResultStore {
         task_id: &TaskId,
         done: impl Fn(&ResultRecord) -> bool,
     ) -> Result<ResultRecord, StoreError> {
-        let mut records = std::pin::pin!(self.watch(task_id).await?);
-        while let Some(record) = records.next().await {
-            let record = record?;
-            if done(&record) {
-                return Ok(record);
+        let mut pause = WATCH_RETRY_FIRST;
+        loop {
+            match self.watch(task_id).await {
+                Ok(records) => {
+                    let mut records = std::pin::pin!(records);
+                    while let Some(record) = records.next().await {
+                        match record {
+                            Ok(record) if done(&record) => return Ok(record),
+                            Ok(_) => pause = WATCH_RETRY_FIRST,
+                            Err(error) if error.is_transient() => break,
+                            Err(error) => return Err(error),
+                        }
+                    }
+                }
+                Err(error) if error.is_transient() => {}
+                Err(error) => return Err(error),
             }
+            tracing::debug!(%task_id, ?pause, "the watch of a result ended; watching again");
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(WATCH_RETRY_MAX);
         }
-        Err(StoreError::bucket(
-            "watch",
-            task_id,
-            "the watch ended before the task finished",
-        ))
     }
 
     /// Every record of `task_id` as it is written, from the current one on, through a KV watch of

@@ -7,6 +7,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use celerity_proto::{ResultRecord, TaskId};
 use dashmap::DashMap;
@@ -256,8 +257,12 @@ async fn listen_for_results(listener: Listener) {
     }
 }
 
+/// How long a re-read after a reconnect keeps trying a bucket out of reach: a restarted server
+/// answers JetStream requests only once it has recovered its streams.
+const REREAD_WITHIN: Duration = Duration::from_secs(30);
+
 /// After a reconnect or a slow-consumer drop, notifications may be lost: read the record of every
-/// waited or tracked task not arrived yet once, a few at a time, and deliver the final ones.
+/// waited or tracked task not arrived yet, a few at a time, and deliver the final ones.
 async fn reread_waited_records(waiters: Arc<WaiterMap>, store: ResultStore) {
     let ids: Vec<TaskId> = waiters
         .iter()
@@ -268,7 +273,7 @@ async fn reread_waited_records(waiters: Arc<WaiterMap>, store: ResultStore) {
         .for_each_concurrent(32, |id| {
             let (waiters, store) = (waiters.clone(), store.clone());
             async move {
-                if let Ok(Some(record)) = store.get(&id).await
+                if let Ok(Some(record)) = store.get_patiently(&id, REREAD_WITHIN).await
                     && record.state.is_ready()
                 {
                     deliver(&waiters, record);
