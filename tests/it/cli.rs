@@ -216,3 +216,67 @@ async fn inspect_asks_every_worker_or_the_named_ones_what_they_run_and_hold() {
     assert!(!missing.status.success());
     assert!(String::from_utf8_lossy(&missing.stderr).contains("nobody"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_printing_command_whose_reader_is_gone_ends_quietly() {
+    use std::os::unix::process::ExitStatusExt as _;
+    let server = server();
+    let url = server.url();
+    let _worker = WorkerProcess::start(&url, "w-pipe", &[]);
+    // As `celerity status | true`: the reader is gone before anything is printed.
+    let (reader, writer) = std::io::pipe().expect("a pipe");
+    drop(reader);
+    let output = std::process::Command::new(crate::support::celerity_cli())
+        .args(["status", "--nats-url", &url])
+        .stdout(writer)
+        .output()
+        .expect("celerity runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(
+        output.status.signal(),
+        Some(libc::SIGPIPE),
+        "ended by the closed pipe, as any Unix tool: {:?} {stderr}",
+        output.status
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_command_stops_on_sigterm() {
+    use std::io::BufRead as _;
+    let server = server();
+    let mut dashboard = std::process::Command::new(crate::support::celerity_cli())
+        .args([
+            "dashboard",
+            "--no-auth",
+            "-p",
+            "0",
+            "--nats-url",
+            &server.url(),
+        ])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("celerity dashboard starts");
+    let stderr = dashboard.stderr.take().expect("its stderr");
+    let mut lines = std::io::BufReader::new(stderr).lines();
+    let serving = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find(|line| line.contains("Celerity dashboard at"));
+    assert!(serving.is_some(), "the dashboard said where it serves");
+    let pid = libc::pid_t::try_from(dashboard.id()).expect("a pid fits pid_t");
+    // SAFETY: `pid` is the child this test started and has not reaped.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0, "SIGTERM sent");
+    let deadline = std::time::Instant::now() + WAIT;
+    let status = loop {
+        if let Some(status) = dashboard.try_wait().expect("its status") {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the dashboard still runs {WAIT:?} after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "a clean stop: {status:?}");
+}

@@ -296,7 +296,9 @@ async fn a_dashboard_reads_events_results_and_letters_and_is_refused_control_at_
     })
     .await;
     assert!(
-        refused.status >= 400 && refused.body.to_string().contains("operator"),
+        refused.status == 403
+            && refused.body["error"]["code"] == "permission_denied"
+            && refused.body.to_string().contains("operator"),
         "{} {:?}",
         refused.status,
         refused.body

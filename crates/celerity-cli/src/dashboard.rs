@@ -95,13 +95,18 @@ impl DashboardArgs {
     }
 }
 
-/// Runs the dashboard until Ctrl-C.
+/// Runs the dashboard until Ctrl-C (SIGINT) or SIGTERM (what `docker stop` and systemd send).
 pub(crate) async fn run(args: DashboardArgs) -> anyhow::Result<bool> {
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("cannot install the SIGTERM handler")?;
     let dashboard = Dashboard::start(args.config()?)
         .await
         .context("cannot start the dashboard")?;
     eprintln!("Celerity dashboard at {}", dashboard.url());
-    let _ = tokio::signal::ctrl_c().await;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
+    }
     dashboard.stop().await;
     Ok(true)
 }

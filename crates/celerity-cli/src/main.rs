@@ -87,20 +87,12 @@ struct BenchWorkerCli {
 
 fn main() -> ExitCode {
     let cli = parse();
+    if cli.command.prints_and_ends() {
+        end_quietly_when_stdout_closes();
+    }
     let default_log_filter = match &cli.command {
         Command::Dev(_) => dev::DEFAULT_LOG_FILTER,
         Command::Dashboard(_) => "warn,celerity_dashboard=info",
-        Command::Control(_)
-        | Command::Inspect(_)
-        | Command::Status(_)
-        | Command::Result(_)
-        | Command::Health(_)
-        | Command::CheckConfig(_)
-        | Command::Purge(_)
-        | Command::Events(_)
-        | Command::DeadLetters(_)
-        | Command::Beat(_)
-        | Command::Bench(_) => "warn",
         Command::BenchWorker { args } => {
             let worker = BenchWorkerCli::parse_from(
                 std::iter::once("celerity bench-worker".to_owned()).chain(args.iter().cloned()),
@@ -113,6 +105,8 @@ fn main() -> ExitCode {
                 }
             };
         }
+        // Beat, bench and the commands that print and end.
+        _ => "warn",
     };
     celerity::cli::init_logging(cli.loglevel.as_deref().unwrap_or(default_log_filter));
     let runtime = match tokio::runtime::Runtime::new() {
@@ -148,6 +142,37 @@ fn main() -> ExitCode {
             eprintln!("error: {error:#}");
             ExitCode::from(2)
         }
+    }
+}
+
+impl Command {
+    /// True for a command that prints what it found and ends, whose output is often piped
+    /// (`celerity inspect active | head`).
+    fn prints_and_ends(&self) -> bool {
+        matches!(
+            self,
+            Command::Control(_)
+                | Command::Inspect(_)
+                | Command::Status(_)
+                | Command::Result(_)
+                | Command::Health(_)
+                | Command::CheckConfig(_)
+                | Command::Purge(_)
+                | Command::Events(_)
+                | Command::DeadLetters(_)
+        )
+    }
+}
+
+/// Restores the default action of SIGPIPE, so a command whose reader has gone (`celerity events
+/// | head`) ends as any Unix tool does, instead of panicking in `println!`. Commands that run
+/// (worker, dashboard, dev, beat, bench) keep Rust's ignored SIGPIPE: a peer that goes is an error
+/// to handle, not a reason to die. (Sockets are written with `MSG_NOSIGNAL` either way.)
+fn end_quietly_when_stdout_closes() {
+    // SAFETY: called at the start of `main`, before any thread starts; it only resets one
+    // signal's action to the default.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
 

@@ -45,6 +45,13 @@ fn control_error(error: ControlError) -> ApiError {
         error @ ControlError::NotSetUp { .. } => {
             ApiError::new(StatusCode::CONFLICT, "not_set_up", error.to_string())
         }
+        // The dashboard's NATS user may not control workers: no request of the page can change
+        // that, so it is forbidden, not a bad argument.
+        error @ ControlError::PermissionDenied { .. } => ApiError::new(
+            StatusCode::FORBIDDEN,
+            "permission_denied",
+            error.to_string(),
+        ),
         other => ApiError::invalid_argument(other.to_string()),
     }
 }
